@@ -1,0 +1,244 @@
+//! Health checks: runs every configured probe in parallel, each under its own timeout,
+//! and renders the `/status` table (overall state first). The probes themselves
+//! (HTTP, TCP, Postgres, Redis, exec) live at the edge in `crate::probes`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::ports::Probe;
+
+/// One configured check.
+#[derive(Clone)]
+pub struct HealthCheck {
+    pub name: String,
+    pub kind: &'static str,
+    pub timeout: Duration,
+    pub probe: Arc<dyn Probe>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckState {
+    Up,
+    Down,
+    TimedOut,
+}
+
+impl CheckState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckState::Up => "up",
+            CheckState::Down => "down",
+            CheckState::TimedOut => "timeout",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckResult {
+    pub name: String,
+    pub kind: &'static str,
+    pub state: CheckState,
+    pub latency: Duration,
+    pub detail: String,
+}
+
+/// Longest detail shown per check, so one chatty failure cannot swamp the table.
+const MAX_DETAIL_CHARS: usize = 80;
+
+#[derive(Clone, Default)]
+pub struct HealthChecks {
+    checks: Vec<HealthCheck>,
+}
+
+impl HealthChecks {
+    pub fn new(checks: Vec<HealthCheck>) -> Self {
+        Self { checks }
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.checks.iter().map(|c| c.name.as_str())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.checks.is_empty()
+    }
+
+    /// Runs all checks (or only `only`) concurrently; results keep configuration order.
+    pub async fn run(&self, only: Option<&str>) -> Vec<CheckResult> {
+        let mut set = JoinSet::new();
+        for (i, check) in self.checks.iter().enumerate() {
+            if only.is_some_and(|n| n != check.name) {
+                continue;
+            }
+            let check = check.clone();
+            set.spawn(async move { (i, run_one(&check).await) });
+        }
+        let mut results = Vec::with_capacity(set.len());
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(r) => results.push(r),
+                // A panicking probe is reported as down rather than taking /status with it.
+                Err(e) => tracing::error!(error = %e, "health probe task failed"),
+            }
+        }
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
+    }
+}
+
+async fn run_one(check: &HealthCheck) -> CheckResult {
+    let started = Instant::now();
+    let (state, detail) = match tokio::time::timeout(check.timeout, check.probe.probe()).await {
+        Ok(report) if report.up => (CheckState::Up, report.detail),
+        Ok(report) => (CheckState::Down, report.detail),
+        Err(_) => (
+            CheckState::TimedOut,
+            format!("no answer within {}", fmt_duration(check.timeout)),
+        ),
+    };
+    CheckResult {
+        name: check.name.clone(),
+        kind: check.kind,
+        state,
+        latency: started.elapsed(),
+        detail: detail.chars().take(MAX_DETAIL_CHARS).collect(),
+    }
+}
+
+/// `UP`, `DEGRADED` or `DOWN` headline, then an aligned table.
+pub fn render(results: &[CheckResult]) -> String {
+    if results.is_empty() {
+        return "No health checks are configured.".into();
+    }
+    let up = results.iter().filter(|r| r.state == CheckState::Up).count();
+    let overall = if up == results.len() {
+        "UP"
+    } else if up == 0 {
+        "DOWN"
+    } else {
+        "DEGRADED"
+    };
+    let mut out = format!("Overall: {overall} ({up}/{} checks up)\n", results.len());
+    let rows: Vec<[String; 5]> = results
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.kind.to_owned(),
+                r.state.as_str().to_owned(),
+                fmt_duration(r.latency),
+                r.detail.clone(),
+            ]
+        })
+        .collect();
+    let header = ["CHECK", "KIND", "STATE", "LATENCY", "DETAIL"].map(str::to_owned);
+    let widths: Vec<usize> = (0..4)
+        .map(|col| {
+            rows.iter()
+                .chain(std::iter::once(&header))
+                .map(|r| r[col].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    out.push_str("```\n");
+    for row in std::iter::once(&header).chain(rows.iter()) {
+        for (col, w) in widths.iter().enumerate() {
+            let _ = write!(out, "{:<w$}  ", row[col], w = w);
+        }
+        out.push_str(&row[4]);
+        out.push('\n');
+    }
+    out.push_str("```");
+    out
+}
+
+fn fmt_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::ProbeReport;
+    use async_trait::async_trait;
+
+    struct Fixed(Option<ProbeReport>, Duration);
+
+    #[async_trait]
+    impl Probe for Fixed {
+        async fn probe(&self) -> ProbeReport {
+            tokio::time::sleep(self.1).await;
+            match &self.0 {
+                Some(r) => r.clone(),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn check(name: &str, timeout_s: u64, probe: Fixed) -> HealthCheck {
+        HealthCheck {
+            name: name.into(),
+            kind: "test",
+            timeout: Duration::from_secs(timeout_s),
+            probe: Arc::new(probe),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checks_run_in_parallel_each_under_its_own_timeout() {
+        let checks = HealthChecks::new(vec![
+            check(
+                "fast",
+                5,
+                Fixed(Some(ProbeReport::up("ok")), Duration::from_millis(10)),
+            ),
+            check("hung", 2, Fixed(None, Duration::ZERO)),
+            check(
+                "slow-down",
+                5,
+                Fixed(Some(ProbeReport::down("refused")), Duration::from_secs(1)),
+            ),
+            check("hung-longer", 3, Fixed(None, Duration::ZERO)),
+        ]);
+        let started = Instant::now();
+        let results = checks.run(None).await;
+        // Parallel: the whole run takes the slowest timeout (3s), not the sum (6s+).
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        let states: Vec<_> = results.iter().map(|r| (r.name.as_str(), r.state)).collect();
+        assert_eq!(
+            states,
+            vec![
+                ("fast", CheckState::Up),
+                ("hung", CheckState::TimedOut),
+                ("slow-down", CheckState::Down),
+                ("hung-longer", CheckState::TimedOut),
+            ]
+        );
+        let table = render(&results);
+        assert!(
+            table.starts_with("Overall: DEGRADED (1/4 checks up)"),
+            "{table}"
+        );
+        assert!(table.contains("no answer within 2.0s"), "{table}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_check_can_be_selected() {
+        let checks = HealthChecks::new(vec![
+            check("a", 1, Fixed(Some(ProbeReport::up("ok")), Duration::ZERO)),
+            check("b", 1, Fixed(Some(ProbeReport::up("ok")), Duration::ZERO)),
+        ]);
+        let results = checks.run(Some("b")).await;
+        assert_eq!(results.len(), 1);
+        assert!(render(&results).starts_with("Overall: UP (1/1 checks up)"));
+    }
+}

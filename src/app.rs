@@ -1,0 +1,221 @@
+//! Startup wiring: builds the store, limiter, catalogue, health checks and router from a
+//! validated config, and runs the `serve` and `chat` modes with graceful shutdown.
+//! This is the only place that knows which backend sits behind each port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::actions::health::HealthChecks;
+use crate::adapters::console::Console;
+use crate::catalog::{Catalog, CatalogErrors};
+use crate::config::{Config, LimiterBackend};
+use crate::http::{self, HttpState};
+use crate::limiter::{MemoryLimiter, RedisLimiter};
+use crate::metrics::Metrics;
+use crate::ports::{RateLimiter, Store, StoreError, SystemClock};
+use crate::router::authz::BuiltinAccess;
+use crate::router::{GlobalLimits, Router, RouterDeps};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("invalid command files:\n{0}")]
+    Catalog(CatalogErrors),
+    #[error("invalid config: {0}")]
+    Config(String),
+    #[error("cannot open the store")]
+    Store(#[from] StoreError),
+    #[error("cannot connect to the Redis rate limiter: {0}")]
+    Limiter(String),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<CatalogErrors> for StartupError {
+    fn from(e: CatalogErrors) -> Self {
+        StartupError::Catalog(e)
+    }
+}
+
+/// A fully wired opsbot, ready to serve.
+pub struct App {
+    pub config: Config,
+    pub router: Arc<Router>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Loads and validates the command catalogue named by the config.
+pub fn load_catalog(config: &Config) -> Result<Catalog, CatalogErrors> {
+    Catalog::load_dir(&config.catalog_dir())
+}
+
+impl App {
+    pub async fn build(config: Config) -> Result<App, StartupError> {
+        let catalog = load_catalog(&config)?;
+        let directory = config.directory().map_err(StartupError::Config)?;
+        let checks = crate::probes::build_checks(&config.checks).map_err(StartupError::Config)?;
+        let store =
+            crate::store::connect(&config.store.database_url, config.store.max_connections).await?;
+        let limiter: Arc<dyn RateLimiter> = match config.limits.backend {
+            LimiterBackend::Memory => Arc::new(MemoryLimiter::new()),
+            LimiterBackend::Redis => {
+                let url =
+                    config.limits.redis_url.as_ref().ok_or_else(|| {
+                        StartupError::Config("limits.redis_url is required".into())
+                    })?;
+                Arc::new(
+                    RedisLimiter::connect(url.expose_secret(), "opsbot:rl:")
+                        .await
+                        .map_err(|e| StartupError::Limiter(e.0))?,
+                )
+            }
+        };
+        let metrics = Arc::new(Metrics::new());
+        let l = &config.limits;
+        let router = Router::new(RouterDeps {
+            bot_name: config.bot.name.clone(),
+            catalog: Arc::new(catalog),
+            directory: Arc::new(directory),
+            access: BuiltinAccess {
+                status: config.builtins.status_roles.clone(),
+                audit: config.builtins.audit_roles.clone(),
+            },
+            limits: GlobalLimits {
+                global: l.global,
+                per_user: l.per_user,
+                per_channel: l.per_channel,
+                per_command: l.per_command,
+            },
+            limiter,
+            store: store.clone(),
+            clock: Arc::new(SystemClock),
+            health: Arc::new(HealthChecks::new(checks)),
+            metrics: metrics.clone(),
+        });
+        Ok(App {
+            config,
+            router: Arc::new(router),
+            store,
+            metrics,
+        })
+    }
+
+    pub fn http_state(&self) -> HttpState {
+        HttpState {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Binds the configured HTTP address.
+    pub async fn bind(&self) -> Result<TcpListener, StartupError> {
+        let addr = self.config.server.listen;
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })
+    }
+
+    /// `opsbot serve`: HTTP plus every configured adapter, until Ctrl-C or SIGTERM.
+    pub async fn serve(self) -> Result<(), StartupError> {
+        let listener = self.bind().await?;
+        let shutdown = CancellationToken::new();
+        tracing::info!(addr = %self.config.server.listen, commands = self.router.catalog().len(), "opsbot serving HTTP");
+        let http = tokio::spawn(http::serve(listener, self.http_state(), shutdown.clone()));
+        let console_user = self
+            .config
+            .console
+            .enabled
+            .then(|| self.config.console.user.clone())
+            .flatten();
+        match &console_user {
+            Some(user) => {
+                let console = Console::new(self.router.clone(), user, &self.config.console.channel);
+                tracing::info!(user = %user, "console adapter reading commands from stdin");
+                tokio::spawn(async move {
+                    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+                    if let Err(e) = console.run(stdin, tokio::io::stdout()).await {
+                        tracing::warn!(error = %e, "console adapter stopped");
+                    }
+                    tracing::info!("console input closed; still serving HTTP");
+                });
+            }
+            None => tracing::info!(
+                "no chat platform is configured (console disabled or without a user); serving HTTP only"
+            ),
+        }
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+        let grace = self.config.server.shutdown_grace.0;
+        if tokio::time::timeout(grace, http).await.is_err() {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "HTTP server did not stop within the grace period"
+            );
+        }
+        Ok(())
+    }
+
+    /// `opsbot chat`: the console on stdin/stdout until end of input. HTTP is served alongside
+    /// (health checks may probe it); if the port is taken, chat goes on without it.
+    pub async fn chat(self, name: &str, channel: Option<&str>) -> Result<(), StartupError> {
+        let shutdown = CancellationToken::new();
+        let http = match self.bind().await {
+            Ok(listener) => Some(tokio::spawn(http::serve(
+                listener,
+                self.http_state(),
+                shutdown.clone(),
+            ))),
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP endpoints unavailable in this chat session");
+                None
+            }
+        };
+        let channel = channel.unwrap_or(&self.config.console.channel);
+        let console = Console::new(self.router.clone(), name, channel);
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            eprintln!("opsbot console as {name} in #{channel}; type /help, Ctrl-D to quit.");
+        }
+        let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+        let result = console.run(stdin, tokio::io::stdout()).await;
+        shutdown.cancel();
+        if let Some(http) = http {
+            let _ = tokio::time::timeout(self.config.server.shutdown_grace.0, http).await;
+        }
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "console input failed");
+        }
+        Ok(())
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,158 @@
+//! The command catalogue: loads every `commands/*.toml`, validates it completely and
+//! refuses the whole catalogue on any error, naming the file and line. Built-in commands
+//! are code (see `router::builtins`); everything here is a data-defined runbook.
+
+mod spec;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use spec::{
+    ActionSpec, ApprovalSpec, ArgKind, ArgSpec, ChannelPattern, CommandLimits, CommandSpec,
+};
+
+/// Names the built-in commands own; a command file may not take them.
+pub const RESERVED_NAMES: &[&str] = &[
+    "help",
+    "whoami",
+    "status",
+    "audit",
+    "alerts",
+    "ack",
+    "silence",
+    "unsilence",
+    "resolve",
+    "incident",
+    "postmortem",
+    "approve",
+    "deny",
+    "cancel",
+];
+
+/// One problem in one command file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogError {
+    pub file: PathBuf,
+    /// 1-based line, when the problem has one.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Every problem found in the catalogue, so an operator can fix them in one pass.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct CatalogErrors(pub Vec<CatalogError>);
+
+impl fmt::Display for CatalogErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The validated set of data-defined commands.
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    commands: BTreeMap<String, Arc<CommandSpec>>,
+}
+
+impl Catalog {
+    /// Loads `dir/*.toml` in name order. A missing folder is an error: deny when unsure.
+    pub fn load_dir(dir: &Path) -> Result<Catalog, CatalogErrors> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            CatalogErrors(vec![CatalogError {
+                file: dir.to_owned(),
+                line: None,
+                message: format!("cannot read command folder: {e}"),
+            }])
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        let mut sources = Vec::with_capacity(files.len());
+        let mut errors = Vec::new();
+        for file in files {
+            match std::fs::read_to_string(&file) {
+                Ok(src) => sources.push((file, src)),
+                Err(e) => errors.push(CatalogError {
+                    file,
+                    line: None,
+                    message: format!("cannot read: {e}"),
+                }),
+            }
+        }
+        match Self::from_sources(&sources) {
+            Ok(c) if errors.is_empty() => Ok(c),
+            Ok(_) => Err(CatalogErrors(errors)),
+            Err(CatalogErrors(more)) => {
+                errors.extend(more);
+                Err(CatalogErrors(errors))
+            }
+        }
+    }
+
+    /// Builds a catalogue from `(file name, TOML text)` pairs.
+    pub fn from_sources(sources: &[(PathBuf, String)]) -> Result<Catalog, CatalogErrors> {
+        let mut commands: BTreeMap<String, Arc<CommandSpec>> = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (file, src) in sources {
+            match spec::parse_command_file(file, src) {
+                Ok(spec) => {
+                    if let Some(other) = commands.get(&spec.name) {
+                        errors.push(CatalogError {
+                            file: file.clone(),
+                            line: Some(1),
+                            message: format!(
+                                "command {:?} is already defined in {}",
+                                spec.name,
+                                other.source.display()
+                            ),
+                        });
+                    } else {
+                        commands.insert(spec.name.clone(), Arc::new(spec));
+                    }
+                }
+                Err(e) => errors.extend(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Catalog { commands })
+        } else {
+            Err(CatalogErrors(errors))
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<CommandSpec>> {
+        self.commands.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<CommandSpec>> {
+        self.commands.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+}

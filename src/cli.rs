@@ -1,0 +1,184 @@
+//! The command line: `serve`, `chat`, `check-config`, `migrate` and `audit`. Each subcommand
+//! loads the config, refuses clearly on any error, and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{App, load_catalog};
+use crate::config::Config;
+use crate::domain::ChainVerifier;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "opsbot",
+    version,
+    about = "Chat-ops: runbooks, health checks, alerts and incidents from chat"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct ConfigArg {
+    /// Config file.
+    #[arg(long, short, default_value = "config.toml", env = "OPSBOT_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the bot: HTTP endpoints and every configured adapter.
+    Serve(ConfigArg),
+    /// Talk to the bot from this terminal (or a pipe), one command per line.
+    Chat {
+        /// Console identity to act as (console:NAME).
+        #[arg(long = "as", value_name = "NAME")]
+        as_user: String,
+        /// Channel name to act in (default: console.channel from the config).
+        #[arg(long)]
+        channel: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Validate the config and every command file; exit non-zero naming each problem.
+    CheckConfig(ConfigArg),
+    /// Apply database migrations and exit.
+    Migrate(ConfigArg),
+    /// Print recent audit records, newest first, or verify the hash chain.
+    Audit {
+        /// How many records to print.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Check the whole chain and report the first altered or missing record.
+        #[arg(long)]
+        verify: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// Entry point for the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
+    Ok(Config::load(&arg.config)?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(arg) => {
+            let config = load(&arg)?;
+            crate::telemetry::init(&config.log, None).map_err(anyhow::Error::msg)?;
+            App::build(config).await?.serve().await?;
+        }
+        Command::Chat {
+            as_user,
+            channel,
+            config,
+        } => {
+            let config = load(&config)?;
+            // Keep the terminal for the conversation; only warnings go to stderr.
+            let level = std::env::var("RUST_LOG").ok();
+            crate::telemetry::init(&config.log, Some(level.as_deref().unwrap_or("warn")))
+                .map_err(anyhow::Error::msg)?;
+            App::build(config)
+                .await?
+                .chat(&as_user, channel.as_deref())
+                .await?;
+        }
+        Command::CheckConfig(arg) => {
+            let config = load(&arg)?;
+            let catalog = load_catalog(&config)?;
+            crate::probes::build_checks(&config.checks).map_err(anyhow::Error::msg)?;
+            println!(
+                "ok: {} is valid; {} people, {} health checks, {} commands in {}",
+                arg.config.display(),
+                config.people.len(),
+                config.checks.len(),
+                catalog.len(),
+                config.catalog_dir().display()
+            );
+        }
+        Command::Migrate(arg) => {
+            let config = load(&arg)?;
+            crate::store::connect(&config.store.database_url, config.store.max_connections).await?;
+            println!("ok: migrations applied");
+        }
+        Command::Audit {
+            limit,
+            verify,
+            config,
+        } => {
+            let config = load(&config)?;
+            let store =
+                crate::store::connect(&config.store.database_url, config.store.max_connections)
+                    .await?;
+            if verify {
+                let mut verifier = ChainVerifier::default();
+                loop {
+                    let page = store.audit_after(verifier.last_seq(), 1000).await?;
+                    if page.is_empty() {
+                        break;
+                    }
+                    for rec in &page {
+                        if let Err(brk) = verifier.check(rec) {
+                            println!("audit chain BROKEN: {brk}");
+                            return Ok(ExitCode::FAILURE);
+                        }
+                    }
+                }
+                println!(
+                    "audit chain intact: {} records verified",
+                    verifier.checked()
+                );
+            } else {
+                for r in store.recent_audit(limit).await? {
+                    let e = &r.entry;
+                    let args = if e.args.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {}", e.args)
+                    };
+                    let detail = if e.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" — {}", e.detail)
+                    };
+                    println!(
+                        "#{} {} {} {} {} /{}{} [{}]{}",
+                        r.seq,
+                        e.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                        e.outcome,
+                        e.actor,
+                        e.channel,
+                        e.command,
+                        args,
+                        e.request_id,
+                        detail
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

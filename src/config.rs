@@ -1,0 +1,579 @@
+//! Typed configuration: one TOML file, overridden by `OPSBOT_SECTION__KEY` environment
+//! variables. Unknown keys are rejected, every error names the file and line (or the
+//! variable), and secret values are wrapped so they never print.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::domain::{Directory, HumanDuration, Person, RateQuota, Role, UserRef};
+
+/// Prefix of environment overrides; `OPSBOT_STORE__DATABASE_URL` sets `store.database_url`.
+pub const ENV_PREFIX: &str = "OPSBOT_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("environment override {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub bot: BotConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+    #[serde(default)]
+    pub console: ConsoleConfig,
+    #[serde(default)]
+    pub builtins: BuiltinsConfig,
+    #[serde(default)]
+    pub people: Vec<PersonConfig>,
+    #[serde(default)]
+    pub checks: Vec<CheckConfig>,
+    /// Directory of the config file; relative paths in the config resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotConfig {
+    /// The bot's own name, so `/status@opsbot` in group chats is understood.
+    #[serde(default = "default_bot_name")]
+    pub name: String,
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        Self {
+            name: default_bot_name(),
+        }
+    }
+}
+
+fn default_bot_name() -> String {
+    "opsbot".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// How long shutdown waits for in-flight work.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_shutdown_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `opsbot=debug,sqlx=warn`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://opsbot.db` (default) or `postgres://user:pass@host/db`. Secret: may hold a password.
+    #[serde(default = "default_database_url")]
+    pub database_url: SecretString,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            database_url: default_database_url(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_database_url() -> SecretString {
+    SecretString::from("sqlite://opsbot.db")
+}
+
+fn default_max_connections() -> u32 {
+    8
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LimiterBackend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default)]
+    pub backend: LimiterBackend,
+    /// Required when `backend = "redis"`. Secret: may hold a password.
+    pub redis_url: Option<SecretString>,
+    /// Across everyone and everything.
+    pub global: Option<RateQuota>,
+    /// Per person, across commands.
+    pub per_user: Option<RateQuota>,
+    /// Per channel, across commands.
+    pub per_channel: Option<RateQuota>,
+    /// Per command name, across people (a command file may set stricter per-user/channel limits).
+    pub per_command: Option<RateQuota>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            backend: LimiterBackend::Memory,
+            redis_url: None,
+            global: Some(RateQuota {
+                count: std::num::NonZeroU32::new(50).expect("non-zero"),
+                per: Duration::from_secs(1),
+            }),
+            per_user: Some(RateQuota {
+                count: std::num::NonZeroU32::new(30).expect("non-zero"),
+                per: Duration::from_secs(60),
+            }),
+            per_channel: None,
+            per_command: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// Folder of `*.toml` command files, relative to the config file.
+    #[serde(default = "default_catalog_dir")]
+    pub dir: PathBuf,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_catalog_dir(),
+        }
+    }
+}
+
+fn default_catalog_dir() -> PathBuf {
+    PathBuf::from("commands")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Whether `serve` reads commands from stdin.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Console identity `serve` uses (`opsbot chat --as NAME` overrides it).
+    pub user: Option<String>,
+    /// Channel name console commands run in (channel allow-lists match it).
+    #[serde(default = "default_console_channel")]
+    pub channel: String,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            user: None,
+            channel: default_console_channel(),
+        }
+    }
+}
+
+fn default_console_channel() -> String {
+    "console".into()
+}
+
+/// Who may run the built-in commands beyond `help` and `whoami` (which anyone may run).
+/// An empty list means nobody: access is denied unless granted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinsConfig {
+    #[serde(default)]
+    pub status_roles: Vec<Role>,
+    #[serde(default)]
+    pub audit_roles: Vec<Role>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonConfig {
+    pub name: String,
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    /// `console:alice`, `slack:U0123ABCD`, `discord:80351110224678912`, `telegram:123456789`.
+    pub identities: Vec<UserRef>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    Http,
+    Tcp,
+    Postgres,
+    Redis,
+    Exec,
+}
+
+impl CheckKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Http => "http",
+            CheckKind::Tcp => "tcp",
+            CheckKind::Postgres => "postgres",
+            CheckKind::Redis => "redis",
+            CheckKind::Exec => "exec",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    pub name: String,
+    pub kind: CheckKind,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: HumanDuration,
+    /// http: the URL to GET. postgres/redis: connection URL (secret: may hold a password).
+    pub url: Option<SecretString>,
+    /// http: the status that counts as up (default: any 2xx).
+    pub expect_status: Option<u16>,
+    /// tcp: `host:port`.
+    pub address: Option<String>,
+    /// exec: program and arguments, run without a shell; exit status 0 is up.
+    pub argv: Option<Vec<String>>,
+}
+
+fn default_check_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+impl Config {
+    /// Reads `path`, applies environment overrides and validates the result.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_toml(path, &src, &env)
+    }
+
+    /// Parses config text; `env` is the environment to take `OPSBOT_*__*` overrides from.
+    pub fn from_toml(
+        path: &Path,
+        src: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        // Parse the file alone first so syntax and type errors carry its line numbers.
+        let mut config: Config = toml::from_str(src).map_err(|e| syntax_error(path, src, &e))?;
+        let overrides: Vec<&(String, String)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+            .collect();
+        if !overrides.is_empty() {
+            let mut table: toml::Table =
+                toml::from_str(src).map_err(|e| syntax_error(path, src, &e))?;
+            for (var, value) in &overrides {
+                apply_override(&mut table, var, value)?;
+            }
+            let names: Vec<&str> = overrides.iter().map(|(k, _)| k.as_str()).collect();
+            config = Config::deserialize(table).map_err(|e| ConfigError::Env {
+                var: names.join(", "),
+                message: e.message().to_owned(),
+            })?;
+        }
+        config.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.directory()?;
+        if self.limits.backend == LimiterBackend::Redis && self.limits.redis_url.is_none() {
+            return Err("limits.backend = \"redis\" needs limits.redis_url".into());
+        }
+        let url = self.store.database_url.expose_secret();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err("store.database_url must start with sqlite: or postgres://".into());
+        }
+        let mut names = BTreeSet::new();
+        for (i, check) in self.checks.iter().enumerate() {
+            let at = format!("checks[{i}] ({:?})", check.name);
+            if !names.insert(check.name.as_str()) {
+                return Err(format!("{at}: check name is used twice"));
+            }
+            if check.name.is_empty() || check.name.contains(char::is_whitespace) {
+                return Err(format!("{at}: name must be non-empty without spaces"));
+            }
+            if check.timeout.0.is_zero() {
+                return Err(format!("{at}: timeout must be more than 0"));
+            }
+            let (needs, present): (&str, bool) = match check.kind {
+                CheckKind::Http | CheckKind::Postgres | CheckKind::Redis => {
+                    ("url", check.url.is_some())
+                }
+                CheckKind::Tcp => ("address", check.address.is_some()),
+                CheckKind::Exec => ("argv", check.argv.as_ref().is_some_and(|a| !a.is_empty())),
+            };
+            if !present {
+                return Err(format!("{at}: kind {} needs {needs}", check.kind.as_str()));
+            }
+            let extra = [
+                ("url", check.url.is_some() && needs != "url"),
+                ("address", check.address.is_some() && needs != "address"),
+                ("argv", check.argv.is_some() && needs != "argv"),
+                (
+                    "expect_status",
+                    check.expect_status.is_some() && check.kind != CheckKind::Http,
+                ),
+            ];
+            if let Some((key, _)) = extra.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "{at}: {key} does not apply to kind {}",
+                    check.kind.as_str()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The people and identities from `[[people]]`.
+    pub fn directory(&self) -> Result<Directory, String> {
+        let mut dir = Directory::default();
+        for p in &self.people {
+            if p.name.is_empty() {
+                return Err("people: a person has an empty name".into());
+            }
+            let person = Person {
+                name: p.name.clone(),
+                roles: p.roles.iter().cloned().collect(),
+            };
+            dir.insert(person, &p.identities)
+                .map_err(|e| format!("people: {e}"))?;
+        }
+        Ok(dir)
+    }
+
+    pub fn catalog_dir(&self) -> PathBuf {
+        self.base_dir.join(&self.catalog.dir)
+    }
+}
+
+fn syntax_error(path: &Path, src: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = e
+        .span()
+        .map(|span| line_col(src, span.start))
+        .unwrap_or((1, 1));
+    ConfigError::Syntax {
+        path: path.to_owned(),
+        line,
+        column,
+        message: e.message().to_owned(),
+    }
+}
+
+/// 1-based line and column of byte `offset` in `src`.
+pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let before = &src[..offset.min(src.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}
+
+fn apply_override(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), ConfigError> {
+    let err = |message: String| ConfigError::Env {
+        var: var.to_owned(),
+        message,
+    };
+    let path: Vec<String> = var[ENV_PREFIX.len()..]
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if path.iter().any(String::is_empty) {
+        return Err(err("expected OPSBOT_SECTION__KEY".into()));
+    }
+    // A value that reads as TOML (numbers, booleans, arrays) keeps its type; anything else is a string.
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let (last, parents) = path.split_last().expect("non-empty path");
+    let mut cur = table;
+    for key in parents {
+        let entry = cur
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| err(format!("{key} is not a section")))?;
+    }
+    cur.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(src: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("opsbot.toml"), src, &[])
+    }
+
+    #[test]
+    fn empty_config_uses_safe_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.directory().unwrap().is_empty());
+        assert!(c.builtins.status_roles.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let err = load("[server]\nlisten = \"127.0.0.1:1\"\nlistn = 3\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("opsbot.toml:3:"), "{msg}");
+        assert!(msg.contains("listn"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let msg = load("[limits]\nper_user = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("opsbot.toml:2") && msg.contains("rate"),
+            "{msg}"
+        );
+        let msg = load("[[people]]\nname = \"a\"\nidentities = [\"U1\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("platform:user_id"), "{msg}");
+        let msg = load("[[checks]]\nname = \"x\"\nkind = \"tcp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("needs address"), "{msg}");
+    }
+
+    #[test]
+    fn env_overrides_win_and_keep_types() {
+        let env = vec![
+            (
+                "OPSBOT_SERVER__LISTEN".to_owned(),
+                "127.0.0.1:9999".to_owned(),
+            ),
+            ("OPSBOT_STORE__MAX_CONNECTIONS".to_owned(), "3".to_owned()),
+            ("OPSBOT_UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let c = Config::from_toml(
+            Path::new("c.toml"),
+            "[server]\nlisten = \"127.0.0.1:1\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 9999);
+        assert_eq!(c.store.max_connections, 3);
+        let env = vec![("OPSBOT_SERVER__NOPE".to_owned(), "1".to_owned())];
+        let msg = Config::from_toml(Path::new("c.toml"), "", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("OPSBOT_SERVER__NOPE") && msg.contains("nope"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = load("[store]\ndatabase_url = \"postgres://u:hunter2@db/ops\"\n").unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,85 @@
+//! The normalized inbound event every adapter produces, the reply the router hands back,
+//! and the request id that ties a reply, its log lines and its audit record together.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use super::identity::{Platform, UserRef};
+
+/// Short random id shown to users ("request id 3f9a1c2b7d4e") and written to logs and audit.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RequestId(String);
+
+impl RequestId {
+    pub fn new() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        RequestId(id[..12].to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Rebuilds an id read back from the store.
+    pub fn from_stored(s: String) -> Self {
+        RequestId(s)
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where an event happened: the platform's channel id plus its human name, which
+/// channel allow-lists match against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// What the user sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventPayload {
+    /// Command text as typed, e.g. `/rollback api --to v1.4.2`.
+    Command(String),
+    /// The platform delivered bytes that are not UTF-8; kept so the attempt is answered and audited.
+    Undecodable { byte_len: usize },
+}
+
+/// One event from any platform, normalized.
+#[derive(Clone, Debug)]
+pub struct InboundEvent {
+    pub platform: Platform,
+    /// Slack workspace, Discord guild or Telegram chat, where the platform has one.
+    pub workspace: Option<String>,
+    pub channel: ChannelRef,
+    /// Thread or message to reply under, where the platform has one.
+    pub thread: Option<String>,
+    /// Verified platform user id; the only thing identity is decided on.
+    pub user: UserRef,
+    /// For display only; never used to decide anything.
+    pub display_name: String,
+    pub payload: EventPayload,
+    /// The platform's own event id, for deduplicating redeliveries.
+    pub event_id: Option<String>,
+    /// Platform-specific handle for answering (Slack response_url, Discord interaction token).
+    pub reply_handle: Option<String>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// What the router answers with. Text is plain with light markdown (code blocks for tables).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub text: String,
+    pub request_id: RequestId,
+}

@@ -1,0 +1,16 @@
+//! Pure domain types shared by every layer: who is asking (identities, roles, people),
+//! what they sent (inbound events), human-friendly durations and rate quotas, and the
+//! hash-chained audit record. Nothing here performs I/O.
+
+mod audit;
+mod event;
+mod identity;
+mod time;
+
+pub use audit::{
+    AuditEntry, AuditRecord, ChainBreak, ChainBreakKind, ChainVerifier, GENESIS_HASH, Outcome,
+    chain_hash,
+};
+pub use event::{ChannelRef, EventPayload, InboundEvent, Reply, RequestId};
+pub use identity::{Directory, Person, Platform, Requester, Role, UserRef};
+pub use time::{HumanDuration, RateQuota, parse_duration};

@@ -1,0 +1,21 @@
+//! opsbot: chat-ops for on-call teams. See ARCHITECTURE.md for the map.
+//!
+//! The core (`domain`, `catalog`, `router`, `actions`) talks to the world only through the
+//! traits in `ports`; backends (`store`, `limiter`, `probes`) and adapters (`adapters`, `http`)
+//! implement them, and `app` wires one to the other.
+
+pub mod actions;
+pub mod adapters;
+pub mod app;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod limiter;
+pub mod metrics;
+pub mod ports;
+pub mod probes;
+pub mod router;
+pub mod store;
+pub mod telemetry;

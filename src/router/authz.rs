@@ -1,0 +1,130 @@
+//! Authorization: decides whether a requester may run a command in a channel, and hands
+//! back an [`Authorized`] capability that only this module can create. Code that runs a
+//! command takes `Authorized<_>`, so skipping the check does not compile.
+//! Default deny: unknown people reach only `help` and `whoami`; empty role lists grant nobody.
+
+use std::sync::Arc;
+
+use crate::catalog::CommandSpec;
+use crate::domain::{ChannelRef, Person, Requester, Role};
+
+use super::builtins::Builtin;
+
+/// What a parsed command refers to.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Builtin(Builtin),
+    Runbook(Arc<CommandSpec>),
+}
+
+impl Target {
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Builtin(b) => b.name(),
+            Target::Runbook(spec) => &spec.name,
+        }
+    }
+}
+
+/// Roles granted the built-ins that are not open to everyone.
+#[derive(Clone, Debug, Default)]
+pub struct BuiltinAccess {
+    pub status: Vec<Role>,
+    pub audit: Vec<Role>,
+}
+
+/// Proof that `requester` may run `target` where it was asked.
+#[derive(Debug)]
+pub struct Authorized<T> {
+    target: T,
+    person: Option<Arc<Person>>,
+}
+
+impl<T> Authorized<T> {
+    pub fn target(&self) -> &T {
+        &self.target
+    }
+
+    /// The person, when known (only `help` and `whoami` authorize unknown users).
+    pub fn person(&self) -> Option<&Person> {
+        self.person.as_deref()
+    }
+}
+
+pub fn authorize(
+    requester: &Requester,
+    target: Target,
+    channel: &ChannelRef,
+    access: &BuiltinAccess,
+) -> Result<Authorized<Target>, String> {
+    let open_to_all = matches!(target, Target::Builtin(Builtin::Help | Builtin::Whoami));
+    let person = match requester {
+        Requester::Known { person, .. } => person.clone(),
+        Requester::Unknown { user } if open_to_all => {
+            let _ = user;
+            return Ok(Authorized {
+                target,
+                person: None,
+            });
+        }
+        Requester::Unknown { user } => {
+            return Err(format!(
+                "I don't know {user}, so only /help and /whoami are open to you. \
+                 Ask an opsbot admin to add {user} to the config."
+            ));
+        }
+    };
+    if open_to_all {
+        return Ok(Authorized {
+            target,
+            person: Some(person),
+        });
+    }
+    let (needed, channels): (&[Role], &[crate::catalog::ChannelPattern]) = match &target {
+        Target::Builtin(Builtin::Status) => (&access.status, &[]),
+        Target::Builtin(Builtin::Audit) => (&access.audit, &[]),
+        Target::Builtin(Builtin::Help | Builtin::Whoami) => unreachable!("handled above"),
+        Target::Runbook(spec) => (&spec.roles, &spec.channels),
+    };
+    if !person.has_any_role(needed) {
+        return Err(role_denial(target.name(), needed, &person));
+    }
+    if !channels.is_empty() && !channels.iter().any(|p| p.matches(&channel.name)) {
+        return Err(format!(
+            "/{} may not run in #{}; ask in a channel it is allowed in.",
+            target.name(),
+            channel.name
+        ));
+    }
+    Ok(Authorized {
+        target,
+        person: Some(person),
+    })
+}
+
+/// Whether `authorize` would allow it, for listing commands in `/help`.
+pub fn may_run(
+    requester: &Requester,
+    target: Target,
+    channel: &ChannelRef,
+    access: &BuiltinAccess,
+) -> bool {
+    authorize(requester, target, channel, access).is_ok()
+}
+
+fn role_denial(command: &str, needed: &[Role], person: &Person) -> String {
+    if needed.is_empty() {
+        return format!("/{command} is not granted to any role.");
+    }
+    let needed: Vec<&str> = needed.iter().map(Role::as_str).collect();
+    let have: Vec<&str> = person.roles.iter().map(Role::as_str).collect();
+    let have = if have.is_empty() {
+        "none".to_owned()
+    } else {
+        have.join(", ")
+    };
+    format!(
+        "/{command} needs one of the roles {}; you have {have}.",
+        needed.join(", ")
+    )
+}

@@ -1,0 +1,536 @@
+//! The router: one fixed pipeline for every command from every platform.
+//! parse -> look up -> authorize -> bind arguments -> rate limit -> run -> audit -> reply.
+//! Every attempt ends in one [`Outcome`], flows through [`Router::finish`] (the single error
+//! sink), and is committed to the audit log before its reply is returned. Internal errors are
+//! logged with their cause chain; users only ever see a short sentence and the request id.
+
+pub mod authz;
+pub mod bind;
+pub mod builtins;
+pub mod parse;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::actions::health::{self, HealthChecks};
+use crate::catalog::{ArgKind, Catalog};
+use crate::domain::{
+    AuditEntry, Directory, EventPayload, InboundEvent, Outcome, RateQuota, Reply, RequestId,
+    Requester,
+};
+use crate::metrics::Metrics;
+use crate::ports::{Clock, LimitDecision, RateLimiter, Store};
+
+use authz::{Authorized, BuiltinAccess, Target, authorize, may_run};
+use bind::{BoundArgs, bind};
+use builtins::{Builtin, BuiltinCall};
+use parse::{ParseError, ParsedCommand, parse};
+
+/// Limits that apply to every command, from `[limits]` in the config.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GlobalLimits {
+    pub global: Option<RateQuota>,
+    pub per_user: Option<RateQuota>,
+    pub per_channel: Option<RateQuota>,
+    pub per_command: Option<RateQuota>,
+}
+
+/// Everything the router needs, as ports.
+pub struct RouterDeps {
+    pub bot_name: String,
+    pub catalog: Arc<Catalog>,
+    pub directory: Arc<Directory>,
+    pub access: BuiltinAccess,
+    pub limits: GlobalLimits,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub health: Arc<HealthChecks>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What handling one event produced.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub request_id: RequestId,
+    /// `None` when the text was not a command attempt (nothing audited).
+    pub outcome: Option<Outcome>,
+    /// `None` when a reply is deliberately withheld (repeated rate-limit hits).
+    pub reply: Option<Reply>,
+}
+
+/// Why a command did not run. Each variant maps to one audit outcome.
+enum Refusal {
+    Invalid(String),
+    Denied(String),
+    Limited { message: String, notify: bool },
+    Failed(anyhow::Error),
+}
+
+/// What was attempted, as far as it was understood; for the audit record.
+struct Attempt {
+    command: String,
+    args: String,
+}
+
+/// How long a "slow down" notice silences further notices to the same person for the same limit.
+const LIMIT_NOTICE_MIN: Duration = Duration::from_secs(5);
+
+pub struct Router {
+    deps: RouterDeps,
+    /// (limit key) -> until when further limited replies are withheld.
+    limit_notices: Mutex<HashMap<String, Instant>>,
+}
+
+impl Router {
+    pub fn new(deps: RouterDeps) -> Self {
+        Self {
+            deps,
+            limit_notices: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.deps.catalog
+    }
+
+    /// Runs one inbound event through the whole pipeline.
+    pub async fn handle(&self, ev: &InboundEvent) -> Response {
+        let request_id = RequestId::new();
+        let span = info_span!("command", request_id = %request_id, user = %ev.user, channel = %ev.channel.id);
+        self.handle_inner(ev, request_id).instrument(span).await
+    }
+
+    async fn handle_inner(&self, ev: &InboundEvent, request_id: RequestId) -> Response {
+        let started = Instant::now();
+        let text = match &ev.payload {
+            EventPayload::Command(t) => t,
+            EventPayload::Undecodable { byte_len } => {
+                let attempt = Attempt {
+                    command: "?".into(),
+                    args: format!("<{byte_len} bytes, not UTF-8>"),
+                };
+                let refusal = Refusal::Invalid(
+                    "that message is not valid UTF-8 text, so I ignored it.".into(),
+                );
+                return self
+                    .finish(ev, request_id, started, attempt, Err(refusal))
+                    .await;
+            }
+        };
+        let parsed = match parse(text, &self.deps.bot_name) {
+            Ok(p) => p,
+            // Ordinary chatter is not a command attempt: answer with a hint, audit nothing.
+            Err(e @ (ParseError::Empty | ParseError::NotACommand)) => {
+                return Response {
+                    outcome: None,
+                    reply: Some(Reply {
+                        text: e.to_string(),
+                        request_id: request_id.clone(),
+                    }),
+                    request_id,
+                };
+            }
+            Err(e) => {
+                let attempt = Attempt {
+                    command: "?".into(),
+                    args: text.chars().take(200).collect(),
+                };
+                return self
+                    .finish(
+                        ev,
+                        request_id,
+                        started,
+                        attempt,
+                        Err(Refusal::Invalid(format!("I could not read that: {e}."))),
+                    )
+                    .await;
+            }
+        };
+        let attempt = Attempt {
+            command: parsed.name.clone(),
+            args: parsed.arg_text.chars().take(500).collect(),
+        };
+        let result = self.pipeline(ev, &parsed).await;
+        self.finish(ev, request_id, started, attempt, result).await
+    }
+
+    async fn pipeline(&self, ev: &InboundEvent, parsed: &ParsedCommand) -> Result<String, Refusal> {
+        let target = if let Some(b) = Builtin::from_name(&parsed.name) {
+            Target::Builtin(b)
+        } else if let Some(spec) = self.deps.catalog.get(&parsed.name) {
+            Target::Runbook(spec.clone())
+        } else {
+            return Err(Refusal::Invalid(format!(
+                "I don't know /{}. Try /help for the commands you can run.",
+                parsed.name
+            )));
+        };
+        let requester = self.deps.directory.resolve(&ev.user);
+        let authorized = authorize(&requester, target, &ev.channel, &self.deps.access)
+            .map_err(Refusal::Denied)?;
+        let call = match authorized.target() {
+            Target::Builtin(b) => Call::Builtin(b.bind(&parsed.words).map_err(Refusal::Invalid)?),
+            Target::Runbook(spec) => {
+                Call::Runbook(bind(spec, &parsed.words).map_err(Refusal::Invalid)?)
+            }
+        };
+        self.check_limits(ev, &requester, &authorized).await?;
+        self.run(ev, &requester, authorized, call).await
+    }
+
+    /// Counts the request against every limit that applies, most specific first, so a person
+    /// who is over their own limit does not also burn the shared budgets.
+    async fn check_limits(
+        &self,
+        ev: &InboundEvent,
+        requester: &Requester,
+        authorized: &Authorized<Target>,
+    ) -> Result<(), Refusal> {
+        let who = match requester.person() {
+            Some(p) => format!("person:{}", p.name),
+            None => format!("user:{}", requester.user()),
+        };
+        let channel = format!("{}:{}", ev.platform, ev.channel.id);
+        let name = authorized.target().name();
+        let l = &self.deps.limits;
+        let mut keys: Vec<(String, Option<RateQuota>, String)> = Vec::with_capacity(6);
+        if let Target::Runbook(spec) = authorized.target() {
+            keys.push((
+                format!("cmd:{name}:{who}"),
+                spec.limits.per_user,
+                format!("/{name} per person"),
+            ));
+            keys.push((
+                format!("cmd:{name}:ch:{channel}"),
+                spec.limits.per_channel,
+                format!("/{name} in this channel"),
+            ));
+        }
+        keys.push((who.clone(), l.per_user, "commands per person".into()));
+        keys.push((
+            format!("ch:{channel}"),
+            l.per_channel,
+            "commands in this channel".into(),
+        ));
+        keys.push((
+            format!("cmd:{name}"),
+            l.per_command,
+            format!("/{name} for everyone"),
+        ));
+        keys.push(("global".into(), l.global, "commands for everyone".into()));
+        for (key, quota, what) in keys {
+            let Some(quota) = quota else { continue };
+            let decision = self.deps.limiter.check(&key, quota).await.map_err(|e| {
+                Refusal::Failed(anyhow::Error::new(e).context("rate limiter check"))
+            })?;
+            if let LimitDecision::Limited { retry_after } = decision {
+                let retry = retry_after.max(Duration::from_secs(1));
+                let notify = self.first_notice(&format!("{who}|{key}"), retry);
+                return Err(Refusal::Limited {
+                    message: format!(
+                        "Slow down: limit for {what} reached ({} per {}). Try again in {}s.",
+                        quota.count,
+                        human(quota.per),
+                        retry.as_secs_f64().ceil() as u64
+                    ),
+                    notify,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// True the first time a person hits a limit within its window, so repeats get no reply.
+    fn first_notice(&self, key: &str, retry: Duration) -> bool {
+        let now = Instant::now();
+        let mut notices = self.limit_notices.lock().expect("limit notices poisoned");
+        if notices.len() > 10_000 {
+            notices.retain(|_, until| *until > now);
+        }
+        match notices.get(key) {
+            Some(until) if *until > now => false,
+            _ => {
+                notices.insert(key.to_owned(), now + retry.max(LIMIT_NOTICE_MIN));
+                true
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        ev: &InboundEvent,
+        requester: &Requester,
+        authorized: Authorized<Target>,
+        call: Call,
+    ) -> Result<String, Refusal> {
+        match call {
+            Call::Builtin(BuiltinCall::Help { topic }) => {
+                self.help(ev, requester, topic.as_deref())
+            }
+            Call::Builtin(BuiltinCall::Whoami) => Ok(whoami(requester, &authorized)),
+            Call::Builtin(BuiltinCall::Status { check }) => {
+                if let Some(name) = &check
+                    && !self.deps.health.names().any(|n| n == name)
+                {
+                    let known: Vec<&str> = self.deps.health.names().collect();
+                    return Err(Refusal::Invalid(format!(
+                        "there is no check named {name:?}; checks: {}",
+                        if known.is_empty() {
+                            "none configured".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    )));
+                }
+                let results = self.deps.health.run(check.as_deref()).await;
+                Ok(health::render(&results))
+            }
+            Call::Builtin(BuiltinCall::Audit { limit }) => {
+                let records = self.deps.store.recent_audit(limit).await.map_err(|e| {
+                    Refusal::Failed(anyhow::Error::new(e).context("reading audit log"))
+                })?;
+                Ok(render_audit(&records))
+            }
+            Call::Runbook(args) => {
+                let Target::Runbook(spec) = authorized.target() else {
+                    return Err(Refusal::Failed(anyhow::anyhow!(
+                        "runbook call bound to a built-in"
+                    )));
+                };
+                let shown = if args.0.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", args.display())
+                };
+                Ok(format!(
+                    "/{}{shown} is allowed for you, but this opsbot version cannot run runbooks yet; nothing was run.",
+                    spec.name
+                ))
+            }
+        }
+    }
+
+    fn help(
+        &self,
+        ev: &InboundEvent,
+        requester: &Requester,
+        topic: Option<&str>,
+    ) -> Result<String, Refusal> {
+        let access = &self.deps.access;
+        if let Some(topic) = topic {
+            if let Some(b) = Builtin::from_name(topic) {
+                return Ok(format!("{} — {}", b.usage(), b.summary()));
+            }
+            let Some(spec) = self.deps.catalog.get(topic) else {
+                return Err(Refusal::Invalid(format!(
+                    "there is no command /{topic}; try /help"
+                )));
+            };
+            let mut out = format!("{} — {}\n", spec.usage(), spec.summary);
+            for a in &spec.args {
+                let kind = match &a.kind {
+                    ArgKind::Choice(c) => format!("one of {}", c.join(", ")),
+                    ArgKind::String { .. } => "text".into(),
+                    ArgKind::Int { min, max } => format!("whole number {min}..{max}"),
+                    ArgKind::Duration => "duration (30s, 10m, 2h)".into(),
+                };
+                let req = if a.required { "required" } else { "optional" };
+                let help = a
+                    .help
+                    .as_deref()
+                    .map(|h| format!(" — {h}"))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "  {}: {kind}, {req}{help}", a.name);
+            }
+            if let Some(ap) = &spec.approval {
+                let roles: Vec<&str> = ap.approver_roles.iter().map(|r| r.as_str()).collect();
+                let _ = writeln!(
+                    out,
+                    "  needs {} approval(s) from {}",
+                    ap.approvals,
+                    roles.join(", ")
+                );
+            }
+            return Ok(out.trim_end().to_owned());
+        }
+        let mut out = String::from("Commands you can run here:\n");
+        for b in Builtin::ALL {
+            if may_run(requester, Target::Builtin(b), &ev.channel, access) {
+                let _ = writeln!(out, "  {} — {}", b.usage(), b.summary());
+            }
+        }
+        for spec in self.deps.catalog.iter() {
+            if may_run(
+                requester,
+                Target::Runbook(spec.clone()),
+                &ev.channel,
+                access,
+            ) {
+                let gate = if spec.approval.is_some() {
+                    " (needs approval)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(out, "  {} — {}{gate}", spec.usage(), spec.summary);
+            }
+        }
+        if requester.person().is_none() {
+            out.push_str(
+                "I don't know you yet; ask an opsbot admin to map your identity (see /whoami).\n",
+            );
+        }
+        Ok(out.trim_end().to_owned())
+    }
+
+    /// The single sink: audits the attempt, logs failures with their cause chain, counts
+    /// metrics, and chooses what the user sees.
+    async fn finish(
+        &self,
+        ev: &InboundEvent,
+        request_id: RequestId,
+        started: Instant,
+        attempt: Attempt,
+        result: Result<String, Refusal>,
+    ) -> Response {
+        let (outcome, detail, mut text) = match result {
+            Ok(text) => (Outcome::Ok, String::new(), Some(text)),
+            Err(Refusal::Invalid(m)) => (Outcome::Invalid, m.clone(), Some(m)),
+            Err(Refusal::Denied(m)) => (Outcome::Denied, m.clone(), Some(m)),
+            Err(Refusal::Limited { message, notify }) => {
+                (Outcome::Limited, message.clone(), notify.then_some(message))
+            }
+            Err(Refusal::Failed(err)) => {
+                error!(request_id = %request_id, error = format!("{err:#}"), "command failed");
+                (
+                    Outcome::Failed,
+                    "internal error (see log)".to_owned(),
+                    Some(internal_error_text(&request_id)),
+                )
+            }
+        };
+        let mut outcome_final = outcome;
+        let entry = AuditEntry {
+            request_id: request_id.clone(),
+            at: self.deps.clock.now(),
+            actor: ev.user.to_string(),
+            channel: format!("{}:{}", ev.platform, ev.channel.id),
+            command: attempt.command.clone(),
+            args: attempt.args,
+            outcome,
+            detail,
+        };
+        if let Err(e) = self.deps.store.append_audit(entry).await {
+            // No unaudited answers: the result is withheld rather than returned unrecorded.
+            error!(request_id = %request_id, error = format!("{:#}", anyhow::Error::new(e)), "audit append failed");
+            outcome_final = Outcome::Failed;
+            text = Some(format!(
+                "I could not record this request in the audit log, so I did not act on it (request id {request_id})."
+            ));
+        }
+        let elapsed = started.elapsed();
+        let label = if Builtin::from_name(&attempt.command).is_some()
+            || self.deps.catalog.get(&attempt.command).is_some()
+        {
+            attempt.command.as_str()
+        } else {
+            "unknown"
+        };
+        self.deps
+            .metrics
+            .observe_command(label, outcome_final, elapsed);
+        match outcome_final {
+            Outcome::Ok => {
+                info!(command = label, outcome = %outcome_final, elapsed_ms = elapsed.as_millis() as u64, "command handled")
+            }
+            Outcome::Failed => {
+                warn!(command = label, outcome = %outcome_final, elapsed_ms = elapsed.as_millis() as u64, "command failed")
+            }
+            Outcome::Denied | Outcome::Limited | Outcome::Invalid => {
+                info!(command = label, outcome = %outcome_final, elapsed_ms = elapsed.as_millis() as u64, "command refused")
+            }
+        }
+        Response {
+            outcome: Some(outcome_final),
+            reply: text.map(|text| Reply {
+                text,
+                request_id: request_id.clone(),
+            }),
+            request_id,
+        }
+    }
+}
+
+enum Call {
+    Builtin(BuiltinCall),
+    Runbook(BoundArgs),
+}
+
+pub fn internal_error_text(request_id: &RequestId) -> String {
+    format!(
+        "Something went wrong on my side (request id {request_id}); the details are in opsbot's log."
+    )
+}
+
+fn whoami(requester: &Requester, authorized: &Authorized<Target>) -> String {
+    match (requester, authorized.person()) {
+        (Requester::Known { user, .. }, Some(person)) => {
+            let roles: Vec<&str> = person.roles.iter().map(|r| r.as_str()).collect();
+            let roles = if roles.is_empty() {
+                "none".to_owned()
+            } else {
+                roles.join(", ")
+            };
+            format!("You are {} ({user}). Roles: {roles}.", person.name)
+        }
+        _ => format!(
+            "You are {}; I don't know you, so only /help and /whoami are open to you.",
+            requester.user()
+        ),
+    }
+}
+
+fn render_audit(records: &[crate::domain::AuditRecord]) -> String {
+    if records.is_empty() {
+        return "The audit log is empty.".into();
+    }
+    let mut out = String::from("```\n");
+    for r in records {
+        let e = &r.entry;
+        let args = if e.args.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", e.args)
+        };
+        let _ = writeln!(
+            out,
+            "#{} {} {:<7} {} in {}: /{}{} [{}]",
+            r.seq,
+            e.at.format("%Y-%m-%d %H:%M:%S"),
+            e.outcome.as_str(),
+            e.actor,
+            e.channel,
+            e.command,
+            args,
+            e.request_id
+        );
+    }
+    out.push_str("```");
+    out
+}
+
+fn human(d: Duration) -> String {
+    match d.as_secs() {
+        1 => "second".into(),
+        60 => "minute".into(),
+        3600 => "hour".into(),
+        86_400 => "day".into(),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        _ => format!("{}s", d.as_secs_f64()),
+    }
+}

@@ -1,0 +1,94 @@
+//! Store backends behind the `ports::Store` trait: SQLite (the embedded default) and
+//! Postgres (for replicas). Both share the group-commit audit writer in [`batch`], so
+//! the audit chain is built by the same code whichever database holds it.
+
+mod batch;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::{AuditEntry, AuditRecord, RequestId};
+use crate::ports::{Store, StoreError};
+
+/// Columns of `audit_log` in the order [`record_from_parts`] takes them.
+pub(crate) const SELECT_AUDIT: &str = "SELECT seq, request_id, at, actor, channel, command, args, outcome, detail, prev_hash, hash FROM audit_log";
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Opens the store named by `database_url` and applies its migrations.
+pub async fn connect(
+    database_url: &SecretString,
+    max_connections: u32,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let url = database_url.expose_secret();
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(
+            PostgresStore::connect(url, max_connections, None).await?,
+        ))
+    } else {
+        Err(StoreError::Unavailable(
+            "database_url must start with sqlite: or postgres://".into(),
+        ))
+    }
+}
+
+/// Maps a sqlx error onto the store boundary. Connection-level failures are `Unavailable`.
+pub(crate) fn backend(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
+        other => StoreError::Backend(Box::new(other)),
+    }
+}
+
+pub(crate) fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+/// Rebuilds a record from stored columns; a value the domain cannot read is `Corrupt`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record_from_parts(
+    seq: i64,
+    request_id: String,
+    at_micros: i64,
+    actor: String,
+    channel: String,
+    command: String,
+    args: String,
+    outcome: String,
+    detail: String,
+    prev_hash: String,
+    hash: String,
+) -> Result<AuditRecord, StoreError> {
+    let at = chrono::DateTime::from_timestamp_micros(at_micros).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "audit record #{seq}: timestamp {at_micros} out of range"
+        ))
+    })?;
+    let outcome = outcome
+        .parse()
+        .map_err(|e| StoreError::Corrupt(format!("audit record #{seq}: {e}")))?;
+    Ok(AuditRecord {
+        seq,
+        entry: AuditEntry {
+            request_id: RequestId::from_stored(request_id),
+            at,
+            actor,
+            channel,
+            command,
+            args,
+            outcome,
+            detail,
+        },
+        prev_hash,
+        hash,
+    })
+}

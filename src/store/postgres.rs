@@ -1,0 +1,166 @@
+//! Postgres backend, for teams running several replicas. Audit appends take a transaction-
+//! scoped advisory lock so replicas extend one hash chain without forking it.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+
+use super::batch::{AuditBatcher, BatchWrite};
+use super::{SELECT_AUDIT, backend, migrate_error, record_from_parts};
+use crate::domain::{AuditEntry, AuditRecord, GENESIS_HASH, chain_hash};
+use crate::ports::{Store, StoreError};
+
+/// Advisory lock key guarding the audit chain head ("opsbot" in ASCII).
+const AUDIT_CHAIN_LOCK: i64 = 0x6f_70_73_62_6f_74;
+
+pub struct PostgresStore {
+    pool: PgPool,
+    batcher: AuditBatcher,
+}
+
+struct Writer {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects, optionally pinning every connection to `schema` (tests use one schema each),
+    /// and applies migrations.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        schema: Option<&str>,
+    ) -> Result<Self, StoreError> {
+        let mut options = PgConnectOptions::from_str(url).map_err(backend)?;
+        if let Some(schema) = schema {
+            options = options.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(migrate_error)?;
+        let batcher = AuditBatcher::spawn(Arc::new(Writer { pool: pool.clone() }));
+        Ok(Self { pool, batcher })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl BatchWrite for Writer {
+    async fn write_batch(&self, entries: Vec<AuditEntry>) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(AUDIT_CHAIN_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let head: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        let (mut seq, mut prev) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
+        let mut records = Vec::with_capacity(entries.len());
+        for entry in entries {
+            seq += 1;
+            let hash = chain_hash(&prev, seq, &entry);
+            sqlx::query(
+                "INSERT INTO audit_log (seq, request_id, at, actor, channel, command, args, outcome, detail, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(seq)
+            .bind(entry.request_id.as_str())
+            .bind(entry.at.timestamp_micros())
+            .bind(&entry.actor)
+            .bind(&entry.channel)
+            .bind(&entry.command)
+            .bind(&entry.args)
+            .bind(entry.outcome.as_str())
+            .bind(&entry.detail)
+            .bind(&prev)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            let prev_hash = std::mem::replace(&mut prev, hash.clone());
+            records.push(AuditRecord {
+                seq,
+                entry,
+                prev_hash,
+                hash,
+            });
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(records)
+    }
+}
+
+fn record_from_row(row: &PgRow) -> Result<AuditRecord, StoreError> {
+    record_from_parts(
+        row.try_get("seq").map_err(backend)?,
+        row.try_get("request_id").map_err(backend)?,
+        row.try_get("at").map_err(backend)?,
+        row.try_get("actor").map_err(backend)?,
+        row.try_get("channel").map_err(backend)?,
+        row.try_get("command").map_err(backend)?,
+        row.try_get("args").map_err(backend)?,
+        row.try_get("outcome").map_err(backend)?,
+        row.try_get("detail").map_err(backend)?,
+        row.try_get("prev_hash").map_err(backend)?,
+        row.try_get("hash").map_err(backend)?,
+    )
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord, StoreError> {
+        self.batcher.append(entry).await
+    }
+
+    async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT_AUDIT} ORDER BY seq DESC LIMIT $1"
+        )))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn audit_after(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT_AUDIT} WHERE seq > $1 ORDER BY seq LIMIT $2"
+        )))
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
