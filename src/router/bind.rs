@@ -36,7 +36,9 @@ pub fn bind(spec: &CommandSpec, words: &[Word]) -> Result<BoundArgs, String> {
     for word in words {
         match word {
             Word::Positional(v) => {
-                let Some(slot) = (next_positional..spec.args.len()).find(|&i| values[i].is_none())
+                // Positional words fill required arguments in order; optional ones are `--name value`.
+                let Some(slot) = (next_positional..spec.args.len())
+                    .find(|&i| spec.args[i].required && values[i].is_none())
                 else {
                     return Err(format!("too many arguments; {}", usage()));
                 };

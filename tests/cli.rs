@@ -1,0 +1,264 @@
+//! The `opsbot` binary end to end: `chat` piped, `check-config`, `audit` and `audit --verify`.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use support::{ROLLBACK, TEAM};
+
+fn opsbot(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsbot"))
+        .args(args)
+        .env_remove("OPSBOT_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run opsbot");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().expect("opsbot finishes")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A config in a temp dir whose health checks probe a listener this test holds open.
+fn setup(dir: &Path, listener_port: u16) -> PathBuf {
+    std::fs::create_dir_all(dir.join("commands")).unwrap();
+    std::fs::write(dir.join("commands/rollback.toml"), ROLLBACK).unwrap();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"sqlite://{}\"\n[console]\nchannel = \"ops\"\n{TEAM}\n\
+         [[checks]]\nname = \"port\"\nkind = \"tcp\"\naddress = \"127.0.0.1:{listener_port}\"\n\
+         [[checks]]\nname = \"script\"\nkind = \"exec\"\nargv = [\"true\"]\n",
+        dir.join("opsbot.db").display()
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+#[test]
+fn chat_answers_whoami_status_and_help_for_each_kind_of_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = setup(dir.path(), listener.local_addr().unwrap().port());
+    let cfg = config.to_str().unwrap();
+
+    let out = opsbot(
+        &["chat", "--as", "alice", "--config", cfg],
+        b"/whoami\n/status\n/help\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("You are alice (console:alice). Roles: deployer, sre."),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Overall: UP (2/2 checks up)"), "{stdout}");
+    assert!(
+        stdout.contains("/rollback <api|worker|web>") && stdout.contains("/audit"),
+        "{stdout}"
+    );
+
+    let out = opsbot(
+        &["chat", "--as", "carol", "--config", cfg],
+        b"/whoami\n/status\n/rollback api\n/audit\n",
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Roles: viewer."), "{stdout}");
+    assert!(stdout.contains("Overall: UP"), "{stdout}");
+    assert!(
+        stdout.contains("/rollback needs one of the roles deployer, sre; you have viewer."),
+        "{stdout}"
+    );
+    assert!(stdout.contains("/audit needs one of the roles"), "{stdout}");
+
+    let out = opsbot(
+        &["chat", "--as", "mallory", "--config", cfg],
+        b"/whoami\n/status\n/help\n",
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("You are console:mallory; I don't know you"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("I don't know console:mallory, so only /help and /whoami are open to you."),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Overall:"), "{stdout}");
+}
+
+#[test]
+fn chat_survives_garbage_input_and_keeps_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = setup(dir.path(), listener.local_addr().unwrap().port());
+    let mut input = b"/whoami \xff\xfe\n".to_vec();
+    input.extend_from_slice(&vec![b'a'; 100_000]);
+    input.extend_from_slice(b"\n\n   \n/whoami\n/whoami"); // last line without a newline
+    let out = opsbot(
+        &[
+            "chat",
+            "--as",
+            "alice",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &input,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("not valid UTF-8"), "{stdout}");
+    assert!(stdout.contains("longer than 4000 bytes"), "{stdout}");
+    assert_eq!(stdout.matches("You are alice").count(), 2, "{stdout}");
+}
+
+#[test]
+fn check_config_accepts_the_shipped_example() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = opsbot(
+        &[
+            "check-config",
+            "--config",
+            &format!("{root}/config.example.toml"),
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).starts_with("ok:"));
+}
+
+#[test]
+fn check_config_names_the_broken_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 1);
+    let broken = ROLLBACK.replace("kind = \"choice\"", "kind = \"choise\"");
+    std::fs::write(dir.path().join("commands/rollback.toml"), broken).unwrap();
+    std::fs::write(dir.path().join("commands/zz-empty-roles.toml"), "name = \"status\"\nsummary = \"x\"\n[action]\nkind = \"exec\"\nargv = [\"x\"]\ntimeout = \"1s\"\n").unwrap();
+    let out = opsbot(&["check-config", "--config", config.to_str().unwrap()], b"");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("rollback.toml:8:"), "{stderr}");
+    assert!(
+        stderr.contains("choise") && stderr.contains("choice"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("zz-empty-roles.toml:1: name \"status\" is a built-in command"),
+        "{stderr}"
+    );
+
+    // The same files stop `chat` (and `serve`) from starting.
+    let out = opsbot(
+        &[
+            "chat",
+            "--as",
+            "alice",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        b"/whoami\n",
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stdout).is_empty());
+    assert!(text(&out.stderr).contains("rollback.toml:8:"));
+}
+
+#[test]
+fn unreadable_or_invalid_config_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let out = opsbot(
+        &["check-config", "--config", missing.to_str().unwrap()],
+        b"",
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("nope.toml: cannot read config"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, b"[server]\nlisten = \"\xff\"\n").unwrap();
+    let out = opsbot(&["check-config", "--config", bad.to_str().unwrap()], b"");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("bad.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    std::fs::write(&bad, "[server]\nlisten = \"127.0.0.1:1\"\n[[people]]\nname = \"x\"\nroles = [\"Admin\"]\nidentities = []\n").unwrap();
+    let out = opsbot(&["check-config", "--config", bad.to_str().unwrap()], b"");
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("bad.toml:5:") && stderr.contains("role \"Admin\""),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn audit_lists_newest_first_and_verify_finds_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = setup(dir.path(), listener.local_addr().unwrap().port());
+    let cfg = config.to_str().unwrap();
+    let out = opsbot(&["migrate", "--config", cfg], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    opsbot(
+        &["chat", "--as", "alice", "--config", cfg],
+        b"/whoami\n/nope\n/help\n/status\n",
+    );
+
+    let out = opsbot(&["audit", "--limit", "2", "--config", cfg], b"");
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("#4 ") && lines[0].contains("/status"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("#3 ") && lines[1].contains("/help"),
+        "{lines:?}"
+    );
+
+    let out = opsbot(&["audit", "--verify", "--config", cfg], b"");
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "audit chain intact: 4 records verified"
+    );
+
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("opsbot.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("DROP TRIGGER audit_log_no_update")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_log SET outcome = 'ok' WHERE seq = 2")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let out = opsbot(&["audit", "--verify", "--config", cfg], b"");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).contains("record #2 was altered"),
+        "{}",
+        text(&out.stdout)
+    );
+}

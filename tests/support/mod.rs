@@ -1,0 +1,212 @@
+//! Shared test harness: builds the real application on a temp SQLite file (or a fresh
+//! Postgres schema), binds 127.0.0.1:0, and offers helpers to talk to it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::Utc;
+use opsbot::app::App;
+use opsbot::config::Config;
+use opsbot::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
+use opsbot::ports::Store;
+use opsbot::router::{Response, Router};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+/// People and grants most tests use: alice (sre, deployer), bob (sre-lead), carol (viewer).
+pub const TEAM: &str = r#"
+[builtins]
+status_roles = ["viewer", "sre", "sre-lead", "deployer"]
+audit_roles = ["sre", "sre-lead"]
+
+[[people]]
+name = "alice"
+roles = ["sre", "deployer"]
+identities = ["console:alice", "slack:UALICE"]
+
+[[people]]
+name = "bob"
+roles = ["sre-lead"]
+identities = ["console:bob"]
+
+[[people]]
+name = "carol"
+roles = ["viewer"]
+identities = ["console:carol"]
+"#;
+
+pub const ROLLBACK: &str = r#"
+name = "rollback"
+summary = "Roll a service back"
+roles = ["deployer", "sre"]
+channels = ["ops", "incident-*"]
+[[args]]
+name = "service"
+kind = "choice"
+choices = ["api", "worker", "web"]
+[[args]]
+name = "to"
+kind = "string"
+pattern = 'v\d+\.\d+\.\d+'
+required = false
+[approval]
+approvals = 1
+approver_roles = ["sre-lead"]
+expires_after = "10m"
+[action]
+kind = "exec"
+argv = ["./rollback.sh", "{service}", "{to}"]
+timeout = "60s"
+"#;
+
+pub struct TestApp {
+    pub router: Arc<Router>,
+    pub store: Arc<dyn Store>,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Writes `commands` (file name, TOML) into a temp catalogue and starts the app with
+/// `config` (TOML appended to a base that sets the store, catalogue and a port-0 listener).
+pub async fn spawn_app(config: &str, commands: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("opsbot.db");
+    spawn_app_with_store(config, commands, &format!("sqlite://{}", db.display()), dir).await
+}
+
+pub async fn spawn_app_with_store(
+    config: &str,
+    commands: &[(&str, &str)],
+    database_url: &str,
+    dir: TempDir,
+) -> TestApp {
+    let cmd_dir = dir.path().join("commands");
+    std::fs::create_dir_all(&cmd_dir).expect("commands dir");
+    for (name, body) in commands {
+        std::fs::write(cmd_dir.join(name), body).expect("write command file");
+    }
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"{database_url}\"\n[catalog]\ndir = \"commands\"\n{config}"
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &text).expect("write config");
+    let config = Config::from_toml(&path, &text, &[]).expect("test config is valid");
+    let app = App::build(config).await.expect("app builds");
+    let listener = app.bind().await.expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(opsbot::http::serve(
+        listener,
+        app.http_state(),
+        shutdown.clone(),
+    ));
+    TestApp {
+        router: app.router.clone(),
+        store: app.store.clone(),
+        addr,
+        dir,
+        shutdown,
+    }
+}
+
+impl TestApp {
+    /// `who` says `text` in console channel `channel`.
+    pub async fn say_in(&self, who: &str, channel: &str, text: &str) -> Response {
+        self.router
+            .handle(&event(who, channel, EventPayload::Command(text.to_owned())))
+            .await
+    }
+
+    pub async fn say(&self, who: &str, text: &str) -> Response {
+        self.say_in(who, "ops", text).await
+    }
+
+    /// The reply text, or "" when the reply was withheld.
+    pub async fn reply(&self, who: &str, text: &str) -> String {
+        self.say(who, text)
+            .await
+            .reply
+            .map(|r| r.text)
+            .unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+pub fn event(who: &str, channel: &str, payload: EventPayload) -> InboundEvent {
+    InboundEvent {
+        platform: Platform::Console,
+        workspace: None,
+        channel: ChannelRef {
+            id: channel.to_owned(),
+            name: channel.to_owned(),
+        },
+        thread: None,
+        user: UserRef::new(Platform::Console, who),
+        display_name: who.to_owned(),
+        payload,
+        event_id: None,
+        reply_handle: None,
+        received_at: Utc::now(),
+    }
+}
+
+/// Whether external services must be present: with `CI=true`, a missing service fails the test.
+pub fn services_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Base URL of the test Postgres (`OPSBOT_TEST_POSTGRES_URL`, default the local trust-auth server).
+pub fn postgres_url() -> String {
+    std::env::var("OPSBOT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// URL of the test Redis (`OPSBOT_TEST_REDIS_URL`, default the local server).
+pub fn redis_url() -> String {
+    std::env::var("OPSBOT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Creates a fresh schema for one test and returns its name, or `None` (after saying why)
+/// when Postgres is unreachable outside CI. In CI an unreachable Postgres panics.
+pub async fn fresh_postgres_schema() -> Option<String> {
+    use sqlx::Connection;
+    let url = postgres_url();
+    match sqlx::PgConnection::connect(&url).await {
+        Ok(mut conn) => {
+            let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(&mut conn)
+                .await
+                .expect("create test schema");
+            Some(schema)
+        }
+        Err(e) => unavailable("Postgres", &url, &e.to_string()),
+    }
+}
+
+/// Reports an unreachable service: a failure in CI, a printed skip elsewhere.
+pub fn unavailable<T>(service: &str, url: &str, why: &str) -> Option<T> {
+    if services_required() {
+        panic!("{service} at {url} is unreachable and CI=true requires it: {why}");
+    }
+    eprintln!(
+        "SKIPPED: {service} at {url} is unreachable ({why}); set CI=true to make this a failure"
+    );
+    None
+}
+
+pub fn write(dir: &Path, name: &str, body: &str) {
+    std::fs::write(dir.join(name), body).expect("write file");
+}
