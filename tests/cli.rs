@@ -262,3 +262,61 @@ async fn audit_lists_newest_first_and_verify_finds_tampering() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn json_logs_carry_request_ids_and_never_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let config = setup(dir.path(), port);
+    let mut text_cfg = std::fs::read_to_string(&config).unwrap();
+    text_cfg.push_str(&format!(
+        "[[checks]]\nname = \"db\"\nkind = \"postgres\"\nurl = \"postgres://monitor:hunter2-secret@127.0.0.1:{port}/app\"\ntimeout = \"3s\"\n"
+    ));
+    std::fs::write(&config, text_cfg).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsbot"))
+        .args([
+            "chat",
+            "--as",
+            "alice",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .env("OPSBOT_LOG__FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"/status\n/whoami\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        stdout.contains("Overall: DEGRADED") && stdout.contains("db      postgres  down"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("hunter2") && !stderr.contains("hunter2"),
+        "secret leaked:\n{stdout}\n{stderr}"
+    );
+    let handled: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
+        })
+        .filter(|v| v["message"] == "command handled")
+        .collect();
+    assert_eq!(handled.len(), 2, "{stderr}");
+    for v in handled {
+        let id = v["span"]["request_id"].as_str().unwrap_or_default();
+        assert_eq!(id.len(), 12, "request id in every command log line: {v}");
+    }
+}
