@@ -127,7 +127,11 @@ impl App {
     pub async fn serve(self) -> Result<(), StartupError> {
         let listener = self.bind().await?;
         let shutdown = CancellationToken::new();
-        tracing::info!(addr = %self.config.server.listen, commands = self.router.catalog().len(), "opsbot serving HTTP");
+        let addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: self.config.server.listen,
+            source,
+        })?;
+        tracing::info!(%addr, commands = self.router.catalog().len(), "opsbot serving HTTP");
         let http = tokio::spawn(http::serve(listener, self.http_state(), shutdown.clone()));
         let console_user = self
             .config

@@ -106,7 +106,10 @@ impl Probe for HttpProbe {
                 } else {
                     "request failed"
                 };
-                let cause = std::error::Error::source(&e)
+                // The innermost cause says why ("Connection refused"); the outer ones
+                // only say where ("client error (Connect)").
+                let cause = std::iter::successors(std::error::Error::source(&e), |s| s.source())
+                    .last()
                     .map(|s| s.to_string())
                     .unwrap_or_default();
                 ProbeReport::down(scrub(&format!("{kind}: {cause}"), &self.url))

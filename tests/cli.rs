@@ -320,3 +320,87 @@ fn json_logs_carry_request_ids_and_never_a_secret() {
         assert_eq!(id.len(), 12, "request id in every command log line: {v}");
     }
 }
+
+/// Reads `reader` line by line on a thread until `want` matches a line; gives up at the deadline.
+fn wait_for_line(
+    reader: impl std::io::Read + Send + 'static,
+    want: impl Fn(&str) -> bool + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(reader)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if want(&line) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test]
+async fn serve_answers_http_and_console_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 1);
+    let mut text_cfg = std::fs::read_to_string(&config).unwrap();
+    text_cfg = text_cfg.replace(
+        "[console]\n",
+        "[console]\nenabled = true\nuser = \"alice\"\n",
+    );
+    std::fs::write(&config, text_cfg).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsbot"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("OPSBOT_LOG__FORMAT", "json")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let serving = wait_for_line(child.stderr.take().unwrap(), |l| {
+        l.contains("opsbot serving HTTP")
+    });
+    let replies = wait_for_line(child.stdout.take().unwrap(), |l| l.starts_with("You are"));
+    let line = serving
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("serve logs its address");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = v["addr"].as_str().unwrap().to_owned();
+
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"/whoami\n").unwrap();
+    let reply = replies
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("console reply");
+    assert_eq!(
+        reply,
+        "You are alice (console:alice). Roles: deployer, sre."
+    );
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::yield_now();
+    };
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+}

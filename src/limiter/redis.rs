@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::Script;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::MemoryLimiter;
 use crate::domain::RateQuota;
@@ -31,6 +31,11 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
 return {0, 0}
 "#;
 
+/// Longest a check waits for Redis before answering from the memory limiter instead. The
+/// connection manager's default reconnect retries take seconds, and every command would
+/// stall behind them for as long as Redis is down.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+
 pub struct RedisLimiter {
     conn: ConnectionManager,
     script: Script,
@@ -42,7 +47,11 @@ impl RedisLimiter {
     /// Connects to `url`; keys are written under `prefix` (e.g. `opsbot:rl:`).
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, LimiterError> {
         let client = redis::Client::open(url).map_err(|e| LimiterError(e.to_string()))?;
-        let conn = ConnectionManager::new(client)
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_connection_timeout(Some(CHECK_TIMEOUT))
+            .set_response_timeout(Some(CHECK_TIMEOUT));
+        let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| LimiterError(e.to_string()))?;
         Ok(Self {
@@ -65,13 +74,15 @@ impl RateLimiter for RedisLimiter {
             key
         );
         let mut conn = self.conn.clone();
-        let result: Result<(i64, i64), _> = self
-            .script
-            .key(bucket)
+        let mut invocation = self.script.key(bucket);
+        invocation
             .arg(quota.interval().as_micros() as u64)
-            .arg(quota.count.get())
-            .invoke_async(&mut conn)
-            .await;
+            .arg(quota.count.get());
+        let call = invocation.invoke_async::<(i64, i64)>(&mut conn);
+        let result = match tokio::time::timeout(CHECK_TIMEOUT, call).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+        };
         match result {
             Ok((0, _)) => Ok(LimitDecision::Allowed),
             Ok((_, retry_us)) => Ok(LimitDecision::Limited {

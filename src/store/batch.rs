@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::SubsecRound;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{AuditEntry, AuditRecord};
@@ -68,7 +69,10 @@ impl AuditBatcher {
 
 /// Control characters (NUL in particular, which Postgres rejects) would fail a whole batch;
 /// they are replaced before hashing, so the stored text is exactly what the hash covers.
+/// The timestamp is cut to the microseconds that are stored, so the record handed back
+/// equals the one read back later.
 fn sanitize(e: &mut AuditEntry) {
+    e.at = e.at.trunc_subsecs(6);
     for field in [
         &mut e.actor,
         &mut e.channel,

@@ -210,3 +210,15 @@ pub fn unavailable<T>(service: &str, url: &str, why: &str) -> Option<T> {
 pub fn write(dir: &Path, name: &str, body: &str) {
     std::fs::write(dir.join(name), body).expect("write file");
 }
+
+/// Drops a schema made by [`fresh_postgres_schema`] once a test has passed with it.
+pub async fn drop_postgres_schema(schema: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&postgres_url())
+        .await
+        .expect("connect to drop test schema");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&mut conn)
+        .await
+        .expect("drop test schema");
+}

@@ -1,0 +1,386 @@
+//! The audit store through its real interface, one suite run against both backends:
+//! SQLite on a temp file, and Postgres on a fresh schema per test (skipped with a reason
+//! when Postgres is unreachable, a failure with `CI=true`).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::Utc;
+use opsbot::domain::{
+    AuditEntry, AuditRecord, ChainBreak, ChainBreakKind, ChainVerifier, Outcome, RequestId,
+};
+use opsbot::ports::Store;
+use opsbot::store::{PostgresStore, SqliteStore};
+use tempfile::TempDir;
+
+/// A store under test plus raw access to its database, for tampering.
+enum Backend {
+    Sqlite {
+        store: Arc<SqliteStore>,
+        _dir: TempDir,
+    },
+    Postgres {
+        store: Arc<PostgresStore>,
+        schema: String,
+    },
+}
+
+impl Backend {
+    async fn sqlite() -> Backend {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+        let store = SqliteStore::open(&url).await.expect("open sqlite store");
+        Backend::Sqlite {
+            store: Arc::new(store),
+            _dir: dir,
+        }
+    }
+
+    /// `None` (after printing why) when Postgres is unreachable outside CI.
+    async fn postgres() -> Option<Backend> {
+        let schema = support::fresh_postgres_schema().await?;
+        let store = PostgresStore::connect(&support::postgres_url(), 8, Some(&schema))
+            .await
+            .expect("connect postgres store");
+        Some(Backend::Postgres {
+            store: Arc::new(store),
+            schema,
+        })
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite { store, .. } => store.clone(),
+            Backend::Postgres { store, .. } => store.clone(),
+        }
+    }
+
+    /// Runs one statement directly against the database, bypassing the store.
+    async fn exec(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self {
+            Backend::Sqlite { store, .. } => Ok(sqlx::query(sql)
+                .execute(store.pool())
+                .await?
+                .rows_affected()),
+            Backend::Postgres { store, .. } => Ok(sqlx::query(sql)
+                .execute(store.pool())
+                .await?
+                .rows_affected()),
+        }
+    }
+
+    /// What an attacker with database access would do first: remove the append-only guard.
+    async fn disable_append_only(&self) {
+        let statements: &[&str] = match self {
+            Backend::Sqlite { .. } => &[
+                "DROP TRIGGER audit_log_no_update",
+                "DROP TRIGGER audit_log_no_delete",
+            ],
+            Backend::Postgres { .. } => {
+                &["ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete"]
+            }
+        };
+        for sql in statements {
+            self.exec(sql).await.expect(sql);
+        }
+    }
+
+    /// Drops a passing test's Postgres schema (a failing test's is kept for inspection).
+    async fn cleanup(self) {
+        if let Backend::Postgres { store, schema } = self {
+            store.pool().close().await;
+            support::drop_postgres_schema(&schema).await;
+        }
+    }
+}
+
+/// Defines `sqlite_<case>` and `postgres_<case>` tests running the shared `case(&Backend)`.
+macro_rules! on_both_backends {
+    ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $sqlite() {
+            let backend = Backend::sqlite().await;
+            $case(&backend).await;
+            backend.cleanup().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $postgres() {
+            let Some(backend) = Backend::postgres().await else {
+                return;
+            };
+            $case(&backend).await;
+            backend.cleanup().await;
+        }
+    )*};
+}
+
+on_both_backends! {
+    ping_answers => sqlite_ping_answers, postgres_ping_answers;
+    appends_read_back_equal => sqlite_appends_read_back_equal, postgres_appends_read_back_equal;
+    concurrent_appends_form_one_chain => sqlite_concurrent_appends_form_one_chain, postgres_concurrent_appends_form_one_chain;
+    altered_record_is_detected => sqlite_altered_record_is_detected, postgres_altered_record_is_detected;
+    deleted_record_is_detected => sqlite_deleted_record_is_detected, postgres_deleted_record_is_detected;
+    database_refuses_update_and_delete => sqlite_database_refuses_update_and_delete, postgres_database_refuses_update_and_delete;
+    control_characters_do_not_fail_append => sqlite_control_characters_do_not_fail_append, postgres_control_characters_do_not_fail_append;
+}
+
+fn entry(n: usize) -> AuditEntry {
+    AuditEntry {
+        request_id: RequestId::new(),
+        // The wall clock has sub-microsecond precision; the store keeps microseconds.
+        at: Utc::now(),
+        actor: format!("console:user{n}"),
+        channel: "console:ops".into(),
+        command: "rollback".into(),
+        args: format!("api --to v1.{n}.0 — ünïcode ✓"),
+        outcome: Outcome::ALL[n % Outcome::ALL.len()],
+        detail: format!("detail for #{n}"),
+    }
+}
+
+async fn append_n(store: &dyn Store, n: usize) -> Vec<AuditRecord> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(store.append_audit(entry(i)).await.expect("append"));
+    }
+    out
+}
+
+/// Reads the whole log in pages through `audit_after` and verifies it.
+async fn verify(store: &dyn Store) -> Result<u64, ChainBreak> {
+    let mut verifier = ChainVerifier::default();
+    let mut after = 0;
+    loop {
+        let page = store.audit_after(after, 64).await.expect("read audit page");
+        let Some(last) = page.last() else {
+            return Ok(verifier.checked());
+        };
+        after = last.seq;
+        for rec in &page {
+            verifier.check(rec)?;
+        }
+    }
+}
+
+async fn ping_answers(b: &Backend) {
+    b.store().ping().await.expect("ping");
+}
+
+async fn appends_read_back_equal(b: &Backend) {
+    let store = b.store();
+    assert!(store.recent_audit(10).await.unwrap().is_empty());
+    assert!(store.audit_after(0, 10).await.unwrap().is_empty());
+
+    let appended = append_n(&*store, 5).await;
+    let seqs: Vec<i64> = appended.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    for pair in appended.windows(2) {
+        assert_eq!(
+            pair[1].prev_hash, pair[0].hash,
+            "each record chains to the one before"
+        );
+    }
+
+    // Newest first, limited.
+    let recent = store.recent_audit(3).await.unwrap();
+    let expected: Vec<AuditRecord> = appended.iter().rev().take(3).cloned().collect();
+    assert_eq!(
+        recent, expected,
+        "recent_audit returns what append returned"
+    );
+    let all_recent = store.recent_audit(100).await.unwrap();
+    assert_eq!(
+        all_recent,
+        appended.iter().rev().cloned().collect::<Vec<_>>()
+    );
+
+    // Oldest first, paged.
+    assert_eq!(store.audit_after(0, 2).await.unwrap(), appended[0..2]);
+    assert_eq!(store.audit_after(2, 2).await.unwrap(), appended[2..4]);
+    assert_eq!(store.audit_after(4, 2).await.unwrap(), appended[4..5]);
+    assert!(store.audit_after(5, 2).await.unwrap().is_empty());
+
+    assert_eq!(verify(&*store).await, Ok(5));
+}
+
+async fn concurrent_appends_form_one_chain(b: &Backend) {
+    const TASKS: usize = 20;
+    const EACH: usize = 10;
+    let store = b.store();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let mut seqs = Vec::with_capacity(EACH);
+            for i in 0..EACH {
+                let rec = store
+                    .append_audit(entry(t * EACH + i))
+                    .await
+                    .expect("append");
+                seqs.push(rec.seq);
+            }
+            seqs
+        });
+    }
+    let mut seqs = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let task_seqs = joined.expect("append task");
+        // One task's appends are committed in the order it made them.
+        assert!(task_seqs.windows(2).all(|w| w[0] < w[1]), "{task_seqs:?}");
+        seqs.extend(task_seqs);
+    }
+    seqs.sort_unstable();
+    let total = (TASKS * EACH) as i64;
+    assert_eq!(
+        seqs,
+        (1..=total).collect::<Vec<_>>(),
+        "no gaps, no duplicates"
+    );
+    assert_eq!(verify(&*store).await, Ok(total as u64));
+}
+
+async fn altered_record_is_detected(b: &Backend) {
+    let store = b.store();
+    let appended = append_n(&*store, 5).await;
+    assert_ne!(appended[2].entry.outcome, Outcome::Denied);
+    b.disable_append_only().await;
+    let changed = b
+        .exec("UPDATE audit_log SET outcome = 'denied' WHERE seq = 3")
+        .await
+        .expect("update with the trigger disabled");
+    assert_eq!(changed, 1);
+    assert_eq!(
+        verify(&*store).await,
+        Err(ChainBreak {
+            seq: 3,
+            kind: ChainBreakKind::Altered
+        })
+    );
+}
+
+async fn deleted_record_is_detected(b: &Backend) {
+    let store = b.store();
+    append_n(&*store, 5).await;
+    b.disable_append_only().await;
+    let deleted = b
+        .exec("DELETE FROM audit_log WHERE seq = 3")
+        .await
+        .expect("delete with the trigger disabled");
+    assert_eq!(deleted, 1);
+    assert_eq!(
+        verify(&*store).await,
+        Err(ChainBreak {
+            seq: 4,
+            kind: ChainBreakKind::Missing { expected_seq: 3 }
+        })
+    );
+}
+
+async fn database_refuses_update_and_delete(b: &Backend) {
+    let store = b.store();
+    let before = append_n(&*store, 3).await;
+    for sql in [
+        "UPDATE audit_log SET outcome = 'denied' WHERE seq = 2",
+        "UPDATE audit_log SET detail = ''",
+        "DELETE FROM audit_log WHERE seq = 2",
+        "DELETE FROM audit_log",
+    ] {
+        let err = b
+            .exec(sql)
+            .await
+            .expect_err("the append-only trigger refuses this");
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    if let Backend::Postgres { .. } = b {
+        let err = b.exec("TRUNCATE audit_log").await.expect_err("truncate");
+        assert!(err.to_string().contains("append-only"), "{err}");
+    }
+    let after = store.audit_after(0, 10).await.unwrap();
+    assert_eq!(after, before, "nothing changed");
+    assert_eq!(verify(&*store).await, Ok(3));
+    // The log still accepts appends after refusing the tampering.
+    assert_eq!(store.append_audit(entry(9)).await.unwrap().seq, 4);
+}
+
+async fn control_characters_do_not_fail_append(b: &Backend) {
+    let store = b.store();
+    let mut nasty = entry(1);
+    nasty.actor = "console:mal\0lory".into();
+    nasty.args = "api\0--to\u{1b}[31m v1".into();
+    nasty.detail = "line one\nline two\0\u{7f}".into();
+    nasty.command = "rollback\u{0}".into();
+    let rec = store
+        .append_audit(nasty)
+        .await
+        .expect("control characters must not fail the append");
+    for field in [
+        &rec.entry.actor,
+        &rec.entry.channel,
+        &rec.entry.command,
+        &rec.entry.args,
+        &rec.entry.detail,
+    ] {
+        assert!(!field.contains('\0'), "{field:?}");
+    }
+    assert!(rec.entry.actor.starts_with("console:mal") && rec.entry.actor.ends_with("lory"));
+    // A clean entry in the same log is unaffected, and both read back as returned.
+    let clean = store.append_audit(entry(2)).await.unwrap();
+    assert_eq!(store.audit_after(0, 10).await.unwrap(), vec![rec, clean]);
+    assert_eq!(verify(&*store).await, Ok(2));
+}
+
+/// Two replicas (two stores, two pools) on one schema extend one chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_replicas_extend_one_chain() {
+    let Some(schema) = support::fresh_postgres_schema().await else {
+        return;
+    };
+    let url = support::postgres_url();
+    let (a, b) = tokio::join!(
+        PostgresStore::connect(&url, 4, Some(&schema)),
+        PostgresStore::connect(&url, 4, Some(&schema)),
+    );
+    let replicas: [Arc<dyn Store>; 2] = [
+        Arc::new(a.expect("replica a")),
+        Arc::new(b.expect("replica b")),
+    ];
+    const TASKS: usize = 20;
+    const EACH: usize = 10;
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let store = replicas[t % 2].clone();
+        tasks.spawn(async move {
+            let mut seqs = Vec::with_capacity(EACH);
+            for i in 0..EACH {
+                seqs.push(
+                    store
+                        .append_audit(entry(t * EACH + i))
+                        .await
+                        .expect("append")
+                        .seq,
+                );
+            }
+            seqs
+        });
+    }
+    let mut seqs = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        seqs.extend(joined.expect("append task"));
+    }
+    let unique: BTreeSet<i64> = seqs.iter().copied().collect();
+    assert_eq!(unique.len(), seqs.len(), "a seq was handed out twice");
+    let total = (TASKS * EACH) as i64;
+    assert_eq!(unique, (1..=total).collect::<BTreeSet<_>>());
+    // Either replica reads the same, intact chain.
+    assert_eq!(verify(&*replicas[0]).await, Ok(total as u64));
+    assert_eq!(
+        replicas[0].audit_after(0, 1000).await.unwrap(),
+        replicas[1].audit_after(0, 1000).await.unwrap()
+    );
+    drop(replicas);
+    support::drop_postgres_schema(&schema).await;
+}
