@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::SubsecRound;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{AuditEntry, AuditRecord};
+use crate::domain::{AuditEntry, AuditRecord, GENESIS_HASH, chain_hash};
 use crate::ports::StoreError;
 
 /// Most records committed in one transaction.
@@ -20,6 +20,29 @@ pub const MAX_BATCH: usize = 512;
 #[async_trait]
 pub(crate) trait BatchWrite: Send + Sync + 'static {
     async fn write_batch(&self, entries: Vec<AuditEntry>) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// Places `entries` after the chain head `(seq, hash)` (none: an empty log), assigning each
+/// its seq and hash. Backends read the head and insert the result in one transaction.
+pub(crate) fn extend_chain(
+    head: Option<(i64, String)>,
+    entries: Vec<AuditEntry>,
+) -> Vec<AuditRecord> {
+    let (mut seq, mut prev) = head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
+    entries
+        .into_iter()
+        .map(|entry| {
+            seq += 1;
+            let hash = chain_hash(&prev, seq, &entry);
+            let prev_hash = std::mem::replace(&mut prev, hash.clone());
+            AuditRecord {
+                seq,
+                entry,
+                prev_hash,
+                hash,
+            }
+        })
+        .collect()
 }
 
 type Waiter = oneshot::Sender<Result<AuditRecord, StoreError>>;

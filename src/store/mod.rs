@@ -53,12 +53,12 @@ pub(crate) fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
 
-/// Rebuilds a record from stored columns; a value the domain cannot read is `Corrupt`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn record_from_parts(
+/// One `audit_log` row as stored, for both backends.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
     seq: i64,
     request_id: String,
-    at_micros: i64,
+    at: i64,
     actor: String,
     channel: String,
     command: String,
@@ -67,28 +67,36 @@ pub(crate) fn record_from_parts(
     detail: String,
     prev_hash: String,
     hash: String,
-) -> Result<AuditRecord, StoreError> {
-    let at = chrono::DateTime::from_timestamp_micros(at_micros).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "audit record #{seq}: timestamp {at_micros} out of range"
-        ))
-    })?;
-    let outcome = outcome
-        .parse()
-        .map_err(|e| StoreError::Corrupt(format!("audit record #{seq}: {e}")))?;
-    Ok(AuditRecord {
-        seq,
-        entry: AuditEntry {
-            request_id: RequestId::from_stored(request_id),
-            at,
-            actor,
-            channel,
-            command,
-            args,
-            outcome,
-            detail,
-        },
-        prev_hash,
-        hash,
-    })
+}
+
+impl AuditRow {
+    /// Rebuilds the record; a value the domain cannot read is `Corrupt`.
+    pub(crate) fn into_record(self) -> Result<AuditRecord, StoreError> {
+        let seq = self.seq;
+        let at = chrono::DateTime::from_timestamp_micros(self.at).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "audit record #{seq}: timestamp {} out of range",
+                self.at
+            ))
+        })?;
+        let outcome = self
+            .outcome
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("audit record #{seq}: {e}")))?;
+        Ok(AuditRecord {
+            seq,
+            entry: AuditEntry {
+                request_id: RequestId::from_stored(self.request_id),
+                at,
+                actor: self.actor,
+                channel: self.channel,
+                command: self.command,
+                args: self.args,
+                outcome,
+                detail: self.detail,
+            },
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        })
+    }
 }

@@ -6,15 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::batch::{AuditBatcher, BatchWrite};
-use super::{SELECT_AUDIT, backend, migrate_error};
-use crate::domain::{AuditEntry, AuditRecord, GENESIS_HASH, chain_hash};
+use super::batch::{AuditBatcher, BatchWrite, extend_chain};
+use super::{AuditRow, SELECT_AUDIT, backend, migrate_error};
+use crate::domain::{AuditEntry, AuditRecord};
 use crate::ports::{Store, StoreError};
 
 pub struct SqliteStore {
@@ -69,56 +67,30 @@ impl BatchWrite for Writer {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(backend)?;
-        let (mut seq, mut prev) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
-        let mut records = Vec::with_capacity(entries.len());
-        for entry in entries {
-            seq += 1;
-            let hash = chain_hash(&prev, seq, &entry);
+        let records = extend_chain(head, entries);
+        for rec in &records {
             sqlx::query(
                 "INSERT INTO audit_log (seq, request_id, at, actor, channel, command, args, outcome, detail, prev_hash, hash) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
-            .bind(seq)
-            .bind(entry.request_id.as_str())
-            .bind(entry.at.timestamp_micros())
-            .bind(&entry.actor)
-            .bind(&entry.channel)
-            .bind(&entry.command)
-            .bind(&entry.args)
-            .bind(entry.outcome.as_str())
-            .bind(&entry.detail)
-            .bind(&prev)
-            .bind(&hash)
+            .bind(rec.seq)
+            .bind(rec.entry.request_id.as_str())
+            .bind(rec.entry.at.timestamp_micros())
+            .bind(&rec.entry.actor)
+            .bind(&rec.entry.channel)
+            .bind(&rec.entry.command)
+            .bind(&rec.entry.args)
+            .bind(rec.entry.outcome.as_str())
+            .bind(&rec.entry.detail)
+            .bind(&rec.prev_hash)
+            .bind(&rec.hash)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-            let prev_hash = std::mem::replace(&mut prev, hash.clone());
-            records.push(AuditRecord {
-                seq,
-                entry,
-                prev_hash,
-                hash,
-            });
         }
         tx.commit().await.map_err(backend)?;
         Ok(records)
     }
-}
-
-fn record_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
-    super::record_from_parts(
-        row.try_get("seq").map_err(backend)?,
-        row.try_get("request_id").map_err(backend)?,
-        row.try_get("at").map_err(backend)?,
-        row.try_get("actor").map_err(backend)?,
-        row.try_get("channel").map_err(backend)?,
-        row.try_get("command").map_err(backend)?,
-        row.try_get("args").map_err(backend)?,
-        row.try_get::<String, _>("outcome").map_err(backend)?,
-        row.try_get("detail").map_err(backend)?,
-        row.try_get("prev_hash").map_err(backend)?,
-        row.try_get("hash").map_err(backend)?,
-    )
 }
 
 #[async_trait]
@@ -128,14 +100,14 @@ impl Store for SqliteStore {
     }
 
     async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<AuditRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "{SELECT_AUDIT} ORDER BY seq DESC LIMIT ?"
         )))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.iter().map(record_from_row).collect()
+        rows.into_iter().map(AuditRow::into_record).collect()
     }
 
     async fn audit_after(
@@ -143,7 +115,7 @@ impl Store for SqliteStore {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<AuditRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "{SELECT_AUDIT} WHERE seq > ? ORDER BY seq LIMIT ?"
         )))
         .bind(after_seq)
@@ -151,7 +123,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.iter().map(record_from_row).collect()
+        rows.into_iter().map(AuditRow::into_record).collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
