@@ -18,7 +18,8 @@ use crate::limiter::{MemoryLimiter, RedisLimiter};
 use crate::metrics::Metrics;
 use crate::ports::{RateLimiter, Store, StoreError, SystemClock};
 use crate::router::authz::BuiltinAccess;
-use crate::router::{GlobalLimits, Router, RouterDeps};
+use crate::router::{ApprovalSettings, GlobalLimits, Router, RouterDeps};
+use crate::runner::ProcessRunner;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -99,6 +100,14 @@ impl App {
             clock: Arc::new(SystemClock),
             health: Arc::new(HealthChecks::new(checks)),
             metrics: metrics.clone(),
+            runner: Arc::new(ProcessRunner::new().map_err(StartupError::Config)?),
+            approvals: ApprovalSettings {
+                approve_emoji: config.approvals.approve_emoji.clone(),
+                deny_emoji: config.approvals.deny_emoji.clone(),
+                break_glass_roles: config.approvals.break_glass_roles.clone(),
+            },
+            env: Arc::new(|name| std::env::var(name).ok()),
+            base_dir: config.base_dir.clone(),
         });
         Ok(App {
             config,

@@ -56,6 +56,8 @@ pub struct Config {
     #[serde(default)]
     pub builtins: BuiltinsConfig,
     #[serde(default)]
+    pub approvals: ApprovalsConfig,
+    #[serde(default)]
     pub people: Vec<PersonConfig>,
     #[serde(default)]
     pub checks: Vec<CheckConfig>,
@@ -271,6 +273,39 @@ pub struct BuiltinsConfig {
     pub audit_roles: Vec<Role>,
 }
 
+/// How approvals are given by reaction, and who may break glass.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Reactions that approve (aliases and skin tones count as the same emoji).
+    #[serde(default = "default_approve_emoji")]
+    pub approve_emoji: Vec<String>,
+    /// Reactions that deny.
+    #[serde(default = "default_deny_emoji")]
+    pub deny_emoji: Vec<String>,
+    /// Roles that may run an approval-gated command at once with `--break-glass "reason"`.
+    #[serde(default)]
+    pub break_glass_roles: Vec<Role>,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            approve_emoji: default_approve_emoji(),
+            deny_emoji: default_deny_emoji(),
+            break_glass_roles: Vec::new(),
+        }
+    }
+}
+
+fn default_approve_emoji() -> Vec<String> {
+    vec!["✅".into(), "👍".into()]
+}
+
+fn default_deny_emoji() -> Vec<String> {
+    vec!["❌".into(), "👎".into()]
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PersonConfig {
@@ -359,10 +394,11 @@ impl Config {
                 message: e.message().to_owned(),
             })?;
         }
-        config.base_dir = path
+        let parent = path
             .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        config.base_dir = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
             message,

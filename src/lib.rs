@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod ports;
 pub mod probes;
 pub mod router;
+pub mod runner;
 pub mod store;
 pub mod telemetry;

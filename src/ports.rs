@@ -8,7 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{AuditEntry, AuditRecord, RateQuota};
+use crate::domain::{
+    AuditEntry, AuditRecord, NewRun, Platform, RateQuota, Run, RunResult, RunState, UserRef, Vote,
+    VoteTally,
+};
 
 /// Failure of the store boundary. The message is for logs, never for chat.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +26,7 @@ pub enum StoreError {
 
 /// Durable state. One trait, one behaviour, whichever backend is behind it.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: RunStore + Send + Sync {
     /// Appends to the hash-chained audit log; returns once the record is committed.
     async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord, StoreError>;
     /// The newest `limit` records, newest first.
@@ -50,6 +53,10 @@ pub enum LimitDecision {
 pub trait RateLimiter: Send + Sync {
     async fn check(&self, key: &str, quota: RateQuota) -> Result<LimitDecision, LimiterError>;
 }
+
+/// Reads a variable from opsbot's environment (runbook pass-through variables and secrets).
+/// Tests inject their own.
+pub type EnvLookup = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Wall-clock time for stored timestamps. Tests use [`FakeClock`].
 pub trait Clock: Send + Sync {
@@ -113,4 +120,65 @@ impl ProbeReport {
 #[async_trait]
 pub trait Probe: Send + Sync {
     async fn probe(&self) -> ProbeReport;
+}
+
+/// Durable runbook requests. Every state change is one conditional update: it succeeds
+/// only from the expected state, which is what makes execution happen at most once.
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    async fn create_run(&self, run: NewRun) -> Result<Run, StoreError>;
+    async fn run(&self, id: i64) -> Result<Option<Run>, StoreError>;
+    /// The request whose approval message is `message_id` in that channel.
+    async fn run_by_message(
+        &self,
+        platform: Platform,
+        channel_id: &str,
+        message_id: &str,
+    ) -> Result<Option<Run>, StoreError>;
+    async fn set_run_message(&self, id: i64, message_id: &str) -> Result<(), StoreError>;
+    /// Records a vote (once per approver) and returns the tally.
+    async fn add_vote(&self, id: i64, vote: &Vote) -> Result<VoteTally, StoreError>;
+    /// Withdraws a vote while the request is still pending; true if one was withdrawn.
+    async fn retract_vote(&self, id: i64, approver: &UserRef) -> Result<bool, StoreError>;
+    /// Moves `id` from `from` to `to`; false (and nothing changed) if it was not in `from`.
+    async fn transition(
+        &self,
+        id: i64,
+        from: RunState,
+        to: RunState,
+        at: DateTime<Utc>,
+        lease_until: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError>;
+    /// Records the result and moves `running -> to`; false if it was not running.
+    async fn finish_run(
+        &self,
+        id: i64,
+        to: RunState,
+        result: &RunResult,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    async fn renew_lease(&self, id: i64, until: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Marks approved/running requests whose lease lapsed (their process died) `interrupted`.
+    async fn interrupt_stale(&self, now: DateTime<Utc>) -> Result<Vec<Run>, StoreError>;
+    /// Marks pending requests past their expiry `expired`.
+    async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Run>, StoreError>;
+}
+
+/// How an action run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionOutcome {
+    /// Exit code (exec) or HTTP status (http); `None` if it never finished.
+    pub code: Option<i32>,
+    pub success: bool,
+    pub timed_out: bool,
+    /// Combined output, capped; `truncated` says whether anything was cut.
+    pub output: String,
+    pub truncated: bool,
+    pub duration: Duration,
+}
+
+/// Runs a rendered action (a process or an HTTP request) under its timeout.
+#[async_trait]
+pub trait ActionRunner: Send + Sync {
+    async fn run(&self, action: &crate::actions::render::ActionKind) -> ActionOutcome;
 }

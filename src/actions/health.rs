@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::domain::human_duration;
 use crate::ports::Probe;
 
 /// One configured check.
@@ -97,7 +98,7 @@ async fn run_one(check: &HealthCheck) -> CheckResult {
         Ok(report) => (CheckState::Down, report.detail),
         Err(_) => (
             CheckState::TimedOut,
-            format!("no answer within {}", fmt_duration(check.timeout)),
+            format!("no answer within {}", human_duration(check.timeout)),
         ),
     };
     CheckResult {
@@ -130,7 +131,7 @@ pub fn render(results: &[CheckResult]) -> String {
                 r.name.clone(),
                 r.kind.to_owned(),
                 r.state.as_str().to_owned(),
-                fmt_duration(r.latency),
+                human_duration(r.latency),
                 r.detail.clone(),
             ]
         })
@@ -155,14 +156,6 @@ pub fn render(results: &[CheckResult]) -> String {
     }
     out.push_str("```");
     out
-}
-
-fn fmt_duration(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
 }
 
 #[cfg(test)]

@@ -2,3 +2,4 @@
 //! remediation executor will live here too. Talks to the outside only through `ports`.
 
 pub mod health;
+pub mod render;

@@ -1,6 +1,10 @@
 //! The console adapter behind `opsbot chat`: one command per input line, replies on the
 //! output. It runs through the same router, store and limiter as any platform; identities
 //! are `console:NAME`. Non-UTF-8 lines and over-long lines are answered, never fatal.
+//!
+//! Console-only lines make whole flows scriptable: `:as NAME` switches identity,
+//! `:react EMOJI ID` / `:unreact EMOJI ID` add or remove a reaction on message `ID` (an
+//! approval request's message id is its request number).
 
 use std::sync::Arc;
 
@@ -38,7 +42,9 @@ impl Console {
         W: AsyncWrite + Unpin,
     {
         let mut line = Vec::new();
+        let mut user = self.user.clone();
         loop {
+            self.post_notices(&mut output).await?;
             line.clear();
             let n = (&mut input)
                 .take(MAX_LINE_BYTES as u64 + 1)
@@ -61,26 +67,62 @@ impl Console {
                     },
                 }
             };
-            if matches!(&payload, EventPayload::Command(t) if t.trim().is_empty()) {
-                continue;
-            }
-            let response = self.router.handle(&self.event(payload)).await;
+            let payload = match payload {
+                EventPayload::Command(t) if t.trim().is_empty() => continue,
+                EventPayload::Command(t) if t.trim_start().starts_with(':') => {
+                    match console_line(t.trim()) {
+                        ConsoleLine::As(name) => {
+                            user = UserRef::new(Platform::Console, name);
+                            write_line(&mut output, &format!("(now acting as {user})")).await?;
+                            continue;
+                        }
+                        ConsoleLine::Reaction(p) => p,
+                        ConsoleLine::Unknown(why) => {
+                            write_line(&mut output, &why).await?;
+                            continue;
+                        }
+                    }
+                }
+                other => other,
+            };
+            let response = self.router.handle(&self.event(&user, payload)).await;
             if let Some(reply) = response.reply {
-                output.write_all(reply.text.as_bytes()).await?;
-                output.write_all(b"\n").await?;
-                output.flush().await?;
+                write_line(&mut output, &reply.text).await?;
+            }
+            if let Some(run) = response.pending_run {
+                // The console's message id for an approval request is its request number.
+                if let Err(e) = self.router.bind_message(run, &run.to_string()).await {
+                    tracing::error!(run, error = %e, "could not bind approval message");
+                }
             }
         }
     }
 
-    fn event(&self, payload: EventPayload) -> InboundEvent {
+    async fn post_notices<W: AsyncWrite + Unpin>(&self, output: &mut W) -> std::io::Result<()> {
+        match self.router.sweep().await {
+            Ok(notices) => {
+                for n in notices
+                    .into_iter()
+                    .filter(|n| n.platform == Platform::Console)
+                {
+                    write_line(output, &n.text).await?;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sweeping expired and interrupted requests failed")
+            }
+        }
+        Ok(())
+    }
+
+    fn event(&self, user: &UserRef, payload: EventPayload) -> InboundEvent {
         InboundEvent {
             platform: Platform::Console,
             workspace: None,
             channel: self.channel.clone(),
             thread: None,
-            user: self.user.clone(),
-            display_name: self.user.user_id.clone(),
+            user: user.clone(),
+            display_name: user.user_id.clone(),
             payload,
             event_id: None,
             reply_handle: None,
@@ -101,5 +143,32 @@ async fn skip_rest_of_line<R: AsyncBufRead + Unpin>(input: &mut R) -> std::io::R
         }
         let len = buf.len();
         input.consume(len);
+    }
+}
+
+async fn write_line<W: AsyncWrite + Unpin>(output: &mut W, text: &str) -> std::io::Result<()> {
+    output.write_all(text.as_bytes()).await?;
+    output.write_all(b"\n").await?;
+    output.flush().await
+}
+
+enum ConsoleLine {
+    As(String),
+    Reaction(EventPayload),
+    Unknown(String),
+}
+
+fn console_line(line: &str) -> ConsoleLine {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        [":as", name] => ConsoleLine::As((*name).to_owned()),
+        [verb @ (":react" | ":unreact"), emoji, message_id] => ConsoleLine::Reaction(EventPayload::Reaction {
+            emoji: (*emoji).to_owned(),
+            message_id: message_id.trim_start_matches('#').to_owned(),
+            added: *verb == ":react",
+        }),
+        _ => ConsoleLine::Unknown(
+            "console lines: `:as NAME`, `:react EMOJI MESSAGE_ID`, `:unreact EMOJI MESSAGE_ID`; commands start with /".into(),
+        ),
     }
 }

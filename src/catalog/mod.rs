@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 pub use spec::{
     ActionSpec, ApprovalSpec, ArgKind, ArgSpec, ChannelPattern, CommandLimits, CommandSpec,
+    Segment, Template,
 };
 
 /// Names the built-in commands own; a command file may not take them.

@@ -81,19 +81,99 @@ pub struct ApprovalSpec {
 #[derive(Debug, Clone)]
 pub enum ActionSpec {
     Exec {
-        argv: Vec<String>,
+        argv: Vec<Template>,
         timeout: Duration,
         workdir: Option<PathBuf>,
+        /// Variables passed through from opsbot's environment; everything else is cleared.
         env: Vec<String>,
+        /// Variables passed through as secrets: never shown, and redacted from output.
+        secrets: Vec<String>,
     },
     Http {
         method: String,
-        url: String,
-        body: Option<String>,
-        headers: BTreeMap<String, String>,
+        url: Template,
+        body: Option<Template>,
+        headers: Vec<(String, Template)>,
         timeout: Duration,
         expect_status: Option<u16>,
+        /// Variables usable as `{secret:NAME}` in url, headers and body.
+        secrets: Vec<String>,
     },
+}
+
+/// A text with `{arg}` and `{secret:NAME}` placeholders; other braces are literal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template(pub Vec<Segment>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    Arg(String),
+    Secret(String),
+}
+
+impl Template {
+    pub fn parse(text: &str) -> Template {
+        let mut segments = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            literal.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            let close = after.find('}');
+            let inner = close.map(|c| &after[..c]);
+            let is_arg = |s: &str| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            };
+            let is_secret_name = |s: &str| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            };
+            let segment = match inner {
+                Some(i) if is_arg(i) => Some(Segment::Arg(i.to_owned())),
+                Some(i) => i
+                    .strip_prefix("secret:")
+                    .filter(|n| is_secret_name(n))
+                    .map(|n| Segment::Secret(n.to_owned())),
+                None => None,
+            };
+            match (segment, close) {
+                (Some(seg), Some(c)) => {
+                    if !literal.is_empty() {
+                        segments.push(Segment::Literal(std::mem::take(&mut literal)));
+                    }
+                    segments.push(seg);
+                    rest = &after[c + 1..];
+                }
+                _ => {
+                    literal.push('{');
+                    rest = after;
+                }
+            }
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            segments.push(Segment::Literal(literal));
+        }
+        Template(segments)
+    }
+
+    pub fn args(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().filter_map(|s| match s {
+            Segment::Arg(a) => Some(a.as_str()),
+            Segment::Literal(_) | Segment::Secret(_) => None,
+        })
+    }
+
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().filter_map(|s| match s {
+            Segment::Secret(n) => Some(n.as_str()),
+            Segment::Literal(_) | Segment::Arg(_) => None,
+        })
+    }
 }
 
 /// A channel-name pattern from `channels = [...]`; `*` matches any run of characters.
@@ -203,6 +283,8 @@ struct RawAction {
     workdir: Option<PathBuf>,
     #[serde(default)]
     env: Vec<String>,
+    #[serde(default)]
+    secrets: Vec<String>,
     method: Option<String>,
     url: Option<String>,
     body: Option<String>,
@@ -404,109 +486,128 @@ pub(super) fn parse_command_file(file: &Path, src: &str) -> Result<CommandSpec, 
 
 fn validate_action(a: &RawAction, arg_names: &BTreeSet<String>) -> (ActionSpec, Vec<String>) {
     let mut problems = Vec::new();
-    let mut report = |m: String| problems.push(m);
     let timeout = a.timeout.0;
     if timeout.is_zero() || timeout > MAX_TIMEOUT {
-        report("timeout must be between 1s and 6h".into());
+        problems.push("timeout must be between 1s and 6h".into());
     }
-    let unknown_placeholders = |field: &str, text: &str| -> Vec<String> {
-        placeholders(text)
-            .into_iter()
-            .filter(|name| !arg_names.contains(*name))
-            .map(|name| format!("{field} uses {{{name}}} but no argument has that name"))
-            .collect()
+    let env_name =
+        |n: &String| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    for name in a.env.iter().chain(&a.secrets) {
+        if !env_name(name) {
+            problems.push(format!("{name:?} is not an environment variable name"));
+        }
+    }
+    let template = |field: &str, text: &str, secrets_allowed: bool, problems: &mut Vec<String>| {
+        parse_template(
+            field,
+            text,
+            secrets_allowed,
+            arg_names,
+            &a.secrets,
+            problems,
+        )
     };
     let spec = match a.kind {
         RawActionKind::Exec => {
-            let argv = a.argv.clone().unwrap_or_default();
-            if argv.is_empty() || argv[0].trim().is_empty() {
-                report("kind exec needs argv with a program first".into());
-            } else if !placeholders(&argv[0]).is_empty() {
-                report("argv[0] (the program) must not come from an argument".into());
+            let raw = a.argv.clone().unwrap_or_default();
+            let argv: Vec<Template> = raw
+                .iter()
+                .map(|item| template("argv", item, false, &mut problems))
+                .collect();
+            if raw.is_empty() || raw[0].trim().is_empty() {
+                problems.push("kind exec needs argv with a program first".into());
+            } else if argv[0].args().next().is_some() {
+                problems.push("argv[0] (the program) must not come from an argument".into());
             }
-            for item in &argv {
-                unknown_placeholders("argv", item)
-                    .into_iter()
-                    .for_each(&mut report);
-            }
-            for key in ["method", "url", "body", "expect_status"] {
-                let present = match key {
-                    "method" => a.method.is_some(),
-                    "url" => a.url.is_some(),
-                    "body" => a.body.is_some(),
-                    _ => a.expect_status.is_some(),
-                };
+            for (key, present) in [
+                ("method", a.method.is_some()),
+                ("url", a.url.is_some()),
+                ("body", a.body.is_some()),
+                ("expect_status", a.expect_status.is_some()),
+                ("headers", !a.headers.is_empty()),
+            ] {
                 if present {
-                    report(format!("{key} does not apply to kind exec"));
+                    problems.push(format!("{key} does not apply to kind exec"));
                 }
-            }
-            if !a.headers.is_empty() {
-                report("headers do not apply to kind exec".into());
             }
             ActionSpec::Exec {
                 argv,
                 timeout,
                 workdir: a.workdir.clone(),
                 env: a.env.clone(),
+                secrets: a.secrets.clone(),
             }
         }
         RawActionKind::Http => {
-            let url = a.url.clone().unwrap_or_default();
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                report("kind http needs url starting with http:// or https://".into());
+            let raw_url = a.url.clone().unwrap_or_default();
+            if !(raw_url.starts_with("http://") || raw_url.starts_with("https://")) {
+                problems.push("kind http needs url starting with http:// or https://".into());
             }
-            unknown_placeholders("url", &url)
-                .into_iter()
-                .for_each(&mut report);
-            if let Some(body) = &a.body {
-                unknown_placeholders("body", body)
-                    .into_iter()
-                    .for_each(&mut report);
-            }
+            let url = template("url", &raw_url, true, &mut problems);
+            let body = a
+                .body
+                .as_deref()
+                .map(|b| template("body", b, true, &mut problems));
+            let headers = a
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), template("headers", v, true, &mut problems)))
+                .collect();
             let method = a
                 .method
                 .clone()
                 .unwrap_or_else(|| "POST".into())
                 .to_ascii_uppercase();
             if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-                report(format!(
+                problems.push(format!(
                     "method {method:?} must be GET, POST, PUT, PATCH or DELETE"
                 ));
             }
             if a.argv.is_some() || a.workdir.is_some() || !a.env.is_empty() {
-                report("argv, workdir and env do not apply to kind http".into());
+                problems.push("argv, workdir and env do not apply to kind http".into());
             }
             ActionSpec::Http {
                 method,
                 url,
-                body: a.body.clone(),
-                headers: a.headers.clone(),
+                body,
+                headers,
                 timeout,
                 expect_status: a.expect_status,
+                secrets: a.secrets.clone(),
             }
         }
     };
     (spec, problems)
 }
 
-/// The `{name}` placeholders in a template: braces around an identifier. Other braces
-/// (JSON bodies, for instance) are literal text.
-pub fn placeholders(text: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(open) = rest.find('{') {
-        let after = &rest[open + 1..];
-        let ident_len = after
-            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
-            .unwrap_or(after.len());
-        if ident_len > 0 && after[ident_len..].starts_with('}') {
-            out.push(&after[..ident_len]);
-            rest = &after[ident_len + 1..];
-        } else {
-            rest = after;
+fn parse_template(
+    field: &str,
+    text: &str,
+    secrets_allowed: bool,
+    arg_names: &BTreeSet<String>,
+    declared_secrets: &[String],
+    problems: &mut Vec<String>,
+) -> Template {
+    let t = Template::parse(text);
+    for name in t.args() {
+        if !arg_names.contains(name) {
+            problems.push(format!(
+                "{field} uses {{{name}}} but no argument has that name"
+            ));
         }
     }
-    out
+    for name in t.secrets() {
+        if !secrets_allowed {
+            problems.push(format!(
+                "{field} may not use {{secret:{name}}}; pass secrets to programs through `secrets` (environment)"
+            ));
+        } else if !declared_secrets.iter().any(|s| s == name) {
+            problems.push(format!(
+                "{field} uses {{secret:{name}}} but {name} is not listed in secrets"
+            ));
+        }
+    }
+    t
 }
 
 #[cfg(test)]
@@ -523,9 +624,19 @@ mod tests {
     }
 
     #[test]
-    fn placeholders_are_found() {
-        assert_eq!(placeholders("--to={to}/{service}"), vec!["to", "service"]);
-        assert!(placeholders("plain").is_empty());
-        assert_eq!(placeholders(r#"{"reason": "{reason}"}"#), vec!["reason"]);
+    fn templates_parse() {
+        let t = Template::parse("--to={to}/{service}");
+        assert_eq!(t.args().collect::<Vec<_>>(), vec!["to", "service"]);
+        assert_eq!(
+            Template::parse("plain").0,
+            vec![Segment::Literal("plain".into())]
+        );
+        let json = Template::parse(r#"{"reason": "{reason}", "t": "{secret:TOKEN}"}"#);
+        assert_eq!(json.args().collect::<Vec<_>>(), vec!["reason"]);
+        assert_eq!(json.secrets().collect::<Vec<_>>(), vec!["TOKEN"]);
+        assert_eq!(
+            Template::parse("{Bad}{").0,
+            vec![Segment::Literal("{Bad}{".into())]
+        );
     }
 }

@@ -54,6 +54,12 @@ pub enum EventPayload {
     Command(String),
     /// The platform delivered bytes that are not UTF-8; kept so the attempt is answered and audited.
     Undecodable { byte_len: usize },
+    /// A reaction added to (or removed from) a message, e.g. ✅ on an approval request.
+    Reaction {
+        emoji: String,
+        message_id: String,
+        added: bool,
+    },
 }
 
 /// One event from any platform, normalized.

@@ -3,14 +3,18 @@
 //! hash-chained audit record. Nothing here performs I/O.
 
 mod audit;
+mod emoji;
 mod event;
 mod identity;
+mod run;
 mod time;
 
 pub use audit::{
     AuditEntry, AuditRecord, ChainBreak, ChainBreakKind, ChainVerifier, GENESIS_HASH, Outcome,
     chain_hash,
 };
+pub use emoji::normalize_emoji;
 pub use event::{ChannelRef, EventPayload, InboundEvent, Reply, RequestId};
 pub use identity::{Directory, Person, Platform, Requester, Role, UserRef};
-pub use time::{HumanDuration, RateQuota, parse_duration};
+pub use run::{NewRun, Run, RunResult, RunState, Vote, VoteTally};
+pub use time::{HumanDuration, RateQuota, human_duration, parse_duration};

@@ -53,6 +53,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Short human form of a duration: `250ms`, `2.5s`, `10m`, `2h`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 && s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s >= 60 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
 /// A rate: at most `count` events per `per`, written `3/min`, `10/s`, `100/hour` or `5/10m`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RateQuota {

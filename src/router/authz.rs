@@ -60,8 +60,7 @@ pub fn authorize(
     let open_to_all = matches!(target, Target::Builtin(Builtin::Help | Builtin::Whoami));
     let person = match requester {
         Requester::Known { person, .. } => person.clone(),
-        Requester::Unknown { user } if open_to_all => {
-            let _ = user;
+        Requester::Unknown { .. } if open_to_all => {
             return Ok(Authorized {
                 target,
                 person: None,
@@ -74,16 +73,19 @@ pub fn authorize(
             ));
         }
     };
-    if open_to_all {
-        return Ok(Authorized {
-            target,
-            person: Some(person),
-        });
-    }
     let (needed, channels): (&[Role], &[crate::catalog::ChannelPattern]) = match &target {
+        // Approve, deny and cancel are open to every known person; whether they may act on
+        // *this* request (approver roles, requester) is decided per request in `router::runbook`.
+        Target::Builtin(
+            Builtin::Help | Builtin::Whoami | Builtin::Approve | Builtin::Deny | Builtin::Cancel,
+        ) => {
+            return Ok(Authorized {
+                target,
+                person: Some(person),
+            });
+        }
         Target::Builtin(Builtin::Status) => (&access.status, &[]),
         Target::Builtin(Builtin::Audit) => (&access.audit, &[]),
-        Target::Builtin(Builtin::Help | Builtin::Whoami) => unreachable!("handled above"),
         Target::Runbook(spec) => (&spec.roles, &spec.channels),
     };
     if !person.has_any_role(needed) {

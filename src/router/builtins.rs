@@ -10,6 +10,9 @@ pub enum Builtin {
     Whoami,
     Status,
     Audit,
+    Approve,
+    Deny,
+    Cancel,
 }
 
 /// A built-in with its arguments bound.
@@ -19,17 +22,23 @@ pub enum BuiltinCall {
     Whoami,
     Status { check: Option<String> },
     Audit { limit: u32 },
+    Approve { run: i64 },
+    Deny { run: i64 },
+    Cancel { run: i64 },
 }
 
 pub const AUDIT_DEFAULT: u32 = 10;
 pub const AUDIT_MAX: u32 = 100;
 
 impl Builtin {
-    pub const ALL: [Builtin; 4] = [
+    pub const ALL: [Builtin; 7] = [
         Builtin::Help,
         Builtin::Whoami,
         Builtin::Status,
         Builtin::Audit,
+        Builtin::Approve,
+        Builtin::Deny,
+        Builtin::Cancel,
     ];
 
     pub fn from_name(name: &str) -> Option<Builtin> {
@@ -42,6 +51,9 @@ impl Builtin {
             Builtin::Whoami => "whoami",
             Builtin::Status => "status",
             Builtin::Audit => "audit",
+            Builtin::Approve => "approve",
+            Builtin::Deny => "deny",
+            Builtin::Cancel => "cancel",
         }
     }
 
@@ -51,6 +63,9 @@ impl Builtin {
             Builtin::Whoami => "/whoami",
             Builtin::Status => "/status [CHECK]",
             Builtin::Audit => "/audit [N]",
+            Builtin::Approve => "/approve ID",
+            Builtin::Deny => "/deny ID",
+            Builtin::Cancel => "/cancel ID",
         }
     }
 
@@ -60,6 +75,9 @@ impl Builtin {
             Builtin::Whoami => "show who opsbot thinks you are and your roles",
             Builtin::Status => "run the health checks (all, or one by name)",
             Builtin::Audit => "show the newest audit records (default 10, at most 100)",
+            Builtin::Approve => "approve a pending runbook request (approvers only)",
+            Builtin::Deny => "deny a pending runbook request (approvers only)",
+            Builtin::Cancel => "cancel your own pending runbook request",
         }
     }
 
@@ -110,6 +128,49 @@ impl Builtin {
                 };
                 BuiltinCall::Audit { limit }
             }
+            Builtin::Approve | Builtin::Deny | Builtin::Cancel => {
+                let raw = at_most_one(&positional)?
+                    .ok_or_else(|| format!("which request? {}", usage()))?;
+                let run = raw
+                    .trim_start_matches('#')
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{raw:?} is not a request number; {}", usage()))?;
+                match self {
+                    Builtin::Approve => BuiltinCall::Approve { run },
+                    Builtin::Deny => BuiltinCall::Deny { run },
+                    _ => BuiltinCall::Cancel { run },
+                }
+            }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Position in `ALL`. The match is exhaustive, so a new variant fails to compile here
+    /// until it is given a place, and the test below then demands it be listed in `ALL`.
+    fn position(b: Builtin) -> usize {
+        match b {
+            Builtin::Help => 0,
+            Builtin::Whoami => 1,
+            Builtin::Status => 2,
+            Builtin::Audit => 3,
+            Builtin::Approve => 4,
+            Builtin::Deny => 5,
+            Builtin::Cancel => 6,
+        }
+    }
+
+    #[test]
+    fn all_lists_every_builtin_once_and_names_round_trip() {
+        for (i, b) in Builtin::ALL.into_iter().enumerate() {
+            assert_eq!(position(b), i);
+            assert_eq!(Builtin::from_name(b.name()), Some(b));
+            assert!(crate::catalog::RESERVED_NAMES.contains(&b.name()));
+        }
     }
 }

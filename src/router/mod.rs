@@ -8,6 +8,7 @@ pub mod authz;
 pub mod bind;
 pub mod builtins;
 pub mod parse;
+pub mod runbook;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -23,12 +24,13 @@ use crate::domain::{
     Requester,
 };
 use crate::metrics::Metrics;
-use crate::ports::{Clock, LimitDecision, RateLimiter, Store};
+use crate::ports::{ActionRunner, Clock, EnvLookup, LimitDecision, RateLimiter, Store};
 
 use authz::{Authorized, BuiltinAccess, Target, authorize, may_run};
 use bind::{BoundArgs, bind};
 use builtins::{Builtin, BuiltinCall};
 use parse::{ParseError, ParsedCommand, parse};
+pub use runbook::{ApprovalSettings, Notice};
 
 /// Limits that apply to every command, from `[limits]` in the config.
 #[derive(Clone, Copy, Debug, Default)]
@@ -51,6 +53,12 @@ pub struct RouterDeps {
     pub clock: Arc<dyn Clock>,
     pub health: Arc<HealthChecks>,
     pub metrics: Arc<Metrics>,
+    pub runner: Arc<dyn ActionRunner>,
+    pub approvals: ApprovalSettings,
+    /// Reads opsbot's environment (pass-through variables and secrets for runbooks).
+    pub env: EnvLookup,
+    /// Folder relative runbook paths resolve against (the config file's folder).
+    pub base_dir: std::path::PathBuf,
 }
 
 /// What handling one event produced.
@@ -61,6 +69,26 @@ pub struct Response {
     pub outcome: Option<Outcome>,
     /// `None` when a reply is deliberately withheld (repeated rate-limit hits).
     pub reply: Option<Reply>,
+    /// Set when the reply is an approval request: the adapter posts it, then calls
+    /// [`Router::bind_message`] so reactions on that message reach the request.
+    pub pending_run: Option<i64>,
+}
+
+/// A command that ran: what to answer, what to add to the audit record.
+struct Done {
+    text: String,
+    detail: String,
+    pending_run: Option<i64>,
+}
+
+impl Done {
+    fn text(text: String) -> Self {
+        Self {
+            text,
+            detail: String::new(),
+            pending_run: None,
+        }
+    }
 }
 
 /// Why a command did not run. Each variant maps to one audit outcome.
@@ -121,6 +149,40 @@ impl Router {
                     .finish(ev, request_id, started, attempt, Err(refusal))
                     .await;
             }
+            EventPayload::Reaction {
+                emoji,
+                message_id,
+                added,
+            } => {
+                let requester = self.deps.directory.resolve(&ev.user);
+                let attempt = |command: String| Attempt {
+                    command,
+                    args: format!("{emoji} on message {message_id}"),
+                };
+                return match self.react(ev, &requester, emoji, message_id, *added).await {
+                    // A reaction on anything else is ordinary chat.
+                    Ok(None) => Response {
+                        request_id,
+                        outcome: None,
+                        reply: None,
+                        pending_run: None,
+                    },
+                    Ok(Some((command, result))) => {
+                        self.finish(ev, request_id, started, attempt(command), result)
+                            .await
+                    }
+                    Err(refusal) => {
+                        self.finish(
+                            ev,
+                            request_id,
+                            started,
+                            attempt("react".into()),
+                            Err(refusal),
+                        )
+                        .await
+                    }
+                };
+            }
         };
         let parsed = match parse(text, &self.deps.bot_name) {
             Ok(p) => p,
@@ -133,6 +195,7 @@ impl Router {
                         request_id: request_id.clone(),
                     }),
                     request_id,
+                    pending_run: None,
                 };
             }
             Err(e) => {
@@ -159,7 +222,7 @@ impl Router {
         self.finish(ev, request_id, started, attempt, result).await
     }
 
-    async fn pipeline(&self, ev: &InboundEvent, parsed: &ParsedCommand) -> Result<String, Refusal> {
+    async fn pipeline(&self, ev: &InboundEvent, parsed: &ParsedCommand) -> Result<Done, Refusal> {
         let target = if let Some(b) = Builtin::from_name(&parsed.name) {
             Target::Builtin(b)
         } else if let Some(spec) = self.deps.catalog.get(&parsed.name) {
@@ -176,7 +239,8 @@ impl Router {
         let call = match authorized.target() {
             Target::Builtin(b) => Call::Builtin(b.bind(&parsed.words).map_err(Refusal::Invalid)?),
             Target::Runbook(spec) => {
-                Call::Runbook(bind(spec, &parsed.words).map_err(Refusal::Invalid)?)
+                let (mode, words) = runbook::split_mode(&parsed.words).map_err(Refusal::Invalid)?;
+                Call::Runbook(bind(spec, &words).map_err(Refusal::Invalid)?, mode)
             }
         };
         self.check_limits(ev, &requester, &authorized).await?;
@@ -267,12 +331,12 @@ impl Router {
         requester: &Requester,
         authorized: Authorized<Target>,
         call: Call,
-    ) -> Result<String, Refusal> {
-        match call {
+    ) -> Result<Done, Refusal> {
+        let text = match call {
             Call::Builtin(BuiltinCall::Help { topic }) => {
-                self.help(ev, requester, topic.as_deref())
+                self.help(ev, requester, topic.as_deref())?
             }
-            Call::Builtin(BuiltinCall::Whoami) => Ok(whoami(requester, &authorized)),
+            Call::Builtin(BuiltinCall::Whoami) => whoami(requester, &authorized),
             Call::Builtin(BuiltinCall::Status { check }) => {
                 if let Some(name) = &check
                     && !self.deps.health.names().any(|n| n == name)
@@ -288,31 +352,31 @@ impl Router {
                     )));
                 }
                 let results = self.deps.health.run(check.as_deref()).await;
-                Ok(health::render(&results))
+                health::render(&results)
             }
             Call::Builtin(BuiltinCall::Audit { limit }) => {
                 let records = self.deps.store.recent_audit(limit).await.map_err(|e| {
                     Refusal::Failed(anyhow::Error::new(e).context("reading audit log"))
                 })?;
-                Ok(render_audit(&records))
+                render_audit(&records)
             }
-            Call::Runbook(args) => {
+            Call::Builtin(BuiltinCall::Approve { run }) => {
+                return self.approve(ev, requester, run).await;
+            }
+            Call::Builtin(BuiltinCall::Deny { run }) => return self.deny(requester, run).await,
+            Call::Builtin(BuiltinCall::Cancel { run }) => {
+                return self.cancel(ev, requester, run).await;
+            }
+            Call::Runbook(args, mode) => {
                 let Target::Runbook(spec) = authorized.target() else {
                     return Err(Refusal::Failed(anyhow::anyhow!(
                         "runbook call bound to a built-in"
                     )));
                 };
-                let shown = if args.0.is_empty() {
-                    String::new()
-                } else {
-                    format!(" {}", args.display())
-                };
-                Ok(format!(
-                    "/{}{shown} is allowed for you, but this opsbot version cannot run runbooks yet; nothing was run.",
-                    spec.name
-                ))
+                return self.request_runbook(ev, requester, spec, args, mode).await;
             }
-        }
+        };
+        Ok(Done::text(text))
     }
 
     fn help(
@@ -395,10 +459,11 @@ impl Router {
         request_id: RequestId,
         started: Instant,
         attempt: Attempt,
-        result: Result<String, Refusal>,
+        result: Result<Done, Refusal>,
     ) -> Response {
+        let pending_run = result.as_ref().ok().and_then(|d| d.pending_run);
         let (outcome, detail, mut text) = match result {
-            Ok(text) => (Outcome::Ok, String::new(), Some(text)),
+            Ok(done) => (Outcome::Ok, done.detail, Some(done.text)),
             Err(Refusal::Invalid(m)) => (Outcome::Invalid, m.clone(), Some(m)),
             Err(Refusal::Denied(m)) => (Outcome::Denied, m.clone(), Some(m)),
             Err(Refusal::Limited { message, notify }) => {
@@ -461,13 +526,18 @@ impl Router {
                 request_id: request_id.clone(),
             }),
             request_id,
+            pending_run: if outcome_final == Outcome::Ok {
+                pending_run
+            } else {
+                None
+            },
         }
     }
 }
 
 enum Call {
     Builtin(BuiltinCall),
-    Runbook(BoundArgs),
+    Runbook(BoundArgs, runbook::RunMode),
 }
 
 pub fn internal_error_text(request_id: &RequestId) -> String {

@@ -4,6 +4,8 @@
 
 mod batch;
 pub mod postgres;
+#[macro_use]
+pub(crate) mod runs;
 pub mod sqlite;
 
 use std::sync::Arc;

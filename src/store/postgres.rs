@@ -137,3 +137,5 @@ impl Store for PostgresStore {
         Ok(())
     }
 }
+
+super::runs::impl_run_store!(PostgresStore);

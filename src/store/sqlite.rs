@@ -134,3 +134,5 @@ impl Store for SqliteStore {
         Ok(())
     }
 }
+
+super::runs::impl_run_store!(SqliteStore);

@@ -1,0 +1,233 @@
+//! Rendering a runbook's action from its command file and bound arguments: the exact argv
+//! or HTTP request that will run, a display form with secrets masked (what approvers see and
+//! `--dry-run` prints), and a hash of that display form that binds an approval to it.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{ActionSpec, CommandSpec, Segment, Template};
+use crate::router::bind::BoundArgs;
+
+/// The concrete action, ready for an `ActionRunner`.
+#[derive(Debug, Clone)]
+pub enum ActionKind {
+    Exec {
+        argv: Vec<String>,
+        workdir: Option<PathBuf>,
+        /// Environment for the process (everything else is cleared); secret values included.
+        env: Vec<(String, SecretString)>,
+        timeout: Duration,
+    },
+    Http {
+        method: String,
+        url: SecretString,
+        headers: Vec<(String, SecretString)>,
+        body: Option<SecretString>,
+        timeout: Duration,
+        expect_status: Option<u16>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct RenderedAction {
+    pub kind: ActionKind,
+    /// Human-readable, secrets shown as `{secret:NAME}`.
+    pub display: String,
+    /// sha256 over the command name, approval policy and `display`.
+    pub hash: String,
+    /// Values to scrub from any output before it is stored or posted.
+    pub secret_values: Vec<SecretString>,
+}
+
+impl ActionKind {
+    pub fn timeout(&self) -> Duration {
+        match self {
+            ActionKind::Exec { timeout, .. } | ActionKind::Http { timeout, .. } => *timeout,
+        }
+    }
+}
+
+/// Renders `spec` with `args`; `lookup_env` reads opsbot's environment (for pass-through
+/// variables and secrets). Fails, naming the variable, when a secret is not set.
+pub fn render(
+    spec: &CommandSpec,
+    args: &BoundArgs,
+    lookup_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RenderedAction, String> {
+    let mut secret_values = Vec::new();
+    let mut secret = |name: &str| -> Result<String, String> {
+        let value = lookup_env(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("secret {name} is not set in opsbot's environment"))?;
+        secret_values.push(SecretString::from(value.clone()));
+        Ok(value)
+    };
+    let (kind, display) = match &spec.action {
+        ActionSpec::Exec {
+            argv,
+            timeout,
+            workdir,
+            env,
+            secrets,
+        } => {
+            // An item whose every argument placeholder is an absent optional argument is left
+            // out entirely, so `--to={to}` disappears rather than becoming `--to=`.
+            let items: Vec<String> = argv
+                .iter()
+                .filter(|t| t.args().next().is_none() || t.args().any(|a| args.get(a).is_some()))
+                .map(|t| fill(t, args, &mut |_| Ok(String::new())).map(|(real, _)| real))
+                .collect::<Result<_, _>>()?;
+            let mut process_env = Vec::new();
+            for name in env {
+                if let Some(v) = lookup_env(name) {
+                    process_env.push((name.clone(), SecretString::from(v)));
+                }
+            }
+            for name in secrets {
+                process_env.push((name.clone(), SecretString::from(secret(name)?)));
+            }
+            let mut display = items
+                .iter()
+                .map(|i| shell_quote(i))
+                .collect::<Vec<_>>()
+                .join(" ");
+            if let Some(dir) = workdir {
+                let _ = write!(display, "\n  in {}", dir.display());
+            }
+            if !env.is_empty() {
+                let _ = write!(display, "\n  env: {}", env.join(", "));
+            }
+            if !secrets.is_empty() {
+                let _ = write!(display, "\n  secrets: {}", secrets.join(", "));
+            }
+            let _ = write!(display, "\n  timeout: {}s", timeout.as_secs());
+            (
+                ActionKind::Exec {
+                    argv: items,
+                    workdir: workdir.clone(),
+                    env: process_env,
+                    timeout: *timeout,
+                },
+                display,
+            )
+        }
+        ActionSpec::Http {
+            method,
+            url,
+            body,
+            headers,
+            timeout,
+            expect_status,
+            ..
+        } => {
+            let (url_real, url_shown) = fill(url, args, &mut secret)?;
+            let mut display = format!("{method} {url_shown}");
+            let mut real_headers = Vec::new();
+            for (name, value) in headers {
+                let (real, shown) = fill(value, args, &mut secret)?;
+                let _ = write!(display, "\n  {name}: {shown}");
+                real_headers.push((name.clone(), SecretString::from(real)));
+            }
+            let body = match body {
+                Some(b) => {
+                    let (real, shown) = fill(b, args, &mut secret)?;
+                    let _ = write!(display, "\n  body: {shown}");
+                    Some(SecretString::from(real))
+                }
+                None => None,
+            };
+            let _ = write!(display, "\n  timeout: {}s", timeout.as_secs());
+            (
+                ActionKind::Http {
+                    method: method.clone(),
+                    url: SecretString::from(url_real),
+                    headers: real_headers,
+                    body,
+                    timeout: *timeout,
+                    expect_status: *expect_status,
+                },
+                display,
+            )
+        }
+    };
+    let mut h = Sha256::new();
+    h.update(spec.name.as_bytes());
+    h.update(b"\n");
+    if let Some(a) = &spec.approval {
+        let roles: Vec<&str> = a.approver_roles.iter().map(|r| r.as_str()).collect();
+        h.update(
+            format!(
+                "{}:{}:{}\n",
+                a.approvals,
+                roles.join(","),
+                a.allow_self_approval
+            )
+            .as_bytes(),
+        );
+    }
+    h.update(display.as_bytes());
+    Ok(RenderedAction {
+        kind,
+        display,
+        hash: hex::encode(h.finalize()),
+        secret_values,
+    })
+}
+
+/// Fills a template: (real text, display text with secrets masked).
+fn fill(
+    t: &Template,
+    args: &BoundArgs,
+    secret: &mut dyn FnMut(&str) -> Result<String, String>,
+) -> Result<(String, String), String> {
+    let (mut real, mut shown) = (String::new(), String::new());
+    for seg in &t.0 {
+        match seg {
+            Segment::Literal(l) => {
+                real.push_str(l);
+                shown.push_str(l);
+            }
+            Segment::Arg(a) => {
+                let v = args.get(a).unwrap_or("");
+                real.push_str(v);
+                shown.push_str(v);
+            }
+            Segment::Secret(name) => {
+                real.push_str(&secret(name)?);
+                let _ = write!(shown, "{{secret:{name}}}");
+            }
+        }
+    }
+    Ok((real, shown))
+}
+
+/// Quotes an argv item for display only; nothing is ever run through a shell.
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Replaces every secret value in `text` with `[REDACTED]`.
+pub fn redact(text: &str, secrets: &[SecretString]) -> String {
+    use secrecy::ExposeSecret;
+    let mut out = text.to_owned();
+    for s in secrets {
+        let v = s.expose_secret();
+        // Very short values would redact ordinary text; such secrets are refused nowhere else,
+        // so at least never leak one of four characters or more.
+        if v.len() >= 4 {
+            out = out.replace(v, "[REDACTED]");
+        }
+    }
+    out
+}
