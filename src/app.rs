@@ -16,7 +16,7 @@ use crate::config::{Config, LimiterBackend};
 use crate::http::{self, HttpState};
 use crate::limiter::{MemoryLimiter, RedisLimiter};
 use crate::metrics::Metrics;
-use crate::ports::{RateLimiter, Store, StoreError, SystemClock};
+use crate::ports::{Clock, EnvLookup, RateLimiter, Store, StoreError, SystemClock};
 use crate::router::authz::BuiltinAccess;
 use crate::router::{ApprovalSettings, GlobalLimits, Router, RouterDeps};
 use crate::runner::ProcessRunner;
@@ -58,8 +58,19 @@ pub fn load_catalog(config: &Config) -> Result<Catalog, CatalogErrors> {
     Catalog::load_dir(&config.catalog_dir())
 }
 
+/// Replacements for the ports tests need to control; `None` keeps the real one.
+#[derive(Default)]
+pub struct Overrides {
+    pub clock: Option<Arc<dyn Clock>>,
+    pub env: Option<EnvLookup>,
+}
+
 impl App {
     pub async fn build(config: Config) -> Result<App, StartupError> {
+        Self::build_with(config, Overrides::default()).await
+    }
+
+    pub async fn build_with(config: Config, overrides: Overrides) -> Result<App, StartupError> {
         let catalog = load_catalog(&config)?;
         let directory = config.directory().map_err(StartupError::Config)?;
         let checks = crate::probes::build_checks(&config.checks).map_err(StartupError::Config)?;
@@ -97,7 +108,7 @@ impl App {
             },
             limiter,
             store: store.clone(),
-            clock: Arc::new(SystemClock),
+            clock: overrides.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             health: Arc::new(HealthChecks::new(checks)),
             metrics: metrics.clone(),
             runner: Arc::new(ProcessRunner::new().map_err(StartupError::Config)?),
@@ -106,7 +117,9 @@ impl App {
                 deny_emoji: config.approvals.deny_emoji.clone(),
                 break_glass_roles: config.approvals.break_glass_roles.clone(),
             },
-            env: Arc::new(|name| std::env::var(name).ok()),
+            env: overrides
+                .env
+                .unwrap_or_else(|| Arc::new(|name| std::env::var(name).ok())),
             base_dir: config.base_dir.clone(),
         });
         Ok(App {

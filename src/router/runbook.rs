@@ -150,7 +150,6 @@ impl Router {
         args: BoundArgs,
         mode: RunMode,
     ) -> Result<Done, Refusal> {
-        let rendered = self.render_for(spec, &args)?;
         let line = command_line(&spec.name, &args.0);
         let approval_note = match &spec.approval {
             Some(a) => format!(
@@ -161,6 +160,7 @@ impl Router {
             None => "runs without approval".into(),
         };
         if mode == RunMode::DryRun {
+            let rendered = self.render_for(spec, &args)?;
             return Ok(Done::text(format!(
                 "Dry run, nothing was requested. {line} would run ({approval_note}):\n```\n{}\n```",
                 rendered.display
@@ -193,6 +193,7 @@ impl Router {
             (_, Some(_)) => (RunState::Pending, None),
             (_, None) => (RunState::Approved, None),
         };
+        let rendered = self.render_for(spec, &args)?;
         let expires_after = spec.approval.as_ref().map_or(LEASE, |a| a.expires_after);
         let run = self
             .deps
@@ -649,6 +650,10 @@ impl Router {
                 "recording run result failed"
             );
         }
+        let code_label = match kind {
+            ActionKind::Exec { .. } => "exit",
+            ActionKind::Http { .. } => "HTTP",
+        };
         Ok(render_result(
             id,
             &run.new.command,
@@ -656,6 +661,7 @@ impl Router {
             state,
             &result,
             kind.timeout(),
+            code_label,
         ))
     }
 
@@ -751,13 +757,16 @@ fn render_result(
     state: RunState,
     result: &RunResult,
     timeout: Duration,
+    code_label: &str,
 ) -> String {
     let line = command_line(command, args);
     let took = human_duration(result.duration);
     let mut text = match state {
         RunState::Succeeded => format!(
             "✅ #{id} {line} succeeded ({}) in {took}.",
-            result.code.map_or("done".into(), |c| format!("exit {c}"))
+            result
+                .code
+                .map_or("done".into(), |c| format!("{code_label} {c}"))
         ),
         RunState::TimedOut => format!(
             "⏱️ #{id} {line} timed out after {}; everything it started was killed.",

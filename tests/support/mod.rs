@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::Utc;
-use opsbot::app::App;
+use opsbot::app::{App, Overrides};
 use opsbot::config::Config;
 use opsbot::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
 use opsbot::ports::Store;
@@ -89,6 +89,34 @@ pub async fn spawn_app_with_store(
     database_url: &str,
     dir: TempDir,
 ) -> TestApp {
+    spawn_app_full(config, commands, database_url, dir, Overrides::default()).await
+}
+
+/// Like [`spawn_app`], with a fake clock and environment.
+pub async fn spawn_app_with(
+    config: &str,
+    commands: &[(&str, &str)],
+    overrides: Overrides,
+) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("opsbot.db");
+    spawn_app_full(
+        config,
+        commands,
+        &format!("sqlite://{}", db.display()),
+        dir,
+        overrides,
+    )
+    .await
+}
+
+pub async fn spawn_app_full(
+    config: &str,
+    commands: &[(&str, &str)],
+    database_url: &str,
+    dir: TempDir,
+    overrides: Overrides,
+) -> TestApp {
     let cmd_dir = dir.path().join("commands");
     std::fs::create_dir_all(&cmd_dir).expect("commands dir");
     for (name, body) in commands {
@@ -100,7 +128,9 @@ pub async fn spawn_app_with_store(
     let path = dir.path().join("config.toml");
     std::fs::write(&path, &text).expect("write config");
     let config = Config::from_toml(&path, &text, &[]).expect("test config is valid");
-    let app = App::build(config).await.expect("app builds");
+    let app = App::build_with(config, overrides)
+        .await
+        .expect("app builds");
     let listener = app.bind().await.expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
     let shutdown = CancellationToken::new();
@@ -221,4 +251,23 @@ pub async fn drop_postgres_schema(schema: &str) {
         .execute(&mut conn)
         .await
         .expect("drop test schema");
+}
+
+/// A `database_url` for a whole app (`App::build`) pinned to `schema`: sqlx reads
+/// `options=-c search_path=...` from the URL's query, so every pooled connection (and the
+/// migrations) use that schema. Appends to any query the base URL already has.
+pub fn postgres_schema_url(schema: &str) -> String {
+    let base = postgres_url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// Writes an executable (mode 0755) script `name` into `dir` and returns its absolute path.
+pub fn write_executable(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = std::path::absolute(dir.join(name)).expect("absolute script path");
+    std::fs::write(&path, body).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .expect("make script executable");
+    path
 }

@@ -1,0 +1,667 @@
+//! Runbooks end to end through the router: requests, approvals by command and by reaction,
+//! deny, cancel, expiry, break-glass, dry-run, timeouts, secrets, and a changed runbook.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use opsbot::app::Overrides;
+use opsbot::domain::{EventPayload, Outcome, RunState};
+use opsbot::ports::FakeClock;
+use support::{TestApp, event, spawn_app, spawn_app_with};
+
+const PEOPLE: &str = r#"
+[approvals]
+break_glass_roles = ["sre"]
+
+[[people]]
+name = "alice"
+roles = ["sre", "deployer"]
+identities = ["console:alice"]
+
+[[people]]
+name = "bob"
+roles = ["sre-lead"]
+identities = ["console:bob"]
+
+[[people]]
+name = "dave"
+roles = ["sre-lead"]
+identities = ["console:dave"]
+
+[[people]]
+name = "carol"
+roles = ["viewer"]
+identities = ["console:carol"]
+"#;
+
+/// A runbook running `./act.sh {service} --to={to}` with a secret, `approvals` from sre-lead.
+fn runbook(approvals: u32, extra_approval: &str, timeout: &str) -> String {
+    format!(
+        r#"
+name = "rollback"
+summary = "Roll back"
+roles = ["deployer", "sre"]
+[[args]]
+name = "service"
+kind = "choice"
+choices = ["api", "web"]
+[[args]]
+name = "to"
+kind = "string"
+pattern = 'v\d+'
+required = false
+[approval]
+approvals = {approvals}
+approver_roles = ["sre-lead"]
+expires_after = "10m"
+{extra_approval}
+[action]
+kind = "exec"
+argv = ["./act.sh", "{{service}}", "--to={{to}}"]
+secrets = ["DEPLOY_TOKEN"]
+timeout = "{timeout}"
+"#
+    )
+}
+
+const TOKEN: &str = "tok-9f8e7d6c5b4a";
+
+fn env_with_token() -> opsbot::ports::EnvLookup {
+    Arc::new(|name| (name == "DEPLOY_TOKEN").then(|| TOKEN.to_owned()))
+}
+
+fn script(dir: &Path, name: &str, body: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The default action script: records each run in runs.log and prints its arguments and token.
+fn counting_script(dir: &Path) {
+    script(
+        dir,
+        "act.sh",
+        "echo run >> runs.log\necho \"rolled back $1 $2 using $DEPLOY_TOKEN\"",
+    );
+}
+
+fn runs_logged(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("runs.log"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+async fn app_with(approvals: u32, extra: &str, timeout: &str) -> TestApp {
+    let cmd = runbook(approvals, extra, timeout);
+    let app = spawn_app_with(
+        PEOPLE,
+        &[("rollback.toml", cmd.as_str())],
+        Overrides {
+            clock: None,
+            env: Some(env_with_token()),
+        },
+    )
+    .await;
+    counting_script(app.dir.path());
+    app
+}
+
+async fn text(app: &TestApp, who: &str, line: &str) -> String {
+    app.reply(who, line).await
+}
+
+async fn react(
+    app: &TestApp,
+    who: &str,
+    emoji: &str,
+    message: &str,
+    added: bool,
+) -> opsbot::router::Response {
+    let payload = EventPayload::Reaction {
+        emoji: emoji.into(),
+        message_id: message.into(),
+        added,
+    };
+    app.router.handle(&event(who, "ops", payload)).await
+}
+
+/// alice requests `/rollback api`; the approval message is bound to chat message `msg-1`.
+async fn request(app: &TestApp) -> i64 {
+    let r = app.say("alice", "/rollback api").await;
+    assert_eq!(r.outcome, Some(Outcome::Ok));
+    let id = r.pending_run.expect("an approval request");
+    let reply = r.reply.unwrap().text;
+    assert!(
+        reply.contains(&format!(
+            "Request #{id}: /rollback service=api requested by alice"
+        )),
+        "{reply}"
+    );
+    assert!(
+        reply.contains("approval(s) from sre-lead, expires in 10m"),
+        "{reply}"
+    );
+    assert!(
+        reply.contains("./act.sh api\n"),
+        "the exact argv is shown: {reply}"
+    );
+    app.router.bind_message(id, "msg-1").await.unwrap();
+    id
+}
+
+async fn state(app: &TestApp, id: i64) -> RunState {
+    app.store.run(id).await.unwrap().unwrap().state
+}
+
+#[tokio::test]
+async fn approval_by_reaction_runs_once_and_reports_output() {
+    let app = app_with(1, "", "30s").await;
+    let id = request(&app).await;
+    assert_eq!(
+        runs_logged(app.dir.path()),
+        0,
+        "nothing runs before approval"
+    );
+
+    // The requester cannot approve (she lacks the approver role and asked herself).
+    let r = react(&app, "alice", "✅", "msg-1", true).await;
+    assert_eq!(r.outcome, Some(Outcome::Denied));
+    // A viewer cannot approve.
+    let r = react(&app, "carol", ":white_check_mark:", "msg-1", true).await;
+    assert_eq!(r.outcome, Some(Outcome::Denied));
+    assert!(
+        r.reply
+            .unwrap()
+            .text
+            .contains("needs one of the roles sre-lead; you have viewer")
+    );
+    assert_eq!(state(&app, id).await, RunState::Pending);
+
+    // bob approves with a skin-toned thumbs up: it runs, once, and the output comes back.
+    let r = react(&app, "bob", "👍🏽", "msg-1", true).await;
+    assert_eq!(r.outcome, Some(Outcome::Ok));
+    let reply = r.reply.unwrap().text;
+    assert!(reply.starts_with(&format!("Approved by bob (1/1), running /rollback service=api…\n✅ #{id} /rollback service=api succeeded (exit 0)")), "{reply}");
+    assert!(
+        reply.contains("rolled back api  using [REDACTED]"),
+        "{reply}"
+    );
+    assert!(!reply.contains(TOKEN));
+    assert_eq!(runs_logged(app.dir.path()), 1);
+    assert_eq!(state(&app, id).await, RunState::Succeeded);
+
+    // A second approval, a replayed reaction, or /approve: nothing runs again.
+    for r in [
+        react(&app, "dave", "✅", "msg-1", true).await,
+        react(&app, "bob", "👍🏽", "msg-1", true).await,
+        app.say("bob", &format!("/approve {id}")).await,
+    ] {
+        assert!(r.reply.unwrap().text.contains("already ran (succeeded)"));
+    }
+    assert_eq!(runs_logged(app.dir.path()), 1);
+
+    // Reactions elsewhere are ordinary chat: no reply, no audit.
+    let r = react(&app, "bob", "✅", "some-other-message", true).await;
+    assert_eq!((r.outcome, r.reply.is_none()), (None, true));
+
+    // Every step is in the audit log, and the secret is nowhere in it.
+    let audit = app.store.recent_audit(20).await.unwrap();
+    let commands: Vec<(String, Outcome)> = audit
+        .iter()
+        .rev()
+        .map(|r| (r.entry.command.clone(), r.entry.outcome))
+        .collect();
+    assert_eq!(commands[0], ("rollback".into(), Outcome::Ok));
+    assert!(commands.contains(&("approve".into(), Outcome::Denied)));
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.entry.detail == format!("approved and ran #{id}"))
+    );
+    assert!(
+        audit
+            .iter()
+            .all(|r| !format!("{:?}", r.entry).contains(TOKEN))
+    );
+}
+
+#[tokio::test]
+async fn requester_cannot_approve_own_request_unless_the_file_allows_it() {
+    let cmd = runbook(1, "", "30s").replace(
+        "approver_roles = [\"sre-lead\"]",
+        "approver_roles = [\"sre\"]",
+    );
+    let app = spawn_app_with(
+        PEOPLE,
+        &[("rollback.toml", cmd.as_str())],
+        Overrides {
+            clock: None,
+            env: Some(env_with_token()),
+        },
+    )
+    .await;
+    counting_script(app.dir.path());
+    let id = app.say("alice", "/rollback api").await.pending_run.unwrap();
+    let r = app.say("alice", &format!("/approve {id}")).await;
+    assert_eq!(r.outcome, Some(Outcome::Denied));
+    assert!(
+        r.reply
+            .unwrap()
+            .text
+            .contains("you requested #1, so you cannot approve it")
+    );
+
+    let allowed = cmd.replace(
+        "expires_after = \"10m\"",
+        "expires_after = \"10m\"\nallow_self_approval = true",
+    );
+    let app = spawn_app_with(
+        PEOPLE,
+        &[("rollback.toml", allowed.as_str())],
+        Overrides {
+            clock: None,
+            env: Some(env_with_token()),
+        },
+    )
+    .await;
+    counting_script(app.dir.path());
+    let id = app.say("alice", "/rollback api").await.pending_run.unwrap();
+    assert!(
+        text(&app, "alice", &format!("/approve {id}"))
+            .await
+            .contains("succeeded")
+    );
+}
+
+#[tokio::test]
+async fn n_of_m_counts_each_approver_once_and_removed_reactions_retract() {
+    let app = app_with(2, "", "30s").await;
+    let id = request(&app).await;
+    let r = react(&app, "bob", "✅", "msg-1", true).await;
+    assert!(
+        r.reply
+            .unwrap()
+            .text
+            .contains("bob approved #1 (1/2); waiting for 1 more from sre-lead")
+    );
+    assert!(
+        text(&app, "bob", &format!("/approve {id}"))
+            .await
+            .contains("You already approved #1 (1/2)")
+    );
+    // bob takes his reaction back before anything ran.
+    let r = react(&app, "bob", "✅", "msg-1", false).await;
+    assert!(r.reply.unwrap().text.contains("Approval of #1 withdrawn"));
+    assert!(
+        text(&app, "dave", &format!("/approve {id}"))
+            .await
+            .contains("dave approved #1 (1/2)")
+    );
+    assert_eq!(runs_logged(app.dir.path()), 0);
+    let reply = text(&app, "bob", &format!("/approve {id}")).await;
+    assert!(
+        reply.starts_with("Approved by bob (2/2)") && reply.contains("succeeded"),
+        "{reply}"
+    );
+    assert_eq!(runs_logged(app.dir.path()), 1);
+}
+
+#[tokio::test]
+async fn deny_ends_the_request_by_command_or_reaction() {
+    let app = app_with(1, "", "30s").await;
+    let id = request(&app).await;
+    let r = react(&app, "dave", "❌", "msg-1", true).await;
+    assert_eq!(
+        r.reply.unwrap().text,
+        format!("Request #{id} denied by dave; nothing will run.")
+    );
+    assert!(
+        text(&app, "bob", &format!("/approve {id}"))
+            .await
+            .contains("was denied; nothing will run")
+    );
+    assert_eq!(state(&app, id).await, RunState::Denied);
+
+    let id = app.say("alice", "/rollback web").await.pending_run.unwrap();
+    assert!(
+        text(&app, "carol", &format!("/deny {id}"))
+            .await
+            .contains("needs an approver role")
+    );
+    assert!(
+        text(&app, "bob", &format!("/deny {id}"))
+            .await
+            .contains("denied by bob")
+    );
+    assert_eq!(runs_logged(app.dir.path()), 0);
+}
+
+#[tokio::test]
+async fn only_the_requester_can_cancel() {
+    let app = app_with(1, "", "30s").await;
+    let id = request(&app).await;
+    assert!(
+        text(&app, "bob", &format!("/cancel {id}"))
+            .await
+            .contains("only alice (who requested #1) can cancel it")
+    );
+    assert_eq!(
+        text(&app, "alice", &format!("/cancel {id}")).await,
+        format!("Request #{id} cancelled by alice; nothing will run.")
+    );
+    assert!(
+        text(&app, "bob", &format!("/approve {id}"))
+            .await
+            .contains("was cancelled")
+    );
+    assert!(
+        text(&app, "bob", "/approve 99")
+            .await
+            .contains("there is no request #99")
+    );
+    assert_eq!(runs_logged(app.dir.path()), 0);
+}
+
+#[tokio::test]
+async fn expired_requests_say_so_and_cannot_be_approved() {
+    let clock = Arc::new(FakeClock::new(Utc::now()));
+    let cmd = runbook(1, "", "30s");
+    let app = spawn_app_with(
+        PEOPLE,
+        &[("rollback.toml", cmd.as_str())],
+        Overrides {
+            clock: Some(clock.clone()),
+            env: Some(env_with_token()),
+        },
+    )
+    .await;
+    counting_script(app.dir.path());
+    let first = request(&app).await;
+    let second = app.say("alice", "/rollback web").await.pending_run.unwrap();
+    clock.advance(Duration::from_secs(9 * 60));
+    assert!(
+        app.router.sweep().await.unwrap().is_empty(),
+        "not expired yet"
+    );
+    clock.advance(Duration::from_secs(2 * 60));
+    // Approving after expiry is refused and says so.
+    let reply = text(&app, "bob", &format!("/approve {first}")).await;
+    assert!(
+        reply.contains("expired at") && reply.contains("can no longer be approved"),
+        "{reply}"
+    );
+    // The sweeper announces the other one in its channel.
+    let notices = app.router.sweep().await.unwrap();
+    assert_eq!(notices.len(), 1);
+    assert_eq!(notices[0].channel_id, "ops");
+    assert!(notices[0].text.contains(&format!(
+        "Request #{second} (/rollback service=web) expired"
+    )));
+    assert_eq!(state(&app, second).await, RunState::Expired);
+    assert_eq!(runs_logged(app.dir.path()), 0);
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_process_group() {
+    let app = app_with(1, "", "1s").await;
+    script(
+        app.dir.path(),
+        "act.sh",
+        "sleep 30 &\necho $! > child.pid\necho started\nsleep 30",
+    );
+    let id = request(&app).await;
+    let started = Instant::now();
+    let reply = text(&app, "bob", &format!("/approve {id}")).await;
+    assert!(
+        reply.contains(&format!(
+            "⏱️ #{id} /rollback service=api timed out after 1.0s"
+        )),
+        "{reply}"
+    );
+    assert!(reply.contains("started"), "partial output is kept: {reply}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(state(&app, id).await, RunState::TimedOut);
+    let pid = std::fs::read_to_string(app.dir.path().join("child.pid"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The background child the script started is gone too (a zombie has no cmdline).
+    while std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "child {pid} survived the timeout"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[tokio::test]
+async fn failures_are_reported_with_their_exit_code() {
+    let app = app_with(1, "", "30s").await;
+    script(
+        app.dir.path(),
+        "act.sh",
+        "echo 'deployment not found' >&2\nexit 3",
+    );
+    let id = request(&app).await;
+    let reply = text(&app, "bob", &format!("/approve {id}")).await;
+    assert!(
+        reply.contains(&format!("❌ #{id} /rollback service=api failed (exit 3)")),
+        "{reply}"
+    );
+    assert!(reply.contains("deployment not found"), "{reply}");
+    assert_eq!(state(&app, id).await, RunState::Failed);
+}
+
+#[tokio::test]
+async fn dry_run_shows_exactly_what_would_run_and_creates_nothing() {
+    let app = app_with(1, "", "30s").await;
+    let r = app.say("alice", "/rollback --dry-run web --to v7").await;
+    assert_eq!(r.pending_run, None);
+    let reply = r.reply.unwrap().text;
+    assert!(
+        reply.starts_with("Dry run, nothing was requested. /rollback service=web to=v7 would run"),
+        "{reply}"
+    );
+    assert!(
+        reply.contains("./act.sh web --to=v7\n  secrets: DEPLOY_TOKEN"),
+        "{reply}"
+    );
+    assert!(!reply.contains(TOKEN));
+    assert!(app.store.run(1).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn break_glass_runs_at_once_loudly_for_allowed_roles_only() {
+    let app = app_with(1, "", "30s").await;
+    let reply = text(
+        &app,
+        "alice",
+        "/rollback api --break-glass \"checkout is down\"",
+    )
+    .await;
+    assert!(reply.starts_with("🚨 BREAK-GLASS: alice ran /rollback service=api without approval. Reason: checkout is down"), "{reply}");
+    assert!(reply.contains("succeeded"), "{reply}");
+    assert_eq!(runs_logged(app.dir.path()), 1);
+    let audit = app.store.recent_audit(1).await.unwrap();
+    assert_eq!(audit[0].entry.detail, "break-glass #1: checkout is down");
+    assert!(
+        text(&app, "alice", "/rollback api --break-glass")
+            .await
+            .contains("needs a reason")
+    );
+
+    let no_glass = spawn_app_with(
+        &PEOPLE.replace("break_glass_roles = [\"sre\"]", ""),
+        &[("rollback.toml", runbook(1, "", "30s").as_str())],
+        Overrides::default(),
+    )
+    .await;
+    let r = no_glass
+        .say("alice", "/rollback api --break-glass now")
+        .await;
+    assert_eq!(r.outcome, Some(Outcome::Denied));
+}
+
+#[tokio::test]
+async fn values_never_become_flags_and_optional_items_drop_out() {
+    let app = app_with(1, "", "30s").await;
+    let r = app.say("alice", "/rollback api --to \"-rf\"").await;
+    assert_eq!(r.outcome, Some(Outcome::Invalid));
+    let r = app.say("alice", "/rollback \"--help\"").await;
+    assert_eq!(r.outcome, Some(Outcome::Invalid));
+    let reply = text(&app, "alice", "/rollback api --dry-run").await;
+    assert!(
+        reply.contains("./act.sh api\n"),
+        "--to={{to}} is left out when to is absent: {reply}"
+    );
+}
+
+#[tokio::test]
+async fn a_runbook_changed_after_the_request_does_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("opsbot.db").display());
+    let before = runbook(1, "", "30s");
+    let first = support::spawn_app_full(
+        PEOPLE,
+        &[("rollback.toml", before.as_str())],
+        &db,
+        tempfile::tempdir().unwrap(),
+        Overrides {
+            clock: None,
+            env: Some(env_with_token()),
+        },
+    )
+    .await;
+    let id = request(&first).await;
+    // opsbot restarts with an edited runbook (now with --force) on the same database.
+    let after = before.replace("\"--to={to}\"", "\"--to={to}\", \"--force\"");
+    let second = support::spawn_app_full(
+        PEOPLE,
+        &[("rollback.toml", after.as_str())],
+        &db,
+        tempfile::tempdir().unwrap(),
+        Overrides {
+            clock: None,
+            env: Some(env_with_token()),
+        },
+    )
+    .await;
+    counting_script(second.dir.path());
+    let reply = text(&second, "bob", &format!("/approve {id}")).await;
+    assert!(
+        reply.contains("changed since request #1 was made, so it will not run"),
+        "{reply}"
+    );
+    assert_eq!(state(&second, id).await, RunState::Cancelled);
+    assert_eq!(runs_logged(second.dir.path()), 0);
+}
+
+#[tokio::test]
+async fn runbooks_without_approval_run_immediately() {
+    let cmd = r#"
+name = "flush"
+summary = "Flush a cache"
+roles = ["sre"]
+[[args]]
+name = "namespace"
+kind = "choice"
+choices = ["sessions"]
+[action]
+kind = "exec"
+argv = ["./flush.sh", "{namespace}"]
+timeout = "10s"
+"#;
+    let app = spawn_app(PEOPLE, &[("flush.toml", cmd)]).await;
+    script(app.dir.path(), "flush.sh", "echo flushed $1");
+    let reply = text(&app, "alice", "/flush sessions").await;
+    assert!(
+        reply.starts_with("✅ #1 /flush namespace=sessions succeeded (exit 0)"),
+        "{reply}"
+    );
+    assert!(reply.contains("flushed sessions"), "{reply}");
+    assert_eq!(
+        text(&app, "carol", "/flush sessions").await,
+        "/flush needs one of the roles sre; you have viewer."
+    );
+}
+
+#[tokio::test]
+async fn http_runbooks_send_secrets_but_never_show_them() {
+    use axum::{Router, extract::Path as UrlPath, http::HeaderMap, routing::put};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String, String)>();
+    let server = Router::new().route(
+        "/maintenance/{mode}",
+        put(
+            move |UrlPath(mode): UrlPath<String>, headers: HeaderMap, body: String| {
+                let tx = tx.clone();
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .unwrap_or_default();
+                    tx.send((mode, auth.clone(), body)).unwrap();
+                    format!("maintenance set; auth was {auth}")
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, server).await });
+    let cmd = format!(
+        r#"
+name = "maintenance"
+summary = "Maintenance mode"
+roles = ["sre"]
+[[args]]
+name = "mode"
+kind = "choice"
+choices = ["on", "off"]
+[action]
+kind = "http"
+method = "PUT"
+url = "http://{addr}/maintenance/{{mode}}"
+headers = {{ Authorization = "Bearer {{secret:DEPLOY_TOKEN}}" }}
+body = '{{"mode": "{{mode}}"}}'
+secrets = ["DEPLOY_TOKEN"]
+expect_status = 200
+timeout = "5s"
+"#
+    );
+    let app = spawn_app_with(
+        PEOPLE,
+        &[("maintenance.toml", cmd.as_str())],
+        Overrides {
+            clock: None,
+            env: Some(env_with_token()),
+        },
+    )
+    .await;
+    let dry = text(&app, "alice", "/maintenance on --dry-run").await;
+    assert!(dry.contains(&format!("PUT http://{addr}/maintenance/on\n  Authorization: Bearer {{secret:DEPLOY_TOKEN}}\n  body: {{\"mode\": \"on\"}}")), "{dry}");
+    let reply = text(&app, "alice", "/maintenance on").await;
+    assert!(
+        reply.starts_with("✅ #1 /maintenance mode=on succeeded (HTTP 200)"),
+        "{reply}"
+    );
+    assert!(
+        reply.contains("auth was Bearer [REDACTED]") && !reply.contains(TOKEN),
+        "{reply}"
+    );
+    let (mode, auth, body) = rx.recv().await.unwrap();
+    assert_eq!(
+        (mode.as_str(), auth.as_str(), body.as_str()),
+        (
+            "on",
+            format!("Bearer {TOKEN}").as_str(),
+            "{\"mode\": \"on\"}"
+        )
+    );
+}
