@@ -155,6 +155,7 @@ impl App {
         })?;
         tracing::info!(%addr, commands = self.router.catalog().len(), "opsbot serving HTTP");
         let http = tokio::spawn(http::serve(listener, self.http_state(), shutdown.clone()));
+        tokio::spawn(sweep_forever(self.router.clone(), shutdown.clone()));
         let console_user = self
             .config
             .console
@@ -220,6 +221,28 @@ impl App {
             tracing::warn!(error = %e, "console input failed");
         }
         Ok(())
+    }
+}
+
+/// How often expired and interrupted runbook requests are looked for.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Expires stale approval requests and reports interrupted runs until shutdown. Chat
+/// platforms will post these notices to their channels; until then they are logged.
+async fn sweep_forever(router: Arc<Router>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => match router.sweep().await {
+                Ok(notices) => {
+                    for n in notices {
+                        tracing::warn!(platform = %n.platform, channel = %n.channel_id, "{}", n.text);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "sweeping runbook requests failed"),
+            },
+        }
     }
 }
 

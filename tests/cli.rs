@@ -404,3 +404,57 @@ async fn serve_answers_http_and_console_and_stops_on_sigterm() {
     };
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
 }
+
+#[test]
+fn secrets_from_env_never_reach_chat_or_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 1);
+    std::fs::write(
+        dir.path().join("commands/leak.toml"),
+        "name = \"leak\"\nsummary = \"prints its secret\"\nroles = [\"sre\"]\n[action]\nkind = \"exec\"\nargv = [\"./leak.sh\"]\nsecrets = [\"LEAKY_TOKEN\"]\ntimeout = \"10s\"\n",
+    )
+    .unwrap();
+    let script = dir.path().join("leak.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"token=$LEAKY_TOKEN\"\necho \"again $LEAKY_TOKEN\" >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsbot"))
+        .args([
+            "chat",
+            "--as",
+            "alice",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .env("LEAKY_TOKEN", "sekret-value-123")
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"/leak --dry-run\n/leak\n/audit 5\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        stdout.contains("token=[REDACTED]") && stdout.contains("again [REDACTED]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("failed (exit 1)"), "{stdout}");
+    assert!(
+        !stdout.contains("sekret-value-123"),
+        "secret in chat:\n{stdout}"
+    );
+    assert!(
+        !stderr.contains("sekret-value-123"),
+        "secret in logs:\n{stderr}"
+    );
+}

@@ -79,6 +79,8 @@ struct Done {
     text: String,
     detail: String,
     pending_run: Option<i64>,
+    /// The request whose action ran while handling this command (its start is already audited).
+    ran: Option<i64>,
 }
 
 impl Done {
@@ -87,6 +89,7 @@ impl Done {
             text,
             detail: String::new(),
             pending_run: None,
+            ran: None,
         }
     }
 }
@@ -159,7 +162,10 @@ impl Router {
                     command,
                     args: format!("{emoji} on message {message_id}"),
                 };
-                return match self.react(ev, &requester, emoji, message_id, *added).await {
+                return match self
+                    .react(ev, &request_id, &requester, emoji, message_id, *added)
+                    .await
+                {
                     // A reaction on anything else is ordinary chat.
                     Ok(None) => Response {
                         request_id,
@@ -218,11 +224,16 @@ impl Router {
             command: parsed.name.clone(),
             args: parsed.arg_text.chars().take(500).collect(),
         };
-        let result = self.pipeline(ev, &parsed).await;
+        let result = self.pipeline(ev, &request_id, &parsed).await;
         self.finish(ev, request_id, started, attempt, result).await
     }
 
-    async fn pipeline(&self, ev: &InboundEvent, parsed: &ParsedCommand) -> Result<Done, Refusal> {
+    async fn pipeline(
+        &self,
+        ev: &InboundEvent,
+        request_id: &RequestId,
+        parsed: &ParsedCommand,
+    ) -> Result<Done, Refusal> {
         let target = if let Some(b) = Builtin::from_name(&parsed.name) {
             Target::Builtin(b)
         } else if let Some(spec) = self.deps.catalog.get(&parsed.name) {
@@ -244,7 +255,7 @@ impl Router {
             }
         };
         self.check_limits(ev, &requester, &authorized).await?;
-        self.run(ev, &requester, authorized, call).await
+        self.run(ev, request_id, &requester, authorized, call).await
     }
 
     /// Counts the request against every limit that applies, most specific first, so a person
@@ -328,6 +339,7 @@ impl Router {
     async fn run(
         &self,
         ev: &InboundEvent,
+        request_id: &RequestId,
         requester: &Requester,
         authorized: Authorized<Target>,
         call: Call,
@@ -361,7 +373,7 @@ impl Router {
                 render_audit(&records)
             }
             Call::Builtin(BuiltinCall::Approve { run }) => {
-                return self.approve(ev, requester, run).await;
+                return self.approve(ev, request_id, requester, run).await;
             }
             Call::Builtin(BuiltinCall::Deny { run }) => return self.deny(requester, run).await,
             Call::Builtin(BuiltinCall::Cancel { run }) => {
@@ -373,7 +385,9 @@ impl Router {
                         "runbook call bound to a built-in"
                     )));
                 };
-                return self.request_runbook(ev, requester, spec, args, mode).await;
+                return self
+                    .request_runbook(ev, request_id, requester, spec, args, mode)
+                    .await;
             }
         };
         Ok(Done::text(text))
@@ -462,6 +476,7 @@ impl Router {
         result: Result<Done, Refusal>,
     ) -> Response {
         let pending_run = result.as_ref().ok().and_then(|d| d.pending_run);
+        let ran = result.as_ref().ok().and_then(|d| d.ran);
         let (outcome, detail, mut text) = match result {
             Ok(done) => (Outcome::Ok, done.detail, Some(done.text)),
             Err(Refusal::Invalid(m)) => (Outcome::Invalid, m.clone(), Some(m)),
@@ -493,9 +508,15 @@ impl Router {
             // No unaudited answers: the result is withheld rather than returned unrecorded.
             error!(request_id = %request_id, error = format!("{:#}", anyhow::Error::new(e)), "audit append failed");
             outcome_final = Outcome::Failed;
-            text = Some(format!(
-                "I could not record this request in the audit log, so I did not act on it (request id {request_id})."
-            ));
+            text = Some(match (ran, text) {
+                // The action already ran (its start is audited): report it, flag the gap.
+                (Some(run), Some(result)) => format!(
+                    "{result}\n(The result of #{run} could not be written to the audit log; request id {request_id}.)"
+                ),
+                _ => format!(
+                    "I could not record this request in the audit log, so I did not act on it (request id {request_id})."
+                ),
+            });
         }
         let elapsed = started.elapsed();
         let label = if Builtin::from_name(&attempt.command).is_some()

@@ -14,8 +14,8 @@ use tracing::{error, warn};
 use crate::actions::render::{ActionKind, RenderedAction, redact, render};
 use crate::catalog::CommandSpec;
 use crate::domain::{
-    ChannelRef, InboundEvent, NewRun, Person, Platform, Requester, Role, Run, RunResult, RunState,
-    Vote, human_duration, normalize_emoji,
+    AuditEntry, ChannelRef, InboundEvent, NewRun, Outcome, Person, Platform, RequestId, Requester,
+    Role, Run, RunResult, RunState, Vote, human_duration, normalize_emoji,
 };
 use crate::ports::StoreError;
 
@@ -145,6 +145,7 @@ impl Router {
     pub(super) async fn request_runbook(
         &self,
         ev: &InboundEvent,
+        request_id: &RequestId,
         requester: &Requester,
         spec: &Arc<CommandSpec>,
         args: BoundArgs,
@@ -160,7 +161,11 @@ impl Router {
             None => "runs without approval".into(),
         };
         if mode == RunMode::DryRun {
-            let rendered = self.render_for(spec, &args)?;
+            // Secret values are never shown, so a dry run works even where they are not set.
+            let env = self.deps.env.clone();
+            let lookup = move |name: &str| env(name).or_else(|| Some("unset".to_owned()));
+            let rendered =
+                render(spec, &args, &lookup).map_err(|e| Refusal::Failed(anyhow::anyhow!(e)))?;
             return Ok(Done::text(format!(
                 "Dry run, nothing was requested. {line} would run ({approval_note}):\n```\n{}\n```",
                 rendered.display
@@ -218,7 +223,7 @@ impl Router {
             .await
             .map_err(store_failed("creating run request"))?;
         if state == RunState::Approved {
-            let result = self.execute(&run, &rendered).await?;
+            let result = self.execute(ev, request_id, &run, &rendered).await?;
             let (text, detail) = match break_glass {
                 Some(reason) => (
                     format!(
@@ -233,6 +238,7 @@ impl Router {
                 text,
                 detail,
                 pending_run: None,
+                ran: Some(run.id),
             });
         }
         let a = spec
@@ -265,6 +271,7 @@ impl Router {
             ),
             detail: format!("pending #{}", run.id),
             pending_run: Some(run.id),
+            ran: None,
         })
     }
 
@@ -348,6 +355,7 @@ impl Router {
     pub(super) async fn approve(
         &self,
         ev: &InboundEvent,
+        request_id: &RequestId,
         requester: &Requester,
         id: i64,
     ) -> Result<Done, Refusal> {
@@ -412,6 +420,7 @@ impl Router {
                 ),
                 detail: format!("vote {}/{needed} for #{id}", tally.total),
                 pending_run: None,
+                ran: None,
             });
         }
         let now = self.now();
@@ -434,7 +443,7 @@ impl Router {
                 person.name
             )));
         }
-        let result = self.execute(&run, &rendered).await?;
+        let result = self.execute(ev, request_id, &run, &rendered).await?;
         Ok(Done {
             text: format!(
                 "Approved by {} ({}/{needed}), running {}…\n{result}",
@@ -444,6 +453,7 @@ impl Router {
             ),
             detail: format!("approved and ran #{id}"),
             pending_run: None,
+            ran: Some(id),
         })
     }
 
@@ -480,6 +490,7 @@ impl Router {
             text: format!("Request #{id} denied by {}; nothing will run.", person.name),
             detail: format!("denied #{id}"),
             pending_run: None,
+            ran: None,
         })
     }
 
@@ -519,6 +530,7 @@ impl Router {
             ),
             detail: format!("cancelled #{id}"),
             pending_run: None,
+            ran: None,
         })
     }
 
@@ -527,6 +539,7 @@ impl Router {
     pub(super) async fn react(
         &self,
         ev: &InboundEvent,
+        request_id: &RequestId,
         requester: &Requester,
         emoji: &str,
         message_id: &str,
@@ -559,7 +572,10 @@ impl Router {
             )));
         }
         Ok(Some(match (approve, added) {
-            (true, true) => ("approve".into(), self.approve(ev, requester, run.id).await),
+            (true, true) => (
+                "approve".into(),
+                self.approve(ev, request_id, requester, run.id).await,
+            ),
             (true, false) => ("retract".into(), self.retract(ev, run.id).await),
             (false, true) => ("deny".into(), self.deny(requester, run.id).await),
             // Taking back a deny changes nothing: the request already ended.
@@ -579,6 +595,7 @@ impl Router {
                 text: format!("Approval of #{id} withdrawn by {}.", ev.display_name),
                 detail: format!("retracted vote on #{id}"),
                 pending_run: None,
+                ran: None,
             })
         } else {
             Err(Refusal::Invalid(format!(
@@ -589,7 +606,13 @@ impl Router {
 
     /// Runs an `approved` request: `approved -> running` (only one caller can win), the action
     /// under its timeout with the lease renewed, then the result recorded and rendered.
-    async fn execute(&self, run: &Run, rendered: &RenderedAction) -> Result<String, Refusal> {
+    async fn execute(
+        &self,
+        ev: &InboundEvent,
+        request_id: &RequestId,
+        run: &Run,
+        rendered: &RenderedAction,
+    ) -> Result<String, Refusal> {
         let id = run.id;
         let store = &self.deps.store;
         let now = self.now();
@@ -605,6 +628,35 @@ impl Router {
             .map_err(store_failed("starting run"))?;
         if !started {
             return Ok(format!("Request #{id} is already running or done."));
+        }
+        // The start is audited before anything runs: if that fails, nothing runs.
+        let start = AuditEntry {
+            request_id: request_id.clone(),
+            at: now,
+            actor: ev.user.to_string(),
+            channel: format!("{}:{}", ev.platform, ev.channel.id),
+            command: run.new.command.clone(),
+            args: BoundArgs(run.new.args.clone()).display(),
+            outcome: Outcome::Ok,
+            detail: format!(
+                "run #{id} started: {}",
+                rendered.display.lines().next().unwrap_or("")
+            ),
+        };
+        if let Err(e) = store.append_audit(start).await {
+            let failed = RunResult {
+                code: None,
+                duration: Duration::ZERO,
+                output: "not started: the audit log could not record the start".into(),
+                truncated: false,
+            };
+            // Approved -> running happened above; close the record so it is not left running.
+            let _ = store
+                .finish_run(id, RunState::Failed, &failed, self.now())
+                .await;
+            return Err(Refusal::Failed(
+                anyhow::Error::new(e).context("auditing run start"),
+            ));
         }
         let stop_lease = CancellationToken::new();
         let renewer = {
