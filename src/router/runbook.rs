@@ -286,6 +286,11 @@ impl Router {
             .ok_or_else(|| Refusal::Invalid(format!("there is no request #{id}.")))?;
         match run.state {
             RunState::Pending => {}
+            RunState::Approved => {
+                return Err(Refusal::Invalid(format!(
+                    "request #{id} is already approved and starting."
+                )));
+            }
             s if s.has_run() => {
                 return Err(Refusal::Invalid(format!(
                     "request #{id} already ran ({s}); nothing more to do."
@@ -404,6 +409,20 @@ impl Router {
             .map_err(store_failed("recording vote"))?;
         let needed = run.new.approvals_needed;
         if !tally.counted {
+            // Either this approver voted before, or the request left `pending` meanwhile.
+            let now_state = self
+                .deps
+                .store
+                .run(id)
+                .await
+                .map_err(store_failed("reloading run"))?
+                .map(|r| r.state);
+            if now_state != Some(RunState::Pending) {
+                return Ok(Done::text(format!(
+                    "{} approved #{id}; it is already approved and running.",
+                    person.name
+                )));
+            }
             return Ok(Done::text(format!(
                 "You already approved #{id} ({}/{needed}); each approver counts once.",
                 tally.total
@@ -694,19 +713,30 @@ impl Router {
             output,
             truncated: outcome.truncated,
         };
-        if let Err(e) = store.finish_run(id, state, &result, self.now()).await {
-            // The action ran; its record could not be completed. Say so rather than hide it.
-            error!(
-                run = id,
-                error = format!("{:#}", anyhow::Error::new(e)),
-                "recording run result failed"
-            );
-        }
+        let recorded = match store.finish_run(id, state, &result, self.now()).await {
+            Ok(true) => true,
+            Ok(false) => {
+                // The lease lapsed (renewals failed) and a sweeper marked it interrupted.
+                warn!(
+                    run = id,
+                    "run finished after being marked interrupted; result not recorded"
+                );
+                false
+            }
+            Err(e) => {
+                error!(
+                    run = id,
+                    error = format!("{:#}", anyhow::Error::new(e)),
+                    "recording run result failed"
+                );
+                false
+            }
+        };
         let code_label = match kind {
             ActionKind::Exec { .. } => "exit",
             ActionKind::Http { .. } => "HTTP",
         };
-        Ok(render_result(
+        let mut text = render_result(
             id,
             &run.new.command,
             &run.new.args,
@@ -714,7 +744,13 @@ impl Router {
             &result,
             kind.timeout(),
             code_label,
-        ))
+        );
+        if !recorded {
+            text.push_str(
+                "\n(This result could not be recorded on the request; see opsbot's log.)",
+            );
+        }
+        Ok(text)
     }
 
     /// Relative working directories and programs resolve against the config's folder.

@@ -183,8 +183,10 @@ macro_rules! impl_run_store {
                 vote: &$crate::domain::Vote,
             ) -> Result<$crate::domain::VoteTally, $crate::ports::StoreError> {
                 let inserted = sqlx::query(
+                    // Votes count only while the request is pending.
                     "INSERT INTO run_votes (run_id, approver, approver_name, action_hash, at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                     SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND state = 'pending') \
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(id)
                 .bind(vote.approver.to_string())
