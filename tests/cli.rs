@@ -9,8 +9,14 @@ use std::process::{Command, Output, Stdio};
 use support::{ROLLBACK, TEAM};
 
 fn opsbot(args: &[&str], stdin: &[u8]) -> Output {
+    opsbot_with_env(args, &[], stdin)
+}
+
+/// Runs opsbot with extra environment variables, feeding `stdin`, and waits for it.
+fn opsbot_with_env(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_opsbot"))
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("OPSBOT_CONFIG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -275,28 +281,17 @@ fn json_logs_carry_request_ids_and_never_a_secret() {
         "[[checks]]\nname = \"db\"\nkind = \"postgres\"\nurl = \"postgres://monitor:hunter2-secret@127.0.0.1:{port}/app\"\ntimeout = \"3s\"\n"
     ));
     std::fs::write(&config, text_cfg).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opsbot"))
-        .args([
+    let out = opsbot_with_env(
+        &[
             "chat",
             "--as",
             "alice",
             "--config",
             config.to_str().unwrap(),
-        ])
-        .env("OPSBOT_LOG__FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"/status\n/whoami\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        ],
+        &[("OPSBOT_LOG__FORMAT", "json"), ("RUST_LOG", "info")],
+        b"/status\n/whoami\n",
+    );
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(
         stdout.contains("Overall: DEGRADED") && stdout.contains("db      postgres  down"),
@@ -421,28 +416,17 @@ fn secrets_from_env_never_reach_chat_or_logs() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opsbot"))
-        .args([
+    let out = opsbot_with_env(
+        &[
             "chat",
             "--as",
             "alice",
             "--config",
             config.to_str().unwrap(),
-        ])
-        .env("LEAKY_TOKEN", "sekret-value-123")
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"/leak --dry-run\n/leak\n/audit 5\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        ],
+        &[("LEAKY_TOKEN", "sekret-value-123"), ("RUST_LOG", "debug")],
+        b"/leak --dry-run\n/leak\n/audit 5\n",
+    );
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(
         stdout.contains("token=[REDACTED]") && stdout.contains("again [REDACTED]"),

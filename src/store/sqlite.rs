@@ -10,10 +10,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::batch::{AuditBatcher, BatchWrite, extend_chain};
-use super::{AuditRow, SELECT_AUDIT, backend, migrate_error};
+use super::batch::{AuditBatcher, BatchWrite};
+use super::{backend, migrate_error};
 use crate::domain::{AuditEntry, AuditRecord};
-use crate::ports::{Store, StoreError};
+use crate::ports::StoreError;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -62,77 +62,11 @@ impl BatchWrite for Writer {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(backend)?;
-        let head: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
-        let records = extend_chain(head, entries);
-        for rec in &records {
-            sqlx::query(
-                "INSERT INTO audit_log (seq, request_id, at, actor, channel, command, args, outcome, detail, prev_hash, hash) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(rec.seq)
-            .bind(rec.entry.request_id.as_str())
-            .bind(rec.entry.at.timestamp_micros())
-            .bind(&rec.entry.actor)
-            .bind(&rec.entry.channel)
-            .bind(&rec.entry.command)
-            .bind(&rec.entry.args)
-            .bind(rec.entry.outcome.as_str())
-            .bind(&rec.entry.detail)
-            .bind(&rec.prev_hash)
-            .bind(&rec.hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        }
+        let records = super::audit::append_to_chain!(tx, entries);
         tx.commit().await.map_err(backend)?;
         Ok(records)
     }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord, StoreError> {
-        self.batcher.append(entry).await
-    }
-
-    async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows: Vec<AuditRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{SELECT_AUDIT} ORDER BY seq DESC LIMIT ?"
-        )))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
-        rows.into_iter().map(AuditRow::into_record).collect()
-    }
-
-    async fn audit_after(
-        &self,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows: Vec<AuditRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{SELECT_AUDIT} WHERE seq > ? ORDER BY seq LIMIT ?"
-        )))
-        .bind(after_seq)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
-        rows.into_iter().map(AuditRow::into_record).collect()
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
-}
-
+super::audit::impl_audit_store!(SqliteStore);
 super::runs::impl_run_store!(SqliteStore);
