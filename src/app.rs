@@ -9,14 +9,19 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::actions::alerts::{AlertRoute, AlertRouting, AlertService};
 use crate::actions::health::HealthChecks;
-use crate::adapters::console::Console;
+use crate::adapters::console::{Console, ConsoleOutbound};
 use crate::catalog::{Catalog, CatalogErrors};
 use crate::config::{Config, LimiterBackend};
+use crate::domain::Matcher;
+use crate::hooks::HookState;
 use crate::http::{self, HttpState};
 use crate::limiter::{MemoryLimiter, RedisLimiter};
 use crate::metrics::Metrics;
-use crate::ports::{Clock, EnvLookup, RateLimiter, Store, StoreError, SystemClock};
+use crate::ports::{
+    ChatOutbound, Clock, EnvLookup, OutboundTarget, RateLimiter, Store, StoreError, SystemClock,
+};
 use crate::router::authz::BuiltinAccess;
 use crate::router::{ApprovalSettings, GlobalLimits, Router, RouterDeps};
 use crate::runner::ProcessRunner;
@@ -51,6 +56,44 @@ pub struct App {
     pub router: Arc<Router>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
+    pub alerts: Arc<AlertService>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The `[alerts]` routes as the alert service uses them.
+fn alert_routing(config: &Config) -> Result<AlertRouting, StartupError> {
+    let a = &config.alerts;
+    let routes = a
+        .routes
+        .iter()
+        .map(|r| {
+            let matchers = r
+                .matchers
+                .iter()
+                .map(|m| m.parse::<Matcher>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(StartupError::Config)?;
+            Ok(AlertRoute {
+                matchers,
+                target: OutboundTarget {
+                    platform: r.platform,
+                    channel_id: r.channel.clone(),
+                    thread: None,
+                },
+                continue_matching: r.continue_matching,
+            })
+        })
+        .collect::<Result<Vec<_>, StartupError>>()?;
+    let default = a.default_route.as_ref().map(|d| OutboundTarget {
+        platform: d.platform,
+        channel_id: d.channel.clone(),
+        thread: None,
+    });
+    Ok(AlertRouting {
+        routes,
+        default,
+        max_listed: a.max_listed,
+    })
 }
 
 /// Loads and validates the command catalogue named by the config.
@@ -63,6 +106,8 @@ pub fn load_catalog(config: &Config) -> Result<Catalog, CatalogErrors> {
 pub struct Overrides {
     pub clock: Option<Arc<dyn Clock>>,
     pub env: Option<EnvLookup>,
+    /// Where the bot's own messages (alert groups) go; default: the console.
+    pub outbound: Option<Arc<dyn ChatOutbound>>,
 }
 
 impl App {
@@ -91,6 +136,16 @@ impl App {
             }
         };
         let metrics = Arc::new(Metrics::new());
+        let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let outbound: Arc<dyn ChatOutbound> = overrides
+            .outbound
+            .unwrap_or_else(|| Arc::new(ConsoleOutbound::default()));
+        let alerts = AlertService::start(
+            store.clone(),
+            outbound,
+            clock.clone(),
+            alert_routing(&config)?,
+        );
         let l = &config.limits;
         let router = Router::new(RouterDeps {
             bot_name: config.bot.name.clone(),
@@ -108,7 +163,7 @@ impl App {
             },
             limiter,
             store: store.clone(),
-            clock: overrides.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            clock: clock.clone(),
             health: Arc::new(HealthChecks::new(checks)),
             metrics: metrics.clone(),
             runner: Arc::new(ProcessRunner::new().map_err(StartupError::Config)?),
@@ -127,6 +182,8 @@ impl App {
             router: Arc::new(router),
             store,
             metrics,
+            alerts,
+            clock,
         })
     }
 
@@ -134,6 +191,13 @@ impl App {
         HttpState {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
+            hooks: HookState {
+                alerts: self.alerts.clone(),
+                alertmanager_token: self.config.alerts.alertmanager_token.clone(),
+                webhook_secret: self.config.alerts.webhook_secret.clone(),
+                clock: self.clock.clone(),
+            },
+            max_body_bytes: self.config.alerts.max_body_bytes,
         }
     }
 

@@ -58,6 +58,8 @@ pub struct Config {
     #[serde(default)]
     pub approvals: ApprovalsConfig,
     #[serde(default)]
+    pub alerts: AlertsConfig,
+    #[serde(default)]
     pub people: Vec<PersonConfig>,
     #[serde(default)]
     pub checks: Vec<CheckConfig>,
@@ -271,6 +273,74 @@ pub struct BuiltinsConfig {
     pub status_roles: Vec<Role>,
     #[serde(default)]
     pub audit_roles: Vec<Role>,
+    /// May list alerts (`/alerts`).
+    #[serde(default)]
+    pub alerts_roles: Vec<Role>,
+    /// May act on alerts (`/ack`, `/silence`, `/unsilence`, `/resolve`).
+    #[serde(default)]
+    pub responder_roles: Vec<Role>,
+}
+
+/// Alert intake and routing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Bearer token Alertmanager sends (`http_config.authorization.credentials`). Without it,
+    /// `/hooks/alertmanager` answers 404.
+    pub alertmanager_token: Option<SecretString>,
+    /// HMAC-SHA256 key for `/hooks/alert`. Without it, that endpoint answers 404.
+    pub webhook_secret: Option<SecretString>,
+    /// Largest accepted webhook body. One Alertmanager group of 5,000 alerts is about 2 MB;
+    /// set `max_alerts` in the Alertmanager receiver to stay well below.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Alerts listed in full in a group message; the rest are summarised.
+    #[serde(default = "default_max_listed")]
+    pub max_listed: usize,
+    /// Where groups go that match no route.
+    pub default_route: Option<RouteTarget>,
+    #[serde(default)]
+    pub routes: Vec<AlertRouteConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            alertmanager_token: None,
+            webhook_secret: None,
+            max_body_bytes: default_max_body(),
+            max_listed: default_max_listed(),
+            default_route: None,
+            routes: Vec::new(),
+        }
+    }
+}
+
+fn default_max_body() -> usize {
+    8 * 1024 * 1024
+}
+
+fn default_max_listed() -> usize {
+    20
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTarget {
+    pub platform: crate::domain::Platform,
+    pub channel: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRouteConfig {
+    /// `label=value` or `label=~regex`; all must match the group's common labels.
+    pub matchers: Vec<String>,
+    pub platform: crate::domain::Platform,
+    pub channel: String,
+    /// Keep evaluating later routes after this one matched.
+    #[serde(default, rename = "continue")]
+    pub continue_matching: bool,
 }
 
 /// How approvals are given by reaction, and who may break glass.
@@ -417,6 +487,12 @@ impl Config {
             || url.starts_with("postgresql://"))
         {
             return Err("store.database_url must start with sqlite: or postgres://".into());
+        }
+        for (i, r) in self.alerts.routes.iter().enumerate() {
+            for m in &r.matchers {
+                m.parse::<crate::domain::Matcher>()
+                    .map_err(|e| format!("alerts.routes[{i}]: {e}"))?;
+            }
         }
         let mut names = BTreeSet::new();
         for (i, check) in self.checks.iter().enumerate() {

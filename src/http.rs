@@ -1,17 +1,19 @@
 //! The HTTP server (axum): `/healthz` (process is up), `/readyz` (store reachable) and
-//! `/metrics` (OpenMetrics text). Platform endpoints and `/hooks/*` will mount here.
+//! `/metrics` (OpenMetrics text), and alert intake under `/hooks/*` (see `hooks`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::hooks::HookState;
 use crate::metrics::Metrics;
 use crate::ports::Store;
 
@@ -19,14 +21,23 @@ use crate::ports::Store;
 pub struct HttpState {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
+    pub hooks: HookState,
+    /// Largest accepted request body (webhooks).
+    pub max_body_bytes: usize,
 }
 
 pub fn routes(state: HttpState) -> Router {
+    let hooks = Router::new()
+        .route("/hooks/alertmanager", post(crate::hooks::alertmanager))
+        .route("/hooks/alert", post(crate::hooks::generic))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state.hooks.clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(hooks)
 }
 
 /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod hooks;
 pub mod http;
 pub mod limiter;
 pub mod metrics;

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    AuditEntry, AuditRecord, NewRun, Platform, RateQuota, Run, RunResult, RunState, UserRef, Vote,
-    VoteTally,
+    Alert, AuditEntry, AuditRecord, IncomingAlert, NewRun, Platform, RateQuota, Run, RunResult,
+    RunState, Silence, UserRef, Vote, VoteTally,
 };
 
 /// Failure of the store boundary. The message is for logs, never for chat.
@@ -26,7 +26,7 @@ pub enum StoreError {
 
 /// Durable state. One trait, one behaviour, whichever backend is behind it.
 #[async_trait]
-pub trait Store: RunStore + Send + Sync {
+pub trait Store: RunStore + AlertStore + Send + Sync {
     /// Appends to the hash-chained audit log; returns once the record is committed.
     async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord, StoreError>;
     /// The newest `limit` records, newest first.
@@ -181,4 +181,75 @@ pub struct ActionOutcome {
 #[async_trait]
 pub trait ActionRunner: Send + Sync {
     async fn run(&self, action: &crate::actions::render::ActionKind) -> ActionOutcome;
+}
+
+/// Durable alerts, their group messages and silences.
+#[async_trait]
+pub trait AlertStore: Send + Sync {
+    /// Inserts or updates every alert (by fingerprint) in one transaction.
+    async fn ingest_alerts(
+        &self,
+        alerts: &[IncomingAlert],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    async fn alert(&self, id: i64) -> Result<Option<Alert>, StoreError>;
+    async fn alerts_in_group(&self, group_key: &str) -> Result<Vec<Alert>, StoreError>;
+    /// Firing alerts, newest first.
+    async fn active_alerts(&self, limit: u32) -> Result<Vec<Alert>, StoreError>;
+    /// Acknowledges a firing, unacknowledged alert; false if it was not.
+    async fn ack_alert(&self, id: i64, by: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Resolves a firing alert by hand; false if it was not firing.
+    async fn resolve_alert(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// The message a group is shown in, in one channel: (message id, text last sent).
+    async fn group_message(
+        &self,
+        group_key: &str,
+        platform: Platform,
+        channel_id: &str,
+    ) -> Result<Option<(String, String)>, StoreError>;
+    async fn set_group_message(
+        &self,
+        group_key: &str,
+        platform: Platform,
+        channel_id: &str,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), StoreError>;
+    async fn add_silence(&self, silence: &Silence) -> Result<i64, StoreError>;
+    /// Ends a silence now; false if there was no active silence with that id.
+    async fn end_silence(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn active_silences(&self, at: DateTime<Utc>) -> Result<Vec<Silence>, StoreError>;
+}
+
+/// Where an outbound chat message goes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OutboundTarget {
+    pub platform: Platform,
+    pub channel_id: String,
+    pub thread: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("the platform asked to retry after {0:?}")]
+    RetryAfter(Duration),
+    #[error("delivery failed: {0}")]
+    Failed(String),
+    /// Will never succeed (no adapter for that platform, channel gone): not retried.
+    #[error("undeliverable: {0}")]
+    Undeliverable(String),
+}
+
+/// Messages the bot sends on its own (alert groups, notices), as opposed to replies.
+#[async_trait]
+pub trait ChatOutbound: Send + Sync {
+    /// Posts a message; returns its id for later edits.
+    async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError>;
+    /// Replaces the text of a message posted earlier.
+    async fn edit(
+        &self,
+        to: &OutboundTarget,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), OutboundError>;
 }

@@ -104,6 +104,7 @@ async fn app_with(approvals: u32, extra: &str, timeout: &str) -> TestApp {
         Overrides {
             clock: None,
             env: Some(env_with_token()),
+            ..Default::default()
         },
     )
     .await;
@@ -242,6 +243,7 @@ async fn requester_cannot_approve_own_request_unless_the_file_allows_it() {
         Overrides {
             clock: None,
             env: Some(env_with_token()),
+            ..Default::default()
         },
     )
     .await;
@@ -266,6 +268,7 @@ async fn requester_cannot_approve_own_request_unless_the_file_allows_it() {
         Overrides {
             clock: None,
             env: Some(env_with_token()),
+            ..Default::default()
         },
     )
     .await;
@@ -377,6 +380,7 @@ async fn expired_requests_say_so_and_cannot_be_approved() {
         Overrides {
             clock: Some(clock.clone()),
             env: Some(env_with_token()),
+            ..Default::default()
         },
     )
     .await;
@@ -536,6 +540,7 @@ async fn a_runbook_changed_after_the_request_does_not_run() {
         Overrides {
             clock: None,
             env: Some(env_with_token()),
+            ..Default::default()
         },
     )
     .await;
@@ -550,6 +555,7 @@ async fn a_runbook_changed_after_the_request_does_not_run() {
         Overrides {
             clock: None,
             env: Some(env_with_token()),
+            ..Default::default()
         },
     )
     .await;
@@ -641,6 +647,7 @@ timeout = "5s"
         Overrides {
             clock: None,
             env: Some(env_with_token()),
+            ..Default::default()
         },
     )
     .await;

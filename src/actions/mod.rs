@@ -1,5 +1,6 @@
 //! Work commands do once authorized: for now, health checks. Alerts, incidents and the
 //! remediation executor will live here too. Talks to the outside only through `ports`.
 
+pub mod alerts;
 pub mod health;
 pub mod render;

@@ -172,3 +172,63 @@ fn console_line(line: &str) -> ConsoleLine {
         ),
     }
 }
+
+/// Outbound messages for the console platform: written to stdout with the channel and the
+/// message id, so alert groups (and their edits) show up in `opsbot chat` and `serve`.
+pub struct ConsoleOutbound {
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Default for ConsoleOutbound {
+    fn default() -> Self {
+        Self {
+            next_id: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ports::ChatOutbound for ConsoleOutbound {
+    async fn post(
+        &self,
+        to: &crate::ports::OutboundTarget,
+        text: &str,
+    ) -> Result<String, crate::ports::OutboundError> {
+        if to.platform != Platform::Console {
+            return Err(crate::ports::OutboundError::Undeliverable(format!(
+                "no {} adapter is configured",
+                to.platform
+            )));
+        }
+        let id = format!(
+            "a{}",
+            self.next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut out = tokio::io::stdout();
+        let line = format!("[#{} message {id}] {text}\n", to.channel_id);
+        out.write_all(line.as_bytes())
+            .await
+            .map_err(|e| crate::ports::OutboundError::Failed(e.to_string()))?;
+        out.flush()
+            .await
+            .map_err(|e| crate::ports::OutboundError::Failed(e.to_string()))?;
+        Ok(id)
+    }
+
+    async fn edit(
+        &self,
+        to: &crate::ports::OutboundTarget,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), crate::ports::OutboundError> {
+        let mut out = tokio::io::stdout();
+        let line = format!("[#{} message {message_id}, edited] {text}\n", to.channel_id);
+        out.write_all(line.as_bytes())
+            .await
+            .map_err(|e| crate::ports::OutboundError::Failed(e.to_string()))?;
+        out.flush()
+            .await
+            .map_err(|e| crate::ports::OutboundError::Failed(e.to_string()))
+    }
+}

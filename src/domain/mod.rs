@@ -2,6 +2,7 @@
 //! what they sent (inbound events), human-friendly durations and rate quotas, and the
 //! hash-chained audit record. Nothing here performs I/O.
 
+mod alert;
 mod audit;
 mod emoji;
 mod event;
@@ -9,6 +10,7 @@ mod identity;
 mod run;
 mod time;
 
+pub use alert::{Alert, AlertSource, AlertStatus, IncomingAlert, Matcher, Silence};
 pub use audit::{
     AuditEntry, AuditRecord, ChainBreak, ChainBreakKind, ChainVerifier, GENESIS_HASH, Outcome,
     chain_hash,

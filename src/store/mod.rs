@@ -2,6 +2,7 @@
 //! Postgres (for replicas). Both share the group-commit audit writer in [`batch`], so
 //! the audit chain is built by the same code whichever database holds it.
 
+pub(crate) mod alerts;
 mod audit;
 mod batch;
 pub mod postgres;

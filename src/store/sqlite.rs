@@ -70,3 +70,4 @@ impl BatchWrite for Writer {
 
 super::audit::impl_audit_store!(SqliteStore);
 super::runs::impl_run_store!(SqliteStore);
+super::alerts::impl_alert_store!(SqliteStore);

@@ -1,0 +1,317 @@
+//! Alert handling: ingest (store first, then notify), routing alert groups to channels by
+//! label matchers, and keeping one chat message per group and channel up to date (edited in
+//! place, summarised when the group is too large). Notification runs in one background
+//! worker fed with "this group changed" signals, so bursts of deliveries coalesce into a
+//! few edits and the HTTP answer never waits for chat.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{error, warn};
+
+use crate::domain::{Alert, AlertStatus, IncomingAlert, Matcher, Platform};
+use crate::ports::{ChatOutbound, Clock, OutboundError, OutboundTarget, Store, StoreError};
+
+/// A routing rule: groups whose common labels match every matcher go to `target`.
+#[derive(Clone, Debug)]
+pub struct AlertRoute {
+    pub matchers: Vec<Matcher>,
+    pub target: OutboundTarget,
+    /// Keep evaluating later routes after this one matched (Alertmanager's `continue`).
+    pub continue_matching: bool,
+}
+
+/// Where alert groups go.
+#[derive(Clone, Debug, Default)]
+pub struct AlertRouting {
+    pub routes: Vec<AlertRoute>,
+    pub default: Option<OutboundTarget>,
+    /// Alerts listed in full per message; the rest are summarised.
+    pub max_listed: usize,
+}
+
+impl AlertRouting {
+    pub fn targets(&self, labels: &BTreeMap<String, String>) -> Vec<OutboundTarget> {
+        let mut out = Vec::new();
+        for r in &self.routes {
+            if r.matchers.iter().all(|m| m.matches(labels)) {
+                if !out.contains(&r.target) {
+                    out.push(r.target.clone());
+                }
+                if !r.continue_matching {
+                    break;
+                }
+            }
+        }
+        if out.is_empty() {
+            out.extend(self.default.clone());
+        }
+        out
+    }
+}
+
+pub struct AlertService {
+    store: Arc<dyn Store>,
+    outbound: Arc<dyn ChatOutbound>,
+    clock: Arc<dyn Clock>,
+    routing: AlertRouting,
+    changed: mpsc::UnboundedSender<String>,
+}
+
+/// Delay before a group whose notification failed is tried again.
+const RETRY_DELAY: Duration = Duration::from_secs(2);
+
+impl AlertService {
+    /// Builds the service and starts its notification worker.
+    pub fn start(
+        store: Arc<dyn Store>,
+        outbound: Arc<dyn ChatOutbound>,
+        clock: Arc<dyn Clock>,
+        routing: AlertRouting,
+    ) -> Arc<Self> {
+        let (changed, rx) = mpsc::unbounded_channel();
+        let service = Arc::new(Self {
+            store,
+            outbound,
+            clock,
+            routing,
+            changed,
+        });
+        tokio::spawn(notify_worker(Arc::downgrade(&service), rx));
+        service
+    }
+
+    /// Stores the alerts (one transaction) and schedules their groups' messages. Returns
+    /// once the alerts are committed; chat delivery happens afterwards.
+    pub async fn ingest(&self, mut alerts: Vec<IncomingAlert>) -> Result<usize, StoreError> {
+        // A stable order keeps concurrent deliveries from locking rows in opposite orders.
+        alerts.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+        alerts.dedup_by(|a, b| a.fingerprint == b.fingerprint);
+        self.store.ingest_alerts(&alerts, self.clock.now()).await?;
+        let groups: BTreeSet<&str> = alerts.iter().map(|a| a.group_key.as_str()).collect();
+        for g in groups {
+            self.touch(g);
+        }
+        Ok(alerts.len())
+    }
+
+    /// Schedules a refresh of a group's messages (after an ack, resolve or silence).
+    pub fn touch(&self, group_key: &str) {
+        let _ = self.changed.send(group_key.to_owned());
+    }
+
+    /// Brings every message of one group up to date.
+    pub async fn refresh_group(&self, group_key: &str) -> Result<(), RefreshError> {
+        let alerts = self.store.alerts_in_group(group_key).await?;
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let silences = self.store.active_silences(now).await?;
+        let silenced: HashSet<i64> = alerts
+            .iter()
+            .filter(|a| silences.iter().any(|s| s.covers(&a.incoming.labels, now)))
+            .map(|a| a.id)
+            .collect();
+        let text = render_group(
+            group_key,
+            &alerts,
+            &silenced,
+            self.routing.max_listed.max(1),
+        );
+        let all_quiet = alerts
+            .iter()
+            .all(|a| a.incoming.status == AlertStatus::Resolved || silenced.contains(&a.id));
+        for target in self.routing.targets(&common_labels(&alerts)) {
+            let existing = self
+                .store
+                .group_message(group_key, target.platform, &target.channel_id)
+                .await?;
+            match existing {
+                Some((_, last)) if last == text => {}
+                Some((message_id, _)) => {
+                    self.outbound.edit(&target, &message_id, &text).await?;
+                    self.store
+                        .set_group_message(
+                            group_key,
+                            target.platform,
+                            &target.channel_id,
+                            &message_id,
+                            &text,
+                        )
+                        .await?;
+                }
+                // Nothing worth a new message: everything already resolved or silenced.
+                None if all_quiet => {}
+                None => {
+                    let message_id = self.outbound.post(&target, &text).await?;
+                    self.store
+                        .set_group_message(
+                            group_key,
+                            target.platform,
+                            &target.channel_id,
+                            &message_id,
+                            &text,
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Outbound(#[from] OutboundError),
+}
+
+async fn notify_worker(
+    service: std::sync::Weak<AlertService>,
+    mut rx: mpsc::UnboundedReceiver<String>,
+) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 1024).await > 0 {
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        let groups: BTreeSet<String> = batch.drain(..).collect();
+        for group in groups {
+            if let Err(e) = service.refresh_group(&group).await {
+                if let RefreshError::Outbound(OutboundError::Undeliverable(why)) = &e {
+                    error!(group = %group, reason = %why, "alert group message cannot be delivered");
+                    continue;
+                }
+                let delay = match &e {
+                    RefreshError::Outbound(OutboundError::RetryAfter(d)) => *d,
+                    _ => RETRY_DELAY,
+                };
+                warn!(group = %group, error = %e, retry_in_ms = delay.as_millis() as u64, "alert notification failed; will retry");
+                let tx = service.changed.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    if tx.send(group).is_err() {
+                        error!("alert notifier stopped with a group still undelivered");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Labels every alert in the group shares; routing decides on them.
+pub fn common_labels(alerts: &[Alert]) -> BTreeMap<String, String> {
+    let mut iter = alerts.iter();
+    let Some(first) = iter.next() else {
+        return BTreeMap::new();
+    };
+    let mut common = first.incoming.labels.clone();
+    for a in iter {
+        common.retain(|k, v| a.incoming.labels.get(k) == Some(v));
+    }
+    common
+}
+
+/// One message for a whole group: a headline with counts, the first `max_listed` alerts in
+/// full (firing first), and the rest summarised by alert name and severity.
+pub fn render_group(
+    group_key: &str,
+    alerts: &[Alert],
+    silenced: &HashSet<i64>,
+    max_listed: usize,
+) -> String {
+    let firing = alerts
+        .iter()
+        .filter(|a| a.incoming.status == AlertStatus::Firing)
+        .count();
+    let resolved = alerts.len() - firing;
+    let name = common_labels(alerts)
+        .get("alertname")
+        .cloned()
+        .unwrap_or_else(|| "alerts".into());
+    let headline = if firing == 0 {
+        format!("✅ RESOLVED · {name}: all {resolved} resolved")
+    } else {
+        format!("🔥 FIRING {firing} · resolved {resolved} · {name}")
+    };
+    let mut out = headline;
+    let mut sorted: Vec<&Alert> = alerts.iter().collect();
+    sorted.sort_by_key(|a| {
+        (
+            a.incoming.status != AlertStatus::Firing,
+            !a.is_critical(),
+            a.id,
+        )
+    });
+    for a in sorted.iter().take(max_listed) {
+        let icon = match (a.incoming.status, a.is_critical()) {
+            (AlertStatus::Resolved, _) => "✅",
+            (AlertStatus::Firing, true) => "🔴",
+            (AlertStatus::Firing, false) => "🟠",
+        };
+        let instance = a
+            .incoming
+            .labels
+            .get("instance")
+            .map(|i| format!(" {i}"))
+            .unwrap_or_default();
+        let _ = write!(
+            out,
+            "\n{icon} #{} [{}] {}{instance}",
+            a.id,
+            a.severity(),
+            a.incoming.alertname()
+        );
+        if !a.summary().is_empty() {
+            let _ = write!(out, ": {}", a.summary());
+        }
+        if let Some(by) = &a.acked_by {
+            let _ = write!(out, " (acked by {by})");
+        }
+        if silenced.contains(&a.id) && a.incoming.status == AlertStatus::Firing {
+            out.push_str(" (silenced)");
+        }
+        if let Some(url) = a.incoming.annotations.get("runbook_url") {
+            let _ = write!(out, " · runbook: {url}");
+        }
+        if let Some(url) = &a.incoming.generator_url {
+            let _ = write!(out, " · source: {url}");
+        }
+    }
+    if sorted.len() > max_listed {
+        let mut counts: BTreeMap<(String, String, &str), usize> = BTreeMap::new();
+        for a in &sorted[max_listed..] {
+            *counts
+                .entry((
+                    a.incoming.alertname().to_owned(),
+                    a.severity().to_owned(),
+                    a.incoming.status.as_str(),
+                ))
+                .or_default() += 1;
+        }
+        let _ = write!(out, "\n…and {} more:", sorted.len() - max_listed);
+        for ((name, severity, status), n) in counts {
+            let _ = write!(out, "\n  {n} × {name} [{severity}] {status}");
+        }
+    }
+    let _ = write!(
+        out,
+        "\nGroup {group_key}. /ack ID to acknowledge, /silence MATCHERS DURATION to silence."
+    );
+    out
+}
+
+/// The default place alerts go when no route matches and none is configured.
+pub fn console_target(channel: &str) -> OutboundTarget {
+    OutboundTarget {
+        platform: Platform::Console,
+        channel_id: channel.to_owned(),
+        thread: None,
+    }
+}

@@ -1,0 +1,232 @@
+//! Alerts: what arrives from Alertmanager or a signed webhook (normalized to
+//! [`IncomingAlert`]), what is stored ([`Alert`]), and silences. Identity of an alert is its
+//! fingerprint; a redelivered payload updates the same record, so ingest is idempotent.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+impl fmt::Display for AlertStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for AlertStatus {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl FromStr for AlertStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "firing" => Ok(AlertStatus::Firing),
+            "resolved" => Ok(AlertStatus::Resolved),
+            other => Err(format!(
+                "alert status {other:?} is neither firing nor resolved"
+            )),
+        }
+    }
+}
+
+/// Where an alert came from; decides who may resolve it (Alertmanager resolves its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AlertSource {
+    Alertmanager,
+    Webhook,
+}
+
+impl AlertSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertSource::Alertmanager => "alertmanager",
+            AlertSource::Webhook => "webhook",
+        }
+    }
+}
+
+impl FromStr for AlertSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "alertmanager" => Ok(AlertSource::Alertmanager),
+            "webhook" => Ok(AlertSource::Webhook),
+            other => Err(format!("unknown alert source {other:?}")),
+        }
+    }
+}
+
+/// One alert as delivered, after parsing at the edge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncomingAlert {
+    pub source: AlertSource,
+    /// Unique per alert identity (Alertmanager's fingerprint, prefixed by source).
+    pub fingerprint: String,
+    pub group_key: String,
+    pub status: AlertStatus,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub generator_url: Option<String>,
+}
+
+impl IncomingAlert {
+    pub fn alertname(&self) -> &str {
+        self.labels
+            .get("alertname")
+            .map_or("unnamed", String::as_str)
+    }
+}
+
+/// A stored alert.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alert {
+    pub id: i64,
+    pub incoming: IncomingAlert,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub acked_by: Option<String>,
+    pub acked_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+impl Alert {
+    pub fn severity(&self) -> &str {
+        self.incoming
+            .labels
+            .get("severity")
+            .map_or("none", String::as_str)
+    }
+
+    pub fn is_critical(&self) -> bool {
+        matches!(self.severity(), "critical" | "page" | "p1")
+    }
+
+    pub fn summary(&self) -> &str {
+        let a = &self.incoming.annotations;
+        a.get("summary")
+            .or_else(|| a.get("description"))
+            .map_or("", String::as_str)
+    }
+}
+
+/// `label=value` (exact) or `label=~regex` (anchored), as in Alertmanager.
+#[derive(Clone, Debug)]
+pub enum Matcher {
+    Equal(String, String),
+    Regex(String, regex::Regex),
+}
+
+impl PartialEq for Matcher {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Matcher {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        match self {
+            Matcher::Equal(k, v) => labels.get(k).map_or(v.is_empty(), |l| l == v),
+            Matcher::Regex(k, r) => r.is_match(labels.get(k).map_or("", String::as_str)),
+        }
+    }
+}
+
+impl fmt::Display for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Matcher::Equal(k, v) => write!(f, "{k}={v}"),
+            Matcher::Regex(k, r) => {
+                let src = r.as_str();
+                let inner = src
+                    .strip_prefix("^(?:")
+                    .and_then(|s| s.strip_suffix(")$"))
+                    .unwrap_or(src);
+                write!(f, "{k}=~{inner}")
+            }
+        }
+    }
+}
+
+impl FromStr for Matcher {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("matcher {s:?} must look like label=value or label=~regex");
+        let (k, v) = s.split_once('=').ok_or_else(bad)?;
+        let valid_key = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_key {
+            return Err(bad());
+        }
+        match v.strip_prefix('~') {
+            Some(re) => regex::Regex::new(&format!("^(?:{re})$"))
+                .map(|r| Matcher::Regex(k.to_owned(), r))
+                .map_err(|e| format!("matcher {s:?}: {e}")),
+            None => Ok(Matcher::Equal(k.to_owned(), v.trim_matches('"').to_owned())),
+        }
+    }
+}
+
+/// A silence: alerts matching every matcher notify nobody until `ends_at`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Silence {
+    pub id: i64,
+    pub matchers: Vec<Matcher>,
+    pub created_by: String,
+    pub reason: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
+impl Silence {
+    pub fn covers(&self, labels: &BTreeMap<String, String>, at: DateTime<Utc>) -> bool {
+        at >= self.starts_at && at < self.ends_at && self.matchers.iter().all(|m| m.matches(labels))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn matchers_parse_and_match() {
+        let m: Matcher = "alertname=HighLatency".parse().unwrap();
+        assert!(m.matches(&labels(&[("alertname", "HighLatency")])));
+        assert!(!m.matches(&labels(&[("alertname", "HighLatencyX")])));
+        let r: Matcher = "instance=~web-.*".parse().unwrap();
+        assert!(r.matches(&labels(&[("instance", "web-1:9100")])));
+        assert!(!r.matches(&labels(&[("instance", "db-1")])));
+        assert_eq!(r.to_string(), "instance=~web-.*");
+        assert!("=x".parse::<Matcher>().is_err());
+        assert!("a=~(".parse::<Matcher>().is_err());
+        assert!("novalue".parse::<Matcher>().is_err());
+    }
+}
