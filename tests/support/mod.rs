@@ -271,3 +271,97 @@ pub fn write_executable(dir: &Path, name: &str, body: &str) -> std::path::PathBu
         .expect("make script executable");
     path
 }
+
+/// A chat platform that records what the bot posted and edited, for assertions.
+#[derive(Default)]
+pub struct RecordingOutbound {
+    pub log: std::sync::Mutex<Vec<Outbound>>,
+    /// When set, every delivery fails this way (to test retries).
+    pub fail_with_retry_after: std::sync::Mutex<Option<std::time::Duration>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outbound {
+    Post {
+        channel: String,
+        id: String,
+        text: String,
+    },
+    Edit {
+        channel: String,
+        id: String,
+        text: String,
+    },
+}
+
+impl RecordingOutbound {
+    pub fn messages(&self) -> Vec<Outbound> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (polling, with a deadline) until `pred` holds for the recorded messages.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        pred: impl Fn(&[Outbound]) -> bool,
+    ) -> Vec<Outbound> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let msgs = self.messages();
+            if pred(&msgs) {
+                return msgs;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; got {msgs:#?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl opsbot::ports::ChatOutbound for RecordingOutbound {
+    async fn post(
+        &self,
+        to: &opsbot::ports::OutboundTarget,
+        text: &str,
+    ) -> Result<String, opsbot::ports::OutboundError> {
+        if let Some(d) = *self.fail_with_retry_after.lock().unwrap() {
+            return Err(opsbot::ports::OutboundError::RetryAfter(d));
+        }
+        let mut log = self.log.lock().unwrap();
+        let id = format!("m{}", log.len() + 1);
+        log.push(Outbound::Post {
+            channel: to.channel_id.clone(),
+            id: id.clone(),
+            text: text.to_owned(),
+        });
+        Ok(id)
+    }
+
+    async fn edit(
+        &self,
+        to: &opsbot::ports::OutboundTarget,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), opsbot::ports::OutboundError> {
+        if let Some(d) = *self.fail_with_retry_after.lock().unwrap() {
+            return Err(opsbot::ports::OutboundError::RetryAfter(d));
+        }
+        self.log.lock().unwrap().push(Outbound::Edit {
+            channel: to.channel_id.clone(),
+            id: message_id.to_owned(),
+            text: text.to_owned(),
+        });
+        Ok(())
+    }
+}
+
+/// A recorded Alertmanager delivery from `shared/fixtures/alertmanager`.
+pub fn am_fixture(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/alertmanager")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}

@@ -1,0 +1,320 @@
+//! Alert intake over real HTTP with recorded Alertmanager deliveries: authentication,
+//! idempotent storage, 503 on store failure, and one chat message per group, edited in place.
+
+mod support;
+
+use std::sync::Arc;
+
+use opsbot::app::Overrides;
+use opsbot::domain::AlertStatus;
+use support::{Outbound, RecordingOutbound, TestApp, am_fixture, spawn_app_with};
+
+const TOKEN: &str = "opsbot-am-token-123";
+
+fn config() -> String {
+    format!(
+        r#"
+[alerts]
+alertmanager_token = "{TOKEN}"
+webhook_secret = "hook-secret"
+max_listed = 2
+default_route = {{ platform = "console", channel = "ops" }}
+
+[[alerts.routes]]
+matchers = ["severity=critical"]
+platform = "console"
+channel = "incidents"
+continue = true
+
+[[alerts.routes]]
+matchers = ["alertname=~Disk.*"]
+platform = "console"
+channel = "storage"
+"#
+    )
+}
+
+async fn app() -> (TestApp, Arc<RecordingOutbound>) {
+    let chat = Arc::new(RecordingOutbound::default());
+    let app = spawn_app_with(
+        &config(),
+        &[],
+        Overrides {
+            outbound: Some(chat.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    (app, chat)
+}
+
+async fn post(app: &TestApp, token: Option<&str>, body: String) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .post(app.url("/hooks/alertmanager"))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn firing_then_resolved_updates_one_message() {
+    let (app, chat) = app().await;
+    let (status, body) = post(&app, Some(TOKEN), am_fixture("01-firing-single.json")).await;
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(1)));
+    let alerts = app.store.active_alerts(10).await.unwrap();
+    assert_eq!(alerts.len(), 1, "stored before the 2xx");
+    let id = alerts[0].id;
+    // Critical goes to #incidents (continue) and, as no later route matches HighCPU, only there.
+    let msgs = chat
+        .wait_until("the group message", |m| !m.is_empty())
+        .await;
+    let Outbound::Post {
+        channel,
+        id: msg,
+        text,
+    } = &msgs[0]
+    else {
+        panic!("{msgs:?}")
+    };
+    assert_eq!(channel, "incidents");
+    assert!(
+        text.starts_with("🔥 FIRING 1 · resolved 0 · HighCPU"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "🔴 #{id} [critical] HighCPU web-1:9100: CPU above 90% on web-1"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("runbook: https://runbooks.example/cpu"),
+        "{text}"
+    );
+
+    let (status, _) = post(&app, Some(TOKEN), am_fixture("02-resolved-single.json")).await;
+    assert_eq!(status, 200);
+    let msgs = chat.wait_until("the edit", |m| m.len() == 2).await;
+    let Outbound::Edit {
+        id: edited, text, ..
+    } = &msgs[1]
+    else {
+        panic!("{msgs:?}")
+    };
+    assert_eq!(edited, msg, "edited in place, not re-posted");
+    assert!(text.starts_with("✅ RESOLVED · HighCPU"), "{text}");
+    let stored = app.store.alert(id).await.unwrap().unwrap();
+    assert_eq!(stored.incoming.status, AlertStatus::Resolved);
+    assert!(stored.resolved_at.is_some());
+}
+
+#[tokio::test]
+async fn retried_deliveries_are_idempotent() {
+    let (app, chat) = app().await;
+    for _ in 0..3 {
+        assert_eq!(
+            post(&app, Some(TOKEN), am_fixture("03-firing-grouped-3.json"))
+                .await
+                .0,
+            200
+        );
+    }
+    let alerts = app.store.active_alerts(100).await.unwrap();
+    assert_eq!(alerts.len(), 3, "no duplicates from redelivery");
+    let msgs = chat.wait_until("one message", |m| !m.is_empty()).await;
+    // Identical redeliveries change nothing visible: no further posts or edits.
+    assert_eq!(app.store.active_alerts(100).await.unwrap(), alerts);
+    assert_eq!(
+        msgs.iter()
+            .filter(|m| matches!(m, Outbound::Post { .. }))
+            .count(),
+        1,
+        "{msgs:#?}"
+    );
+}
+
+#[tokio::test]
+async fn each_alert_status_is_read_on_its_own_and_big_groups_are_summarised() {
+    let (app, chat) = app().await;
+    assert_eq!(
+        post(
+            &app,
+            Some(TOKEN),
+            am_fixture("04-grouped-mixed-firing-resolved.json")
+        )
+        .await
+        .0,
+        200
+    );
+    let firing = app.store.active_alerts(100).await.unwrap();
+    assert_eq!(
+        firing.len(),
+        2,
+        "the top-level status says firing, but one alert is resolved"
+    );
+    let msgs = chat.wait_until("message", |m| !m.is_empty()).await;
+    let text = match &msgs[0] {
+        Outbound::Post { text, .. } => text.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        text.starts_with("🔥 FIRING 2 · resolved 1 · DiskFull"),
+        "{text}"
+    );
+    // max_listed = 2: the third alert is summarised rather than listed.
+    assert!(text.contains("…and 1 more:"), "{text}");
+}
+
+#[tokio::test]
+async fn wrong_tokens_and_bad_json_change_nothing() {
+    let (app, chat) = app().await;
+    assert_eq!(
+        post(&app, None, am_fixture("01-firing-single.json"))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        post(&app, Some("wrong"), am_fixture("01-firing-single.json"))
+            .await
+            .0,
+        401
+    );
+    let (status, body) = post(&app, Some(TOKEN), "{\"alerts\": [".into()).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not an Alertmanager webhook payload")
+    );
+    let (status, _) = post(
+        &app,
+        Some(TOKEN),
+        am_fixture("01-firing-single.json").replace("\"version\": \"4\"", "\"version\": \"3\""),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(app.store.active_alerts(10).await.unwrap().is_empty());
+    assert!(chat.messages().is_empty());
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let chat = Arc::new(RecordingOutbound::default());
+    let cfg = config().replace("max_listed = 2", "max_listed = 2\nmax_body_bytes = 1024");
+    let app = spawn_app_with(
+        &cfg,
+        &[],
+        Overrides {
+            outbound: Some(chat.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, _) = post(&app, Some(TOKEN), am_fixture("03-firing-grouped-3.json")).await;
+    assert_eq!(status, 413);
+    assert!(app.store.active_alerts(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn store_failure_is_503_so_alertmanager_retries() {
+    let (app, _chat) = app().await;
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        app.dir.path().join("opsbot.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("CREATE TRIGGER no_alerts BEFORE INSERT ON alerts BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (status, body) = post(&app, Some(TOKEN), am_fixture("01-firing-single.json")).await;
+    assert_eq!(status, 503);
+    assert!(
+        !body["message"].as_str().unwrap().contains("disk full"),
+        "internal errors stay in the log"
+    );
+    sqlx::query("DROP TRIGGER no_alerts")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // The retry Alertmanager sends succeeds.
+    assert_eq!(
+        post(&app, Some(TOKEN), am_fixture("01-firing-single.json"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(app.store.active_alerts(10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn signed_generic_alerts_are_verified() {
+    let (app, chat) = app().await;
+    let body = r#"{"key": "backup-nightly", "status": "firing", "labels": {"severity": "warning"}, "annotations": {"summary": "backup failed"}}"#;
+    let now = chrono::Utc::now().timestamp();
+    let send = |ts: i64, sig: String| {
+        reqwest::Client::new()
+            .post(app.url("/hooks/alert"))
+            .header("x-opsbot-timestamp", ts.to_string())
+            .header("x-opsbot-signature", sig)
+            .body(body)
+            .send()
+    };
+    assert_eq!(send(now, "v1=00".into()).await.unwrap().status(), 401);
+    let stale = now - 600;
+    assert_eq!(
+        send(
+            stale,
+            opsbot::hooks::sign(b"hook-secret", stale, body.as_bytes())
+        )
+        .await
+        .unwrap()
+        .status(),
+        401
+    );
+    assert!(app.store.active_alerts(10).await.unwrap().is_empty());
+    let ok = send(
+        now,
+        opsbot::hooks::sign(b"hook-secret", now, body.as_bytes()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), 200);
+    let alerts = app.store.active_alerts(10).await.unwrap();
+    assert_eq!(alerts[0].incoming.alertname(), "backup-nightly");
+    let msgs = chat.wait_until("message in #ops", |m| !m.is_empty()).await;
+    assert!(
+        matches!(&msgs[0], Outbound::Post { channel, text, .. } if channel == "ops" && text.contains("backup failed"))
+    );
+}
+
+#[tokio::test]
+async fn a_platform_asking_to_slow_down_delays_but_does_not_lose_the_message() {
+    let (app, chat) = app().await;
+    *chat.fail_with_retry_after.lock().unwrap() = Some(std::time::Duration::from_millis(50));
+    assert_eq!(
+        post(&app, Some(TOKEN), am_fixture("01-firing-single.json"))
+            .await
+            .0,
+        200
+    );
+    tokio::task::yield_now().await;
+    assert!(chat.messages().is_empty());
+    *chat.fail_with_retry_after.lock().unwrap() = None;
+    let msgs = chat
+        .wait_until("delivery after Retry-After", |m| !m.is_empty())
+        .await;
+    assert_eq!(msgs.len(), 1);
+}
