@@ -154,7 +154,10 @@ impl App {
             access: BuiltinAccess {
                 status: config.builtins.status_roles.clone(),
                 audit: config.builtins.audit_roles.clone(),
+                alerts: config.builtins.alerts_roles.clone(),
+                respond: config.builtins.responder_roles.clone(),
             },
+            alerts: alerts.clone(),
             limits: GlobalLimits {
                 global: l.global,
                 per_user: l.per_user,

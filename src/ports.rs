@@ -215,6 +215,13 @@ pub trait AlertStore: Send + Sync {
         message_id: &str,
         text: &str,
     ) -> Result<(), StoreError>;
+    /// The alert group shown in that chat message, if any.
+    async fn group_by_message(
+        &self,
+        platform: Platform,
+        channel_id: &str,
+        message_id: &str,
+    ) -> Result<Option<String>, StoreError>;
     async fn add_silence(&self, silence: &Silence) -> Result<i64, StoreError>;
     /// Ends a silence now; false if there was no active silence with that id.
     async fn end_silence(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError>;

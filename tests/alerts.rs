@@ -14,6 +14,20 @@ const TOKEN: &str = "opsbot-am-token-123";
 fn config() -> String {
     format!(
         r#"
+[builtins]
+alerts_roles = ["sre", "viewer"]
+responder_roles = ["sre"]
+
+[[people]]
+name = "alice"
+roles = ["sre"]
+identities = ["console:alice"]
+
+[[people]]
+name = "carol"
+roles = ["viewer"]
+identities = ["console:carol"]
+
 [alerts]
 alertmanager_token = "{TOKEN}"
 webhook_secret = "hook-secret"
@@ -317,4 +331,180 @@ async fn a_platform_asking_to_slow_down_delays_but_does_not_lose_the_message() {
         .wait_until("delivery after Retry-After", |m| !m.is_empty())
         .await;
     assert_eq!(msgs.len(), 1);
+}
+
+#[tokio::test]
+async fn alerts_are_listed_acked_silenced_and_resolved_from_chat() {
+    let (app, chat) = app().await;
+    assert_eq!(app.reply("carol", "/alerts").await, "No alerts are firing.");
+    post(&app, Some(TOKEN), am_fixture("03-firing-grouped-3.json")).await;
+    chat.wait_until("group message", |m| !m.is_empty()).await;
+    let list = app.reply("carol", "/alerts").await;
+    assert!(
+        list.starts_with("3 firing (newest first):") && list.contains("not acked"),
+        "{list}"
+    );
+    // The critical one is listed in full in the group message (max_listed = 2).
+    let first = app
+        .store
+        .active_alerts(10)
+        .await
+        .unwrap()
+        .iter()
+        .find(|a| a.is_critical())
+        .unwrap()
+        .id;
+
+    // Viewers may look but not act.
+    assert!(
+        app.reply("carol", &format!("/ack {first}"))
+            .await
+            .contains("needs one of the roles sre")
+    );
+    let reply = app.reply("alice", &format!("/ack {first}")).await;
+    assert!(
+        reply.starts_with(&format!("Alert #{first} ("))
+            && reply.ends_with("acknowledged by alice."),
+        "{reply}"
+    );
+    assert!(
+        app.reply("alice", &format!("/ack {first}"))
+            .await
+            .contains("already acknowledged by alice")
+    );
+    let msgs = chat
+        .wait_until("ack shown on the message", |m| {
+            m.iter().any(
+                |x| matches!(x, Outbound::Edit { text, .. } if text.contains("(acked by alice)")),
+            )
+        })
+        .await;
+    assert!(
+        msgs.iter()
+            .all(|m| !matches!(m, Outbound::Post { .. }) || m == &msgs[0]),
+        "edited, not re-posted"
+    );
+
+    // A silence marks the group's alerts as silenced.
+    let sil = app
+        .reply("alice", "/silence alertname=~.+ 2h maintenance window")
+        .await;
+    assert!(
+        sil.starts_with("Silence #1 for alertname=~.+ until")
+            && sil.ends_with("3 firing alert(s) now silenced."),
+        "{sil}"
+    );
+    chat.wait_until("silenced shown", |m| {
+        m.iter()
+            .any(|x| matches!(x, Outbound::Edit { text, .. } if text.contains("(silenced)")))
+    })
+    .await;
+    assert!(
+        app.reply("alice", "/silence 2h")
+            .await
+            .contains("silence what?")
+    );
+    assert!(
+        app.reply("alice", "/silence alertname=X")
+            .await
+            .contains("how long?")
+    );
+    assert!(
+        app.reply("alice", "/unsilence 1")
+            .await
+            .starts_with("Silence #1 ended by alice.")
+    );
+    assert!(
+        app.reply("alice", "/unsilence 1")
+            .await
+            .contains("no active silence #1")
+    );
+
+    // Alertmanager alerts are resolved by Alertmanager, not by hand.
+    assert!(
+        app.reply("alice", &format!("/resolve {first}"))
+            .await
+            .contains("comes from Alertmanager")
+    );
+    let audit = app.store.recent_audit(20).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.entry.command == "ack" && r.entry.detail == format!("acked alert #{first}"))
+    );
+}
+
+#[tokio::test]
+async fn an_approving_reaction_on_the_group_message_acks_it() {
+    let (app, chat) = app().await;
+    post(&app, Some(TOKEN), am_fixture("01-firing-single.json")).await;
+    let msgs = chat.wait_until("group message", |m| !m.is_empty()).await;
+    let Outbound::Post { channel, id, .. } = &msgs[0] else {
+        panic!()
+    };
+    let react = |who: &str| {
+        support::event(
+            who,
+            channel,
+            opsbot::domain::EventPayload::Reaction {
+                emoji: "eyes".into(),
+                message_id: id.clone(),
+                added: true,
+            },
+        )
+    };
+    // 👀 is not an ack emoji; ✅ is.
+    assert_eq!(app.router.handle(&react("alice")).await.outcome, None);
+    let ack = |who: &str| {
+        support::event(
+            who,
+            channel,
+            opsbot::domain::EventPayload::Reaction {
+                emoji: "white_check_mark".into(),
+                message_id: id.clone(),
+                added: true,
+            },
+        )
+    };
+    let r = app.router.handle(&ack("carol")).await;
+    assert_eq!(r.outcome, Some(opsbot::domain::Outcome::Denied));
+    let r = app.router.handle(&ack("alice")).await;
+    assert!(r.reply.unwrap().text.starts_with("alice acknowledged #"));
+    assert!(
+        app.store.active_alerts(1).await.unwrap()[0]
+            .acked_by
+            .as_deref()
+            == Some("alice")
+    );
+}
+
+#[tokio::test]
+async fn webhook_alerts_can_be_resolved_by_hand() {
+    let (app, chat) = app().await;
+    let body = r#"{"key": "cron-x", "status": "firing", "labels": {"severity": "warning"}}"#;
+    let now = chrono::Utc::now().timestamp();
+    let resp = reqwest::Client::new()
+        .post(app.url("/hooks/alert"))
+        .header("x-opsbot-timestamp", now.to_string())
+        .header(
+            "x-opsbot-signature",
+            opsbot::hooks::sign(b"hook-secret", now, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    chat.wait_until("message", |m| !m.is_empty()).await;
+    let id = app.store.active_alerts(1).await.unwrap()[0].id;
+    assert_eq!(
+        app.reply("alice", &format!("/resolve {id}")).await,
+        format!("Alert #{id} (cron-x) resolved by alice.")
+    );
+    assert!(app.store.active_alerts(1).await.unwrap().is_empty());
+    chat.wait_until("resolved shown", |m| {
+        m.iter()
+            .any(|x| matches!(x, Outbound::Edit { text, .. } if text.starts_with("✅ RESOLVED")))
+    })
+    .await;
 }

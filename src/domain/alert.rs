@@ -145,6 +145,8 @@ impl PartialEq for Matcher {
     }
 }
 
+impl Eq for Matcher {}
+
 impl Matcher {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         match self {

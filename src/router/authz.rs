@@ -31,6 +31,10 @@ impl Target {
 pub struct BuiltinAccess {
     pub status: Vec<Role>,
     pub audit: Vec<Role>,
+    /// `/alerts`.
+    pub alerts: Vec<Role>,
+    /// `/ack`, `/silence`, `/unsilence`, `/resolve`.
+    pub respond: Vec<Role>,
 }
 
 /// Proof that `requester` may run `target` where it was asked.
@@ -86,6 +90,10 @@ pub fn authorize(
         }
         Target::Builtin(Builtin::Status) => (&access.status, &[]),
         Target::Builtin(Builtin::Audit) => (&access.audit, &[]),
+        Target::Builtin(Builtin::Alerts) => (&access.alerts, &[]),
+        Target::Builtin(
+            Builtin::Ack | Builtin::Silence | Builtin::Unsilence | Builtin::Resolve,
+        ) => (&access.respond, &[]),
         Target::Runbook(spec) => (&spec.roles, &spec.channels),
     };
     if !person.has_any_role(needed) {

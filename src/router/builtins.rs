@@ -1,7 +1,10 @@
 //! The built-in commands (help, whoami, status, audit): their names, usage and argument
 //! binding. Running them is in `router::mod`, next to the rest of the pipeline.
 
+use std::time::Duration;
+
 use super::parse::Word;
+use crate::domain::{Matcher, parse_duration};
 
 /// Built-in commands. Closed: adding one makes the compiler list every place to update.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,25 +16,57 @@ pub enum Builtin {
     Approve,
     Deny,
     Cancel,
+    Alerts,
+    Ack,
+    Silence,
+    Unsilence,
+    Resolve,
 }
 
 /// A built-in with its arguments bound.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BuiltinCall {
-    Help { topic: Option<String> },
+    Help {
+        topic: Option<String>,
+    },
     Whoami,
-    Status { check: Option<String> },
-    Audit { limit: u32 },
-    Approve { run: i64 },
-    Deny { run: i64 },
-    Cancel { run: i64 },
+    Status {
+        check: Option<String>,
+    },
+    Audit {
+        limit: u32,
+    },
+    Approve {
+        run: i64,
+    },
+    Deny {
+        run: i64,
+    },
+    Cancel {
+        run: i64,
+    },
+    Alerts,
+    Ack {
+        alert: i64,
+    },
+    Silence {
+        matchers: Vec<Matcher>,
+        duration: Duration,
+        reason: String,
+    },
+    Unsilence {
+        silence: i64,
+    },
+    Resolve {
+        alert: i64,
+    },
 }
 
 pub const AUDIT_DEFAULT: u32 = 10;
 pub const AUDIT_MAX: u32 = 100;
 
 impl Builtin {
-    pub const ALL: [Builtin; 7] = [
+    pub const ALL: [Builtin; 12] = [
         Builtin::Help,
         Builtin::Whoami,
         Builtin::Status,
@@ -39,6 +74,11 @@ impl Builtin {
         Builtin::Approve,
         Builtin::Deny,
         Builtin::Cancel,
+        Builtin::Alerts,
+        Builtin::Ack,
+        Builtin::Silence,
+        Builtin::Unsilence,
+        Builtin::Resolve,
     ];
 
     pub fn from_name(name: &str) -> Option<Builtin> {
@@ -54,6 +94,11 @@ impl Builtin {
             Builtin::Approve => "approve",
             Builtin::Deny => "deny",
             Builtin::Cancel => "cancel",
+            Builtin::Alerts => "alerts",
+            Builtin::Ack => "ack",
+            Builtin::Silence => "silence",
+            Builtin::Unsilence => "unsilence",
+            Builtin::Resolve => "resolve",
         }
     }
 
@@ -66,6 +111,11 @@ impl Builtin {
             Builtin::Approve => "/approve ID",
             Builtin::Deny => "/deny ID",
             Builtin::Cancel => "/cancel ID",
+            Builtin::Alerts => "/alerts",
+            Builtin::Ack => "/ack ID",
+            Builtin::Silence => "/silence MATCHER... DURATION [REASON]",
+            Builtin::Unsilence => "/unsilence ID",
+            Builtin::Resolve => "/resolve ID",
         }
     }
 
@@ -78,6 +128,13 @@ impl Builtin {
             Builtin::Approve => "approve a pending runbook request (approvers only)",
             Builtin::Deny => "deny a pending runbook request (approvers only)",
             Builtin::Cancel => "cancel your own pending runbook request",
+            Builtin::Alerts => "list firing alerts, newest first",
+            Builtin::Ack => "acknowledge a firing alert (stops reminders and escalation)",
+            Builtin::Silence => "silence alerts matching label=value / label=~regex for a while",
+            Builtin::Unsilence => "end a silence early",
+            Builtin::Resolve => {
+                "resolve an alert that came from a webhook (Alertmanager resolves its own)"
+            }
         }
     }
 
@@ -128,19 +185,59 @@ impl Builtin {
                 };
                 BuiltinCall::Audit { limit }
             }
-            Builtin::Approve | Builtin::Deny | Builtin::Cancel => {
-                let raw = at_most_one(&positional)?
-                    .ok_or_else(|| format!("which request? {}", usage()))?;
+            Builtin::Approve
+            | Builtin::Deny
+            | Builtin::Cancel
+            | Builtin::Ack
+            | Builtin::Unsilence
+            | Builtin::Resolve => {
+                let raw =
+                    at_most_one(&positional)?.ok_or_else(|| format!("which one? {}", usage()))?;
                 let run = raw
                     .trim_start_matches('#')
                     .parse::<i64>()
                     .ok()
                     .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("{raw:?} is not a request number; {}", usage()))?;
+                    .ok_or_else(|| format!("{raw:?} is not a number; {}", usage()))?;
                 match self {
                     Builtin::Approve => BuiltinCall::Approve { run },
                     Builtin::Deny => BuiltinCall::Deny { run },
-                    _ => BuiltinCall::Cancel { run },
+                    Builtin::Cancel => BuiltinCall::Cancel { run },
+                    Builtin::Ack => BuiltinCall::Ack { alert: run },
+                    Builtin::Unsilence => BuiltinCall::Unsilence { silence: run },
+                    _ => BuiltinCall::Resolve { alert: run },
+                }
+            }
+            Builtin::Alerts => {
+                at_most_one(&positional)?.map_or(Ok(()), |_| {
+                    Err(format!("/alerts takes no arguments; {}", usage()))
+                })?;
+                BuiltinCall::Alerts
+            }
+            Builtin::Silence => {
+                let mut matchers = Vec::new();
+                let mut rest = positional.iter();
+                let duration = loop {
+                    let Some(word) = rest.next() else {
+                        return Err(format!("how long? {}", usage()));
+                    };
+                    if word.contains('=') {
+                        matchers.push(word.parse::<Matcher>()?);
+                    } else {
+                        break parse_duration(word).map_err(|e| format!("{e}; {}", usage()))?;
+                    }
+                };
+                if matchers.is_empty() {
+                    return Err(format!("silence what? {}", usage()));
+                }
+                if duration.is_zero() || duration > Duration::from_secs(30 * 86_400) {
+                    return Err("a silence lasts between 1s and 30 days".into());
+                }
+                let reason = rest.copied().collect::<Vec<_>>().join(" ");
+                BuiltinCall::Silence {
+                    matchers,
+                    duration,
+                    reason,
                 }
             }
         })
@@ -162,6 +259,11 @@ mod tests {
             Builtin::Approve => 4,
             Builtin::Deny => 5,
             Builtin::Cancel => 6,
+            Builtin::Alerts => 7,
+            Builtin::Ack => 8,
+            Builtin::Silence => 9,
+            Builtin::Unsilence => 10,
+            Builtin::Resolve => 11,
         }
     }
 

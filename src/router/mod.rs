@@ -4,6 +4,7 @@
 //! sink), and is committed to the audit log before its reply is returned. Internal errors are
 //! logged with their cause chain; users only ever see a short sentence and the request id.
 
+mod alerting;
 pub mod authz;
 pub mod bind;
 pub mod builtins;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::actions::alerts::AlertService;
 use crate::actions::health::{self, HealthChecks};
 use crate::catalog::{ArgKind, Catalog};
 use crate::domain::{
@@ -53,6 +55,7 @@ pub struct RouterDeps {
     pub clock: Arc<dyn Clock>,
     pub health: Arc<HealthChecks>,
     pub metrics: Arc<Metrics>,
+    pub alerts: Arc<AlertService>,
     pub runner: Arc<dyn ActionRunner>,
     pub approvals: ApprovalSettings,
     /// Reads opsbot's environment (pass-through variables and secrets for runbooks).
@@ -376,6 +379,21 @@ impl Router {
                 return self.approve(ev, request_id, requester, run).await;
             }
             Call::Builtin(BuiltinCall::Deny { run }) => return self.deny(requester, run).await,
+            Call::Builtin(BuiltinCall::Alerts) => self.list_alerts().await?,
+            Call::Builtin(BuiltinCall::Ack { alert }) => return self.ack(requester, alert).await,
+            Call::Builtin(BuiltinCall::Silence {
+                matchers,
+                duration,
+                reason,
+            }) => {
+                return self.silence(requester, matchers, duration, reason).await;
+            }
+            Call::Builtin(BuiltinCall::Unsilence { silence }) => {
+                return self.unsilence(requester, silence).await;
+            }
+            Call::Builtin(BuiltinCall::Resolve { alert }) => {
+                return self.resolve(requester, alert).await;
+            }
             Call::Builtin(BuiltinCall::Cancel { run }) => {
                 return self.cancel(ev, requester, run).await;
             }

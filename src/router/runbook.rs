@@ -579,7 +579,23 @@ impl Router {
             .await
             .map_err(store_failed("finding run by message"))?
         else {
-            return Ok(None);
+            // Not an approval request: perhaps an alert group, which an approving reaction acks.
+            if !(approve && added) {
+                return Ok(None);
+            }
+            let Some(group) = self
+                .deps
+                .store
+                .group_by_message(ev.platform, &ev.channel.id, message_id)
+                .await
+                .map_err(store_failed("finding alert group by message"))?
+            else {
+                return Ok(None);
+            };
+            return Ok(Some((
+                "ack".into(),
+                self.ack_group(ev, requester, &group).await,
+            )));
         };
         if requester.person().is_none() {
             return Ok(Some((

@@ -270,6 +270,23 @@ macro_rules! impl_alert_store {
                 Ok(())
             }
 
+            async fn group_by_message(
+                &self,
+                platform: $crate::domain::Platform,
+                channel_id: &str,
+                message_id: &str,
+            ) -> Result<Option<String>, $crate::ports::StoreError> {
+                sqlx::query_scalar(
+                    "SELECT group_key FROM alert_messages WHERE platform = $1 AND channel_id = $2 AND message_id = $3",
+                )
+                .bind(platform.as_str())
+                .bind(channel_id)
+                .bind(message_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::store::backend)
+            }
+
             async fn add_silence(&self, silence: &$crate::domain::Silence) -> Result<i64, $crate::ports::StoreError> {
                 sqlx::query_scalar(
                     "INSERT INTO silences (matchers, created_by, reason, starts_at, ends_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
