@@ -9,12 +9,12 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::actions::alerts::{AlertRoute, AlertRouting, AlertService};
+use crate::actions::alerts::{AlertRoute, AlertRouting, AlertService, Escalation};
 use crate::actions::health::HealthChecks;
 use crate::adapters::console::{Console, ConsoleOutbound};
 use crate::catalog::{Catalog, CatalogErrors};
 use crate::config::{Config, LimiterBackend};
-use crate::domain::Matcher;
+use crate::domain::{Matcher, ResponseTargets};
 use crate::hooks::HookState;
 use crate::http::{self, HttpState};
 use crate::limiter::{MemoryLimiter, RedisLimiter};
@@ -158,6 +158,15 @@ impl App {
                 respond: config.builtins.responder_roles.clone(),
             },
             alerts: alerts.clone(),
+            escalation: Escalation {
+                remind_every: config.alerts.remind_every.map(|d| d.0),
+                oncall: config.alerts.oncall_role.clone(),
+            },
+            response_targets: ResponseTargets {
+                p1: config.incidents.p1_ack_within.0,
+                p2: config.incidents.p2_ack_within.0,
+                p3: config.incidents.p3_ack_within.0,
+            },
             limits: GlobalLimits {
                 global: l.global,
                 per_user: l.per_user,

@@ -47,6 +47,13 @@ enum Command {
     CheckConfig(ConfigArg),
     /// Apply database migrations and exit.
     Migrate(ConfigArg),
+    /// Print the postmortem draft (markdown) of an incident.
+    Postmortem {
+        /// Incident number.
+        id: i64,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Print recent audit records, newest first, or verify the hash chain.
     Audit {
         /// How many records to print.
@@ -126,6 +133,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load(&arg)?;
             crate::store::connect(&config.store.database_url, config.store.max_connections).await?;
             println!("ok: migrations applied");
+        }
+        Command::Postmortem { id, config } => {
+            let config = load(&config)?;
+            let app = App::build(config).await?;
+            let Some(incident) = app.store.incident(id).await? else {
+                eprintln!("error: there is no incident #{id}");
+                return Ok(ExitCode::FAILURE);
+            };
+            print!("{}", app.router.postmortem_for(&incident).await?);
         }
         Command::Audit {
             limit,

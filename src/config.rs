@@ -60,6 +60,8 @@ pub struct Config {
     #[serde(default)]
     pub alerts: AlertsConfig,
     #[serde(default)]
+    pub incidents: IncidentsConfig,
+    #[serde(default)]
     pub people: Vec<PersonConfig>,
     #[serde(default)]
     pub checks: Vec<CheckConfig>,
@@ -281,6 +283,40 @@ pub struct BuiltinsConfig {
     pub responder_roles: Vec<Role>,
 }
 
+/// Acknowledgement targets per incident severity (P4: 09:00 UTC on the next working day).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentsConfig {
+    #[serde(default = "default_p1")]
+    pub p1_ack_within: HumanDuration,
+    #[serde(default = "default_p2")]
+    pub p2_ack_within: HumanDuration,
+    #[serde(default = "default_p3")]
+    pub p3_ack_within: HumanDuration,
+}
+
+impl Default for IncidentsConfig {
+    fn default() -> Self {
+        Self {
+            p1_ack_within: default_p1(),
+            p2_ack_within: default_p2(),
+            p3_ack_within: default_p3(),
+        }
+    }
+}
+
+fn default_p1() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15 * 60))
+}
+
+fn default_p2() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+
+fn default_p3() -> HumanDuration {
+    HumanDuration(Duration::from_secs(4 * 3600))
+}
+
 /// Alert intake and routing.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -299,6 +335,10 @@ pub struct AlertsConfig {
     pub max_listed: usize,
     /// Where groups go that match no route.
     pub default_route: Option<RouteTarget>,
+    /// Re-announce unacknowledged critical alerts this often (e.g. "15m"); unset: never.
+    pub remind_every: Option<HumanDuration>,
+    /// Role mentioned in those reminders (the on-call rotation).
+    pub oncall_role: Option<String>,
     #[serde(default)]
     pub routes: Vec<AlertRouteConfig>,
 }
@@ -311,6 +351,8 @@ impl Default for AlertsConfig {
             max_body_bytes: default_max_body(),
             max_listed: default_max_listed(),
             default_route: None,
+            remind_every: None,
+            oncall_role: None,
             routes: Vec::new(),
         }
     }

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Alert, AuditEntry, AuditRecord, IncomingAlert, NewRun, Platform, RateQuota, Run, RunResult,
-    RunState, Silence, UserRef, Vote, VoteTally,
+    Alert, AuditEntry, AuditRecord, Incident, IncomingAlert, NewRun, Platform, RateQuota, Run,
+    RunResult, RunState, Silence, TimelineEntry, UserRef, Vote, VoteTally,
 };
 
 /// Failure of the store boundary. The message is for logs, never for chat.
@@ -26,7 +26,7 @@ pub enum StoreError {
 
 /// Durable state. One trait, one behaviour, whichever backend is behind it.
 #[async_trait]
-pub trait Store: RunStore + AlertStore + Send + Sync {
+pub trait Store: RunStore + AlertStore + IncidentStore + Send + Sync {
     /// Appends to the hash-chained audit log; returns once the record is committed.
     async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord, StoreError>;
     /// The newest `limit` records, newest first.
@@ -215,6 +215,18 @@ pub trait AlertStore: Send + Sync {
         message_id: &str,
         text: &str,
     ) -> Result<(), StoreError>;
+    /// Firing, unacknowledged alerts last notified (or started) before `due_before`.
+    async fn alerts_due_reminder(
+        &self,
+        due_before: DateTime<Utc>,
+    ) -> Result<Vec<(Alert, u32)>, StoreError>;
+    /// Records a reminder; false if someone else (another replica) sent it first.
+    async fn mark_alert_reminded(
+        &self,
+        id: i64,
+        previous: u32,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// The alert group shown in that chat message, if any.
     async fn group_by_message(
         &self,
@@ -259,4 +271,30 @@ pub trait ChatOutbound: Send + Sync {
         message_id: &str,
         text: &str,
     ) -> Result<(), OutboundError>;
+}
+
+/// Durable incidents and their timelines.
+#[async_trait]
+pub trait IncidentStore: Send + Sync {
+    /// Opens an incident; `None` if the channel already has an open one.
+    async fn open_incident(&self, incident: &Incident) -> Result<Option<Incident>, StoreError>;
+    async fn incident(&self, id: i64) -> Result<Option<Incident>, StoreError>;
+    async fn open_incident_in(
+        &self,
+        platform: Platform,
+        channel_id: &str,
+    ) -> Result<Option<Incident>, StoreError>;
+    async fn set_commander(&self, id: i64, commander: &str) -> Result<(), StoreError>;
+    /// Records the first acknowledgement; later ones change nothing.
+    async fn ack_incident(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Resolves an open incident; false if it was not open.
+    async fn resolve_incident(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn add_timeline(&self, id: i64, entry: &TimelineEntry) -> Result<(), StoreError>;
+    async fn timeline(&self, id: i64) -> Result<Vec<TimelineEntry>, StoreError>;
+    /// Links an alert; false if it was already linked.
+    async fn link_alert(&self, id: i64, alert_id: i64) -> Result<bool, StoreError>;
+    async fn linked_alerts(&self, id: i64) -> Result<Vec<Alert>, StoreError>;
+    /// Open, unacknowledged incidents not yet reminded about (for response-target reminders).
+    async fn unacked_incidents(&self) -> Result<Vec<Incident>, StoreError>;
+    async fn mark_reminded(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError>;
 }

@@ -3,4 +3,5 @@
 
 pub mod alerts;
 pub mod health;
+pub mod postmortem;
 pub mod render;

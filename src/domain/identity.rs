@@ -222,6 +222,10 @@ impl Directory {
         }
     }
 
+    pub fn person(&self, name: &str) -> Option<&Arc<Person>> {
+        self.by_name.get(name)
+    }
+
     pub fn len(&self) -> usize {
         self.by_name.len()
     }

@@ -7,6 +7,7 @@ mod audit;
 mod emoji;
 mod event;
 mod identity;
+mod incident;
 mod run;
 mod time;
 
@@ -18,5 +19,8 @@ pub use audit::{
 pub use emoji::normalize_emoji;
 pub use event::{ChannelRef, EventPayload, InboundEvent, Reply, RequestId};
 pub use identity::{Directory, Person, Platform, Requester, Role, UserRef};
+pub use incident::{
+    Incident, IncidentStatus, ResponseTargets, Severity, TimelineEntry, TimelineKind,
+};
 pub use run::{NewRun, Run, RunResult, RunState, Vote, VoteTally};
 pub use time::{HumanDuration, RateQuota, human_duration, parse_duration};

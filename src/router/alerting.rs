@@ -67,7 +67,12 @@ impl Router {
         Ok(out)
     }
 
-    pub(super) async fn ack(&self, requester: &Requester, id: i64) -> Result<Done, Refusal> {
+    pub(super) async fn ack(
+        &self,
+        ev: &crate::domain::InboundEvent,
+        requester: &Requester,
+        id: i64,
+    ) -> Result<Done, Refusal> {
         let store = &self.deps.store;
         let alert = store
             .alert(id)
@@ -89,6 +94,8 @@ impl Router {
             ));
         }
         self.deps.alerts.touch(&alert.incoming.group_key);
+        let what = format!("alert #{id} {} acknowledged", alert.incoming.alertname());
+        self.link_to_channel_incident(ev, id, what).await;
         Ok(Done {
             text: format!(
                 "Alert #{id} ({}) acknowledged by {name}.",

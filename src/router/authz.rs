@@ -90,9 +90,13 @@ pub fn authorize(
         }
         Target::Builtin(Builtin::Status) => (&access.status, &[]),
         Target::Builtin(Builtin::Audit) => (&access.audit, &[]),
-        Target::Builtin(Builtin::Alerts) => (&access.alerts, &[]),
+        Target::Builtin(Builtin::Alerts | Builtin::Postmortem) => (&access.alerts, &[]),
         Target::Builtin(
-            Builtin::Ack | Builtin::Silence | Builtin::Unsilence | Builtin::Resolve,
+            Builtin::Ack
+            | Builtin::Silence
+            | Builtin::Unsilence
+            | Builtin::Resolve
+            | Builtin::Incident,
         ) => (&access.respond, &[]),
         Target::Runbook(spec) => (&spec.roles, &spec.channels),
     };

@@ -4,7 +4,53 @@
 use std::time::Duration;
 
 use super::parse::Word;
-use crate::domain::{Matcher, parse_duration};
+use crate::domain::{Matcher, Severity, parse_duration};
+
+fn bind_incident(words: &[&str]) -> Result<IncidentCmd, String> {
+    let rest = |from: usize| words.get(from..).map(|w| w.join(" ")).unwrap_or_default();
+    let number = |w: Option<&&str>| -> Result<i64, String> {
+        w.and_then(|w| w.trim_start_matches('#').parse::<i64>().ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| "expected an alert number".to_owned())
+    };
+    let nonempty = |text: String, what: &str| {
+        if text.trim().is_empty() {
+            Err(format!("{what} must not be empty"))
+        } else if text.len() > 500 {
+            Err(format!("{what} is longer than 500 characters"))
+        } else {
+            Ok(text)
+        }
+    };
+    match words.first().copied() {
+        Some("open") => {
+            let severity: Severity = words.get(1).ok_or("which severity?")?.parse()?;
+            Ok(IncidentCmd::Open {
+                severity,
+                title: nonempty(rest(2), "the title")?,
+            })
+        }
+        Some("lead") => {
+            let person = words
+                .get(1)
+                .ok_or("who leads?")?
+                .trim_start_matches('@')
+                .to_owned();
+            Ok(IncidentCmd::Lead { person })
+        }
+        Some("update") => Ok(IncidentCmd::Update {
+            text: nonempty(rest(1), "the update")?,
+        }),
+        Some("status") => Ok(IncidentCmd::Status),
+        Some("link") => Ok(IncidentCmd::Link {
+            alert: number(words.get(1))?,
+        }),
+        Some("resolve") => Ok(IncidentCmd::Resolve),
+        Some("timeline") => Ok(IncidentCmd::Timeline),
+        Some(other) => Err(format!("unknown subcommand {other:?}")),
+        None => Err("which subcommand?".into()),
+    }
+}
 
 /// Built-in commands. Closed: adding one makes the compiler list every place to update.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +67,8 @@ pub enum Builtin {
     Silence,
     Unsilence,
     Resolve,
+    Incident,
+    Postmortem,
 }
 
 /// A built-in with its arguments bound.
@@ -60,13 +108,29 @@ pub enum BuiltinCall {
     Resolve {
         alert: i64,
     },
+    Incident(IncidentCmd),
+    Postmortem {
+        incident: Option<i64>,
+    },
+}
+
+/// `/incident` subcommands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IncidentCmd {
+    Open { severity: Severity, title: String },
+    Lead { person: String },
+    Update { text: String },
+    Status,
+    Link { alert: i64 },
+    Resolve,
+    Timeline,
 }
 
 pub const AUDIT_DEFAULT: u32 = 10;
 pub const AUDIT_MAX: u32 = 100;
 
 impl Builtin {
-    pub const ALL: [Builtin; 12] = [
+    pub const ALL: [Builtin; 14] = [
         Builtin::Help,
         Builtin::Whoami,
         Builtin::Status,
@@ -79,6 +143,8 @@ impl Builtin {
         Builtin::Silence,
         Builtin::Unsilence,
         Builtin::Resolve,
+        Builtin::Incident,
+        Builtin::Postmortem,
     ];
 
     pub fn from_name(name: &str) -> Option<Builtin> {
@@ -99,6 +165,8 @@ impl Builtin {
             Builtin::Silence => "silence",
             Builtin::Unsilence => "unsilence",
             Builtin::Resolve => "resolve",
+            Builtin::Incident => "incident",
+            Builtin::Postmortem => "postmortem",
         }
     }
 
@@ -116,6 +184,10 @@ impl Builtin {
             Builtin::Silence => "/silence MATCHER... DURATION [REASON]",
             Builtin::Unsilence => "/unsilence ID",
             Builtin::Resolve => "/resolve ID",
+            Builtin::Incident => {
+                "/incident open P1..P4 \"title\" | lead NAME | update \"text\" | status | link ALERT_ID | timeline | resolve"
+            }
+            Builtin::Postmortem => "/postmortem [INCIDENT_ID]",
         }
     }
 
@@ -135,6 +207,10 @@ impl Builtin {
             Builtin::Resolve => {
                 "resolve an alert that came from a webhook (Alertmanager resolves its own)"
             }
+            Builtin::Incident => {
+                "run this channel's incident: open, lead, update, status, link, timeline, resolve"
+            }
+            Builtin::Postmortem => "draft a postmortem (markdown) from an incident's timeline",
         }
     }
 
@@ -208,6 +284,19 @@ impl Builtin {
                     _ => BuiltinCall::Resolve { alert: run },
                 }
             }
+            Builtin::Incident => BuiltinCall::Incident(
+                bind_incident(&positional).map_err(|e| format!("{e}; {}", usage()))?,
+            ),
+            Builtin::Postmortem => {
+                let incident = at_most_one(&positional)?
+                    .map(|raw| {
+                        raw.trim_start_matches('#')
+                            .parse::<i64>()
+                            .map_err(|_| format!("{raw:?} is not an incident number; {}", usage()))
+                    })
+                    .transpose()?;
+                BuiltinCall::Postmortem { incident }
+            }
             Builtin::Alerts => {
                 at_most_one(&positional)?.map_or(Ok(()), |_| {
                     Err(format!("/alerts takes no arguments; {}", usage()))
@@ -264,6 +353,8 @@ mod tests {
             Builtin::Silence => 9,
             Builtin::Unsilence => 10,
             Builtin::Resolve => 11,
+            Builtin::Incident => 12,
+            Builtin::Postmortem => 13,
         }
     }
 

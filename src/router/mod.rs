@@ -8,6 +8,7 @@ mod alerting;
 pub mod authz;
 pub mod bind;
 pub mod builtins;
+mod incidents;
 pub mod parse;
 pub mod runbook;
 
@@ -18,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::actions::alerts::AlertService;
+use crate::actions::alerts::{AlertService, Escalation};
 use crate::actions::health::{self, HealthChecks};
 use crate::catalog::{ArgKind, Catalog};
 use crate::domain::{
     AuditEntry, Directory, EventPayload, InboundEvent, Outcome, RateQuota, Reply, RequestId,
-    Requester,
+    Requester, ResponseTargets,
 };
 use crate::metrics::Metrics;
 use crate::ports::{ActionRunner, Clock, EnvLookup, LimitDecision, RateLimiter, Store};
@@ -56,6 +57,8 @@ pub struct RouterDeps {
     pub health: Arc<HealthChecks>,
     pub metrics: Arc<Metrics>,
     pub alerts: Arc<AlertService>,
+    pub response_targets: ResponseTargets,
+    pub escalation: Escalation,
     pub runner: Arc<dyn ActionRunner>,
     pub approvals: ApprovalSettings,
     /// Reads opsbot's environment (pass-through variables and secrets for runbooks).
@@ -380,7 +383,15 @@ impl Router {
             }
             Call::Builtin(BuiltinCall::Deny { run }) => return self.deny(requester, run).await,
             Call::Builtin(BuiltinCall::Alerts) => self.list_alerts().await?,
-            Call::Builtin(BuiltinCall::Ack { alert }) => return self.ack(requester, alert).await,
+            Call::Builtin(BuiltinCall::Incident(cmd)) => {
+                return self.incident(ev, requester, cmd).await;
+            }
+            Call::Builtin(BuiltinCall::Postmortem { incident }) => {
+                self.postmortem(ev, incident).await?
+            }
+            Call::Builtin(BuiltinCall::Ack { alert }) => {
+                return self.ack(ev, requester, alert).await;
+            }
             Call::Builtin(BuiltinCall::Silence {
                 matchers,
                 duration,
@@ -512,13 +523,14 @@ impl Router {
             }
         };
         let mut outcome_final = outcome;
+        let detail_for_timeline = detail.clone();
         let entry = AuditEntry {
             request_id: request_id.clone(),
             at: self.deps.clock.now(),
             actor: ev.user.to_string(),
             channel: format!("{}:{}", ev.platform, ev.channel.id),
             command: attempt.command.clone(),
-            args: attempt.args,
+            args: attempt.args.clone(),
             outcome,
             detail,
         };
@@ -535,6 +547,25 @@ impl Router {
                     "I could not record this request in the audit log, so I did not act on it (request id {request_id})."
                 ),
             });
+        }
+        if outcome_final == Outcome::Ok
+            && on_timeline(
+                &attempt.command,
+                self.deps.catalog.get(&attempt.command).is_some(),
+            )
+        {
+            let args = if attempt.args.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", attempt.args)
+            };
+            let note = if detail_for_timeline.is_empty() {
+                String::new()
+            } else {
+                format!(" ({detail_for_timeline})")
+            };
+            self.record_on_incident(ev, format!("/{}{args}{note}", attempt.command))
+                .await;
         }
         let elapsed = started.elapsed();
         let label = if Builtin::from_name(&attempt.command).is_some()
@@ -571,6 +602,35 @@ impl Router {
                 None
             },
         }
+    }
+}
+
+/// Whether a successful command belongs on the channel's incident timeline: anything that
+/// changes something (runbooks, approvals, acks, silences), not look-ups.
+fn on_timeline(command: &str, is_runbook: bool) -> bool {
+    if is_runbook {
+        return true;
+    }
+    match Builtin::from_name(command) {
+        Some(
+            Builtin::Approve
+            | Builtin::Deny
+            | Builtin::Cancel
+            | Builtin::Ack
+            | Builtin::Silence
+            | Builtin::Unsilence
+            | Builtin::Resolve,
+        ) => true,
+        Some(
+            Builtin::Help
+            | Builtin::Whoami
+            | Builtin::Status
+            | Builtin::Audit
+            | Builtin::Alerts
+            | Builtin::Incident
+            | Builtin::Postmortem,
+        )
+        | None => false,
     }
 }
 

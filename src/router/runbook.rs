@@ -826,6 +826,29 @@ impl Router {
                 ),
             ));
         }
+        if let Err(e) = self.deps.alerts.remind(&self.deps.escalation).await {
+            warn!(error = %e, "alert reminders failed");
+        }
+        for i in self.deps.store.unacked_incidents().await? {
+            let due = i.severity.ack_due(i.opened_at, &self.deps.response_targets);
+            if now >= due {
+                self.deps.store.mark_reminded(i.id, now).await?;
+                notices.push(Notice {
+                    platform: i.platform,
+                    channel_id: i.channel_id.clone(),
+                    thread: None,
+                    text: format!(
+                        "⏰ Incident #{} ({} \"{}\") passed its acknowledgement target at {} UTC without an update. \
+                         {}: /incident update \"...\" to acknowledge.",
+                        i.id,
+                        i.severity,
+                        i.title,
+                        due.format("%H:%M"),
+                        i.commander
+                    ),
+                });
+            }
+        }
         Ok(notices)
     }
 

@@ -270,6 +270,47 @@ macro_rules! impl_alert_store {
                 Ok(())
             }
 
+            async fn alerts_due_reminder(
+                &self,
+                due_before: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Vec<($crate::domain::Alert, u32)>, $crate::ports::StoreError> {
+                use $crate::store::alerts::{AlertRow, SELECT_ALERT};
+                #[derive(sqlx::FromRow)]
+                struct Due {
+                    #[sqlx(flatten)]
+                    row: AlertRow,
+                    reminders: i32,
+                }
+                let select = SELECT_ALERT.replace(" FROM alerts", ", reminders FROM alerts");
+                let rows: Vec<Due> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "{select} WHERE status = 'firing' AND acked_by IS NULL AND COALESCE(reminded_at, first_seen) < $1 ORDER BY id LIMIT 500"
+                )))
+                .bind(due_before.timestamp_micros())
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::store::backend)?;
+                rows.into_iter()
+                    .map(|d| Ok((d.row.into_alert()?, d.reminders.max(0) as u32)))
+                    .collect()
+            }
+
+            async fn mark_alert_reminded(
+                &self,
+                id: i64,
+                previous: u32,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<bool, $crate::ports::StoreError> {
+                let n = sqlx::query("UPDATE alerts SET reminded_at = $1, reminders = reminders + 1 WHERE id = $2 AND reminders = $3")
+                    .bind(at.timestamp_micros())
+                    .bind(id)
+                    .bind(previous as i32)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::backend)?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+
             async fn group_by_message(
                 &self,
                 platform: $crate::domain::Platform,

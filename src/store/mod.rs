@@ -5,6 +5,7 @@
 pub(crate) mod alerts;
 mod audit;
 mod batch;
+pub(crate) mod incidents;
 pub mod postgres;
 #[macro_use]
 pub(crate) mod runs;

@@ -74,3 +74,4 @@ impl BatchWrite for Writer {
 super::audit::impl_audit_store!(PostgresStore);
 super::runs::impl_run_store!(PostgresStore);
 super::alerts::impl_alert_store!(PostgresStore);
+super::incidents::impl_incident_store!(PostgresStore);

@@ -71,3 +71,4 @@ impl BatchWrite for Writer {
 super::audit::impl_audit_store!(SqliteStore);
 super::runs::impl_run_store!(SqliteStore);
 super::alerts::impl_alert_store!(SqliteStore);
+super::incidents::impl_incident_store!(SqliteStore);

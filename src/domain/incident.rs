@@ -1,0 +1,210 @@
+//! Incidents: severity with its response target, the lifecycle (open -> resolved), and the
+//! timeline of everything that happened, from which the postmortem draft is rendered.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, Duration as ChronoDuration, Utc, Weekday};
+
+use super::identity::Platform;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    P1,
+    P2,
+    P3,
+    P4,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::P1 => "P1",
+            Severity::P2 => "P2",
+            Severity::P3 => "P3",
+            Severity::P4 => "P4",
+        }
+    }
+
+    /// When acknowledgement is due for an incident opened at `opened`, given the configured
+    /// targets for P1-P3. P4 is due at 09:00 UTC on the next working day.
+    pub fn ack_due(self, opened: DateTime<Utc>, targets: &ResponseTargets) -> DateTime<Utc> {
+        let after = |d: Duration| opened + ChronoDuration::from_std(d).unwrap_or_default();
+        match self {
+            Severity::P1 => after(targets.p1),
+            Severity::P2 => after(targets.p2),
+            Severity::P3 => after(targets.p3),
+            Severity::P4 => next_working_day_9am(opened),
+        }
+    }
+}
+
+fn next_working_day_9am(from: DateTime<Utc>) -> DateTime<Utc> {
+    let mut day = from.date_naive().succ_opt().unwrap_or(from.date_naive());
+    while matches!(day.weekday(), Weekday::Sat | Weekday::Sun) {
+        day = day.succ_opt().unwrap_or(day);
+    }
+    day.and_hms_opt(9, 0, 0).map_or(from, |t| t.and_utc())
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "P1" => Ok(Severity::P1),
+            "P2" => Ok(Severity::P2),
+            "P3" => Ok(Severity::P3),
+            "P4" => Ok(Severity::P4),
+            _ => Err(format!("severity {s:?} must be P1, P2, P3 or P4")),
+        }
+    }
+}
+
+/// How soon an incident must be acknowledged, per severity (P4: next working day).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseTargets {
+    pub p1: Duration,
+    pub p2: Duration,
+    pub p3: Duration,
+}
+
+impl Default for ResponseTargets {
+    fn default() -> Self {
+        Self {
+            p1: Duration::from_secs(15 * 60),
+            p2: Duration::from_secs(3600),
+            p3: Duration::from_secs(4 * 3600),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IncidentStatus {
+    Open,
+    Resolved,
+}
+
+impl IncidentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentStatus::Open => "open",
+            IncidentStatus::Resolved => "resolved",
+        }
+    }
+}
+
+impl FromStr for IncidentStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(IncidentStatus::Open),
+            "resolved" => Ok(IncidentStatus::Resolved),
+            other => Err(format!("unknown incident status {other:?}")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incident {
+    pub id: i64,
+    pub title: String,
+    pub severity: Severity,
+    pub status: IncidentStatus,
+    /// The incident commander (a person's name).
+    pub commander: String,
+    pub platform: Platform,
+    pub channel_id: String,
+    pub opened_by: String,
+    pub opened_at: DateTime<Utc>,
+    pub acked_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// What a timeline entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimelineKind {
+    Opened,
+    Update,
+    Lead,
+    Alert,
+    Command,
+    Resolved,
+}
+
+impl TimelineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimelineKind::Opened => "opened",
+            TimelineKind::Update => "update",
+            TimelineKind::Lead => "lead",
+            TimelineKind::Alert => "alert",
+            TimelineKind::Command => "command",
+            TimelineKind::Resolved => "resolved",
+        }
+    }
+}
+
+impl FromStr for TimelineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            TimelineKind::Opened,
+            TimelineKind::Update,
+            TimelineKind::Lead,
+            TimelineKind::Alert,
+            TimelineKind::Command,
+            TimelineKind::Resolved,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| format!("unknown timeline kind {s:?}"))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    pub kind: TimelineKind,
+    pub actor: String,
+    pub text: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_targets() {
+        let t = ResponseTargets::default();
+        // Friday 2026-11-27 16:00 UTC.
+        let fri = DateTime::parse_from_rfc3339("2026-11-27T16:00:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            Severity::P1.ack_due(fri, &t),
+            fri + ChronoDuration::minutes(15)
+        );
+        assert_eq!(
+            Severity::P2.ack_due(fri, &t),
+            fri + ChronoDuration::hours(1)
+        );
+        assert_eq!(
+            Severity::P3.ack_due(fri, &t),
+            fri + ChronoDuration::hours(4)
+        );
+        assert_eq!(
+            Severity::P4.ack_due(fri, &t).to_rfc3339(),
+            "2026-11-30T09:00:00+00:00",
+            "next working day is Monday"
+        );
+        assert!("p5".parse::<Severity>().is_err());
+        assert_eq!("p2".parse::<Severity>(), Ok(Severity::P2));
+    }
+}

@@ -1,0 +1,271 @@
+//! Incidents end to end: open, lead, update, linked alerts, commands on the timeline,
+//! resolve, response-target reminders, alert escalation and the postmortem draft.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use opsbot::app::Overrides;
+use opsbot::ports::FakeClock;
+use support::{Outbound, RecordingOutbound, TestApp, am_fixture, spawn_app_with};
+
+const CONFIG: &str = r#"
+[builtins]
+status_roles = ["sre"]
+alerts_roles = ["sre", "viewer"]
+responder_roles = ["sre"]
+
+[[people]]
+name = "alice"
+roles = ["sre"]
+identities = ["console:alice"]
+
+[[people]]
+name = "bob"
+roles = ["sre"]
+identities = ["console:bob"]
+
+[[people]]
+name = "carol"
+roles = ["viewer"]
+identities = ["console:carol"]
+
+[alerts]
+alertmanager_token = "tok"
+remind_every = "10m"
+oncall_role = "sre"
+default_route = { platform = "console", channel = "incident-1" }
+"#;
+
+const FLUSH: &str = r#"
+name = "flush"
+summary = "Flush the cache"
+roles = ["sre"]
+[action]
+kind = "exec"
+argv = ["true"]
+timeout = "10s"
+"#;
+
+async fn app(clock: Arc<FakeClock>) -> (TestApp, Arc<RecordingOutbound>) {
+    let chat = Arc::new(RecordingOutbound::default());
+    let overrides = Overrides {
+        clock: Some(clock),
+        outbound: Some(chat.clone()),
+        ..Default::default()
+    };
+    (
+        spawn_app_with(CONFIG, &[("flush.toml", FLUSH)], overrides).await,
+        chat,
+    )
+}
+
+async fn say(app: &TestApp, who: &str, text: &str) -> String {
+    app.say_in(who, "incident-1", text)
+        .await
+        .reply
+        .map(|r| r.text)
+        .unwrap_or_default()
+}
+
+async fn fire(app: &TestApp) {
+    let resp = reqwest::Client::new()
+        .post(app.url("/hooks/alertmanager"))
+        .bearer_auth("tok")
+        .body(am_fixture("01-firing-single.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn incident_from_open_to_postmortem() {
+    let clock = Arc::new(FakeClock::new(Utc::now()));
+    let (app, chat) = app(clock.clone()).await;
+    fire(&app).await;
+    chat.wait_until("alert posted", |m| !m.is_empty()).await;
+    let alert = app.store.active_alerts(1).await.unwrap()[0].id;
+
+    clock.advance(Duration::from_secs(120));
+    let opened = say(&app, "alice", "/incident open P1 checkout failing").await;
+    assert!(
+        opened.starts_with("🚨 Incident #1 opened: P1 \"checkout failing\". Commander: alice."),
+        "{opened}"
+    );
+    assert!(
+        say(&app, "bob", "/incident open P2 another")
+            .await
+            .contains("already has open incident #1")
+    );
+    assert!(
+        say(&app, "carol", "/incident update hi")
+            .await
+            .contains("needs one of the roles sre")
+    );
+
+    clock.advance(Duration::from_secs(180));
+    assert_eq!(
+        say(&app, "bob", "/incident lead bob").await,
+        "bob now leads incident #1."
+    );
+    assert!(
+        say(&app, "bob", "/incident lead nobody")
+            .await
+            .contains("no person named")
+    );
+    // Acking an alert in the incident channel links it.
+    assert!(
+        say(&app, "bob", &format!("/ack {alert}"))
+            .await
+            .contains("acknowledged by bob")
+    );
+    clock.advance(Duration::from_secs(60));
+    let update = say(
+        &app,
+        "bob",
+        "/incident update \"rolled back api, error rate falling\"",
+    )
+    .await;
+    assert_eq!(
+        update,
+        "📣 Incident #1 update from bob: rolled back api, error rate falling"
+    );
+    // A runbook run lands on the timeline.
+    assert!(say(&app, "alice", "/flush").await.contains("succeeded"));
+
+    let status = say(&app, "carol", "/incident status").await;
+    assert!(
+        status.contains("needs one of the roles"),
+        "viewers cannot run /incident: {status}"
+    );
+    let status = say(&app, "alice", "/incident status").await;
+    assert!(status.starts_with("Incident #1 P1 \"checkout failing\" — open for 4m, commander bob. Acknowledged after 3m."), "{status}");
+    assert!(
+        status.contains("1 linked alert(s), 1 firing.") && status.contains("Last update"),
+        "{status}"
+    );
+
+    let timeline = say(&app, "alice", "/incident timeline").await;
+    for expected in [
+        "opened · alice: P1 \"checkout failing\" opened",
+        "lead · bob: bob is now commander",
+        "alert · bob: alert #1 HighCPU acknowledged",
+        "update · bob: rolled back api",
+        "command · alice: /flush",
+    ] {
+        assert!(
+            timeline.contains(expected),
+            "missing {expected:?} in:\n{timeline}"
+        );
+    }
+
+    clock.advance(Duration::from_secs(600));
+    let resolved = say(&app, "bob", "/incident resolve").await;
+    assert!(
+        resolved.starts_with("✅ Incident #1 resolved by bob after 14m (acknowledged after 3m)."),
+        "{resolved}"
+    );
+    assert!(
+        say(&app, "bob", "/incident status")
+            .await
+            .contains("no open incident")
+    );
+
+    let pm = say(&app, "carol", "/postmortem 1").await;
+    assert!(
+        pm.starts_with("# Postmortem: checkout failing (incident #1, P1)"),
+        "{pm}"
+    );
+    for expected in [
+        "| Time to acknowledge | 3m |",
+        "| Time to resolve | 14m |",
+        "## Timeline",
+        "## Actions taken",
+        "/flush",
+        "## Root cause",
+        "## Follow-ups",
+        "#1 HighCPU [critical]",
+    ] {
+        assert!(pm.contains(expected), "missing {expected:?} in:\n{pm}");
+    }
+    assert!(
+        pm.contains("| Time to detect (first alert → incident opened) |"),
+        "{pm}"
+    );
+}
+
+#[tokio::test]
+async fn unacknowledged_incidents_and_critical_alerts_are_reminded_once_per_interval() {
+    let clock = Arc::new(FakeClock::new(Utc::now()));
+    let (app, chat) = app(clock.clone()).await;
+    say(&app, "alice", "/incident open P1 db down").await;
+    fire(&app).await;
+    chat.wait_until("alert posted", |m| !m.is_empty()).await;
+
+    clock.advance(Duration::from_secs(14 * 60));
+    assert!(app.router.sweep().await.unwrap().is_empty());
+    clock.advance(Duration::from_secs(2 * 60));
+    let notices = app.router.sweep().await.unwrap();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0]
+            .text
+            .starts_with("⏰ Incident #1 (P1 \"db down\") passed its acknowledgement target"),
+        "{}",
+        notices[0].text
+    );
+    assert!(
+        app.router.sweep().await.unwrap().is_empty(),
+        "reminded once"
+    );
+
+    // The critical alert was re-announced with the on-call mention, once per interval.
+    let reminders = |m: &[Outbound]| {
+        m.iter()
+            .filter(|x| matches!(x, Outbound::Post { text, .. } if text.starts_with("⏰ Reminder")))
+            .count()
+    };
+    let msgs = chat.wait_until("a reminder", |m| reminders(m) == 1).await;
+    assert!(msgs.iter().any(|m| matches!(m, Outbound::Post { text, .. } if text.contains("@sre:") && text.contains("/ack 1"))));
+    app.router.sweep().await.unwrap();
+    assert_eq!(reminders(&chat.messages()), 1);
+    clock.advance(Duration::from_secs(11 * 60));
+    app.router.sweep().await.unwrap();
+    assert_eq!(reminders(&chat.messages()), 2);
+    // Acknowledging stops them.
+    say(&app, "bob", "/ack 1").await;
+    clock.advance(Duration::from_secs(11 * 60));
+    app.router.sweep().await.unwrap();
+    assert_eq!(reminders(&chat.messages()), 2);
+}
+
+#[tokio::test]
+async fn postmortem_from_the_command_line() {
+    let clock = Arc::new(FakeClock::new(Utc::now()));
+    let (app, _chat) = app(clock.clone()).await;
+    say(&app, "alice", "/incident open P3 slow search").await;
+    say(&app, "alice", "/incident resolve").await;
+    let config = app.dir.path().join("config.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_opsbot"))
+        .args(["postmortem", "1", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        md.starts_with("# Postmortem: slow search (incident #1, P3)"),
+        "{md}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_opsbot"))
+        .args(["postmortem", "9", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
