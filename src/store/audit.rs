@@ -12,25 +12,29 @@ macro_rules! append_to_chain {
                 .await
                 .map_err($crate::store::backend)?;
         let records = $crate::store::batch::extend_chain(head, $entries);
-        for rec in &records {
-            sqlx::query(
-                "INSERT INTO audit_log (seq, request_id, at, actor, channel, command, args, outcome, detail, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(rec.seq)
-            .bind(rec.entry.request_id.as_str())
-            .bind(rec.entry.at.timestamp_micros())
-            .bind(&rec.entry.actor)
-            .bind(&rec.entry.channel)
-            .bind(&rec.entry.command)
-            .bind(&rec.entry.args)
-            .bind(rec.entry.outcome.as_str())
-            .bind(&rec.entry.detail)
-            .bind(&rec.prev_hash)
-            .bind(&rec.hash)
-            .execute(&mut *$tx)
-            .await
-            .map_err($crate::store::backend)?;
+        // One multi-row INSERT per batch: each statement is a round trip to the driver.
+        if !records.is_empty() {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO audit_log (seq, request_id, at, actor, channel, command, args, outcome, detail, prev_hash, hash) ",
+            );
+            insert.push_values(&records, |mut row, rec| {
+                row.push_bind(rec.seq)
+                    .push_bind(rec.entry.request_id.as_str().to_owned())
+                    .push_bind(rec.entry.at.timestamp_micros())
+                    .push_bind(rec.entry.actor.clone())
+                    .push_bind(rec.entry.channel.clone())
+                    .push_bind(rec.entry.command.clone())
+                    .push_bind(rec.entry.args.clone())
+                    .push_bind(rec.entry.outcome.as_str())
+                    .push_bind(rec.entry.detail.clone())
+                    .push_bind(rec.prev_hash.clone())
+                    .push_bind(rec.hash.clone());
+            });
+            insert
+                .build()
+                .execute(&mut *$tx)
+                .await
+                .map_err($crate::store::backend)?;
         }
         records
     }};

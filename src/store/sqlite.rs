@@ -18,7 +18,14 @@ use crate::ports::StoreError;
 pub struct SqliteStore {
     pool: SqlitePool,
     batcher: AuditBatcher,
+    /// Stops the background checkpointer when the store goes away.
+    _checkpointer: tokio_util::sync::DropGuard,
 }
+
+/// How often the WAL is checkpointed in the background. SQLite's automatic checkpoint would
+/// run inside the audit writer's commit and stall every waiting command on its fsyncs
+/// (docs/benchmarks.md); a passive checkpoint from another connection never blocks writers.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 struct Writer {
     pool: SqlitePool,
@@ -34,6 +41,7 @@ impl SqliteStore {
             // WAL + NORMAL survives a process crash; only an OS crash can lose the last commits.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
+            .pragma("wal_autocheckpoint", "0")
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -45,13 +53,38 @@ impl SqliteStore {
             .await
             .map_err(migrate_error)?;
         let batcher = AuditBatcher::spawn(Arc::new(Writer { pool: pool.clone() }));
-        Ok(Self { pool, batcher })
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(checkpoint_forever(pool.clone(), stop.clone()));
+        Ok(Self {
+            pool,
+            batcher,
+            _checkpointer: stop.drop_guard(),
+        })
     }
 
     /// The pool, for tests that need to reach under the trait (e.g. to tamper with records).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+async fn checkpoint_forever(pool: SqlitePool, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                    tracing::warn!(error = %e, "SQLite checkpoint failed");
+                }
+            }
+        }
+    }
+    // Leave a short WAL behind for the next start.
+    let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await;
 }
 
 #[async_trait]
