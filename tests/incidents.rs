@@ -269,3 +269,19 @@ async fn postmortem_from_the_command_line() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[tokio::test]
+async fn alerts_routed_to_an_incident_channel_are_linked_automatically() {
+    let clock = Arc::new(FakeClock::new(Utc::now()));
+    let (app, chat) = app(clock.clone()).await;
+    say(&app, "alice", "/incident open P2 api errors").await;
+    fire(&app).await;
+    chat.wait_until("alert posted", |m| !m.is_empty()).await;
+    let status = say(&app, "alice", "/incident status").await;
+    assert!(status.contains("1 linked alert(s), 1 firing."), "{status}");
+    let timeline = say(&app, "alice", "/incident timeline").await;
+    assert!(
+        timeline.contains("alert · opsbot: alert #1 HighCPU [critical] firing"),
+        "{timeline}"
+    );
+}

@@ -126,6 +126,7 @@ impl AlertService {
             .iter()
             .all(|a| a.incoming.status == AlertStatus::Resolved || silenced.contains(&a.id));
         for target in self.routing.targets(&common_labels(&alerts)) {
+            self.link_to_open_incident(&target, &alerts).await?;
             let existing = self
                 .store
                 .group_message(group_key, target.platform, &target.channel_id)
@@ -213,6 +214,43 @@ impl AlertService {
             sent += 1;
         }
         Ok(sent)
+    }
+}
+
+impl AlertService {
+    /// Alerts routed to a channel with an open incident become part of that incident.
+    async fn link_to_open_incident(
+        &self,
+        target: &OutboundTarget,
+        alerts: &[Alert],
+    ) -> Result<(), StoreError> {
+        let Some(incident) = self
+            .store
+            .open_incident_in(target.platform, &target.channel_id)
+            .await?
+        else {
+            return Ok(());
+        };
+        for a in alerts
+            .iter()
+            .filter(|a| a.incoming.status == AlertStatus::Firing)
+        {
+            if self.store.link_alert(incident.id, a.id).await? {
+                let entry = crate::domain::TimelineEntry {
+                    at: self.clock.now(),
+                    kind: crate::domain::TimelineKind::Alert,
+                    actor: "opsbot".into(),
+                    text: format!(
+                        "alert #{} {} [{}] firing",
+                        a.id,
+                        a.incoming.alertname(),
+                        a.severity()
+                    ),
+                };
+                self.store.add_timeline(incident.id, &entry).await?;
+            }
+        }
+        Ok(())
     }
 }
 
