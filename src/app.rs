@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::alerts::{AlertRoute, AlertRouting, AlertService, Escalation};
-use crate::actions::health::HealthChecks;
+use crate::actions::health::{HealthChecks, HealthMonitor};
 use crate::adapters::console::{Console, ConsoleOutbound};
 use crate::catalog::{Catalog, CatalogErrors};
 use crate::config::{Config, LimiterBackend};
@@ -18,6 +18,7 @@ use crate::domain::{Matcher, ResponseTargets};
 use crate::hooks::HookState;
 use crate::http::{self, HttpState};
 use crate::limiter::{MemoryLimiter, RedisLimiter};
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::ports::{
     ChatOutbound, Clock, EnvLookup, OutboundTarget, RateLimiter, Store, StoreError, SystemClock,
@@ -57,6 +58,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub alerts: Arc<AlertService>,
+    pub liveness: Arc<Liveness>,
+    health: Arc<HealthChecks>,
     clock: Arc<dyn Clock>,
 }
 
@@ -136,6 +139,7 @@ impl App {
             }
         };
         let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(HealthChecks::new(checks));
         let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let outbound: Arc<dyn ChatOutbound> = overrides
             .outbound
@@ -176,7 +180,7 @@ impl App {
             limiter,
             store: store.clone(),
             clock: clock.clone(),
-            health: Arc::new(HealthChecks::new(checks)),
+            health: health.clone(),
             metrics: metrics.clone(),
             runner: Arc::new(ProcessRunner::new().map_err(StartupError::Config)?),
             approvals: ApprovalSettings {
@@ -195,6 +199,8 @@ impl App {
             store,
             metrics,
             alerts,
+            liveness: Arc::new(Liveness::default()),
+            health,
             clock,
         })
     }
@@ -210,6 +216,7 @@ impl App {
                 clock: self.clock.clone(),
             },
             max_body_bytes: self.config.alerts.max_body_bytes,
+            liveness: self.liveness.clone(),
         }
     }
 
@@ -231,7 +238,32 @@ impl App {
         })?;
         tracing::info!(%addr, commands = self.router.catalog().len(), "opsbot serving HTTP");
         let http = tokio::spawn(http::serve(listener, self.http_state(), shutdown.clone()));
-        tokio::spawn(sweep_forever(self.router.clone(), shutdown.clone()));
+        tokio::spawn(sweep_forever(
+            self.router.clone(),
+            self.liveness.clone(),
+            shutdown.clone(),
+        ));
+        if let Some(every) = self.config.health.every {
+            let monitor =
+                HealthMonitor::new(self.config.health.fail_after, &self.config.health.severity);
+            tokio::spawn(monitor_forever(
+                self.health.clone(),
+                monitor,
+                self.alerts.clone(),
+                self.clock.clone(),
+                every.0,
+                self.liveness.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let Some(url) = self.config.health.heartbeat_url.clone() {
+            tokio::spawn(heartbeat_forever(
+                url,
+                self.config.health.heartbeat_every.0,
+                self.liveness.clone(),
+                shutdown.clone(),
+            ));
+        }
         let console_user = self
             .config
             .console
@@ -305,19 +337,72 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Expires stale approval requests and reports interrupted runs until shutdown. Chat
 /// platforms will post these notices to their channels; until then they are logged.
-async fn sweep_forever(router: Arc<Router>, shutdown: CancellationToken) {
+async fn sweep_forever(router: Arc<Router>, liveness: Arc<Liveness>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => match router.sweep().await {
                 Ok(notices) => {
+                    liveness.tick("sweeper", SWEEP_EVERY);
                     for n in notices {
                         tracing::warn!(platform = %n.platform, channel = %n.channel_id, "{}", n.text);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "sweeping runbook requests failed"),
             },
+        }
+    }
+}
+
+/// Runs the health checks on a schedule and turns state changes into alerts.
+async fn monitor_forever(
+    checks: Arc<HealthChecks>,
+    mut monitor: HealthMonitor,
+    alerts: Arc<AlertService>,
+    clock: Arc<dyn Clock>,
+    every: std::time::Duration,
+    liveness: Arc<Liveness>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let results = checks.run(None).await;
+                let changes = monitor.observe(&results, clock.now());
+                if !changes.is_empty()
+                    && let Err(e) = alerts.ingest(changes).await
+                {
+                    tracing::error!(error = %e, "could not store health-check alerts");
+                }
+                liveness.tick("health scheduler", every);
+            }
+        }
+    }
+}
+
+/// Pings the configured heartbeat URL, an external dead-man's switch for opsbot itself.
+async fn heartbeat_forever(
+    url: secrecy::SecretString,
+    every: std::time::Duration,
+    liveness: Arc<Liveness>,
+    shutdown: CancellationToken,
+) {
+    let client = reqwest::Client::new();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                match client.get(url.expose_secret()).timeout(every).send().await {
+                    Ok(r) if r.status().is_success() => liveness.tick("heartbeat", every),
+                    Ok(r) => tracing::warn!(status = r.status().as_u16(), "heartbeat ping rejected"),
+                    Err(e) => tracing::warn!(error = %e.without_url(), "heartbeat ping failed"),
+                }
+            }
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct Config {
     #[serde(default)]
     pub incidents: IncidentsConfig,
     #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
     pub people: Vec<PersonConfig>,
     #[serde(default)]
     pub checks: Vec<CheckConfig>,
@@ -281,6 +283,48 @@ pub struct BuiltinsConfig {
     /// May act on alerts (`/ack`, `/silence`, `/unsilence`, `/resolve`).
     #[serde(default)]
     pub responder_roles: Vec<Role>,
+}
+
+/// Scheduled health checks and the bot's own dead-man's switch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Run every `[[checks]]` this often and raise alerts on state changes; unset: only `/status`.
+    pub every: Option<HumanDuration>,
+    /// Consecutive failures before a check's alert fires (flap damping).
+    #[serde(default = "default_fail_after")]
+    pub fail_after: u32,
+    /// `severity` label of health-check alerts.
+    #[serde(default = "default_check_severity")]
+    pub severity: String,
+    /// Pinged (GET) on an interval so an external monitor notices when opsbot stops.
+    pub heartbeat_url: Option<SecretString>,
+    #[serde(default = "default_heartbeat_every")]
+    pub heartbeat_every: HumanDuration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            every: None,
+            fail_after: default_fail_after(),
+            severity: default_check_severity(),
+            heartbeat_url: None,
+            heartbeat_every: default_heartbeat_every(),
+        }
+    }
+}
+
+fn default_fail_after() -> u32 {
+    3
+}
+
+fn default_check_severity() -> String {
+    "critical".into()
+}
+
+fn default_heartbeat_every() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 /// Acknowledgement targets per incident severity (P4: 09:00 UTC on the next working day).

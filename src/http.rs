@@ -22,6 +22,7 @@ pub struct HttpState {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub hooks: HookState,
+    pub liveness: Arc<crate::liveness::Liveness>,
     /// Largest accepted request body (webhooks).
     pub max_body_bytes: usize,
 }
@@ -56,20 +57,29 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready\nstore: ok\n".to_owned()),
+    let store = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => "ok".to_owned(),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: store unreachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not ready\nstore: unreachable\n".to_owned(),
-            )
+            "unreachable".to_owned()
         }
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready\nstore: timed out\n".to_owned(),
-        ),
+        Err(_) => "timed out".to_owned(),
+    };
+    let stalled = state.liveness.stalled();
+    let ready = store == "ok" && stalled.is_empty();
+    let mut body = format!(
+        "{}\nstore: {store}\n",
+        if ready { "ready" } else { "not ready" }
+    );
+    for (name, secs) in stalled {
+        body.push_str(&format!("{name}: stalled ({secs}s since last run)\n"));
     }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body)
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {

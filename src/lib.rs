@@ -14,6 +14,7 @@ pub mod domain;
 pub mod hooks;
 pub mod http;
 pub mod limiter;
+pub mod liveness;
 pub mod metrics;
 pub mod ports;
 pub mod probes;

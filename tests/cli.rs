@@ -442,3 +442,56 @@ fn secrets_from_env_never_reach_chat_or_logs() {
         "secret in logs:\n{stderr}"
     );
 }
+
+#[tokio::test]
+async fn serve_schedules_checks_raises_alerts_and_pings_its_heartbeat() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pings = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = pings.clone();
+    let app = axum::Router::new().route(
+        "/ping",
+        axum::routing::get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { "ok" }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hb = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = closed.local_addr().unwrap().port();
+    drop(closed);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), dead_port);
+    let mut text_cfg = std::fs::read_to_string(&config).unwrap();
+    text_cfg.push_str(&format!(
+        "[health]\nevery = \"100ms\"\nfail_after = 2\nheartbeat_url = \"http://{hb}/ping\"\nheartbeat_every = \"100ms\"\n\
+         [alerts]\ndefault_route = {{ platform = \"console\", channel = \"ops\" }}\n"
+    ));
+    std::fs::write(&config, text_cfg).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsbot"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let fired = wait_for_line(child.stdout.take().unwrap(), |l| {
+        l.contains("HealthCheckFailed")
+    });
+    let line = fired
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("a health-check alert is posted");
+    assert!(line.starts_with("[#ops message a1] 🔥 FIRING 1"), "{line}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pings.load(Ordering::SeqCst) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "heartbeat was never pinged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::domain::human_duration;
+use crate::domain::{AlertSource, AlertStatus, IncomingAlert, human_duration};
 use crate::ports::Probe;
 
 /// One configured check.
@@ -107,6 +107,95 @@ async fn run_one(check: &HealthCheck) -> CheckResult {
         state,
         latency: started.elapsed(),
         detail: detail.chars().take(MAX_DETAIL_CHARS).collect(),
+    }
+}
+
+/// Turns scheduled check results into alerts, with flap damping: a check fires only after
+/// `fail_after` consecutive failures, and resolves on its first success after that.
+#[derive(Debug)]
+pub struct HealthMonitor {
+    fail_after: u32,
+    severity: String,
+    tracks: std::collections::HashMap<String, Track>,
+}
+
+#[derive(Debug, Default)]
+struct Track {
+    failures: u32,
+    firing: bool,
+}
+
+/// Alert group all health-check alerts share.
+pub const HEALTH_GROUP: &str = "opsbot:healthchecks";
+
+impl HealthMonitor {
+    pub fn new(fail_after: u32, severity: &str) -> Self {
+        Self {
+            fail_after: fail_after.max(1),
+            severity: severity.to_owned(),
+            tracks: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The alerts (firing or resolved) these results cause; empty when nothing changed.
+    pub fn observe(
+        &mut self,
+        results: &[CheckResult],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<IncomingAlert> {
+        let mut changes = Vec::new();
+        for r in results {
+            let track = self.tracks.entry(r.name.clone()).or_default();
+            let status = match r.state {
+                CheckState::Up => {
+                    track.failures = 0;
+                    if !track.firing {
+                        continue;
+                    }
+                    track.firing = false;
+                    AlertStatus::Resolved
+                }
+                CheckState::Down | CheckState::TimedOut => {
+                    track.failures = track.failures.saturating_add(1);
+                    if track.firing || track.failures < self.fail_after {
+                        continue;
+                    }
+                    track.firing = true;
+                    AlertStatus::Firing
+                }
+            };
+            let labels = [
+                ("alertname", "HealthCheckFailed"),
+                ("check", r.name.as_str()),
+                ("kind", r.kind),
+                ("severity", self.severity.as_str()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+            let summary = match status {
+                AlertStatus::Firing => format!(
+                    "{} is {} ({}): {}",
+                    r.name,
+                    r.state.as_str(),
+                    r.kind,
+                    r.detail
+                ),
+                AlertStatus::Resolved => format!("{} is up again", r.name),
+            };
+            changes.push(IncomingAlert {
+                source: AlertSource::HealthCheck,
+                fingerprint: format!("check:{}", r.name),
+                group_key: HEALTH_GROUP.into(),
+                status,
+                labels,
+                annotations: [("summary".to_owned(), summary)].into_iter().collect(),
+                starts_at: now,
+                ends_at: (status == AlertStatus::Resolved).then_some(now),
+                generator_url: None,
+            });
+        }
+        changes
     }
 }
 
@@ -222,6 +311,40 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("no answer within 2.0s"), "{table}");
+    }
+
+    fn result(name: &str, state: CheckState) -> CheckResult {
+        CheckResult {
+            name: name.into(),
+            kind: "tcp",
+            state,
+            latency: Duration::ZERO,
+            detail: "refused".into(),
+        }
+    }
+
+    #[test]
+    fn monitor_fires_after_n_failures_and_resolves_once() {
+        let mut m = HealthMonitor::new(3, "critical");
+        let now = chrono::Utc::now();
+        let down = [result("db", CheckState::Down)];
+        let up = [result("db", CheckState::Up)];
+        assert!(m.observe(&down, now).is_empty());
+        assert!(m.observe(&down, now).is_empty());
+        // A success in between resets the count: a flapping check does not fire.
+        assert!(m.observe(&up, now).is_empty());
+        assert!(m.observe(&down, now).is_empty());
+        assert!(m.observe(&down, now).is_empty());
+        let fired = m.observe(&[result("db", CheckState::TimedOut)], now);
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].status, AlertStatus::Firing);
+        assert_eq!(fired[0].labels["check"], "db");
+        assert!(m.observe(&down, now).is_empty(), "fires once");
+        let resolved = m.observe(&up, now);
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].status, AlertStatus::Resolved);
+        assert_eq!(resolved[0].fingerprint, fired[0].fingerprint);
+        assert!(m.observe(&up, now).is_empty());
     }
 
     #[tokio::test(start_paused = true)]

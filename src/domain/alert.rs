@@ -55,6 +55,8 @@ impl FromStr for AlertStatus {
 pub enum AlertSource {
     Alertmanager,
     Webhook,
+    /// opsbot's own scheduled health checks.
+    HealthCheck,
 }
 
 impl AlertSource {
@@ -62,6 +64,7 @@ impl AlertSource {
         match self {
             AlertSource::Alertmanager => "alertmanager",
             AlertSource::Webhook => "webhook",
+            AlertSource::HealthCheck => "healthcheck",
         }
     }
 }
@@ -72,6 +75,7 @@ impl FromStr for AlertSource {
         match s {
             "alertmanager" => Ok(AlertSource::Alertmanager),
             "webhook" => Ok(AlertSource::Webhook),
+            "healthcheck" => Ok(AlertSource::HealthCheck),
             other => Err(format!("unknown alert source {other:?}")),
         }
     }

@@ -263,9 +263,14 @@ impl Router {
             .await
             .map_err(store_failed("loading alert"))?
             .ok_or_else(|| Refusal::Invalid(format!("there is no alert #{id}.")))?;
-        if alert.incoming.source == AlertSource::Alertmanager {
+        let owner = match alert.incoming.source {
+            AlertSource::Webhook => None,
+            AlertSource::Alertmanager => Some("Alertmanager"),
+            AlertSource::HealthCheck => Some("opsbot's health check"),
+        };
+        if let Some(owner) = owner {
             return Err(Refusal::Invalid(format!(
-                "alert #{id} comes from Alertmanager, which resolves it when the condition clears; /ack or /silence it instead."
+                "alert #{id} comes from {owner}, which resolves it when the condition clears; /ack or /silence it instead."
             )));
         }
         let resolved = self

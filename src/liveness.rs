@@ -1,0 +1,66 @@
+//! Liveness of the background loops (health-check scheduler, sweeper, heartbeat): each
+//! loop reports every tick, and `/readyz` calls a loop stalled when it has not ticked for
+//! three of its intervals (plus a second of slack).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+pub struct Liveness {
+    loops: Mutex<BTreeMap<&'static str, (Instant, Duration)>>,
+}
+
+impl Liveness {
+    /// Records that `name`, which should tick every `every`, just did.
+    pub fn tick(&self, name: &'static str, every: Duration) {
+        self.tick_at(name, every, Instant::now());
+    }
+
+    pub fn tick_at(&self, name: &'static str, every: Duration, at: Instant) {
+        self.loops
+            .lock()
+            .expect("liveness poisoned")
+            .insert(name, (at, every));
+    }
+
+    /// `(loop, seconds since its last tick)` for every loop that has stalled.
+    pub fn stalled(&self) -> Vec<(&'static str, u64)> {
+        self.stalled_at(Instant::now())
+    }
+
+    pub fn stalled_at(&self, now: Instant) -> Vec<(&'static str, u64)> {
+        self.loops
+            .lock()
+            .expect("liveness poisoned")
+            .iter()
+            .filter(|(_, (last, every))| {
+                now.saturating_duration_since(*last) > *every * 3 + Duration::from_secs(1)
+            })
+            .map(|(name, (last, _))| (*name, now.saturating_duration_since(*last).as_secs()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loop_that_stops_ticking_is_reported() {
+        let l = Liveness::default();
+        let start = Instant::now();
+        l.tick_at("health scheduler", Duration::from_secs(30), start);
+        l.tick_at("sweeper", Duration::from_secs(15), start);
+        assert!(l.stalled_at(start + Duration::from_secs(60)).is_empty());
+        l.tick_at(
+            "sweeper",
+            Duration::from_secs(15),
+            start + Duration::from_secs(60),
+        );
+        assert_eq!(
+            l.stalled_at(start + Duration::from_secs(100)),
+            vec![("health scheduler", 100)]
+        );
+    }
+}
