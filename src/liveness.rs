@@ -52,7 +52,11 @@ mod tests {
         let start = Instant::now();
         l.tick_at("health scheduler", Duration::from_secs(30), start);
         l.tick_at("sweeper", Duration::from_secs(15), start);
-        assert!(l.stalled_at(start + Duration::from_secs(60)).is_empty());
+        assert!(l.stalled_at(start + Duration::from_secs(40)).is_empty());
+        assert_eq!(
+            l.stalled_at(start + Duration::from_secs(50)),
+            vec![("sweeper", 50)]
+        );
         l.tick_at(
             "sweeper",
             Duration::from_secs(15),
