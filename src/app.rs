@@ -20,8 +20,10 @@ use crate::http::{self, HttpState};
 use crate::limiter::{MemoryLimiter, RedisLimiter};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
+use crate::notify::{AlertmanagerSilences, SignedWebhook};
 use crate::ports::{
-    ChatOutbound, Clock, EnvLookup, OutboundTarget, RateLimiter, Store, StoreError, SystemClock,
+    ChatOutbound, Clock, EnvLookup, GroupNotifier, OutboundTarget, RateLimiter, SilenceSync, Store,
+    StoreError, SystemClock,
 };
 use crate::router::authz::BuiltinAccess;
 use crate::router::{ApprovalSettings, GlobalLimits, Router, RouterDeps};
@@ -144,9 +146,19 @@ impl App {
         let outbound: Arc<dyn ChatOutbound> = overrides
             .outbound
             .unwrap_or_else(|| Arc::new(ConsoleOutbound::default()));
+        let notifiers: Vec<Arc<dyn GroupNotifier>> = config
+            .alerts
+            .webhooks
+            .iter()
+            .map(|w| {
+                Arc::new(SignedWebhook::new(w.url.clone(), w.secret.clone()))
+                    as Arc<dyn GroupNotifier>
+            })
+            .collect();
         let alerts = AlertService::start(
             store.clone(),
             outbound,
+            notifiers,
             clock.clone(),
             alert_routing(&config)?,
         );
@@ -162,6 +174,11 @@ impl App {
                 respond: config.builtins.responder_roles.clone(),
             },
             alerts: alerts.clone(),
+            silence_sync: config
+                .alerts
+                .alertmanager_url
+                .as_deref()
+                .map(|url| Arc::new(AlertmanagerSilences::new(url)) as Arc<dyn SilenceSync>),
             escalation: Escalation {
                 remind_every: config.alerts.remind_every.map(|d| d.0),
                 oncall: config.alerts.oncall_role.clone(),

@@ -379,6 +379,11 @@ pub struct AlertsConfig {
     pub max_listed: usize,
     /// Where groups go that match no route.
     pub default_route: Option<RouteTarget>,
+    /// Alertmanager's base URL; when set, silences made from chat are written back there.
+    pub alertmanager_url: Option<String>,
+    /// Signed notification webhooks told about every changed alert group.
+    #[serde(default)]
+    pub webhooks: Vec<NotifyWebhookConfig>,
     /// Re-announce unacknowledged critical alerts this often (e.g. "15m"); unset: never.
     pub remind_every: Option<HumanDuration>,
     /// Role mentioned in those reminders (the on-call rotation).
@@ -395,6 +400,8 @@ impl Default for AlertsConfig {
             max_body_bytes: default_max_body(),
             max_listed: default_max_listed(),
             default_route: None,
+            alertmanager_url: None,
+            webhooks: Vec::new(),
             remind_every: None,
             oncall_role: None,
             routes: Vec::new(),
@@ -408,6 +415,14 @@ fn default_max_body() -> usize {
 
 fn default_max_listed() -> usize {
     20
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyWebhookConfig {
+    pub url: SecretString,
+    /// HMAC-SHA256 key receivers verify `X-Opsbot-Signature` with.
+    pub secret: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -16,6 +16,7 @@ pub mod http;
 pub mod limiter;
 pub mod liveness;
 pub mod metrics;
+pub mod notify;
 pub mod ports;
 pub mod probes;
 pub mod router;

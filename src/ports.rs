@@ -235,6 +235,7 @@ pub trait AlertStore: Send + Sync {
         message_id: &str,
     ) -> Result<Option<String>, StoreError>;
     async fn add_silence(&self, silence: &Silence) -> Result<i64, StoreError>;
+    async fn set_silence_upstream(&self, id: i64, upstream_id: &str) -> Result<(), StoreError>;
     /// Ends a silence now; false if there was no active silence with that id.
     async fn end_silence(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError>;
     async fn active_silences(&self, at: DateTime<Utc>) -> Result<Vec<Silence>, StoreError>;
@@ -297,4 +298,18 @@ pub trait IncidentStore: Send + Sync {
     /// Open, unacknowledged incidents not yet reminded about (for response-target reminders).
     async fn unacked_incidents(&self) -> Result<Vec<Incident>, StoreError>;
     async fn mark_reminded(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError>;
+}
+
+/// Systems told about alert groups besides chat (signed outbound webhooks).
+#[async_trait]
+pub trait GroupNotifier: Send + Sync {
+    async fn group_changed(&self, group_key: &str, alerts: &[Alert]) -> Result<(), OutboundError>;
+}
+
+/// Mirrors silences created from chat into Alertmanager, so its own notifications stop too.
+#[async_trait]
+pub trait SilenceSync: Send + Sync {
+    /// Creates the silence upstream; returns the upstream id.
+    async fn create(&self, silence: &Silence) -> Result<String, OutboundError>;
+    async fn expire(&self, upstream_id: &str) -> Result<(), OutboundError>;
 }

@@ -508,3 +508,132 @@ async fn webhook_alerts_can_be_resolved_by_hand() {
     })
     .await;
 }
+
+/// A fake Alertmanager v2 API and a fake webhook receiver, recording what they got.
+async fn fake_upstreams() -> (
+    String,
+    Arc<std::sync::Mutex<Vec<(String, String, axum::http::HeaderMap)>>>,
+) {
+    use axum::routing::{delete, post};
+    let seen: Arc<std::sync::Mutex<Vec<(String, String, axum::http::HeaderMap)>>> = Arc::default();
+    let (s1, s2, s3) = (seen.clone(), seen.clone(), seen.clone());
+    let app = axum::Router::new()
+        .route(
+            "/api/v2/silences",
+            post(move |body: String| async move {
+                s1.lock()
+                    .unwrap()
+                    .push(("create".into(), body, Default::default()));
+                axum::Json(serde_json::json!({ "silenceID": "am-silence-1" }))
+            }),
+        )
+        .route(
+            "/api/v2/silence/{id}",
+            delete(
+                move |axum::extract::Path(id): axum::extract::Path<String>| async move {
+                    s2.lock()
+                        .unwrap()
+                        .push(("expire".into(), id, Default::default()));
+                    "ok"
+                },
+            ),
+        )
+        .route(
+            "/notify",
+            post(
+                move |headers: axum::http::HeaderMap, body: String| async move {
+                    s3.lock().unwrap().push(("notify".into(), body, headers));
+                    "ok"
+                },
+            ),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, seen)
+}
+
+#[tokio::test]
+async fn silences_are_written_back_and_groups_sent_to_signed_webhooks() {
+    let (base, seen) = fake_upstreams().await;
+    let chat = Arc::new(RecordingOutbound::default());
+    let cfg = config().replace(
+        "max_listed = 2",
+        &format!("max_listed = 2\nalertmanager_url = \"{base}\"\nwebhooks = [{{ url = \"{base}/notify\", secret = \"out-secret\" }}]"),
+    );
+    let app = spawn_app_with(
+        &cfg,
+        &[],
+        Overrides {
+            outbound: Some(chat.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    post(&app, Some(TOKEN), am_fixture("01-firing-single.json")).await;
+    chat.wait_until("group message", |m| !m.is_empty()).await;
+
+    // The notification webhook got the group, signed so the receiver can verify it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (body, headers) = loop {
+        if let Some((_, body, headers)) = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(k, ..)| k == "notify")
+            .cloned()
+        {
+            break (body, headers);
+        }
+        assert!(std::time::Instant::now() < deadline, "webhook never called");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    let ts: i64 = headers["x-opsbot-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        headers["x-opsbot-signature"].to_str().unwrap(),
+        opsbot::hooks::sign(b"out-secret", ts, body.as_bytes())
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["firing"], 1);
+    assert_eq!(v["alerts"][0]["labels"]["alertname"], "HighCPU");
+
+    let reply = app
+        .reply(
+            "alice",
+            "/silence alertname=HighCPU instance=~web-.* 1h noisy",
+        )
+        .await;
+    assert!(
+        reply.ends_with("Also silenced in Alertmanager (am-silence-1)."),
+        "{reply}"
+    );
+    let created = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(k, ..)| k == "create")
+        .cloned()
+        .unwrap()
+        .1;
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    assert_eq!(
+        created["matchers"][0],
+        serde_json::json!({"name": "alertname", "value": "HighCPU", "isRegex": false, "isEqual": true})
+    );
+    assert_eq!(
+        created["matchers"][1],
+        serde_json::json!({"name": "instance", "value": "web-.*", "isRegex": true, "isEqual": true})
+    );
+    assert_eq!(created["comment"], "noisy");
+    app.reply("alice", "/unsilence 1").await;
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(k, id, _)| k == "expire" && id == "am-silence-1")
+    );
+}

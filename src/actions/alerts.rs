@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 use tracing::{error, warn};
 
 use crate::domain::{Alert, AlertStatus, IncomingAlert, Matcher, Platform};
-use crate::ports::{ChatOutbound, Clock, OutboundError, OutboundTarget, Store, StoreError};
+use crate::ports::{
+    ChatOutbound, Clock, GroupNotifier, OutboundError, OutboundTarget, Store, StoreError,
+};
 
 /// A routing rule: groups whose common labels match every matcher go to `target`.
 #[derive(Clone, Debug)]
@@ -56,6 +58,9 @@ impl AlertRouting {
 pub struct AlertService {
     store: Arc<dyn Store>,
     outbound: Arc<dyn ChatOutbound>,
+    notifiers: Vec<Arc<dyn GroupNotifier>>,
+    /// Last group text each notifier was sent, so unchanged groups are not re-sent.
+    notified: std::sync::Mutex<std::collections::HashMap<String, String>>,
     clock: Arc<dyn Clock>,
     routing: AlertRouting,
     changed: mpsc::UnboundedSender<String>,
@@ -69,6 +74,7 @@ impl AlertService {
     pub fn start(
         store: Arc<dyn Store>,
         outbound: Arc<dyn ChatOutbound>,
+        notifiers: Vec<Arc<dyn GroupNotifier>>,
         clock: Arc<dyn Clock>,
         routing: AlertRouting,
     ) -> Arc<Self> {
@@ -76,6 +82,8 @@ impl AlertService {
         let service = Arc::new(Self {
             store,
             outbound,
+            notifiers,
+            notified: std::sync::Mutex::new(std::collections::HashMap::new()),
             clock,
             routing,
             changed,
@@ -125,6 +133,21 @@ impl AlertService {
         let all_quiet = alerts
             .iter()
             .all(|a| a.incoming.status == AlertStatus::Resolved || silenced.contains(&a.id));
+        let already = self
+            .notified
+            .lock()
+            .expect("notified poisoned")
+            .get(group_key)
+            == Some(&text);
+        if !already && !self.notifiers.is_empty() {
+            for n in &self.notifiers {
+                n.group_changed(group_key, &alerts).await?;
+            }
+            self.notified
+                .lock()
+                .expect("notified poisoned")
+                .insert(group_key.to_owned(), text.clone());
+        }
         for target in self.routing.targets(&common_labels(&alerts)) {
             self.link_to_open_incident(&target, &alerts).await?;
             let existing = self

@@ -203,6 +203,8 @@ pub struct Silence {
     pub reason: String,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
+    /// The same silence in Alertmanager, when written back there.
+    pub upstream_id: Option<String>,
 }
 
 impl Silence {

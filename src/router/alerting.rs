@@ -174,6 +174,7 @@ impl Router {
             reason,
             starts_at: now,
             ends_at: now + chrono::Duration::from_std(duration).unwrap_or_default(),
+            upstream_id: None,
         };
         silence.id = self
             .deps
@@ -181,11 +182,12 @@ impl Router {
             .add_silence(&silence)
             .await
             .map_err(store_failed("adding silence"))?;
+        let upstream = self.write_back_silence(&silence).await;
         let covered = self.refresh_matching(&silence).await?;
         let shown: Vec<String> = silence.matchers.iter().map(ToString::to_string).collect();
         Ok(Done {
             text: format!(
-                "Silence #{} for {} until {} UTC ({}); {covered} firing alert(s) now silenced.",
+                "Silence #{} for {} until {} UTC ({}); {covered} firing alert(s) now silenced.{upstream}",
                 silence.id,
                 shown.join(" "),
                 silence.ends_at.format("%Y-%m-%d %H:%M"),
@@ -195,6 +197,30 @@ impl Router {
             pending_run: None,
             ran: None,
         })
+    }
+
+    /// Creates the silence in Alertmanager too, when configured; says how that went.
+    async fn write_back_silence(&self, silence: &Silence) -> String {
+        let Some(sync) = &self.deps.silence_sync else {
+            return String::new();
+        };
+        match sync.create(silence).await {
+            Ok(upstream) => {
+                if let Err(e) = self
+                    .deps
+                    .store
+                    .set_silence_upstream(silence.id, &upstream)
+                    .await
+                {
+                    tracing::warn!(silence = silence.id, error = %e, "could not record Alertmanager silence id");
+                }
+                format!(" Also silenced in Alertmanager ({upstream}).")
+            }
+            Err(e) => {
+                tracing::warn!(silence = silence.id, error = %e, "Alertmanager silence write-back failed");
+                " Alertmanager could not be reached, so it may still notify elsewhere.".into()
+            }
+        }
     }
 
     /// Refreshes the messages of groups with firing alerts the silence covers; returns how many.
@@ -245,6 +271,11 @@ impl Router {
             .map_err(store_failed("ending silence"))?;
         if !ended {
             return Err(Refusal::Invalid(format!("silence #{id} already ended.")));
+        }
+        if let (Some(sync), Some(upstream)) = (&self.deps.silence_sync, &silence.upstream_id)
+            && let Err(e) = sync.expire(upstream).await
+        {
+            tracing::warn!(silence = id, error = %e, "could not expire the Alertmanager silence");
         }
         self.refresh_matching(&silence).await?;
         Ok(Done {

@@ -27,7 +27,9 @@ use crate::domain::{
     Requester, ResponseTargets,
 };
 use crate::metrics::Metrics;
-use crate::ports::{ActionRunner, Clock, EnvLookup, LimitDecision, RateLimiter, Store};
+use crate::ports::{
+    ActionRunner, Clock, EnvLookup, LimitDecision, RateLimiter, SilenceSync, Store,
+};
 
 use authz::{Authorized, BuiltinAccess, Target, authorize, may_run};
 use bind::{BoundArgs, bind};
@@ -59,6 +61,8 @@ pub struct RouterDeps {
     pub alerts: Arc<AlertService>,
     pub response_targets: ResponseTargets,
     pub escalation: Escalation,
+    /// Writes silences back to Alertmanager, when `alerts.alertmanager_url` is set.
+    pub silence_sync: Option<Arc<dyn SilenceSync>>,
     pub runner: Arc<dyn ActionRunner>,
     pub approvals: ApprovalSettings,
     /// Reads opsbot's environment (pass-through variables and secrets for runbooks).

@@ -79,6 +79,7 @@ pub(crate) struct SilenceRow {
     reason: String,
     starts_at: i64,
     ends_at: i64,
+    upstream_id: Option<String>,
 }
 
 impl SilenceRow {
@@ -98,6 +99,7 @@ impl SilenceRow {
             reason: self.reason,
             starts_at: time(id, self.starts_at)?,
             ends_at: time(id, self.ends_at)?,
+            upstream_id: self.upstream_id,
         })
     }
 }
@@ -342,6 +344,16 @@ macro_rules! impl_alert_store {
                 .map_err($crate::store::backend)
             }
 
+            async fn set_silence_upstream(&self, id: i64, upstream_id: &str) -> Result<(), $crate::ports::StoreError> {
+                sqlx::query("UPDATE silences SET upstream_id = $1 WHERE id = $2")
+                    .bind(upstream_id)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::backend)?;
+                Ok(())
+            }
+
             async fn end_silence(
                 &self,
                 id: i64,
@@ -363,7 +375,7 @@ macro_rules! impl_alert_store {
             ) -> Result<Vec<$crate::domain::Silence>, $crate::ports::StoreError> {
                 use $crate::store::alerts::SilenceRow;
                 let rows: Vec<SilenceRow> = sqlx::query_as(
-                    "SELECT id, matchers, created_by, reason, starts_at, ends_at FROM silences \
+                    "SELECT id, matchers, created_by, reason, starts_at, ends_at, upstream_id FROM silences \
                      WHERE starts_at <= $1 AND ends_at > $1 ORDER BY id",
                 )
                 .bind(at.timestamp_micros())
