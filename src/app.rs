@@ -11,10 +11,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actions::alerts::{AlertRoute, AlertRouting, AlertService, Escalation};
 use crate::actions::health::{HealthChecks, HealthMonitor};
+use crate::adapters::PlatformOutbound;
 use crate::adapters::console::{Console, ConsoleOutbound};
+use crate::adapters::slack::{SlackApi, SlackState};
 use crate::catalog::{Catalog, CatalogErrors};
 use crate::config::{Config, LimiterBackend};
-use crate::domain::{Matcher, ResponseTargets};
+use crate::domain::{Matcher, Platform, ResponseTargets};
 use crate::hooks::HookState;
 use crate::http::{self, HttpState};
 use crate::limiter::{MemoryLimiter, RedisLimiter};
@@ -61,6 +63,7 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub alerts: Arc<AlertService>,
     pub liveness: Arc<Liveness>,
+    slack: Option<SlackState>,
     health: Arc<HealthChecks>,
     clock: Arc<dyn Clock>,
 }
@@ -143,9 +146,23 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(HealthChecks::new(checks));
         let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let outbound: Arc<dyn ChatOutbound> = overrides
-            .outbound
-            .unwrap_or_else(|| Arc::new(ConsoleOutbound::default()));
+        let slack_api = match &config.slack {
+            Some(s) => Some(Arc::new(
+                SlackApi::new(&s.api_url, &s.bot_token).map_err(StartupError::Config)?,
+            )),
+            None => None,
+        };
+        let outbound: Arc<dyn ChatOutbound> = match overrides.outbound {
+            Some(o) => o,
+            None => {
+                let mut platforms = PlatformOutbound::default()
+                    .with(Platform::Console, Arc::new(ConsoleOutbound::default()));
+                if let Some(api) = &slack_api {
+                    platforms = platforms.with(Platform::Slack, api.clone());
+                }
+                Arc::new(platforms)
+            }
+        };
         let notifiers: Vec<Arc<dyn GroupNotifier>> = config
             .alerts
             .webhooks
@@ -210,13 +227,24 @@ impl App {
                 .unwrap_or_else(|| Arc::new(|name| std::env::var(name).ok())),
             base_dir: config.base_dir.clone(),
         });
+        let router = Arc::new(router);
+        let slack = match (&config.slack, slack_api) {
+            (Some(cfg), Some(api)) => Some(SlackState::new(
+                router.clone(),
+                store.clone(),
+                api,
+                &cfg.signing_secret,
+            )),
+            _ => None,
+        };
         Ok(App {
             config,
-            router: Arc::new(router),
+            router,
             store,
             metrics,
             alerts,
             liveness: Arc::new(Liveness::default()),
+            slack,
             health,
             clock,
         })
@@ -234,6 +262,7 @@ impl App {
             },
             max_body_bytes: self.config.alerts.max_body_bytes,
             liveness: self.liveness.clone(),
+            slack: self.slack.clone(),
         }
     }
 

@@ -63,6 +63,8 @@ pub struct Config {
     pub incidents: IncidentsConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    /// Slack app credentials; absent = no Slack adapter.
+    pub slack: Option<SlackConfig>,
     #[serde(default)]
     pub people: Vec<PersonConfig>,
     #[serde(default)]
@@ -283,6 +285,22 @@ pub struct BuiltinsConfig {
     /// May act on alerts (`/ack`, `/silence`, `/unsilence`, `/resolve`).
     #[serde(default)]
     pub responder_roles: Vec<Role>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// "Signing Secret" from the app's Basic Information page.
+    pub signing_secret: SecretString,
+    /// Bot User OAuth Token (`xoxb-...`).
+    pub bot_token: SecretString,
+    /// Web API base URL; only tests point it elsewhere.
+    #[serde(default = "default_slack_api")]
+    pub api_url: String,
+}
+
+fn default_slack_api() -> String {
+    "https://slack.com/api".into()
 }
 
 /// Scheduled health checks and the bot's own dead-man's switch.

@@ -23,6 +23,7 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub hooks: HookState,
     pub liveness: Arc<crate::liveness::Liveness>,
+    pub slack: Option<crate::adapters::slack::SlackState>,
     /// Largest accepted request body (webhooks).
     pub max_body_bytes: usize,
 }
@@ -33,12 +34,22 @@ pub fn routes(state: HttpState) -> Router {
         .route("/hooks/alert", post(crate::hooks::generic))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state.hooks.clone());
-    Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
-        .merge(hooks)
+        .with_state(state.clone())
+        .merge(hooks);
+    if let Some(slack) = state.slack {
+        app = app.merge(
+            Router::new()
+                .route("/slack/commands", post(crate::adapters::slack::command))
+                .route("/slack/events", post(crate::adapters::slack::events))
+                .layer(DefaultBodyLimit::max(1024 * 1024))
+                .with_state(slack),
+        );
+    }
+    app
 }
 
 /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.

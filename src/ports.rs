@@ -186,6 +186,13 @@ pub trait ActionRunner: Send + Sync {
 /// Durable alerts, their group messages and silences.
 #[async_trait]
 pub trait AlertStore: Send + Sync {
+    /// Records a platform event id; false if it was seen before (a redelivery).
+    async fn first_delivery(
+        &self,
+        platform: Platform,
+        event_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// Inserts or updates every alert (by fingerprint) in one transaction.
     async fn ingest_alerts(
         &self,

@@ -1,4 +1,47 @@
 //! Platform adapters: each turns its platform's events into `domain::InboundEvent`s for the
-//! router and delivers the replies. Only the console exists so far.
+//! router and delivers the replies. `PlatformOutbound` sends the bot's own messages to
+//! whichever platform a target names.
 
 pub mod console;
+pub mod slack;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::domain::Platform;
+use crate::ports::{ChatOutbound, OutboundError, OutboundTarget};
+
+/// Routes outbound messages to the adapter of the target's platform.
+#[derive(Default, Clone)]
+pub struct PlatformOutbound {
+    adapters: HashMap<Platform, Arc<dyn ChatOutbound>>,
+}
+
+impl PlatformOutbound {
+    pub fn with(mut self, platform: Platform, adapter: Arc<dyn ChatOutbound>) -> Self {
+        self.adapters.insert(platform, adapter);
+        self
+    }
+
+    fn adapter(&self, to: &OutboundTarget) -> Result<&Arc<dyn ChatOutbound>, OutboundError> {
+        self.adapters.get(&to.platform).ok_or_else(|| {
+            OutboundError::Undeliverable(format!("no {} adapter is configured", to.platform))
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl ChatOutbound for PlatformOutbound {
+    async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
+        self.adapter(to)?.post(to, text).await
+    }
+
+    async fn edit(
+        &self,
+        to: &OutboundTarget,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), OutboundError> {
+        self.adapter(to)?.edit(to, message_id, text).await
+    }
+}

@@ -114,6 +114,25 @@ macro_rules! impl_alert_store {
     ($store:ty) => {
         #[async_trait::async_trait]
         impl $crate::ports::AlertStore for $store {
+            async fn first_delivery(
+                &self,
+                platform: $crate::domain::Platform,
+                event_id: &str,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<bool, $crate::ports::StoreError> {
+                let n = sqlx::query(
+                    "INSERT INTO platform_events (platform, event_id, received_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(platform.as_str())
+                .bind(event_id)
+                .bind(at.timestamp_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::store::backend)?
+                .rows_affected();
+                Ok(n == 1)
+            }
+
             async fn ingest_alerts(
                 &self,
                 alerts: &[$crate::domain::IncomingAlert],

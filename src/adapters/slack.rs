@@ -1,0 +1,327 @@
+//! Slack over HTTP, through slack-morphism: slash commands (`POST /slack/commands`) and the
+//! Events API (`POST /slack/events`, reactions feed approvals and alert acks). Every request's
+//! `X-Slack-Signature` is verified (v0, 5-minute window, constant time) before anything is
+//! parsed; failures are 401 and change nothing. Requests are acknowledged at once and worked
+//! on afterwards, so Slack's 3-second limit never causes a redelivery; redeliveries that do
+//! come are dropped by event id (stored, so they hold across restarts and replicas).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use secrecy::{ExposeSecret, SecretString};
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
+
+use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
+use crate::ports::{ChatOutbound, OutboundError, OutboundTarget, Store};
+use crate::router::{Response as RouterResponse, Router};
+
+type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
+
+/// The Slack Web API client (and where it points: Slack, or a local fake in tests).
+pub struct SlackApi {
+    client: SlackClient<Connector>,
+    token: SlackApiToken,
+}
+
+impl SlackApi {
+    /// `api_url` is Slack's (`https://slack.com/api`) or a test fake's.
+    pub fn new(api_url: &str, bot_token: &SecretString) -> Result<Self, String> {
+        // https_or_http: the default connector refuses plain http, which local fakes speak.
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| format!("cannot load TLS roots: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let connector = SlackClientHyperConnector::with_connector(https)
+            .with_slack_api_url(api_url.trim_end_matches('/'));
+        Ok(Self {
+            client: SlackClient::new(connector),
+            token: SlackApiToken::new(SlackApiTokenValue(bot_token.expose_secret().to_owned())),
+        })
+    }
+
+    async fn post(
+        &self,
+        channel: &str,
+        thread: Option<&str>,
+        text: &str,
+    ) -> Result<String, OutboundError> {
+        let mut req = SlackApiChatPostMessageRequest::new(
+            SlackChannelId(channel.to_owned()),
+            SlackMessageContent::new().with_text(text.to_owned()),
+        );
+        req.thread_ts = thread.map(|t| SlackTs(t.to_owned()));
+        let session = self.client.open_session(&self.token);
+        session
+            .chat_post_message(&req)
+            .await
+            .map(|r| r.ts.0)
+            .map_err(slack_error)
+    }
+}
+
+fn slack_error(e: SlackClientError) -> OutboundError {
+    match e {
+        SlackClientError::RateLimitError(r) => {
+            OutboundError::RetryAfter(r.retry_after.unwrap_or(std::time::Duration::from_secs(1)))
+        }
+        SlackClientError::ApiError(api)
+            if matches!(
+                api.code.as_str(),
+                "channel_not_found" | "not_in_channel" | "is_archived"
+            ) =>
+        {
+            OutboundError::Undeliverable(api.code)
+        }
+        other => OutboundError::Failed(other.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl ChatOutbound for SlackApi {
+    async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
+        SlackApi::post(self, &to.channel_id, to.thread.as_deref(), text).await
+    }
+
+    async fn edit(
+        &self,
+        to: &OutboundTarget,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), OutboundError> {
+        let req = SlackApiChatUpdateRequest::new(
+            SlackChannelId(to.channel_id.clone()),
+            SlackMessageContent::new().with_text(text.to_owned()),
+            SlackTs(message_id.to_owned()),
+        );
+        let session = self.client.open_session(&self.token);
+        session
+            .chat_update(&req)
+            .await
+            .map(|_| ())
+            .map_err(slack_error)
+    }
+}
+
+#[derive(Clone)]
+pub struct SlackState {
+    pub router: Arc<Router>,
+    pub store: Arc<dyn Store>,
+    pub api: Arc<SlackApi>,
+    pub verifier: SlackEventSignatureVerifier,
+}
+
+impl SlackState {
+    pub fn new(
+        router: Arc<Router>,
+        store: Arc<dyn Store>,
+        api: Arc<SlackApi>,
+        signing_secret: &SecretString,
+    ) -> Self {
+        Self {
+            router,
+            store,
+            api,
+            verifier: SlackEventSignatureVerifier::new(&SlackSigningSecret::new(
+                signing_secret.expose_secret().to_owned(),
+            )),
+        }
+    }
+
+    /// Checks `X-Slack-Signature` over the raw body; `None` means refuse with 401.
+    fn verified<'a>(&self, headers: &HeaderMap, body: &'a Bytes) -> Option<&'a str> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let signature = header(SlackEventSignatureVerifier::SLACK_SIGNED_HASH_HEADER)?;
+        let timestamp = header(SlackEventSignatureVerifier::SLACK_SIGNED_TIMESTAMP)?;
+        let body = std::str::from_utf8(body).ok()?;
+        match self.verifier.verify(signature, body, timestamp) {
+            Ok(()) => Some(body),
+            Err(e) => {
+                tracing::warn!(error = %e, "refused a Slack request with a bad or stale signature");
+                None
+            }
+        }
+    }
+}
+
+fn unauthorized() -> Response {
+    (StatusCode::UNAUTHORIZED, "bad signature").into_response()
+}
+
+fn event(
+    user: &str,
+    channel_id: &str,
+    channel_name: Option<&str>,
+    thread: Option<String>,
+    payload: EventPayload,
+    event_id: Option<String>,
+    reply_handle: Option<String>,
+) -> InboundEvent {
+    InboundEvent {
+        platform: Platform::Slack,
+        workspace: None,
+        channel: ChannelRef {
+            id: channel_id.to_owned(),
+            // Events carry no channel name; allow-lists by name then match the id only.
+            name: channel_name.unwrap_or(channel_id).to_owned(),
+        },
+        thread,
+        user: UserRef::new(Platform::Slack, user),
+        display_name: user.to_owned(),
+        payload,
+        event_id,
+        reply_handle,
+        received_at: Utc::now(),
+    }
+}
+
+/// `POST /slack/commands`: verify, acknowledge at once, answer through `response_url`.
+pub async fn command(State(state): State<SlackState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(body) = state.verified(&headers, &body) else {
+        return unauthorized();
+    };
+    let cmd: SlackCommandEvent = match serde_urlencoded::from_str(body) {
+        Ok(c) => c,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("not a slash command: {e}")).into_response();
+        }
+    };
+    let text = format!("{} {}", cmd.command.0, cmd.text.clone().unwrap_or_default());
+    let ev = event(
+        &cmd.user_id.0,
+        &cmd.channel_id.0,
+        cmd.channel_name.as_deref(),
+        None,
+        EventPayload::Command(text),
+        None,
+        Some(cmd.response_url.0.to_string()),
+    );
+    tokio::spawn(async move {
+        let response = state.router.handle(&ev).await;
+        deliver(&state, &ev, response, Some(&cmd.response_url)).await;
+    });
+    StatusCode::OK.into_response()
+}
+
+/// Posts a router response: approval requests as channel messages (so reactions reach them),
+/// everything else through `response_url` when there is one, else in the channel/thread.
+async fn deliver(
+    state: &SlackState,
+    ev: &InboundEvent,
+    response: RouterResponse,
+    response_url: Option<&SlackResponseUrl>,
+) {
+    let Some(reply) = response.reply else { return };
+    if let Some(run) = response.pending_run {
+        match state
+            .api
+            .post(&ev.channel.id, ev.thread.as_deref(), &reply.text)
+            .await
+        {
+            Ok(ts) => {
+                if let Err(e) = state.router.bind_message(run, &ts).await {
+                    tracing::error!(run, error = %e, "could not bind the approval message");
+                }
+            }
+            Err(e) => {
+                tracing::error!(run, error = %e, request_id = %reply.request_id, "could not post the approval request")
+            }
+        }
+        return;
+    }
+    let result = match response_url {
+        Some(url) => {
+            let msg = SlackApiPostWebhookMessageRequest::new(
+                SlackMessageContent::new().with_text(reply.text.clone()),
+            );
+            state
+                .api
+                .client
+                .respond_to_event(url, &msg)
+                .await
+                .map(|_| ())
+                .map_err(slack_error)
+        }
+        None => state
+            .api
+            .post(&ev.channel.id, ev.thread.as_deref(), &reply.text)
+            .await
+            .map(|_| ()),
+    };
+    if let Err(e) = result {
+        tracing::error!(error = %e, request_id = %reply.request_id, "could not deliver a Slack reply");
+    }
+}
+
+/// `POST /slack/events`: URL verification, and reactions for approvals and acks.
+pub async fn events(State(state): State<SlackState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(body) = state.verified(&headers, &body) else {
+        return unauthorized();
+    };
+    let push: SlackPushEvent = match serde_json::from_str(body) {
+        Ok(p) => p,
+        // Event types this crate version does not know are not ours to handle; ack them.
+        Err(e) => {
+            tracing::debug!(error = %e, "ignoring an unrecognised Slack event");
+            return StatusCode::OK.into_response();
+        }
+    };
+    match push {
+        SlackPushEvent::UrlVerification(v) => v.challenge.into_response(),
+        SlackPushEvent::AppRateLimited(_) => StatusCode::OK.into_response(),
+        SlackPushEvent::EventCallback(cb) => {
+            match state
+                .store
+                .first_delivery(Platform::Slack, &cb.event_id.0, Utc::now())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return StatusCode::OK.into_response(),
+                // Unknown whether it is new: let Slack retry rather than risk a double action.
+                Err(e) => {
+                    tracing::error!(error = %e, "could not record a Slack event id");
+                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+            }
+            let (user, reaction, item, added) = match cb.event {
+                SlackEventCallbackBody::ReactionAdded(r) => (r.user, r.reaction, r.item, true),
+                SlackEventCallbackBody::ReactionRemoved(r) => (r.user, r.reaction, r.item, false),
+                _ => return StatusCode::OK.into_response(),
+            };
+            let SlackReactionsItem::Message(message) = item else {
+                return StatusCode::OK.into_response();
+            };
+            let Some(channel) = message.origin.channel else {
+                return StatusCode::OK.into_response();
+            };
+            let ts = message.origin.ts.0;
+            let ev = event(
+                &user.0,
+                &channel.0,
+                None,
+                Some(ts.clone()),
+                EventPayload::Reaction {
+                    emoji: reaction.0,
+                    message_id: ts,
+                    added,
+                },
+                Some(cb.event_id.0),
+                None,
+            );
+            tokio::spawn(async move {
+                let response = state.router.handle(&ev).await;
+                deliver(&state, &ev, response, None).await;
+            });
+            StatusCode::OK.into_response()
+        }
+    }
+}
