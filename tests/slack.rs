@@ -447,3 +447,50 @@ async fn rollback_approved_by_reaction_runs_once_and_answers_in_the_thread() {
         .count();
     assert_eq!(replies, 1, "the redelivered event caused nothing");
 }
+
+#[tokio::test]
+async fn a_429_with_retry_after_delays_but_does_not_lose_the_alert_message() {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen: Seen = Arc::default();
+    let (c, s) = (calls.clone(), seen.clone());
+    let api = axum::Router::new().route(
+        "/api/chat.postMessage",
+        axum::routing::post(move |body: String| {
+            let (c, s) = (c.clone(), s.clone());
+            async move {
+                if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1"), ("content-type", "application/json")], r#"{"ok":false,"error":"ratelimited"}"#).into_response();
+                }
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                s.lock().unwrap().push(("chat.postMessage".into(), v.clone()));
+                axum::Json(serde_json::json!({"ok": true, "channel": v["channel"], "ts": "1.2", "message": {"ts": "1.2", "text": v["text"]}})).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, api).await });
+    let config = format!(
+        "[slack]\nsigning_secret = \"{SECRET}\"\nbot_token = \"xoxb-t\"\napi_url = \"{base}/api\"\n\
+         [alerts]\nalertmanager_token = \"tok\"\ndefault_route = {{ platform = \"slack\", channel = \"CALERTS\" }}\n"
+    );
+    let app = spawn_app(&config, &[]).await;
+    let resp = reqwest::Client::new()
+        .post(app.url("/hooks/alertmanager"))
+        .bearer_auth("tok")
+        .body(support::am_fixture("01-firing-single.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let log = wait_for(&seen, "the message after Retry-After", |l| !l.is_empty()).await;
+    assert_eq!(log.len(), 1, "delivered once, not duplicated");
+    assert_eq!(log[0].1["channel"], "CALERTS");
+    assert!(
+        calls.load(Ordering::SeqCst) >= 2,
+        "the first attempt was rate limited"
+    );
+}
