@@ -411,6 +411,10 @@ async fn monitor_forever(
     liveness: Arc<Liveness>,
     shutdown: CancellationToken,
 ) {
+    match alerts.firing_fingerprints("check:").await {
+        Ok(firing) => monitor.seed_firing(firing.iter().map(|f| &f["check:".len()..])),
+        Err(e) => tracing::warn!(error = %e, "could not read firing health-check alerts"),
+    }
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -420,9 +424,10 @@ async fn monitor_forever(
                 let results = checks.run(None).await;
                 let changes = monitor.observe(&results, clock.now());
                 if !changes.is_empty()
-                    && let Err(e) = alerts.ingest(changes).await
+                    && let Err(e) = alerts.ingest(changes.clone()).await
                 {
-                    tracing::error!(error = %e, "could not store health-check alerts");
+                    tracing::error!(error = %e, "could not store health-check alerts; will retry");
+                    monitor.revert(&changes);
                 }
                 liveness.tick("health scheduler", every);
             }

@@ -12,6 +12,9 @@ use serde::Deserialize;
 
 use crate::domain::{Directory, HumanDuration, Person, RateQuota, Role, UserRef};
 
+/// Shortest accepted shared secret (tokens, HMAC keys).
+pub const MIN_SECRET_LEN: usize = 12;
+
 /// Prefix of environment overrides; `OPSBOT_STORE__DATABASE_URL` sets `store.database_url`.
 pub const ENV_PREFIX: &str = "OPSBOT_";
 
@@ -607,6 +610,28 @@ impl Config {
         {
             return Err("store.database_url must start with sqlite: or postgres://".into());
         }
+        // An empty or trivial shared secret authenticates anyone (a missing Kubernetes secret
+        // key becomes an empty variable): refuse to start instead.
+        let mut secrets: Vec<(&str, &SecretString)> = Vec::new();
+        if let Some(t) = &self.alerts.alertmanager_token {
+            secrets.push(("alerts.alertmanager_token", t));
+        }
+        if let Some(t) = &self.alerts.webhook_secret {
+            secrets.push(("alerts.webhook_secret", t));
+        }
+        for w in &self.alerts.webhooks {
+            secrets.push(("alerts.webhooks.secret", &w.secret));
+        }
+        if let Some(slack) = &self.slack {
+            secrets.push(("slack.signing_secret", &slack.signing_secret));
+        }
+        for (key, value) in secrets {
+            if value.expose_secret().trim().len() < MIN_SECRET_LEN {
+                return Err(format!(
+                    "{key} must be at least {MIN_SECRET_LEN} characters"
+                ));
+            }
+        }
         for (i, r) in self.alerts.routes.iter().enumerate() {
             for m in &r.matchers {
                 m.parse::<crate::domain::Matcher>()
@@ -712,11 +737,21 @@ fn apply_override(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), C
     if path.iter().any(String::is_empty) {
         return Err(err("expected OPSBOT_SECTION__KEY".into()));
     }
-    // A value that reads as TOML (numbers, booleans, arrays) keeps its type; anything else is a string.
-    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    // A value that reads as TOML (numbers, booleans, arrays) keeps its type; anything else is a
+    // string. Secret-looking keys always stay strings, so a numeric token is never re-typed
+    // (and then quoted back in an error message).
+    let last_key = path.last().map(String::as_str).unwrap_or_default();
+    let secret_like = ["token", "secret", "password", "url"]
+        .iter()
+        .any(|w| last_key.contains(w));
+    let value = if secret_like {
+        toml::Value::String(raw.to_owned())
+    } else {
+        toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+    };
     let (last, parents) = path.split_last().expect("non-empty path");
     let mut cur = table;
     for key in parents {
@@ -800,6 +835,25 @@ mod tests {
             msg.contains("OPSBOT_SERVER__NOPE") && msg.contains("nope"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn empty_or_short_shared_secrets_are_refused() {
+        let msg = load("[alerts]\nalertmanager_token = \"\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("alerts.alertmanager_token must be at least"),
+            "{msg}"
+        );
+        assert!(load("[alerts]\nwebhook_secret = \"short\"\n").is_err());
+        // A numeric secret from the environment stays a string and is never echoed.
+        let env = vec![(
+            "OPSBOT_ALERTS__WEBHOOK_SECRET".to_owned(),
+            "847362519934".to_owned(),
+        )];
+        let c = Config::from_toml(Path::new("c.toml"), "", &env).unwrap();
+        assert!(c.alerts.webhook_secret.is_some());
     }
 
     #[test]

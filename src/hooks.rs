@@ -213,7 +213,7 @@ pub async fn generic(State(state): State<HookState>, headers: HeaderMap, body: B
     let Ok(timestamp) = header("x-opsbot-timestamp").parse::<i64>() else {
         return reply(StatusCode::UNAUTHORIZED, "missing X-Opsbot-Timestamp");
     };
-    if (state.clock.now().timestamp() - timestamp).abs() > SIGNATURE_WINDOW_SECS {
+    if state.clock.now().timestamp().abs_diff(timestamp) > SIGNATURE_WINDOW_SECS.unsigned_abs() {
         return reply(
             StatusCode::UNAUTHORIZED,
             "timestamp outside the 5-minute window",

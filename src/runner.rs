@@ -13,6 +13,9 @@ use tokio::time::Instant;
 use crate::actions::render::ActionKind;
 use crate::ports::{ActionOutcome, ActionRunner};
 
+/// How long output is still read after the program itself has exited.
+const PIPE_DRAIN: Duration = Duration::from_millis(500);
+
 /// Output kept per run; the rest is dropped and the result says so.
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
 
@@ -110,10 +113,21 @@ async fn run_process(
     let collect = async {
         let (mut out_done, mut err_done) = (false, false);
         let (mut a, mut b) = ([0u8; 8192], [0u8; 8192]);
+        let mut exited = None;
+        // Once the program exits, whatever it left running may hold the pipes open for
+        // hours; read what is already there for a moment, then stop.
+        let drain = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(drain);
         while !(out_done && err_done) {
             let chunk = tokio::select! {
                 r = stdout.read(&mut a), if !out_done => match r { Ok(0) | Err(_) => { out_done = true; None } Ok(n) => Some(&a[..n]) },
                 r = stderr.read(&mut b), if !err_done => match r { Ok(0) | Err(_) => { err_done = true; None } Ok(n) => Some(&b[..n]) },
+                status = child.wait(), if exited.is_none() => {
+                    exited = Some(status);
+                    drain.as_mut().reset(tokio::time::Instant::now() + PIPE_DRAIN);
+                    None
+                }
+                _ = &mut drain, if exited.is_some() => break,
             };
             if let Some(chunk) = chunk {
                 let room = OUTPUT_LIMIT.saturating_sub(output.len());
@@ -123,7 +137,10 @@ async fn run_process(
                 output.extend_from_slice(&chunk[..chunk.len().min(room)]);
             }
         }
-        child.wait().await
+        match exited {
+            Some(status) => status,
+            None => child.wait().await,
+        }
     };
     let result = tokio::time::timeout(timeout, collect).await;
     // Whether it finished or not, nothing the runbook started may outlive it.

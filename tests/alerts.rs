@@ -30,7 +30,7 @@ identities = ["console:carol"]
 
 [alerts]
 alertmanager_token = "{TOKEN}"
-webhook_secret = "hook-secret"
+webhook_secret = "hook-secret-abc123"
 max_listed = 2
 default_route = {{ platform = "console", channel = "ops" }}
 
@@ -291,7 +291,7 @@ async fn signed_generic_alerts_are_verified() {
     assert_eq!(
         send(
             stale,
-            opsbot::hooks::sign(b"hook-secret", stale, body.as_bytes())
+            opsbot::hooks::sign(b"hook-secret-abc123", stale, body.as_bytes())
         )
         .await
         .unwrap()
@@ -301,7 +301,7 @@ async fn signed_generic_alerts_are_verified() {
     assert!(app.store.active_alerts(10).await.unwrap().is_empty());
     let ok = send(
         now,
-        opsbot::hooks::sign(b"hook-secret", now, body.as_bytes()),
+        opsbot::hooks::sign(b"hook-secret-abc123", now, body.as_bytes()),
     )
     .await
     .unwrap();
@@ -488,7 +488,7 @@ async fn webhook_alerts_can_be_resolved_by_hand() {
         .header("x-opsbot-timestamp", now.to_string())
         .header(
             "x-opsbot-signature",
-            opsbot::hooks::sign(b"hook-secret", now, body.as_bytes()),
+            opsbot::hooks::sign(b"hook-secret-abc123", now, body.as_bytes()),
         )
         .body(body)
         .send()
@@ -559,7 +559,7 @@ async fn silences_are_written_back_and_groups_sent_to_signed_webhooks() {
     let chat = Arc::new(RecordingOutbound::default());
     let cfg = config().replace(
         "max_listed = 2",
-        &format!("max_listed = 2\nalertmanager_url = \"{base}\"\nwebhooks = [{{ url = \"{base}/notify\", secret = \"out-secret\" }}]"),
+        &format!("max_listed = 2\nalertmanager_url = \"{base}\"\nwebhooks = [{{ url = \"{base}/notify\", secret = \"out-secret-abc123\" }}]"),
     );
     let app = spawn_app_with(
         &cfg,
@@ -595,7 +595,7 @@ async fn silences_are_written_back_and_groups_sent_to_signed_webhooks() {
         .unwrap();
     assert_eq!(
         headers["x-opsbot-signature"].to_str().unwrap(),
-        opsbot::hooks::sign(b"out-secret", ts, body.as_bytes())
+        opsbot::hooks::sign(b"out-secret-abc123", ts, body.as_bytes())
     );
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["firing"], 1);
@@ -636,4 +636,32 @@ async fn silences_are_written_back_and_groups_sent_to_signed_webhooks() {
             .iter()
             .any(|(k, id, _)| k == "expire" && id == "am-silence-1")
     );
+}
+
+#[tokio::test]
+async fn a_failing_notification_webhook_does_not_keep_alerts_out_of_chat() {
+    let (base, _seen) = fake_upstreams().await;
+    let chat = Arc::new(RecordingOutbound::default());
+    // /missing answers 404 (a misconfigured receiver): chat must still get the group.
+    let cfg = config().replace(
+        "max_listed = 2",
+        &format!("max_listed = 2\nwebhooks = [{{ url = \"{base}/missing\", secret = \"out-secret-abc123\" }}]"),
+    );
+    let app = spawn_app_with(
+        &cfg,
+        &[],
+        Overrides {
+            outbound: Some(chat.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        post(&app, Some(TOKEN), am_fixture("01-firing-single.json"))
+            .await
+            .0,
+        200
+    );
+    chat.wait_until("the group message despite the webhook", |m| !m.is_empty())
+        .await;
 }

@@ -33,7 +33,7 @@ roles = ["viewer"]
 identities = ["console:carol"]
 
 [alerts]
-alertmanager_token = "tok"
+alertmanager_token = "am-token-abc123"
 remind_every = "10m"
 oncall_role = "sre"
 default_route = { platform = "console", channel = "incident-1" }
@@ -73,7 +73,7 @@ async fn say(app: &TestApp, who: &str, text: &str) -> String {
 async fn fire(app: &TestApp) {
     let resp = reqwest::Client::new()
         .post(app.url("/hooks/alertmanager"))
-        .bearer_auth("tok")
+        .bearer_auth("am-token-abc123")
         .body(am_fixture("01-firing-single.json"))
         .send()
         .await

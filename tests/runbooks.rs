@@ -672,3 +672,94 @@ timeout = "5s"
         )
     );
 }
+
+#[tokio::test]
+async fn one_person_counts_once_whichever_identity_they_use() {
+    let people = PEOPLE.replace(
+        "identities = [\"console:bob\"]",
+        "identities = [\"console:bob\", \"console:bob-phone\"]",
+    );
+    let cmd = runbook(2, "", "30s");
+    let app = spawn_app_with(
+        &people,
+        &[("rollback.toml", cmd.as_str())],
+        Overrides {
+            env: Some(env_with_token()),
+            ..Default::default()
+        },
+    )
+    .await;
+    counting_script(app.dir.path());
+    let id = request(&app).await;
+    assert!(
+        text(&app, "bob", &format!("/approve {id}"))
+            .await
+            .contains("bob approved #1 (1/2)")
+    );
+    let second = text(&app, "bob-phone", &format!("/approve {id}")).await;
+    assert!(second.contains("You already approved #1 (1/2)"), "{second}");
+    assert_eq!(runs_logged(app.dir.path()), 0);
+}
+
+#[tokio::test]
+async fn requests_are_acted_on_only_in_their_own_channel() {
+    let app = app_with(1, "", "30s").await;
+    let id = request(&app).await;
+    for cmd in [format!("/approve {id}"), format!("/deny {id}")] {
+        let r = app.say_in("bob", "random", &cmd).await;
+        assert_eq!(r.outcome, Some(Outcome::Denied), "{cmd}");
+        assert!(
+            r.reply
+                .unwrap()
+                .text
+                .contains("was made in #ops; act on it there")
+        );
+    }
+    let r = app
+        .say_in("alice", "random", &format!("/cancel {id}"))
+        .await;
+    assert_eq!(r.outcome, Some(Outcome::Denied));
+    assert_eq!(state(&app, id).await, RunState::Pending);
+    assert_eq!(runs_logged(app.dir.path()), 0);
+}
+
+#[tokio::test]
+async fn a_runbook_that_leaves_a_background_process_still_finishes_when_it_exits() {
+    let app = app_with(1, "", "20s").await;
+    script(app.dir.path(), "act.sh", "sleep 30 &\necho started\nexit 0");
+    let id = request(&app).await;
+    let started = Instant::now();
+    let reply = text(&app, "bob", &format!("/approve {id}")).await;
+    assert!(
+        reply.contains("succeeded (exit 0)") && reply.contains("started"),
+        "{reply}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "did not wait for the leftover child"
+    );
+}
+
+#[tokio::test]
+async fn argument_values_cannot_carry_newlines() {
+    let cmd = runbook(1, "", "30s").replace("pattern = 'v\\d+'\n", "");
+    let app = spawn_app_with(
+        PEOPLE,
+        &[("rollback.toml", cmd.as_str())],
+        Overrides {
+            env: Some(env_with_token()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let r = app
+        .say("alice", "/rollback api --to \"v1\nfake line\"")
+        .await;
+    assert_eq!(r.outcome, Some(Outcome::Invalid));
+    assert!(
+        r.reply
+            .unwrap()
+            .text
+            .contains("must not contain control characters")
+    );
+}

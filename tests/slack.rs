@@ -475,12 +475,12 @@ async fn a_429_with_retry_after_delays_but_does_not_lose_the_alert_message() {
     tokio::spawn(async move { axum::serve(listener, api).await });
     let config = format!(
         "[slack]\nsigning_secret = \"{SECRET}\"\nbot_token = \"xoxb-t\"\napi_url = \"{base}/api\"\n\
-         [alerts]\nalertmanager_token = \"tok\"\ndefault_route = {{ platform = \"slack\", channel = \"CALERTS\" }}\n"
+         [alerts]\nalertmanager_token = \"am-token-abc123\"\ndefault_route = {{ platform = \"slack\", channel = \"CALERTS\" }}\n"
     );
     let app = spawn_app(&config, &[]).await;
     let resp = reqwest::Client::new()
         .post(app.url("/hooks/alertmanager"))
-        .bearer_auth("tok")
+        .bearer_auth("am-token-abc123")
         .body(support::am_fixture("01-firing-single.json"))
         .send()
         .await

@@ -106,6 +106,18 @@ impl AlertService {
         Ok(alerts.len())
     }
 
+    /// Fingerprints of firing alerts that start with `prefix` (e.g. `check:`).
+    pub async fn firing_fingerprints(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .store
+            .active_alerts(100_000)
+            .await?
+            .into_iter()
+            .map(|a| a.incoming.fingerprint)
+            .filter(|f| f.starts_with(prefix))
+            .collect())
+    }
+
     /// Schedules a refresh of a group's messages (after an ack, resolve or silence).
     pub fn touch(&self, group_key: &str) {
         let _ = self.changed.send(group_key.to_owned());
@@ -133,6 +145,50 @@ impl AlertService {
         let all_quiet = alerts
             .iter()
             .all(|a| a.incoming.status == AlertStatus::Resolved || silenced.contains(&a.id));
+        // Each chat target and each notifier is delivered on its own: one that fails neither
+        // blocks nor drops the others. A retryable failure is returned at the end so the whole
+        // group is tried again; targets already up to date are skipped then (same text).
+        let mut retry: Option<RefreshError> = None;
+        let mut note = |e: OutboundError, what: &str| match e {
+            OutboundError::Undeliverable(why) => {
+                error!(group = %group_key, target = %what, reason = %why, "alert group message cannot be delivered")
+            }
+            other => {
+                retry.get_or_insert(RefreshError::Outbound(other));
+            }
+        };
+        for target in self.routing.targets(&common_labels(&alerts)) {
+            self.link_to_open_incident(&target, &alerts).await?;
+            let existing = self
+                .store
+                .group_message(group_key, target.platform, &target.channel_id)
+                .await?;
+            let delivered = match existing {
+                Some((_, last)) if last == text => continue,
+                Some((message_id, _)) => self
+                    .outbound
+                    .edit(&target, &message_id, &text)
+                    .await
+                    .map(|()| message_id),
+                // Nothing worth a new message: everything already resolved or silenced.
+                None if all_quiet => continue,
+                None => self.outbound.post(&target, &text).await,
+            };
+            match delivered {
+                Ok(message_id) => {
+                    self.store
+                        .set_group_message(
+                            group_key,
+                            target.platform,
+                            &target.channel_id,
+                            &message_id,
+                            &text,
+                        )
+                        .await?
+                }
+                Err(e) => note(e, &format!("{}:{}", target.platform, target.channel_id)),
+            }
+        }
         let already = self
             .notified
             .lock()
@@ -140,51 +196,24 @@ impl AlertService {
             .get(group_key)
             == Some(&text);
         if !already && !self.notifiers.is_empty() {
+            let mut all_done = true;
             for n in &self.notifiers {
-                n.group_changed(group_key, &alerts).await?;
-            }
-            self.notified
-                .lock()
-                .expect("notified poisoned")
-                .insert(group_key.to_owned(), text.clone());
-        }
-        for target in self.routing.targets(&common_labels(&alerts)) {
-            self.link_to_open_incident(&target, &alerts).await?;
-            let existing = self
-                .store
-                .group_message(group_key, target.platform, &target.channel_id)
-                .await?;
-            match existing {
-                Some((_, last)) if last == text => {}
-                Some((message_id, _)) => {
-                    self.outbound.edit(&target, &message_id, &text).await?;
-                    self.store
-                        .set_group_message(
-                            group_key,
-                            target.platform,
-                            &target.channel_id,
-                            &message_id,
-                            &text,
-                        )
-                        .await?;
-                }
-                // Nothing worth a new message: everything already resolved or silenced.
-                None if all_quiet => {}
-                None => {
-                    let message_id = self.outbound.post(&target, &text).await?;
-                    self.store
-                        .set_group_message(
-                            group_key,
-                            target.platform,
-                            &target.channel_id,
-                            &message_id,
-                            &text,
-                        )
-                        .await?;
+                if let Err(e) = n.group_changed(group_key, &alerts).await {
+                    all_done &= matches!(e, OutboundError::Undeliverable(_));
+                    note(e, "webhook");
                 }
             }
+            if all_done {
+                self.notified
+                    .lock()
+                    .expect("notified poisoned")
+                    .insert(group_key.to_owned(), text.clone());
+            }
         }
-        Ok(())
+        match retry {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -208,8 +237,13 @@ impl AlertService {
         let now = self.clock.now();
         let due_before = now - chrono::Duration::from_std(every).unwrap_or_default();
         let mut sent = 0;
+        let silences = self.store.active_silences(now).await?;
         for (alert, reminders) in self.store.alerts_due_reminder(due_before).await? {
+            // Silenced alerts page nobody; only critical ones escalate.
             if !alert.is_critical()
+                || silences
+                    .iter()
+                    .any(|s| s.covers(&alert.incoming.labels, now))
                 || !self
                     .store
                     .mark_alert_reminded(alert.id, reminders, now)

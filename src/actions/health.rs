@@ -137,6 +137,24 @@ impl HealthMonitor {
         }
     }
 
+    /// Marks checks whose alert is stored as firing (after a restart), so their recovery
+    /// resolves it.
+    pub fn seed_firing<'a>(&mut self, checks: impl IntoIterator<Item = &'a str>) {
+        for name in checks {
+            self.tracks.entry(name.to_owned()).or_default().firing = true;
+        }
+    }
+
+    /// Undoes `observe` for changes that could not be stored, so they are raised again on the
+    /// next run instead of being lost.
+    pub fn revert(&mut self, changes: &[IncomingAlert]) {
+        for c in changes {
+            if let Some(track) = c.labels.get("check").and_then(|n| self.tracks.get_mut(n)) {
+                track.firing = c.status != AlertStatus::Firing;
+            }
+        }
+    }
+
     /// The alerts (firing or resolved) these results cause; empty when nothing changed.
     pub fn observe(
         &mut self,
@@ -340,11 +358,18 @@ mod tests {
         assert_eq!(fired[0].status, AlertStatus::Firing);
         assert_eq!(fired[0].labels["check"], "db");
         assert!(m.observe(&down, now).is_empty(), "fires once");
+        // A change that could not be stored is raised again next time.
+        m.revert(&fired);
+        assert_eq!(m.observe(&down, now).len(), 1);
         let resolved = m.observe(&up, now);
         assert_eq!(resolved.len(), 1);
         assert_eq!(resolved[0].status, AlertStatus::Resolved);
         assert_eq!(resolved[0].fingerprint, fired[0].fingerprint);
         assert!(m.observe(&up, now).is_empty());
+        // After a restart, a check whose alert is still firing resolves on recovery.
+        let mut fresh = HealthMonitor::new(3, "critical");
+        fresh.seed_firing(["db"]);
+        assert_eq!(fresh.observe(&up, now)[0].status, AlertStatus::Resolved);
     }
 
     #[tokio::test(start_paused = true)]

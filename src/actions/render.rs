@@ -79,7 +79,10 @@ pub fn render(
             let items: Vec<String> = argv
                 .iter()
                 .filter(|t| t.args().next().is_none() || t.args().any(|a| args.get(a).is_some()))
-                .map(|t| fill(t, args, &mut |_| Ok(String::new())).map(|(real, _)| real))
+                .map(|t| {
+                    fill(t, args, Escape::Verbatim, &mut |_| Ok(String::new()))
+                        .map(|(real, _)| real)
+                })
                 .collect::<Result<_, _>>()?;
             let mut process_env = Vec::new();
             for name in env {
@@ -124,17 +127,18 @@ pub fn render(
             expect_status,
             ..
         } => {
-            let (url_real, url_shown) = fill(url, args, &mut secret)?;
+            let (url_real, url_shown) = fill(url, args, Escape::Url, &mut secret)?;
             let mut display = format!("{method} {url_shown}");
             let mut real_headers = Vec::new();
             for (name, value) in headers {
-                let (real, shown) = fill(value, args, &mut secret)?;
+                // Header values: control characters are refused when arguments are bound.
+                let (real, shown) = fill(value, args, Escape::Verbatim, &mut secret)?;
                 let _ = write!(display, "\n  {name}: {shown}");
                 real_headers.push((name.clone(), SecretString::from(real)));
             }
             let body = match body {
                 Some(b) => {
-                    let (real, shown) = fill(b, args, &mut secret)?;
+                    let (real, shown) = fill(b, args, Escape::Json, &mut secret)?;
                     let _ = write!(display, "\n  body: {shown}");
                     Some(SecretString::from(real))
                 }
@@ -178,10 +182,43 @@ pub fn render(
     })
 }
 
+/// How an argument value is made safe for where it lands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    /// An argv item: passed as one argument, no shell, nothing to escape.
+    Verbatim,
+    /// Part of a URL: percent-encoded, so a value cannot add path segments or a query.
+    Url,
+    /// Part of a request body (JSON by convention): string-escaped, so a value cannot end the
+    /// string it sits in.
+    Json,
+}
+
+fn escape(value: &str, how: Escape) -> String {
+    match how {
+        Escape::Verbatim => value.to_owned(),
+        Escape::Url => value
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect(),
+        Escape::Json => {
+            let quoted = serde_json::to_string(value).expect("strings always serialize");
+            quoted[1..quoted.len() - 1].to_owned()
+        }
+    }
+}
+
 /// Fills a template: (real text, display text with secrets masked).
 fn fill(
     t: &Template,
     args: &BoundArgs,
+    how: Escape,
     secret: &mut dyn FnMut(&str) -> Result<String, String>,
 ) -> Result<(String, String), String> {
     let (mut real, mut shown) = (String::new(), String::new());
@@ -192,9 +229,9 @@ fn fill(
                 shown.push_str(l);
             }
             Segment::Arg(a) => {
-                let v = args.get(a).unwrap_or("");
-                real.push_str(v);
-                shown.push_str(v);
+                let v = escape(args.get(a).unwrap_or(""), how);
+                real.push_str(&v);
+                shown.push_str(&v);
             }
             Segment::Secret(name) => {
                 real.push_str(&secret(name)?);
@@ -230,4 +267,23 @@ pub fn redact(text: &str, secrets: &[SecretString]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_cannot_break_out_of_urls_or_json_strings() {
+        assert_eq!(
+            escape("x/../../admin?all=1#", Escape::Url),
+            "x%2F..%2F..%2Fadmin%3Fall%3D1%23"
+        );
+        assert_eq!(
+            escape(r#"a","force":true,"x":""#, Escape::Json),
+            r#"a\",\"force\":true,\"x\":\""#
+        );
+        assert_eq!(escape("api", Escape::Url), "api");
+        assert_eq!(escape("--to=x", Escape::Verbatim), "--to=x");
+    }
 }

@@ -136,6 +136,9 @@ impl Alert {
     }
 }
 
+/// Longest matcher accepted (they come from chat).
+pub const MAX_MATCHER_LEN: usize = 256;
+
 /// `label=value` (exact) or `label=~regex` (anchored), as in Alertmanager.
 #[derive(Clone, Debug)]
 pub enum Matcher {
@@ -185,10 +188,19 @@ impl FromStr for Matcher {
         if !valid_key {
             return Err(bad());
         }
+        if s.len() > MAX_MATCHER_LEN {
+            return Err(format!(
+                "a matcher may be at most {MAX_MATCHER_LEN} characters"
+            ));
+        }
         match v.strip_prefix('~') {
-            Some(re) => regex::Regex::new(&format!("^(?:{re})$"))
+            // Matchers come from chat: bound what a regex may cost to compile and run.
+            Some(re) => regex::RegexBuilder::new(&format!("^(?:{re})$"))
+                .size_limit(64 * 1024)
+                .dfa_size_limit(256 * 1024)
+                .build()
                 .map(|r| Matcher::Regex(k.to_owned(), r))
-                .map_err(|e| format!("matcher {s:?}: {e}")),
+                .map_err(|e| format!("matcher {k}=~…: {e}")),
             None => Ok(Matcher::Equal(k.to_owned(), v.trim_matches('"').to_owned())),
         }
     }

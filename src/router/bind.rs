@@ -78,6 +78,10 @@ fn check_value(name: &str, kind: &ArgKind, value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Err(format!("{name} must not be empty"));
     }
+    // A newline or other control character could fake lines in what approvers are shown.
+    if value.chars().any(char::is_control) {
+        return Err(format!("{name} must not contain control characters"));
+    }
     match kind {
         ArgKind::Choice(choices) => {
             if !choices.iter().any(|c| c == value) {

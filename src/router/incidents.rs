@@ -355,12 +355,17 @@ impl Router {
         alert_id: i64,
         what: String,
     ) {
+        // The ack is recorded even when routing linked the alert a moment earlier.
         if let Ok(Some(i)) = self.channel_incident(ev).await
-            && let Ok(true) = self.deps.store.link_alert(i.id, alert_id).await
+            && self.deps.store.link_alert(i.id, alert_id).await.is_ok()
         {
-            let _ = self
-                .note(i.id, TimelineKind::Alert, &ev.display_name, what)
-                .await;
+            let actor = self
+                .deps
+                .directory
+                .resolve(&ev.user)
+                .person()
+                .map_or_else(|| ev.user.to_string(), |p| p.name.clone());
+            let _ = self.note(i.id, TimelineKind::Alert, &actor, what).await;
         }
     }
 }

@@ -385,7 +385,7 @@ impl Router {
             Call::Builtin(BuiltinCall::Approve { run }) => {
                 return self.approve(ev, request_id, requester, run).await;
             }
-            Call::Builtin(BuiltinCall::Deny { run }) => return self.deny(requester, run).await,
+            Call::Builtin(BuiltinCall::Deny { run }) => return self.deny(ev, requester, run).await,
             Call::Builtin(BuiltinCall::Alerts) => self.list_alerts().await?,
             Call::Builtin(BuiltinCall::Incident(cmd)) => {
                 return self.incident(ev, requester, cmd).await;

@@ -275,6 +275,20 @@ impl Router {
         })
     }
 
+    /// Loads a request from the channel it was made in and refuses unless it is still pending
+    /// and unexpired. Acting on it from elsewhere (another channel, a DM) is refused: the
+    /// runbook's channel allow-list and the people watching that channel must apply.
+    async fn pending_run_in(&self, ev: &InboundEvent, id: i64) -> Result<Run, Refusal> {
+        let run = self.pending_run(id).await?;
+        if run.new.platform != ev.platform || run.new.channel_id != ev.channel.id {
+            return Err(Refusal::Denied(format!(
+                "request #{id} was made in #{}; act on it there.",
+                run.new.channel_name
+            )));
+        }
+        Ok(run)
+    }
+
     /// Loads a request and refuses unless it is still pending and unexpired.
     async fn pending_run(&self, id: i64) -> Result<Run, Refusal> {
         let run = self
@@ -364,7 +378,7 @@ impl Router {
         requester: &Requester,
         id: i64,
     ) -> Result<Done, Refusal> {
-        let run = self.pending_run(id).await?;
+        let run = self.pending_run_in(ev, id).await?;
         let (spec, rendered) = self.current_action(&run).await?;
         let Some(policy) = spec.approval.clone() else {
             return Err(Refusal::Invalid(format!(
@@ -476,8 +490,13 @@ impl Router {
         })
     }
 
-    pub(super) async fn deny(&self, requester: &Requester, id: i64) -> Result<Done, Refusal> {
-        let run = self.pending_run(id).await?;
+    pub(super) async fn deny(
+        &self,
+        ev: &InboundEvent,
+        requester: &Requester,
+        id: i64,
+    ) -> Result<Done, Refusal> {
+        let run = self.pending_run_in(ev, id).await?;
         let policy = self
             .deps
             .catalog
@@ -519,7 +538,7 @@ impl Router {
         requester: &Requester,
         id: i64,
     ) -> Result<Done, Refusal> {
-        let run = self.pending_run(id).await?;
+        let run = self.pending_run_in(ev, id).await?;
         let requested_by = self.deps.directory.resolve(&run.new.requester);
         let own = run.new.requester == ev.user
             || requester
@@ -612,7 +631,7 @@ impl Router {
                 self.approve(ev, request_id, requester, run.id).await,
             ),
             (true, false) => ("retract".into(), self.retract(ev, run.id).await),
-            (false, true) => ("deny".into(), self.deny(requester, run.id).await),
+            (false, true) => ("deny".into(), self.deny(ev, requester, run.id).await),
             // Taking back a deny changes nothing: the request already ended.
             (false, false) => return Ok(None),
         }))

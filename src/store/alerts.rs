@@ -304,7 +304,7 @@ macro_rules! impl_alert_store {
                 }
                 let select = SELECT_ALERT.replace(" FROM alerts", ", reminders FROM alerts");
                 let rows: Vec<Due> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "{select} WHERE status = 'firing' AND acked_by IS NULL AND COALESCE(reminded_at, first_seen) < $1 ORDER BY id LIMIT 500"
+                    "{select} WHERE status = 'firing' AND acked_by IS NULL AND COALESCE(reminded_at, first_seen) < $1 ORDER BY id LIMIT 10000"
                 )))
                 .bind(due_before.timestamp_micros())
                 .fetch_all(&self.pool)
