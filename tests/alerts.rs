@@ -665,3 +665,56 @@ async fn a_failing_notification_webhook_does_not_keep_alerts_out_of_chat() {
     chat.wait_until("the group message despite the webhook", |m| !m.is_empty())
         .await;
 }
+
+#[tokio::test]
+async fn postgres_intake_is_idempotent_and_tracks_resolution_too() {
+    let Some(schema) = support::fresh_postgres_schema().await else {
+        return;
+    };
+    let chat = Arc::new(RecordingOutbound::default());
+    let app = support::spawn_app_full(
+        &config(),
+        &[],
+        &support::postgres_schema_url(&schema),
+        tempfile::tempdir().unwrap(),
+        Overrides {
+            outbound: Some(chat.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(
+            post(&app, Some(TOKEN), am_fixture("03-firing-grouped-3.json"))
+                .await
+                .0,
+            200
+        );
+    }
+    assert_eq!(
+        post(&app, Some(TOKEN), am_fixture("01-firing-single.json"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(app.store.active_alerts(100).await.unwrap().len(), 4);
+    assert_eq!(
+        post(&app, Some(TOKEN), am_fixture("02-resolved-single.json"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(app.store.active_alerts(100).await.unwrap().len(), 3);
+    let first = app.store.active_alerts(1).await.unwrap()[0].id;
+    assert!(
+        app.reply("alice", &format!("/ack {first}"))
+            .await
+            .contains("acknowledged by alice")
+    );
+    // HighCPU fired and resolved before the notifier looked: nothing to announce for it.
+    chat.wait_until("the DiskFull group posted", |m| {
+        m.iter()
+            .any(|x| matches!(x, Outbound::Post { text, .. } if text.contains("DiskFull")))
+    })
+    .await;
+}

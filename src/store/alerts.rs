@@ -109,6 +109,60 @@ pub(crate) fn matchers_json(s: &Silence) -> String {
     serde_json::to_string(&texts).expect("strings always serialize")
 }
 
+/// Alerts per upsert statement: 12 bound values each stays under SQLite's 32,766 limit.
+pub(crate) const UPSERT_CHUNK: usize = 1000;
+
+/// One multi-row upsert of `alerts` (distinct fingerprints: Postgres refuses to update a row
+/// twice in one statement). A resolved alert that fires again starts a new episode, so its
+/// acknowledgement is cleared.
+pub(crate) fn upsert_alerts<DB>(
+    alerts: &[IncomingAlert],
+    now: DateTime<Utc>,
+) -> sqlx::QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let now = now.timestamp_micros();
+    let mut q = sqlx::QueryBuilder::new(
+        "INSERT INTO alerts (fingerprint, source, group_key, status, labels, annotations, starts_at, \
+         ends_at, generator_url, first_seen, last_seen, resolved_at) ",
+    );
+    q.push_values(alerts, |mut row, a| {
+        let resolved = (a.status == crate::domain::AlertStatus::Resolved).then_some(now);
+        row.push_bind(a.fingerprint.clone())
+            .push_bind(a.source.as_str().to_owned())
+            .push_bind(a.group_key.clone())
+            .push_bind(a.status.as_str().to_owned())
+            .push_bind(json_map(&a.labels))
+            .push_bind(json_map(&a.annotations))
+            .push_bind(a.starts_at.timestamp_micros())
+            .push_bind(a.ends_at.map(|t| t.timestamp_micros()))
+            .push_bind(a.generator_url.clone())
+            .push_bind(now)
+            .push_bind(now)
+            .push_bind(resolved);
+    });
+    q.push(
+        " ON CONFLICT (fingerprint) DO UPDATE SET \
+           group_key = excluded.group_key, \
+           labels = excluded.labels, \
+           annotations = excluded.annotations, \
+           ends_at = excluded.ends_at, \
+           generator_url = excluded.generator_url, \
+           last_seen = excluded.last_seen, \
+           acked_by = CASE WHEN alerts.status = 'resolved' AND excluded.status = 'firing' THEN NULL ELSE alerts.acked_by END, \
+           acked_at = CASE WHEN alerts.status = 'resolved' AND excluded.status = 'firing' THEN NULL ELSE alerts.acked_at END, \
+           resolved_at = CASE WHEN excluded.status = 'resolved' THEN COALESCE(alerts.resolved_at, excluded.last_seen) END, \
+           starts_at = excluded.starts_at, \
+           status = excluded.status",
+    );
+    q
+}
+
 /// Implements `ports::AlertStore` for a store type with a `pool` field.
 macro_rules! impl_alert_store {
     ($store:ty) => {
@@ -138,41 +192,17 @@ macro_rules! impl_alert_store {
                 alerts: &[$crate::domain::IncomingAlert],
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<(), $crate::ports::StoreError> {
-                use $crate::store::alerts::json_map;
+                use $crate::store::alerts::{UPSERT_CHUNK, upsert_alerts};
                 use $crate::store::backend;
-                let now = now.timestamp_micros();
+                // One statement per chunk (each statement is a round trip to the driver); a
+                // single chunk is atomic on its own, several share a transaction.
+                if alerts.len() <= UPSERT_CHUNK {
+                    upsert_alerts(alerts, now).build().execute(&self.pool).await.map_err(backend)?;
+                    return Ok(());
+                }
                 let mut tx = self.pool.begin().await.map_err(backend)?;
-                for a in alerts {
-                    sqlx::query(
-                        "INSERT INTO alerts (fingerprint, source, group_key, status, labels, annotations, starts_at, \
-                         ends_at, generator_url, first_seen, last_seen, resolved_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, CASE WHEN $4 = 'resolved' THEN $10 END) \
-                         ON CONFLICT (fingerprint) DO UPDATE SET \
-                           group_key = excluded.group_key, \
-                           labels = excluded.labels, \
-                           annotations = excluded.annotations, \
-                           ends_at = excluded.ends_at, \
-                           generator_url = excluded.generator_url, \
-                           last_seen = excluded.last_seen, \
-                           acked_by = CASE WHEN alerts.status = 'resolved' AND excluded.status = 'firing' THEN NULL ELSE alerts.acked_by END, \
-                           acked_at = CASE WHEN alerts.status = 'resolved' AND excluded.status = 'firing' THEN NULL ELSE alerts.acked_at END, \
-                           resolved_at = CASE WHEN excluded.status = 'resolved' THEN COALESCE(alerts.resolved_at, excluded.last_seen) END, \
-                           starts_at = excluded.starts_at, \
-                           status = excluded.status",
-                    )
-                    .bind(&a.fingerprint)
-                    .bind(a.source.as_str())
-                    .bind(&a.group_key)
-                    .bind(a.status.as_str())
-                    .bind(json_map(&a.labels))
-                    .bind(json_map(&a.annotations))
-                    .bind(a.starts_at.timestamp_micros())
-                    .bind(a.ends_at.map(|t| t.timestamp_micros()))
-                    .bind(&a.generator_url)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
+                for chunk in alerts.chunks(UPSERT_CHUNK) {
+                    upsert_alerts(chunk, now).build().execute(&mut *tx).await.map_err(backend)?;
                 }
                 tx.commit().await.map_err(backend)?;
                 Ok(())
