@@ -63,6 +63,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub alerts: Arc<AlertService>,
     pub liveness: Arc<Liveness>,
+    /// Where the bot's own messages go (alert groups, sweep notices).
+    outbound: Arc<dyn ChatOutbound>,
     slack: Option<SlackState>,
     health: Arc<HealthChecks>,
     clock: Arc<dyn Clock>,
@@ -174,7 +176,7 @@ impl App {
             .collect();
         let alerts = AlertService::start(
             store.clone(),
-            outbound,
+            outbound.clone(),
             notifiers,
             clock.clone(),
             alert_routing(&config)?,
@@ -244,6 +246,7 @@ impl App {
             metrics,
             alerts,
             liveness: Arc::new(Liveness::default()),
+            outbound,
             slack,
             health,
             clock,
@@ -286,6 +289,7 @@ impl App {
         let http = tokio::spawn(http::serve(listener, self.http_state(), shutdown.clone()));
         tokio::spawn(sweep_forever(
             self.router.clone(),
+            self.outbound.clone(),
             self.liveness.clone(),
             shutdown.clone(),
         ));
@@ -381,9 +385,14 @@ impl App {
 /// How often expired and interrupted runbook requests are looked for.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Expires stale approval requests and reports interrupted runs until shutdown. Chat
-/// platforms will post these notices to their channels; until then they are logged.
-async fn sweep_forever(router: Arc<Router>, liveness: Arc<Liveness>, shutdown: CancellationToken) {
+/// Expires stale approval requests, reports interrupted runs and unacknowledged incidents,
+/// and posts each notice to the channel it concerns, until shutdown.
+async fn sweep_forever(
+    router: Arc<Router>,
+    outbound: Arc<dyn ChatOutbound>,
+    liveness: Arc<Liveness>,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     loop {
         tokio::select! {
@@ -392,7 +401,11 @@ async fn sweep_forever(router: Arc<Router>, liveness: Arc<Liveness>, shutdown: C
                 Ok(notices) => {
                     liveness.tick("sweeper", SWEEP_EVERY);
                     for n in notices {
-                        tracing::warn!(platform = %n.platform, channel = %n.channel_id, "{}", n.text);
+                        let to = OutboundTarget { platform: n.platform, channel_id: n.channel_id.clone(), thread: n.thread.clone() };
+                        if let Err(e) = outbound.post(&to, &n.text).await {
+                            // Logged in full so the notice is never silently lost.
+                            tracing::error!(platform = %n.platform, channel = %n.channel_id, error = %e, notice = %n.text, "could not post a notice");
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "sweeping runbook requests failed"),
