@@ -63,6 +63,9 @@ pub async fn serve(
         .await
 }
 
+/// How long an alert group may wait for chat delivery before `/readyz` reports it.
+const NOTIFY_STALL: Duration = Duration::from_secs(120);
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -77,11 +80,19 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
         Err(_) => "timed out".to_owned(),
     };
     let stalled = state.liveness.stalled();
-    let ready = store == "ok" && stalled.is_empty();
+    let (waiting, oldest) = state.hooks.alerts.backlog();
+    let notifications_stalled = oldest.is_some_and(|age| age > NOTIFY_STALL);
+    let ready = store == "ok" && stalled.is_empty() && !notifications_stalled;
     let mut body = format!(
         "{}\nstore: {store}\n",
         if ready { "ready" } else { "not ready" }
     );
+    if notifications_stalled {
+        body.push_str(&format!(
+            "alert notifications: stalled ({waiting} group(s) waiting, oldest {}s)\n",
+            oldest.unwrap_or_default().as_secs()
+        ));
+    }
     for (name, secs) in stalled {
         body.push_str(&format!("{name}: stalled ({secs}s since last run)\n"));
     }

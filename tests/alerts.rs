@@ -326,11 +326,28 @@ async fn a_platform_asking_to_slow_down_delays_but_does_not_lose_the_message() {
     );
     tokio::task::yield_now().await;
     assert!(chat.messages().is_empty());
+    // While it waits, the group is counted as backlog (what /readyz watches).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.alerts.backlog().0 == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the group never entered the backlog"
+        );
+        tokio::task::yield_now().await;
+    }
     *chat.fail_with_retry_after.lock().unwrap() = None;
     let msgs = chat
         .wait_until("delivery after Retry-After", |m| !m.is_empty())
         .await;
     assert_eq!(msgs.len(), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.alerts.backlog().0 != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backlog never drained"
+        );
+        tokio::task::yield_now().await;
+    }
 }
 
 #[tokio::test]

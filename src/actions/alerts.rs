@@ -59,6 +59,8 @@ pub struct AlertService {
     store: Arc<dyn Store>,
     outbound: Arc<dyn ChatOutbound>,
     notifiers: Vec<Arc<dyn GroupNotifier>>,
+    /// Groups waiting for delivery, with when they first started waiting (for `/readyz`).
+    backlog: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Last group text each notifier was sent, so unchanged groups are not re-sent.
     notified: std::sync::Mutex<std::collections::HashMap<String, String>>,
     clock: Arc<dyn Clock>,
@@ -84,6 +86,7 @@ impl AlertService {
             outbound,
             notifiers,
             notified: std::sync::Mutex::new(std::collections::HashMap::new()),
+            backlog: std::sync::Mutex::new(std::collections::HashMap::new()),
             clock,
             routing,
             changed,
@@ -120,7 +123,26 @@ impl AlertService {
 
     /// Schedules a refresh of a group's messages (after an ack, resolve or silence).
     pub fn touch(&self, group_key: &str) {
+        self.backlog
+            .lock()
+            .expect("backlog poisoned")
+            .entry(group_key.to_owned())
+            .or_insert_with(std::time::Instant::now);
         let _ = self.changed.send(group_key.to_owned());
+    }
+
+    /// How many groups wait for delivery, and for how long the oldest has waited.
+    pub fn backlog(&self) -> (usize, Option<Duration>) {
+        let backlog = self.backlog.lock().expect("backlog poisoned");
+        let oldest = backlog.values().min().map(|t| t.elapsed());
+        (backlog.len(), oldest)
+    }
+
+    fn delivered(&self, group_key: &str) {
+        self.backlog
+            .lock()
+            .expect("backlog poisoned")
+            .remove(group_key);
     }
 
     /// Brings every message of one group up to date.
@@ -330,7 +352,11 @@ async fn notify_worker(
         };
         let groups: BTreeSet<String> = batch.drain(..).collect();
         for group in groups {
-            if let Err(e) = service.refresh_group(&group).await {
+            let result = service.refresh_group(&group).await;
+            if result.is_ok() {
+                service.delivered(&group);
+            }
+            if let Err(e) = result {
                 if let RefreshError::Outbound(OutboundError::Undeliverable(why)) = &e {
                     error!(group = %group, reason = %why, "alert group message cannot be delivered");
                     continue;

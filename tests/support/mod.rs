@@ -64,6 +64,7 @@ timeout = "60s"
 pub struct TestApp {
     pub router: Arc<Router>,
     pub store: Arc<dyn Store>,
+    pub alerts: Arc<opsbot::actions::alerts::AlertService>,
     pub addr: SocketAddr,
     pub dir: TempDir,
     shutdown: CancellationToken,
@@ -142,6 +143,7 @@ pub async fn spawn_app_full(
     TestApp {
         router: app.router.clone(),
         store: app.store.clone(),
+        alerts: app.alerts.clone(),
         addr,
         dir,
         shutdown,
