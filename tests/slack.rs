@@ -255,8 +255,7 @@ async fn bad_signatures_and_replayed_timestamps_are_refused_and_change_nothing()
     // Slack's documented signing example is valid but from 2018: it must be refused as stale.
     let fixture: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/fixtures/signing/slack_v0.json"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/slack_v0.json"),
         )
         .unwrap(),
     )

@@ -360,10 +360,10 @@ impl opsbot::ports::ChatOutbound for RecordingOutbound {
     }
 }
 
-/// A recorded Alertmanager delivery from `shared/fixtures/alertmanager`.
+/// A recorded Alertmanager delivery (copied from the shared fixtures into `tests/fixtures`).
 pub fn am_fixture(name: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/alertmanager")
+        .join("tests/fixtures/alertmanager")
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
