@@ -176,6 +176,7 @@ impl App {
             .collect();
         let alerts = AlertService::start(
             store.clone(),
+            metrics.clone(),
             outbound.clone(),
             notifiers,
             clock.clone(),

@@ -23,10 +23,19 @@ struct NameLabel {
     command: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     commands: Family<CommandLabels, Counter>,
     latency: Family<NameLabel, Histogram>,
+    alerts_received: Counter,
+    runs_finished: Family<KindLabel, Counter>,
+    outbound_failures: Family<KindLabel, Counter>,
+    alert_backlog: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Default for Metrics {
@@ -52,10 +61,38 @@ impl Metrics {
             "Time from receiving a command to its reply, audit included",
             latency.clone(),
         );
+        let alerts_received = Counter::default();
+        registry.register(
+            "alerts_received",
+            "Alerts accepted and stored (redeliveries included)",
+            alerts_received.clone(),
+        );
+        let runs_finished = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "runs_finished",
+            "Runbook executions, by final state",
+            runs_finished.clone(),
+        );
+        let outbound_failures = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "outbound_failures",
+            "Bot messages that failed: retry_after (platform 429s), failed (retried), undeliverable (given up, logged)",
+            outbound_failures.clone(),
+        );
+        let alert_backlog = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "alert_backlog_groups",
+            "Alert groups waiting for chat delivery",
+            alert_backlog.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             commands,
             latency,
+            alerts_received,
+            runs_finished,
+            outbound_failures,
+            alert_backlog,
         }
     }
 
@@ -71,6 +108,26 @@ impl Metrics {
                 command: command.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn alerts_received(&self, n: usize) {
+        self.alerts_received.inc_by(n as u64);
+    }
+
+    pub fn run_finished(&self, state: &'static str) {
+        self.runs_finished
+            .get_or_create(&KindLabel { kind: state })
+            .inc();
+    }
+
+    pub fn outbound_failure(&self, kind: &'static str) {
+        self.outbound_failures
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    pub fn alert_backlog(&self, groups: usize) {
+        self.alert_backlog.set(groups as i64);
     }
 
     /// OpenMetrics text for `/metrics`.

@@ -129,6 +129,17 @@ async fn firing_then_resolved_updates_one_message() {
     let stored = app.store.alert(id).await.unwrap().unwrap();
     assert_eq!(stored.incoming.status, AlertStatus::Resolved);
     assert!(stored.resolved_at.is_some());
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("opsbot_alerts_received_total 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("opsbot_alert_backlog_groups"), "{metrics}");
 }
 
 #[tokio::test]

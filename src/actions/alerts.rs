@@ -57,6 +57,7 @@ impl AlertRouting {
 
 pub struct AlertService {
     store: Arc<dyn Store>,
+    metrics: Arc<crate::metrics::Metrics>,
     outbound: Arc<dyn ChatOutbound>,
     notifiers: Vec<Arc<dyn GroupNotifier>>,
     /// Groups waiting for delivery, with when they first started waiting (for `/readyz`).
@@ -75,6 +76,7 @@ impl AlertService {
     /// Builds the service and starts its notification worker.
     pub fn start(
         store: Arc<dyn Store>,
+        metrics: Arc<crate::metrics::Metrics>,
         outbound: Arc<dyn ChatOutbound>,
         notifiers: Vec<Arc<dyn GroupNotifier>>,
         clock: Arc<dyn Clock>,
@@ -83,6 +85,7 @@ impl AlertService {
         let (changed, rx) = mpsc::unbounded_channel();
         let service = Arc::new(Self {
             store,
+            metrics,
             outbound,
             notifiers,
             notified: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -102,6 +105,7 @@ impl AlertService {
         alerts.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
         alerts.dedup_by(|a, b| a.fingerprint == b.fingerprint);
         self.store.ingest_alerts(&alerts, self.clock.now()).await?;
+        self.metrics.alerts_received(alerts.len());
         let groups: BTreeSet<&str> = alerts.iter().map(|a| a.group_key.as_str()).collect();
         for g in groups {
             self.touch(g);
@@ -135,6 +139,7 @@ impl AlertService {
     pub fn backlog(&self) -> (usize, Option<Duration>) {
         let backlog = self.backlog.lock().expect("backlog poisoned");
         let oldest = backlog.values().min().map(|t| t.elapsed());
+        self.metrics.alert_backlog(backlog.len());
         (backlog.len(), oldest)
     }
 
@@ -171,11 +176,17 @@ impl AlertService {
         // blocks nor drops the others. A retryable failure is returned at the end so the whole
         // group is tried again; targets already up to date are skipped then (same text).
         let mut retry: Option<RefreshError> = None;
+        let metrics = self.metrics.clone();
         let mut note = |e: OutboundError, what: &str| match e {
             OutboundError::Undeliverable(why) => {
+                metrics.outbound_failure("undeliverable");
                 error!(group = %group_key, target = %what, reason = %why, "alert group message cannot be delivered")
             }
             other => {
+                metrics.outbound_failure(match other {
+                    OutboundError::RetryAfter(_) => "retry_after",
+                    _ => "failed",
+                });
                 retry.get_or_insert(RefreshError::Outbound(other));
             }
         };

@@ -748,6 +748,7 @@ impl Router {
             output,
             truncated: outcome.truncated,
         };
+        self.deps.metrics.run_finished(state.as_str());
         let recorded = match store.finish_run(id, state, &result, self.now()).await {
             Ok(true) => true,
             Ok(false) => {
