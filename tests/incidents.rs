@@ -284,4 +284,23 @@ async fn alerts_routed_to_an_incident_channel_are_linked_automatically() {
         timeline.contains("alert · opsbot: alert #1 HighCPU [critical] firing"),
         "{timeline}"
     );
+    // Its resolution lands on the timeline too.
+    let resp = reqwest::Client::new()
+        .post(app.url("/hooks/alertmanager"))
+        .bearer_auth("am-token-abc123")
+        .body(am_fixture("02-resolved-single.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    chat.wait_until("the resolved edit", |m| {
+        m.iter()
+            .any(|x| matches!(x, Outbound::Edit { text, .. } if text.starts_with("✅ RESOLVED")))
+    })
+    .await;
+    let timeline = say(&app, "alice", "/incident timeline").await;
+    assert!(
+        timeline.contains("alert · opsbot: alert #1 HighCPU resolved"),
+        "{timeline}"
+    );
 }

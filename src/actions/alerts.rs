@@ -321,23 +321,46 @@ impl AlertService {
         else {
             return Ok(());
         };
+        let now = self.clock.now();
+        let note = |text: String| crate::domain::TimelineEntry {
+            at: now,
+            kind: crate::domain::TimelineKind::Alert,
+            actor: "opsbot".into(),
+            text,
+        };
         for a in alerts
             .iter()
             .filter(|a| a.incoming.status == AlertStatus::Firing)
         {
             if self.store.link_alert(incident.id, a.id).await? {
-                let entry = crate::domain::TimelineEntry {
-                    at: self.clock.now(),
-                    kind: crate::domain::TimelineKind::Alert,
-                    actor: "opsbot".into(),
-                    text: format!(
-                        "alert #{} {} [{}] firing",
-                        a.id,
-                        a.incoming.alertname(),
-                        a.severity()
-                    ),
-                };
-                self.store.add_timeline(incident.id, &entry).await?;
+                let text = format!(
+                    "alert #{} {} [{}] firing",
+                    a.id,
+                    a.incoming.alertname(),
+                    a.severity()
+                );
+                self.store.add_timeline(incident.id, &note(text)).await?;
+            }
+        }
+        // Resolutions of linked alerts go on the timeline once each.
+        let resolved: Vec<&Alert> = alerts
+            .iter()
+            .filter(|a| a.incoming.status == AlertStatus::Resolved)
+            .collect();
+        if !resolved.is_empty() {
+            let linked: HashSet<i64> = self
+                .store
+                .linked_alerts(incident.id)
+                .await?
+                .iter()
+                .map(|a| a.id)
+                .collect();
+            let timeline = self.store.timeline(incident.id).await?;
+            for a in resolved.into_iter().filter(|a| linked.contains(&a.id)) {
+                let text = format!("alert #{} {} resolved", a.id, a.incoming.alertname());
+                if !timeline.iter().any(|e| e.text == text) {
+                    self.store.add_timeline(incident.id, &note(text)).await?;
+                }
             }
         }
         Ok(())
