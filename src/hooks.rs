@@ -40,8 +40,7 @@ pub struct HookState {
 struct AmPayload {
     version: String,
     group_key: String,
-    #[allow(dead_code)]
-    status: String,
+    // The top-level `status` is ignored on purpose: each alert carries its own (fixture 04).
     alerts: Vec<AmAlert>,
 }
 
