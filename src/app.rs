@@ -14,6 +14,7 @@ use crate::actions::health::{HealthChecks, HealthMonitor};
 use crate::adapters::PlatformOutbound;
 use crate::adapters::console::{Console, ConsoleOutbound};
 use crate::adapters::slack::{SlackApi, SlackState};
+use crate::adapters::throttle::{Throttled, default_spacing};
 use crate::catalog::{Catalog, CatalogErrors};
 use crate::config::{Config, LimiterBackend};
 use crate::domain::{Matcher, Platform, ResponseTargets};
@@ -162,7 +163,7 @@ impl App {
                 if let Some(api) = &slack_api {
                     platforms = platforms.with(Platform::Slack, api.clone());
                 }
-                Arc::new(platforms)
+                Arc::new(Throttled::new(Arc::new(platforms), default_spacing))
             }
         };
         let notifiers: Vec<Arc<dyn GroupNotifier>> = config

@@ -4,6 +4,7 @@
 
 pub mod console;
 pub mod slack;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
