@@ -237,6 +237,7 @@ impl App {
                 router.clone(),
                 store.clone(),
                 api,
+                outbound.clone(),
                 &cfg.signing_secret,
             )),
             _ => None,

@@ -117,6 +117,9 @@ pub struct SlackState {
     pub router: Arc<Router>,
     pub store: Arc<dyn Store>,
     pub api: Arc<SlackApi>,
+    /// Channel posts go through the paced outbound (`adapters::throttle`), like every other
+    /// message the bot sends; `response_url` answers do not count against channel limits.
+    pub outbound: Arc<dyn ChatOutbound>,
     pub verifier: SlackEventSignatureVerifier,
 }
 
@@ -125,12 +128,14 @@ impl SlackState {
         router: Arc<Router>,
         store: Arc<dyn Store>,
         api: Arc<SlackApi>,
+        outbound: Arc<dyn ChatOutbound>,
         signing_secret: &SecretString,
     ) -> Self {
         Self {
             router,
             store,
             api,
+            outbound,
             verifier: SlackEventSignatureVerifier::new(&SlackSigningSecret::new(
                 signing_secret.expose_secret().to_owned(),
             )),
@@ -221,12 +226,13 @@ async fn deliver(
     response_url: Option<&SlackResponseUrl>,
 ) {
     let Some(reply) = response.reply else { return };
+    let here = OutboundTarget {
+        platform: Platform::Slack,
+        channel_id: ev.channel.id.clone(),
+        thread: ev.thread.clone(),
+    };
     if let Some(run) = response.pending_run {
-        match state
-            .api
-            .post(&ev.channel.id, ev.thread.as_deref(), &reply.text)
-            .await
-        {
+        match state.outbound.post(&here, &reply.text).await {
             Ok(ts) => {
                 if let Err(e) = state.router.bind_message(run, &ts).await {
                     tracing::error!(run, error = %e, "could not bind the approval message");
@@ -251,11 +257,7 @@ async fn deliver(
                 .map(|_| ())
                 .map_err(slack_error)
         }
-        None => state
-            .api
-            .post(&ev.channel.id, ev.thread.as_deref(), &reply.text)
-            .await
-            .map(|_| ()),
+        None => state.outbound.post(&here, &reply.text).await.map(|_| ()),
     };
     if let Err(e) = result {
         tracing::error!(error = %e, request_id = %reply.request_id, "could not deliver a Slack reply");
