@@ -97,17 +97,18 @@ fn runs_logged(dir: &Path) -> usize {
 }
 
 async fn app_with(approvals: u32, extra: &str, timeout: &str) -> TestApp {
-    let cmd = runbook(approvals, extra, timeout);
-    let app = spawn_app_with(
-        PEOPLE,
-        &[("rollback.toml", cmd.as_str())],
-        Overrides {
-            clock: None,
-            env: Some(env_with_token()),
-            ..Default::default()
-        },
-    )
-    .await;
+    app_for(PEOPLE, &runbook(approvals, extra, timeout), None).await
+}
+
+/// An app with `people`, the rollback command file `cmd`, the test secret in its environment,
+/// an optional fake clock, and the counting `act.sh` in place.
+async fn app_for(people: &str, cmd: &str, clock: Option<Arc<FakeClock>>) -> TestApp {
+    let overrides = Overrides {
+        clock: clock.map(|c| c as Arc<dyn opsbot::ports::Clock>),
+        env: Some(env_with_token()),
+        ..Default::default()
+    };
+    let app = spawn_app_with(people, &[("rollback.toml", cmd)], overrides).await;
     counting_script(app.dir.path());
     app
 }
@@ -247,17 +248,7 @@ async fn requester_cannot_approve_own_request_unless_the_file_allows_it() {
         "approver_roles = [\"sre-lead\"]",
         "approver_roles = [\"sre\"]",
     );
-    let app = spawn_app_with(
-        PEOPLE,
-        &[("rollback.toml", cmd.as_str())],
-        Overrides {
-            clock: None,
-            env: Some(env_with_token()),
-            ..Default::default()
-        },
-    )
-    .await;
-    counting_script(app.dir.path());
+    let app = app_for(PEOPLE, &cmd, None).await;
     let id = app.say("alice", "/rollback api").await.pending_run.unwrap();
     let r = app.say("alice", &format!("/approve {id}")).await;
     assert_eq!(r.outcome, Some(Outcome::Denied));
@@ -272,17 +263,7 @@ async fn requester_cannot_approve_own_request_unless_the_file_allows_it() {
         "expires_after = \"10m\"",
         "expires_after = \"10m\"\nallow_self_approval = true",
     );
-    let app = spawn_app_with(
-        PEOPLE,
-        &[("rollback.toml", allowed.as_str())],
-        Overrides {
-            clock: None,
-            env: Some(env_with_token()),
-            ..Default::default()
-        },
-    )
-    .await;
-    counting_script(app.dir.path());
+    let app = app_for(PEOPLE, &allowed, None).await;
     let id = app.say("alice", "/rollback api").await.pending_run.unwrap();
     assert!(
         text(&app, "alice", &format!("/approve {id}"))
@@ -384,17 +365,7 @@ async fn only_the_requester_can_cancel() {
 async fn expired_requests_say_so_and_cannot_be_approved() {
     let clock = Arc::new(FakeClock::new(Utc::now()));
     let cmd = runbook(1, "", "30s");
-    let app = spawn_app_with(
-        PEOPLE,
-        &[("rollback.toml", cmd.as_str())],
-        Overrides {
-            clock: Some(clock.clone()),
-            env: Some(env_with_token()),
-            ..Default::default()
-        },
-    )
-    .await;
-    counting_script(app.dir.path());
+    let app = app_for(PEOPLE, &cmd, Some(clock.clone())).await;
     let first = request(&app).await;
     let second = app.say("alice", "/rollback web").await.pending_run.unwrap();
     clock.advance(Duration::from_secs(9 * 60));
@@ -690,16 +661,7 @@ async fn one_person_counts_once_whichever_identity_they_use() {
         "identities = [\"console:bob\", \"console:bob-phone\"]",
     );
     let cmd = runbook(2, "", "30s");
-    let app = spawn_app_with(
-        &people,
-        &[("rollback.toml", cmd.as_str())],
-        Overrides {
-            env: Some(env_with_token()),
-            ..Default::default()
-        },
-    )
-    .await;
-    counting_script(app.dir.path());
+    let app = app_for(&people, &cmd, None).await;
     let id = request(&app).await;
     assert!(
         text(&app, "bob", &format!("/approve {id}"))
@@ -753,15 +715,7 @@ async fn a_runbook_that_leaves_a_background_process_still_finishes_when_it_exits
 #[tokio::test]
 async fn argument_values_cannot_carry_newlines() {
     let cmd = runbook(1, "", "30s").replace("pattern = 'v\\d+'\n", "");
-    let app = spawn_app_with(
-        PEOPLE,
-        &[("rollback.toml", cmd.as_str())],
-        Overrides {
-            env: Some(env_with_token()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let app = app_for(PEOPLE, &cmd, None).await;
     let r = app
         .say("alice", "/rollback api --to \"v1\nfake line\"")
         .await;

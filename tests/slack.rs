@@ -131,6 +131,17 @@ async fn send(
         .unwrap()
 }
 
+/// Sends `body` to `path` correctly signed for now, as Slack would.
+async fn signed(app: &TestApp, path: &str, body: &str) -> reqwest::Response {
+    let content_type = if path == "/slack/commands" {
+        "application/x-www-form-urlencoded"
+    } else {
+        "application/json"
+    };
+    let ts = now();
+    send(app, path, body, ts, &sign(ts, body), content_type).await
+}
+
 fn slash(base: &str, user: &str, command: &str, text: &str, n: u32) -> String {
     serde_urlencoded::to_string([
         ("token", "x"),
@@ -177,15 +188,7 @@ async fn a_signed_slash_command_is_acked_at_once_and_answered_through_response_u
     let app = app(&base).await;
     let body = slash(&base, "UALICE", "/status", "", 1);
     let started = Instant::now();
-    let resp = send(
-        &app,
-        "/slack/commands",
-        &body,
-        now(),
-        &sign(now(), &body),
-        "application/x-www-form-urlencoded",
-    )
-    .await;
+    let resp = signed(&app, "/slack/commands", &body).await;
     assert_eq!(resp.status(), 200);
     assert!(started.elapsed() < Duration::from_secs(3));
     let log = wait_for(&seen, "the response_url answer", |l| {
@@ -289,15 +292,7 @@ async fn url_verification_echoes_the_challenge() {
     let (base, _seen) = fake_slack().await;
     let app = app(&base).await;
     let body = r#"{"token":"x","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
-    let resp = send(
-        &app,
-        "/slack/events",
-        body,
-        now(),
-        &sign(now(), body),
-        "application/json",
-    )
-    .await;
+    let resp = signed(&app, "/slack/events", body).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.text().await.unwrap(),
@@ -330,19 +325,7 @@ async fn rollback_approved_by_reaction_runs_once_and_answers_in_the_thread() {
     let (base, seen) = fake_slack().await;
     let app = app(&base).await;
     let body = slash(&base, "UALICE", "/rollback", "api", 1);
-    assert_eq!(
-        send(
-            &app,
-            "/slack/commands",
-            &body,
-            now(),
-            &sign(now(), &body),
-            "application/x-www-form-urlencoded"
-        )
-        .await
-        .status(),
-        200
-    );
+    assert_eq!(signed(&app, "/slack/commands", &body).await.status(), 200);
     let log = wait_for(&seen, "the approval request", |l| {
         l.iter().any(|(p, _)| p == "chat.postMessage")
     })
@@ -371,19 +354,7 @@ async fn rollback_approved_by_reaction_runs_once_and_answers_in_the_thread() {
 
     // The requester's own reaction does not approve.
     let own = reaction_event("Ev1", "UALICE", ts);
-    assert_eq!(
-        send(
-            &app,
-            "/slack/events",
-            &own,
-            now(),
-            &sign(now(), &own),
-            "application/json"
-        )
-        .await
-        .status(),
-        200
-    );
+    assert_eq!(signed(&app, "/slack/events", &own).await.status(), 200);
     wait_for(&seen, "refusal", |l| {
         l.iter().any(|(_, v)| {
             v["text"]
@@ -394,33 +365,9 @@ async fn rollback_approved_by_reaction_runs_once_and_answers_in_the_thread() {
     .await;
 
     let approve = reaction_event("Ev2", "UBOB", ts);
-    assert_eq!(
-        send(
-            &app,
-            "/slack/events",
-            &approve,
-            now(),
-            &sign(now(), &approve),
-            "application/json"
-        )
-        .await
-        .status(),
-        200
-    );
+    assert_eq!(signed(&app, "/slack/events", &approve).await.status(), 200);
     // Slack retries the same event (same id): ignored.
-    assert_eq!(
-        send(
-            &app,
-            "/slack/events",
-            &approve,
-            now(),
-            &sign(now(), &approve),
-            "application/json"
-        )
-        .await
-        .status(),
-        200
-    );
+    assert_eq!(signed(&app, "/slack/events", &approve).await.status(), 200);
     let log = wait_for(&seen, "the result in the thread", |l| {
         l.iter()
             .any(|(_, v)| v["text"].as_str().is_some_and(|t| t.contains("succeeded")))
