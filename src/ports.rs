@@ -267,11 +267,66 @@ pub enum OutboundError {
     Undeliverable(String),
 }
 
+/// How soon a message must leave: urgent ones (P1 incidents, critical alerts) overtake
+/// routine ones waiting for the same channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Priority {
+    #[default]
+    Routine,
+    Urgent,
+}
+
+/// A button under a message. Pressing it runs `command` exactly as if the person who pressed
+/// it had typed it in that channel, so it passes the same permission checks and audit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatAction {
+    pub label: String,
+    pub command: String,
+    /// Styled as the risky choice (deny, cancel) where the platform can show it.
+    pub danger: bool,
+}
+
+/// A message with everything beyond its text that a platform may render.
+#[derive(Clone, Debug, Default)]
+pub struct OutboundMessage {
+    pub text: String,
+    pub actions: Vec<ChatAction>,
+    pub priority: Priority,
+}
+
+impl OutboundMessage {
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn urgent(mut self) -> Self {
+        self.priority = Priority::Urgent;
+        self
+    }
+
+    pub fn with_actions(mut self, actions: Vec<ChatAction>) -> Self {
+        self.actions = actions;
+        self
+    }
+}
+
 /// Messages the bot sends on its own (alert groups, notices), as opposed to replies.
 #[async_trait]
 pub trait ChatOutbound: Send + Sync {
     /// Posts a message; returns its id for later edits.
     async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError>;
+    /// Posts a message with buttons and a priority. Platforms without buttons show the text
+    /// alone (every action is also a command people can type).
+    async fn send(
+        &self,
+        to: &OutboundTarget,
+        message: &OutboundMessage,
+    ) -> Result<String, OutboundError> {
+        self.post(to, &message.text).await
+    }
     /// Replaces the text of a message posted earlier.
     async fn edit(
         &self,

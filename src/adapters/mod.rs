@@ -4,13 +4,14 @@
 
 pub mod console;
 pub mod slack;
+pub mod telegram;
 pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::domain::Platform;
-use crate::ports::{ChatOutbound, OutboundError, OutboundTarget};
+use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget};
 
 /// Routes outbound messages to the adapter of the target's platform.
 #[derive(Default, Clone)]
@@ -35,6 +36,14 @@ impl PlatformOutbound {
 impl ChatOutbound for PlatformOutbound {
     async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
         self.adapter(to)?.post(to, text).await
+    }
+
+    async fn send(
+        &self,
+        to: &OutboundTarget,
+        message: &OutboundMessage,
+    ) -> Result<String, OutboundError> {
+        self.adapter(to)?.send(to, message).await
     }
 
     async fn edit(

@@ -1,9 +1,13 @@
 //! Outbound pacing per platform and channel (teloxide's `Throttle` idea, as a wrapper around
 //! any `ChatOutbound`): messages to one channel leave at most once per platform interval, in
-//! arrival order, while other channels proceed in parallel; an edit that is overtaken by a
-//! newer edit of the same message while waiting is dropped, so only the latest text is sent.
+//! arrival order, while other channels proceed in parallel. Urgent messages (P1 incidents,
+//! critical alerts) overtake routine ones waiting for the same channel. A platform's
+//! `Retry-After` holds the whole channel and the message is sent again afterwards; an edit
+//! that is overtaken by a newer edit of the same message while waiting is dropped, so only
+//! the latest text is sent.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +15,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::domain::Platform;
-use crate::ports::{ChatOutbound, OutboundError, OutboundTarget};
+use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Priority};
 
 /// The minimum spacing between two messages in one channel, per platform's published limits
 /// (Slack about 1/s per channel, Discord 5 per 5 s, Telegram about 20/min in a group).
@@ -23,74 +27,162 @@ pub fn default_spacing(platform: Platform) -> Duration {
     }
 }
 
+/// How many times one message is sent again after the platform answered `Retry-After`
+/// before the error is handed back to the caller.
+const RETRIES_AFTER_429: usize = 4;
+
 type ChannelKey = (Platform, String);
+
+struct Channel {
+    /// Routine messages line up here first (FIFO), so at most one of them at a time competes
+    /// with urgent ones for `send`.
+    routine: tokio::sync::Mutex<()>,
+    /// The right to send next, holding when the channel is next free.
+    send: tokio::sync::Mutex<Instant>,
+    /// Urgent messages waiting for `send`; a routine message steps back while any wait.
+    urgent_waiting: AtomicUsize,
+}
+
+/// Counts an urgent message as waiting for as long as it lives, even if its future is dropped.
+struct UrgentWaiting<'a>(&'a AtomicUsize);
+
+impl<'a> UrgentWaiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for UrgentWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The minimum spacing between two messages in one channel of a platform.
+type Spacing = Box<dyn Fn(Platform) -> Duration + Send + Sync>;
 
 pub struct Throttled {
     inner: Arc<dyn ChatOutbound>,
-    spacing: fn(Platform) -> Duration,
-    /// One FIFO lock per channel; holding it is the right to send next.
-    channels: Mutex<HashMap<ChannelKey, Arc<tokio::sync::Mutex<Instant>>>>,
+    spacing: Spacing,
+    channels: Mutex<HashMap<ChannelKey, Arc<Channel>>>,
     /// Latest edit generation per message, so older queued edits can step aside.
     edits: Mutex<HashMap<(ChannelKey, String), u64>>,
     next_generation: Mutex<u64>,
 }
 
 impl Throttled {
-    pub fn new(inner: Arc<dyn ChatOutbound>, spacing: fn(Platform) -> Duration) -> Self {
+    pub fn new(
+        inner: Arc<dyn ChatOutbound>,
+        spacing: impl Fn(Platform) -> Duration + Send + Sync + 'static,
+    ) -> Self {
         Self {
             inner,
-            spacing,
+            spacing: Box::new(spacing),
             channels: Mutex::new(HashMap::new()),
             edits: Mutex::new(HashMap::new()),
             next_generation: Mutex::new(0),
         }
     }
 
-    fn slot(&self, key: &ChannelKey) -> Arc<tokio::sync::Mutex<Instant>> {
+    fn channel(&self, key: &ChannelKey) -> Arc<Channel> {
         self.channels
             .lock()
             .expect("throttle map poisoned")
             .entry(key.clone())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Instant::now())))
+            .or_insert_with(|| {
+                Arc::new(Channel {
+                    routine: tokio::sync::Mutex::new(()),
+                    send: tokio::sync::Mutex::new(Instant::now()),
+                    urgent_waiting: AtomicUsize::new(0),
+                })
+            })
             .clone()
     }
 
+    /// Waits until the channel is free and it is this message's turn.
+    async fn turn(channel: &Channel, priority: Priority) -> tokio::sync::MutexGuard<'_, Instant> {
+        let yields_to_urgent =
+            || priority == Priority::Routine && channel.urgent_waiting.load(Ordering::SeqCst) > 0;
+        loop {
+            let next_free = channel.send.lock().await;
+            if !yields_to_urgent() {
+                tokio::time::sleep_until(*next_free).await;
+                if !yields_to_urgent() {
+                    return next_free;
+                }
+            }
+            // An urgent message is queued on `send` (the lock is fair): let it go first.
+            drop(next_free);
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Waits for the channel's turn and runs `send`, unless `skip` says (before or after the
-    /// wait) that it is no longer needed; then books the channel's next slot.
+    /// wait) that it is no longer needed; books the channel's next slot; sends again after a
+    /// `Retry-After`, a bounded number of times.
     async fn paced<T, F>(
         &self,
         to: &OutboundTarget,
+        priority: Priority,
         skip: impl Fn() -> bool,
-        send: impl FnOnce() -> F,
+        send: impl Fn() -> F,
     ) -> Result<Option<T>, OutboundError>
     where
         F: std::future::Future<Output = Result<T, OutboundError>>,
     {
-        let slot = self.slot(&(to.platform, to.channel_id.clone()));
-        let mut next_free = slot.lock().await;
-        if skip() {
-            return Ok(None);
-        }
-        tokio::time::sleep_until(*next_free).await;
-        if skip() {
-            return Ok(None);
-        }
-        let result = send().await;
-        let wait = match &result {
-            // The platform said how long to back off: the whole channel honours it.
-            Err(OutboundError::RetryAfter(d)) => *d,
-            _ => (self.spacing)(to.platform),
+        let channel = self.channel(&(to.platform, to.channel_id.clone()));
+        let (_routine, _urgent) = match priority {
+            Priority::Routine => (Some(channel.routine.lock().await), None),
+            Priority::Urgent => (None, Some(UrgentWaiting::new(&channel.urgent_waiting))),
         };
-        *next_free = Instant::now() + wait;
-        result.map(Some)
+        let mut retries = 0;
+        loop {
+            if skip() {
+                return Ok(None);
+            }
+            let mut next_free = Self::turn(&channel, priority).await;
+            if skip() {
+                return Ok(None);
+            }
+            let result = send().await;
+            match result {
+                // The platform said how long to back off: the whole channel honours it.
+                Err(OutboundError::RetryAfter(wait)) => {
+                    *next_free = Instant::now() + wait;
+                    if retries == RETRIES_AFTER_429 {
+                        return Err(OutboundError::RetryAfter(wait));
+                    }
+                    retries += 1;
+                    tracing::info!(platform = %to.platform, channel = %to.channel_id, wait_ms = wait.as_millis() as u64, "platform rate limit: sending again after Retry-After");
+                }
+                other => {
+                    *next_free = Instant::now() + (self.spacing)(to.platform);
+                    return other.map(Some);
+                }
+            }
+        }
     }
 }
 
 #[async_trait]
 impl ChatOutbound for Throttled {
     async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
+        self.send(to, &OutboundMessage::text(text)).await
+    }
+
+    async fn send(
+        &self,
+        to: &OutboundTarget,
+        message: &OutboundMessage,
+    ) -> Result<String, OutboundError> {
         let sent = self
-            .paced(to, || false, || self.inner.post(to, text))
+            .paced(
+                to,
+                message.priority,
+                || false,
+                || self.inner.send(to, message),
+            )
             .await?;
         Ok(sent.expect("posts are never skipped"))
     }
@@ -120,9 +212,10 @@ impl ChatOutbound for Throttled {
                 .is_some_and(|g| *g > generation)
         };
         let result = self
-            .paced(to, overtaken, || self.inner.edit(to, message_id, text))
+            .paced(to, Priority::Routine, overtaken, || {
+                self.inner.edit(to, message_id, text)
+            })
             .await;
-        // The last edit of a message forgets it, so the map holds only messages in flight.
         let mut edits = self.edits.lock().expect("edit map poisoned");
         if edits.get(&key) == Some(&generation) {
             edits.remove(&key);
@@ -221,27 +314,105 @@ mod tests {
         assert!(t.edits.lock().unwrap().is_empty(), "nothing left behind");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn retry_after_holds_the_channel_back() {
-        struct Limited;
-        #[async_trait]
-        impl ChatOutbound for Limited {
-            async fn post(&self, _: &OutboundTarget, _: &str) -> Result<String, OutboundError> {
-                Err(OutboundError::RetryAfter(Duration::from_secs(30)))
+    /// Answers `Retry-After: 30s` to the first `limited` sends, then records like `Recorder`.
+    struct Limited {
+        limited: Mutex<usize>,
+        rec: Recorder,
+    }
+
+    #[async_trait]
+    impl ChatOutbound for Limited {
+        async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
+            {
+                let mut left = self.limited.lock().unwrap();
+                if *left > 0 {
+                    *left -= 1;
+                    return Err(OutboundError::RetryAfter(Duration::from_secs(30)));
+                }
             }
-            async fn edit(
-                &self,
-                _: &OutboundTarget,
-                _: &str,
-                _: &str,
-            ) -> Result<(), OutboundError> {
-                Ok(())
-            }
+            self.rec.post(to, text).await
         }
-        let t = Throttled::new(Arc::new(Limited), default_spacing);
+        async fn edit(&self, _: &OutboundTarget, _: &str, _: &str) -> Result<(), OutboundError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_holds_the_channel_and_the_message_is_sent_again() {
+        let limited = Arc::new(Limited {
+            limited: Mutex::new(1),
+            rec: Recorder::default(),
+        });
+        let t = Arc::new(Throttled::new(limited.clone(), default_spacing));
         let start = Instant::now();
-        assert!(t.post(&slack("A"), "x").await.is_err());
-        assert!(t.post(&slack("A"), "y").await.is_err());
-        assert_eq!(Instant::now() - start, Duration::from_secs(30));
+        let first = tokio::spawn({
+            let t = t.clone();
+            async move { t.post(&slack("A"), "x").await }
+        });
+        tokio::task::yield_now().await;
+        let second = tokio::spawn({
+            let t = t.clone();
+            async move { t.post(&slack("A"), "y").await }
+        });
+        first.await.unwrap().expect("delivered after the wait");
+        second.await.unwrap().expect("delivered after the first");
+        let log = limited.rec.0.lock().unwrap().clone();
+        let sent: Vec<_> = log
+            .iter()
+            .map(|(_, t, at)| (t.as_str(), *at - start))
+            .collect();
+        assert_eq!(
+            sent,
+            vec![
+                ("x", Duration::from_secs(30)),
+                ("y", Duration::from_secs(31))
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_that_stays_rate_limited_is_returned_as_an_error_not_dropped() {
+        let limited = Arc::new(Limited {
+            limited: Mutex::new(usize::MAX),
+            rec: Recorder::default(),
+        });
+        let t = Throttled::new(limited, default_spacing);
+        let err = t.post(&slack("A"), "x").await.unwrap_err();
+        assert!(matches!(err, OutboundError::RetryAfter(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn urgent_messages_overtake_routine_ones_waiting_for_the_channel() {
+        let rec = Arc::new(Recorder::default());
+        let t = Arc::new(Throttled::new(rec.clone(), default_spacing));
+        let mut tasks = Vec::new();
+        for (text, urgent) in [("r1", false), ("r2", false), ("r3", false), ("P1", true)] {
+            let t = t.clone();
+            let mut message = OutboundMessage::text(text);
+            if urgent {
+                message = message.urgent();
+            }
+            tasks.push(tokio::spawn(async move {
+                t.send(&slack("A"), &message).await.unwrap()
+            }));
+            tokio::task::yield_now().await;
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let order: Vec<_> = rec
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t, _)| t.clone())
+            .collect();
+        // r1 left at once; r2 was already waiting for its slot when P1 arrived.
+        assert_eq!(order[0], "r1");
+        assert!(
+            order.iter().position(|t| t == "P1") < order.iter().position(|t| t == "r3"),
+            "{order:?}"
+        );
+        assert_eq!(order.len(), 4, "nothing lost: {order:?}");
     }
 }
