@@ -14,9 +14,10 @@ use crate::actions::health::{HealthChecks, HealthMonitor};
 use crate::adapters::PlatformOutbound;
 use crate::adapters::console::{Console, ConsoleOutbound};
 use crate::adapters::slack::{SlackApi, SlackState};
+use crate::adapters::telegram::{TelegramApi, TelegramInbound};
 use crate::adapters::throttle::{Throttled, default_spacing};
 use crate::catalog::{Catalog, CatalogErrors};
-use crate::config::{Config, LimiterBackend};
+use crate::config::{Config, LimiterBackend, TelegramMode};
 use crate::domain::{Matcher, Platform, ResponseTargets};
 use crate::hooks::HookState;
 use crate::http::{self, HttpState};
@@ -67,6 +68,7 @@ pub struct App {
     /// Where the bot's own messages go (alert groups, sweep notices).
     outbound: Arc<dyn ChatOutbound>,
     slack: Option<SlackState>,
+    telegram: Option<TelegramInbound>,
     health: Arc<HealthChecks>,
     clock: Arc<dyn Clock>,
 }
@@ -155,6 +157,12 @@ impl App {
             )),
             None => None,
         };
+        let telegram_api = match &config.telegram {
+            Some(t) => Some(Arc::new(
+                TelegramApi::new(&t.api_url, &t.bot_token).map_err(StartupError::Config)?,
+            )),
+            None => None,
+        };
         let outbound: Arc<dyn ChatOutbound> = match overrides.outbound {
             Some(o) => o,
             None => {
@@ -163,7 +171,15 @@ impl App {
                 if let Some(api) = &slack_api {
                     platforms = platforms.with(Platform::Slack, api.clone());
                 }
-                Arc::new(Throttled::new(Arc::new(platforms), default_spacing))
+                if let Some(api) = &telegram_api {
+                    platforms = platforms.with(Platform::Telegram, api.clone());
+                }
+                let telegram_interval = config.telegram.as_ref().map(|t| t.send_interval.0);
+                let spacing = move |platform| match (platform, telegram_interval) {
+                    (Platform::Telegram, Some(interval)) => interval,
+                    _ => default_spacing(platform),
+                };
+                Arc::new(Throttled::new(Arc::new(platforms), spacing))
             }
         };
         let notifiers: Vec<Arc<dyn GroupNotifier>> = config
@@ -242,6 +258,16 @@ impl App {
             )),
             _ => None,
         };
+        let telegram = match (&config.telegram, telegram_api) {
+            (Some(cfg), Some(api)) => Some(TelegramInbound::new(
+                router.clone(),
+                store.clone(),
+                api,
+                outbound.clone(),
+                cfg.webhook_secret.clone(),
+            )),
+            _ => None,
+        };
         Ok(App {
             config,
             router,
@@ -251,6 +277,7 @@ impl App {
             liveness: Arc::new(Liveness::default()),
             outbound,
             slack,
+            telegram,
             health,
             clock,
         })
@@ -268,7 +295,28 @@ impl App {
             },
             max_body_bytes: self.config.alerts.max_body_bytes,
             liveness: self.liveness.clone(),
+            telegram: self
+                .telegram
+                .clone()
+                .filter(|_| self.telegram_mode() == Some(TelegramMode::Webhook)),
             slack: self.slack.clone(),
+        }
+    }
+
+    fn telegram_mode(&self) -> Option<TelegramMode> {
+        self.config.telegram.as_ref().map(|t| t.mode)
+    }
+
+    /// Connects the chat platforms that receive by connecting out (Telegram polling, or
+    /// registering its webhook); each retries on its own and never stops the others.
+    pub fn spawn_adapters(&self, shutdown: &CancellationToken) {
+        if let (Some(inbound), Some(cfg)) = (&self.telegram, &self.config.telegram) {
+            tokio::spawn(crate::adapters::telegram::run(
+                inbound.clone(),
+                cfg.mode,
+                cfg.webhook_url.clone(),
+                shutdown.clone(),
+            ));
         }
     }
 
@@ -290,6 +338,7 @@ impl App {
         })?;
         tracing::info!(%addr, commands = self.router.catalog().len(), "opsbot serving HTTP");
         let http = tokio::spawn(http::serve(listener, self.http_state(), shutdown.clone()));
+        self.spawn_adapters(&shutdown);
         tokio::spawn(sweep_forever(
             self.router.clone(),
             self.outbound.clone(),

@@ -66,6 +66,8 @@ pub struct Config {
     pub incidents: IncidentsConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    /// Telegram bot credentials; absent = no Telegram adapter.
+    pub telegram: Option<TelegramConfig>,
     /// Slack app credentials; absent = no Slack adapter.
     pub slack: Option<SlackConfig>,
     #[serde(default)]
@@ -288,6 +290,79 @@ pub struct BuiltinsConfig {
     /// May act on alerts (`/ack`, `/silence`, `/unsilence`, `/resolve`).
     #[serde(default)]
     pub responder_roles: Vec<Role>,
+}
+
+/// How Telegram delivers updates.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TelegramMode {
+    /// `getUpdates` long polling: needs no public endpoint (one replica only: Telegram
+    /// refuses concurrent pollers of one bot).
+    #[default]
+    Polling,
+    /// Telegram POSTs updates to `webhook_url` (served at `/telegram/webhook`).
+    Webhook,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramConfig {
+    /// Token from @BotFather (`123456:ABC...`).
+    pub bot_token: SecretString,
+    #[serde(default)]
+    pub mode: TelegramMode,
+    /// Public HTTPS URL Telegram posts to, ending in `/telegram/webhook` (webhook mode).
+    pub webhook_url: Option<String>,
+    /// Sent by Telegram in `X-Telegram-Bot-Api-Secret-Token` (webhook mode); 12-256 of
+    /// `A-Z a-z 0-9 _ -`.
+    pub webhook_secret: Option<SecretString>,
+    /// Bot API base URL; only tests point it elsewhere.
+    #[serde(default = "default_telegram_api")]
+    pub api_url: String,
+    /// Least time between two messages to one chat (Telegram allows about 20 per minute in
+    /// a group; a bot that only talks in private chats may lower it to 1s).
+    #[serde(default = "default_telegram_interval")]
+    pub send_interval: HumanDuration,
+}
+
+fn default_telegram_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3))
+}
+
+fn default_telegram_api() -> String {
+    "https://api.telegram.org".into()
+}
+
+impl TelegramConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !self.bot_token.expose_secret().contains(':') {
+            return Err(
+                "telegram.bot_token does not look like a BotFather token (id:secret)".into(),
+            );
+        }
+        if self.mode == TelegramMode::Webhook {
+            let url = self.webhook_url.as_deref().unwrap_or_default();
+            if !url.starts_with("https://") {
+                return Err(
+                    "telegram.mode = \"webhook\" needs telegram.webhook_url (https://...)".into(),
+                );
+            }
+            let secret = self
+                .webhook_secret
+                .as_ref()
+                .map(|s| s.expose_secret())
+                .unwrap_or_default();
+            let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+            if secret.len() < MIN_SECRET_LEN || secret.len() > 256 || !secret.chars().all(allowed) {
+                return Err(format!(
+                    "telegram.webhook_secret must be {MIN_SECRET_LEN}-256 characters of A-Z a-z 0-9 _ -"
+                ));
+            }
+        }
+        reqwest::Url::parse(&self.api_url)
+            .map_err(|e| format!("telegram.api_url is not a URL: {e}"))?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -624,6 +699,9 @@ impl Config {
         }
         if let Some(slack) = &self.slack {
             secrets.push(("slack.signing_secret", &slack.signing_secret));
+        }
+        if let Some(telegram) = &self.telegram {
+            telegram.validate()?;
         }
         for (key, value) in secrets {
             if value.expose_secret().trim().len() < MIN_SECRET_LEN {

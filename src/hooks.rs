@@ -68,7 +68,7 @@ fn reply(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// Constant-time comparison, so a token cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

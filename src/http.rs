@@ -23,6 +23,7 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub hooks: HookState,
     pub liveness: Arc<crate::liveness::Liveness>,
+    pub telegram: Option<crate::adapters::telegram::TelegramInbound>,
     pub slack: Option<crate::adapters::slack::SlackState>,
     /// Largest accepted request body (webhooks).
     pub max_body_bytes: usize,
@@ -40,11 +41,26 @@ pub fn routes(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state.clone())
         .merge(hooks);
+    if let Some(telegram) = state.telegram {
+        app = app.merge(
+            Router::new()
+                .route(
+                    "/telegram/webhook",
+                    post(crate::adapters::telegram::webhook),
+                )
+                .layer(DefaultBodyLimit::max(1024 * 1024))
+                .with_state(telegram),
+        );
+    }
     if let Some(slack) = state.slack {
         app = app.merge(
             Router::new()
                 .route("/slack/commands", post(crate::adapters::slack::command))
                 .route("/slack/events", post(crate::adapters::slack::events))
+                .route(
+                    "/slack/interactivity",
+                    post(crate::adapters::slack::interactivity),
+                )
                 .layer(DefaultBodyLimit::max(1024 * 1024))
                 .with_state(slack),
         );

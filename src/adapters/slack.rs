@@ -20,7 +20,7 @@ use slack_morphism::prelude::*;
 use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
-use crate::ports::{ChatOutbound, OutboundError, OutboundTarget, Store};
+use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Store};
 use crate::router::{Response as RouterResponse, Router};
 
 type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
@@ -86,10 +86,68 @@ fn slack_error(e: SlackClientError) -> OutboundError {
     }
 }
 
+/// Slack's limit for a section block's text; longer messages go out without buttons (every
+/// button is also a command people can type).
+const SECTION_TEXT_MAX: usize = 3000;
+
+/// Prefix of the `action_id` of opsbot's buttons; the command itself travels in `value`.
+const ACTION_ID_PREFIX: &str = "opsbot_command_";
+
+/// The message as Block Kit: its text, then one button per action.
+fn blocks(message: &OutboundMessage) -> Option<Vec<SlackBlock>> {
+    if message.actions.is_empty() || message.text.chars().count() > SECTION_TEXT_MAX {
+        return None;
+    }
+    let section = SlackSectionBlock::new().with_text(SlackBlockText::MarkDown(
+        SlackBlockMarkDownText::new(message.text.clone()),
+    ));
+    let buttons = message
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(i, action)| {
+            let button =
+                SlackBlockButtonElement::new(SlackBlockPlainTextOnly::from(action.label.as_str()))
+                    .with_action_id(SlackActionId(format!("{ACTION_ID_PREFIX}{i}")))
+                    .with_value(action.command.clone());
+            let button = match action.danger {
+                true => button.with_style(SlackBlockButtonStyle::Danger),
+                false => button.with_style(SlackBlockButtonStyle::Primary),
+            };
+            SlackActionBlockElement::Button(button)
+        })
+        .collect();
+    Some(vec![section.into(), SlackActionsBlock::new(buttons).into()])
+}
+
 #[async_trait::async_trait]
 impl ChatOutbound for SlackApi {
     async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
         SlackApi::post(self, &to.channel_id, to.thread.as_deref(), text).await
+    }
+
+    async fn send(
+        &self,
+        to: &OutboundTarget,
+        message: &OutboundMessage,
+    ) -> Result<String, OutboundError> {
+        let Some(blocks) = blocks(message) else {
+            return SlackApi::post(self, &to.channel_id, to.thread.as_deref(), &message.text).await;
+        };
+        let mut req = SlackApiChatPostMessageRequest::new(
+            SlackChannelId(to.channel_id.clone()),
+            // The text stays as the notification and screen-reader fallback.
+            SlackMessageContent::new()
+                .with_text(message.text.clone())
+                .with_blocks(blocks),
+        );
+        req.thread_ts = to.thread.as_ref().map(|t| SlackTs(t.clone()));
+        let session = self.client.open_session(&self.token);
+        session
+            .chat_post_message(&req)
+            .await
+            .map(|r| r.ts.0)
+            .map_err(slack_error)
     }
 
     async fn edit(
@@ -225,14 +283,16 @@ async fn deliver(
     response: RouterResponse,
     response_url: Option<&SlackResponseUrl>,
 ) {
-    let Some(reply) = response.reply else { return };
+    let (Some(message), Some(reply)) = (response.message(), response.reply) else {
+        return;
+    };
     let here = OutboundTarget {
         platform: Platform::Slack,
         channel_id: ev.channel.id.clone(),
         thread: ev.thread.clone(),
     };
     if let Some(run) = response.pending_run {
-        match state.outbound.post(&here, &reply.text).await {
+        match state.outbound.send(&here, &message).await {
             Ok(ts) => {
                 if let Err(e) = state.router.bind_message(run, &ts).await {
                     tracing::error!(run, error = %e, "could not bind the approval message");
@@ -326,4 +386,73 @@ pub async fn events(State(state): State<SlackState>, headers: HeaderMap, body: B
             StatusCode::OK.into_response()
         }
     }
+}
+
+/// `POST /slack/interactivity`: a button press runs the button's command as the person who
+/// pressed it, in the message's channel and thread; acknowledged at once.
+pub async fn interactivity(
+    State(state): State<SlackState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(body) = state.verified(&headers, &body) else {
+        return unauthorized();
+    };
+    #[derive(serde::Deserialize)]
+    struct Form {
+        payload: String,
+    }
+    let parsed = serde_urlencoded::from_str::<Form>(body)
+        .map_err(|e| e.to_string())
+        .and_then(|f| {
+            serde_json::from_str::<SlackInteractionEvent>(&f.payload).map_err(|e| e.to_string())
+        });
+    let actions = match parsed {
+        Ok(SlackInteractionEvent::BlockActions(actions)) => actions,
+        Ok(_) => return StatusCode::OK.into_response(),
+        Err(e) => {
+            tracing::debug!(error = %e, "ignoring an unrecognised Slack interaction");
+            return (StatusCode::BAD_REQUEST, "not a Slack interaction").into_response();
+        }
+    };
+    let (Some(user), SlackInteractionActionContainer::Message(container)) =
+        (actions.user, actions.container)
+    else {
+        return StatusCode::OK.into_response();
+    };
+    let Some(channel) = container.channel_id.or(actions.channel.map(|c| c.id)) else {
+        return StatusCode::OK.into_response();
+    };
+    let commands: Vec<String> = actions
+        .actions
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a.action_id.0.starts_with(ACTION_ID_PREFIX))
+        .filter_map(|a| a.value)
+        .filter(|v| v.starts_with('/'))
+        .collect();
+    // Buttons sit on approval requests posted in a thread or at top level: answer there.
+    let thread = actions
+        .message
+        .as_ref()
+        .and_then(|m| m.origin.thread_ts.clone())
+        .unwrap_or(container.message_ts)
+        .0;
+    for command in commands {
+        let ev = event(
+            &user.id.0,
+            &channel.0,
+            None,
+            Some(thread.clone()),
+            EventPayload::Command(command),
+            None,
+            None,
+        );
+        let state = state.clone();
+        tokio::spawn(async move {
+            let response = state.router.handle(&ev).await;
+            deliver(&state, &ev, response, None).await;
+        });
+    }
+    StatusCode::OK.into_response()
 }

@@ -28,7 +28,8 @@ use crate::domain::{
 };
 use crate::metrics::Metrics;
 use crate::ports::{
-    ActionRunner, Clock, EnvLookup, LimitDecision, RateLimiter, SilenceSync, Store,
+    ActionRunner, ChatAction, Clock, EnvLookup, LimitDecision, OutboundMessage, RateLimiter,
+    SilenceSync, Store,
 };
 
 use authz::{Authorized, BuiltinAccess, Target, authorize, may_run};
@@ -82,6 +83,30 @@ pub struct Response {
     /// Set when the reply is an approval request: the adapter posts it, then calls
     /// [`Router::bind_message`] so reactions on that message reach the request.
     pub pending_run: Option<i64>,
+}
+
+impl Response {
+    /// The reply as a message for a channel: an approval request carries Approve and Deny
+    /// buttons (they run `/approve ID` and `/deny ID` as whoever presses them).
+    pub fn message(&self) -> Option<OutboundMessage> {
+        let reply = self.reply.as_ref()?;
+        let message = OutboundMessage::text(reply.text.clone());
+        Some(match self.pending_run {
+            Some(run) => message.with_actions(vec![
+                ChatAction {
+                    label: "Approve".into(),
+                    command: format!("/approve {run}"),
+                    danger: false,
+                },
+                ChatAction {
+                    label: "Deny".into(),
+                    command: format!("/deny {run}"),
+                    danger: true,
+                },
+            ]),
+            None => message,
+        })
+    }
 }
 
 /// A command that ran: what to answer, what to add to the audit record.

@@ -894,8 +894,10 @@ fn notice(run: &Run, text: String) -> Notice {
     }
 }
 
-/// Longest output posted in chat; the stored result keeps up to the runner's cap.
-const POSTED_OUTPUT_CHARS: usize = 3000;
+/// Longest output posted in chat (under Slack's 40,000-character message limit; adapters of
+/// platforms with smaller limits send long text as a file). The stored result keeps up to
+/// the runner's cap.
+const POSTED_OUTPUT_CHARS: usize = 30_000;
 
 fn render_result(
     id: i64,

@@ -135,6 +135,7 @@ pub async fn spawn_app_full(
     let listener = app.bind().await.expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
     let shutdown = CancellationToken::new();
+    app.spawn_adapters(&shutdown);
     tokio::spawn(opsbot::http::serve(
         listener,
         app.http_state(),

@@ -1,0 +1,578 @@
+//! Telegram through teloxide: updates arrive by `getUpdates` long polling (default) or by
+//! webhook (`POST /telegram/webhook`, `X-Telegram-Bot-Api-Secret-Token` checked in constant
+//! time). Commands are `bot_command` entities at the start of a message (`/status@opsbot` in
+//! groups; commands addressed to another bot are ignored); `message_reaction` updates feed
+//! approvals and alert acks; inline-keyboard presses run the button's command as the person
+//! who pressed it. Updates are deduplicated by `update_id` in the store, so a webhook retry
+//! or a replayed poll never acts twice.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use secrecy::{ExposeSecret, SecretString};
+use teloxide::payloads::{
+    GetUpdatesSetters, SendDocumentSetters, SendMessageSetters, SetWebhookSetters,
+};
+use teloxide::prelude::Requester;
+use teloxide::types::{
+    AllowedUpdate, CallbackQuery, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile,
+    MaybeAnonymousUser, Message, MessageEntityKind, MessageId, MessageReactionUpdated,
+    ReactionType, ReplyParameters, Update, UpdateKind,
+};
+use teloxide::{ApiError, Bot, RequestError};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
+use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Store};
+use crate::router::Router;
+
+/// Telegram's limit for one message's text.
+const MAX_TEXT_CHARS: usize = 4096;
+/// Telegram's limit for a document caption.
+const MAX_CAPTION_CHARS: usize = 1024;
+/// How long one `getUpdates` call waits for updates.
+const POLL_TIMEOUT_SECS: u32 = 20;
+
+/// The update kinds opsbot asks for. Telegram sends `message_reaction` only when it is listed
+/// here explicitly (and only in chats where the bot is an administrator).
+pub const ALLOWED_UPDATES: [AllowedUpdate; 3] = [
+    AllowedUpdate::Message,
+    AllowedUpdate::CallbackQuery,
+    AllowedUpdate::MessageReaction,
+];
+
+/// The Bot API client (and where it points: Telegram, or a local fake in tests).
+pub struct TelegramApi {
+    bot: Bot,
+    /// Kept to scrub it from error text: teloxide's errors carry the request URL, which
+    /// contains the token.
+    token: SecretString,
+}
+
+impl TelegramApi {
+    pub fn new(api_url: &str, token: &SecretString) -> Result<Self, String> {
+        let url = reqwest::Url::parse(api_url)
+            .map_err(|e| format!("telegram.api_url is not a URL: {e}"))?;
+        Ok(Self {
+            bot: Bot::new(token.expose_secret()).set_api_url(url),
+            token: token.clone(),
+        })
+    }
+
+    /// Error text safe for logs: the token never appears in it.
+    fn describe(&self, e: &RequestError) -> String {
+        e.to_string().replace(self.token.expose_secret(), "<token>")
+    }
+
+    fn outbound_error(&self, e: RequestError) -> OutboundError {
+        match &e {
+            RequestError::RetryAfter(wait) => OutboundError::RetryAfter(wait.duration()),
+            RequestError::MigrateToChatId(id) => OutboundError::Undeliverable(format!(
+                "the group became supergroup {id}; update the channel id"
+            )),
+            RequestError::Api(
+                ApiError::ChatNotFound
+                | ApiError::BotBlocked
+                | ApiError::BotKicked
+                | ApiError::BotKickedFromSupergroup
+                | ApiError::BotKickedFromChannel
+                | ApiError::GroupDeactivated
+                | ApiError::UserDeactivated
+                | ApiError::CantTalkWithBots
+                | ApiError::NotEnoughRightsToPostMessages
+                | ApiError::InvalidToken,
+            ) => OutboundError::Undeliverable(self.describe(&e)),
+            _ => OutboundError::Failed(self.describe(&e)),
+        }
+    }
+
+    /// The bot's own username, which `/cmd@name` in groups must match.
+    pub async fn username(&self) -> Result<String, String> {
+        let me = self.bot.get_me().await.map_err(|e| self.describe(&e))?;
+        Ok(me.username().to_owned())
+    }
+
+    async fn answer_callback(&self, query: &CallbackQuery) {
+        if let Err(e) = self.bot.answer_callback_query(query.id.clone()).await {
+            tracing::debug!(error = %self.describe(&e), "could not answer a Telegram button press");
+        }
+    }
+}
+
+fn chat_id(to: &OutboundTarget) -> Result<ChatId, OutboundError> {
+    to.channel_id.parse::<i64>().map(ChatId).map_err(|_| {
+        OutboundError::Undeliverable(format!("{:?} is not a Telegram chat id", to.channel_id))
+    })
+}
+
+fn reply_to(to: &OutboundTarget) -> Option<ReplyParameters> {
+    let id = to.thread.as_deref()?.parse::<i32>().ok()?;
+    Some(ReplyParameters::new(MessageId(id)).allow_sending_without_reply())
+}
+
+fn keyboard(message: &OutboundMessage) -> Option<InlineKeyboardMarkup> {
+    if message.actions.is_empty() {
+        return None;
+    }
+    let row = message
+        .actions
+        .iter()
+        .map(|a| InlineKeyboardButton::callback(a.label.clone(), a.command.clone()));
+    Some(InlineKeyboardMarkup::new([row]))
+}
+
+/// The first `max` characters of `text`, marked when cut.
+fn head(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[async_trait::async_trait]
+impl ChatOutbound for TelegramApi {
+    async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
+        self.send(to, &OutboundMessage::text(text)).await
+    }
+
+    async fn send(
+        &self,
+        to: &OutboundTarget,
+        message: &OutboundMessage,
+    ) -> Result<String, OutboundError> {
+        let chat = chat_id(to)?;
+        let sent = if message.text.chars().count() <= MAX_TEXT_CHARS {
+            let mut req = self.bot.send_message(chat, message.text.clone());
+            if let Some(reply) = reply_to(to) {
+                req = req.reply_parameters(reply);
+            }
+            if let Some(markup) = keyboard(message) {
+                req = req.reply_markup(markup);
+            }
+            req.await
+        } else {
+            // Too long for one message: the full text as a file, its start as the caption.
+            let caption = head(&message.text, MAX_CAPTION_CHARS - 40) + "\n(full text attached)";
+            let file = InputFile::memory(message.text.clone().into_bytes()).file_name("output.txt");
+            let mut req = self.bot.send_document(chat, file).caption(caption);
+            if let Some(reply) = reply_to(to) {
+                req = req.reply_parameters(reply);
+            }
+            if let Some(markup) = keyboard(message) {
+                req = req.reply_markup(markup);
+            }
+            req.await
+        };
+        sent.map(|m| m.id.0.to_string())
+            .map_err(|e| self.outbound_error(e))
+    }
+
+    async fn edit(
+        &self,
+        to: &OutboundTarget,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), OutboundError> {
+        let chat = chat_id(to)?;
+        let id = message_id.parse::<i32>().map_err(|_| {
+            OutboundError::Undeliverable(format!("{message_id:?} is not a Telegram message id"))
+        })?;
+        match self
+            .bot
+            .edit_message_text(chat, MessageId(id), head(text, MAX_TEXT_CHARS))
+            .await
+        {
+            // Telegram refuses an edit that changes nothing; the message already says it.
+            Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(self.outbound_error(e)),
+            Ok(_) => Ok(()),
+        }
+    }
+}
+
+/// Turns Telegram updates into router events and delivers the answers.
+#[derive(Clone)]
+pub struct TelegramInbound {
+    router: Arc<Router>,
+    store: Arc<dyn Store>,
+    api: Arc<TelegramApi>,
+    outbound: Arc<dyn ChatOutbound>,
+    /// Learned from `getMe` at start; until then commands addressed `@somebot` are ignored.
+    username: Arc<OnceLock<String>>,
+    webhook_secret: Option<SecretString>,
+}
+
+/// Why an update could not be taken.
+#[derive(Debug, thiserror::Error)]
+#[error("could not record Telegram update {0}")]
+pub struct NotRecorded(u32);
+
+impl TelegramInbound {
+    pub fn new(
+        router: Arc<Router>,
+        store: Arc<dyn Store>,
+        api: Arc<TelegramApi>,
+        outbound: Arc<dyn ChatOutbound>,
+        webhook_secret: Option<SecretString>,
+    ) -> Self {
+        Self {
+            router,
+            store,
+            api,
+            outbound,
+            username: Arc::new(OnceLock::new()),
+            webhook_secret,
+        }
+    }
+
+    /// Takes one update: records its id (a repeat is ignored), then handles it in the
+    /// background so the caller (webhook or poller) is never held up by the work.
+    pub async fn take(&self, update: Update) -> Result<(), NotRecorded> {
+        let id = update.id.0;
+        match self
+            .store
+            .first_delivery(Platform::Telegram, &id.to_string(), Utc::now())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(update = id, "ignoring a Telegram update seen before");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::error!(update = id, error = %e, "could not record a Telegram update id");
+                return Err(NotRecorded(id));
+            }
+        }
+        let this = self.clone();
+        tokio::spawn(async move { this.handle(update).await });
+        Ok(())
+    }
+
+    async fn handle(&self, update: Update) {
+        let events = match update.kind {
+            UpdateKind::Message(msg) => self.command(&msg).into_iter().collect(),
+            UpdateKind::CallbackQuery(query) => {
+                // Stops the button's spinner at once; the answer comes as a message.
+                self.api.answer_callback(&query).await;
+                button_press(&query).into_iter().collect()
+            }
+            UpdateKind::MessageReaction(reaction) => reactions(&reaction),
+            _ => Vec::new(),
+        };
+        // In order: a reaction swap (👍 -> 👎) is a removal then an addition.
+        for ev in events {
+            let response = self.router.handle(&ev).await;
+            let here = OutboundTarget {
+                platform: Platform::Telegram,
+                channel_id: ev.channel.id.clone(),
+                thread: ev.thread.clone(),
+            };
+            let Some(message) = response.message() else {
+                continue;
+            };
+            match (
+                self.outbound.send(&here, &message).await,
+                response.pending_run,
+            ) {
+                (Ok(message_id), Some(run)) => {
+                    if let Err(e) = self.router.bind_message(run, &message_id).await {
+                        tracing::error!(run, error = %e, "could not bind the approval message");
+                    }
+                }
+                (Ok(_), None) => {}
+                (Err(e), _) => {
+                    tracing::error!(error = %e, request_id = %response.request_id, chat = %here.channel_id, "could not deliver a Telegram reply")
+                }
+            }
+        }
+    }
+
+    /// A message that starts with a command for this bot; `None` for anything else.
+    fn command(&self, msg: &Message) -> Option<InboundEvent> {
+        let text = msg.text()?;
+        let entities = msg.parse_entities()?;
+        let first = entities.first()?;
+        if first.start() != 0 || *first.kind() != MessageEntityKind::BotCommand {
+            return None;
+        }
+        let (name, rest) = text.split_at(first.range().end);
+        let name = match name.split_once('@') {
+            None => name,
+            Some((name, to)) => {
+                let ours = self
+                    .username
+                    .get()
+                    .is_some_and(|me| me.eq_ignore_ascii_case(to));
+                if !ours {
+                    return None;
+                }
+                name
+            }
+        };
+        let user = msg.from.as_ref()?;
+        Some(event(
+            &user.id.0.to_string(),
+            &user.full_name(),
+            &msg.chat,
+            msg.id,
+            EventPayload::Command(format!("{name}{rest}")),
+        ))
+    }
+
+    /// Whether a webhook request carries the configured secret token.
+    fn authentic(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = &self.webhook_secret else {
+            return false;
+        };
+        let Some(got) = headers
+            .get("x-telegram-bot-api-secret-token")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        crate::hooks::same(got.as_bytes(), expected.expose_secret().as_bytes())
+    }
+}
+
+fn event(
+    user_id: &str,
+    display_name: &str,
+    chat: &teloxide::types::Chat,
+    thread: MessageId,
+    payload: EventPayload,
+) -> InboundEvent {
+    let id = chat.id.0.to_string();
+    let name = chat
+        .title()
+        .or(chat.username())
+        .map(str::to_owned)
+        .unwrap_or_else(|| id.clone());
+    InboundEvent {
+        platform: Platform::Telegram,
+        workspace: None,
+        channel: ChannelRef { id, name },
+        thread: Some(thread.0.to_string()),
+        user: UserRef::new(Platform::Telegram, user_id),
+        display_name: display_name.to_owned(),
+        payload,
+        event_id: None,
+        reply_handle: None,
+        received_at: Utc::now(),
+    }
+}
+
+/// An inline-keyboard press: the button's command, as the person who pressed it.
+fn button_press(query: &CallbackQuery) -> Option<InboundEvent> {
+    let command = query.data.as_deref()?;
+    if !command.starts_with('/') {
+        return None;
+    }
+    let message = query.message.as_ref()?;
+    Some(event(
+        &query.from.id.0.to_string(),
+        &query.from.full_name(),
+        message.chat(),
+        message.id(),
+        EventPayload::Command(command.to_owned()),
+    ))
+}
+
+/// A reaction change as the emoji removed, then the emoji added. Anonymous reactions (on
+/// behalf of a chat) name no person, so they are not turned into events.
+fn reactions(update: &MessageReactionUpdated) -> Vec<InboundEvent> {
+    let MaybeAnonymousUser::User(user) = &update.actor else {
+        return Vec::new();
+    };
+    let emoji = |list: &[ReactionType]| -> Vec<String> {
+        list.iter().filter_map(|r| r.emoji().cloned()).collect()
+    };
+    let (old, new) = (emoji(&update.old_reaction), emoji(&update.new_reaction));
+    let removed = old.iter().filter(|e| !new.contains(e)).map(|e| (e, false));
+    let added = new.iter().filter(|e| !old.contains(e)).map(|e| (e, true));
+    removed
+        .chain(added)
+        .map(|(emoji, added)| {
+            event(
+                &user.id.0.to_string(),
+                &user.full_name(),
+                &update.chat,
+                update.message_id,
+                EventPayload::Reaction {
+                    emoji: emoji.clone(),
+                    message_id: update.message_id.0.to_string(),
+                    added,
+                },
+            )
+        })
+        .collect()
+}
+
+/// `POST /telegram/webhook`: checks the secret token, records the update, answers at once.
+pub async fn webhook(
+    State(inbound): State<TelegramInbound>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !inbound.authentic(&headers) {
+        tracing::warn!("refused a Telegram webhook request without the right secret token");
+        return (StatusCode::UNAUTHORIZED, "bad secret token").into_response();
+    }
+    let update: Update = match serde_json::from_slice(&body) {
+        Ok(u) => u,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not a Telegram update: {e}"),
+            )
+                .into_response();
+        }
+    };
+    match inbound.take(update).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        // Not recorded, so not acted on: Telegram delivers it again later.
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+/// Connects to Telegram and receives updates until shutdown: learns the bot's username, then
+/// either registers the webhook or long-polls. Failures are retried with a capped backoff and
+/// never stop the other adapters; a rejected token is reported once and ends the adapter.
+pub async fn run(
+    inbound: TelegramInbound,
+    mode: crate::config::TelegramMode,
+    webhook_url: Option<String>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Backoff::default();
+    let username = loop {
+        match inbound.api.bot.get_me().await {
+            Ok(me) => break me.username().to_owned(),
+            Err(RequestError::Api(ApiError::InvalidToken)) => {
+                tracing::error!("Telegram rejected the bot token; the Telegram adapter is off");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %inbound.api.describe(&e), "cannot reach Telegram; retrying");
+                if backoff.wait(&shutdown).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    tracing::info!(bot = %username, ?mode, "Telegram adapter connected");
+    let _ = inbound.username.set(username);
+    match mode {
+        crate::config::TelegramMode::Webhook => {
+            let url = webhook_url.unwrap_or_default();
+            set_webhook(&inbound, &url, &shutdown).await;
+        }
+        crate::config::TelegramMode::Polling => poll(&inbound, &shutdown).await,
+    }
+}
+
+async fn set_webhook(inbound: &TelegramInbound, url: &str, shutdown: &CancellationToken) {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        tracing::error!("telegram.webhook_url is not a URL");
+        return;
+    };
+    let secret = inbound
+        .webhook_secret
+        .as_ref()
+        .map(|s| s.expose_secret().to_owned())
+        .unwrap_or_default();
+    let mut backoff = Backoff::default();
+    loop {
+        let req = inbound
+            .api
+            .bot
+            .set_webhook(url.clone())
+            .secret_token(secret.clone())
+            .allowed_updates(ALLOWED_UPDATES);
+        match req.await {
+            Ok(_) => {
+                tracing::info!("Telegram webhook registered");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %inbound.api.describe(&e), "cannot register the Telegram webhook; retrying");
+                if backoff.wait(shutdown).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn poll(inbound: &TelegramInbound, shutdown: &CancellationToken) {
+    let api = &inbound.api;
+    // getUpdates is refused while a webhook is set (for example by an earlier deployment).
+    if let Err(e) = api.bot.delete_webhook().await {
+        tracing::warn!(error = %api.describe(&e), "could not remove a Telegram webhook before polling");
+    }
+    let mut offset: i32 = 0;
+    let mut backoff = Backoff::default();
+    loop {
+        let req = api
+            .bot
+            .get_updates()
+            .offset(offset)
+            .timeout(POLL_TIMEOUT_SECS)
+            .allowed_updates(ALLOWED_UPDATES);
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = teloxide::requests::Request::send(req) => r,
+        };
+        match result {
+            Ok(updates) => {
+                backoff = Backoff::default();
+                for update in updates {
+                    let next = i32::try_from(update.id.0)
+                        .unwrap_or(i32::MAX)
+                        .saturating_add(1);
+                    // Not recorded: ask for it again (the offset confirms only what is behind it).
+                    if inbound.take(update).await.is_err() {
+                        break;
+                    }
+                    offset = offset.max(next);
+                }
+            }
+            Err(RequestError::Api(ApiError::InvalidToken)) => {
+                tracing::error!("Telegram rejected the bot token; the Telegram adapter is off");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %api.describe(&e), "Telegram polling failed; retrying");
+                if backoff.wait(shutdown).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Doubling waits between reconnection attempts, capped at a minute.
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Duration::from_millis(500))
+    }
+}
+
+impl Backoff {
+    /// Waits the current delay and doubles it; `Err` when shutdown came first.
+    async fn wait(&mut self, shutdown: &CancellationToken) -> Result<(), ()> {
+        let delay = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(60));
+        tokio::select! {
+            _ = shutdown.cancelled() => Err(()),
+            _ = tokio::time::sleep(delay) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,525 @@
+//! The Telegram adapter through teloxide against a local fake Bot API: long polling with
+//! explicit `allowed_updates`, `bot_command` entities (`/cmd@bot` in groups), approvals by
+//! `message_reaction` and by inline-keyboard buttons, webhook mode with the secret token,
+//! duplicate updates, 429s and long output.
+
+mod support;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{TestApp, spawn_app};
+
+const TOKEN: &str = "123456:TEST-token-abcdef";
+const CHAT: i64 = -1001234567890;
+const ALICE: u64 = 111;
+const BOB: u64 = 222;
+const MALLORY: u64 = 999;
+const WEBHOOK_SECRET: &str = "tg-webhook-secret_0123";
+
+/// The fake Bot API: queued updates for `getUpdates`, and every call it received.
+#[derive(Default)]
+struct Fake {
+    updates: Mutex<VecDeque<Value>>,
+    arrived: tokio::sync::Notify,
+    calls: Mutex<Vec<(String, Value)>>,
+    next_message_id: Mutex<i64>,
+    /// This many sends are answered with 429 "retry after 1" first.
+    rate_limited: Mutex<usize>,
+}
+
+impl Fake {
+    fn push(&self, update: Value) {
+        self.updates.lock().unwrap().push_back(update);
+        self.arrived.notify_waiters();
+    }
+
+    /// Calls of `method` so far (method names compared case-insensitively).
+    fn calls(&self, method: &str) -> Vec<Value> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| m.eq_ignore_ascii_case(method))
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+
+    /// Texts the bot sent to the chat.
+    fn sent_texts(&self) -> Vec<String> {
+        self.calls("sendMessage")
+            .iter()
+            .map(|b| b["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    async fn wait_until<T>(&self, what: &str, mut check: impl FnMut(&Fake) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(v) = check(self) {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; calls: {:#?}",
+                self.calls.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn message(&self, body: &Value) -> Value {
+        let mut next = self.next_message_id.lock().unwrap();
+        *next += 1;
+        json!({
+            "message_id": 1000 + *next,
+            "date": 1_700_000_000,
+            "chat": { "id": body["chat_id"].as_i64().unwrap_or(CHAT), "type": "supergroup", "title": "ops" },
+            "from": { "id": 42, "is_bot": true, "first_name": "opsbot", "username": "opsbot_test" },
+            "text": body["text"].as_str().unwrap_or("document"),
+        })
+    }
+}
+
+async fn bot_api(
+    axum::extract::State(fake): axum::extract::State<Arc<Fake>>,
+    axum::extract::Path((_bot, method)): axum::extract::Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::Json<Value> {
+    let is_json = headers
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap_or_default().contains("json"));
+    let body: Value = if is_json {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    } else {
+        // Multipart (sendDocument): keep what the assertions need.
+        let text = String::from_utf8_lossy(&body).into_owned();
+        json!({ "multipart": text, "chat_id": CHAT })
+    };
+    fake.calls
+        .lock()
+        .unwrap()
+        .push((method.clone(), body.clone()));
+    let ok = |result: Value| axum::Json(json!({ "ok": true, "result": result }));
+    match method.to_ascii_lowercase().as_str() {
+        "getme" => ok(json!({
+            "id": 42, "is_bot": true, "first_name": "opsbot", "username": "opsbot_test",
+            "can_join_groups": true, "can_read_all_group_messages": false,
+            "supports_inline_queries": false, "has_main_web_app": false,
+        })),
+        "getupdates" => {
+            let offset = body["offset"].as_i64().unwrap_or(0);
+            let take = |fake: &Fake| {
+                let mut q = fake.updates.lock().unwrap();
+                q.retain(|u| u["update_id"].as_i64().unwrap() >= offset);
+                q.iter().cloned().collect::<Vec<_>>()
+            };
+            let mut updates = take(&fake);
+            if updates.is_empty() {
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(500), fake.arrived.notified()).await;
+                updates = take(&fake);
+            }
+            ok(Value::Array(updates))
+        }
+        "sendmessage" | "senddocument" => {
+            {
+                let mut limited = fake.rate_limited.lock().unwrap();
+                if *limited > 0 {
+                    *limited -= 1;
+                    return axum::Json(json!({
+                        "ok": false, "error_code": 429,
+                        "description": "Too Many Requests: retry after 1",
+                        "parameters": { "retry_after": 1 },
+                    }));
+                }
+            }
+            ok(fake.message(&body))
+        }
+        "editmessagetext" => ok(fake.message(&body)),
+        _ => ok(json!(true)),
+    }
+}
+
+async fn fake_telegram() -> (String, Arc<Fake>) {
+    let fake = Arc::new(Fake::default());
+    let app = axum::Router::new()
+        .route("/{bot}/{method}", axum::routing::post(bot_api))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, fake)
+}
+
+const RUNBOOK: &str = r#"
+name = "rollback"
+summary = "Roll back"
+roles = ["deployer"]
+[[args]]
+name = "service"
+kind = "choice"
+choices = ["api"]
+[approval]
+approvals = 1
+approver_roles = ["sre-lead"]
+expires_after = "10m"
+[action]
+kind = "exec"
+argv = ["./act.sh", "{service}"]
+timeout = "10s"
+"#;
+
+fn config(base: &str, extra: &str) -> String {
+    format!(
+        r#"
+[builtins]
+status_roles = ["deployer", "sre-lead"]
+
+[telegram]
+bot_token = "{TOKEN}"
+api_url = "{base}"
+send_interval = "50ms"
+{extra}
+
+[[people]]
+name = "alice"
+roles = ["deployer"]
+identities = ["telegram:{ALICE}"]
+
+[[people]]
+name = "bob"
+roles = ["sre-lead"]
+identities = ["telegram:{BOB}"]
+"#
+    )
+}
+
+async fn app_with(extra: &str) -> (TestApp, Arc<Fake>) {
+    let (base, fake) = fake_telegram().await;
+    let app = spawn_app(&config(&base, extra), &[("rollback.toml", RUNBOOK)]).await;
+    support::write_executable(
+        app.dir.path(),
+        "act.sh",
+        "#!/bin/sh\necho run >> runs.log\necho rolled back $1\n",
+    );
+    (app, fake)
+}
+
+fn person(id: u64) -> Value {
+    json!({ "id": id, "is_bot": false, "first_name": format!("user{id}") })
+}
+
+fn chat() -> Value {
+    json!({ "id": CHAT, "type": "supergroup", "title": "ops" })
+}
+
+/// A message update whose text starts with a `bot_command` entity, as Telegram sends it.
+fn command(update_id: i64, from: u64, text: &str) -> Value {
+    let command_len = text
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .encode_utf16()
+        .count();
+    json!({
+        "update_id": update_id,
+        "message": {
+            "message_id": update_id + 10,
+            "date": 1_700_000_000,
+            "chat": chat(),
+            "from": person(from),
+            "text": text,
+            "entities": [{ "type": "bot_command", "offset": 0, "length": command_len }],
+        }
+    })
+}
+
+fn reaction(update_id: i64, from: u64, message_id: i64, old: &[&str], new: &[&str]) -> Value {
+    let list = |emoji: &[&str]| -> Vec<Value> {
+        emoji
+            .iter()
+            .map(|e| json!({ "type": "emoji", "emoji": e }))
+            .collect()
+    };
+    json!({
+        "update_id": update_id,
+        "message_reaction": {
+            "chat": chat(),
+            "message_id": message_id,
+            "user": person(from),
+            "date": 1_700_000_000,
+            "old_reaction": list(old),
+            "new_reaction": list(new),
+        }
+    })
+}
+
+fn runs(app: &TestApp) -> usize {
+    std::fs::read_to_string(app.dir.path().join("runs.log"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// Waits for the approval request and returns its message id and inline keyboard.
+async fn approval_request(fake: &Fake) -> (i64, Value) {
+    fake.wait_until("the approval request", |f| {
+        // The fake numbers the messages it sends 1001, 1002, ... in order.
+        let calls = f.calls.lock().unwrap();
+        let sends = calls.iter().filter(|(m, _)| {
+            ["sendMessage", "sendDocument", "editMessageText"]
+                .iter()
+                .any(|s| m.eq_ignore_ascii_case(s))
+        });
+        sends.enumerate().find_map(|(i, (_, body))| {
+            let text = body["text"].as_str().unwrap_or_default();
+            text.contains("approval(s) from")
+                .then(|| (1001 + i as i64, body["reply_markup"].clone()))
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn polls_with_explicit_allowed_updates_and_answers_a_command_in_its_thread() {
+    let (_app, fake) = app_with("").await;
+    fake.push(command(1, ALICE, "/help"));
+    let reply = fake
+        .wait_until("the /help answer", |f| {
+            f.calls("sendMessage").into_iter().next()
+        })
+        .await;
+    assert_eq!(reply["chat_id"], json!(CHAT));
+    assert_eq!(
+        reply["reply_parameters"]["message_id"],
+        json!(11),
+        "answered in reply"
+    );
+    assert!(reply["text"].as_str().unwrap().contains("rollback"));
+    let polls = fake.calls("getUpdates");
+    let allowed = &polls[0]["allowed_updates"];
+    assert_eq!(
+        allowed,
+        &json!(["message", "callback_query", "message_reaction"]),
+        "message_reaction must be asked for explicitly"
+    );
+    assert!(
+        !fake.calls("deleteWebhook").is_empty(),
+        "polling removes a stale webhook"
+    );
+}
+
+#[tokio::test]
+async fn rollback_approved_by_a_reaction_runs_once_and_posts_its_output() {
+    let (app, fake) = app_with("").await;
+    fake.push(command(1, ALICE, "/rollback@opsbot_test api"));
+    let (request, keyboard) = approval_request(&fake).await;
+    assert_eq!(
+        keyboard["inline_keyboard"][0][0]["callback_data"],
+        json!("/approve 1"),
+        "an Approve button"
+    );
+    // The requester's own 👍 and a stranger's do not count.
+    fake.push(reaction(2, ALICE, request, &[], &["👍"]));
+    fake.push(reaction(3, MALLORY, request, &[], &["👍"]));
+    fake.wait_until("two refusals", |f| {
+        (f.sent_texts().len() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(runs(&app), 0);
+    // The approver's 👍 runs it; redelivering that update changes nothing.
+    fake.push(reaction(4, BOB, request, &[], &["👍"]));
+    fake.push(reaction(4, BOB, request, &[], &["👍"]));
+    let output = fake
+        .wait_until("the run's output", |f| {
+            f.sent_texts()
+                .into_iter()
+                .find(|t| t.contains("rolled back api"))
+        })
+        .await;
+    assert!(output.contains("Approved by bob"), "{output}");
+    assert_eq!(runs(&app), 1, "exactly once");
+    let reply = fake
+        .calls("sendMessage")
+        .into_iter()
+        .find(|b| b["text"].as_str().unwrap().contains("rolled back api"))
+        .unwrap();
+    assert_eq!(
+        reply["reply_parameters"]["message_id"],
+        json!(request),
+        "in the approval's thread"
+    );
+}
+
+#[tokio::test]
+async fn the_approve_button_works_like_the_command_for_the_presser() {
+    let (app, fake) = app_with("").await;
+    fake.push(command(1, ALICE, "/rollback api"));
+    let (request, _) = approval_request(&fake).await;
+    let press = |update_id: i64, from: u64| {
+        json!({
+            "update_id": update_id,
+            "callback_query": {
+                "id": format!("cb{update_id}"),
+                "from": person(from),
+                "message": {
+                    "message_id": request, "date": 1_700_000_000, "chat": chat(),
+                    "text": "approval(s) from",
+                },
+                "chat_instance": "ci",
+                "data": "/approve 1",
+            }
+        })
+    };
+    fake.push(press(2, ALICE));
+    fake.wait_until("the requester's refusal", |f| {
+        f.sent_texts()
+            .iter()
+            .any(|t| t.contains("approving #1 needs one of the roles sre-lead"))
+            .then_some(())
+    })
+    .await;
+    fake.push(press(3, BOB));
+    fake.wait_until("the run's output", |f| {
+        f.sent_texts()
+            .iter()
+            .any(|t| t.contains("rolled back api"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(runs(&app), 1);
+    assert_eq!(
+        fake.calls("answerCallbackQuery").len(),
+        2,
+        "each press answered"
+    );
+}
+
+#[tokio::test]
+async fn commands_for_another_bot_and_plain_messages_are_ignored() {
+    let (_app, fake) = app_with("").await;
+    fake.push(command(1, ALICE, "/help@some_other_bot"));
+    fake.push(json!({
+        "update_id": 2,
+        "message": { "message_id": 5, "date": 1_700_000_000, "chat": chat(), "from": person(ALICE), "text": "just chatting" }
+    }));
+    fake.push(command(3, ALICE, "/whoami@OpsBot_Test"));
+    let replies = fake
+        .wait_until("the /whoami answer", |f| {
+            let texts = f.sent_texts();
+            (!texts.is_empty()).then_some(texts)
+        })
+        .await;
+    assert_eq!(
+        replies.len(),
+        1,
+        "only /whoami@ours was answered: {replies:?}"
+    );
+    assert!(replies[0].contains("alice"), "{replies:?}");
+}
+
+#[tokio::test]
+async fn a_429_delays_the_reply_but_does_not_lose_it() {
+    let (_app, fake) = app_with("").await;
+    *fake.rate_limited.lock().unwrap() = 1;
+    fake.push(command(1, ALICE, "/help"));
+    let started = std::time::Instant::now();
+    fake.wait_until("the reply sent again after Retry-After", |f| {
+        (f.calls("sendMessage").len() == 2).then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
+    let texts = fake.sent_texts();
+    assert_eq!(
+        texts[0], texts[1],
+        "the same reply, refused once, then sent"
+    );
+}
+
+async fn webhook(app: &TestApp, secret: &str, update: &Value) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .post(app.url("/telegram/webhook"))
+        .header("x-telegram-bot-api-secret-token", secret)
+        .json(update)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn webhook_mode_checks_the_secret_token_and_ignores_duplicates() {
+    let (app, fake) = app_with(&format!(
+        "mode = \"webhook\"\nwebhook_url = \"https://opsbot.example.com/telegram/webhook\"\nwebhook_secret = \"{WEBHOOK_SECRET}\""
+    ))
+    .await;
+    let registered = fake
+        .wait_until("setWebhook", |f| f.calls("setWebhook").into_iter().next())
+        .await;
+    // teloxide sends setWebhook as multipart (it may carry a certificate).
+    let form = registered["multipart"].as_str().unwrap();
+    assert!(form.contains(WEBHOOK_SECRET), "{form}");
+    assert!(
+        form.contains(r#"["message","callback_query","message_reaction"]"#),
+        "{form}"
+    );
+    assert!(
+        fake.calls("getUpdates").is_empty(),
+        "no polling in webhook mode"
+    );
+
+    let rollback = command(7, ALICE, "/rollback api");
+    assert_eq!(webhook(&app, "wrong-secret-0000", &rollback).await, 401);
+    assert_eq!(webhook(&app, "", &rollback).await, 401);
+    assert_eq!(webhook(&app, WEBHOOK_SECRET, &rollback).await, 200);
+    assert_eq!(
+        webhook(&app, WEBHOOK_SECRET, &rollback).await,
+        200,
+        "a retry is acked"
+    );
+    let (request, _) = approval_request(&fake).await;
+    let approve = reaction(8, BOB, request, &[], &["👍"]);
+    assert_eq!(webhook(&app, "nope-nope-nope-nope", &approve).await, 401);
+    assert_eq!(webhook(&app, WEBHOOK_SECRET, &approve).await, 200);
+    fake.wait_until("the run's output", |f| {
+        f.sent_texts()
+            .iter()
+            .any(|t| t.contains("rolled back api"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(runs(&app), 1);
+    let requests = fake
+        .sent_texts()
+        .iter()
+        .filter(|t| t.contains("approval(s) from"))
+        .count();
+    assert_eq!(requests, 1, "the redelivered update made no second request");
+}
+
+#[tokio::test]
+async fn long_output_is_sent_as_a_file() {
+    let (app, fake) = app_with("").await;
+    support::write_executable(
+        app.dir.path(),
+        "act.sh",
+        "#!/bin/sh\ni=0\nwhile [ $i -lt 400 ]; do echo \"line $i of a long rollback log\"; i=$((i+1)); done\n",
+    );
+    fake.push(command(1, ALICE, "/rollback api"));
+    let (request, _) = approval_request(&fake).await;
+    fake.push(reaction(2, BOB, request, &[], &["👍"]));
+    let document = fake
+        .wait_until("the document", |f| {
+            f.calls("sendDocument").into_iter().next()
+        })
+        .await;
+    let multipart = document["multipart"].as_str().unwrap();
+    assert!(multipart.contains("output.txt"), "sent as a file");
+    assert!(multipart.contains("(full text attached)"), "with a caption");
+}
