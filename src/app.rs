@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::alerts::{AlertRoute, AlertRouting, AlertService, Escalation};
 use crate::actions::health::{HealthChecks, HealthMonitor};
 use crate::adapters::PlatformOutbound;
 use crate::adapters::console::{Console, ConsoleOutbound};
+use crate::adapters::discord::{DiscordApi, DiscordState};
 use crate::adapters::slack::{SlackApi, SlackState};
 use crate::adapters::throttle::{Throttled, default_spacing};
 use crate::catalog::{Catalog, CatalogErrors};
@@ -67,6 +69,7 @@ pub struct App {
     /// Where the bot's own messages go (alert groups, sweep notices).
     outbound: Arc<dyn ChatOutbound>,
     slack: Option<SlackState>,
+    discord: Option<DiscordState>,
     health: Arc<HealthChecks>,
     clock: Arc<dyn Clock>,
 }
@@ -155,6 +158,10 @@ impl App {
             )),
             None => None,
         };
+        let discord_api = config
+            .discord
+            .as_ref()
+            .map(|d| Arc::new(DiscordApi::new(d)));
         let outbound: Arc<dyn ChatOutbound> = match overrides.outbound {
             Some(o) => o,
             None => {
@@ -162,6 +169,9 @@ impl App {
                     .with(Platform::Console, Arc::new(ConsoleOutbound::default()));
                 if let Some(api) = &slack_api {
                     platforms = platforms.with(Platform::Slack, api.clone());
+                }
+                if let Some(api) = &discord_api {
+                    platforms = platforms.with(Platform::Discord, api.clone());
                 }
                 Arc::new(Throttled::new(Arc::new(platforms), default_spacing))
             }
@@ -242,6 +252,27 @@ impl App {
             )),
             _ => None,
         };
+        let discord = match (&config.discord, discord_api) {
+            (Some(cfg), Some(api)) => {
+                let hints = [
+                    config.approvals.approve_emoji.first(),
+                    config.approvals.deny_emoji.first(),
+                ];
+                let hints: Vec<String> = hints.into_iter().flatten().cloned().collect();
+                Some(
+                    DiscordState::new(
+                        router.clone(),
+                        store.clone(),
+                        &api,
+                        outbound.clone(),
+                        cfg,
+                        &hints,
+                    )
+                    .map_err(StartupError::Config)?,
+                )
+            }
+            _ => None,
+        };
         Ok(App {
             config,
             router,
@@ -251,6 +282,7 @@ impl App {
             liveness: Arc::new(Liveness::default()),
             outbound,
             slack,
+            discord,
             health,
             clock,
         })
@@ -269,7 +301,22 @@ impl App {
             max_body_bytes: self.config.alerts.max_body_bytes,
             liveness: self.liveness.clone(),
             slack: self.slack.clone(),
+            discord: self.discord.clone().filter(|d| d.serves_interactions()),
         }
+    }
+
+    /// Connects the Discord gateway when Discord is configured with `gateway = true` (the
+    /// default). It reconnects by itself and never stops `serve`.
+    pub fn spawn_discord(&self, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
+        let cfg = self.config.discord.as_ref().filter(|d| d.gateway)?;
+        let state = self.discord.clone()?;
+        tracing::info!(
+            application_id = cfg.application_id,
+            "connecting the Discord gateway"
+        );
+        Some(crate::adapters::discord::spawn_gateway(
+            state, cfg, shutdown,
+        ))
     }
 
     /// Binds the configured HTTP address.
@@ -290,6 +337,7 @@ impl App {
         })?;
         tracing::info!(%addr, commands = self.router.catalog().len(), "opsbot serving HTTP");
         let http = tokio::spawn(http::serve(listener, self.http_state(), shutdown.clone()));
+        self.spawn_discord(shutdown.clone());
         tokio::spawn(sweep_forever(
             self.router.clone(),
             self.outbound.clone(),
