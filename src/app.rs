@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::alerts::{AlertRoute, AlertRouting, AlertService, Escalation};
 use crate::actions::health::{HealthChecks, HealthMonitor};
 use crate::adapters::PlatformOutbound;
 use crate::adapters::console::{Console, ConsoleOutbound};
+use crate::adapters::discord::{DiscordApi, DiscordState};
 use crate::adapters::slack::{SlackApi, SlackState};
 use crate::adapters::telegram::{TelegramApi, TelegramInbound};
 use crate::adapters::throttle::{Throttled, default_spacing};
@@ -69,6 +71,7 @@ pub struct App {
     outbound: Arc<dyn ChatOutbound>,
     slack: Option<SlackState>,
     telegram: Option<TelegramInbound>,
+    discord: Option<DiscordState>,
     health: Arc<HealthChecks>,
     clock: Arc<dyn Clock>,
 }
@@ -163,6 +166,10 @@ impl App {
             )),
             None => None,
         };
+        let discord_api = config
+            .discord
+            .as_ref()
+            .map(|d| Arc::new(DiscordApi::new(d)));
         let outbound: Arc<dyn ChatOutbound> = match overrides.outbound {
             Some(o) => o,
             None => {
@@ -173,6 +180,9 @@ impl App {
                 }
                 if let Some(api) = &telegram_api {
                     platforms = platforms.with(Platform::Telegram, api.clone());
+                }
+                if let Some(api) = &discord_api {
+                    platforms = platforms.with(Platform::Discord, api.clone());
                 }
                 let telegram_interval = config.telegram.as_ref().map(|t| t.send_interval.0);
                 let spacing = move |platform| match (platform, telegram_interval) {
@@ -268,6 +278,27 @@ impl App {
             )),
             _ => None,
         };
+        let discord = match (&config.discord, discord_api) {
+            (Some(cfg), Some(api)) => {
+                let hints = [
+                    config.approvals.approve_emoji.first(),
+                    config.approvals.deny_emoji.first(),
+                ];
+                let hints: Vec<String> = hints.into_iter().flatten().cloned().collect();
+                Some(
+                    DiscordState::new(
+                        router.clone(),
+                        store.clone(),
+                        &api,
+                        outbound.clone(),
+                        cfg,
+                        &hints,
+                    )
+                    .map_err(StartupError::Config)?,
+                )
+            }
+            _ => None,
+        };
         Ok(App {
             config,
             router,
@@ -278,6 +309,7 @@ impl App {
             outbound,
             slack,
             telegram,
+            discord,
             health,
             clock,
         })
@@ -300,6 +332,7 @@ impl App {
                 .clone()
                 .filter(|_| self.telegram_mode() == Some(TelegramMode::Webhook)),
             slack: self.slack.clone(),
+            discord: self.discord.clone().filter(|d| d.serves_interactions()),
         }
     }
 
@@ -307,8 +340,9 @@ impl App {
         self.config.telegram.as_ref().map(|t| t.mode)
     }
 
-    /// Connects the chat platforms that receive by connecting out (Telegram polling, or
-    /// registering its webhook); each retries on its own and never stops the others.
+    /// Connects the chat platforms that receive by connecting out (Telegram polling or
+    /// webhook registration, the Discord gateway); each retries on its own and never stops
+    /// the others or `serve`.
     pub fn spawn_adapters(&self, shutdown: &CancellationToken) {
         if let (Some(inbound), Some(cfg)) = (&self.telegram, &self.config.telegram) {
             tokio::spawn(crate::adapters::telegram::run(
@@ -318,6 +352,21 @@ impl App {
                 shutdown.clone(),
             ));
         }
+        self.spawn_discord(shutdown.clone());
+    }
+
+    /// Connects the Discord gateway when Discord is configured with `gateway = true` (the
+    /// default). It reconnects by itself and never stops `serve`.
+    pub fn spawn_discord(&self, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
+        let cfg = self.config.discord.as_ref().filter(|d| d.gateway)?;
+        let state = self.discord.clone()?;
+        tracing::info!(
+            application_id = cfg.application_id,
+            "connecting the Discord gateway"
+        );
+        Some(crate::adapters::discord::spawn_gateway(
+            state, cfg, shutdown,
+        ))
     }
 
     /// Binds the configured HTTP address.

@@ -70,6 +70,8 @@ pub struct Config {
     pub telegram: Option<TelegramConfig>,
     /// Slack app credentials; absent = no Slack adapter.
     pub slack: Option<SlackConfig>,
+    /// Discord bot credentials; absent = no Discord adapter.
+    pub discord: Option<DiscordConfig>,
     #[serde(default)]
     pub people: Vec<PersonConfig>,
     #[serde(default)]
@@ -379,6 +381,54 @@ pub struct SlackConfig {
 
 fn default_slack_api() -> String {
     "https://slack.com/api".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordConfig {
+    /// Bot token (Developer Portal → Bot → Reset Token).
+    pub bot_token: SecretString,
+    /// Application ID (General Information); slash commands are registered under it.
+    pub application_id: u64,
+    /// Public key (hex, General Information). Needed only for the HTTP interactions endpoint
+    /// (`POST /discord/interactions`); without it that route does not exist.
+    pub public_key: Option<String>,
+    /// Register slash commands in this guild only (instant, for development); absent: globally.
+    pub guild_id: Option<u64>,
+    /// REST base URL; only tests (or an API proxy) point it elsewhere.
+    #[serde(default = "default_discord_api")]
+    pub api_url: String,
+    /// Connect to the gateway (reactions, and commands when no interactions URL is set).
+    #[serde(default = "default_true")]
+    pub gateway: bool,
+}
+
+fn default_discord_api() -> String {
+    "https://discord.com".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl DiscordConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.application_id == 0 {
+            return Err("discord.application_id must be the application's id (not 0)".into());
+        }
+        if self.guild_id == Some(0) {
+            return Err("discord.guild_id must be a guild id (not 0); remove it to register commands globally".into());
+        }
+        if let Some(key) = &self.public_key
+            && (key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            return Err("discord.public_key must be the 64 hex digits shown as \"Public Key\" in the Developer Portal".into());
+        }
+        if !(self.api_url.starts_with("https://") || self.api_url.starts_with("http://")) {
+            return Err("discord.api_url must start with https:// or http://".into());
+        }
+        Ok(())
+    }
 }
 
 /// Scheduled health checks and the bot's own dead-man's switch.
@@ -702,6 +752,10 @@ impl Config {
         }
         if let Some(telegram) = &self.telegram {
             telegram.validate()?;
+        }
+        if let Some(discord) = &self.discord {
+            discord.validate()?;
+            secrets.push(("discord.bot_token", &discord.bot_token));
         }
         for (key, value) in secrets {
             if value.expose_secret().trim().len() < MIN_SECRET_LEN {

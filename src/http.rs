@@ -25,6 +25,8 @@ pub struct HttpState {
     pub liveness: Arc<crate::liveness::Liveness>,
     pub telegram: Option<crate::adapters::telegram::TelegramInbound>,
     pub slack: Option<crate::adapters::slack::SlackState>,
+    /// Set when `discord.public_key` is configured: serves `/discord/interactions`.
+    pub discord: Option<crate::adapters::discord::DiscordState>,
     /// Largest accepted request body (webhooks).
     pub max_body_bytes: usize,
 }
@@ -63,6 +65,17 @@ pub fn routes(state: HttpState) -> Router {
                 )
                 .layer(DefaultBodyLimit::max(1024 * 1024))
                 .with_state(slack),
+        );
+    }
+    if let Some(discord) = state.discord {
+        app = app.merge(
+            Router::new()
+                .route(
+                    "/discord/interactions",
+                    post(crate::adapters::discord::interactions),
+                )
+                .layer(DefaultBodyLimit::max(1024 * 1024))
+                .with_state(discord),
         );
     }
     app

@@ -3,6 +3,7 @@
 //! whichever platform a target names.
 
 pub mod console;
+pub mod discord;
 pub mod slack;
 pub mod telegram;
 pub mod throttle;

@@ -1,0 +1,166 @@
+//! The gateway connection (serenity `Client`): registers the slash commands once ready, and
+//! feeds slash commands and reactions to [`DiscordState`]. A gateway that cannot connect never
+//! stops opsbot: serenity retries the connection itself, and if the client gives up opsbot
+//! rebuilds it with capped backoff; a rejected token or intents are logged once and not retried.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serenity::all::{
+    ChannelId, ClientBuilder, Context, EventHandler, GatewayError, GatewayIntents, GuildId,
+    Interaction, Reaction, Ready, UserId,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{DiscordState, build_http};
+use crate::config::DiscordConfig;
+
+/// Enough for commands, reactions in guilds and DMs; none of them is privileged.
+fn intents() -> GatewayIntents {
+    GatewayIntents::GUILDS
+        | GatewayIntents::GUILD_MESSAGE_REACTIONS
+        | GatewayIntents::DIRECT_MESSAGE_REACTIONS
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A client that ran this long before stopping was healthy; the backoff starts over.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+struct Handler {
+    state: DiscordState,
+    guild: Option<GuildId>,
+    /// Commands are registered once per process (READY comes again after every re-identify).
+    registered: AtomicBool,
+    /// The bot's own user id, learnt from READY, so its reaction hints are not taken as votes.
+    bot: AtomicU64,
+}
+
+impl Handler {
+    fn bot(&self) -> Option<UserId> {
+        match self.bot.load(Ordering::Relaxed) {
+            0 => None,
+            id => Some(UserId::new(id)),
+        }
+    }
+}
+
+/// The channel's name if the cache has its guild (from GUILD_CREATE, which the GUILDS intent
+/// brings); channel allow-lists match names.
+fn cached_channel_name(
+    ctx: &Context,
+    guild: Option<GuildId>,
+    channel: ChannelId,
+) -> Option<String> {
+    let guild = ctx.cache.guild(guild?)?;
+    guild.channels.get(&channel).map(|c| c.name.clone())
+}
+
+#[serenity::async_trait]
+impl EventHandler for Handler {
+    async fn ready(&self, _ctx: Context, ready: Ready) {
+        self.bot.store(ready.user.id.get(), Ordering::Relaxed);
+        tracing::info!(bot = %ready.user.name, guilds = ready.guilds.len(), "Discord gateway connected");
+        if self.registered.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        match self.state.register_commands(self.guild).await {
+            Ok(n) => tracing::info!(
+                commands = n,
+                scope = %self.guild.map_or("global".to_owned(), |g| format!("guild {g}")),
+                "registered Discord slash commands"
+            ),
+            Err(e) => {
+                // Try again at the next READY; commands registered earlier keep working.
+                self.registered.store(false, Ordering::SeqCst);
+                tracing::error!(error = %e, "could not register Discord slash commands");
+            }
+        }
+    }
+
+    async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
+        if let Interaction::Command(cmd) = interaction {
+            let name = cached_channel_name(&ctx, cmd.guild_id, cmd.channel_id);
+            self.state.gateway_command(cmd, name).await;
+        }
+    }
+
+    async fn reaction_add(&self, ctx: Context, reaction: Reaction) {
+        let name = cached_channel_name(&ctx, reaction.guild_id, reaction.channel_id);
+        self.state.reaction(reaction, true, self.bot(), name).await;
+    }
+
+    async fn reaction_remove(&self, ctx: Context, reaction: Reaction) {
+        let name = cached_channel_name(&ctx, reaction.guild_id, reaction.channel_id);
+        self.state.reaction(reaction, false, self.bot(), name).await;
+    }
+}
+
+/// Runs the gateway until `shutdown`, reconnecting as needed; never returns an error.
+pub fn spawn_gateway(
+    state: DiscordState,
+    cfg: &DiscordConfig,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let handler = Arc::new(Handler {
+        state,
+        guild: cfg.guild_id.map(GuildId::new),
+        registered: AtomicBool::new(false),
+        bot: AtomicU64::new(0),
+    });
+    let cfg = cfg.clone();
+    tokio::spawn(async move {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let started = Instant::now();
+            let built = ClientBuilder::new_with_http(build_http(&cfg), intents())
+                .event_handler_arc(handler.clone())
+                .await;
+            let stopped = match built {
+                Ok(mut client) => {
+                    let shards = client.shard_manager.clone();
+                    tokio::select! {
+                        r = client.start() => r,
+                        _ = shutdown.cancelled() => {
+                            shards.shutdown_all().await;
+                            return;
+                        }
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match stopped {
+                Err(serenity::Error::Gateway(
+                    e @ (GatewayError::InvalidAuthentication
+                    | GatewayError::InvalidGatewayIntents
+                    | GatewayError::DisallowedGatewayIntents),
+                )) => {
+                    // Retrying cannot fix a revoked token or missing intents; say so once.
+                    tracing::error!(
+                        error = %e,
+                        "Discord refused the bot's login; the Discord gateway stays off until the \
+                         config is fixed and opsbot restarted (HTTP and other adapters keep running)"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_secs = backoff.as_secs(), "Discord gateway stopped; reconnecting")
+                }
+                Ok(()) => tracing::warn!(
+                    retry_in_secs = backoff.as_secs(),
+                    "Discord gateway closed; reconnecting"
+                ),
+            }
+            if started.elapsed() >= HEALTHY_RUN {
+                backoff = FIRST_BACKOFF;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    })
+}

@@ -1,0 +1,72 @@
+//! `POST /discord/interactions`, for applications that set an Interactions Endpoint URL: the
+//! Ed25519 signature (`X-Signature-Ed25519` over `X-Signature-Timestamp` + body) is checked
+//! before anything is parsed (401 and nothing else on failure), PING is answered with PONG,
+//! and a slash command is answered at once with a deferred response (type 5) and worked on
+//! afterwards, its answer edited into the original response over REST.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serenity::all::Interaction;
+
+use super::DiscordState;
+
+/// Interaction callback types.
+const PONG: u8 = 1;
+const DEFERRED_CHANNEL_MESSAGE: u8 = 5;
+
+fn callback(kind: u8) -> Response {
+    Json(serde_json::json!({ "type": kind })).into_response()
+}
+
+pub async fn interactions(
+    State(state): State<DiscordState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(verifier) = &state.verifier else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let verified = match (
+        header("x-signature-ed25519"),
+        header("x-signature-timestamp"),
+    ) {
+        (Some(signature), Some(timestamp)) => verifier.verify(signature, timestamp, &body).is_ok(),
+        _ => false,
+    };
+    if !verified {
+        tracing::warn!("refused a Discord interaction with a missing or bad signature");
+        return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
+    }
+    let interaction: Interaction = match serde_json::from_slice(&body) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read a signed Discord interaction");
+            return (StatusCode::BAD_REQUEST, "not an interaction").into_response();
+        }
+    };
+    match interaction {
+        Interaction::Ping(_) => callback(PONG),
+        Interaction::Command(cmd) => {
+            match state.first_delivery(&cmd).await {
+                Ok(true) => {}
+                // Seen before (a replayed request): acknowledge, do nothing again.
+                Ok(false) => return callback(DEFERRED_CHANNEL_MESSAGE),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not record a Discord interaction; not running it");
+                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+            }
+            tokio::spawn(async move { state.answer(cmd, None).await });
+            callback(DEFERRED_CHANNEL_MESSAGE)
+        }
+        // opsbot sends no components or modals and no autocomplete options.
+        other => {
+            tracing::debug!(kind = ?other.kind(), "ignoring an unsupported Discord interaction");
+            (StatusCode::BAD_REQUEST, "unsupported interaction").into_response()
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! Discord through serenity. Slash commands arrive over the gateway (or, optionally, signed
+//! on `POST /discord/interactions`), are acknowledged at once with a deferred response, rebuilt
+//! into command text for the router, and answered by editing that response; an approval request
+//! is that edited response, so ✅ / ❌ reactions on it (gateway `MESSAGE_REACTION_ADD`) reach the
+//! run. The bot's own channel messages go through `DiscordApi`, the `ChatOutbound` behind the
+//! paced outbound. Identities are `discord:<user id>`.
+
+mod commands;
+mod gateway;
+mod interactions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use secrecy::ExposeSecret;
+use serenity::all::{
+    ApplicationId, ChannelId, Command, CommandDataOptionValue, CommandInteraction,
+    CreateAllowedMentions, CreateAttachment, CreateInteractionResponse,
+    CreateInteractionResponseMessage, CreateMessage, EditAttachments, EditInteractionResponse,
+    EditMessage, GuildId, HttpError, MessageId, MessageReference, MessageReferenceKind, Reaction,
+    ReactionType, User, UserId,
+};
+use serenity::http::{Http, HttpBuilder};
+use serenity::interactions_endpoint::Verifier;
+
+pub use gateway::spawn_gateway;
+pub use interactions::interactions;
+
+use crate::config::DiscordConfig;
+use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
+use crate::ports::{ChatOutbound, OutboundError, OutboundTarget, Store};
+use crate::router::{Response as RouterResponse, Router};
+
+/// Where the REST API lives unless a test (or an API proxy) says otherwise.
+pub const DEFAULT_API: &str = "https://discord.com";
+/// Discord's limit on a message's text, in characters.
+const MAX_CONTENT: usize = 2000;
+/// How much of an over-long text is shown in the message itself; the rest is attached.
+const HEAD_CHARS: usize = 1500;
+const ATTACHMENT: &str = "output.txt";
+/// Serenity drops a 429's `Retry-After` when its own rate limiter is off (API proxy, tests);
+/// this is how long the channel is held back then. With the rate limiter on (discord.com),
+/// serenity waits out 429s itself and they never reach us.
+const RETRY_AFTER_UNKNOWN: Duration = Duration::from_secs(1);
+
+/// The serenity REST client as configured: against discord.com with serenity's own rate
+/// limiter, or against `api_url` (a proxy or a test fake) without it, since serenity ignores
+/// the proxy while its limiter is on.
+pub fn build_http(cfg: &DiscordConfig) -> Http {
+    let mut builder = HttpBuilder::new(cfg.bot_token.expose_secret())
+        .application_id(ApplicationId::new(cfg.application_id));
+    let api = cfg.api_url.trim_end_matches('/');
+    if api != DEFAULT_API {
+        builder = builder.proxy(api).ratelimiter_disabled(true);
+    }
+    builder.build()
+}
+
+/// Discord's REST API, as the `ChatOutbound` for `Platform::Discord`.
+pub struct DiscordApi {
+    http: Arc<Http>,
+}
+
+impl DiscordApi {
+    pub fn new(cfg: &DiscordConfig) -> Self {
+        Self {
+            http: Arc::new(build_http(cfg)),
+        }
+    }
+}
+
+fn snowflake(s: &str) -> Option<u64> {
+    s.parse::<u64>().ok().filter(|n| *n != 0)
+}
+
+fn channel_of(to: &OutboundTarget) -> Result<ChannelId, OutboundError> {
+    snowflake(&to.channel_id)
+        .map(ChannelId::new)
+        .ok_or_else(|| {
+            OutboundError::Undeliverable(format!("{:?} is not a Discord channel id", to.channel_id))
+        })
+}
+
+/// The bot never pings anyone: names render, nobody (and no @everyone in script output) is notified.
+fn quiet() -> CreateAllowedMentions {
+    CreateAllowedMentions::new()
+}
+
+/// Text for one message: as is when it fits, else a head that says the full text is attached.
+/// Never cut silently.
+fn split_long(text: &str) -> Option<String> {
+    let total = text.chars().count();
+    if total <= MAX_CONTENT {
+        return None;
+    }
+    let cut = text
+        .char_indices()
+        .nth(HEAD_CHARS)
+        .map_or(text.len(), |(i, _)| i);
+    let mut head = &text[..cut];
+    if let Some(nl) = head.rfind('\n').filter(|nl| *nl > cut / 2) {
+        head = &head[..nl];
+    }
+    let mut content = head.to_owned();
+    if content.matches("```").count() % 2 == 1 {
+        content.push_str("\n```");
+    }
+    content.push_str(&format!(
+        "\n… ({total} characters in all; the full text is attached as {ATTACHMENT})"
+    ));
+    Some(content)
+}
+
+fn body(text: &str) -> (String, Option<CreateAttachment>) {
+    match split_long(text) {
+        None => (text.to_owned(), None),
+        Some(head) => (
+            head,
+            Some(CreateAttachment::bytes(
+                text.as_bytes().to_vec(),
+                ATTACHMENT,
+            )),
+        ),
+    }
+}
+
+/// A serenity error for logs: never its URL, which for interaction webhooks holds the token.
+fn describe(e: &serenity::Error) -> String {
+    match e {
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) => format!(
+            "{} {} (Discord code {}: {})",
+            r.method, r.status_code, r.error.code, r.error.message
+        ),
+        serenity::Error::Http(HttpError::Request(re)) => {
+            let what = if re.is_timeout() {
+                "timed out"
+            } else if re.is_connect() {
+                "could not connect"
+            } else {
+                "transport error"
+            };
+            format!("request to Discord failed: {what}")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn outbound_error(e: serenity::Error) -> OutboundError {
+    let status = match &e {
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) => Some(r.status_code.as_u16()),
+        _ => None,
+    };
+    match status {
+        Some(429) => OutboundError::RetryAfter(RETRY_AFTER_UNKNOWN),
+        // Unknown channel or message, missing access or permissions: retrying will not help.
+        Some(403 | 404) => OutboundError::Undeliverable(describe(&e)),
+        _ => OutboundError::Failed(describe(&e)),
+    }
+}
+
+#[async_trait::async_trait]
+impl ChatOutbound for DiscordApi {
+    async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
+        let channel = channel_of(to)?;
+        let (content, file) = body(text);
+        let mut msg = CreateMessage::new()
+            .content(content)
+            .allowed_mentions(quiet());
+        if let Some(file) = file {
+            msg = msg.add_file(file);
+        }
+        // A thread here is the message this one answers (an approval request).
+        if let Some(reply_to) = to.thread.as_deref().and_then(snowflake) {
+            msg = msg.reference_message(
+                MessageReference::new(MessageReferenceKind::Default, channel)
+                    .message_id(MessageId::new(reply_to))
+                    .fail_if_not_exists(false),
+            );
+        }
+        channel
+            .send_message(&*self.http, msg)
+            .await
+            .map(|m| m.id.to_string())
+            .map_err(outbound_error)
+    }
+
+    async fn edit(
+        &self,
+        to: &OutboundTarget,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), OutboundError> {
+        let channel = channel_of(to)?;
+        let message = snowflake(message_id).map(MessageId::new).ok_or_else(|| {
+            OutboundError::Undeliverable(format!("{message_id:?} is not a Discord message id"))
+        })?;
+        let (content, file) = body(text);
+        // The text decides the attachments: an earlier long version's file goes away.
+        let mut attachments = EditAttachments::new();
+        if let Some(file) = file {
+            attachments = attachments.add(file);
+        }
+        let edit = EditMessage::new()
+            .content(content)
+            .allowed_mentions(quiet())
+            .attachments(attachments);
+        channel
+            .edit_message(&*self.http, message, edit)
+            .await
+            .map(|_| ())
+            .map_err(outbound_error)
+    }
+}
+
+/// Everything the gateway handler and the interactions endpoint share.
+#[derive(Clone)]
+pub struct DiscordState {
+    router: Arc<Router>,
+    store: Arc<dyn Store>,
+    http: Arc<Http>,
+    /// Channel posts go through the paced outbound, like every other message the bot sends;
+    /// interaction answers (webhook edits) do not count against channel limits.
+    outbound: Arc<dyn ChatOutbound>,
+    /// Present when `public_key` is configured: the HTTP interactions endpoint is served.
+    verifier: Option<Verifier>,
+    /// Reactions the bot puts on an approval request, so approvers only have to click.
+    hints: Vec<ReactionType>,
+}
+
+impl DiscordState {
+    /// `hints`: the approve and deny emoji to pre-react with (aliases are skipped).
+    pub fn new(
+        router: Arc<Router>,
+        store: Arc<dyn Store>,
+        api: &DiscordApi,
+        outbound: Arc<dyn ChatOutbound>,
+        cfg: &DiscordConfig,
+        hints: &[String],
+    ) -> Result<Self, String> {
+        let verifier = match &cfg.public_key {
+            None => None,
+            Some(hex_key) => {
+                let bytes: [u8; 32] = hex::decode(hex_key)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or("discord.public_key must be 64 hex digits")?;
+                Some(Verifier::try_new(bytes).map_err(|e| format!("discord.public_key: {e}"))?)
+            }
+        };
+        Ok(Self {
+            router,
+            store,
+            http: api.http.clone(),
+            outbound,
+            verifier,
+            hints: hints
+                .iter()
+                .filter(|e| !e.is_ascii())
+                .map(|e| ReactionType::Unicode(e.clone()))
+                .collect(),
+        })
+    }
+
+    /// Whether `POST /discord/interactions` is served (a public key is configured).
+    pub fn serves_interactions(&self) -> bool {
+        self.verifier.is_some()
+    }
+
+    /// Registers the slash commands: in `guild` (instant; for development) or globally.
+    async fn register_commands(&self, guild: Option<GuildId>) -> Result<usize, String> {
+        let cmds = commands::slash_commands(self.router.catalog());
+        let n = cmds.len();
+        let result = match guild {
+            Some(g) => g.set_commands(&*self.http, cmds).await.map(|_| ()),
+            None => Command::set_global_commands(&*self.http, cmds)
+                .await
+                .map(|_| ()),
+        };
+        result.map(|()| n).map_err(|e| describe(&e))
+    }
+
+    /// Records the interaction; false when it was handled already (another replica's gateway
+    /// session gets the same one).
+    async fn first_delivery(&self, cmd: &CommandInteraction) -> Result<bool, String> {
+        self.store
+            .first_delivery(
+                Platform::Discord,
+                &format!("interaction:{}", cmd.id),
+                Utc::now(),
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// A slash command from the gateway: record it, acknowledge it (deferred), then answer.
+    async fn gateway_command(&self, cmd: CommandInteraction, channel_name: Option<String>) {
+        match self.first_delivery(&cmd).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "could not record a Discord interaction; not running it");
+                let sorry = CreateInteractionResponse::Message(
+                    CreateInteractionResponseMessage::new()
+                        .content("opsbot cannot reach its database right now, so nothing ran. Try again in a minute.")
+                        .ephemeral(true),
+                );
+                if let Err(e) = cmd.create_response(&*self.http, sorry).await {
+                    tracing::warn!(error = %describe(&e), "could not answer a Discord interaction");
+                }
+                return;
+            }
+        }
+        // Unacknowledged interactions fail after 3 s; one we cannot acknowledge (token gone,
+        // or already acknowledged elsewhere) is not run, since nobody could see the result.
+        if let Err(e) = cmd.defer(&*self.http).await {
+            tracing::warn!(error = %describe(&e), command = %cmd.data.name, "could not acknowledge a Discord command; not running it");
+            return;
+        }
+        self.answer(cmd, channel_name).await;
+    }
+
+    /// Runs an acknowledged (deferred) slash command and edits the deferred response with the
+    /// reply; an approval request is bound to that message so reactions on it count.
+    async fn answer(&self, cmd: CommandInteraction, channel_name: Option<String>) {
+        let options: Vec<(String, commands::OptionValue)> = cmd
+            .data
+            .options
+            .iter()
+            .filter_map(|o| {
+                let v = match &o.value {
+                    CommandDataOptionValue::String(s) => commands::OptionValue::Text(s.clone()),
+                    CommandDataOptionValue::Boolean(b) => commands::OptionValue::Flag(*b),
+                    CommandDataOptionValue::Integer(i) => {
+                        commands::OptionValue::Text(i.to_string())
+                    }
+                    CommandDataOptionValue::Number(n) => commands::OptionValue::Text(n.to_string()),
+                    _ => return None,
+                };
+                Some((o.name.clone(), v))
+            })
+            .collect();
+        let text = commands::command_text(self.router.catalog(), &cmd.data.name, &options);
+        let ev = event(
+            Origin {
+                user: cmd.user.id,
+                display: display_name(&cmd.user),
+                channel: cmd.channel_id,
+                channel_name: cmd
+                    .channel
+                    .as_ref()
+                    .and_then(|c| c.name.clone())
+                    .or(channel_name),
+                guild: cmd.guild_id,
+            },
+            None,
+            EventPayload::Command(text),
+            Some(format!("interaction:{}", cmd.id)),
+        );
+        let response = self.router.handle(&ev).await;
+        let Some(reply) = &response.reply else {
+            // Deliberately withheld (a repeated rate-limit hit): drop the "thinking…" placeholder.
+            if let Err(e) = cmd.delete_response(&*self.http).await {
+                tracing::debug!(error = %describe(&e), "could not remove a deferred Discord response");
+            }
+            return;
+        };
+        let (content, file) = body(&reply.text);
+        let mut edit = EditInteractionResponse::new()
+            .content(content)
+            .allowed_mentions(quiet());
+        if let Some(file) = file {
+            edit = edit.new_attachment(file);
+        }
+        match cmd.edit_response(&*self.http, edit).await {
+            Ok(message) => {
+                if let Some(run) = response.pending_run {
+                    self.bind(run, message.channel_id, message.id).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(request_id = %reply.request_id, error = %describe(&e), "could not answer a Discord command")
+            }
+        }
+    }
+
+    /// Makes `message` the approval request of `run` and puts the approve/deny reactions on it.
+    async fn bind(&self, run: i64, channel: ChannelId, message: MessageId) {
+        if let Err(e) = self.router.bind_message(run, &message.to_string()).await {
+            tracing::error!(run, error = %e, "could not bind the approval message; /approve still works");
+            return;
+        }
+        for emoji in &self.hints {
+            if let Err(e) = self.http.create_reaction(channel, message, emoji).await {
+                tracing::debug!(run, error = %describe(&e), "could not add a reaction hint");
+            }
+        }
+    }
+
+    /// A reaction from the gateway; the bot's own (its hints) are not votes.
+    async fn reaction(
+        &self,
+        r: Reaction,
+        added: bool,
+        bot: Option<UserId>,
+        channel_name: Option<String>,
+    ) {
+        let Some(user) = r.user_id else { return };
+        if Some(user) == bot {
+            return;
+        }
+        let emoji = match &r.emoji {
+            ReactionType::Unicode(s) => s.clone(),
+            ReactionType::Custom {
+                name: Some(name), ..
+            } => name.clone(),
+            _ => return,
+        };
+        let message_id = r.message_id.to_string();
+        let ev = event(
+            Origin {
+                user,
+                display: r
+                    .member
+                    .as_ref()
+                    .map_or_else(|| format!("<@{user}>"), |m| display_name(&m.user)),
+                channel: r.channel_id,
+                channel_name,
+                guild: r.guild_id,
+            },
+            Some(message_id.clone()),
+            EventPayload::Reaction {
+                emoji,
+                message_id,
+                added,
+            },
+            None,
+        );
+        let response = self.router.handle(&ev).await;
+        self.deliver(&ev, response).await;
+    }
+
+    /// Posts a reply in the event's channel (as an answer to its message, if any).
+    async fn deliver(&self, ev: &InboundEvent, response: RouterResponse) {
+        let (Some(message), Some(reply)) = (response.message(), response.reply) else {
+            return;
+        };
+        let to = OutboundTarget {
+            platform: Platform::Discord,
+            channel_id: ev.channel.id.clone(),
+            thread: ev.thread.clone(),
+        };
+        // The paced outbound sends again after a Retry-After, so a 429 does not lose it.
+        match self.outbound.send(&to, &message).await {
+            Ok(id) => {
+                if let (Some(run), Some(channel), Some(message)) = (
+                    response.pending_run,
+                    snowflake(&to.channel_id),
+                    snowflake(&id),
+                ) {
+                    self.bind(run, ChannelId::new(channel), MessageId::new(message))
+                        .await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(request_id = %reply.request_id, error = %e, "could not deliver a Discord reply")
+            }
+        }
+    }
+}
+
+fn display_name(user: &User) -> String {
+    user.global_name
+        .clone()
+        .unwrap_or_else(|| user.name.clone())
+}
+
+/// Who did something, and where.
+struct Origin {
+    user: UserId,
+    display: String,
+    channel: ChannelId,
+    /// From the payload or the gateway cache; allow-lists by name then match the id only.
+    channel_name: Option<String>,
+    guild: Option<GuildId>,
+}
+
+fn event(
+    origin: Origin,
+    thread: Option<String>,
+    payload: EventPayload,
+    event_id: Option<String>,
+) -> InboundEvent {
+    let channel_id = origin.channel.to_string();
+    InboundEvent {
+        platform: Platform::Discord,
+        workspace: origin.guild.map(|g| g.to_string()),
+        channel: ChannelRef {
+            name: origin.channel_name.unwrap_or_else(|| channel_id.clone()),
+            id: channel_id,
+        },
+        thread,
+        user: UserRef::new(Platform::Discord, origin.user.to_string()),
+        display_name: origin.display,
+        payload,
+        event_id,
+        reply_handle: None,
+        received_at: Utc::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_text_keeps_a_head_under_the_limit_and_says_where_the_rest_is() {
+        assert_eq!(split_long(&"a".repeat(MAX_CONTENT)), None);
+        let text = format!("```\n{}\n```", "line of output\n".repeat(200));
+        let head = split_long(&text).unwrap();
+        assert!(head.chars().count() <= MAX_CONTENT, "{}", head.len());
+        assert!(head.starts_with("```\nline of output"));
+        assert_eq!(head.matches("```").count() % 2, 0, "code fence closed");
+        assert!(head.ends_with(&format!("the full text is attached as {ATTACHMENT})")));
+        let wide = "é".repeat(2500);
+        assert!(split_long(&wide).unwrap().chars().count() <= MAX_CONTENT);
+    }
+}

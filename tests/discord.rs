@@ -1,0 +1,868 @@
+//! The Discord adapter through the real serenity crate against a local fake Discord: REST
+//! (recording every call) and a WebSocket gateway that says HELLO, takes IDENTIFY, sends READY
+//! and then whatever dispatches a test pushes. Interactions-endpoint requests carry real
+//! Ed25519 signatures.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use ed25519_dalek::{Signer, SigningKey};
+use futures_util::{SinkExt, StreamExt};
+use opsbot::app::App;
+use opsbot::config::Config;
+use opsbot::domain::Platform;
+use opsbot::ports::Store;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_util::sync::CancellationToken;
+
+const APP_ID: &str = "1000000000000000001";
+const GUILD: &str = "2000000000000000002";
+const CHANNEL: &str = "3000000000000000003";
+const BOT: &str = "4000000000000000004";
+const ALICE: &str = "5000000000000000005";
+const BOB: &str = "6000000000000000006";
+const STRANGER: &str = "7000000000000000007";
+
+/// One REST call the fake received, and the message id it answered with (if any).
+#[derive(Clone, Debug)]
+struct Call {
+    method: String,
+    path: String,
+    body: Value,
+    /// Attached files: (file name, content).
+    files: Vec<(String, String)>,
+    answered_id: Option<String>,
+}
+
+#[derive(Default)]
+struct FakeState {
+    calls: Mutex<Vec<Call>>,
+    ws_url: Mutex<String>,
+    /// Channel posts still to refuse with 429.
+    rate_limit_posts: AtomicUsize,
+    next_id: AtomicU64,
+    /// IDENTIFY payloads received on the gateway.
+    identified: Mutex<Vec<Value>>,
+    /// READYs sent.
+    ready: AtomicUsize,
+    /// Close every session with 4004 (authentication failed) at IDENTIFY.
+    reject_token: std::sync::atomic::AtomicBool,
+    dispatch: Mutex<Option<broadcast::Sender<(String, Value)>>>,
+}
+
+struct FakeDiscord {
+    base: String,
+    state: Arc<FakeState>,
+    dispatch: broadcast::Sender<(String, Value)>,
+}
+
+fn user(id: &str, name: &str) -> Value {
+    json!({ "id": id, "username": name, "global_name": name, "avatar": null, "bot": id == BOT })
+}
+
+fn member(id: &str, name: &str) -> Value {
+    json!({ "user": user(id, name), "roles": [], "joined_at": "2024-01-01T00:00:00.000000+00:00",
+            "deaf": false, "mute": false, "flags": 0 })
+}
+
+fn message(id: &str, channel: &str, content: &str) -> Value {
+    json!({
+        "id": id, "channel_id": channel, "author": user(BOT, "opsbot"), "content": content,
+        "timestamp": "2024-01-01T00:00:00.000000+00:00", "edited_timestamp": null, "tts": false,
+        "mention_everyone": false, "mentions": [], "mention_roles": [], "attachments": [],
+        "embeds": [], "pinned": false, "type": 0
+    })
+}
+
+/// Splits a `multipart/form-data` body into its `payload_json` and its files.
+fn multipart(content_type: &str, body: &[u8]) -> (Value, Vec<(String, String)>) {
+    let boundary = content_type.split("boundary=").nth(1).unwrap_or_default();
+    let text = String::from_utf8_lossy(body);
+    let mut payload = Value::Null;
+    let mut files = Vec::new();
+    for part in text.split(&format!("--{boundary}")) {
+        let Some((head, content)) = part.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let content = content.strip_suffix("\r\n").unwrap_or(content);
+        if head.contains("name=\"payload_json\"") {
+            payload = serde_json::from_str(content).unwrap();
+        } else if let Some(name) = head.split("filename=\"").nth(1) {
+            let name = name.split('"').next().unwrap().to_owned();
+            files.push((name, content.to_owned()));
+        }
+    }
+    (payload, files)
+}
+
+async fn rest(
+    State(fake): State<Arc<FakeState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (body, files) = if content_type.starts_with("multipart/") {
+        multipart(content_type, &body)
+    } else {
+        (serde_json::from_slice(&body).unwrap_or(Value::Null), vec![])
+    };
+    let parts: Vec<&str> = path.trim_start_matches("/api/v10/").split('/').collect();
+    let new_id =
+        || (9_000_000_000_000_000_000 + fake.next_id.fetch_add(1, Ordering::SeqCst)).to_string();
+    let mut answered_id = None;
+    let response = match (method.as_str(), parts.as_slice()) {
+        ("GET", ["gateway"]) => {
+            axum::Json(json!({ "url": *fake.ws_url.lock().unwrap() })).into_response()
+        }
+        ("GET", ["gateway", "bot"]) => axum::Json(json!({
+            "url": *fake.ws_url.lock().unwrap(), "shards": 1,
+            "session_start_limit": { "total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1 }
+        }))
+        .into_response(),
+        ("GET", ["users", "@me"]) => axum::Json(user(BOT, "opsbot")).into_response(),
+        ("PUT", ["applications", _, .., "commands"]) => axum::Json(json!([])).into_response(),
+        ("POST", ["interactions", _, _, "callback"]) => StatusCode::NO_CONTENT.into_response(),
+        ("PATCH", ["webhooks", _, _, "messages", "@original"]) => {
+            let id = new_id();
+            answered_id = Some(id.clone());
+            let content = body["content"].as_str().unwrap_or_default();
+            axum::Json(message(&id, CHANNEL, content)).into_response()
+        }
+        ("DELETE", ["webhooks", ..]) => StatusCode::NO_CONTENT.into_response(),
+        ("POST", ["channels", channel, "messages"]) => {
+            let limited = fake
+                .rate_limit_posts
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if limited {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", "1"), ("content-type", "application/json")],
+                    r#"{"message": "You are being rate limited.", "retry_after": 1.0, "global": false}"#,
+                )
+                    .into_response()
+            } else {
+                let id = new_id();
+                answered_id = Some(id.clone());
+                let content = body["content"].as_str().unwrap_or_default();
+                axum::Json(message(&id, channel, content)).into_response()
+            }
+        }
+        ("PATCH", ["channels", channel, "messages", id]) => {
+            let content = body["content"].as_str().unwrap_or_default();
+            axum::Json(message(id, channel, content)).into_response()
+        }
+        ("PUT", ["channels", _, "messages", _, "reactions", _, "@me"]) => {
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "code": 0, "message": "404: Not Found" })),
+        )
+            .into_response(),
+    };
+    fake.calls.lock().unwrap().push(Call {
+        method: method.to_string(),
+        path,
+        body,
+        files,
+        answered_id,
+    });
+    response
+}
+
+/// One gateway session: HELLO, IDENTIFY -> READY, heartbeats acknowledged, pushed dispatches.
+async fn gateway_session(fake: Arc<FakeState>, stream: tokio::net::TcpStream) {
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    let mut pushed = fake.dispatch.lock().unwrap().as_ref().unwrap().subscribe();
+    let hello = json!({ "op": 10, "d": { "heartbeat_interval": 45000 } });
+    if ws.send(Ws::Text(hello.to_string())).await.is_err() {
+        return;
+    }
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            incoming = ws.next() => {
+                let Some(Ok(Ws::Text(text))) = incoming else { return };
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                match frame["op"].as_u64() {
+                    Some(1) => {
+                        let _ = ws.send(Ws::Text(json!({ "op": 11 }).to_string())).await;
+                    }
+                    Some(2) => {
+                        fake.identified.lock().unwrap().push(frame["d"].clone());
+                        if fake.reject_token.load(Ordering::SeqCst) {
+                            let close = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                                code: 4004.into(),
+                                reason: "Authentication failed.".into(),
+                            };
+                            let _ = ws.send(Ws::Close(Some(close))).await;
+                            return;
+                        }
+                        seq += 1;
+                        let ready = json!({ "op": 0, "s": seq, "t": "READY", "d": {
+                            "v": 10, "user": user(BOT, "opsbot"), "guilds": [],
+                            "session_id": "session-1",
+                            "resume_gateway_url": *fake.ws_url.lock().unwrap(),
+                            "application": { "id": APP_ID, "flags": 0 }
+                        }});
+                        if ws.send(Ws::Text(ready.to_string())).await.is_err() {
+                            return;
+                        }
+                        fake.ready.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+            }
+            Ok((kind, d)) = pushed.recv() => {
+                seq += 1;
+                let frame = json!({ "op": 0, "s": seq, "t": kind, "d": d });
+                if ws.send(Ws::Text(frame.to_string())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn fake_discord() -> FakeDiscord {
+    let state = Arc::new(FakeState::default());
+    let (dispatch, _) = broadcast::channel(64);
+    *state.dispatch.lock().unwrap() = Some(dispatch.clone());
+    let ws_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    *state.ws_url.lock().unwrap() = format!("ws://{}", ws_listener.local_addr().unwrap());
+    let s = state.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = ws_listener.accept().await {
+            tokio::spawn(gateway_session(s.clone(), stream));
+        }
+    });
+    let app = axum::Router::new().fallback(rest).with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    FakeDiscord {
+        base,
+        state,
+        dispatch,
+    }
+}
+
+impl FakeDiscord {
+    fn calls(&self) -> Vec<Call> {
+        self.state.calls.lock().unwrap().clone()
+    }
+
+    /// Polls (with a deadline) until some recorded call satisfies `pred`, and returns it.
+    async fn wait_for(&self, what: &str, pred: impl Fn(&Call) -> bool) -> Call {
+        wait(what, || self.calls().into_iter().find(|c| pred(c))).await
+    }
+
+    /// Pushes a dispatch to every connected gateway session.
+    fn push(&self, kind: &str, d: Value) {
+        self.dispatch.send((kind.to_owned(), d)).unwrap();
+    }
+
+    async fn wait_ready(&self) {
+        wait("the gateway READY", || {
+            (self.state.ready.load(Ordering::SeqCst) > 0).then_some(())
+        })
+        .await;
+    }
+
+    /// Channel posts whose text contains `needle`.
+    fn posts_containing(&self, needle: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == "POST" && c.path.ends_with("/messages"))
+            .filter(|c| {
+                c.body["content"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(needle))
+            })
+            .collect()
+    }
+}
+
+async fn wait<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn content_of(c: &Call) -> &str {
+    c.body["content"].as_str().unwrap_or_default()
+}
+
+/// The application under test, with its gateway connected to the fake.
+struct Bot {
+    store: Arc<dyn Store>,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    gateway: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+const TEAM: &str = r#"
+[builtins]
+status_roles = ["deployer", "sre-lead"]
+
+[[people]]
+name = "alice"
+roles = ["deployer"]
+identities = ["discord:5000000000000000005"]
+
+[[people]]
+name = "bob"
+roles = ["sre-lead"]
+identities = ["discord:6000000000000000006"]
+"#;
+
+const RUNBOOK: &str = r#"
+name = "rollback"
+summary = "Roll a service back to its previous release"
+roles = ["deployer"]
+channels = ["ops"]
+[[args]]
+name = "service"
+kind = "choice"
+choices = ["api", "worker"]
+[[args]]
+name = "to"
+kind = "string"
+pattern = 'v\d+\.\d+\.\d+'
+required = false
+[approval]
+approvals = 1
+approver_roles = ["sre-lead"]
+expires_after = "10m"
+[action]
+kind = "exec"
+argv = ["./act.sh", "{service}"]
+timeout = "10s"
+"#;
+
+/// A runbook without approval whose output is 3000 characters.
+const CHATTY: &str = r#"
+name = "dump"
+summary = "Print a lot"
+roles = ["deployer"]
+[action]
+kind = "exec"
+argv = ["./dump.sh"]
+timeout = "10s"
+"#;
+
+fn signing_key() -> SigningKey {
+    SigningKey::from_bytes(&[7; 32])
+}
+
+fn discord_section(fake: &FakeDiscord, gateway: bool) -> String {
+    let public_key = hex::encode(signing_key().verifying_key().to_bytes());
+    format!(
+        "[discord]\nbot_token = \"test-bot-token-0123456789\"\napplication_id = {APP_ID}\n\
+         guild_id = {GUILD}\napi_url = \"{}\"\npublic_key = \"{public_key}\"\ngateway = {gateway}\n",
+        fake.base
+    )
+}
+
+async fn spawn_bot(config: &str, commands: &[(&str, &str)]) -> Bot {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("commands")).unwrap();
+    for (name, body) in commands {
+        support::write(&dir.path().join("commands"), name, body);
+    }
+    support::write_executable(
+        dir.path(),
+        "act.sh",
+        "#!/bin/sh\necho run >> runs.log\necho rolled back $1\n",
+    );
+    let line = "x".repeat(99);
+    support::write_executable(
+        dir.path(),
+        "dump.sh",
+        &format!("#!/bin/sh\nfor i in $(seq 30); do echo {line}; done\n"),
+    );
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"sqlite://{}\"\n{config}",
+        dir.path().join("opsbot.db").display()
+    );
+    let path = dir.path().join("config.toml");
+    support::write(dir.path(), "config.toml", &text);
+    let app = App::build(Config::from_toml(&path, &text, &[]).unwrap())
+        .await
+        .unwrap();
+    let listener = app.bind().await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(opsbot::http::serve(
+        listener,
+        app.http_state(),
+        shutdown.clone(),
+    ));
+    let gateway = app.spawn_discord(shutdown.clone());
+    Bot {
+        store: app.store.clone(),
+        addr,
+        dir,
+        shutdown,
+        gateway,
+    }
+}
+
+impl Bot {
+    fn runs(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("runs.log"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+/// The fake, and the team (alice deployer, bob sre-lead) on Discord with `commands`.
+async fn team_with_discord(gateway: bool, commands: &[(&str, &str)]) -> (FakeDiscord, Bot) {
+    let fake = fake_discord().await;
+    let bot = spawn_bot(
+        &format!("{TEAM}{}", discord_section(&fake, gateway)),
+        commands,
+    )
+    .await;
+    (fake, bot)
+}
+
+fn interaction(id: &str, user_id: &str, name: &str, options: Value) -> Value {
+    json!({
+        "id": id, "application_id": APP_ID, "type": 2,
+        "data": { "id": "1200000000000000012", "name": name, "type": 1, "options": options },
+        "guild_id": GUILD,
+        "channel": { "id": CHANNEL, "name": "ops", "type": 0 },
+        "channel_id": CHANNEL,
+        "member": member(user_id, if user_id == ALICE { "alice" } else { "someone" }),
+        "token": format!("token-{id}"), "version": 1, "locale": "en-US", "guild_locale": "en-US",
+        "entitlements": [], "attachment_size_limit": 8388608
+    })
+}
+
+fn reaction(user_id: &str, message_id: &str, emoji: &str) -> Value {
+    json!({
+        "user_id": user_id, "channel_id": CHANNEL, "message_id": message_id, "guild_id": GUILD,
+        "member": member(user_id, "reactor"), "emoji": { "id": null, "name": emoji },
+        "burst": false, "type": 0
+    })
+}
+
+#[test]
+fn the_fakes_payloads_are_what_serenity_reads() {
+    use serenity::all::{Interaction, Message, Reaction};
+    let i: Interaction = serde_json::from_value(interaction(
+        "1",
+        ALICE,
+        "rollback",
+        json!([{ "name": "service", "type": 3, "value": "api" }]),
+    ))
+    .unwrap();
+    let cmd = i.command().unwrap();
+    assert_eq!(cmd.user.id.to_string(), ALICE);
+    assert_eq!(cmd.channel.unwrap().name.as_deref(), Some("ops"));
+    let r: Reaction = serde_json::from_value(reaction(BOB, "42", "✅")).unwrap();
+    assert_eq!(r.user_id.unwrap().to_string(), BOB);
+    let _: Message = serde_json::from_value(message("1", CHANNEL, "hi")).unwrap();
+}
+
+#[tokio::test]
+async fn rollback_requested_by_slash_command_runs_once_after_an_approvers_reaction() {
+    let (fake, bot) = team_with_discord(true, &[("rollback.toml", RUNBOOK)]).await;
+    fake.wait_ready().await;
+
+    fake.push(
+        "INTERACTION_CREATE",
+        interaction(
+            "1100000000000000011",
+            ALICE,
+            "rollback",
+            json!([{ "name": "service", "type": 3, "value": "api" }]),
+        ),
+    );
+    let deferred = fake
+        .wait_for("the deferred callback", |c| {
+            c.path
+                .ends_with("/interactions/1100000000000000011/token-1100000000000000011/callback")
+        })
+        .await;
+    assert_eq!(deferred.body["type"], 5, "deferred channel message");
+    let original = fake
+        .wait_for("the approval request", |c| {
+            c.path.ends_with("/messages/@original")
+                && content_of(c).contains("Request #1: /rollback service=api requested by alice")
+        })
+        .await;
+    assert_eq!(original.method, "PATCH");
+    assert!(original.path.starts_with(&format!(
+        "/api/v10/webhooks/{APP_ID}/token-1100000000000000011/"
+    )));
+    let approval = original.answered_id.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while bot
+        .store
+        .run_by_message(Platform::Discord, CHANNEL, &approval)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "approval message never bound");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    fake.wait_for("the bot's ✅ hint on the request", |c| {
+        c.method == "PUT" && c.path.contains(&format!("/messages/{approval}/reactions/"))
+    })
+    .await;
+
+    // The bot's own hint reaction, the requester's and a stranger's do not approve.
+    fake.push("MESSAGE_REACTION_ADD", reaction(BOT, &approval, "✅"));
+    fake.push("MESSAGE_REACTION_ADD", reaction(ALICE, &approval, "✅"));
+    fake.push("MESSAGE_REACTION_ADD", reaction(STRANGER, &approval, "✅"));
+    wait("the refusals", || {
+        let alice = fake.posts_containing("needs one of the roles sre-lead");
+        let stranger = fake.posts_containing(&format!("I don't know discord:{STRANGER}"));
+        (!alice.is_empty() && !stranger.is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(bot.runs(), 0, "nothing ran");
+
+    fake.push("MESSAGE_REACTION_ADD", reaction(BOB, &approval, "✅"));
+    let result = wait("the run's output in the channel", || {
+        fake.posts_containing("succeeded").into_iter().next()
+    })
+    .await;
+    assert_eq!(result.path, format!("/api/v10/channels/{CHANNEL}/messages"));
+    assert!(
+        content_of(&result).contains("rolled back api"),
+        "{result:?}"
+    );
+    assert_eq!(
+        result.body["message_reference"]["message_id"], approval,
+        "answers the approval request"
+    );
+    assert_eq!(bot.runs(), 1, "ran exactly once");
+    assert!(
+        fake.posts_containing(&format!("discord:{BOT}")).is_empty(),
+        "the bot's own reaction was not taken as a vote"
+    );
+    let audit = bot.store.recent_audit(20).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.entry.actor == format!("discord:{BOB}") && r.entry.command == "approve")
+    );
+}
+
+#[tokio::test]
+async fn slash_commands_are_registered_in_the_guild_with_choices_and_safe_intents() {
+    let (fake, _bot) = team_with_discord(true, &[("rollback.toml", RUNBOOK)]).await;
+    let put = fake
+        .wait_for("command registration", |c| {
+            c.method == "PUT" && c.path.ends_with("/commands")
+        })
+        .await;
+    assert_eq!(
+        put.path,
+        format!("/api/v10/applications/{APP_ID}/guilds/{GUILD}/commands")
+    );
+    let commands = put.body.as_array().unwrap();
+    let by_name = |n: &str| commands.iter().find(|c| c["name"] == n).cloned();
+    let rollback = by_name("rollback").expect("the runbook is registered");
+    assert_eq!(
+        rollback["description"],
+        "Roll a service back to its previous release"
+    );
+    let service = &rollback["options"][0];
+    assert_eq!(service["name"], "service");
+    assert_eq!(service["required"], true);
+    assert_eq!(
+        service["choices"],
+        json!([{ "name": "api", "value": "api" }, { "name": "worker", "value": "worker" }])
+    );
+    assert_eq!(rollback["options"][1]["name"], "to");
+    assert_eq!(rollback["options"][1]["required"], false);
+    for builtin in opsbot::catalog::RESERVED_NAMES {
+        assert!(by_name(builtin).is_some(), "{builtin} is registered");
+    }
+    assert_eq!(by_name("approve").unwrap()["options"][0]["required"], true);
+    let identify = wait("IDENTIFY", || {
+        fake.state.identified.lock().unwrap().first().cloned()
+    })
+    .await;
+    // GUILDS | GUILD_MESSAGE_REACTIONS | DIRECT_MESSAGE_REACTIONS; nothing privileged.
+    assert_eq!(identify["intents"], 1 | (1 << 10) | (1 << 13));
+    assert_eq!(identify["token"], "Bot test-bot-token-0123456789");
+}
+
+fn sign(key: &SigningKey, timestamp: &str, body: &str) -> String {
+    hex::encode(key.sign(format!("{timestamp}{body}").as_bytes()).to_bytes())
+}
+
+async fn post_interaction(bot: &Bot, body: &str, signature: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(format!("http://{}/discord/interactions", bot.addr))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(signature) = signature {
+        req = req
+            .header("x-signature-ed25519", signature)
+            .header("x-signature-timestamp", "1700000000");
+    }
+    req.send().await.unwrap()
+}
+
+/// Posts `body` signed with the application's key, as Discord does.
+async fn post_signed(bot: &Bot, body: &str) -> reqwest::Response {
+    post_interaction(bot, body, Some(&sign(&signing_key(), "1700000000", body))).await
+}
+
+#[tokio::test]
+async fn the_interactions_endpoint_answers_ping_and_refuses_bad_signatures() {
+    let (fake, bot) = team_with_discord(false, &[("rollback.toml", RUNBOOK)]).await;
+    let ping =
+        json!({ "id": "1", "application_id": APP_ID, "type": 1, "token": "t", "version": 1 })
+            .to_string();
+    let resp = post_signed(&bot, &ping).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({ "type": 1 }));
+
+    let command = interaction(
+        "1100000000000000021",
+        ALICE,
+        "rollback",
+        json!([{ "name": "service", "type": 3, "value": "api" }]),
+    )
+    .to_string();
+    let other_key = SigningKey::from_bytes(&[8; 32]);
+    let good = sign(&signing_key(), "1700000000", &command);
+    for (body, signature) in [
+        (command.clone(), None),
+        (command.clone(), Some("00".repeat(64))),
+        (
+            command.clone(),
+            Some(sign(&other_key, "1700000000", &command)),
+        ),
+        (command.replace("api", "worker"), Some(good.clone())),
+        (
+            command.clone(),
+            Some(sign(&signing_key(), "1700000001", &command)),
+        ),
+    ] {
+        let resp = post_interaction(&bot, &body, signature.as_deref()).await;
+        assert_eq!(resp.status(), 401, "signature {signature:?}");
+    }
+    assert!(
+        bot.store.recent_audit(10).await.unwrap().is_empty(),
+        "nothing reached the router"
+    );
+    assert!(fake.calls().is_empty(), "nothing was sent to Discord");
+    assert_eq!(bot.runs(), 0);
+}
+
+#[tokio::test]
+async fn a_signed_command_is_deferred_then_the_original_response_is_edited() {
+    let (fake, bot) =
+        team_with_discord(false, &[("rollback.toml", RUNBOOK), ("dump.toml", CHATTY)]).await;
+    let body = interaction("1100000000000000031", ALICE, "status", json!([])).to_string();
+    let started = Instant::now();
+    let resp = post_signed(&bot, &body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({ "type": 5 }));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let edit = fake
+        .wait_for("the edited original response", |c| {
+            c.path
+                == format!(
+                    "/api/v10/webhooks/{APP_ID}/token-1100000000000000031/messages/@original"
+                )
+        })
+        .await;
+    assert!(
+        content_of(&edit).contains("No health checks are configured."),
+        "{edit:?}"
+    );
+    let audit = bot.store.recent_audit(1).await.unwrap();
+    assert_eq!(audit[0].entry.actor, format!("discord:{ALICE}"));
+    assert_eq!(audit[0].entry.channel, format!("discord:{CHANNEL}"));
+
+    // The same request again (a replay) runs nothing twice.
+    let resp = post_signed(&bot, &body).await;
+    assert_eq!(resp.status(), 200);
+
+    // 3000 characters of output: a short head in the message, the whole text attached.
+    let body = interaction("1100000000000000032", ALICE, "dump", json!([])).to_string();
+    let resp = post_signed(&bot, &body).await;
+    assert_eq!(resp.status(), 200);
+    let edit = fake
+        .wait_for("the long answer", |c| {
+            c.path
+                .contains("/token-1100000000000000032/messages/@original")
+        })
+        .await;
+    assert!(content_of(&edit).chars().count() <= 2000, "{edit:?}");
+    assert!(content_of(&edit).contains("attached as output.txt"));
+    let (name, file) = &edit.files[0];
+    assert_eq!(name, "output.txt");
+    assert!(file.chars().count() >= 3000);
+    assert_eq!(file.matches(&"x".repeat(99)).count(), 30, "nothing cut");
+    let status_answers = fake
+        .calls()
+        .iter()
+        .filter(|c| c.path.contains("/token-1100000000000000031/"))
+        .count();
+    assert_eq!(status_answers, 1, "the replay was answered once only");
+}
+
+#[tokio::test]
+async fn a_429_on_a_channel_post_delays_but_does_not_lose_the_message() {
+    let fake = fake_discord().await;
+    fake.state.rate_limit_posts.store(1, Ordering::SeqCst);
+    let config = format!(
+        "{}[alerts]\nalertmanager_token = \"am-token-abc123\"\n\
+         default_route = {{ platform = \"discord\", channel = \"{CHANNEL}\" }}\n",
+        discord_section(&fake, false)
+    );
+    let bot = spawn_bot(&config, &[]).await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/hooks/alertmanager", bot.addr))
+        .bearer_auth("am-token-abc123")
+        .body(support::am_fixture("01-firing-single.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let delivered = fake
+        .wait_for("the alert after the 429", |c| c.answered_id.is_some())
+        .await;
+    assert_eq!(
+        delivered.path,
+        format!("/api/v10/channels/{CHANNEL}/messages")
+    );
+    let posts: Vec<Call> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 2, "one refused, then one delivered: {posts:?}");
+    assert_eq!(
+        posts[0].body, posts[1].body,
+        "the same message, not a duplicate"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_gateway_does_not_stop_the_http_server() {
+    let fake = fake_discord().await;
+    // Nothing listens where the gateway should be: serenity keeps retrying in the background.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    *fake.state.ws_url.lock().unwrap() = format!("ws://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let config = format!(
+        "[discord]\nbot_token = \"test-bot-token-0123456789\"\napplication_id = {APP_ID}\napi_url = \"{}\"\n",
+        fake.base
+    );
+    let bot = spawn_bot(&config, &[]).await;
+    fake.wait_for("the gateway URL lookup", |c| c.path == "/api/v10/gateway")
+        .await;
+    let resp = reqwest::get(format!("http://{}/healthz", bot.addr))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // No public key: the interactions endpoint does not exist.
+    let resp = post_interaction(&bot, "{}", Some("00")).await;
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
+async fn a_rejected_token_is_not_retried_and_the_http_server_stays_up() {
+    let fake = fake_discord().await;
+    fake.state.reject_token.store(true, Ordering::SeqCst);
+    let bot = spawn_bot(&discord_section(&fake, true), &[]).await;
+    let gateway = bot.gateway.as_ref().expect("the gateway is started");
+    wait("the gateway task to give up", || {
+        gateway.is_finished().then_some(())
+    })
+    .await;
+    assert_eq!(
+        fake.state.identified.lock().unwrap().len(),
+        1,
+        "logged in once, not retried"
+    );
+    let resp = reqwest::get(format!("http://{}/healthz", bot.addr))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[test]
+fn invalid_discord_settings_refuse_to_start_with_a_clear_message() {
+    let load = |section: &str| {
+        Config::from_toml(std::path::Path::new("opsbot.toml"), section, &[])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let base = "[discord]\nbot_token = \"test-bot-token-0123456789\"\n";
+    assert!(load(&format!("{base}application_id = 0\n")).contains("discord.application_id"));
+    assert!(
+        load(&format!("{base}application_id = 1\npublic_key = \"abc\"\n"))
+            .contains("discord.public_key must be the 64 hex digits")
+    );
+    assert!(
+        load(&format!("{base}application_id = 1\nguild_id = 0\n")).contains("discord.guild_id")
+    );
+    assert!(
+        load(&format!(
+            "{base}application_id = 1\napi_url = \"discord.com\"\n"
+        ))
+        .contains("api_url")
+    );
+    assert!(load(&format!("{base}application_id = 1\nintents = 3\n")).contains("intents"));
+    assert!(
+        load("[discord]\nbot_token = \"\"\napplication_id = 1\n")
+            .contains("discord.bot_token must be at least")
+    );
+    let ok = Config::from_toml(
+        std::path::Path::new("opsbot.toml"),
+        &format!("{base}application_id = 1\n"),
+        &[],
+    )
+    .unwrap();
+    let d = ok.discord.unwrap();
+    assert!(d.gateway && d.guild_id.is_none() && d.api_url == "https://discord.com");
+    assert!(
+        !format!("{d:?}").contains("test-bot-token"),
+        "the token never prints"
+    );
+}
