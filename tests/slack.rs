@@ -133,7 +133,7 @@ async fn send(
 
 /// Sends `body` to `path` correctly signed for now, as Slack would.
 async fn signed(app: &TestApp, path: &str, body: &str) -> reqwest::Response {
-    let content_type = if path == "/slack/commands" {
+    let content_type = if path == "/slack/commands" || path == "/slack/interactivity" {
         "application/x-www-form-urlencoded"
     } else {
         "application/json"
@@ -392,6 +392,82 @@ async fn rollback_approved_by_reaction_runs_once_and_answers_in_the_thread() {
         })
         .count();
     assert_eq!(replies, 1, "the redelivered event caused nothing");
+}
+
+/// A Block Kit button press as Slack posts it to the interactivity URL.
+fn button_press(user: &str, ts: &str, value: &str) -> String {
+    let payload = serde_json::json!({
+        "type": "block_actions",
+        "team": { "id": "T1", "domain": "acme" },
+        "user": { "id": user, "username": user, "team_id": "T1" },
+        "api_app_id": "A1",
+        "token": "x",
+        "container": { "type": "message", "message_ts": ts, "channel_id": "COPS", "is_ephemeral": false },
+        "trigger_id": "1.2.3",
+        "channel": { "id": "COPS", "name": "ops" },
+        "message": { "type": "message", "ts": ts, "text": "Request #1", "user": "UOPSBOT" },
+        "actions": [{
+            "type": "button", "action_id": "opsbot_command_0", "block_id": "b1",
+            "text": { "type": "plain_text", "text": "Approve" },
+            "value": value, "action_ts": "1700000002.000100",
+        }],
+    });
+    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
+}
+
+#[tokio::test]
+async fn approval_requests_carry_buttons_and_a_press_approves_as_the_presser() {
+    let (base, seen) = fake_slack().await;
+    let app = app(&base).await;
+    let body = slash(&base, "UALICE", "/rollback", "api", 1);
+    assert_eq!(signed(&app, "/slack/commands", &body).await.status(), 200);
+    let log = wait_for(&seen, "the approval request", |l| {
+        l.iter().any(|(p, _)| p == "chat.postMessage")
+    })
+    .await;
+    let (_, request) = log.iter().find(|(p, _)| p == "chat.postMessage").unwrap();
+    let buttons = &request["blocks"][1]["elements"];
+    assert_eq!(buttons[0]["value"], "/approve 1", "{request:#}");
+    assert_eq!(buttons[1]["value"], "/deny 1");
+    assert_eq!(buttons[1]["style"], "danger");
+    let ts = "1700000000.000001";
+
+    // Unsigned presses are refused; the requester's press is refused by the router.
+    let press = button_press("UALICE", ts, "/approve 1");
+    let unsigned = send(
+        &app,
+        "/slack/interactivity",
+        &press,
+        now(),
+        "v0=00",
+        "application/x-www-form-urlencoded",
+    )
+    .await;
+    assert_eq!(unsigned.status(), 401);
+    assert_eq!(signed(&app, "/slack/interactivity", &press).await.status(), 200);
+    wait_for(&seen, "refusal", |l| {
+        l.iter().any(|(_, v)| {
+            v["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("needs one of the roles sre-lead"))
+        })
+    })
+    .await;
+
+    let press = button_press("UBOB", ts, "/approve 1");
+    assert_eq!(signed(&app, "/slack/interactivity", &press).await.status(), 200);
+    let log = wait_for(&seen, "the result in the thread", |l| {
+        l.iter()
+            .any(|(_, v)| v["text"].as_str().is_some_and(|t| t.contains("succeeded")))
+    })
+    .await;
+    let (_, result) = log
+        .iter()
+        .find(|(_, v)| v["text"].as_str().is_some_and(|t| t.contains("succeeded")))
+        .unwrap();
+    assert_eq!(result["thread_ts"], ts);
+    let runs = std::fs::read_to_string(app.dir.path().join("runs.log")).unwrap();
+    assert_eq!(runs.lines().count(), 1, "ran exactly once");
 }
 
 #[tokio::test]
