@@ -24,7 +24,7 @@ use crate::domain::{Matcher, Platform, ResponseTargets};
 use crate::hooks::HookState;
 use crate::http::{self, HttpState};
 use crate::limiter::{MemoryLimiter, RedisLimiter};
-use crate::liveness::Liveness;
+use crate::liveness::{AdapterState, Liveness};
 use crate::metrics::Metrics;
 use crate::notify::{AlertmanagerSilences, SignedWebhook};
 use crate::ports::{
@@ -344,11 +344,23 @@ impl App {
     /// webhook registration, the Discord gateway); each retries on its own and never stops
     /// the others or `serve`.
     pub fn spawn_adapters(&self, shutdown: &CancellationToken) {
+        if self.slack.is_some() {
+            self.liveness.set_adapter("slack", AdapterState::Up);
+        }
+        if self
+            .discord
+            .as_ref()
+            .is_some_and(|d| d.serves_interactions())
+        {
+            self.liveness
+                .set_adapter("discord interactions", AdapterState::Up);
+        }
         if let (Some(inbound), Some(cfg)) = (&self.telegram, &self.config.telegram) {
             tokio::spawn(crate::adapters::telegram::run(
                 inbound.clone(),
                 cfg.mode,
                 cfg.webhook_url.clone(),
+                self.liveness.clone(),
                 shutdown.clone(),
             ));
         }
@@ -365,7 +377,10 @@ impl App {
             "connecting the Discord gateway"
         );
         Some(crate::adapters::discord::spawn_gateway(
-            state, cfg, shutdown,
+            state,
+            cfg,
+            self.liveness.clone(),
+            shutdown,
         ))
     }
 
@@ -425,6 +440,7 @@ impl App {
             Some(user) => {
                 let console = Console::new(self.router.clone(), user, &self.config.console.channel);
                 tracing::info!(user = %user, "console adapter reading commands from stdin");
+                self.liveness.set_adapter("console", AdapterState::Up);
                 tokio::spawn(async move {
                     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
                     if let Err(e) = console.run(stdin, tokio::io::stdout()).await {

@@ -125,6 +125,9 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     for (name, secs) in stalled {
         body.push_str(&format!("{name}: stalled ({secs}s since last run)\n"));
     }
+    for (name, adapter) in state.liveness.adapters() {
+        body.push_str(&format!("adapter {name}: {adapter}\n"));
+    }
     let status = if ready {
         StatusCode::OK
     } else {

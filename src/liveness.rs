@@ -1,17 +1,60 @@
 //! Liveness of the background loops (health-check scheduler, sweeper, heartbeat): each
 //! loop reports every tick, and `/readyz` calls a loop stalled when it has not ticked for
-//! three of its intervals (plus a second of slack).
+//! three of its intervals (plus a second of slack). Also the connection state of each chat
+//! adapter, which `/readyz` shows without failing on it: one platform being down must not
+//! take opsbot (and with it the other platforms' endpoints) out of service.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Where a chat adapter stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdapterState {
+    Connecting,
+    /// Receiving events (connected out, or serving its HTTP endpoints).
+    Up,
+    /// Lost or never reached the platform; retrying.
+    Retrying(String),
+    /// Gave up (for example a rejected token); needs a config fix and a restart.
+    Off(String),
+}
+
+impl std::fmt::Display for AdapterState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdapterState::Connecting => f.write_str("connecting"),
+            AdapterState::Up => f.write_str("up"),
+            AdapterState::Retrying(why) => write!(f, "retrying ({why})"),
+            AdapterState::Off(why) => write!(f, "off ({why})"),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Liveness {
     loops: Mutex<BTreeMap<&'static str, (Instant, Duration)>>,
+    adapters: Mutex<BTreeMap<&'static str, AdapterState>>,
 }
 
 impl Liveness {
+    pub fn set_adapter(&self, adapter: &'static str, state: AdapterState) {
+        self.adapters
+            .lock()
+            .expect("liveness poisoned")
+            .insert(adapter, state);
+    }
+
+    /// Every adapter's state, by name.
+    pub fn adapters(&self) -> Vec<(&'static str, AdapterState)> {
+        self.adapters
+            .lock()
+            .expect("liveness poisoned")
+            .iter()
+            .map(|(name, state)| (*name, state.clone()))
+            .collect()
+    }
+
     /// Records that `name`, which should tick every `every`, just did.
     pub fn tick(&self, name: &'static str, every: Duration) {
         self.tick_at(name, every, Instant::now());

@@ -444,7 +444,10 @@ async fn approval_requests_carry_buttons_and_a_press_approves_as_the_presser() {
     )
     .await;
     assert_eq!(unsigned.status(), 401);
-    assert_eq!(signed(&app, "/slack/interactivity", &press).await.status(), 200);
+    assert_eq!(
+        signed(&app, "/slack/interactivity", &press).await.status(),
+        200
+    );
     wait_for(&seen, "refusal", |l| {
         l.iter().any(|(_, v)| {
             v["text"]
@@ -455,7 +458,10 @@ async fn approval_requests_carry_buttons_and_a_press_approves_as_the_presser() {
     .await;
 
     let press = button_press("UBOB", ts, "/approve 1");
-    assert_eq!(signed(&app, "/slack/interactivity", &press).await.status(), 200);
+    assert_eq!(
+        signed(&app, "/slack/interactivity", &press).await.status(),
+        200
+    );
     let log = wait_for(&seen, "the result in the thread", |l| {
         l.iter()
             .any(|(_, v)| v["text"].as_str().is_some_and(|t| t.contains("succeeded")))

@@ -85,10 +85,16 @@ impl Fake {
 
 async fn bot_api(
     axum::extract::State(fake): axum::extract::State<Arc<Fake>>,
-    axum::extract::Path((_bot, method)): axum::extract::Path<(String, String)>,
+    axum::extract::Path((bot, method)): axum::extract::Path<(String, String)>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> axum::Json<Value> {
+    if bot != format!("bot{TOKEN}") {
+        // What Telegram answers for a revoked or mistyped token.
+        return axum::Json(
+            json!({ "ok": false, "error_code": 401, "description": "Unauthorized" }),
+        );
+    }
     let is_json = headers
         .get("content-type")
         .is_some_and(|v| v.to_str().unwrap_or_default().contains("json"));
@@ -285,7 +291,7 @@ async fn approval_request(fake: &Fake) -> (i64, Value) {
 
 #[tokio::test]
 async fn polls_with_explicit_allowed_updates_and_answers_a_command_in_its_thread() {
-    let (_app, fake) = app_with("").await;
+    let (app, fake) = app_with("").await;
     fake.push(command(1, ALICE, "/help"));
     let reply = fake
         .wait_until("the /help answer", |f| {
@@ -310,6 +316,36 @@ async fn polls_with_explicit_allowed_updates_and_answers_a_command_in_its_thread
         !fake.calls("deleteWebhook").is_empty(),
         "polling removes a stale webhook"
     );
+    let ready = reqwest::get(app.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body = ready.text().await.unwrap();
+    assert!(body.contains("adapter telegram: up"), "{body}");
+}
+
+#[tokio::test]
+async fn a_rejected_token_turns_the_adapter_off_without_stopping_opsbot() {
+    let (base, fake) = fake_telegram().await;
+    let revoked = config(&base, "").replace(TOKEN, "654321:revoked-token-xyz");
+    let app = spawn_app(&revoked, &[]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = reqwest::get(app.url("/readyz"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if body.contains("adapter telegram: off (bot token rejected)") {
+            assert!(body.starts_with("ready"), "{body}");
+            assert!(
+                fake.calls("getUpdates").is_empty(),
+                "no polling with a rejected token"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -28,6 +28,7 @@ use teloxide::{ApiError, Bot, RequestError};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
+use crate::liveness::{AdapterState, Liveness};
 use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Store};
 use crate::router::Router;
 
@@ -447,18 +448,24 @@ pub async fn run(
     inbound: TelegramInbound,
     mode: crate::config::TelegramMode,
     webhook_url: Option<String>,
+    liveness: Arc<Liveness>,
     shutdown: CancellationToken,
 ) {
+    let status = |state| liveness.set_adapter("telegram", state);
+    status(AdapterState::Connecting);
     let mut backoff = Backoff::default();
     let username = loop {
         match inbound.api.bot.get_me().await {
             Ok(me) => break me.username().to_owned(),
             Err(RequestError::Api(ApiError::InvalidToken)) => {
                 tracing::error!("Telegram rejected the bot token; the Telegram adapter is off");
+                status(AdapterState::Off("bot token rejected".into()));
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %inbound.api.describe(&e), "cannot reach Telegram; retrying");
+                let why = inbound.api.describe(&e);
+                tracing::warn!(error = %why, "cannot reach Telegram; retrying");
+                status(AdapterState::Retrying(why));
                 if backoff.wait(&shutdown).await.is_err() {
                     return;
                 }
@@ -470,13 +477,18 @@ pub async fn run(
     match mode {
         crate::config::TelegramMode::Webhook => {
             let url = webhook_url.unwrap_or_default();
-            set_webhook(&inbound, &url, &shutdown).await;
+            set_webhook(&inbound, &url, &status, &shutdown).await;
         }
-        crate::config::TelegramMode::Polling => poll(&inbound, &shutdown).await,
+        crate::config::TelegramMode::Polling => poll(&inbound, &status, &shutdown).await,
     }
 }
 
-async fn set_webhook(inbound: &TelegramInbound, url: &str, shutdown: &CancellationToken) {
+async fn set_webhook(
+    inbound: &TelegramInbound,
+    url: &str,
+    status: &impl Fn(AdapterState),
+    shutdown: &CancellationToken,
+) {
     let Ok(url) = reqwest::Url::parse(url) else {
         tracing::error!("telegram.webhook_url is not a URL");
         return;
@@ -497,10 +509,13 @@ async fn set_webhook(inbound: &TelegramInbound, url: &str, shutdown: &Cancellati
         match req.await {
             Ok(_) => {
                 tracing::info!("Telegram webhook registered");
+                status(AdapterState::Up);
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %inbound.api.describe(&e), "cannot register the Telegram webhook; retrying");
+                let why = inbound.api.describe(&e);
+                tracing::warn!(error = %why, "cannot register the Telegram webhook; retrying");
+                status(AdapterState::Retrying(why));
                 if backoff.wait(shutdown).await.is_err() {
                     return;
                 }
@@ -509,7 +524,11 @@ async fn set_webhook(inbound: &TelegramInbound, url: &str, shutdown: &Cancellati
     }
 }
 
-async fn poll(inbound: &TelegramInbound, shutdown: &CancellationToken) {
+async fn poll(
+    inbound: &TelegramInbound,
+    status: &impl Fn(AdapterState),
+    shutdown: &CancellationToken,
+) {
     let api = &inbound.api;
     // getUpdates is refused while a webhook is set (for example by an earlier deployment).
     if let Err(e) = api.bot.delete_webhook().await {
@@ -517,6 +536,7 @@ async fn poll(inbound: &TelegramInbound, shutdown: &CancellationToken) {
     }
     let mut offset: i32 = 0;
     let mut backoff = Backoff::default();
+    let mut up = false;
     loop {
         let req = api
             .bot
@@ -530,6 +550,10 @@ async fn poll(inbound: &TelegramInbound, shutdown: &CancellationToken) {
         };
         match result {
             Ok(updates) => {
+                if !up {
+                    status(AdapterState::Up);
+                    up = true;
+                }
                 backoff = Backoff::default();
                 for update in updates {
                     let next = i32::try_from(update.id.0)
@@ -544,10 +568,14 @@ async fn poll(inbound: &TelegramInbound, shutdown: &CancellationToken) {
             }
             Err(RequestError::Api(ApiError::InvalidToken)) => {
                 tracing::error!("Telegram rejected the bot token; the Telegram adapter is off");
+                status(AdapterState::Off("bot token rejected".into()));
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %api.describe(&e), "Telegram polling failed; retrying");
+                let why = api.describe(&e);
+                tracing::warn!(error = %why, "Telegram polling failed; retrying");
+                status(AdapterState::Retrying(why));
+                up = false;
                 if backoff.wait(shutdown).await.is_err() {
                     return;
                 }
@@ -574,5 +602,44 @@ impl Backoff {
             _ = shutdown.cancelled() => Err(()),
             _ = tokio::time::sleep(delay) => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_never_appears_in_error_text() {
+        let token = SecretString::from("123456:very-secret-token");
+        let api = TelegramApi::new("http://127.0.0.1:1", &token).unwrap();
+        let e = RequestError::Api(ApiError::Unknown(
+            "error sending request for url (http://127.0.0.1:1/bot123456:very-secret-token/GetMe)"
+                .into(),
+        ));
+        let text = api.describe(&e);
+        assert!(!text.contains("very-secret-token"), "{text}");
+        assert!(text.contains("/bot<token>/GetMe"), "{text}");
+    }
+
+    #[test]
+    fn a_reaction_swap_is_a_removal_then_an_addition() {
+        let update: MessageReactionUpdated = serde_json::from_value(serde_json::json!({
+            "chat": { "id": -100, "type": "supergroup", "title": "ops" },
+            "message_id": 7,
+            "user": { "id": 5, "is_bot": false, "first_name": "Bob" },
+            "date": 1_700_000_000,
+            "old_reaction": [{ "type": "emoji", "emoji": "👍" }],
+            "new_reaction": [{ "type": "emoji", "emoji": "👎" }, { "type": "paid" }],
+        }))
+        .unwrap();
+        let changes: Vec<_> = reactions(&update)
+            .into_iter()
+            .map(|ev| match ev.payload {
+                EventPayload::Reaction { emoji, added, .. } => (emoji, added),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(changes, vec![("👍".into(), false), ("👎".into(), true)]);
     }
 }

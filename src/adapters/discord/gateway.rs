@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{DiscordState, build_http};
 use crate::config::DiscordConfig;
+use crate::liveness::{AdapterState, Liveness};
 
 /// Enough for commands, reactions in guilds and DMs; none of them is privileged.
 fn intents() -> GatewayIntents {
@@ -36,6 +37,7 @@ struct Handler {
     registered: AtomicBool,
     /// The bot's own user id, learnt from READY, so its reaction hints are not taken as votes.
     bot: AtomicU64,
+    liveness: Arc<Liveness>,
 }
 
 impl Handler {
@@ -62,6 +64,7 @@ fn cached_channel_name(
 impl EventHandler for Handler {
     async fn ready(&self, _ctx: Context, ready: Ready) {
         self.bot.store(ready.user.id.get(), Ordering::Relaxed);
+        self.liveness.set_adapter("discord", AdapterState::Up);
         tracing::info!(bot = %ready.user.name, guilds = ready.guilds.len(), "Discord gateway connected");
         if self.registered.swap(true, Ordering::SeqCst) {
             return;
@@ -102,13 +105,20 @@ impl EventHandler for Handler {
 pub fn spawn_gateway(
     state: DiscordState,
     cfg: &DiscordConfig,
+    liveness: Arc<Liveness>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
+    let status = {
+        let liveness = liveness.clone();
+        move |state| liveness.set_adapter("discord", state)
+    };
+    status(AdapterState::Connecting);
     let handler = Arc::new(Handler {
         state,
         guild: cfg.guild_id.map(GuildId::new),
         registered: AtomicBool::new(false),
         bot: AtomicU64::new(0),
+        liveness,
     });
     let cfg = cfg.clone();
     tokio::spawn(async move {
@@ -143,15 +153,20 @@ pub fn spawn_gateway(
                         "Discord refused the bot's login; the Discord gateway stays off until the \
                          config is fixed and opsbot restarted (HTTP and other adapters keep running)"
                     );
+                    status(AdapterState::Off(format!("login refused: {e}")));
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_secs = backoff.as_secs(), "Discord gateway stopped; reconnecting")
+                    tracing::warn!(error = %e, retry_in_secs = backoff.as_secs(), "Discord gateway stopped; reconnecting");
+                    status(AdapterState::Retrying(e.to_string()));
                 }
-                Ok(()) => tracing::warn!(
-                    retry_in_secs = backoff.as_secs(),
-                    "Discord gateway closed; reconnecting"
-                ),
+                Ok(()) => {
+                    tracing::warn!(
+                        retry_in_secs = backoff.as_secs(),
+                        "Discord gateway closed; reconnecting"
+                    );
+                    status(AdapterState::Retrying("gateway closed".into()));
+                }
             }
             if started.elapsed() >= HEALTHY_RUN {
                 backoff = FIRST_BACKOFF;
