@@ -28,8 +28,8 @@ use crate::liveness::{AdapterState, Liveness};
 use crate::metrics::Metrics;
 use crate::notify::{AlertmanagerSilences, SignedWebhook};
 use crate::ports::{
-    ChatOutbound, Clock, EnvLookup, GroupNotifier, OutboundTarget, RateLimiter, SilenceSync, Store,
-    StoreError, SystemClock,
+    ChatOutbound, Clock, EnvLookup, GroupNotifier, OutboundMessage, OutboundTarget, RateLimiter,
+    SilenceSync, Store, StoreError, SystemClock,
 };
 use crate::router::authz::BuiltinAccess;
 use crate::router::{ApprovalSettings, GlobalLimits, Router, RouterDeps};
@@ -519,7 +519,11 @@ async fn sweep_forever(
                     liveness.tick("sweeper", SWEEP_EVERY);
                     for n in notices {
                         let to = OutboundTarget { platform: n.platform, channel_id: n.channel_id.clone(), thread: n.thread.clone() };
-                        if let Err(e) = outbound.post(&to, &n.text).await {
+                        let mut message = OutboundMessage::text(n.text.clone());
+                        if n.urgent {
+                            message = message.urgent();
+                        }
+                        if let Err(e) = outbound.send(&to, &message).await {
                             // Logged in full so the notice is never silently lost.
                             tracing::error!(platform = %n.platform, channel = %n.channel_id, error = %e, notice = %n.text, "could not post a notice");
                         }

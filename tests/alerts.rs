@@ -104,6 +104,11 @@ async fn firing_then_resolved_updates_one_message() {
         text.starts_with("🔥 FIRING 1 · resolved 0 · HighCPU"),
         "{text}"
     );
+    assert_eq!(
+        chat.urgent.lock().unwrap().as_slice(),
+        std::slice::from_ref(text),
+        "a firing critical alert overtakes routine messages"
+    );
     assert!(
         text.contains(&format!(
             "🔴 #{id} [critical] HighCPU web-1:9100: CPU above 90% on web-1"

@@ -14,7 +14,8 @@ use tracing::{error, warn};
 
 use crate::domain::{Alert, AlertStatus, IncomingAlert, Matcher, Platform};
 use crate::ports::{
-    ChatOutbound, Clock, GroupNotifier, OutboundError, OutboundTarget, Store, StoreError,
+    ChatOutbound, Clock, GroupNotifier, OutboundError, OutboundMessage, OutboundTarget, Store,
+    StoreError,
 };
 
 /// A routing rule: groups whose common labels match every matcher go to `target`.
@@ -169,6 +170,14 @@ impl AlertService {
             &silenced,
             self.routing.max_listed.max(1),
         );
+        // A new critical alert overtakes routine messages waiting for the same channel.
+        let urgent = alerts.iter().any(|a| {
+            a.incoming.status == AlertStatus::Firing && a.is_critical() && !silenced.contains(&a.id)
+        });
+        let mut message = OutboundMessage::text(text.clone());
+        if urgent {
+            message = message.urgent();
+        }
         let all_quiet = alerts
             .iter()
             .all(|a| a.incoming.status == AlertStatus::Resolved || silenced.contains(&a.id));
@@ -205,7 +214,7 @@ impl AlertService {
                     .map(|()| message_id),
                 // Nothing worth a new message: everything already resolved or silenced.
                 None if all_quiet => continue,
-                None => self.outbound.post(&target, &text).await,
+                None => self.outbound.send(&target, &message).await,
             };
             match delivered {
                 Ok(message_id) => {
@@ -298,8 +307,10 @@ impl AlertService {
                 alert.severity(),
                 alert.id
             );
+            // Only unacknowledged critical alerts are reminded about: always urgent.
+            let message = OutboundMessage::text(text).urgent();
             for target in self.routing.targets(&alert.incoming.labels) {
-                self.outbound.post(&target, &text).await?;
+                self.outbound.send(&target, &message).await?;
             }
             sent += 1;
         }

@@ -15,7 +15,7 @@ use crate::actions::render::{ActionKind, RenderedAction, redact, render};
 use crate::catalog::CommandSpec;
 use crate::domain::{
     AuditEntry, ChannelRef, InboundEvent, NewRun, Outcome, Person, Platform, RequestId, Requester,
-    Role, Run, RunResult, RunState, Vote, human_duration, normalize_emoji,
+    Role, Run, RunResult, RunState, Severity, Vote, human_duration, normalize_emoji,
 };
 use crate::ports::StoreError;
 
@@ -64,6 +64,8 @@ pub struct Notice {
     pub channel_id: String,
     pub thread: Option<String>,
     pub text: String,
+    /// Overtakes routine messages waiting for the channel (a P1 incident past its target).
+    pub urgent: bool,
 }
 
 /// What the requester asked for besides the runbook's own arguments.
@@ -866,6 +868,7 @@ impl Router {
                         due.format("%H:%M"),
                         i.commander
                     ),
+                    urgent: i.severity == Severity::P1,
                 });
             }
         }
@@ -891,6 +894,7 @@ fn notice(run: &Run, text: String) -> Notice {
         channel_id: run.new.channel_id.clone(),
         thread: run.new.thread.clone(),
         text,
+        urgent: false,
     }
 }
 

@@ -281,6 +281,8 @@ pub struct RecordingOutbound {
     pub log: std::sync::Mutex<Vec<Outbound>>,
     /// When set, every delivery fails this way (to test retries).
     pub fail_with_retry_after: std::sync::Mutex<Option<std::time::Duration>>,
+    /// Texts of the posts sent with urgent priority.
+    pub urgent: std::sync::Mutex<Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -325,6 +327,17 @@ impl RecordingOutbound {
 
 #[async_trait::async_trait]
 impl opsbot::ports::ChatOutbound for RecordingOutbound {
+    async fn send(
+        &self,
+        to: &opsbot::ports::OutboundTarget,
+        message: &opsbot::ports::OutboundMessage,
+    ) -> Result<String, opsbot::ports::OutboundError> {
+        if message.priority == opsbot::ports::Priority::Urgent {
+            self.urgent.lock().unwrap().push(message.text.clone());
+        }
+        self.post(to, &message.text).await
+    }
+
     async fn post(
         &self,
         to: &opsbot::ports::OutboundTarget,
