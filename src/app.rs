@@ -189,7 +189,7 @@ impl App {
                     (Platform::Telegram, Some(interval)) => interval,
                     _ => default_spacing(platform),
                 };
-                Arc::new(Throttled::new(Arc::new(platforms), spacing))
+                Arc::new(Throttled::new(Arc::new(platforms), spacing).with_metrics(metrics.clone()))
             }
         };
         let notifiers: Vec<Arc<dyn GroupNotifier>> = config
@@ -449,9 +449,12 @@ impl App {
                     tracing::info!("console input closed; still serving HTTP");
                 });
             }
-            None => tracing::info!(
-                "no chat platform is configured (console disabled or without a user); serving HTTP only"
-            ),
+            None if self.slack.is_none() && self.discord.is_none() && self.telegram.is_none() => {
+                tracing::info!(
+                    "no chat platform is configured (console disabled or without a user); serving HTTP only"
+                )
+            }
+            None => {}
         }
         wait_for_signal().await;
         tracing::info!("shutting down");

@@ -28,6 +28,11 @@ struct KindLabel {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlatformLabel {
+    platform: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     commands: Family<CommandLabels, Counter>,
@@ -35,6 +40,7 @@ pub struct Metrics {
     alerts_received: Counter,
     runs_finished: Family<KindLabel, Counter>,
     outbound_failures: Family<KindLabel, Counter>,
+    not_delivered: Family<PlatformLabel, Counter>,
     alert_backlog: prometheus_client::metrics::gauge::Gauge,
 }
 
@@ -79,6 +85,12 @@ impl Metrics {
             "Bot messages that failed: retry_after (platform 429s), failed (retried), undeliverable (given up, logged)",
             outbound_failures.clone(),
         );
+        let not_delivered = Family::<PlatformLabel, Counter>::default();
+        registry.register(
+            "messages_not_delivered",
+            "Bot messages given up on after the outbound's own retries, each logged with its text (alert group messages are tried again later by the alert service)",
+            not_delivered.clone(),
+        );
         let alert_backlog = prometheus_client::metrics::gauge::Gauge::default();
         registry.register(
             "alert_backlog_groups",
@@ -92,6 +104,7 @@ impl Metrics {
             alerts_received,
             runs_finished,
             outbound_failures,
+            not_delivered,
             alert_backlog,
         }
     }
@@ -123,6 +136,14 @@ impl Metrics {
     pub fn outbound_failure(&self, kind: &'static str) {
         self.outbound_failures
             .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    pub fn message_not_delivered(&self, platform: &str) {
+        self.not_delivered
+            .get_or_create(&PlatformLabel {
+                platform: platform.to_owned(),
+            })
             .inc();
     }
 

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::domain::Platform;
+use crate::metrics::Metrics;
 use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Priority};
 
 /// The minimum spacing between two messages in one channel, per platform's published limits
@@ -69,7 +70,11 @@ pub struct Throttled {
     /// Latest edit generation per message, so older queued edits can step aside.
     edits: Mutex<HashMap<(ChannelKey, String), u64>>,
     next_generation: Mutex<u64>,
+    metrics: Option<Arc<Metrics>>,
 }
+
+/// Longest part of an undeliverable message's text that goes into the log.
+const LOGGED_TEXT_CHARS: usize = 2000;
 
 impl Throttled {
     pub fn new(
@@ -82,7 +87,24 @@ impl Throttled {
             channels: Mutex::new(HashMap::new()),
             edits: Mutex::new(HashMap::new()),
             next_generation: Mutex::new(0),
+            metrics: None,
         }
+    }
+
+    /// Counts messages given up on in `/metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// A message that could not be delivered even after retries is never dropped silently:
+    /// it is logged with its text and counted.
+    fn gave_up(&self, to: &OutboundTarget, text: &str, error: &OutboundError) {
+        if let Some(metrics) = &self.metrics {
+            metrics.message_not_delivered(&to.platform.to_string());
+        }
+        let text: String = text.chars().take(LOGGED_TEXT_CHARS).collect();
+        tracing::error!(platform = %to.platform, channel = %to.channel_id, %error, %text, "could not deliver a message");
     }
 
     fn channel(&self, key: &ChannelKey) -> Arc<Channel> {
@@ -183,7 +205,8 @@ impl ChatOutbound for Throttled {
                 || false,
                 || self.inner.send(to, message),
             )
-            .await?;
+            .await
+            .inspect_err(|e| self.gave_up(to, &message.text, e))?;
         Ok(sent.expect("posts are never skipped"))
     }
 
@@ -216,11 +239,15 @@ impl ChatOutbound for Throttled {
                 self.inner.edit(to, message_id, text)
             })
             .await;
-        let mut edits = self.edits.lock().expect("edit map poisoned");
-        if edits.get(&key) == Some(&generation) {
-            edits.remove(&key);
+        {
+            let mut edits = self.edits.lock().expect("edit map poisoned");
+            if edits.get(&key) == Some(&generation) {
+                edits.remove(&key);
+            }
         }
-        result.map(|_| ())
+        result
+            .inspect_err(|e| self.gave_up(to, text, e))
+            .map(|_| ())
     }
 }
 
@@ -377,8 +404,17 @@ mod tests {
             rec: Recorder::default(),
         });
         let t = Throttled::new(limited, default_spacing);
+        let metrics = Arc::new(Metrics::new());
+        let t = t.with_metrics(metrics.clone());
         let err = t.post(&slack("A"), "x").await.unwrap_err();
         assert!(matches!(err, OutboundError::RetryAfter(_)));
+        assert!(
+            metrics
+                .encode()
+                .contains("opsbot_messages_not_delivered_total{platform=\"slack\"} 1"),
+            "{}",
+            metrics.encode()
+        );
     }
 
     #[tokio::test(start_paused = true)]
