@@ -526,10 +526,10 @@ async fn sweep_forever(
                         if n.urgent {
                             message = message.urgent();
                         }
-                        if let Err(e) = outbound.send(&to, &message).await {
-                            // Logged in full so the notice is never silently lost.
-                            tracing::error!(platform = %n.platform, channel = %n.channel_id, error = %e, notice = %n.text, "could not post a notice");
-                        }
+                        // Each on its own: one rate-limited channel must not hold up the
+                        // others or the next sweep. The outbound logs and counts a failure.
+                        let outbound = outbound.clone();
+                        tokio::spawn(async move { outbound.send(&to, &message).await });
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "sweeping runbook requests failed"),

@@ -337,7 +337,14 @@ fn default_telegram_api() -> String {
 
 impl TelegramConfig {
     fn validate(&self) -> Result<(), String> {
-        if !self.bot_token.expose_secret().contains(':') {
+        let token = self.bot_token.expose_secret();
+        if token.trim() != token || token.contains(char::is_whitespace) {
+            return Err(
+                "telegram.bot_token contains whitespace (a trailing newline from a secret file?)"
+                    .into(),
+            );
+        }
+        if !token.contains(':') {
             return Err(
                 "telegram.bot_token does not look like a BotFather token (id:secret)".into(),
             );

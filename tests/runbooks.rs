@@ -727,3 +727,24 @@ async fn argument_values_cannot_carry_newlines() {
             .contains("must not contain control characters")
     );
 }
+
+#[tokio::test]
+async fn refused_reactions_are_rate_limited_so_toggling_cannot_flood_the_audit_log() {
+    let people = format!("[limits]\nper_user = \"3/min\"\n{PEOPLE}");
+    let app = app_for(&people, &runbook(1, "", "10s"), None).await;
+    request(&app).await;
+    let before = app.store.recent_audit(100).await.unwrap().len();
+    let mut answered = 0;
+    for i in 0..20 {
+        let r = react(&app, "mallory", "✅", "msg-1", i % 2 == 0).await;
+        answered += usize::from(r.reply.is_some());
+    }
+    assert_eq!(answered, 3, "refusals past the limit get no answer");
+    let audited = app.store.recent_audit(100).await.unwrap().len() - before;
+    assert_eq!(audited, 3, "only the refusals within the limit are audited");
+    // carol's own commands are not used up by someone else's reactions, nor by hers.
+    for _ in 0..5 {
+        react(&app, "carol", "✅", "msg-1", true).await;
+    }
+    assert_eq!(app.say("carol", "/whoami").await.outcome, Some(Outcome::Ok));
+}

@@ -32,10 +32,10 @@ use crate::liveness::{AdapterState, Liveness};
 use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Store};
 use crate::router::Router;
 
-/// Telegram's limit for one message's text.
-const MAX_TEXT_CHARS: usize = 4096;
-/// Telegram's limit for a document caption.
-const MAX_CAPTION_CHARS: usize = 1024;
+/// Telegram's limit for one message's text, in UTF-16 code units (as Telegram counts).
+const MAX_TEXT_UNITS: usize = 4096;
+/// Telegram's limit for a document caption, in UTF-16 code units.
+const MAX_CAPTION_UNITS: usize = 1024;
 /// How long one `getUpdates` call waits for updates.
 const POLL_TIMEOUT_SECS: u32 = 20;
 
@@ -67,7 +67,7 @@ impl TelegramApi {
 
     /// Error text safe for logs: the token never appears in it.
     fn describe(&self, e: &RequestError) -> String {
-        e.to_string().replace(self.token.expose_secret(), "<token>")
+        redact_token(&e.to_string().replace(self.token.expose_secret(), "<token>"))
     }
 
     fn outbound_error(&self, e: RequestError) -> OutboundError {
@@ -128,11 +128,42 @@ fn keyboard(message: &OutboundMessage) -> Option<InlineKeyboardMarkup> {
 }
 
 /// The first `max` characters of `text`, marked when cut.
-fn head(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max.saturating_sub(1)) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
+/// Replaces whatever follows `/bot` in a Bot API URL up to the next `/` (the token, even if
+/// the configured one differs from what reached the URL, e.g. by surrounding whitespace).
+fn redact_token(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("/bot") {
+        out.push_str(&rest[..at + 4]);
+        let after = &rest[at + 4..];
+        let end = after.find(['/', ' ', ')']).unwrap_or(after.len());
+        out.push_str("<token>");
+        rest = &after[end..];
     }
+    out.push_str(rest);
+    out
+}
+
+fn utf16_len(text: &str) -> usize {
+    text.encode_utf16().count()
+}
+
+/// The start of `text` within `max` UTF-16 units, marked when cut.
+fn head(text: &str, max: usize) -> String {
+    if utf16_len(text) <= max {
+        return text.to_owned();
+    }
+    let mut units = 0;
+    let mut cut = 0;
+    for (i, c) in text.char_indices() {
+        units += c.len_utf16();
+        // One unit is kept for the ellipsis.
+        if units > max.saturating_sub(1) {
+            break;
+        }
+        cut = i + c.len_utf8();
+    }
+    format!("{}…", &text[..cut])
 }
 
 #[async_trait::async_trait]
@@ -147,7 +178,7 @@ impl ChatOutbound for TelegramApi {
         message: &OutboundMessage,
     ) -> Result<String, OutboundError> {
         let chat = chat_id(to)?;
-        let sent = if message.text.chars().count() <= MAX_TEXT_CHARS {
+        let sent = if utf16_len(&message.text) <= MAX_TEXT_UNITS {
             let mut req = self.bot.send_message(chat, message.text.clone());
             if let Some(reply) = reply_to(to) {
                 req = req.reply_parameters(reply);
@@ -158,7 +189,7 @@ impl ChatOutbound for TelegramApi {
             req.await
         } else {
             // Too long for one message: the full text as a file, its start as the caption.
-            let caption = head(&message.text, MAX_CAPTION_CHARS - 40) + "\n(full text attached)";
+            let caption = head(&message.text, MAX_CAPTION_UNITS - 40) + "\n(full text attached)";
             let file = InputFile::memory(message.text.clone().into_bytes()).file_name("output.txt");
             let mut req = self.bot.send_document(chat, file).caption(caption);
             if let Some(reply) = reply_to(to) {
@@ -185,11 +216,17 @@ impl ChatOutbound for TelegramApi {
         })?;
         match self
             .bot
-            .edit_message_text(chat, MessageId(id), head(text, MAX_TEXT_CHARS))
+            .edit_message_text(chat, MessageId(id), head(text, MAX_TEXT_UNITS))
             .await
         {
             // Telegram refuses an edit that changes nothing; the message already says it.
             Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            // A message sent as a file has a caption, not text: retrying cannot fix that.
+            Err(RequestError::Api(ApiError::Unknown(why)))
+                if why.contains("no text in the message") =>
+            {
+                Err(OutboundError::Undeliverable(why))
+            }
             Err(e) => Err(self.outbound_error(e)),
             Ok(_) => Ok(()),
         }
@@ -348,12 +385,10 @@ fn event(
     thread: MessageId,
     payload: EventPayload,
 ) -> InboundEvent {
+    // Chat titles and usernames are set by users (anyone can create a group called
+    // "prod-ops"), so channel allow-lists match Telegram chats by id only.
     let id = chat.id.0.to_string();
-    let name = chat
-        .title()
-        .or(chat.username())
-        .map(str::to_owned)
-        .unwrap_or_else(|| id.clone());
+    let name = id.clone();
     InboundEvent {
         platform: Platform::Telegram,
         workspace: None,
@@ -559,8 +594,16 @@ async fn poll(
                     let next = i32::try_from(update.id.0)
                         .unwrap_or(i32::MAX)
                         .saturating_add(1);
-                    // Not recorded: ask for it again (the offset confirms only what is behind it).
+                    // Not recorded: ask for it again (the offset confirms only what is behind
+                    // it), after a pause so a struggling store is not hammered.
                     if inbound.take(update).await.is_err() {
+                        status(AdapterState::Retrying(
+                            "cannot record updates in the store".into(),
+                        ));
+                        up = false;
+                        if backoff.wait(shutdown).await.is_err() {
+                            return;
+                        }
                         break;
                     }
                     offset = offset.max(next);
@@ -620,6 +663,18 @@ mod tests {
         let text = api.describe(&e);
         assert!(!text.contains("very-secret-token"), "{text}");
         assert!(text.contains("/bot<token>/GetMe"), "{text}");
+        let untrimmed = "error sending request for url (https://api.telegram.org/bot123456:other-token/GetUpdates)";
+        let text = api.describe(&RequestError::Api(ApiError::Unknown(untrimmed.into())));
+        assert!(!text.contains("other-token"), "{text}");
+    }
+
+    #[test]
+    fn long_text_is_measured_and_cut_in_utf16_units() {
+        let emoji = "🔥".repeat(3000); // 6000 UTF-16 units, 3000 chars
+        let cut = head(&emoji, MAX_TEXT_UNITS);
+        assert!(utf16_len(&cut) <= MAX_TEXT_UNITS);
+        assert!(cut.ends_with('…'));
+        assert_eq!(head("short", MAX_TEXT_UNITS), "short");
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub fn default_spacing(platform: Platform) -> Duration {
 /// How many times one message is sent again after the platform answered `Retry-After`
 /// before the error is handed back to the caller.
 const RETRIES_AFTER_429: usize = 4;
+/// A longer `Retry-After` (Telegram flood waits can be minutes) is handed back at once rather
+/// than waited out here, so callers that send in turn are not stalled behind one channel; the
+/// channel itself stays held back for the whole wait.
+const LONGEST_WAIT_HELD: Duration = Duration::from_secs(30);
 
 type ChannelKey = (Platform, String);
 
@@ -172,7 +176,7 @@ impl Throttled {
                 // The platform said how long to back off: the whole channel honours it.
                 Err(OutboundError::RetryAfter(wait)) => {
                     *next_free = Instant::now() + wait;
-                    if retries == RETRIES_AFTER_429 {
+                    if retries == RETRIES_AFTER_429 || wait > LONGEST_WAIT_HELD {
                         return Err(OutboundError::RetryAfter(wait));
                     }
                     retries += 1;

@@ -208,6 +208,18 @@ impl Router {
                         reply: None,
                         pending_run: None,
                     },
+                    // Toggling a reaction costs nothing, so refusals are rate limited like
+                    // commands: past the person's limit they are dropped unaudited, unanswered.
+                    Ok(Some((_, Err(_)))) | Err(_)
+                        if self.reaction_refusals_exhausted(&requester).await =>
+                    {
+                        Response {
+                            request_id,
+                            outcome: None,
+                            reply: None,
+                            pending_run: None,
+                        }
+                    }
                     Ok(Some((command, result))) => {
                         self.finish(ev, request_id, started, attempt(command), result)
                             .await
@@ -353,6 +365,35 @@ impl Router {
             }
         }
         Ok(())
+    }
+
+    /// Counts a refused reaction against the per-person limit (its own budget, so refused
+    /// reactions never use up someone's commands); true once it is exhausted. A limiter
+    /// failure lets the refusal through: it is audited, nothing runs.
+    async fn reaction_refusals_exhausted(&self, requester: &Requester) -> bool {
+        let Some(quota) = self.deps.limits.per_user else {
+            return false;
+        };
+        let who = match requester.person() {
+            Some(p) => format!("person:{}", p.name),
+            None => format!("user:{}", requester.user()),
+        };
+        match self
+            .deps
+            .limiter
+            .check(&format!("react:{who}"), quota)
+            .await
+        {
+            Ok(LimitDecision::Limited { .. }) => {
+                tracing::debug!(%who, "dropping a refused reaction over the limit");
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limiter unavailable for a reaction");
+                false
+            }
+        }
     }
 
     /// True the first time a person hits a limit within its window, so repeats get no reply.
