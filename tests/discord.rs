@@ -471,6 +471,32 @@ fn interaction(id: &str, user_id: &str, name: &str, options: Value) -> Value {
     })
 }
 
+/// Approve / Deny as opsbot renders them for request `run`: one action row, the command as the
+/// `custom_id`, Success (3) and Danger (4).
+fn approval_buttons(run: u32) -> Value {
+    json!([{ "type": 1, "components": [
+        { "type": 2, "style": 3, "disabled": false, "label": "Approve", "custom_id": format!("/approve {run}") },
+        { "type": 2, "style": 4, "disabled": false, "label": "Deny", "custom_id": format!("/deny {run}") }
+    ]}])
+}
+
+/// A MESSAGE_COMPONENT interaction: `user_id` pressed the button `custom_id` on `message_id`.
+fn press(id: &str, user_id: &str, custom_id: &str, message_id: &str) -> Value {
+    let mut pressed = message(message_id, CHANNEL, "Request #1");
+    pressed["components"] = approval_buttons(1);
+    json!({
+        "id": id, "application_id": APP_ID, "type": 3,
+        "data": { "custom_id": custom_id, "component_type": 2 },
+        "guild_id": GUILD,
+        "channel": { "id": CHANNEL, "name": "ops", "type": 0 },
+        "channel_id": CHANNEL,
+        "member": member(user_id, "presser"),
+        "message": pressed,
+        "token": format!("token-{id}"), "version": 1, "locale": "en-US", "guild_locale": "en-US",
+        "app_permissions": "2248473465835073", "entitlements": [], "attachment_size_limit": 8388608
+    })
+}
+
 fn reaction(user_id: &str, message_id: &str, emoji: &str) -> Value {
     json!({
         "user_id": user_id, "channel_id": CHANNEL, "message_id": message_id, "guild_id": GUILD,
@@ -492,6 +518,12 @@ fn the_fakes_payloads_are_what_serenity_reads() {
     let cmd = i.command().unwrap();
     assert_eq!(cmd.user.id.to_string(), ALICE);
     assert_eq!(cmd.channel.unwrap().name.as_deref(), Some("ops"));
+    let i: Interaction = serde_json::from_value(press("2", BOB, "/approve 1", "42")).unwrap();
+    let pressed = i.message_component().unwrap();
+    assert_eq!(pressed.user.id.to_string(), BOB);
+    assert_eq!(pressed.data.custom_id, "/approve 1");
+    assert_eq!(pressed.message.id.to_string(), "42");
+    assert_eq!(pressed.message.components[0].components.len(), 2);
     let r: Reaction = serde_json::from_value(reaction(BOB, "42", "✅")).unwrap();
     assert_eq!(r.user_id.unwrap().to_string(), BOB);
     let _: Message = serde_json::from_value(message("1", CHANNEL, "hi")).unwrap();
@@ -500,17 +532,7 @@ fn the_fakes_payloads_are_what_serenity_reads() {
 #[tokio::test]
 async fn rollback_requested_by_slash_command_runs_once_after_an_approvers_reaction() {
     let (fake, bot) = team_with_discord(true, &[("rollback.toml", RUNBOOK)]).await;
-    fake.wait_ready().await;
-
-    fake.push(
-        "INTERACTION_CREATE",
-        interaction(
-            "1100000000000000011",
-            ALICE,
-            "rollback",
-            json!([{ "name": "service", "type": 3, "value": "api" }]),
-        ),
-    );
+    let original = request_rollback_on_the_gateway(&fake, &bot, "1100000000000000011").await;
     let deferred = fake
         .wait_for("the deferred callback", |c| {
             c.path
@@ -518,28 +540,15 @@ async fn rollback_requested_by_slash_command_runs_once_after_an_approvers_reacti
         })
         .await;
     assert_eq!(deferred.body["type"], 5, "deferred channel message");
-    let original = fake
-        .wait_for("the approval request", |c| {
-            c.path.ends_with("/messages/@original")
-                && content_of(c).contains("Request #1: /rollback service=api requested by alice")
-        })
-        .await;
     assert_eq!(original.method, "PATCH");
     assert!(original.path.starts_with(&format!(
         "/api/v10/webhooks/{APP_ID}/token-1100000000000000011/"
     )));
+    assert!(
+        content_of(&original).contains("Request #1: /rollback service=api requested by alice"),
+        "{original:?}"
+    );
     let approval = original.answered_id.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while bot
-        .store
-        .run_by_message(Platform::Discord, CHANNEL, &approval)
-        .await
-        .unwrap()
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "approval message never bound");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     fake.wait_for("the bot's ✅ hint on the request", |c| {
         c.method == "PUT" && c.path.contains(&format!("/messages/{approval}/reactions/"))
     })
@@ -581,6 +590,192 @@ async fn rollback_requested_by_slash_command_runs_once_after_an_approvers_reacti
         audit
             .iter()
             .any(|r| r.entry.actor == format!("discord:{BOB}") && r.entry.command == "approve")
+    );
+}
+
+/// Alice asks for a rollback with a slash command; the approval request's id once bound.
+async fn request_rollback_on_the_gateway(fake: &FakeDiscord, bot: &Bot, id: &str) -> Call {
+    fake.wait_ready().await;
+    fake.push(
+        "INTERACTION_CREATE",
+        interaction(
+            id,
+            ALICE,
+            "rollback",
+            json!([{ "name": "service", "type": 3, "value": "api" }]),
+        ),
+    );
+    let original = fake
+        .wait_for("the approval request", |c| {
+            c.path.ends_with("/messages/@original") && content_of(c).contains("Request #1")
+        })
+        .await;
+    let approval = original.answered_id.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while bot
+        .store
+        .run_by_message(Platform::Discord, CHANNEL, &approval)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "approval message never bound");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    original
+}
+
+/// The rollback's output arrives in the channel as a reply to the approval request, and a
+/// moment later the script has still run only once.
+async fn assert_ran_once_in_reply_to(fake: &FakeDiscord, bot: &Bot, approval: &str) {
+    let result = wait("the run's output in the channel", || {
+        fake.posts_containing("succeeded").into_iter().next()
+    })
+    .await;
+    assert!(
+        content_of(&result).contains("rolled back api"),
+        "{result:?}"
+    );
+    assert_eq!(result.body["message_reference"]["message_id"], approval);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(bot.runs(), 1, "ran exactly once");
+}
+
+#[tokio::test]
+async fn approval_buttons_refuse_the_requester_and_run_once_for_an_approver() {
+    let (fake, bot) = team_with_discord(true, &[("rollback.toml", RUNBOOK)]).await;
+    let original = request_rollback_on_the_gateway(&fake, &bot, "1100000000000000041").await;
+    assert_eq!(original.body["components"], approval_buttons(1));
+    let approval = original.answered_id.unwrap();
+
+    // Alice presses Approve on her own request: acknowledged (deferred update), refused.
+    fake.push(
+        "INTERACTION_CREATE",
+        press("1100000000000000042", ALICE, "/approve 1", &approval),
+    );
+    let ack = fake
+        .wait_for("the deferred update", |c| {
+            c.path
+                .ends_with("/interactions/1100000000000000042/token-1100000000000000042/callback")
+        })
+        .await;
+    assert_eq!(ack.method, "POST");
+    assert_eq!(ack.body["type"], 6, "deferred update: the message stays");
+    let refusal = wait("the refusal", || {
+        fake.posts_containing("approving #1 needs one of the roles sre-lead")
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert_eq!(
+        refusal.body["message_reference"]["message_id"], approval,
+        "answers the approval request"
+    );
+    assert_eq!(bot.runs(), 0, "nothing ran");
+
+    // Bob presses Approve; the same interaction delivered again (another session) is dropped.
+    for _ in 0..2 {
+        fake.push(
+            "INTERACTION_CREATE",
+            press("1100000000000000043", BOB, "/approve 1", &approval),
+        );
+    }
+    assert_ran_once_in_reply_to(&fake, &bot, &approval).await;
+    let acks = fake
+        .calls()
+        .iter()
+        .filter(|c| c.path.contains("/interactions/1100000000000000043/"))
+        .count();
+    assert_eq!(acks, 1, "the redelivery was not acknowledged or run again");
+    let audit = bot.store.recent_audit(20).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.entry.actor == format!("discord:{BOB}") && r.entry.command == "approve")
+    );
+}
+
+#[tokio::test]
+async fn a_signed_button_press_gets_a_deferred_update_then_runs_once() {
+    let (fake, bot) = team_with_discord(false, &[("rollback.toml", RUNBOOK)]).await;
+    let body = interaction(
+        "1100000000000000051",
+        ALICE,
+        "rollback",
+        json!([{ "name": "service", "type": 3, "value": "api" }]),
+    )
+    .to_string();
+    let resp = post_signed(&bot, &body).await;
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({ "type": 5 }));
+    let original = fake
+        .wait_for("the approval request", |c| {
+            c.path.ends_with("/messages/@original") && content_of(c).contains("Request #1")
+        })
+        .await;
+    assert_eq!(original.body["components"], approval_buttons(1));
+    let approval = original.answered_id.unwrap();
+    fake.wait_for("the bot's hint on the request", |c| {
+        c.method == "PUT" && c.path.contains(&format!("/messages/{approval}/reactions/"))
+    })
+    .await;
+
+    let body = press("1100000000000000052", BOB, "/approve 1", &approval).to_string();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let resp = post_signed(&bot, &body).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.json::<Value>().await.unwrap(), json!({ "type": 6 }));
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+    assert_ran_once_in_reply_to(&fake, &bot, &approval).await;
+}
+
+#[tokio::test]
+async fn channel_messages_with_actions_carry_one_row_of_buttons() {
+    use opsbot::adapters::discord::DiscordApi;
+    use opsbot::ports::{ChatAction, ChatOutbound, OutboundMessage, OutboundTarget};
+    let fake = fake_discord().await;
+    let config = Config::from_toml(
+        std::path::Path::new("opsbot.toml"),
+        &discord_section(&fake, false),
+        &[],
+    )
+    .unwrap();
+    let api = DiscordApi::new(config.discord.as_ref().unwrap());
+    let to = OutboundTarget {
+        platform: Platform::Discord,
+        channel_id: CHANNEL.into(),
+        thread: None,
+    };
+    let action = |label: &str, command: String, danger| ChatAction {
+        label: label.into(),
+        command,
+        danger,
+    };
+    let message = OutboundMessage::text("Request #7").with_actions(vec![
+        action("Approve", "/approve 7".into(), false),
+        action("Too long", format!("/note {}", "x".repeat(100)), false),
+        action("Deny", "/deny 7".into(), true),
+    ]);
+    api.send(&to, &message).await.unwrap();
+    api.post(&to, "plain").await.unwrap();
+    let posts = fake.calls();
+    assert_eq!(
+        posts[0].body["components"],
+        json!([{ "type": 1, "components": [
+            { "type": 2, "style": 3, "disabled": false, "label": "Approve", "custom_id": "/approve 7" },
+            { "type": 2, "style": 4, "disabled": false, "label": "Deny", "custom_id": "/deny 7" }
+        ]}]),
+        "the over-long command gets no button rather than a cut one"
+    );
+    assert_eq!(content_of(&posts[0]), "Request #7");
+    assert!(
+        posts[1]
+            .body
+            .get("components")
+            .is_none_or(|c| c == &json!([])),
+        "{:?}",
+        posts[1].body
     );
 }
 

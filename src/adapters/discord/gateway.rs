@@ -1,5 +1,5 @@
 //! The gateway connection (serenity `Client`): registers the slash commands once ready, and
-//! feeds slash commands and reactions to [`DiscordState`]. A gateway that cannot connect never
+//! feeds slash commands, button presses and reactions to [`DiscordState`]. A gateway that cannot connect never
 //! stops opsbot: serenity retries the connection itself, and if the client gives up opsbot
 //! rebuilds it with capped backoff; a rejected token or intents are logged once and not retried.
 
@@ -84,9 +84,16 @@ impl EventHandler for Handler {
     }
 
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
-        if let Interaction::Command(cmd) = interaction {
-            let name = cached_channel_name(&ctx, cmd.guild_id, cmd.channel_id);
-            self.state.gateway_command(cmd, name).await;
+        match interaction {
+            Interaction::Command(cmd) => {
+                let name = cached_channel_name(&ctx, cmd.guild_id, cmd.channel_id);
+                self.state.gateway_command(cmd, name).await;
+            }
+            Interaction::Component(press) => {
+                let name = cached_channel_name(&ctx, press.guild_id, press.channel_id);
+                self.state.gateway_press(press, name).await;
+            }
+            _ => {}
         }
     }
 

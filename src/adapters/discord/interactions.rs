@@ -2,23 +2,33 @@
 //! Ed25519 signature (`X-Signature-Ed25519` over `X-Signature-Timestamp` + body) is checked
 //! before anything is parsed (401 and nothing else on failure), PING is answered with PONG,
 //! and a slash command is answered at once with a deferred response (type 5) and worked on
-//! afterwards, its answer edited into the original response over REST.
+//! afterwards, its answer edited into the original response over REST. A button press is
+//! answered with a deferred update (type 6: the message stays) and its command run afterwards.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serenity::all::Interaction;
+use serenity::all::{Interaction, InteractionId};
 
 use super::DiscordState;
 
 /// Interaction callback types.
 const PONG: u8 = 1;
 const DEFERRED_CHANNEL_MESSAGE: u8 = 5;
+const DEFERRED_UPDATE_MESSAGE: u8 = 6;
 
 fn callback(kind: u8) -> Response {
     Json(serde_json::json!({ "type": kind })).into_response()
+}
+
+/// Records the interaction: true if it was not seen before; a 503 when the store cannot say.
+async fn first(state: &DiscordState, id: InteractionId) -> Result<bool, Response> {
+    state.first_delivery(id).await.map_err(|e| {
+        tracing::error!(error = %e, "could not record a Discord interaction; not running it");
+        StatusCode::SERVICE_UNAVAILABLE.into_response()
+    })
 }
 
 pub async fn interactions(
@@ -48,22 +58,28 @@ pub async fn interactions(
             return (StatusCode::BAD_REQUEST, "not an interaction").into_response();
         }
     };
+    // A request seen before (a replay) is acknowledged and not handled again.
     match interaction {
         Interaction::Ping(_) => callback(PONG),
-        Interaction::Command(cmd) => {
-            match state.first_delivery(&cmd).await {
-                Ok(true) => {}
-                // Seen before (a replayed request): acknowledge, do nothing again.
-                Ok(false) => return callback(DEFERRED_CHANNEL_MESSAGE),
-                Err(e) => {
-                    tracing::error!(error = %e, "could not record a Discord interaction; not running it");
-                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        Interaction::Command(cmd) => match first(&state, cmd.id).await {
+            Ok(new) => {
+                if new {
+                    tokio::spawn(async move { state.answer(cmd, None).await });
                 }
+                callback(DEFERRED_CHANNEL_MESSAGE)
             }
-            tokio::spawn(async move { state.answer(cmd, None).await });
-            callback(DEFERRED_CHANNEL_MESSAGE)
-        }
-        // opsbot sends no components or modals and no autocomplete options.
+            Err(refused) => refused,
+        },
+        Interaction::Component(press) => match first(&state, press.id).await {
+            Ok(new) => {
+                if new {
+                    tokio::spawn(async move { state.press(press, None).await });
+                }
+                callback(DEFERRED_UPDATE_MESSAGE)
+            }
+            Err(refused) => refused,
+        },
+        // opsbot sends no modals and no autocomplete options.
         other => {
             tracing::debug!(kind = ?other.kind(), "ignoring an unsupported Discord interaction");
             (StatusCode::BAD_REQUEST, "unsupported interaction").into_response()

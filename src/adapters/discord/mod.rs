@@ -2,7 +2,8 @@
 //! on `POST /discord/interactions`), are acknowledged at once with a deferred response, rebuilt
 //! into command text for the router, and answered by editing that response; an approval request
 //! is that edited response, so ✅ / ❌ reactions on it (gateway `MESSAGE_REACTION_ADD`) reach the
-//! run. The bot's own channel messages go through `DiscordApi`, the `ChatOutbound` behind the
+//! run; its Approve / Deny buttons (and any message's action buttons) carry their command as the
+//! `custom_id`, and a press runs it as the presser. The bot's own channel messages go through `DiscordApi`, the `ChatOutbound` behind the
 //! paced outbound. Identities are `discord:<user id>`.
 
 mod commands;
@@ -15,12 +16,13 @@ use std::time::Duration;
 use chrono::Utc;
 use secrecy::ExposeSecret;
 use serenity::all::{
-    ApplicationId, ChannelId, Command, CommandDataOptionValue, CommandInteraction,
-    CreateAllowedMentions, CreateAttachment, CreateInteractionResponse,
-    CreateInteractionResponseMessage, CreateMessage, EditAttachments, EditInteractionResponse,
-    EditMessage, GuildId, HttpError, MessageId, MessageReference, MessageReferenceKind, Reaction,
-    ReactionType, User, UserId,
+    ApplicationId, ButtonStyle, ChannelId, Command, CommandDataOptionValue, CommandInteraction,
+    ComponentInteraction, CreateActionRow, CreateAllowedMentions, CreateAttachment, CreateButton,
+    CreateInteractionResponse, CreateInteractionResponseMessage, CreateMessage, EditAttachments,
+    EditInteractionResponse, EditMessage, GuildId, HttpError, InteractionId, MessageId,
+    MessageReference, MessageReferenceKind, PartialChannel, Reaction, ReactionType, User, UserId,
 };
+use serenity::builder::Builder as _;
 use serenity::http::{Http, HttpBuilder};
 use serenity::interactions_endpoint::Verifier;
 
@@ -29,7 +31,9 @@ pub use interactions::interactions;
 
 use crate::config::DiscordConfig;
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
-use crate::ports::{ChatOutbound, OutboundError, OutboundTarget, Store};
+use crate::ports::{
+    ChatAction, ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Store,
+};
 use crate::router::{Response as RouterResponse, Router};
 
 /// Where the REST API lives unless a test (or an API proxy) says otherwise.
@@ -39,6 +43,9 @@ const MAX_CONTENT: usize = 2000;
 /// How much of an over-long text is shown in the message itself; the rest is attached.
 const HEAD_CHARS: usize = 1500;
 const ATTACHMENT: &str = "output.txt";
+/// Discord's limits on a button's `custom_id` (characters) and on buttons in one action row.
+const MAX_CUSTOM_ID: usize = 100;
+const MAX_ROW_BUTTONS: usize = 5;
 /// Serenity drops a 429's `Retry-After` when its own rate limiter is off (API proxy, tests);
 /// this is how long the channel is held back then. With the rate limiter on (discord.com),
 /// serenity waits out 429s itself and they never reach us.
@@ -125,6 +132,27 @@ fn body(text: &str) -> (String, Option<CreateAttachment>) {
     }
 }
 
+/// The actions as one row of buttons whose `custom_id` is the command; none if there are no
+/// actions. A command too long for a `custom_id` gets no button (a cut command would run
+/// something else); it can still be typed.
+fn buttons(actions: &[ChatAction]) -> Option<CreateActionRow> {
+    let row: Vec<CreateButton> = actions
+        .iter()
+        .filter(|a| a.command.chars().count() <= MAX_CUSTOM_ID)
+        .take(MAX_ROW_BUTTONS)
+        .map(|a| {
+            CreateButton::new(a.command.clone())
+                .label(a.label.clone())
+                .style(if a.danger {
+                    ButtonStyle::Danger
+                } else {
+                    ButtonStyle::Success
+                })
+        })
+        .collect();
+    (!row.is_empty()).then_some(CreateActionRow::Buttons(row))
+}
+
 /// A serenity error for logs: never its URL, which for interaction webhooks holds the token.
 fn describe(e: &serenity::Error) -> String {
     match e {
@@ -162,13 +190,24 @@ fn outbound_error(e: serenity::Error) -> OutboundError {
 #[async_trait::async_trait]
 impl ChatOutbound for DiscordApi {
     async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
+        self.send(to, &OutboundMessage::text(text)).await
+    }
+
+    async fn send(
+        &self,
+        to: &OutboundTarget,
+        message: &OutboundMessage,
+    ) -> Result<String, OutboundError> {
         let channel = channel_of(to)?;
-        let (content, file) = body(text);
+        let (content, file) = body(&message.text);
         let mut msg = CreateMessage::new()
             .content(content)
             .allowed_mentions(quiet());
         if let Some(file) = file {
             msg = msg.add_file(file);
+        }
+        if let Some(row) = buttons(&message.actions) {
+            msg = msg.components(vec![row]);
         }
         // A thread here is the message this one answers (an approval request).
         if let Some(reply_to) = to.thread.as_deref().and_then(snowflake) {
@@ -282,22 +321,18 @@ impl DiscordState {
 
     /// Records the interaction; false when it was handled already (another replica's gateway
     /// session gets the same one).
-    async fn first_delivery(&self, cmd: &CommandInteraction) -> Result<bool, String> {
+    async fn first_delivery(&self, id: InteractionId) -> Result<bool, String> {
         self.store
-            .first_delivery(
-                Platform::Discord,
-                &format!("interaction:{}", cmd.id),
-                Utc::now(),
-            )
+            .first_delivery(Platform::Discord, &format!("interaction:{id}"), Utc::now())
             .await
             .map_err(|e| e.to_string())
     }
 
-    /// A slash command from the gateway: record it, acknowledge it (deferred), then answer.
-    async fn gateway_command(&self, cmd: CommandInteraction, channel_name: Option<String>) {
-        match self.first_delivery(&cmd).await {
-            Ok(true) => {}
-            Ok(false) => return,
+    /// Records a gateway interaction: true if it is new and should be handled. When the store
+    /// is down the person is told (privately) that nothing ran.
+    async fn first_on_gateway(&self, id: InteractionId, token: &str) -> bool {
+        match self.first_delivery(id).await {
+            Ok(new) => new,
             Err(e) => {
                 tracing::error!(error = %e, "could not record a Discord interaction; not running it");
                 let sorry = CreateInteractionResponse::Message(
@@ -305,11 +340,18 @@ impl DiscordState {
                         .content("opsbot cannot reach its database right now, so nothing ran. Try again in a minute.")
                         .ephemeral(true),
                 );
-                if let Err(e) = cmd.create_response(&*self.http, sorry).await {
+                if let Err(e) = sorry.execute(&*self.http, (id, token)).await {
                     tracing::warn!(error = %describe(&e), "could not answer a Discord interaction");
                 }
-                return;
+                false
             }
+        }
+    }
+
+    /// A slash command from the gateway: record it, acknowledge it (deferred), then answer.
+    async fn gateway_command(&self, cmd: CommandInteraction, channel_name: Option<String>) {
+        if !self.first_on_gateway(cmd.id, &cmd.token).await {
+            return;
         }
         // Unacknowledged interactions fail after 3 s; one we cannot acknowledge (token gone,
         // or already acknowledged elsewhere) is not run, since nobody could see the result.
@@ -342,35 +384,34 @@ impl DiscordState {
             .collect();
         let text = commands::command_text(self.router.catalog(), &cmd.data.name, &options);
         let ev = event(
-            Origin {
-                user: cmd.user.id,
-                display: display_name(&cmd.user),
-                channel: cmd.channel_id,
-                channel_name: cmd
-                    .channel
-                    .as_ref()
-                    .and_then(|c| c.name.clone())
-                    .or(channel_name),
-                guild: cmd.guild_id,
-            },
+            Origin::interaction(
+                &cmd.user,
+                cmd.channel_id,
+                cmd.channel.as_ref(),
+                channel_name,
+                cmd.guild_id,
+            ),
             None,
             EventPayload::Command(text),
             Some(format!("interaction:{}", cmd.id)),
         );
         let response = self.router.handle(&ev).await;
-        let Some(reply) = &response.reply else {
+        let (Some(reply), Some(message)) = (&response.reply, response.message()) else {
             // Deliberately withheld (a repeated rate-limit hit): drop the "thinking…" placeholder.
             if let Err(e) = cmd.delete_response(&*self.http).await {
                 tracing::debug!(error = %describe(&e), "could not remove a deferred Discord response");
             }
             return;
         };
-        let (content, file) = body(&reply.text);
+        let (content, file) = body(&message.text);
         let mut edit = EditInteractionResponse::new()
             .content(content)
             .allowed_mentions(quiet());
         if let Some(file) = file {
             edit = edit.new_attachment(file);
+        }
+        if let Some(row) = buttons(&message.actions) {
+            edit = edit.components(vec![row]);
         }
         match cmd.edit_response(&*self.http, edit).await {
             Ok(message) => {
@@ -382,6 +423,46 @@ impl DiscordState {
                 tracing::error!(request_id = %reply.request_id, error = %describe(&e), "could not answer a Discord command")
             }
         }
+    }
+
+    /// A button press from the gateway: record it, acknowledge it (deferred update: the message
+    /// stays as it is), then run the button's command.
+    async fn gateway_press(&self, press: ComponentInteraction, channel_name: Option<String>) {
+        if !self.first_on_gateway(press.id, &press.token).await {
+            return;
+        }
+        if let Err(e) = press
+            .create_response(&*self.http, CreateInteractionResponse::Acknowledge)
+            .await
+        {
+            tracing::warn!(error = %describe(&e), "could not acknowledge a Discord button press; not running it");
+            return;
+        }
+        self.press(press, channel_name).await;
+    }
+
+    /// Runs an acknowledged button press: its `custom_id` is the command, run as the person
+    /// who pressed it in the message's channel, answered as a reply to that message.
+    async fn press(&self, press: ComponentInteraction, channel_name: Option<String>) {
+        let command = &press.data.custom_id;
+        if !command.starts_with('/') {
+            tracing::debug!(custom_id = %command, "ignoring a press on a button opsbot did not make");
+            return;
+        }
+        let ev = event(
+            Origin::interaction(
+                &press.user,
+                press.channel_id,
+                press.channel.as_ref(),
+                channel_name,
+                press.guild_id,
+            ),
+            Some(press.message.id.to_string()),
+            EventPayload::Command(command.clone()),
+            Some(format!("interaction:{}", press.id)),
+        );
+        let response = self.router.handle(&ev).await;
+        self.deliver(&ev, response).await;
     }
 
     /// Makes `message` the approval request of `run` and puts the approve/deny reactions on it.
@@ -483,6 +564,25 @@ struct Origin {
     /// From the payload or the gateway cache; allow-lists by name then match the id only.
     channel_name: Option<String>,
     guild: Option<GuildId>,
+}
+
+impl Origin {
+    /// Whoever invoked an interaction, in its channel (named by the payload, else the cache).
+    fn interaction(
+        user: &User,
+        channel: ChannelId,
+        partial: Option<&PartialChannel>,
+        channel_name: Option<String>,
+        guild: Option<GuildId>,
+    ) -> Self {
+        Self {
+            user: user.id,
+            display: display_name(user),
+            channel,
+            channel_name: partial.and_then(|c| c.name.clone()).or(channel_name),
+            guild,
+        }
+    }
 }
 
 fn event(
