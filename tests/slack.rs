@@ -51,29 +51,9 @@ async fn fake_slack() -> (String, Seen) {
         .route("/api/{method}", post(api))
         .route("/respond/{id}", post(respond))
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = support::serve_fake(app).await;
     (base, seen)
 }
-
-const RUNBOOK: &str = r#"
-name = "rollback"
-summary = "Roll back"
-roles = ["deployer"]
-[[args]]
-name = "service"
-kind = "choice"
-choices = ["api"]
-[approval]
-approvals = 1
-approver_roles = ["sre-lead"]
-expires_after = "10m"
-[action]
-kind = "exec"
-argv = ["./act.sh", "{service}"]
-timeout = "10s"
-"#;
 
 async fn app(base: &str) -> TestApp {
     let config = format!(
@@ -97,7 +77,11 @@ roles = ["sre-lead"]
 identities = ["slack:UBOB"]
 "#
     );
-    let app = spawn_app(&config, &[("rollback.toml", RUNBOOK)]).await;
+    let app = spawn_app(
+        &config,
+        &[("rollback.toml", support::ROLLBACK_NEEDING_ONE_LEAD)],
+    )
+    .await;
     support::write_executable(
         app.dir.path(),
         "act.sh",

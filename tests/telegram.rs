@@ -155,29 +155,9 @@ async fn fake_telegram() -> (String, Arc<Fake>) {
     let app = axum::Router::new()
         .route("/{bot}/{method}", axum::routing::post(bot_api))
         .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = support::serve_fake(app).await;
     (base, fake)
 }
-
-const RUNBOOK: &str = r#"
-name = "rollback"
-summary = "Roll back"
-roles = ["deployer"]
-[[args]]
-name = "service"
-kind = "choice"
-choices = ["api"]
-[approval]
-approvals = 1
-approver_roles = ["sre-lead"]
-expires_after = "10m"
-[action]
-kind = "exec"
-argv = ["./act.sh", "{service}"]
-timeout = "10s"
-"#;
 
 fn config(base: &str, extra: &str) -> String {
     format!(
@@ -206,7 +186,11 @@ identities = ["telegram:{BOB}"]
 
 async fn app_with(extra: &str) -> (TestApp, Arc<Fake>) {
     let (base, fake) = fake_telegram().await;
-    let app = spawn_app(&config(&base, extra), &[("rollback.toml", RUNBOOK)]).await;
+    let app = spawn_app(
+        &config(&base, extra),
+        &[("rollback.toml", support::ROLLBACK_NEEDING_ONE_LEAD)],
+    )
+    .await;
     support::write_executable(
         app.dir.path(),
         "act.sh",

@@ -381,3 +381,33 @@ pub fn am_fixture(name: &str) -> String {
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
+
+/// `/rollback SERVICE` (deployers; service `api`) needing one approval from an sre-lead,
+/// running `./act.sh SERVICE` in the app's folder.
+pub const ROLLBACK_NEEDING_ONE_LEAD: &str = r#"
+name = "rollback"
+summary = "Roll back"
+roles = ["deployer"]
+[[args]]
+name = "service"
+kind = "choice"
+choices = ["api"]
+[approval]
+approvals = 1
+approver_roles = ["sre-lead"]
+expires_after = "10m"
+[action]
+kind = "exec"
+argv = ["./act.sh", "{service}"]
+timeout = "10s"
+"#;
+
+/// Serves a fake platform or upstream on 127.0.0.1 (a free port); returns its base URL.
+pub async fn serve_fake(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a fake server");
+    let base = format!("http://{}", listener.local_addr().expect("local addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
