@@ -558,6 +558,10 @@ async fn rollback_requested_by_slash_command_runs_once_after_an_approvers_reacti
     fake.push("MESSAGE_REACTION_ADD", reaction(BOT, &approval, "✅"));
     fake.push("MESSAGE_REACTION_ADD", reaction(ALICE, &approval, "✅"));
     fake.push("MESSAGE_REACTION_ADD", reaction(STRANGER, &approval, "✅"));
+    // Bob's ✅ from another server the bot is in is not from the configured guild: ignored.
+    let mut elsewhere = reaction(BOB, &approval, "✅");
+    elsewhere["guild_id"] = json!("999999999999999999");
+    fake.push("MESSAGE_REACTION_ADD", elsewhere);
     wait("the refusals", || {
         let alice = fake.posts_containing("needs one of the roles sre-lead");
         let stranger = fake.posts_containing(&format!("I don't know discord:{STRANGER}"));
@@ -586,11 +590,13 @@ async fn rollback_requested_by_slash_command_runs_once_after_an_approvers_reacti
         "the bot's own reaction was not taken as a vote"
     );
     let audit = bot.store.recent_audit(20).await.unwrap();
-    assert!(
-        audit
-            .iter()
-            .any(|r| r.entry.actor == format!("discord:{BOB}") && r.entry.command == "approve")
-    );
+    let bobs: Vec<_> = audit
+        .iter()
+        .filter(|r| r.entry.actor == format!("discord:{BOB}"))
+        .map(|r| r.entry.command.as_str())
+        .collect();
+    // His approval, then the run it started; the other server's ✅ left no trace.
+    assert_eq!(bobs, ["approve", "rollback"]);
 }
 
 /// Alice asks for a rollback with a slash command; the approval request's id once bound.

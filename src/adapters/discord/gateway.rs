@@ -41,6 +41,12 @@ struct Handler {
 }
 
 impl Handler {
+    /// An event from a server other than the configured `guild_id`: the bot may have been
+    /// invited elsewhere, where channel names (and so allow-lists) are someone else's.
+    fn foreign(&self, guild: Option<GuildId>) -> bool {
+        matches!((self.guild, guild), (Some(ours), Some(theirs)) if ours != theirs)
+    }
+
     fn bot(&self) -> Option<UserId> {
         match self.bot.load(Ordering::Relaxed) {
             0 => None,
@@ -84,6 +90,14 @@ impl EventHandler for Handler {
     }
 
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
+        let guild = match &interaction {
+            Interaction::Command(cmd) => cmd.guild_id,
+            Interaction::Component(press) => press.guild_id,
+            _ => None,
+        };
+        if self.foreign(guild) {
+            return;
+        }
         match interaction {
             Interaction::Command(cmd) => {
                 let name = cached_channel_name(&ctx, cmd.guild_id, cmd.channel_id);
@@ -98,11 +112,17 @@ impl EventHandler for Handler {
     }
 
     async fn reaction_add(&self, ctx: Context, reaction: Reaction) {
+        if self.foreign(reaction.guild_id) {
+            return;
+        }
         let name = cached_channel_name(&ctx, reaction.guild_id, reaction.channel_id);
         self.state.reaction(reaction, true, self.bot(), name).await;
     }
 
     async fn reaction_remove(&self, ctx: Context, reaction: Reaction) {
+        if self.foreign(reaction.guild_id) {
+            return;
+        }
         let name = cached_channel_name(&ctx, reaction.guild_id, reaction.channel_id);
         self.state.reaction(reaction, false, self.bot(), name).await;
     }
