@@ -4,6 +4,9 @@
 //! parsed; failures are 401 and change nothing. Requests are acknowledged at once and worked
 //! on afterwards, so Slack's 3-second limit never causes a redelivery; redeliveries that do
 //! come are dropped by event id (stored, so they hold across restarts and replicas).
+//! `socket` receives the same over Slack Socket Mode, for installs without a public endpoint.
+
+pub mod socket;
 
 use std::sync::Arc;
 
