@@ -341,7 +341,7 @@ impl App {
     }
 
     /// Connects the chat platforms that receive by connecting out (Telegram polling or
-    /// webhook registration, the Discord gateway); each retries on its own and never stops
+    /// webhook registration, the Discord gateway, Slack Socket Mode); each retries on its own and never stops
     /// the others or `serve`.
     pub fn spawn_adapters(&self, shutdown: &CancellationToken) {
         if self.slack.is_some() {
@@ -354,6 +354,21 @@ impl App {
         {
             self.liveness
                 .set_adapter("discord interactions", AdapterState::Up);
+        }
+        if let (Some(state), Some(token)) = (
+            &self.slack,
+            self.config
+                .slack
+                .as_ref()
+                .filter(|s| s.socket_mode)
+                .and_then(|s| s.app_token.clone()),
+        ) {
+            tokio::spawn(crate::adapters::slack::socket::run(
+                state.clone(),
+                token,
+                self.liveness.clone(),
+                shutdown.clone(),
+            ));
         }
         if let (Some(inbound), Some(cfg)) = (&self.telegram, &self.config.telegram) {
             tokio::spawn(crate::adapters::telegram::run(

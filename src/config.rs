@@ -384,6 +384,27 @@ pub struct SlackConfig {
     /// Web API base URL; only tests point it elsewhere.
     #[serde(default = "default_slack_api")]
     pub api_url: String,
+    /// Receive over Socket Mode (an outgoing WebSocket) instead of needing a public HTTP
+    /// endpoint; the HTTP routes stay mounted either way.
+    #[serde(default)]
+    pub socket_mode: bool,
+    /// App-level token (`xapp-...`, scope `connections:write`); required by `socket_mode`.
+    pub app_token: Option<SecretString>,
+}
+
+impl SlackConfig {
+    fn validate(&self) -> Result<(), String> {
+        match &self.app_token {
+            None if self.socket_mode => Err("slack.socket_mode = true needs slack.app_token \
+                 (an app-level token, xapp-..., with the connections:write scope)"
+                .into()),
+            Some(t) if !t.expose_secret().starts_with("xapp-") => Err("slack.app_token must be \
+                 an app-level token (xapp-...; Basic Information → App-Level Tokens), not the \
+                 bot token"
+                .into()),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn default_slack_api() -> String {
@@ -755,6 +776,7 @@ impl Config {
             secrets.push(("alerts.webhooks.secret", &w.secret));
         }
         if let Some(slack) = &self.slack {
+            slack.validate()?;
             secrets.push(("slack.signing_secret", &slack.signing_secret));
         }
         if let Some(telegram) = &self.telegram {
@@ -993,6 +1015,26 @@ mod tests {
         )];
         let c = Config::from_toml(Path::new("c.toml"), "", &env).unwrap();
         assert!(c.alerts.webhook_secret.is_some());
+    }
+
+    #[test]
+    fn slack_socket_mode_needs_an_app_level_token() {
+        let slack = "[slack]\nsigning_secret = \"8f742231b10e8888abcd\"\nbot_token = \"xoxb-1\"\n";
+        let msg = load(&format!("{slack}socket_mode = true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("needs slack.app_token"), "{msg}");
+        let msg = load(&format!(
+            "{slack}socket_mode = true\napp_token = \"xoxb-secret-9\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("xapp-") && !msg.contains("secret-9"), "{msg}");
+        let c = load(&format!(
+            "{slack}socket_mode = true\napp_token = \"xapp-1-A1-secret\"\n"
+        ))
+        .unwrap();
+        assert!(!format!("{c:?}").contains("xapp-1"));
     }
 
     #[test]

@@ -1,93 +1,30 @@
 //! The Slack adapter through slack-morphism against a local fake Slack Web API, with real
 //! v0 request signatures: slash commands, reactions, retries and refusals.
 
+#[path = "support/slack.rs"]
+mod slack_support;
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use slack_support::{Seen, count_texts, runs, wait_for, wait_for_binding};
 use support::{TestApp, spawn_app};
 
 const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 
-/// What the fake Slack received: (path, JSON body).
-type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
-
 async fn fake_slack() -> (String, Seen) {
-    use axum::extract::{Path, State};
-    use axum::routing::post;
     let seen: Seen = Arc::default();
-    async fn api(
-        State(seen): State<Seen>,
-        Path(method): Path<String>,
-        body: String,
-    ) -> axum::Json<serde_json::Value> {
-        let v: serde_json::Value =
-            serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
-        let mut log = seen.lock().unwrap();
-        log.push((method.clone(), v.clone()));
-        let ts = format!("1700000000.{:06}", log.len());
-        axum::Json(serde_json::json!({
-            "ok": true,
-            "channel": v["channel"],
-            "ts": ts,
-            "message": { "ts": ts, "text": v["text"] },
-        }))
-    }
-    async fn respond(
-        State(seen): State<Seen>,
-        Path(id): Path<String>,
-        body: String,
-    ) -> axum::Json<serde_json::Value> {
-        seen.lock().unwrap().push((
-            format!("response_url/{id}"),
-            serde_json::from_str(&body).unwrap(),
-        ));
-        axum::Json(serde_json::json!({ "ok": true }))
-    }
-    let app = axum::Router::new()
-        .route("/api/{method}", post(api))
-        .route("/respond/{id}", post(respond))
-        .with_state(seen.clone());
-    let base = support::serve_fake(app).await;
-    (base, seen)
+    (slack_support::fake_web_api(None, seen.clone()).await, seen)
 }
 
 async fn app(base: &str) -> TestApp {
-    let config = format!(
-        r#"
-[builtins]
-status_roles = ["deployer", "sre-lead"]
-
-[slack]
-signing_secret = "{SECRET}"
-bot_token = "xoxb-test-token"
-api_url = "{base}/api/"
-
-[[people]]
-name = "alice"
-roles = ["deployer"]
-identities = ["slack:UALICE"]
-
-[[people]]
-name = "bob"
-roles = ["sre-lead"]
-identities = ["slack:UBOB"]
-"#
-    );
-    let app = spawn_app(
-        &config,
-        &[("rollback.toml", support::ROLLBACK_NEEDING_ONE_LEAD)],
-    )
-    .await;
-    support::write_executable(
-        app.dir.path(),
-        "act.sh",
-        "#!/bin/sh\necho run >> runs.log\necho rolled back $1\n",
-    );
-    app
+    slack_support::app_with_slack(&format!(
+        "signing_secret = \"{SECRET}\"\nbot_token = \"xoxb-test-token\"\napi_url = \"{base}/api/\"\n"
+    ))
+    .await
 }
 
 fn sign(ts: i64, body: &str) -> String {
@@ -143,25 +80,6 @@ fn slash(base: &str, user: &str, command: &str, text: &str, n: u32) -> String {
     .unwrap()
 }
 
-async fn wait_for(
-    seen: &Seen,
-    what: &str,
-    pred: impl Fn(&[(String, serde_json::Value)]) -> bool,
-) -> Vec<(String, serde_json::Value)> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = seen.lock().unwrap().clone();
-        if pred(&log) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; got {log:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -175,21 +93,7 @@ async fn a_signed_slash_command_is_acked_at_once_and_answered_through_response_u
     let resp = signed(&app, "/slack/commands", &body).await;
     assert_eq!(resp.status(), 200);
     assert!(started.elapsed() < Duration::from_secs(3));
-    let log = wait_for(&seen, "the response_url answer", |l| {
-        l.iter().any(|(p, _)| p == "response_url/1")
-    })
-    .await;
-    let (_, answer) = log.iter().find(|(p, _)| p == "response_url/1").unwrap();
-    assert!(
-        answer["text"]
-            .as_str()
-            .unwrap()
-            .contains("No health checks are configured."),
-        "{answer}"
-    );
-    let audit = app.store.recent_audit(1).await.unwrap();
-    assert_eq!(audit[0].entry.actor, "slack:UALICE");
-    assert_eq!(audit[0].entry.channel, "slack:COPS");
+    slack_support::assert_status_answered(&app, &seen, "1").await;
 }
 
 #[tokio::test]
@@ -285,23 +189,7 @@ async fn url_verification_echoes_the_challenge() {
 }
 
 fn reaction_event(event_id: &str, user: &str, ts: &str) -> String {
-    serde_json::json!({
-        "token": "x",
-        "team_id": "T1",
-        "api_app_id": "A1",
-        "type": "event_callback",
-        "event_id": event_id,
-        "event_time": 1700000000,
-        "event": {
-            "type": "reaction_added",
-            "user": user,
-            "reaction": "white_check_mark",
-            "item_user": "UOPSBOT",
-            "item": { "type": "message", "channel": "COPS", "ts": ts },
-            "event_ts": "1700000001.000200"
-        }
-    })
-    .to_string()
+    slack_support::reaction_callback(event_id, user, ts).to_string()
 }
 
 #[tokio::test]
@@ -324,17 +212,7 @@ async fn rollback_approved_by_reaction_runs_once_and_answers_in_the_thread() {
     );
     let ts = "1700000000.000001";
     // The binding of the message to the request happens right after the post.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app
-        .store
-        .run_by_message(opsbot::domain::Platform::Slack, "COPS", ts)
-        .await
-        .unwrap()
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "approval message never bound");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_binding(&app, ts).await;
 
     // The requester's own reaction does not approve.
     let own = reaction_event("Ev1", "UALICE", ts);
@@ -363,19 +241,12 @@ async fn rollback_approved_by_reaction_runs_once_and_answers_in_the_thread() {
         .unwrap();
     assert_eq!(result["thread_ts"], ts);
     assert!(result["text"].as_str().unwrap().contains("rolled back api"));
-    let runs = std::fs::read_to_string(app.dir.path().join("runs.log")).unwrap();
-    assert_eq!(runs.lines().count(), 1, "ran exactly once");
-    let replies = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, v)| {
-            v["text"]
-                .as_str()
-                .is_some_and(|t| t.contains("Approved by bob"))
-        })
-        .count();
-    assert_eq!(replies, 1, "the redelivered event caused nothing");
+    assert_eq!(runs(&app), 1, "ran exactly once");
+    assert_eq!(
+        count_texts(&seen, "Approved by bob"),
+        1,
+        "the redelivered event caused nothing"
+    );
 }
 
 /// A Block Kit button press as Slack posts it to the interactivity URL.
@@ -456,8 +327,7 @@ async fn approval_requests_carry_buttons_and_a_press_approves_as_the_presser() {
         .find(|(_, v)| v["text"].as_str().is_some_and(|t| t.contains("succeeded")))
         .unwrap();
     assert_eq!(result["thread_ts"], ts);
-    let runs = std::fs::read_to_string(app.dir.path().join("runs.log")).unwrap();
-    assert_eq!(runs.lines().count(), 1, "ran exactly once");
+    assert_eq!(runs(&app), 1, "ran exactly once");
 }
 
 #[tokio::test]

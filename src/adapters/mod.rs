@@ -10,6 +10,9 @@ pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::Platform;
 use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget};
@@ -54,5 +57,26 @@ impl ChatOutbound for PlatformOutbound {
         text: &str,
     ) -> Result<(), OutboundError> {
         self.adapter(to)?.edit(to, message_id, text).await
+    }
+}
+
+/// Doubling waits between reconnection attempts, capped at a minute.
+pub(crate) struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Duration::from_millis(500))
+    }
+}
+
+impl Backoff {
+    /// Waits the current delay and doubles it; `Err` when shutdown came first.
+    pub(crate) async fn wait(&mut self, shutdown: &CancellationToken) -> Result<(), ()> {
+        let delay = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(60));
+        tokio::select! {
+            _ = shutdown.cancelled() => Err(()),
+            _ = tokio::time::sleep(delay) => Ok(()),
+        }
     }
 }

@@ -4,6 +4,9 @@
 //! parsed; failures are 401 and change nothing. Requests are acknowledged at once and worked
 //! on afterwards, so Slack's 3-second limit never causes a redelivery; redeliveries that do
 //! come are dropped by event id (stored, so they hold across restarts and replicas).
+//! `socket` receives the same over Slack Socket Mode, for installs without a public endpoint.
+
+pub mod socket;
 
 use std::sync::Arc;
 
@@ -20,7 +23,9 @@ use slack_morphism::prelude::*;
 use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
-use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Store};
+use crate::ports::{
+    ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Store, StoreError,
+};
 use crate::router::{Response as RouterResponse, Router};
 
 type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
@@ -247,17 +252,18 @@ fn event(
     }
 }
 
-/// `POST /slack/commands`: verify, acknowledge at once, answer through `response_url`.
-pub async fn command(State(state): State<SlackState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(body) = state.verified(&headers, &body) else {
-        return unauthorized();
-    };
-    let cmd: SlackCommandEvent = match serde_urlencoded::from_str(body) {
-        Ok(c) => c,
-        Err(e) => {
-            return (StatusCode::BAD_REQUEST, format!("not a slash command: {e}")).into_response();
-        }
-    };
+/// Routes `ev` and delivers the answer, in a task of its own: the caller has already
+/// acknowledged (or is about to), within Slack's 3 seconds.
+fn dispatch(state: &SlackState, ev: InboundEvent, response_url: Option<SlackResponseUrl>) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let response = state.router.handle(&ev).await;
+        deliver(&state, &ev, response, response_url.as_ref()).await;
+    });
+}
+
+/// A slash command (HTTP or Socket Mode): routed, then answered through `response_url`.
+fn on_command(state: &SlackState, cmd: SlackCommandEvent) {
     let text = format!("{} {}", cmd.command.0, cmd.text.clone().unwrap_or_default());
     let ev = event(
         &cmd.user_id.0,
@@ -268,11 +274,21 @@ pub async fn command(State(state): State<SlackState>, headers: HeaderMap, body: 
         None,
         Some(cmd.response_url.0.to_string()),
     );
-    tokio::spawn(async move {
-        let response = state.router.handle(&ev).await;
-        deliver(&state, &ev, response, Some(&cmd.response_url)).await;
-    });
-    StatusCode::OK.into_response()
+    dispatch(state, ev, Some(cmd.response_url));
+}
+
+/// `POST /slack/commands`: verify, acknowledge at once, answer through `response_url`.
+pub async fn command(State(state): State<SlackState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(body) = state.verified(&headers, &body) else {
+        return unauthorized();
+    };
+    match serde_urlencoded::from_str::<SlackCommandEvent>(body) {
+        Ok(cmd) => {
+            on_command(&state, cmd);
+            StatusCode::OK.into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("not a slash command: {e}")).into_response(),
+    }
 }
 
 /// Posts a router response: approval requests as channel messages (so reactions reach them),
@@ -324,6 +340,49 @@ async fn deliver(
     }
 }
 
+/// An Events API callback (HTTP or Socket Mode): dropped if its `event_id` was seen before,
+/// else reactions feed approvals and acks. `Err` when it is unknown whether the event is new
+/// (the store failed): nothing was done, and a redelivery may be asked for.
+async fn on_event_callback(
+    state: &SlackState,
+    cb: SlackPushEventCallback,
+) -> Result<(), StoreError> {
+    if !state
+        .store
+        .first_delivery(Platform::Slack, &cb.event_id.0, Utc::now())
+        .await?
+    {
+        return Ok(());
+    }
+    let (user, reaction, item, added) = match cb.event {
+        SlackEventCallbackBody::ReactionAdded(r) => (r.user, r.reaction, r.item, true),
+        SlackEventCallbackBody::ReactionRemoved(r) => (r.user, r.reaction, r.item, false),
+        _ => return Ok(()),
+    };
+    let SlackReactionsItem::Message(message) = item else {
+        return Ok(());
+    };
+    let Some(channel) = message.origin.channel else {
+        return Ok(());
+    };
+    let ts = message.origin.ts.0;
+    let ev = event(
+        &user.0,
+        &channel.0,
+        None,
+        Some(ts.clone()),
+        EventPayload::Reaction {
+            emoji: reaction.0,
+            message_id: ts,
+            added,
+        },
+        Some(cb.event_id.0),
+        None,
+    );
+    dispatch(state, ev, None);
+    Ok(())
+}
+
 /// `POST /slack/events`: URL verification, and reactions for approvals and acks.
 pub async fn events(State(state): State<SlackState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(body) = state.verified(&headers, &body) else {
@@ -340,97 +399,38 @@ pub async fn events(State(state): State<SlackState>, headers: HeaderMap, body: B
     match push {
         SlackPushEvent::UrlVerification(v) => v.challenge.into_response(),
         SlackPushEvent::AppRateLimited(_) => StatusCode::OK.into_response(),
-        SlackPushEvent::EventCallback(cb) => {
-            match state
-                .store
-                .first_delivery(Platform::Slack, &cb.event_id.0, Utc::now())
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => return StatusCode::OK.into_response(),
-                // Unknown whether it is new: let Slack retry rather than risk a double action.
-                Err(e) => {
-                    tracing::error!(error = %e, "could not record a Slack event id");
-                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
-                }
+        SlackPushEvent::EventCallback(cb) => match on_event_callback(&state, cb).await {
+            Ok(()) => StatusCode::OK.into_response(),
+            // Unknown whether it is new: let Slack retry rather than risk a double action.
+            Err(e) => {
+                tracing::error!(error = %e, "could not record a Slack event id");
+                StatusCode::SERVICE_UNAVAILABLE.into_response()
             }
-            let (user, reaction, item, added) = match cb.event {
-                SlackEventCallbackBody::ReactionAdded(r) => (r.user, r.reaction, r.item, true),
-                SlackEventCallbackBody::ReactionRemoved(r) => (r.user, r.reaction, r.item, false),
-                _ => return StatusCode::OK.into_response(),
-            };
-            let SlackReactionsItem::Message(message) = item else {
-                return StatusCode::OK.into_response();
-            };
-            let Some(channel) = message.origin.channel else {
-                return StatusCode::OK.into_response();
-            };
-            let ts = message.origin.ts.0;
-            let ev = event(
-                &user.0,
-                &channel.0,
-                None,
-                Some(ts.clone()),
-                EventPayload::Reaction {
-                    emoji: reaction.0,
-                    message_id: ts,
-                    added,
-                },
-                Some(cb.event_id.0),
-                None,
-            );
-            tokio::spawn(async move {
-                let response = state.router.handle(&ev).await;
-                deliver(&state, &ev, response, None).await;
-            });
-            StatusCode::OK.into_response()
-        }
+        },
     }
 }
 
-/// `POST /slack/interactivity`: a button press runs the button's command as the person who
-/// pressed it, in the message's channel and thread; acknowledged at once.
-pub async fn interactivity(
-    State(state): State<SlackState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some(body) = state.verified(&headers, &body) else {
-        return unauthorized();
-    };
-    #[derive(serde::Deserialize)]
-    struct Form {
-        payload: String,
-    }
-    let parsed = serde_urlencoded::from_str::<Form>(body)
-        .map_err(|e| e.to_string())
-        .and_then(|f| {
-            serde_json::from_str::<SlackInteractionEvent>(&f.payload).map_err(|e| e.to_string())
-        });
-    let actions = match parsed {
-        Ok(SlackInteractionEvent::BlockActions(actions)) => actions,
-        Ok(_) => return StatusCode::OK.into_response(),
-        Err(e) => {
-            tracing::debug!(error = %e, "ignoring an unrecognised Slack interaction");
-            return (StatusCode::BAD_REQUEST, "not a Slack interaction").into_response();
-        }
+/// A button press (HTTP or Socket Mode) runs the button's command as the person who pressed
+/// it, in the message's channel and thread. Other interactions are not opsbot's.
+fn on_interaction(state: &SlackState, interaction: SlackInteractionEvent) {
+    let SlackInteractionEvent::BlockActions(actions) = interaction else {
+        return;
     };
     let (Some(user), SlackInteractionActionContainer::Message(container)) =
         (actions.user, actions.container)
     else {
-        return StatusCode::OK.into_response();
+        return;
     };
     let Some(channel) = container.channel_id.or(actions.channel.map(|c| c.id)) else {
-        return StatusCode::OK.into_response();
+        return;
     };
-    let commands: Vec<String> = actions
+    let commands = actions
         .actions
         .unwrap_or_default()
         .into_iter()
         .filter(|a| a.action_id.0.starts_with(ACTION_ID_PREFIX))
         .filter_map(|a| a.value)
-        .filter(|v| v.starts_with('/'))
-        .collect();
+        .filter(|v| v.starts_with('/'));
     // Buttons sit on approval requests posted in a thread or at top level: answer there.
     let thread = actions
         .message
@@ -448,11 +448,36 @@ pub async fn interactivity(
             None,
             None,
         );
-        let state = state.clone();
-        tokio::spawn(async move {
-            let response = state.router.handle(&ev).await;
-            deliver(&state, &ev, response, None).await;
-        });
+        dispatch(state, ev, None);
     }
-    StatusCode::OK.into_response()
+}
+
+/// `POST /slack/interactivity`: button presses, acknowledged at once.
+pub async fn interactivity(
+    State(state): State<SlackState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(body) = state.verified(&headers, &body) else {
+        return unauthorized();
+    };
+    #[derive(serde::Deserialize)]
+    struct Form {
+        payload: String,
+    }
+    let parsed = serde_urlencoded::from_str::<Form>(body)
+        .map_err(|e| e.to_string())
+        .and_then(|f| {
+            serde_json::from_str::<SlackInteractionEvent>(&f.payload).map_err(|e| e.to_string())
+        });
+    match parsed {
+        Ok(interaction) => {
+            on_interaction(&state, interaction);
+            StatusCode::OK.into_response()
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "ignoring an unrecognised Slack interaction");
+            (StatusCode::BAD_REQUEST, "not a Slack interaction").into_response()
+        }
+    }
 }

@@ -7,7 +7,6 @@
 //! or a replayed poll never acts twice.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -27,6 +26,7 @@ use teloxide::types::{
 use teloxide::{ApiError, Bot, RequestError};
 use tokio_util::sync::CancellationToken;
 
+use super::Backoff;
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
 use crate::liveness::{AdapterState, Liveness};
 use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Store};
@@ -623,27 +623,6 @@ async fn poll(
                     return;
                 }
             }
-        }
-    }
-}
-
-/// Doubling waits between reconnection attempts, capped at a minute.
-struct Backoff(Duration);
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self(Duration::from_millis(500))
-    }
-}
-
-impl Backoff {
-    /// Waits the current delay and doubles it; `Err` when shutdown came first.
-    async fn wait(&mut self, shutdown: &CancellationToken) -> Result<(), ()> {
-        let delay = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(60));
-        tokio::select! {
-            _ = shutdown.cancelled() => Err(()),
-            _ = tokio::time::sleep(delay) => Ok(()),
         }
     }
 }

@@ -1,0 +1,209 @@
+//! What the Slack tests share (HTTP in tests/slack.rs, Socket Mode in tests/slack_socket.rs):
+//! a fake Slack Web API, the rollback runbook and its people, and polling with a deadline.
+//! Included with `#[path]` by those two only.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::{TestApp, spawn_app};
+
+/// What the fake Slack received: (method or `response_url/N`, JSON body).
+pub type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// Socket Mode: the URL `apps.connections.open` hands out (with `?ticket=N` appended), to
+/// callers with this app token.
+#[derive(Clone)]
+pub struct Connections {
+    pub ws_url: String,
+    pub app_token: String,
+}
+
+#[derive(Clone)]
+struct Fake {
+    seen: Seen,
+    connections: Option<Connections>,
+}
+
+/// A fake Slack Web API (`/api/{method}`) and `response_url` target (`/respond/{id}`) on
+/// 127.0.0.1:0; returns its base URL and what it saw. Posts get `ts` 1700000000.00000N for
+/// the Nth `chat.*` call.
+pub async fn fake_web_api(connections: Option<Connections>, seen: Seen) -> String {
+    use axum::extract::{Path, State};
+    use axum::http::HeaderMap;
+    use axum::routing::post;
+    async fn api(
+        State(fake): State<Fake>,
+        Path(method): Path<String>,
+        headers: HeaderMap,
+        body: String,
+    ) -> axum::Json<serde_json::Value> {
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+        let mut log = fake.seen.lock().unwrap();
+        log.push((method.clone(), v.clone()));
+        if let (Some(c), "apps.connections.open") = (&fake.connections, method.as_str()) {
+            let auth = headers.get("authorization").and_then(|a| a.to_str().ok());
+            if auth != Some(&format!("Bearer {}", c.app_token)) {
+                return axum::Json(serde_json::json!({ "ok": false, "error": "invalid_auth" }));
+            }
+            let n = log.iter().filter(|(m, _)| m == &method).count();
+            return axum::Json(serde_json::json!({
+                "ok": true,
+                "url": format!("{}?ticket={n}", c.ws_url),
+            }));
+        }
+        let posts = log.iter().filter(|(m, _)| m.starts_with("chat.")).count();
+        let ts = format!("1700000000.{posts:06}");
+        axum::Json(serde_json::json!({
+            "ok": true,
+            "channel": v["channel"],
+            "ts": ts,
+            "message": { "ts": ts, "text": v["text"] },
+        }))
+    }
+    async fn respond(
+        State(fake): State<Fake>,
+        Path(id): Path<String>,
+        body: String,
+    ) -> axum::Json<serde_json::Value> {
+        fake.seen.lock().unwrap().push((
+            format!("response_url/{id}"),
+            serde_json::from_str(&body).unwrap(),
+        ));
+        axum::Json(serde_json::json!({ "ok": true }))
+    }
+    let app = axum::Router::new()
+        .route("/api/{method}", post(api))
+        .route("/respond/{id}", post(respond))
+        .with_state(Fake { seen, connections });
+    crate::support::serve_fake(app).await
+}
+
+/// The app with `slack` (the `[slack]` table's keys), alice (deployer, may request
+/// /rollback) and bob (sre-lead, may approve); `act.sh` appends to `runs.log`.
+pub async fn app_with_slack(slack: &str) -> TestApp {
+    let config = format!(
+        r#"
+[builtins]
+status_roles = ["deployer", "sre-lead"]
+
+[slack]
+{slack}
+
+[[people]]
+name = "alice"
+roles = ["deployer"]
+identities = ["slack:UALICE"]
+
+[[people]]
+name = "bob"
+roles = ["sre-lead"]
+identities = ["slack:UBOB"]
+"#
+    );
+    let app = spawn_app(
+        &config,
+        &[("rollback.toml", crate::support::ROLLBACK_NEEDING_ONE_LEAD)],
+    )
+    .await;
+    crate::support::write_executable(
+        app.dir.path(),
+        "act.sh",
+        "#!/bin/sh\necho run >> runs.log\necho rolled back $1\n",
+    );
+    app
+}
+
+/// Polls `seen` until `pred` holds (10 s at most).
+pub async fn wait_for(
+    seen: &Seen,
+    what: &str,
+    pred: impl Fn(&[(String, serde_json::Value)]) -> bool,
+) -> Vec<(String, serde_json::Value)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = seen.lock().unwrap().clone();
+        if pred(&log) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; got {log:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until `ts` is bound to a runbook request (right after the approval request is posted).
+pub async fn wait_for_binding(app: &TestApp, ts: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app
+        .store
+        .run_by_message(opsbot::domain::Platform::Slack, "COPS", ts)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "approval message never bound");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The runbook's runs so far.
+pub fn runs(app: &TestApp) -> usize {
+    std::fs::read_to_string(app.dir.path().join("runs.log"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// How many messages the fake saw whose text contains `needle`.
+pub fn count_texts(seen: &Seen, needle: &str) -> usize {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v["text"].as_str().is_some_and(|t| t.contains(needle)))
+        .count()
+}
+
+/// Waits for the `/status` answer alice's command got at `response_url/{id}`, and checks it
+/// and its audit record.
+pub async fn assert_status_answered(app: &TestApp, seen: &Seen, id: &str) {
+    let at = format!("response_url/{id}");
+    let log = wait_for(seen, "the response_url answer", |l| {
+        l.iter().any(|(p, _)| p == &at)
+    })
+    .await;
+    let (_, answer) = log.iter().find(|(p, _)| p == &at).unwrap();
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap()
+            .contains("No health checks are configured."),
+        "{answer}"
+    );
+    let audit = app.store.recent_audit(1).await.unwrap();
+    assert_eq!(audit[0].entry.actor, "slack:UALICE");
+    assert_eq!(audit[0].entry.channel, "slack:COPS");
+}
+
+/// An Events API `reaction_added` callback: `user` reacted ✅ to message `ts` in COPS.
+pub fn reaction_callback(event_id: &str, user: &str, ts: &str) -> serde_json::Value {
+    serde_json::json!({
+        "token": "x",
+        "team_id": "T1",
+        "api_app_id": "A1",
+        "type": "event_callback",
+        "event_id": event_id,
+        "event_time": 1700000000,
+        "event": {
+            "type": "reaction_added",
+            "user": user,
+            "reaction": "white_check_mark",
+            "item_user": "UOPSBOT",
+            "item": { "type": "message", "channel": "COPS", "ts": ts },
+            "event_ts": "1700000001.000200"
+        }
+    })
+}
