@@ -376,3 +376,22 @@ async fn a_429_with_retry_after_delays_but_does_not_lose_the_alert_message() {
         "the first attempt was rate limited"
     );
 }
+
+#[tokio::test]
+async fn channel_names_are_looked_up_once_for_events_that_carry_only_ids() {
+    let (base, seen) = fake_slack().await;
+    let api = opsbot::adapters::slack::SlackApi::new(
+        &format!("{base}/api/"),
+        &secrecy::SecretString::from("xoxb-test-token"),
+    )
+    .unwrap();
+    assert_eq!(api.channel_name("COPS").await.as_deref(), Some("ops"));
+    assert_eq!(api.channel_name("COPS").await.as_deref(), Some("ops"));
+    let lookups = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, _)| m == "conversations.info")
+        .count();
+    assert_eq!(lookups, 1, "the second answer came from the cache");
+}

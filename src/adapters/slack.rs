@@ -34,7 +34,12 @@ type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
 pub struct SlackApi {
     client: SlackClient<Connector>,
     token: SlackApiToken,
+    /// Channel names by id, as `conversations.info` reported them, and when.
+    names: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
 }
+
+/// How long a looked-up channel name is trusted (channels are rarely renamed).
+const CHANNEL_NAME_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl SlackApi {
     /// `api_url` is Slack's (`https://slack.com/api`) or a test fake's.
@@ -51,7 +56,37 @@ impl SlackApi {
         Ok(Self {
             client: SlackClient::new(connector),
             token: SlackApiToken::new(SlackApiTokenValue(bot_token.expose_secret().to_owned())),
+            names: std::sync::Mutex::default(),
         })
+    }
+
+    /// The channel's name (for allow-lists by name), from a cache or `conversations.info`;
+    /// `None` when Slack cannot say (missing `channels:read`, unreachable): the id stands in.
+    pub async fn channel_name(&self, id: &str) -> Option<String> {
+        if let Some((name, at)) = self.names.lock().expect("channel names poisoned").get(id)
+            && at.elapsed() < CHANNEL_NAME_TTL
+        {
+            return Some(name.clone());
+        }
+        let req = SlackApiConversationsInfoRequest::new(SlackChannelId(id.to_owned()));
+        let session = self.client.open_session(&self.token);
+        let lookup = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            session.conversations_info(&req),
+        );
+        let name = match lookup.await {
+            Ok(Ok(info)) => info.channel.name?,
+            Ok(Err(e)) => {
+                tracing::debug!(channel = id, error = %e, "could not look up a Slack channel name");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        self.names
+            .lock()
+            .expect("channel names poisoned")
+            .insert(id.to_owned(), (name.clone(), std::time::Instant::now()));
+        Some(name)
     }
 
     async fn post(
@@ -239,7 +274,7 @@ fn event(
         workspace: None,
         channel: ChannelRef {
             id: channel_id.to_owned(),
-            // Events carry no channel name; allow-lists by name then match the id only.
+            // Events carry no channel name; `dispatch` looks it up (the id stands in meanwhile).
             name: channel_name.unwrap_or(channel_id).to_owned(),
         },
         thread,
@@ -257,6 +292,13 @@ fn event(
 fn dispatch(state: &SlackState, ev: InboundEvent, response_url: Option<SlackResponseUrl>) {
     let state = state.clone();
     tokio::spawn(async move {
+        let mut ev = ev;
+        // Events and button presses name only the channel id; allow-lists may use its name.
+        if ev.channel.name == ev.channel.id
+            && let Some(name) = state.api.channel_name(&ev.channel.id).await
+        {
+            ev.channel.name = name;
+        }
         let response = state.router.handle(&ev).await;
         deliver(&state, &ev, response, response_url.as_ref()).await;
     });

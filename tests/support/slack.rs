@@ -73,7 +73,23 @@ pub async fn fake_web_api(connections: Option<Connections>, seen: Seen) -> Strin
         ));
         axum::Json(serde_json::json!({ "ok": true }))
     }
+    async fn channel_info(
+        State(fake): State<Fake>,
+        axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    ) -> axum::Json<serde_json::Value> {
+        let id = q.get("channel").cloned().unwrap_or_default();
+        fake.seen.lock().unwrap().push((
+            "conversations.info".into(),
+            serde_json::json!({ "channel": id }),
+        ));
+        let name = if id == "COPS" { "ops" } else { "elsewhere" };
+        axum::Json(serde_json::json!({
+            "ok": true,
+            "channel": { "id": id, "name": name, "created": 1_700_000_000, "is_channel": true },
+        }))
+    }
     let app = axum::Router::new()
+        .route("/api/conversations.info", axum::routing::get(channel_info))
         .route("/api/{method}", post(api))
         .route("/respond/{id}", post(respond))
         .with_state(Fake { seen, connections });
