@@ -70,6 +70,14 @@ impl Fake {
         }
     }
 
+    /// Waits until the bot has sent a text containing `needle`; returns that text.
+    async fn wait_for_text(&self, what: &str, needle: &str) -> String {
+        self.wait_until(what, |f| {
+            f.sent_texts().into_iter().find(|t| t.contains(needle))
+        })
+        .await
+    }
+
     fn message(&self, body: &Value) -> Value {
         let mut next = self.next_message_id.lock().unwrap();
         *next += 1;
@@ -354,11 +362,7 @@ async fn rollback_approved_by_a_reaction_runs_once_and_posts_its_output() {
     fake.push(reaction(4, BOB, request, &[], &["👍"]));
     fake.push(reaction(4, BOB, request, &[], &["👍"]));
     let output = fake
-        .wait_until("the run's output", |f| {
-            f.sent_texts()
-                .into_iter()
-                .find(|t| t.contains("rolled back api"))
-        })
+        .wait_for_text("the run's output", "rolled back api")
         .await;
     assert!(output.contains("Approved by bob"), "{output}");
     assert_eq!(runs(&app), 1, "exactly once");
@@ -395,21 +399,14 @@ async fn the_approve_button_works_like_the_command_for_the_presser() {
         })
     };
     fake.push(press(2, ALICE));
-    fake.wait_until("the requester's refusal", |f| {
-        f.sent_texts()
-            .iter()
-            .any(|t| t.contains("approving #1 needs one of the roles sre-lead"))
-            .then_some(())
-    })
+    fake.wait_for_text(
+        "the requester's refusal",
+        "approving #1 needs one of the roles sre-lead",
+    )
     .await;
     fake.push(press(3, BOB));
-    fake.wait_until("the run's output", |f| {
-        f.sent_texts()
-            .iter()
-            .any(|t| t.contains("rolled back api"))
-            .then_some(())
-    })
-    .await;
+    fake.wait_for_text("the run's output", "rolled back api")
+        .await;
     assert_eq!(runs(&app), 1);
     assert_eq!(
         fake.calls("answerCallbackQuery").len(),
@@ -507,13 +504,8 @@ async fn webhook_mode_checks_the_secret_token_and_ignores_duplicates() {
     let approve = reaction(8, BOB, request, &[], &["👍"]);
     assert_eq!(webhook(&app, "nope-nope-nope-nope", &approve).await, 401);
     assert_eq!(webhook(&app, WEBHOOK_SECRET, &approve).await, 200);
-    fake.wait_until("the run's output", |f| {
-        f.sent_texts()
-            .iter()
-            .any(|t| t.contains("rolled back api"))
-            .then_some(())
-    })
-    .await;
+    fake.wait_for_text("the run's output", "rolled back api")
+        .await;
     assert_eq!(runs(&app), 1);
     let requests = fake
         .sent_texts()

@@ -92,12 +92,6 @@ impl TelegramApi {
         }
     }
 
-    /// The bot's own username, which `/cmd@name` in groups must match.
-    pub async fn username(&self) -> Result<String, String> {
-        let me = self.bot.get_me().await.map_err(|e| self.describe(&e))?;
-        Ok(me.username().to_owned())
-    }
-
     async fn answer_callback(&self, query: &CallbackQuery) {
         if let Err(e) = self.bot.answer_callback_query(query.id.clone()).await {
             tracing::debug!(error = %self.describe(&e), "could not answer a Telegram button press");
