@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use opsbot::app::{App, Overrides};
 use opsbot::config::Config;
 use opsbot::domain::{AlertSource, AlertStatus, IncomingAlert};
-use opsbot::ports::{ChatOutbound, OutboundError, OutboundTarget, Store};
+use opsbot::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Store};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -119,7 +119,7 @@ impl ChatOutbound for CountingOutbound {
         &self,
         _to: &OutboundTarget,
         message_id: &str,
-        text: &str,
+        message: &OutboundMessage,
     ) -> Result<(), OutboundError> {
         let mut c = self.counts.lock().unwrap();
         let group = c
@@ -128,7 +128,7 @@ impl ChatOutbound for CountingOutbound {
             .cloned()
             .unwrap_or_else(|| format!("<unknown message {message_id}>"));
         *c.edits.entry(group.clone()).or_default() += 1;
-        c.last_text.insert(group, text.to_owned());
+        c.last_text.insert(group, message.text.clone());
         c.total_edits += 1;
         c.last_change = Some(Instant::now());
         Ok(())

@@ -327,12 +327,13 @@ pub trait ChatOutbound: Send + Sync {
     ) -> Result<String, OutboundError> {
         self.post(to, &message.text).await
     }
-    /// Replaces the text of a message posted earlier.
+    /// Replaces a message posted earlier: its text and its buttons (none left if `message`
+    /// has no actions).
     async fn edit(
         &self,
         to: &OutboundTarget,
         message_id: &str,
-        text: &str,
+        message: &OutboundMessage,
     ) -> Result<(), OutboundError>;
 }
 

@@ -371,7 +371,10 @@ async fn alerts_are_listed_acked_silenced_and_resolved_from_chat() {
     let (app, chat) = app().await;
     assert_eq!(app.reply("carol", "/alerts").await, "No alerts are firing.");
     post(&app, Some(TOKEN), am_fixture("03-firing-grouped-3.json")).await;
-    chat.wait_until("group message", |m| !m.is_empty()).await;
+    let msgs = chat.wait_until("group message", |m| !m.is_empty()).await;
+    let Outbound::Post { id: group_msg, .. } = &msgs[0] else {
+        panic!("{msgs:?}")
+    };
     let list = app.reply("carol", "/alerts").await;
     assert!(
         list.starts_with("3 firing (newest first):") && list.contains("not acked"),
@@ -387,6 +390,10 @@ async fn alerts_are_listed_acked_silenced_and_resolved_from_chat() {
         .find(|a| a.is_critical())
         .unwrap()
         .id;
+    // One Ack button per alert listed in full that still needs someone.
+    let buttons = chat.buttons_on(group_msg);
+    assert_eq!(buttons.len(), 2, "{buttons:?}");
+    assert_eq!(buttons[0], format!("/ack {first}"), "critical first");
 
     // Viewers may look but not act.
     assert!(
@@ -417,6 +424,11 @@ async fn alerts_are_listed_acked_silenced_and_resolved_from_chat() {
             .all(|m| !matches!(m, Outbound::Post { .. }) || m == &msgs[0]),
         "edited, not re-posted"
     );
+    assert_eq!(
+        chat.buttons_on(group_msg),
+        buttons[1..],
+        "the acked alert's button is gone"
+    );
 
     // A silence marks the group's alerts as silenced.
     let sil = app
@@ -432,6 +444,10 @@ async fn alerts_are_listed_acked_silenced_and_resolved_from_chat() {
             .any(|x| matches!(x, Outbound::Edit { text, .. } if text.contains("(silenced)")))
     })
     .await;
+    assert!(
+        chat.buttons_on(group_msg).is_empty(),
+        "silenced alerts need no ack"
+    );
     assert!(
         app.reply("alice", "/silence 2h")
             .await

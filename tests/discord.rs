@@ -335,6 +335,7 @@ impl Drop for Bot {
 const TEAM: &str = r#"
 [builtins]
 status_roles = ["deployer", "sre-lead"]
+responder_roles = ["sre-lead"]
 
 [[people]]
 name = "alice"
@@ -737,6 +738,54 @@ async fn a_signed_button_press_gets_a_deferred_update_then_runs_once() {
 }
 
 #[tokio::test]
+async fn alert_groups_carry_ack_buttons_that_go_away_once_pressed() {
+    let fake = fake_discord().await;
+    let config = format!(
+        "{TEAM}{}{}",
+        discord_section(&fake, false),
+        support::alerts_routed_to("discord", CHANNEL)
+    );
+    let bot = spawn_bot(&config, &[]).await;
+    support::fire_one_alert(&format!("http://{}", bot.addr)).await;
+    let id = bot.store.active_alerts(1).await.unwrap()[0].id;
+    let group = fake
+        .wait_for("the group message", |c| content_of(c).contains("FIRING"))
+        .await;
+    assert_eq!(
+        group.body["components"],
+        json!([{ "type": 1, "components": [
+            { "type": 2, "style": 3, "disabled": false, "label": format!("Ack #{id}"), "custom_id": format!("/ack {id}") }
+        ]}])
+    );
+    let group_id = group.answered_id.unwrap();
+
+    let body = press("1100000000000000061", BOB, &format!("/ack {id}"), &group_id).to_string();
+    let resp = post_signed(&bot, &body).await;
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({ "type": 6 }));
+    let edit = fake
+        .wait_for("the group message edited", |c| {
+            c.method == "PATCH" && c.path.ends_with(&format!("/messages/{group_id}"))
+        })
+        .await;
+    assert!(
+        content_of(&edit).contains("(acked by bob)"),
+        "{:?}",
+        edit.body
+    );
+    assert_eq!(
+        edit.body["components"],
+        json!([]),
+        "an empty list, so Discord drops the old button"
+    );
+    let acked = bot.store.alert(id).await.unwrap().unwrap();
+    assert_eq!(
+        acked.acked_by.as_deref(),
+        Some("bob"),
+        "acked as the presser"
+    );
+}
+
+#[tokio::test]
 async fn channel_messages_with_actions_carry_one_row_of_buttons() {
     use opsbot::adapters::discord::DiscordApi;
     use opsbot::ports::{ChatAction, ChatOutbound, OutboundMessage, OutboundTarget};
@@ -950,19 +999,12 @@ async fn a_429_on_a_channel_post_delays_but_does_not_lose_the_message() {
     let fake = fake_discord().await;
     fake.state.rate_limit_posts.store(1, Ordering::SeqCst);
     let config = format!(
-        "{}[alerts]\nalertmanager_token = \"am-token-abc123\"\n\
-         default_route = {{ platform = \"discord\", channel = \"{CHANNEL}\" }}\n",
-        discord_section(&fake, false)
+        "{}{}",
+        discord_section(&fake, false),
+        support::alerts_routed_to("discord", CHANNEL)
     );
     let bot = spawn_bot(&config, &[]).await;
-    let resp = reqwest::Client::new()
-        .post(format!("http://{}/hooks/alertmanager", bot.addr))
-        .bearer_auth("am-token-abc123")
-        .body(support::am_fixture("01-firing-single.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    support::fire_one_alert(&format!("http://{}", bot.addr)).await;
     let delivered = fake
         .wait_for("the alert after the 429", |c| c.answered_id.is_some())
         .await;

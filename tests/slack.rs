@@ -331,6 +331,57 @@ async fn approval_requests_carry_buttons_and_a_press_approves_as_the_presser() {
 }
 
 #[tokio::test]
+async fn alert_groups_carry_ack_buttons_that_go_away_once_pressed() {
+    let (base, seen) = fake_slack().await;
+    let app = slack_support::app_with_slack(&format!(
+        "signing_secret = \"{SECRET}\"\nbot_token = \"xoxb-test-token\"\napi_url = \"{base}/api/\"\n{}",
+        support::alerts_routed_to("slack", "COPS")
+    ))
+    .await;
+    support::fire_one_alert(&app.url("")).await;
+    let id = app.store.active_alerts(1).await.unwrap()[0].id;
+    let log = wait_for(&seen, "the group message", |l| {
+        l.iter().any(|(p, _)| p == "chat.postMessage")
+    })
+    .await;
+    let (_, group) = log.iter().find(|(p, _)| p == "chat.postMessage").unwrap();
+    let button = &group["blocks"][1]["elements"][0];
+    assert_eq!(button["value"], format!("/ack {id}"), "{group:#}");
+    assert_eq!(button["text"]["text"], format!("Ack #{id}"));
+    assert!(
+        group["text"].as_str().unwrap().contains("FIRING"),
+        "fallback text kept"
+    );
+
+    let press = button_press("UBOB", "1700000000.000001", &format!("/ack {id}"));
+    assert_eq!(
+        signed(&app, "/slack/interactivity", &press).await.status(),
+        200
+    );
+    let log = wait_for(&seen, "the group message edited", |l| {
+        l.iter().any(|(p, _)| p == "chat.update")
+    })
+    .await;
+    let (_, update) = log.iter().find(|(p, _)| p == "chat.update").unwrap();
+    assert_eq!(update["ts"], "1700000000.000001", "edited in place");
+    assert!(
+        update["text"].as_str().unwrap().contains("(acked by bob)"),
+        "{update:#}"
+    );
+    assert_eq!(
+        update["blocks"],
+        serde_json::json!([]),
+        "an empty list, so Slack drops the old button"
+    );
+    let acked = app.store.alert(id).await.unwrap().unwrap();
+    assert_eq!(
+        acked.acked_by.as_deref(),
+        Some("bob"),
+        "acked as the presser"
+    );
+}
+
+#[tokio::test]
 async fn a_429_with_retry_after_delays_but_does_not_lose_the_alert_message() {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
@@ -356,18 +407,11 @@ async fn a_429_with_retry_after_delays_but_does_not_lose_the_alert_message() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, api).await });
     let config = format!(
-        "[slack]\nsigning_secret = \"{SECRET}\"\nbot_token = \"xoxb-t\"\napi_url = \"{base}/api\"\n\
-         [alerts]\nalertmanager_token = \"am-token-abc123\"\ndefault_route = {{ platform = \"slack\", channel = \"CALERTS\" }}\n"
+        "[slack]\nsigning_secret = \"{SECRET}\"\nbot_token = \"xoxb-t\"\napi_url = \"{base}/api\"\n{}",
+        support::alerts_routed_to("slack", "CALERTS")
     );
     let app = spawn_app(&config, &[]).await;
-    let resp = reqwest::Client::new()
-        .post(app.url("/hooks/alertmanager"))
-        .bearer_auth("am-token-abc123")
-        .body(support::am_fixture("01-firing-single.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    support::fire_one_alert(&app.url("")).await;
     let log = wait_for(&seen, "the message after Retry-After", |l| !l.is_empty()).await;
     assert_eq!(log.len(), 1, "delivered once, not duplicated");
     assert_eq!(log[0].1["channel"], "CALERTS");

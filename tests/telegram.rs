@@ -172,6 +172,7 @@ fn config(base: &str, extra: &str) -> String {
         r#"
 [builtins]
 status_roles = ["deployer", "sre-lead"]
+responder_roles = ["sre-lead"]
 
 [telegram]
 bot_token = "{TOKEN}"
@@ -252,6 +253,23 @@ fn reaction(update_id: i64, from: u64, message_id: i64, old: &[&str], new: &[&st
             "date": 1_700_000_000,
             "old_reaction": list(old),
             "new_reaction": list(new),
+        }
+    })
+}
+
+/// A press of the inline-keyboard button carrying `data` under message `message_id`.
+fn button_press(update_id: i64, from: u64, message_id: i64, data: &str) -> Value {
+    json!({
+        "update_id": update_id,
+        "callback_query": {
+            "id": format!("cb{update_id}"),
+            "from": person(from),
+            "message": {
+                "message_id": message_id, "date": 1_700_000_000, "chat": chat(),
+                "text": "a message with buttons",
+            },
+            "chat_instance": "ci",
+            "data": data,
         }
     })
 }
@@ -383,21 +401,7 @@ async fn the_approve_button_works_like_the_command_for_the_presser() {
     let (app, fake) = app_with("").await;
     fake.push(command(1, ALICE, "/rollback api"));
     let (request, _) = approval_request(&fake).await;
-    let press = |update_id: i64, from: u64| {
-        json!({
-            "update_id": update_id,
-            "callback_query": {
-                "id": format!("cb{update_id}"),
-                "from": person(from),
-                "message": {
-                    "message_id": request, "date": 1_700_000_000, "chat": chat(),
-                    "text": "approval(s) from",
-                },
-                "chat_instance": "ci",
-                "data": "/approve 1",
-            }
-        })
-    };
+    let press = |update_id: i64, from: u64| button_press(update_id, from, request, "/approve 1");
     fake.push(press(2, ALICE));
     fake.wait_for_text(
         "the requester's refusal",
@@ -412,6 +416,48 @@ async fn the_approve_button_works_like_the_command_for_the_presser() {
         fake.calls("answerCallbackQuery").len(),
         2,
         "each press answered"
+    );
+}
+
+#[tokio::test]
+async fn alert_groups_carry_ack_buttons_that_go_away_once_pressed() {
+    let (app, fake) = app_with(&support::alerts_routed_to("telegram", &CHAT.to_string())).await;
+    support::fire_one_alert(&app.url("")).await;
+    let id = app.store.active_alerts(1).await.unwrap()[0].id;
+    let group = fake
+        .wait_until("the group message", |f| {
+            f.calls("sendMessage").into_iter().next()
+        })
+        .await;
+    assert!(
+        group["text"].as_str().unwrap().contains("FIRING"),
+        "{group:#}"
+    );
+    let button = &group["reply_markup"]["inline_keyboard"][0][0];
+    assert_eq!(button["text"], format!("Ack #{id}"), "{group:#}");
+    assert_eq!(button["callback_data"], format!("/ack {id}"));
+
+    // The fake numbers messages from 1001; the group message is the first.
+    fake.push(button_press(1, BOB, 1001, &format!("/ack {id}")));
+    let edit = fake
+        .wait_until("the group message edited", |f| {
+            f.calls("editMessageText").into_iter().next()
+        })
+        .await;
+    assert_eq!(edit["message_id"], 1001, "edited in place");
+    assert!(
+        edit["text"].as_str().unwrap().contains("(acked by bob)"),
+        "{edit:#}"
+    );
+    assert!(
+        edit.get("reply_markup").is_none(),
+        "no keyboard, so Telegram removes the old one: {edit:#}"
+    );
+    let acked = app.store.alert(id).await.unwrap().unwrap();
+    assert_eq!(
+        acked.acked_by.as_deref(),
+        Some("bob"),
+        "acked as the presser"
     );
 }
 

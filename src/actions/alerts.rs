@@ -14,8 +14,8 @@ use tracing::{error, warn};
 
 use crate::domain::{Alert, AlertStatus, IncomingAlert, Matcher, Platform};
 use crate::ports::{
-    ChatOutbound, Clock, GroupNotifier, OutboundError, OutboundMessage, OutboundTarget, Store,
-    StoreError,
+    ChatAction, ChatOutbound, Clock, GroupNotifier, OutboundError, OutboundMessage, OutboundTarget,
+    Store, StoreError,
 };
 
 /// A routing rule: groups whose common labels match every matcher go to `target`.
@@ -164,17 +164,14 @@ impl AlertService {
             .filter(|a| silences.iter().any(|s| s.covers(&a.incoming.labels, now)))
             .map(|a| a.id)
             .collect();
-        let text = render_group(
-            group_key,
-            &alerts,
-            &silenced,
-            self.routing.max_listed.max(1),
-        );
+        let max_listed = self.routing.max_listed.max(1);
+        let text = render_group(group_key, &alerts, &silenced, max_listed);
         // A new critical alert overtakes routine messages waiting for the same channel.
         let urgent = alerts.iter().any(|a| {
             a.incoming.status == AlertStatus::Firing && a.is_critical() && !silenced.contains(&a.id)
         });
-        let mut message = OutboundMessage::text(text.clone());
+        let mut message = OutboundMessage::text(text.clone())
+            .with_actions(ack_actions(&alerts, &silenced, max_listed));
         if urgent {
             message = message.urgent();
         }
@@ -209,7 +206,7 @@ impl AlertService {
                 Some((_, last)) if last == text => continue,
                 Some((message_id, _)) => self
                     .outbound
-                    .edit(&target, &message_id, &text)
+                    .edit(&target, &message_id, &message)
                     .await
                     .map(|()| message_id),
                 // Nothing worth a new message: everything already resolved or silenced.
@@ -308,7 +305,9 @@ impl AlertService {
                 alert.id
             );
             // Only unacknowledged critical alerts are reminded about: always urgent.
-            let message = OutboundMessage::text(text).urgent();
+            let message = OutboundMessage::text(text)
+                .with_actions(vec![ack_action(alert.id)])
+                .urgent();
             for target in self.routing.targets(&alert.incoming.labels) {
                 self.outbound.send(&target, &message).await?;
             }
@@ -459,14 +458,7 @@ pub fn render_group(
         format!("🔥 FIRING {firing} · resolved {resolved} · {name}")
     };
     let mut out = headline;
-    let mut sorted: Vec<&Alert> = alerts.iter().collect();
-    sorted.sort_by_key(|a| {
-        (
-            a.incoming.status != AlertStatus::Firing,
-            !a.is_critical(),
-            a.id,
-        )
-    });
+    let sorted = listing_order(alerts);
     for a in sorted.iter().take(max_listed) {
         let icon = match (a.incoming.status, a.is_critical()) {
             (AlertStatus::Resolved, _) => "✅",
@@ -525,11 +517,123 @@ pub fn render_group(
     out
 }
 
+/// The order alerts are listed in a group message: firing before resolved, critical first.
+fn listing_order(alerts: &[Alert]) -> Vec<&Alert> {
+    let mut sorted: Vec<&Alert> = alerts.iter().collect();
+    sorted.sort_by_key(|a| {
+        (
+            a.incoming.status != AlertStatus::Firing,
+            !a.is_critical(),
+            a.id,
+        )
+    });
+    sorted
+}
+
+/// At most this many Ack buttons under a group message: one row on every platform (Discord
+/// allows five per row). Other alerts are acknowledged by typing `/ack ID`.
+const MAX_ACK_BUTTONS: usize = 5;
+
+/// One "Ack" button per listed alert that still needs someone: firing, unacknowledged, not
+/// silenced. Only alerts listed in full get one, so the buttons change only when the text
+/// does, and the stored text stays enough to tell whether a message is up to date.
+pub fn ack_actions(
+    alerts: &[Alert],
+    silenced: &HashSet<i64>,
+    max_listed: usize,
+) -> Vec<ChatAction> {
+    listing_order(alerts)
+        .into_iter()
+        .take(max_listed)
+        .filter(|a| {
+            a.incoming.status == AlertStatus::Firing
+                && a.acked_by.is_none()
+                && !silenced.contains(&a.id)
+        })
+        .take(MAX_ACK_BUTTONS)
+        .map(|a| ack_action(a.id))
+        .collect()
+}
+
+fn ack_action(alert_id: i64) -> ChatAction {
+    ChatAction {
+        label: format!("Ack #{alert_id}"),
+        command: format!("/ack {alert_id}"),
+        danger: false,
+    }
+}
+
 /// The default place alerts go when no route matches and none is configured.
 pub fn console_target(channel: &str) -> OutboundTarget {
     OutboundTarget {
         platform: Platform::Console,
         channel_id: channel.to_owned(),
         thread: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::AlertSource;
+
+    fn alert(id: i64, status: AlertStatus, severity: &str) -> Alert {
+        let at = chrono::DateTime::UNIX_EPOCH;
+        Alert {
+            id,
+            incoming: IncomingAlert {
+                source: AlertSource::Webhook,
+                fingerprint: format!("f{id}"),
+                group_key: "g".into(),
+                status,
+                labels: [("severity".to_owned(), severity.to_owned())].into(),
+                annotations: BTreeMap::new(),
+                starts_at: at,
+                ends_at: None,
+                generator_url: None,
+            },
+            first_seen: at,
+            last_seen: at,
+            acked_by: None,
+            acked_at: None,
+            resolved_at: None,
+        }
+    }
+
+    fn commands(actions: &[ChatAction]) -> Vec<&str> {
+        actions.iter().map(|a| a.command.as_str()).collect()
+    }
+
+    #[test]
+    fn ack_buttons_are_for_listed_alerts_that_still_need_someone() {
+        let mut alerts = vec![
+            alert(1, AlertStatus::Firing, "warning"),
+            alert(2, AlertStatus::Resolved, "critical"),
+            alert(3, AlertStatus::Firing, "critical"),
+            alert(4, AlertStatus::Firing, "warning"),
+            alert(5, AlertStatus::Firing, "warning"),
+        ];
+        alerts[3].acked_by = Some("alice".into());
+        let silenced = HashSet::from([5]);
+        assert_eq!(
+            commands(&ack_actions(&alerts, &silenced, 10)),
+            ["/ack 3", "/ack 1"],
+            "critical first; resolved, acked and silenced alerts get none"
+        );
+        assert_eq!(
+            commands(&ack_actions(&alerts, &silenced, 1)),
+            ["/ack 3"],
+            "summarised alerts get none, so buttons change only with the text"
+        );
+    }
+
+    #[test]
+    fn at_most_one_row_of_ack_buttons() {
+        let alerts: Vec<Alert> = (1..=8)
+            .map(|id| alert(id, AlertStatus::Firing, "critical"))
+            .collect();
+        let actions = ack_actions(&alerts, &HashSet::new(), 10);
+        assert_eq!(actions.len(), MAX_ACK_BUTTONS);
+        assert_eq!(actions[0].label, "Ack #1");
     }
 }

@@ -220,10 +220,13 @@ impl crate::ports::ChatOutbound for ConsoleOutbound {
         &self,
         to: &crate::ports::OutboundTarget,
         message_id: &str,
-        text: &str,
+        message: &crate::ports::OutboundMessage,
     ) -> Result<(), crate::ports::OutboundError> {
         let mut out = tokio::io::stdout();
-        let line = format!("[#{} message {message_id}, edited] {text}\n", to.channel_id);
+        let line = format!(
+            "[#{} message {message_id}, edited] {}\n",
+            to.channel_id, message.text
+        );
         out.write_all(line.as_bytes())
             .await
             .map_err(|e| crate::ports::OutboundError::Failed(e.to_string()))?;

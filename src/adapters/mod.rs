@@ -54,9 +54,9 @@ impl ChatOutbound for PlatformOutbound {
         &self,
         to: &OutboundTarget,
         message_id: &str,
-        text: &str,
+        message: &OutboundMessage,
     ) -> Result<(), OutboundError> {
-        self.adapter(to)?.edit(to, message_id, text).await
+        self.adapter(to)?.edit(to, message_id, message).await
     }
 }
 

@@ -194,11 +194,15 @@ impl ChatOutbound for SlackApi {
         &self,
         to: &OutboundTarget,
         message_id: &str,
-        text: &str,
+        message: &OutboundMessage,
     ) -> Result<(), OutboundError> {
+        // chat.update keeps the previous blocks unless given new ones; an empty list removes
+        // buttons that no longer apply (an alert acked since).
         let req = SlackApiChatUpdateRequest::new(
             SlackChannelId(to.channel_id.clone()),
-            SlackMessageContent::new().with_text(text.to_owned()),
+            SlackMessageContent::new()
+                .with_text(message.text.clone())
+                .with_blocks(blocks(message).unwrap_or_default()),
             SlackTs(message_id.to_owned()),
         );
         let session = self.client.open_session(&self.token);

@@ -15,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use teloxide::payloads::{
-    GetUpdatesSetters, SendDocumentSetters, SendMessageSetters, SetWebhookSetters,
+    EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters, SendMessageSetters,
+    SetWebhookSetters,
 };
 use teloxide::prelude::Requester;
 use teloxide::types::{
@@ -202,17 +203,20 @@ impl ChatOutbound for TelegramApi {
         &self,
         to: &OutboundTarget,
         message_id: &str,
-        text: &str,
+        message: &OutboundMessage,
     ) -> Result<(), OutboundError> {
         let chat = chat_id(to)?;
         let id = message_id.parse::<i32>().map_err(|_| {
             OutboundError::Undeliverable(format!("{message_id:?} is not a Telegram message id"))
         })?;
-        match self
-            .bot
-            .edit_message_text(chat, MessageId(id), head(text, MAX_TEXT_UNITS))
-            .await
-        {
+        // An edit without a keyboard removes the one the message had.
+        let mut req =
+            self.bot
+                .edit_message_text(chat, MessageId(id), head(&message.text, MAX_TEXT_UNITS));
+        if let Some(markup) = keyboard(message) {
+            req = req.reply_markup(markup);
+        }
+        match req.await {
             // Telegram refuses an edit that changes nothing; the message already says it.
             Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
             // A message sent as a file has a caption, not text: retrying cannot fix that.

@@ -218,7 +218,7 @@ impl ChatOutbound for Throttled {
         &self,
         to: &OutboundTarget,
         message_id: &str,
-        text: &str,
+        message: &OutboundMessage,
     ) -> Result<(), OutboundError> {
         let key = ((to.platform, to.channel_id.clone()), message_id.to_owned());
         let generation = {
@@ -239,8 +239,8 @@ impl ChatOutbound for Throttled {
                 .is_some_and(|g| *g > generation)
         };
         let result = self
-            .paced(to, Priority::Routine, overtaken, || {
-                self.inner.edit(to, message_id, text)
+            .paced(to, message.priority, overtaken, || {
+                self.inner.edit(to, message_id, message)
             })
             .await;
         {
@@ -250,7 +250,7 @@ impl ChatOutbound for Throttled {
             }
         }
         result
-            .inspect_err(|e| self.gave_up(to, text, e))
+            .inspect_err(|e| self.gave_up(to, &message.text, e))
             .map(|_| ())
     }
 }
@@ -276,12 +276,13 @@ mod tests {
             &self,
             to: &OutboundTarget,
             _: &str,
-            text: &str,
+            message: &OutboundMessage,
         ) -> Result<(), OutboundError> {
-            self.0
-                .lock()
-                .unwrap()
-                .push((to.channel_id.clone(), text.to_owned(), Instant::now()));
+            self.0.lock().unwrap().push((
+                to.channel_id.clone(),
+                message.text.clone(),
+                Instant::now(),
+            ));
             Ok(())
         }
     }
@@ -327,7 +328,9 @@ mod tests {
         for text in ["edit 1", "edit 2", "edit 3"] {
             let t = t.clone();
             tasks.push(tokio::spawn(async move {
-                t.edit(&slack("A"), "m", text).await.unwrap()
+                t.edit(&slack("A"), "m", &OutboundMessage::text(text))
+                    .await
+                    .unwrap()
             }));
             tokio::task::yield_now().await;
         }
@@ -363,7 +366,12 @@ mod tests {
             }
             self.rec.post(to, text).await
         }
-        async fn edit(&self, _: &OutboundTarget, _: &str, _: &str) -> Result<(), OutboundError> {
+        async fn edit(
+            &self,
+            _: &OutboundTarget,
+            _: &str,
+            _: &OutboundMessage,
+        ) -> Result<(), OutboundError> {
             Ok(())
         }
     }

@@ -283,6 +283,8 @@ pub struct RecordingOutbound {
     pub fail_with_retry_after: std::sync::Mutex<Option<std::time::Duration>>,
     /// Texts of the posts sent with urgent priority.
     pub urgent: std::sync::Mutex<Vec<String>>,
+    /// The commands of the buttons each message carries now (by message id).
+    pub buttons: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -302,6 +304,21 @@ pub enum Outbound {
 impl RecordingOutbound {
     pub fn messages(&self) -> Vec<Outbound> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The commands behind the buttons message `id` shows now.
+    pub fn buttons_on(&self, id: &str) -> Vec<String> {
+        self.buttons
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn record_buttons(&self, id: &str, message: &opsbot::ports::OutboundMessage) {
+        let commands = message.actions.iter().map(|a| a.command.clone()).collect();
+        self.buttons.lock().unwrap().insert(id.to_owned(), commands);
     }
 
     /// Waits (polling, with a deadline) until `pred` holds for the recorded messages.
@@ -335,7 +352,9 @@ impl opsbot::ports::ChatOutbound for RecordingOutbound {
         if message.priority == opsbot::ports::Priority::Urgent {
             self.urgent.lock().unwrap().push(message.text.clone());
         }
-        self.post(to, &message.text).await
+        let id = self.post(to, &message.text).await?;
+        self.record_buttons(&id, message);
+        Ok(id)
     }
 
     async fn post(
@@ -360,15 +379,16 @@ impl opsbot::ports::ChatOutbound for RecordingOutbound {
         &self,
         to: &opsbot::ports::OutboundTarget,
         message_id: &str,
-        text: &str,
+        message: &opsbot::ports::OutboundMessage,
     ) -> Result<(), opsbot::ports::OutboundError> {
         if let Some(d) = *self.fail_with_retry_after.lock().unwrap() {
             return Err(opsbot::ports::OutboundError::RetryAfter(d));
         }
+        self.record_buttons(message_id, message);
         self.log.lock().unwrap().push(Outbound::Edit {
             channel: to.channel_id.clone(),
             id: message_id.to_owned(),
-            text: text.to_owned(),
+            text: message.text.clone(),
         });
         Ok(())
     }
@@ -401,6 +421,29 @@ kind = "exec"
 argv = ["./act.sh", "{service}"]
 timeout = "10s"
 "#;
+
+const PLATFORM_AM_TOKEN: &str = "am-token-abc123";
+
+/// An `[alerts]` table sending every alert group to `channel` on `platform`.
+pub fn alerts_routed_to(platform: &str, channel: &str) -> String {
+    format!(
+        "[alerts]\nalertmanager_token = \"{PLATFORM_AM_TOKEN}\"\n\
+         default_route = {{ platform = \"{platform}\", channel = \"{channel}\" }}\n"
+    )
+}
+
+/// Delivers Alertmanager's recorded single firing alert to the app at `base`
+/// (`http://host:port`, configured with `alerts_routed_to`) and checks it was accepted.
+pub async fn fire_one_alert(base: &str) {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/hooks/alertmanager"))
+        .bearer_auth(PLATFORM_AM_TOKEN)
+        .body(am_fixture("01-firing-single.json"))
+        .send()
+        .await
+        .expect("deliver the alert");
+    assert_eq!(resp.status(), 200, "alert accepted");
+}
 
 /// Serves a fake platform or upstream on 127.0.0.1 (a free port); returns its base URL.
 pub async fn serve_fake(app: axum::Router) -> String {

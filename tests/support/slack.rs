@@ -96,13 +96,15 @@ pub async fn fake_web_api(connections: Option<Connections>, seen: Seen) -> Strin
     crate::support::serve_fake(app).await
 }
 
-/// The app with `slack` (the `[slack]` table's keys), alice (deployer, may request
-/// /rollback) and bob (sre-lead, may approve); `act.sh` appends to `runs.log`.
+/// The app with `slack` (the `[slack]` table's keys, optionally followed by more tables),
+/// alice (deployer, may request /rollback) and bob (sre-lead, may approve and ack alerts);
+/// `act.sh` appends to `runs.log`.
 pub async fn app_with_slack(slack: &str) -> TestApp {
     let config = format!(
         r#"
 [builtins]
 status_roles = ["deployer", "sre-lead"]
+responder_roles = ["sre-lead"]
 
 [slack]
 {slack}

@@ -228,14 +228,15 @@ impl ChatOutbound for DiscordApi {
         &self,
         to: &OutboundTarget,
         message_id: &str,
-        text: &str,
+        message: &OutboundMessage,
     ) -> Result<(), OutboundError> {
         let channel = channel_of(to)?;
-        let message = snowflake(message_id).map(MessageId::new).ok_or_else(|| {
+        let id = snowflake(message_id).map(MessageId::new).ok_or_else(|| {
             OutboundError::Undeliverable(format!("{message_id:?} is not a Discord message id"))
         })?;
-        let (content, file) = body(text);
-        // The text decides the attachments: an earlier long version's file goes away.
+        let (content, file) = body(&message.text);
+        // The text decides the attachments: an earlier long version's file goes away; the
+        // same for buttons that no longer apply.
         let mut attachments = EditAttachments::new();
         if let Some(file) = file {
             attachments = attachments.add(file);
@@ -243,9 +244,10 @@ impl ChatOutbound for DiscordApi {
         let edit = EditMessage::new()
             .content(content)
             .allowed_mentions(quiet())
-            .attachments(attachments);
+            .attachments(attachments)
+            .components(buttons(&message.actions).into_iter().collect());
         channel
-            .edit_message(&*self.http, message, edit)
+            .edit_message(&*self.http, id, edit)
             .await
             .map(|_| ())
             .map_err(outbound_error)
