@@ -475,13 +475,40 @@ impl App {
         tracing::info!("shutting down");
         shutdown.cancel();
         let grace = self.config.server.shutdown_grace.0;
-        if tokio::time::timeout(grace, http).await.is_err() {
+        let deadline = tokio::time::Instant::now() + grace;
+        if tokio::time::timeout_at(deadline, http).await.is_err() {
             tracing::warn!(
                 grace_secs = grace.as_secs(),
                 "HTTP server did not stop within the grace period"
             );
         }
+        self.drain(deadline).await;
         Ok(())
+    }
+
+    /// Waits (until `deadline`) for commands already acknowledged to the platforms to be
+    /// answered: they will not be delivered again, so leaving early would lose the answer.
+    /// Runbooks still running at the deadline are cut off; their requests are marked
+    /// interrupted by the next sweep (here or on another replica), never run again.
+    async fn drain(&self, deadline: tokio::time::Instant) {
+        let in_flight = self.router.in_flight();
+        in_flight.close();
+        if in_flight.is_empty() {
+            return;
+        }
+        tracing::info!(
+            in_flight = in_flight.len(),
+            "waiting for acknowledged commands to be answered"
+        );
+        if tokio::time::timeout_at(deadline, in_flight.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                abandoned = in_flight.len(),
+                "shutdown grace period over; abandoning commands still being answered"
+            );
+        }
     }
 
     /// `opsbot chat`: the console on stdin/stdout until end of input. HTTP is served alongside
@@ -544,7 +571,7 @@ async fn sweep_forever(
                         // Each on its own: one rate-limited channel must not hold up the
                         // others or the next sweep. The outbound logs and counts a failure.
                         let outbound = outbound.clone();
-                        tokio::spawn(async move { outbound.send(&to, &message).await });
+                        router.in_flight().spawn(async move { outbound.send(&to, &message).await });
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "sweeping runbook requests failed"),

@@ -400,6 +400,71 @@ async fn serve_answers_http_and_console_and_stops_on_sigterm() {
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
 }
 
+#[tokio::test]
+async fn sigterm_waits_for_a_command_being_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 1);
+    let text_cfg = std::fs::read_to_string(&config).unwrap().replace(
+        "[console]\n",
+        "[console]\nenabled = true\nuser = \"alice\"\n",
+    );
+    std::fs::write(&config, text_cfg).unwrap();
+    let (started, go) = (dir.path().join("started"), dir.path().join("go"));
+    support::write_executable(
+        dir.path(),
+        "slow.sh",
+        &format!(
+            "#!/bin/sh\ntouch '{}'\nwhile [ ! -f '{}' ]; do sleep 0.05; done\necho finished the slow work\n",
+            started.display(),
+            go.display()
+        ),
+    );
+    std::fs::write(
+        dir.path().join("commands/slow.toml"),
+        "name = \"slow\"\nsummary = \"Waits for go\"\nroles = [\"sre\"]\n\
+         [action]\nkind = \"exec\"\nargv = [\"./slow.sh\"]\ntimeout = \"60s\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsbot"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let replies = wait_for_line(child.stdout.take().unwrap(), |l| l.contains("finished"));
+    let draining = wait_for_line(child.stderr.take().unwrap(), |l| {
+        l.contains("waiting for acknowledged commands to be answered")
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"/slow\n").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runbook never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // Only once opsbot is shutting down does the runbook get to finish.
+    draining
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("serve waits for the command in flight");
+    std::fs::write(&go, "").unwrap();
+    let reply = replies
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the answer is still delivered after SIGTERM");
+    assert!(reply.contains("finished the slow work"), "{reply}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+}
+
 #[test]
 fn secrets_from_env_never_reach_chat_or_logs() {
     let dir = tempfile::tempdir().unwrap();

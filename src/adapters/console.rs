@@ -85,6 +85,8 @@ impl Console {
                 }
                 other => other,
             };
+            // Shutdown waits for the command being answered, not for the next line.
+            let _answering = self.router.in_flight().token();
             let response = self.router.handle(&self.event(&user, payload)).await;
             if let Some(reply) = response.reply {
                 write_line(&mut output, &reply.text).await?;

@@ -295,7 +295,8 @@ fn event(
 /// acknowledged (or is about to), within Slack's 3 seconds.
 fn dispatch(state: &SlackState, ev: InboundEvent, response_url: Option<SlackResponseUrl>) {
     let state = state.clone();
-    tokio::spawn(async move {
+    let tasks = state.router.in_flight().clone();
+    tasks.spawn(async move {
         let mut ev = ev;
         // Events and button presses name only the channel id; allow-lists may use its name.
         if ev.channel.name == ev.channel.id

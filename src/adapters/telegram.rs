@@ -286,7 +286,9 @@ impl TelegramInbound {
             }
         }
         let this = self.clone();
-        tokio::spawn(async move { this.handle(update).await });
+        self.router
+            .in_flight()
+            .spawn(async move { this.handle(update).await });
         Ok(())
     }
 

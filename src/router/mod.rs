@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::actions::alerts::{AlertService, Escalation};
@@ -150,6 +151,7 @@ pub struct Router {
     deps: RouterDeps,
     /// (limit key) -> until when further limited replies are withheld.
     limit_notices: Mutex<HashMap<String, Instant>>,
+    in_flight: TaskTracker,
 }
 
 impl Router {
@@ -157,7 +159,16 @@ impl Router {
         Self {
             deps,
             limit_notices: Mutex::new(HashMap::new()),
+            in_flight: TaskTracker::new(),
         }
+    }
+
+    /// Work accepted from a platform and not yet answered: a command being handled and its
+    /// answer being posted. Adapters run that work through it (`spawn`, or hold a `token()`)
+    /// so that shutdown can wait for it: the platform was told "received" and will not send
+    /// the event again.
+    pub fn in_flight(&self) -> &TaskTracker {
+        &self.in_flight
     }
 
     pub fn catalog(&self) -> &Catalog {

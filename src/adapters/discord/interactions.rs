@@ -64,7 +64,8 @@ pub async fn interactions(
         Interaction::Command(cmd) => match first(&state, cmd.id).await {
             Ok(new) => {
                 if new {
-                    tokio::spawn(async move { state.answer(cmd, None).await });
+                    let tasks = state.router.in_flight().clone();
+                    tasks.spawn(async move { state.answer(cmd, None).await });
                 }
                 callback(DEFERRED_CHANNEL_MESSAGE)
             }
@@ -73,7 +74,8 @@ pub async fn interactions(
         Interaction::Component(press) => match first(&state, press.id).await {
             Ok(new) => {
                 if new {
-                    tokio::spawn(async move { state.press(press, None).await });
+                    let tasks = state.router.in_flight().clone();
+                    tasks.spawn(async move { state.press(press, None).await });
                 }
                 callback(DEFERRED_UPDATE_MESSAGE)
             }

@@ -212,7 +212,8 @@ async fn session(
             Ok(Envelope::Interactive { payload }) => on_interaction(state, payload),
             Ok(Envelope::EventsApi { payload }) => {
                 let state = state.clone();
-                tokio::spawn(async move {
+                let tasks = state.router.in_flight().clone();
+                tasks.spawn(async move {
                     if let Err(e) = on_event_callback(&state, payload).await {
                         tracing::error!(error = %e, "could not record a Slack event id; the event is dropped");
                     }
