@@ -392,6 +392,45 @@ async fn expired_requests_say_so_and_cannot_be_approved() {
 }
 
 #[tokio::test]
+async fn the_sweep_forgets_platform_event_ids_after_a_day() {
+    use opsbot::domain::Platform;
+    use opsbot::ports::Clock as _;
+    let clock = Arc::new(FakeClock::new(Utc::now()));
+    let cmd = runbook(1, "", "30s");
+    let app = app_for(PEOPLE, &cmd, Some(clock.clone())).await;
+    let store = &app.store;
+    assert!(
+        store
+            .first_delivery(Platform::Telegram, "7", clock.now())
+            .await
+            .unwrap()
+    );
+    clock.advance(Duration::from_secs(23 * 3600));
+    assert!(
+        store
+            .first_delivery(Platform::Telegram, "8", clock.now())
+            .await
+            .unwrap()
+    );
+    clock.advance(Duration::from_secs(2 * 3600));
+    app.router.sweep().await.unwrap();
+    assert!(
+        store
+            .first_delivery(Platform::Telegram, "7", clock.now())
+            .await
+            .unwrap(),
+        "a day old: forgotten"
+    );
+    assert!(
+        !store
+            .first_delivery(Platform::Telegram, "8", clock.now())
+            .await
+            .unwrap(),
+        "two hours old: still recognised"
+    );
+}
+
+#[tokio::test]
 async fn timeout_kills_the_whole_process_group() {
     let app = app_with(1, "", "1s").await;
     script(

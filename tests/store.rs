@@ -126,6 +126,7 @@ on_both_backends! {
     deleted_record_is_detected => sqlite_deleted_record_is_detected, postgres_deleted_record_is_detected;
     database_refuses_update_and_delete => sqlite_database_refuses_update_and_delete, postgres_database_refuses_update_and_delete;
     control_characters_do_not_fail_append => sqlite_control_characters_do_not_fail_append, postgres_control_characters_do_not_fail_append;
+    old_event_ids_are_forgotten => sqlite_old_event_ids_are_forgotten, postgres_old_event_ids_are_forgotten;
 }
 
 fn entry(n: usize) -> AuditEntry {
@@ -383,4 +384,49 @@ async fn postgres_two_replicas_extend_one_chain() {
     );
     drop(replicas);
     support::drop_postgres_schema(&schema).await;
+}
+
+async fn old_event_ids_are_forgotten(b: &Backend) {
+    use opsbot::domain::Platform;
+    let store = b.store();
+    let t0 = chrono::Utc::now();
+    let later = t0 + chrono::Duration::hours(2);
+    assert!(
+        store
+            .first_delivery(Platform::Slack, "Ev1", t0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .first_delivery(Platform::Slack, "Ev2", later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .first_delivery(Platform::Slack, "Ev1", later)
+            .await
+            .unwrap(),
+        "a redelivery"
+    );
+    let forgotten = store
+        .forget_deliveries_before(t0 + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 1);
+    assert!(
+        !store
+            .first_delivery(Platform::Slack, "Ev2", later)
+            .await
+            .unwrap(),
+        "kept"
+    );
+    assert!(
+        store
+            .first_delivery(Platform::Slack, "Ev1", later)
+            .await
+            .unwrap(),
+        "forgotten, so new again"
+    );
 }

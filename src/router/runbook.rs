@@ -27,6 +27,11 @@ use super::{Done, Refusal, Router};
 /// whose lease lapses belonged to a process that died: it becomes `interrupted`.
 pub const LEASE: Duration = Duration::from_secs(60);
 
+/// How long platform event ids are kept to recognise redeliveries. Slack retries for about
+/// an hour at most, Discord interactions live 15 minutes, Telegram keeps undelivered updates
+/// for a day and never resends confirmed ones: a day covers them all and bounds the table.
+pub const EVENT_ID_RETENTION: chrono::Duration = chrono::Duration::days(1);
+
 /// Reactions and roles for approvals, from `[approvals]` in the config.
 #[derive(Clone, Debug)]
 pub struct ApprovalSettings {
@@ -850,6 +855,14 @@ impl Router {
         }
         if let Err(e) = self.deps.alerts.remind(&self.deps.escalation).await {
             warn!(error = %e, "alert reminders failed");
+        }
+        if let Err(e) = self
+            .deps
+            .store
+            .forget_deliveries_before(now - EVENT_ID_RETENTION)
+            .await
+        {
+            warn!(error = %e, "forgetting old platform event ids failed");
         }
         for i in self.deps.store.unacked_incidents().await? {
             let due = i.severity.ack_due(i.opened_at, &self.deps.response_targets);

@@ -187,6 +187,18 @@ macro_rules! impl_alert_store {
                 Ok(n == 1)
             }
 
+            async fn forget_deliveries_before(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+            ) -> Result<u64, $crate::ports::StoreError> {
+                Ok(sqlx::query("DELETE FROM platform_events WHERE received_at < $1")
+                    .bind(before.timestamp_micros())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::backend)?
+                    .rows_affected())
+            }
+
             async fn ingest_alerts(
                 &self,
                 alerts: &[$crate::domain::IncomingAlert],
