@@ -77,6 +77,25 @@ pub struct Throttled {
     metrics: Option<Arc<Metrics>>,
 }
 
+/// Channels tracked before idle ones are forgotten (one entry per channel ever written to
+/// would grow without bound with Telegram private chats).
+const PRUNE_AT: usize = 1024;
+
+/// Forgets channels nobody is sending to whose spacing has run out: a message to them
+/// later may go at once anyway.
+fn prune_idle(channels: &mut HashMap<ChannelKey, Arc<Channel>>) {
+    let now = Instant::now();
+    channels.retain(|_, channel| {
+        let in_use = Arc::strong_count(channel) > 1;
+        // A held lock means a message is being sent (or waits) right now.
+        in_use
+            || channel
+                .send
+                .try_lock()
+                .map_or(true, |next_free| *next_free > now)
+    });
+}
+
 /// Longest part of an undeliverable message's text that goes into the log.
 const LOGGED_TEXT_CHARS: usize = 2000;
 
@@ -112,9 +131,11 @@ impl Throttled {
     }
 
     fn channel(&self, key: &ChannelKey) -> Arc<Channel> {
-        self.channels
-            .lock()
-            .expect("throttle map poisoned")
+        let mut channels = self.channels.lock().expect("throttle map poisoned");
+        if channels.len() >= PRUNE_AT && !channels.contains_key(key) {
+            prune_idle(&mut channels);
+        }
+        channels
             .entry(key.clone())
             .or_insert_with(|| {
                 Arc::new(Channel {
@@ -317,6 +338,38 @@ mod tests {
         assert_eq!(at("a2"), Duration::from_secs(1));
         assert_eq!(at("a3"), Duration::from_secs(2));
         assert_eq!(at("b1"), Duration::ZERO, "another channel is not held up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_channels_are_forgotten_but_pacing_holds() {
+        let rec = Arc::new(Recorder::default());
+        let t = Throttled::new(rec.clone(), default_spacing);
+        let tracked = || t.channels.lock().unwrap().len();
+        for i in 0..PRUNE_AT {
+            t.post(&slack(&format!("C{i}")), "hi").await.unwrap();
+        }
+        assert_eq!(tracked(), PRUNE_AT);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let start = Instant::now();
+        t.post(&slack("busy"), "1").await.unwrap();
+        assert_eq!(
+            tracked(),
+            1,
+            "channels idle past their spacing are forgotten"
+        );
+
+        for i in 1..PRUNE_AT {
+            t.post(&slack(&format!("D{i}")), "hi").await.unwrap();
+        }
+        t.post(&slack("another"), "hi").await.unwrap();
+        assert_eq!(
+            tracked(),
+            PRUNE_AT + 1,
+            "channels still inside their spacing are kept"
+        );
+        t.post(&slack("busy"), "2").await.unwrap();
+        let sent_at = rec.0.lock().unwrap().last().unwrap().2;
+        assert_eq!(sent_at - start, Duration::from_secs(1), "still paced");
     }
 
     #[tokio::test(start_paused = true)]
