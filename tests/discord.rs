@@ -50,6 +50,9 @@ struct FakeState {
     ws_url: Mutex<String>,
     /// Channel posts still to refuse with 429.
     rate_limit_posts: AtomicUsize,
+    /// Edits of an interaction's original response still to refuse with 404, as Discord does
+    /// before it has processed the deferral.
+    unknown_webhook: AtomicUsize,
     next_id: AtomicU64,
     /// IDENTIFY payloads received on the gateway.
     identified: Mutex<Vec<Value>>,
@@ -138,6 +141,18 @@ async fn rest(
         ("GET", ["users", "@me"]) => axum::Json(user(BOT, "opsbot")).into_response(),
         ("PUT", ["applications", _, .., "commands"]) => axum::Json(json!([])).into_response(),
         ("POST", ["interactions", _, _, "callback"]) => StatusCode::NO_CONTENT.into_response(),
+        ("PATCH", ["webhooks", _, _, "messages", "@original"])
+            if fake
+                .unknown_webhook
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok() =>
+        {
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({ "code": 10015, "message": "Unknown Webhook" })),
+            )
+                .into_response()
+        }
         ("PATCH", ["webhooks", _, _, "messages", "@original"]) => {
             let id = new_id();
             answered_id = Some(id.clone());
@@ -992,6 +1007,28 @@ async fn a_signed_command_is_deferred_then_the_original_response_is_edited() {
         .filter(|c| c.path.contains("/token-1100000000000000031/"))
         .count();
     assert_eq!(status_answers, 1, "the replay was answered once only");
+}
+
+#[tokio::test]
+async fn an_answer_racing_its_own_deferral_is_edited_again() {
+    let (fake, bot) = team_with_discord(false, &[]).await;
+    fake.state.unknown_webhook.store(2, Ordering::SeqCst);
+    let body = interaction("1100000000000000041", ALICE, "status", json!([])).to_string();
+    assert_eq!(post_signed(&bot, &body).await.status(), 200);
+    let edit = fake
+        .wait_for("the answer after two 404s", |c| {
+            c.path
+                .ends_with("/token-1100000000000000041/messages/@original")
+                && c.answered_id.is_some()
+        })
+        .await;
+    assert!(content_of(&edit).contains("No health checks are configured."));
+    let attempts = fake
+        .calls()
+        .iter()
+        .filter(|c| c.path.contains("/token-1100000000000000041/"))
+        .count();
+    assert_eq!(attempts, 3);
 }
 
 #[tokio::test]

@@ -50,6 +50,8 @@ const MAX_ROW_BUTTONS: usize = 5;
 /// this is how long the channel is held back then. With the rate limiter on (discord.com),
 /// serenity waits out 429s itself and they never reach us.
 const RETRY_AFTER_UNKNOWN: Duration = Duration::from_secs(1);
+/// Edits of a deferred response tried again after a 404 (0.1 + 0.2 + 0.4 + 0.8 s of waiting).
+const DEFERRAL_RETRIES: usize = 4;
 
 /// The serenity REST client as configured: against discord.com with serenity's own rate
 /// limiter, or against `api_url` (a proxy or a test fake) without it, since serenity ignores
@@ -415,7 +417,7 @@ impl DiscordState {
         if let Some(row) = buttons(&message.actions) {
             edit = edit.components(vec![row]);
         }
-        match cmd.edit_response(&*self.http, edit).await {
+        match self.edit_deferred(&cmd, edit).await {
             Ok(message) => {
                 if let Some(run) = response.pending_run {
                     self.bind(run, message.channel_id, message.id).await;
@@ -425,6 +427,30 @@ impl DiscordState {
                 tracing::error!(request_id = %reply.request_id, error = %describe(&e), "could not answer a Discord command")
             }
         }
+    }
+
+    /// Edits the deferred response to `cmd`. Over the interactions endpoint the deferral is
+    /// the HTTP answer, which Discord may not have processed when the edit arrives (404
+    /// Unknown Webhook): then the edit is tried again a few times, a little later each time.
+    async fn edit_deferred(
+        &self,
+        cmd: &CommandInteraction,
+        edit: EditInteractionResponse,
+    ) -> Result<serenity::all::Message, serenity::Error> {
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..DEFERRAL_RETRIES {
+            match cmd.edit_response(&*self.http, edit.clone()).await {
+                Err(serenity::Error::Http(HttpError::UnsuccessfulRequest(r)))
+                    if r.status_code.as_u16() == 404 =>
+                {
+                    tracing::debug!("deferred Discord response not there yet; editing again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                other => return other,
+            }
+        }
+        cmd.edit_response(&*self.http, edit).await
     }
 
     /// A button press from the gateway: record it, acknowledge it (deferred update: the message
