@@ -247,6 +247,7 @@ impl App {
             health: health.clone(),
             metrics: metrics.clone(),
             runner: Arc::new(ProcessRunner::new().map_err(StartupError::Config)?),
+            outbound: outbound.clone(),
             approvals: ApprovalSettings {
                 approve_emoji: config.approvals.approve_emoji.clone(),
                 deny_emoji: config.approvals.deny_emoji.clone(),

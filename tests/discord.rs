@@ -647,9 +647,21 @@ async fn request_rollback_on_the_gateway(fake: &FakeDiscord, bot: &Bot, id: &str
     original
 }
 
-/// The rollback's output arrives in the channel as a reply to the approval request, and a
-/// moment later the script has still run only once.
+/// The rollback's output arrives in the channel as a reply to the approval request, the
+/// request loses its buttons, and a moment later the script has still run only once.
 async fn assert_ran_once_in_reply_to(fake: &FakeDiscord, bot: &Bot, approval: &str) {
+    let retired = fake
+        .wait_for("the request's buttons removed", |c| {
+            c.method == "PATCH"
+                && c.path == format!("/api/v10/channels/{CHANNEL}/messages/{approval}")
+        })
+        .await;
+    assert_eq!(retired.body["components"], json!([]), "{:?}", retired.body);
+    assert!(
+        content_of(&retired).contains("approved by bob"),
+        "{:?}",
+        retired.body
+    );
     let result = wait("the run's output in the channel", || {
         fake.posts_containing("succeeded").into_iter().next()
     })

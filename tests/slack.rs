@@ -328,6 +328,20 @@ async fn approval_requests_carry_buttons_and_a_press_approves_as_the_presser() {
         .unwrap();
     assert_eq!(result["thread_ts"], ts);
     assert_eq!(runs(&app), 1, "ran exactly once");
+    // The request's buttons go: it was decided.
+    let log = wait_for(&seen, "the request updated", |l| {
+        l.iter().any(|(p, v)| p == "chat.update" && v["ts"] == ts)
+    })
+    .await;
+    let (_, update) = log.iter().find(|(p, _)| p == "chat.update").unwrap();
+    assert_eq!(update["blocks"], serde_json::json!([]), "{update:#}");
+    let text = update["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(
+            "Request #1: /rollback service=api requested by alice — ✅ approved by bob"
+        ),
+        "{text}"
+    );
 }
 
 #[tokio::test]

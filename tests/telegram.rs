@@ -412,6 +412,20 @@ async fn the_approve_button_works_like_the_command_for_the_presser() {
     fake.wait_for_text("the run's output", "rolled back api")
         .await;
     assert_eq!(runs(&app), 1);
+    let retired = fake
+        .wait_until("the request's keyboard removed", |f| {
+            f.calls("editMessageText").into_iter().next()
+        })
+        .await;
+    assert_eq!(retired["message_id"], request);
+    assert!(retired.get("reply_markup").is_none(), "{retired:#}");
+    assert!(
+        retired["text"]
+            .as_str()
+            .unwrap()
+            .contains("approved by bob"),
+        "{retired:#}"
+    );
     assert_eq!(
         fake.calls("answerCallbackQuery").len(),
         2,

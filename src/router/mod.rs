@@ -29,8 +29,8 @@ use crate::domain::{
 };
 use crate::metrics::Metrics;
 use crate::ports::{
-    ActionRunner, ChatAction, Clock, EnvLookup, LimitDecision, OutboundMessage, RateLimiter,
-    SilenceSync, Store,
+    ActionRunner, ChatAction, ChatOutbound, Clock, EnvLookup, LimitDecision, OutboundMessage,
+    RateLimiter, SilenceSync, Store,
 };
 
 use authz::{Authorized, BuiltinAccess, Target, authorize, may_run};
@@ -66,6 +66,8 @@ pub struct RouterDeps {
     /// Writes silences back to Alertmanager, when `alerts.alertmanager_url` is set.
     pub silence_sync: Option<Arc<dyn SilenceSync>>,
     pub runner: Arc<dyn ActionRunner>,
+    /// Edits the bot's own messages (an approval request once it is decided).
+    pub outbound: Arc<dyn ChatOutbound>,
     pub approvals: ApprovalSettings,
     /// Reads opsbot's environment (pass-through variables and secrets for runbooks).
     pub env: EnvLookup,

@@ -17,7 +17,7 @@ use crate::domain::{
     AuditEntry, ChannelRef, InboundEvent, NewRun, Outcome, Person, Platform, RequestId, Requester,
     Role, Run, RunResult, RunState, Severity, Vote, human_duration, normalize_emoji,
 };
-use crate::ports::StoreError;
+use crate::ports::{OutboundMessage, OutboundTarget, StoreError};
 
 use super::bind::BoundArgs;
 use super::parse::Word;
@@ -26,6 +26,9 @@ use super::{Done, Refusal, Router};
 /// How long an approved or running request's lease lasts; renewed while it runs. A request
 /// whose lease lapses belonged to a process that died: it becomes `interrupted`.
 pub const LEASE: Duration = Duration::from_secs(60);
+
+/// What an expired request's message says once its buttons are gone.
+const EXPIRED: &str = "⌛ expired without enough approvals; nothing ran.";
 
 /// How long platform event ids are kept to recognise redeliveries. Slack retries for about
 /// an hour at most, Discord interactions live 15 minutes, Telegram keeps undelivered updates
@@ -324,11 +327,15 @@ impl Router {
             }
         }
         if self.now() >= run.new.expires_at {
-            self.deps
+            let expired = self
+                .deps
                 .store
                 .transition(id, RunState::Pending, RunState::Expired, self.now(), None)
                 .await
                 .map_err(store_failed("expiring run"))?;
+            if expired {
+                self.retire_request(&run, EXPIRED);
+            }
             return Err(Refusal::Invalid(format!(
                 "request #{id} expired at {} UTC and can no longer be approved; request it again.",
                 run.new.expires_at.format("%H:%M:%S")
@@ -363,7 +370,8 @@ impl Router {
     }
 
     async fn cancel_changed(&self, run: &Run) -> Result<(), Refusal> {
-        self.deps
+        let cancelled = self
+            .deps
             .store
             .transition(
                 run.id,
@@ -374,7 +382,43 @@ impl Router {
             )
             .await
             .map_err(store_failed("cancelling changed run"))?;
+        if cancelled {
+            self.retire_request(
+                run,
+                "cancelled: the runbook changed since it was requested; nothing ran.",
+            );
+        }
         Ok(())
+    }
+
+    /// Replaces the message of a request that is no longer pending (its buttons included)
+    /// with what became of it, so nobody presses Approve on a request that was decided. In
+    /// the background and best effort: the decision is already stored and answered, and a
+    /// failed edit is only logged. The console shows no buttons and is left alone.
+    fn retire_request(&self, run: &Run, outcome: &str) {
+        let Some(message_id) = run.message_id.clone() else {
+            return;
+        };
+        if run.new.platform == Platform::Console {
+            return;
+        }
+        let to = OutboundTarget {
+            platform: run.new.platform,
+            channel_id: run.new.channel_id.clone(),
+            thread: run.new.thread.clone(),
+        };
+        let message = OutboundMessage::text(format!(
+            "Request #{}: {} requested by {} — {outcome}",
+            run.id,
+            command_line(&run.new.command, &run.new.args),
+            run.new.requester_name
+        ));
+        let (outbound, id) = (self.deps.outbound.clone(), run.id);
+        self.in_flight().spawn(async move {
+            if let Err(e) = outbound.edit(&to, &message_id, &message).await {
+                warn!(run = id, error = %e, "could not update the message of a decided request");
+            }
+        });
     }
 
     /// An approval, by `/approve ID` or a reaction.
@@ -483,6 +527,14 @@ impl Router {
                 person.name
             )));
         }
+        self.retire_request(
+            &run,
+            &format!(
+                "✅ approved by {} at {} UTC; the result follows.",
+                person.name,
+                now.format("%H:%M")
+            ),
+        );
         let result = self.execute(ev, request_id, &run, &rendered).await?;
         Ok(Done {
             text: format!(
@@ -531,6 +583,7 @@ impl Router {
                 "request #{id} is no longer pending."
             )));
         }
+        self.retire_request(&run, &format!("❌ denied by {}; nothing ran.", person.name));
         Ok(Done {
             text: format!("Request #{id} denied by {}; nothing will run.", person.name),
             detail: format!("denied #{id}"),
@@ -568,6 +621,7 @@ impl Router {
                 "request #{id} is no longer pending."
             )));
         }
+        self.retire_request(&run, "cancelled by the requester; nothing ran.");
         Ok(Done {
             text: format!(
                 "Request #{id} cancelled by {}; nothing will run.",
@@ -844,6 +898,7 @@ impl Router {
             )));
         }
         for run in self.deps.store.expire_due(now).await? {
+            self.retire_request(&run, EXPIRED);
             notices.push(notice(
                 &run,
                 format!(
