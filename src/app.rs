@@ -560,7 +560,8 @@ async fn sweep_forever(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => match router.sweep().await {
+            // Held for the whole sweep, so shutdown also waits for the notices it decides on.
+            _guard = async { tick.tick().await; router.in_flight().token() } => match router.sweep().await {
                 Ok(notices) => {
                     liveness.tick("sweeper", SWEEP_EVERY);
                     for n in notices {

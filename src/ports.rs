@@ -193,7 +193,7 @@ pub trait AlertStore: Send + Sync {
         event_id: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
-    /// Forgets event ids recorded before `before`; returns how many.
+    /// Forgets event ids recorded before `before`, a bounded batch per call; returns how many.
     async fn forget_deliveries_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Inserts or updates every alert (by fingerprint) in one transaction.
     async fn ingest_alerts(

@@ -773,7 +773,7 @@ async fn alert_groups_carry_ack_buttons_that_go_away_once_pressed() {
         support::alerts_routed_to("discord", CHANNEL)
     );
     let bot = spawn_bot(&config, &[]).await;
-    support::fire_one_alert(&format!("http://{}", bot.addr)).await;
+    support::fire_alerts(&format!("http://{}", bot.addr), "01-firing-single.json").await;
     let id = bot.store.active_alerts(1).await.unwrap()[0].id;
     let group = fake
         .wait_for("the group message", |c| content_of(c).contains("FIRING"))
@@ -1053,7 +1053,7 @@ async fn a_429_on_a_channel_post_delays_but_does_not_lose_the_message() {
         support::alerts_routed_to("discord", CHANNEL)
     );
     let bot = spawn_bot(&config, &[]).await;
-    support::fire_one_alert(&format!("http://{}", bot.addr)).await;
+    support::fire_alerts(&format!("http://{}", bot.addr), "01-firing-single.json").await;
     let delivered = fake
         .wait_for("the alert after the 429", |c| c.answered_id.is_some())
         .await;

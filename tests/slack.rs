@@ -329,13 +329,7 @@ async fn approval_requests_carry_buttons_and_a_press_approves_as_the_presser() {
     assert_eq!(result["thread_ts"], ts);
     assert_eq!(runs(&app), 1, "ran exactly once");
     // The request's buttons go: it was decided.
-    let log = wait_for(&seen, "the request updated", |l| {
-        l.iter().any(|(p, v)| p == "chat.update" && v["ts"] == ts)
-    })
-    .await;
-    let (_, update) = log.iter().find(|(p, _)| p == "chat.update").unwrap();
-    assert_eq!(update["blocks"], serde_json::json!([]), "{update:#}");
-    let text = update["text"].as_str().unwrap();
+    let text = retired_request(&seen, ts).await;
     assert!(
         text.starts_with(
             "Request #1: /rollback service=api requested by alice — ✅ approved by bob"
@@ -345,23 +339,38 @@ async fn approval_requests_carry_buttons_and_a_press_approves_as_the_presser() {
 }
 
 #[tokio::test]
-async fn alert_groups_carry_ack_buttons_that_go_away_once_pressed() {
+async fn alert_groups_carry_ack_buttons_and_a_press_removes_only_its_own() {
     let (base, seen) = fake_slack().await;
     let app = slack_support::app_with_slack(&format!(
         "signing_secret = \"{SECRET}\"\nbot_token = \"xoxb-test-token\"\napi_url = \"{base}/api/\"\n{}",
         support::alerts_routed_to("slack", "COPS")
     ))
     .await;
-    support::fire_one_alert(&app.url("")).await;
-    let id = app.store.active_alerts(1).await.unwrap()[0].id;
+    support::fire_alerts(&app.url(""), "03-firing-grouped-3.json").await;
+    let alerts = app.store.active_alerts(10).await.unwrap();
+    let id = alerts.iter().find(|a| a.is_critical()).unwrap().id;
     let log = wait_for(&seen, "the group message", |l| {
         l.iter().any(|(p, _)| p == "chat.postMessage")
     })
     .await;
     let (_, group) = log.iter().find(|(p, _)| p == "chat.postMessage").unwrap();
-    let button = &group["blocks"][1]["elements"][0];
-    assert_eq!(button["value"], format!("/ack {id}"), "{group:#}");
-    assert_eq!(button["text"]["text"], format!("Ack #{id}"));
+    let values = |message: &serde_json::Value| -> Vec<String> {
+        message["blocks"][1]["elements"]
+            .as_array()
+            .map(|b| {
+                b.iter()
+                    .map(|b| b["value"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let buttons = values(group);
+    assert_eq!(buttons.len(), 3, "{group:#}");
+    assert_eq!(buttons[0], format!("/ack {id}"), "the critical alert first");
+    assert_eq!(
+        group["blocks"][1]["elements"][0]["text"]["text"],
+        format!("Ack #{id}")
+    );
     assert!(
         group["text"].as_str().unwrap().contains("FIRING"),
         "fallback text kept"
@@ -383,9 +392,9 @@ async fn alert_groups_carry_ack_buttons_that_go_away_once_pressed() {
         "{update:#}"
     );
     assert_eq!(
-        update["blocks"],
-        serde_json::json!([]),
-        "an empty list, so Slack drops the old button"
+        values(update),
+        buttons[1..],
+        "the other alerts keep their buttons"
     );
     let acked = app.store.alert(id).await.unwrap().unwrap();
     assert_eq!(
@@ -393,6 +402,40 @@ async fn alert_groups_carry_ack_buttons_that_go_away_once_pressed() {
         Some("bob"),
         "acked as the presser"
     );
+}
+
+/// Waits for the request message `ts` to be updated without buttons; returns its new text.
+async fn retired_request(seen: &Seen, ts: &str) -> String {
+    let log = wait_for(seen, "the request updated", |l| {
+        l.iter().any(|(p, v)| p == "chat.update" && v["ts"] == ts)
+    })
+    .await;
+    let (_, update) = log
+        .iter()
+        .find(|(p, v)| p == "chat.update" && v["ts"] == ts)
+        .unwrap();
+    assert_eq!(update["blocks"], serde_json::json!([]), "{update:#}");
+    update["text"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_denied_request_says_so_and_loses_its_buttons() {
+    let (base, seen) = fake_slack().await;
+    let app = app(&base).await;
+    let body = slash(&base, "UALICE", "/rollback", "api", 1);
+    assert_eq!(signed(&app, "/slack/commands", &body).await.status(), 200);
+    let ts = "1700000000.000001";
+    wait_for_binding(&app, ts).await;
+    let body = slash(&base, "UBOB", "/deny", "1", 2);
+    assert_eq!(signed(&app, "/slack/commands", &body).await.status(), 200);
+    let text = retired_request(&seen, ts).await;
+    assert!(
+        text.starts_with(
+            "Request #1: /rollback service=api requested by alice — ❌ denied by bob; nothing ran."
+        ) && text.contains("./act.sh api"),
+        "says what would have run: {text}"
+    );
+    assert_eq!(runs(&app), 0);
 }
 
 #[tokio::test]
@@ -425,7 +468,7 @@ async fn a_429_with_retry_after_delays_but_does_not_lose_the_alert_message() {
         support::alerts_routed_to("slack", "CALERTS")
     );
     let app = spawn_app(&config, &[]).await;
-    support::fire_one_alert(&app.url("")).await;
+    support::fire_alerts(&app.url(""), "01-firing-single.json").await;
     let log = wait_for(&seen, "the message after Retry-After", |l| !l.is_empty()).await;
     assert_eq!(log.len(), 1, "delivered once, not duplicated");
     assert_eq!(log[0].1["channel"], "CALERTS");

@@ -436,7 +436,7 @@ async fn the_approve_button_works_like_the_command_for_the_presser() {
 #[tokio::test]
 async fn alert_groups_carry_ack_buttons_that_go_away_once_pressed() {
     let (app, fake) = app_with(&support::alerts_routed_to("telegram", &CHAT.to_string())).await;
-    support::fire_one_alert(&app.url("")).await;
+    support::fire_alerts(&app.url(""), "01-firing-single.json").await;
     let id = app.store.active_alerts(1).await.unwrap()[0].id;
     let group = fake
         .wait_until("the group message", |f| {

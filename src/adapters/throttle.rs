@@ -64,13 +64,19 @@ impl Drop for UrgentWaiting<'_> {
     }
 }
 
+/// The channels written to, and the size at which idle ones are next looked for.
+struct Channels {
+    by_key: HashMap<ChannelKey, Arc<Channel>>,
+    prune_at: usize,
+}
+
 /// The minimum spacing between two messages in one channel of a platform.
 type Spacing = Box<dyn Fn(Platform) -> Duration + Send + Sync>;
 
 pub struct Throttled {
     inner: Arc<dyn ChatOutbound>,
     spacing: Spacing,
-    channels: Mutex<HashMap<ChannelKey, Arc<Channel>>>,
+    channels: Mutex<Channels>,
     /// Latest edit generation per message, so older queued edits can step aside.
     edits: Mutex<HashMap<(ChannelKey, String), u64>>,
     next_generation: Mutex<u64>,
@@ -86,8 +92,9 @@ const PRUNE_AT: usize = 1024;
 fn prune_idle(channels: &mut HashMap<ChannelKey, Arc<Channel>>) {
     let now = Instant::now();
     channels.retain(|_, channel| {
+        // Handed out only under the map's lock, so an entry held by nobody else is idle and
+        // its lock free.
         let in_use = Arc::strong_count(channel) > 1;
-        // A held lock means a message is being sent (or waits) right now.
         in_use
             || channel
                 .send
@@ -107,7 +114,10 @@ impl Throttled {
         Self {
             inner,
             spacing: Box::new(spacing),
-            channels: Mutex::new(HashMap::new()),
+            channels: Mutex::new(Channels {
+                by_key: HashMap::new(),
+                prune_at: PRUNE_AT,
+            }),
             edits: Mutex::new(HashMap::new()),
             next_generation: Mutex::new(0),
             metrics: None,
@@ -132,10 +142,14 @@ impl Throttled {
 
     fn channel(&self, key: &ChannelKey) -> Arc<Channel> {
         let mut channels = self.channels.lock().expect("throttle map poisoned");
-        if channels.len() >= PRUNE_AT && !channels.contains_key(key) {
-            prune_idle(&mut channels);
+        if channels.by_key.len() >= channels.prune_at && !channels.by_key.contains_key(key) {
+            prune_idle(&mut channels.by_key);
+            // If most are busy, scanning again for every new channel would cost more than
+            // the memory it saves: wait until the map has doubled.
+            channels.prune_at = PRUNE_AT.max(2 * channels.by_key.len());
         }
         channels
+            .by_key
             .entry(key.clone())
             .or_insert_with(|| {
                 Arc::new(Channel {
@@ -344,7 +358,7 @@ mod tests {
     async fn idle_channels_are_forgotten_but_pacing_holds() {
         let rec = Arc::new(Recorder::default());
         let t = Throttled::new(rec.clone(), default_spacing);
-        let tracked = || t.channels.lock().unwrap().len();
+        let tracked = || t.channels.lock().unwrap().by_key.len();
         for i in 0..PRUNE_AT {
             t.post(&slack(&format!("C{i}")), "hi").await.unwrap();
         }

@@ -396,9 +396,6 @@ impl Router {
     /// the background and best effort: the decision is already stored and answered, and a
     /// failed edit is only logged. The console shows no buttons and is left alone.
     fn retire_request(&self, run: &Run, outcome: &str) {
-        let Some(message_id) = run.message_id.clone() else {
-            return;
-        };
         if run.new.platform == Platform::Console {
             return;
         }
@@ -408,13 +405,28 @@ impl Router {
             thread: run.new.thread.clone(),
         };
         let message = OutboundMessage::text(format!(
-            "Request #{}: {} requested by {} — {outcome}",
+            "Request #{}: {} requested by {} — {outcome}\nWould run:\n```\n{}\n```",
             run.id,
             command_line(&run.new.command, &run.new.args),
-            run.new.requester_name
+            run.new.requester_name,
+            run.new.rendered
         ));
-        let (outbound, id) = (self.deps.outbound.clone(), run.id);
+        let (store, outbound, id) = (self.deps.store.clone(), self.deps.outbound.clone(), run.id);
         self.in_flight().spawn(async move {
+            // Read now, not when the command started: the message may have been bound since
+            // (a typed /approve can beat the request's own post). If it is bound later still,
+            // `bind_message` retires it.
+            let message_id = match store.run(id).await {
+                Ok(Some(run)) => run.message_id,
+                Ok(None) => None,
+                Err(e) => {
+                    warn!(run = id, error = %e, "could not load a decided request to update its message");
+                    None
+                }
+            };
+            let Some(message_id) = message_id else {
+                return;
+            };
             if let Err(e) = outbound.edit(&to, &message_id, &message).await {
                 warn!(run = id, error = %e, "could not update the message of a decided request");
             }
@@ -881,7 +893,14 @@ impl Router {
 
     /// Records the chat message approvers react to, once the adapter has posted it.
     pub async fn bind_message(&self, run: i64, message_id: &str) -> Result<(), StoreError> {
-        self.deps.store.set_run_message(run, message_id).await
+        self.deps.store.set_run_message(run, message_id).await?;
+        // Decided before its message was bound: nothing has retired the buttons yet.
+        if let Some(run) = self.deps.store.run(run).await?
+            && run.state != RunState::Pending
+        {
+            self.retire_request(&run, &format!("{}.", run.state));
+        }
+        Ok(())
     }
 
     /// Expires pending requests past their deadline and marks requests whose process died

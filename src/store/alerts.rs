@@ -112,6 +112,9 @@ pub(crate) fn matchers_json(s: &Silence) -> String {
 /// Alerts per upsert statement: 12 bound values each stays under SQLite's 32,766 limit.
 pub(crate) const UPSERT_CHUNK: usize = 1000;
 
+/// Event ids forgotten per call (per sweep, every 15 s): far more than arrive meanwhile.
+pub(crate) const FORGET_BATCH: i64 = 5000;
+
 /// One multi-row upsert of `alerts` (distinct fingerprints: Postgres refuses to update a row
 /// twice in one statement). A resolved alert that fires again starts a new episode, so its
 /// acknowledgement is cleared.
@@ -191,8 +194,14 @@ macro_rules! impl_alert_store {
                 &self,
                 before: chrono::DateTime<chrono::Utc>,
             ) -> Result<u64, $crate::ports::StoreError> {
-                Ok(sqlx::query("DELETE FROM platform_events WHERE received_at < $1")
+                // In batches, so a large backlog (the first sweep after an upgrade) never
+                // holds the table, or SQLite's write lock, for long.
+                Ok(sqlx::query(
+                    "DELETE FROM platform_events WHERE (platform, event_id) IN \
+                     (SELECT platform, event_id FROM platform_events WHERE received_at < $1 LIMIT $2)",
+                )
                     .bind(before.timestamp_micros())
+                    .bind($crate::store::alerts::FORGET_BATCH)
                     .execute(&self.pool)
                     .await
                     .map_err($crate::store::backend)?

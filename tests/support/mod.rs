@@ -432,13 +432,13 @@ pub fn alerts_routed_to(platform: &str, channel: &str) -> String {
     )
 }
 
-/// Delivers Alertmanager's recorded single firing alert to the app at `base`
+/// Delivers a recorded Alertmanager webhook (`fixture`) to the app at `base`
 /// (`http://host:port`, configured with `alerts_routed_to`) and checks it was accepted.
-pub async fn fire_one_alert(base: &str) {
+pub async fn fire_alerts(base: &str, fixture: &str) {
     let resp = reqwest::Client::new()
         .post(format!("{base}/hooks/alertmanager"))
         .bearer_auth(PLATFORM_AM_TOKEN)
-        .body(am_fixture("01-firing-single.json"))
+        .body(am_fixture(fixture))
         .send()
         .await
         .expect("deliver the alert");

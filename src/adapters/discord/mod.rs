@@ -50,8 +50,11 @@ const MAX_ROW_BUTTONS: usize = 5;
 /// this is how long the channel is held back then. With the rate limiter on (discord.com),
 /// serenity waits out 429s itself and they never reach us.
 const RETRY_AFTER_UNKNOWN: Duration = Duration::from_secs(1);
-/// Edits of a deferred response tried again after a 404 (0.1 + 0.2 + 0.4 + 0.8 s of waiting).
+/// Edits of a deferred response tried again after "Unknown Webhook" (0.1 + 0.2 + 0.4 + 0.8 s
+/// of waiting).
 const DEFERRAL_RETRIES: usize = 4;
+/// Discord's error code for an interaction response it does not know (yet).
+const UNKNOWN_WEBHOOK: isize = 10015;
 
 /// The serenity REST client as configured: against discord.com with serenity's own rate
 /// limiter, or against `api_url` (a proxy or a test fake) without it, since serenity ignores
@@ -441,7 +444,7 @@ impl DiscordState {
         for _ in 0..DEFERRAL_RETRIES {
             match cmd.edit_response(&*self.http, edit.clone()).await {
                 Err(serenity::Error::Http(HttpError::UnsuccessfulRequest(r)))
-                    if r.status_code.as_u16() == 404 =>
+                    if r.error.code == UNKNOWN_WEBHOOK =>
                 {
                     tracing::debug!("deferred Discord response not there yet; editing again");
                     tokio::time::sleep(wait).await;
