@@ -10,6 +10,7 @@ mod commands;
 mod gateway;
 mod interactions;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,14 +73,61 @@ pub fn build_http(cfg: &DiscordConfig) -> Http {
 /// Discord's REST API, as the `ChatOutbound` for `Platform::Discord`.
 pub struct DiscordApi {
     http: Arc<Http>,
+    replies: InteractionReplies,
 }
 
 impl DiscordApi {
     pub fn new(cfg: &DiscordConfig) -> Self {
         Self {
             http: Arc::new(build_http(cfg)),
+            replies: InteractionReplies::default(),
         }
     }
+}
+
+/// How long an interaction token may edit its response (Discord allows 15 minutes).
+const INTERACTION_TOKEN_LIFETIME: Duration = Duration::from_secs(14 * 60);
+
+/// Interaction tokens of the slash-command answers that are approval requests, by message
+/// id. While fresh, such a message is edited with its token: that works for every install,
+/// while the channel endpoint needs the bot user to see the channel. Per process; another
+/// replica, or a later edit, uses the channel endpoint.
+#[derive(Clone, Default)]
+struct InteractionReplies(Arc<std::sync::Mutex<HashMap<String, (String, std::time::Instant)>>>);
+
+impl InteractionReplies {
+    fn remember(&self, message: MessageId, token: &str) {
+        let now = std::time::Instant::now();
+        let mut replies = self.0.lock().expect("interaction replies poisoned");
+        replies.retain(|_, (_, until)| *until > now);
+        replies.insert(
+            message.to_string(),
+            (token.to_owned(), now + INTERACTION_TOKEN_LIFETIME),
+        );
+    }
+
+    fn token(&self, message_id: &str) -> Option<String> {
+        let replies = self.0.lock().expect("interaction replies poisoned");
+        replies
+            .get(message_id)
+            .filter(|(_, until)| *until > std::time::Instant::now())
+            .map(|(token, _)| token.clone())
+    }
+}
+
+/// `message` as an edit of an interaction response: text (long text attached), buttons
+/// (none left if it has no actions), no pings.
+fn interaction_edit(message: &OutboundMessage) -> EditInteractionResponse {
+    let (content, file) = body(&message.text);
+    let mut attachments = EditAttachments::new();
+    if let Some(file) = file {
+        attachments = attachments.add(file);
+    }
+    EditInteractionResponse::new()
+        .content(content)
+        .allowed_mentions(quiet())
+        .attachments(attachments)
+        .components(buttons(&message.actions).into_iter().collect())
 }
 
 fn snowflake(s: &str) -> Option<u64> {
@@ -235,6 +283,14 @@ impl ChatOutbound for DiscordApi {
         message_id: &str,
         message: &OutboundMessage,
     ) -> Result<(), OutboundError> {
+        if let Some(token) = self.replies.token(message_id) {
+            match interaction_edit(message).execute(&*self.http, &token).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(error = %describe(&e), "could not edit an interaction response with its token; trying the channel")
+                }
+            }
+        }
         let channel = channel_of(to)?;
         let id = snowflake(message_id).map(MessageId::new).ok_or_else(|| {
             OutboundError::Undeliverable(format!("{message_id:?} is not a Discord message id"))
@@ -265,6 +321,8 @@ pub struct DiscordState {
     router: Arc<Router>,
     store: Arc<dyn Store>,
     http: Arc<Http>,
+    /// Shared with `DiscordApi`, which edits approval requests with their tokens.
+    replies: InteractionReplies,
     /// Channel posts go through the paced outbound, like every other message the bot sends;
     /// interaction answers (webhook edits) do not count against channel limits.
     outbound: Arc<dyn ChatOutbound>,
@@ -298,6 +356,7 @@ impl DiscordState {
             router,
             store,
             http: api.http.clone(),
+            replies: api.replies.clone(),
             outbound,
             verifier,
             hints: hints
@@ -410,19 +469,10 @@ impl DiscordState {
             }
             return;
         };
-        let (content, file) = body(&message.text);
-        let mut edit = EditInteractionResponse::new()
-            .content(content)
-            .allowed_mentions(quiet());
-        if let Some(file) = file {
-            edit = edit.new_attachment(file);
-        }
-        if let Some(row) = buttons(&message.actions) {
-            edit = edit.components(vec![row]);
-        }
-        match self.edit_deferred(&cmd, edit).await {
+        match self.edit_deferred(&cmd, interaction_edit(&message)).await {
             Ok(message) => {
                 if let Some(run) = response.pending_run {
+                    self.replies.remember(message.id, &cmd.token);
                     self.bind(run, message.channel_id, message.id).await;
                 }
             }
