@@ -48,6 +48,15 @@ impl FakeSlack {
         slack_support::wait_for(&self.seen, what, pred).await
     }
 
+    fn count_acks(&self, envelope_id: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(w, v)| w == "ack" && v["envelope_id"] == envelope_id)
+            .count()
+    }
+
     async fn wait_for_ack(&self, envelope_id: &str) {
         self.wait_for(&format!("the ack of {envelope_id}"), |l| {
             l.iter()
@@ -243,6 +252,53 @@ async fn rollback_approved_by_a_reaction_envelope_runs_once_and_a_redelivery_doe
         count_texts(&fake.seen, "Approved by bob"),
         1,
         "the redelivered event caused nothing"
+    );
+}
+
+#[tokio::test]
+async fn an_event_whose_id_cannot_be_stored_is_not_acked_and_its_redelivery_counts() {
+    let fake = fake_slack().await;
+    let app = app(&fake, APP_TOKEN).await;
+    fake.send(slash(&fake, "env-1", "UALICE", "/rollback", "api"));
+    let ts = "1700000000.000001";
+    wait_for_binding(&app, ts).await;
+
+    // The store refuses to record event ids (a full disk, a failed-over database).
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        app.dir.path().join("opsbot.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("CREATE TRIGGER no_events BEFORE INSERT ON platform_events BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
+        .execute(&db)
+        .await
+        .unwrap();
+    fake.send(reaction("env-2", "Ev2", "UBOB", ts));
+    // A slash command after it is acked and answered: the reader went on.
+    fake.send(slash(&fake, "env-3", "UALICE", "/status", ""));
+    fake.wait_for("the later answer", |l| {
+        l.iter().any(|(w, _)| w == "response_url/env-3")
+    })
+    .await;
+    sqlx::query("DROP TRIGGER no_events")
+        .execute(&db)
+        .await
+        .unwrap();
+
+    // Not acknowledged, so Slack sends it again: this time it counts.
+    fake.send(reaction("env-2-retry", "Ev2", "UBOB", ts));
+    fake.wait_for_ack("env-2-retry").await;
+    fake.wait_for("the result", |l| {
+        l.iter()
+            .any(|(_, v)| v["text"].as_str().is_some_and(|t| t.contains("succeeded")))
+    })
+    .await;
+    assert_eq!(runs(&app), 1);
+    assert_eq!(
+        fake.count_acks("env-2"),
+        0,
+        "the event whose id could not be stored was never acknowledged"
     );
 }
 

@@ -1,7 +1,10 @@
 //! Slack Socket Mode, for installs that cannot expose an HTTP endpoint: opsbot asks
 //! `apps.connections.open` (with the app-level `xapp-` token) for a WebSocket URL, connects
-//! out, acknowledges every envelope at once (`{"envelope_id": ...}`) and then handles it
-//! exactly as the HTTP endpoints do (`on_command`, `on_event_callback`, `on_interaction`).
+//! out, acknowledges envelopes (`{"envelope_id": ...}`) and handles them exactly as the HTTP
+//! endpoints do (`on_command`, `on_event_callback`, `on_interaction`). Commands and button
+//! presses are acknowledged at once; an Events API envelope only once its event id is stored,
+//! so a store failure leaves it unacknowledged and Slack delivers it again (over HTTP that is
+//! a 503).
 //!
 //! A small client of our own rather than slack-morphism's listener: that one retries a
 //! rejected token forever at a fixed interval and has no hook for the connection state,
@@ -136,6 +139,11 @@ pub async fn run(
     }
 }
 
+async fn send_ack(socket: &mut Socket, ack: &Ack) -> Result<(), slack_ws::tungstenite::Error> {
+    let ack = serde_json::to_string(ack).expect("an ack serialises");
+    socket.send(Message::text(ack)).await
+}
+
 /// `apps.connections.open`, then the WebSocket handshake with the URL it returns.
 async fn connect(state: &SlackState, token: &SlackApiToken) -> Result<Socket, ConnectError> {
     let opened = state
@@ -167,11 +175,19 @@ async fn session(
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut last_heard = Instant::now();
+    // Acknowledgements of events, sent once their ids are recorded.
+    let (acks, mut recorded) = tokio::sync::mpsc::unbounded_channel::<Ack>();
     loop {
         let frame = tokio::select! {
             _ = shutdown.cancelled() => {
                 let _ = socket.close(None).await;
                 return Ended::Shutdown;
+            }
+            Some(ack) = recorded.recv() => {
+                if let Err(e) = send_ack(socket, &ack).await {
+                    return Ended::Lost(e.to_string());
+                }
+                continue;
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > PING_EVERY * 2 {
@@ -191,15 +207,17 @@ async fn session(
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Ended::Lost(e.to_string()),
         };
-        // Acknowledged before anything else, even when the envelope is not one we know, so
-        // Slack does not redeliver it.
-        if let Ok(ack) = serde_json::from_str::<Ack>(text.as_str()) {
-            let ack = serde_json::to_string(&ack).expect("an ack serialises");
-            if let Err(e) = socket.send(Message::text(ack)).await {
-                return Ended::Lost(e.to_string());
-            }
+        let envelope = serde_json::from_str::<Envelope>(text.as_str());
+        // Everything but an event is acknowledged before anything else, even when it is not
+        // one we know, so Slack does not redeliver it.
+        let ack = serde_json::from_str::<Ack>(text.as_str()).ok();
+        if let Some(ack) = &ack
+            && !matches!(envelope, Ok(Envelope::EventsApi { .. }))
+            && let Err(e) = send_ack(socket, ack).await
+        {
+            return Ended::Lost(e.to_string());
         }
-        match serde_json::from_str::<Envelope>(text.as_str()) {
+        match envelope {
             Ok(Envelope::Hello {}) => {
                 tracing::info!("Slack Socket Mode connected");
                 status(AdapterState::Up);
@@ -211,11 +229,20 @@ async fn session(
             Ok(Envelope::SlashCommands { payload }) => on_command(state, payload),
             Ok(Envelope::Interactive { payload }) => on_interaction(state, payload),
             Ok(Envelope::EventsApi { payload }) => {
-                let state = state.clone();
+                let (state, acks) = (state.clone(), acks.clone());
                 let tasks = state.router.in_flight().clone();
                 tasks.spawn(async move {
-                    if let Err(e) = on_event_callback(&state, payload).await {
-                        tracing::error!(error = %e, "could not record a Slack event id; the event is dropped");
+                    match on_event_callback(&state, payload).await {
+                        Ok(()) => {
+                            if let Some(ack) = ack {
+                                // The connection may be gone: Slack then delivers it again
+                                // and the stored id makes that a no-op.
+                                let _ = acks.send(ack);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not record a Slack event id; not acknowledged, so Slack delivers it again")
+                        }
                     }
                 });
             }
