@@ -264,6 +264,11 @@ pub enum OutboundError {
     RetryAfter(Duration),
     #[error("delivery failed: {0}")]
     Failed(String),
+    /// The platform could not be reached or failed on its side (a transport error, a 5xx):
+    /// sending again soon may work. A send that timed out may still have arrived, so a retry
+    /// can duplicate a message; that beats losing it.
+    #[error("platform unavailable: {0}")]
+    Unavailable(String),
     /// Will never succeed (no adapter for that platform, channel gone): not retried.
     #[error("undeliverable: {0}")]
     Undeliverable(String),

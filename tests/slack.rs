@@ -438,8 +438,14 @@ async fn a_denied_request_says_so_and_loses_its_buttons() {
     assert_eq!(runs(&app), 0);
 }
 
-#[tokio::test]
-async fn a_429_with_retry_after_delays_but_does_not_lose_the_alert_message() {
+/// A fake Slack Web API whose first `chat.postMessage` gets `status` (with `headers` and
+/// `body`) and later ones succeed; returns its base URL, the posts it accepted and how many
+/// it was sent.
+async fn slack_refusing_the_first_post(
+    status: u16,
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static str,
+) -> (String, Seen, Arc<std::sync::atomic::AtomicUsize>) {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -448,21 +454,33 @@ async fn a_429_with_retry_after_delays_but_does_not_lose_the_alert_message() {
     let (c, s) = (calls.clone(), seen.clone());
     let api = axum::Router::new().route(
         "/api/chat.postMessage",
-        axum::routing::post(move |body: String| {
+        axum::routing::post(move |request: String| {
             let (c, s) = (c.clone(), s.clone());
             async move {
                 if c.fetch_add(1, Ordering::SeqCst) == 0 {
-                    return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1"), ("content-type", "application/json")], r#"{"ok":false,"error":"ratelimited"}"#).into_response();
+                    let mut refusal = (StatusCode::from_u16(status).unwrap(), body).into_response();
+                    for (name, value) in headers {
+                        refusal.headers_mut().insert(*name, value.parse().unwrap());
+                    }
+                    return refusal;
                 }
-                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let v: serde_json::Value = serde_json::from_str(&request).unwrap();
                 s.lock().unwrap().push(("chat.postMessage".into(), v.clone()));
                 axum::Json(serde_json::json!({"ok": true, "channel": v["channel"], "ts": "1.2", "message": {"ts": "1.2", "text": v["text"]}})).into_response()
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, api).await });
+    (support::serve_fake(api).await, seen, calls)
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_delays_but_does_not_lose_the_alert_message() {
+    let (base, seen, calls) = slack_refusing_the_first_post(
+        429,
+        &[("retry-after", "1"), ("content-type", "application/json")],
+        r#"{"ok":false,"error":"ratelimited"}"#,
+    )
+    .await;
     let config = format!(
         "[slack]\nsigning_secret = \"{SECRET}\"\nbot_token = \"xoxb-t\"\napi_url = \"{base}/api\"\n{}",
         support::alerts_routed_to("slack", "CALERTS")
@@ -473,9 +491,29 @@ async fn a_429_with_retry_after_delays_but_does_not_lose_the_alert_message() {
     assert_eq!(log.len(), 1, "delivered once, not duplicated");
     assert_eq!(log[0].1["channel"], "CALERTS");
     assert!(
-        calls.load(Ordering::SeqCst) >= 2,
+        calls.load(std::sync::atomic::Ordering::SeqCst) >= 2,
         "the first attempt was rate limited"
     );
+}
+
+#[tokio::test]
+async fn an_approval_request_refused_with_a_503_is_sent_again() {
+    let (base, seen, calls) = slack_refusing_the_first_post(
+        503,
+        &[("content-type", "text/html")],
+        "<html>upstream unavailable</html>",
+    )
+    .await;
+    let app = app(&base).await;
+    let body = slash(&base, "UALICE", "/rollback", "api", 1);
+    assert_eq!(signed(&app, "/slack/commands", &body).await.status(), 200);
+    let log = wait_for(&seen, "the request after the 503", |l| !l.is_empty()).await;
+    assert!(
+        log[0].1["text"].as_str().unwrap().starts_with("Request #1"),
+        "{log:#?}"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    wait_for_binding(&app, "1.2").await;
 }
 
 #[tokio::test]

@@ -122,6 +122,18 @@ fn slack_error(e: SlackClientError) -> OutboundError {
         {
             OutboundError::Undeliverable(api.code)
         }
+        SlackClientError::ApiError(api)
+            if matches!(
+                api.code.as_str(),
+                "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout"
+            ) =>
+        {
+            OutboundError::Unavailable(api.code)
+        }
+        SlackClientError::HttpError(http) if http.status_code.is_server_error() => {
+            OutboundError::Unavailable(format!("HTTP {}", http.status_code))
+        }
+        SlackClientError::HttpProtocolError(e) => OutboundError::Unavailable(e.to_string()),
         other => OutboundError::Failed(other.to_string()),
     }
 }

@@ -89,6 +89,9 @@ impl TelegramApi {
                 | ApiError::NotEnoughRightsToPostMessages
                 | ApiError::InvalidToken,
             ) => OutboundError::Undeliverable(self.describe(&e)),
+            RequestError::Network(_) | RequestError::Io(_) => {
+                OutboundError::Unavailable(self.describe(&e))
+            }
             _ => OutboundError::Failed(self.describe(&e)),
         }
     }

@@ -2,7 +2,8 @@
 //! any `ChatOutbound`): messages to one channel leave at most once per platform interval, in
 //! arrival order, while other channels proceed in parallel. Urgent messages (P1 incidents,
 //! critical alerts) overtake routine ones waiting for the same channel. A platform's
-//! `Retry-After` holds the whole channel and the message is sent again afterwards; an edit
+//! `Retry-After` holds the whole channel and the message is sent again afterwards, as it is
+//! after a transport error or 5xx (after 1, 2 and 4 s); an edit
 //! that is overtaken by a newer edit of the same message while waiting is dropped, so only
 //! the latest text is sent.
 
@@ -31,6 +32,13 @@ pub fn default_spacing(platform: Platform) -> Duration {
 /// How many times one message is sent again after the platform answered `Retry-After`
 /// before the error is handed back to the caller.
 const RETRIES_AFTER_429: usize = 4;
+/// Waits before sending again after the platform was unavailable (a transport error, a 5xx);
+/// then the error is handed back.
+const UNAVAILABLE_BACKOFF: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
 /// A longer `Retry-After` (Telegram flood waits can be minutes) is handed back at once rather
 /// than waited out here, so callers that send in turn are not stalled behind one channel; the
 /// channel itself stays held back for the whole wait.
@@ -198,6 +206,7 @@ impl Throttled {
             Priority::Urgent => (None, Some(UrgentWaiting::new(&channel.urgent_waiting))),
         };
         let mut retries = 0;
+        let mut unavailable = UNAVAILABLE_BACKOFF.iter();
         loop {
             if skip() {
                 return Ok(None);
@@ -216,6 +225,15 @@ impl Throttled {
                     }
                     retries += 1;
                     tracing::info!(platform = %to.platform, channel = %to.channel_id, wait_ms = wait.as_millis() as u64, "platform rate limit: sending again after Retry-After");
+                }
+                // A blip on the platform's side: this channel backs off, then sends again.
+                Err(OutboundError::Unavailable(why)) => {
+                    let Some(wait) = unavailable.next() else {
+                        *next_free = Instant::now() + (self.spacing)(to.platform);
+                        return Err(OutboundError::Unavailable(why));
+                    };
+                    *next_free = Instant::now() + *wait;
+                    tracing::warn!(platform = %to.platform, channel = %to.channel_id, error = %why, wait_ms = wait.as_millis() as u64, "platform unavailable: sending again");
                 }
                 other => {
                     *next_free = Instant::now() + (self.spacing)(to.platform);
@@ -415,10 +433,29 @@ mod tests {
         assert!(t.edits.lock().unwrap().is_empty(), "nothing left behind");
     }
 
-    /// Answers `Retry-After: 30s` to the first `limited` sends, then records like `Recorder`.
+    /// Answers `Retry-After: 30s` (or `fail`, when set) to the first `limited` sends, then
+    /// records like `Recorder`.
     struct Limited {
         limited: Mutex<usize>,
         rec: Recorder,
+        fail: Option<fn() -> OutboundError>,
+    }
+
+    impl Limited {
+        fn new(limited: usize) -> Self {
+            Self {
+                limited: Mutex::new(limited),
+                rec: Recorder::default(),
+                fail: None,
+            }
+        }
+
+        fn unavailable(limited: usize) -> Self {
+            Self {
+                fail: Some(|| OutboundError::Unavailable("HTTP 503".into())),
+                ..Self::new(limited)
+            }
+        }
     }
 
     #[async_trait]
@@ -428,7 +465,11 @@ mod tests {
                 let mut left = self.limited.lock().unwrap();
                 if *left > 0 {
                     *left -= 1;
-                    return Err(OutboundError::RetryAfter(Duration::from_secs(30)));
+                    return Err(self
+                        .fail
+                        .map_or(OutboundError::RetryAfter(Duration::from_secs(30)), |fail| {
+                            fail()
+                        }));
                 }
             }
             self.rec.post(to, text).await
@@ -445,10 +486,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retry_after_holds_the_channel_and_the_message_is_sent_again() {
-        let limited = Arc::new(Limited {
-            limited: Mutex::new(1),
-            rec: Recorder::default(),
-        });
+        let limited = Arc::new(Limited::new(1));
         let t = Arc::new(Throttled::new(limited.clone(), default_spacing));
         let start = Instant::now();
         let first = tokio::spawn({
@@ -478,10 +516,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_message_that_stays_rate_limited_is_returned_as_an_error_not_dropped() {
-        let limited = Arc::new(Limited {
-            limited: Mutex::new(usize::MAX),
-            rec: Recorder::default(),
-        });
+        let limited = Arc::new(Limited::new(usize::MAX));
         let t = Throttled::new(limited, default_spacing);
         let metrics = Arc::new(Metrics::new());
         let t = t.with_metrics(metrics.clone());
@@ -493,6 +528,31 @@ mod tests {
                 .contains("opsbot_messages_not_delivered_total{platform=\"slack\"} 1"),
             "{}",
             metrics.encode()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unavailable_platform_is_tried_again_with_growing_waits() {
+        let flaky = Arc::new(Limited::unavailable(2));
+        let t = Throttled::new(flaky.clone(), default_spacing);
+        let start = Instant::now();
+        t.post(&slack("A"), "x").await.unwrap();
+        let log = flaky.rec.0.lock().unwrap().clone();
+        assert_eq!(log.len(), 1, "sent once it worked");
+        assert_eq!(log[0].2 - start, Duration::from_secs(1 + 2));
+
+        let down = Arc::new(Limited::unavailable(usize::MAX));
+        let metrics = Arc::new(Metrics::new());
+        let t = Throttled::new(down, default_spacing).with_metrics(metrics.clone());
+        let start = Instant::now();
+        let err = t.post(&slack("A"), "x").await.unwrap_err();
+        assert!(matches!(err, OutboundError::Unavailable(_)));
+        assert_eq!(Instant::now() - start, Duration::from_secs(1 + 2 + 4));
+        assert!(
+            metrics
+                .encode()
+                .contains("opsbot_messages_not_delivered_total{platform=\"slack\"} 1"),
+            "given up on: logged and counted"
         );
     }
 

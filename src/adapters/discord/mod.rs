@@ -236,6 +236,10 @@ fn outbound_error(e: serenity::Error) -> OutboundError {
         Some(429) => OutboundError::RetryAfter(RETRY_AFTER_UNKNOWN),
         // Unknown channel or message, missing access or permissions: retrying will not help.
         Some(403 | 404) => OutboundError::Undeliverable(describe(&e)),
+        Some(500..=599) => OutboundError::Unavailable(describe(&e)),
+        None if matches!(e, serenity::Error::Http(HttpError::Request(_))) => {
+            OutboundError::Unavailable(describe(&e))
+        }
         _ => OutboundError::Failed(describe(&e)),
     }
 }
