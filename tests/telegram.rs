@@ -9,8 +9,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opsbot::app::Overrides;
 use serde_json::{Value, json};
-use support::{TestApp, spawn_app};
+use support::{TestApp, spawn_app, spawn_app_with};
 
 const TOKEN: &str = "123456:TEST-token-abcdef";
 const CHAT: i64 = -1001234567890;
@@ -194,10 +195,15 @@ identities = ["telegram:{BOB}"]
 }
 
 async fn app_with(extra: &str) -> (TestApp, Arc<Fake>) {
+    app_with_overrides(extra, Overrides::default()).await
+}
+
+async fn app_with_overrides(extra: &str, overrides: Overrides) -> (TestApp, Arc<Fake>) {
     let (base, fake) = fake_telegram().await;
-    let app = spawn_app(
+    let app = spawn_app_with(
         &config(&base, extra),
         &[("rollback.toml", support::ROLLBACK_NEEDING_ONE_LEAD)],
+        overrides,
     )
     .await;
     support::write_executable(
@@ -473,6 +479,41 @@ async fn alert_groups_carry_ack_buttons_that_go_away_once_pressed() {
         Some("bob"),
         "acked as the presser"
     );
+}
+
+#[tokio::test]
+async fn an_expired_request_says_so_and_loses_its_keyboard() {
+    let clock = Arc::new(opsbot::ports::FakeClock::new(chrono::Utc::now()));
+    let (app, fake) = app_with_overrides(
+        "",
+        Overrides {
+            clock: Some(clock.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    fake.push(command(1, ALICE, "/rollback api"));
+    let (request, keyboard) = approval_request(&fake).await;
+    assert!(!keyboard.is_null(), "Approve / Deny to begin with");
+    support::wait_for_run_message(&app, 1).await;
+    clock.advance(Duration::from_secs(11 * 60));
+    let notices = app.router.sweep().await.unwrap();
+    assert_eq!(notices.len(), 1, "the expiry is announced");
+    let retired = fake
+        .wait_until("the request edited", |f| {
+            f.calls("editMessageText").into_iter().next()
+        })
+        .await;
+    assert_eq!(retired["message_id"], request);
+    assert!(retired.get("reply_markup").is_none(), "{retired:#}");
+    assert!(
+        retired["text"]
+            .as_str()
+            .unwrap()
+            .contains("expired without enough approvals; nothing ran."),
+        "{retired:#}"
+    );
+    assert_eq!(runs(&app), 0);
 }
 
 #[tokio::test]

@@ -445,6 +445,22 @@ pub async fn fire_alerts(base: &str, fixture: &str) {
     assert_eq!(resp.status(), 200, "alert accepted");
 }
 
+/// Waits (polling, with a deadline) until request `run` is bound to its chat message.
+pub async fn wait_for_run_message(app: &TestApp, run: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let bound = app.store.run(run).await.expect("load run");
+        if bound.is_some_and(|r| r.message_id.is_some()) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "request #{run} never bound to a message"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// Serves a fake platform or upstream on 127.0.0.1 (a free port); returns its base URL.
 pub async fn serve_fake(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
