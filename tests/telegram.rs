@@ -280,6 +280,19 @@ fn button_press(update_id: i64, from: u64, message_id: i64, data: &str) -> Value
     })
 }
 
+/// Waits for the approval request `request` to be edited without its keyboard, saying `what`.
+async fn assert_retired(fake: &Fake, request: i64, what: &str) {
+    let retired = fake
+        .wait_until("the request edited", |f| {
+            f.calls("editMessageText").into_iter().next()
+        })
+        .await;
+    assert_eq!(retired["message_id"], request);
+    assert!(retired.get("reply_markup").is_none(), "{retired:#}");
+    let text = retired["text"].as_str().unwrap();
+    assert!(text.contains(what), "{text}");
+}
+
 fn runs(app: &TestApp) -> usize {
     std::fs::read_to_string(app.dir.path().join("runs.log"))
         .map(|s| s.lines().count())
@@ -418,20 +431,7 @@ async fn the_approve_button_works_like_the_command_for_the_presser() {
     fake.wait_for_text("the run's output", "rolled back api")
         .await;
     assert_eq!(runs(&app), 1);
-    let retired = fake
-        .wait_until("the request's keyboard removed", |f| {
-            f.calls("editMessageText").into_iter().next()
-        })
-        .await;
-    assert_eq!(retired["message_id"], request);
-    assert!(retired.get("reply_markup").is_none(), "{retired:#}");
-    assert!(
-        retired["text"]
-            .as_str()
-            .unwrap()
-            .contains("approved by bob"),
-        "{retired:#}"
-    );
+    assert_retired(&fake, request, "approved by bob").await;
     assert_eq!(
         fake.calls("answerCallbackQuery").len(),
         2,
@@ -499,20 +499,12 @@ async fn an_expired_request_says_so_and_loses_its_keyboard() {
     clock.advance(Duration::from_secs(11 * 60));
     let notices = app.router.sweep().await.unwrap();
     assert_eq!(notices.len(), 1, "the expiry is announced");
-    let retired = fake
-        .wait_until("the request edited", |f| {
-            f.calls("editMessageText").into_iter().next()
-        })
-        .await;
-    assert_eq!(retired["message_id"], request);
-    assert!(retired.get("reply_markup").is_none(), "{retired:#}");
-    assert!(
-        retired["text"]
-            .as_str()
-            .unwrap()
-            .contains("expired without enough approvals; nothing ran."),
-        "{retired:#}"
-    );
+    assert_retired(
+        &fake,
+        request,
+        "expired without enough approvals; nothing ran.",
+    )
+    .await;
     assert_eq!(runs(&app), 0);
 }
 
