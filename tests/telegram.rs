@@ -29,6 +29,8 @@ struct Fake {
     next_message_id: Mutex<i64>,
     /// This many sends are answered with 429 "retry after 1" first.
     rate_limited: Mutex<usize>,
+    /// Messages sent as files: they have a caption, not text.
+    documents: Mutex<Vec<i64>>,
 }
 
 impl Fake {
@@ -152,9 +154,24 @@ async fn bot_api(
                     }));
                 }
             }
-            ok(fake.message(&body))
+            let message = fake.message(&body);
+            if method.eq_ignore_ascii_case("senddocument") {
+                let id = message["message_id"].as_i64().unwrap();
+                fake.documents.lock().unwrap().push(id);
+            }
+            ok(message)
         }
-        "editmessagetext" => ok(fake.message(&body)),
+        "editmessagetext"
+            if body["message_id"]
+                .as_i64()
+                .is_some_and(|id| fake.documents.lock().unwrap().contains(&id)) =>
+        {
+            axum::Json(json!({
+                "ok": false, "error_code": 400,
+                "description": "Bad Request: there is no text in the message to edit",
+            }))
+        }
+        "editmessagetext" | "editmessagecaption" => ok(fake.message(&body)),
         _ => ok(json!(true)),
     }
 }
@@ -506,6 +523,44 @@ async fn an_expired_request_says_so_and_loses_its_keyboard() {
     )
     .await;
     assert_eq!(runs(&app), 0);
+}
+
+#[tokio::test]
+async fn a_request_too_long_for_a_message_is_a_file_whose_caption_and_keyboard_are_updated() {
+    let (base, fake) = fake_telegram().await;
+    let long = "x".repeat(5000);
+    let runbook = support::ROLLBACK_NEEDING_ONE_LEAD.replace(
+        r#"argv = ["./act.sh", "{service}"]"#,
+        &format!(r#"argv = ["./act.sh", "{{service}}", "{long}"]"#),
+    );
+    let app = spawn_app_with(
+        &config(&base, ""),
+        &[("rollback.toml", &runbook)],
+        Overrides::default(),
+    )
+    .await;
+    support::write_executable(app.dir.path(), "act.sh", "#!/bin/sh\necho rolled back $1\n");
+    fake.push(command(1, ALICE, "/rollback api"));
+    let request = fake
+        .wait_until("the request as a file", |f| {
+            f.calls("sendDocument").into_iter().next()
+        })
+        .await;
+    let multipart = request["multipart"].as_str().unwrap();
+    assert!(multipart.contains("/approve 1"), "the keyboard comes along");
+    support::wait_for_run_message(&app, 1).await;
+
+    fake.push(button_press(2, BOB, 1001, "/approve 1"));
+    let caption = fake
+        .wait_until("the caption updated", |f| {
+            f.calls("editMessageCaption").into_iter().next()
+        })
+        .await;
+    assert_eq!(caption["message_id"], 1001);
+    assert!(caption.get("reply_markup").is_none(), "{caption:#}");
+    let text = caption["caption"].as_str().unwrap();
+    assert!(text.contains("approved by bob"), "{text}");
+    assert!(text.encode_utf16().count() <= 1024, "a caption's limit");
 }
 
 #[tokio::test]

@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use teloxide::payloads::{
-    EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters, SendMessageSetters,
-    SetWebhookSetters,
+    EditMessageCaptionSetters, EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters,
+    SendMessageSetters, SetWebhookSetters,
 };
 use teloxide::prelude::Requester;
 use teloxide::types::{
@@ -147,6 +147,11 @@ fn utf16_len(text: &str) -> usize {
 }
 
 /// The start of `text` within `max` UTF-16 units, marked when cut.
+/// The caption of a text sent as a file: its beginning, and where the rest is.
+fn caption_of(text: &str) -> String {
+    head(text, MAX_CAPTION_UNITS - 40) + "\n(full text attached)"
+}
+
 fn head(text: &str, max: usize) -> String {
     if utf16_len(text) <= max {
         return text.to_owned();
@@ -187,7 +192,7 @@ impl ChatOutbound for TelegramApi {
             req.await
         } else {
             // Too long for one message: the full text as a file, its start as the caption.
-            let caption = head(&message.text, MAX_CAPTION_UNITS - 40) + "\n(full text attached)";
+            let caption = caption_of(&message.text);
             let file = InputFile::memory(message.text.clone().into_bytes()).file_name("output.txt");
             let mut req = self.bot.send_document(chat, file).caption(caption);
             if let Some(reply) = reply_to(to) {
@@ -222,11 +227,21 @@ impl ChatOutbound for TelegramApi {
         match req.await {
             // Telegram refuses an edit that changes nothing; the message already says it.
             Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
-            // A message sent as a file has a caption, not text: retrying cannot fix that.
+            // A message sent as a file has a caption, not text: edit that (and its keyboard).
             Err(RequestError::Api(ApiError::Unknown(why)))
                 if why.contains("no text in the message") =>
             {
-                Err(OutboundError::Undeliverable(why))
+                let mut req = self
+                    .bot
+                    .edit_message_caption(chat, MessageId(id))
+                    .caption(caption_of(&message.text));
+                if let Some(markup) = keyboard(message) {
+                    req = req.reply_markup(markup);
+                }
+                match req.await {
+                    Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+                    Err(e) => Err(self.outbound_error(e)),
+                }
             }
             Err(e) => Err(self.outbound_error(e)),
             Ok(_) => Ok(()),
