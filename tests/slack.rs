@@ -188,6 +188,21 @@ async fn url_verification_echoes_the_challenge() {
     );
 }
 
+/// Alice asks for `/rollback api` by slash command; returns the approval request the bot posted.
+async fn request_rollback(app: &TestApp, base: &str, seen: &Seen) -> serde_json::Value {
+    let body = slash(base, "UALICE", "/rollback", "api", 1);
+    assert_eq!(signed(app, "/slack/commands", &body).await.status(), 200);
+    let log = wait_for(seen, "the approval request", |l| {
+        l.iter().any(|(p, _)| p == "chat.postMessage")
+    })
+    .await;
+    let (_, request) = log
+        .into_iter()
+        .find(|(p, _)| p == "chat.postMessage")
+        .unwrap();
+    request
+}
+
 fn reaction_event(event_id: &str, user: &str, ts: &str) -> String {
     slack_support::reaction_callback(event_id, user, ts).to_string()
 }
@@ -196,13 +211,7 @@ fn reaction_event(event_id: &str, user: &str, ts: &str) -> String {
 async fn rollback_approved_by_reaction_runs_once_and_answers_in_the_thread() {
     let (base, seen) = fake_slack().await;
     let app = app(&base).await;
-    let body = slash(&base, "UALICE", "/rollback", "api", 1);
-    assert_eq!(signed(&app, "/slack/commands", &body).await.status(), 200);
-    let log = wait_for(&seen, "the approval request", |l| {
-        l.iter().any(|(p, _)| p == "chat.postMessage")
-    })
-    .await;
-    let (_, request) = log.iter().find(|(p, _)| p == "chat.postMessage").unwrap();
+    let request = &request_rollback(&app, &base, &seen).await;
     assert_eq!(request["channel"], "COPS");
     assert!(
         request["text"]
@@ -274,13 +283,7 @@ fn button_press(user: &str, ts: &str, value: &str) -> String {
 async fn approval_requests_carry_buttons_and_a_press_approves_as_the_presser() {
     let (base, seen) = fake_slack().await;
     let app = app(&base).await;
-    let body = slash(&base, "UALICE", "/rollback", "api", 1);
-    assert_eq!(signed(&app, "/slack/commands", &body).await.status(), 200);
-    let log = wait_for(&seen, "the approval request", |l| {
-        l.iter().any(|(p, _)| p == "chat.postMessage")
-    })
-    .await;
-    let (_, request) = log.iter().find(|(p, _)| p == "chat.postMessage").unwrap();
+    let request = &request_rollback(&app, &base, &seen).await;
     let buttons = &request["blocks"][1]["elements"];
     assert_eq!(buttons[0]["value"], "/approve 1", "{request:#}");
     assert_eq!(buttons[1]["value"], "/deny 1");
@@ -422,8 +425,7 @@ async fn retired_request(seen: &Seen, ts: &str) -> String {
 async fn a_denied_request_says_so_and_loses_its_buttons() {
     let (base, seen) = fake_slack().await;
     let app = app(&base).await;
-    let body = slash(&base, "UALICE", "/rollback", "api", 1);
-    assert_eq!(signed(&app, "/slack/commands", &body).await.status(), 200);
+    request_rollback(&app, &base, &seen).await;
     let ts = "1700000000.000001";
     wait_for_binding(&app, ts).await;
     let body = slash(&base, "UBOB", "/deny", "1", 2);
