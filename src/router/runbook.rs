@@ -412,17 +412,21 @@ impl Router {
             run.new.rendered
         ));
         let (store, outbound, id) = (self.deps.store.clone(), self.deps.outbound.clone(), run.id);
+        let bound = run.message_id.clone();
         self.in_flight().spawn(async move {
-            // Read now, not when the command started: the message may have been bound since
-            // (a typed /approve can beat the request's own post). If it is bound later still,
+            // A request is bound to its message once, after it is posted. If it was not yet
+            // when the command started, read it now: it may have been bound since (a typed
+            // /approve can beat the request's own post). If it is bound later still,
             // `bind_message` retires it.
-            let message_id = match store.run(id).await {
-                Ok(Some(run)) => run.message_id,
-                Ok(None) => None,
-                Err(e) => {
-                    warn!(run = id, error = %e, "could not load a decided request to update its message");
-                    None
-                }
+            let message_id = match bound {
+                Some(bound) => Some(bound),
+                None => match store.run(id).await {
+                    Ok(run) => run.and_then(|r| r.message_id),
+                    Err(e) => {
+                        warn!(run = id, error = %e, "could not load a decided request to update its message");
+                        None
+                    }
+                },
             };
             let Some(message_id) = message_id else {
                 return;
