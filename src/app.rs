@@ -28,12 +28,13 @@ use crate::liveness::{AdapterState, Liveness};
 use crate::metrics::Metrics;
 use crate::notify::{AlertmanagerSilences, SignedWebhook};
 use crate::ports::{
-    ChatOutbound, Clock, EnvLookup, GroupNotifier, OutboundMessage, OutboundTarget, RateLimiter,
-    SilenceSync, Store, StoreError, SystemClock,
+    ChatOutbound, Clock, EnvLookup, GroupNotifier, OutboundTarget, RateLimiter, SilenceSync, Store,
+    StoreError, SystemClock,
 };
 use crate::router::authz::BuiltinAccess;
 use crate::router::{ApprovalSettings, GlobalLimits, Router, RouterDeps};
 use crate::runner::ProcessRunner;
+use crate::sweeper::Sweeper;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -316,6 +317,11 @@ impl App {
         })
     }
 
+    /// The periodic sweep, posting its notices through this app's outbound.
+    pub fn sweeper(&self) -> Sweeper {
+        Sweeper::new(self.router.clone(), self.outbound.clone())
+    }
+
     pub fn http_state(&self) -> HttpState {
         HttpState {
             store: self.store.clone(),
@@ -419,12 +425,7 @@ impl App {
         tracing::info!(%addr, commands = self.router.catalog().len(), "opsbot serving HTTP");
         let http = tokio::spawn(http::serve(listener, self.http_state(), shutdown.clone()));
         self.spawn_adapters(&shutdown);
-        tokio::spawn(sweep_forever(
-            self.router.clone(),
-            self.outbound.clone(),
-            self.liveness.clone(),
-            shutdown.clone(),
-        ));
+        tokio::spawn(self.sweeper().run(self.liveness.clone(), shutdown.clone()));
         if let Some(every) = self.config.health.every {
             let monitor =
                 HealthMonitor::new(self.config.health.fail_after, &self.config.health.severity);
@@ -527,6 +528,8 @@ impl App {
                 None
             }
         };
+        // Notices for other platforms' channels go there, not to this terminal.
+        tokio::spawn(self.sweeper().run(self.liveness.clone(), shutdown.clone()));
         let channel = channel.unwrap_or(&self.config.console.channel);
         let console = Console::new(self.router.clone(), name, channel);
         if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
@@ -542,43 +545,6 @@ impl App {
             tracing::warn!(error = %e, "console input failed");
         }
         Ok(())
-    }
-}
-
-/// How often expired and interrupted runbook requests are looked for.
-const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// Expires stale approval requests, reports interrupted runs and unacknowledged incidents,
-/// and posts each notice to the channel it concerns, until shutdown.
-async fn sweep_forever(
-    router: Arc<Router>,
-    outbound: Arc<dyn ChatOutbound>,
-    liveness: Arc<Liveness>,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(SWEEP_EVERY);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            // Held for the whole sweep, so shutdown also waits for the notices it decides on.
-            _guard = async { tick.tick().await; router.in_flight().token() } => match router.sweep().await {
-                Ok(notices) => {
-                    liveness.tick("sweeper", SWEEP_EVERY);
-                    for n in notices {
-                        let to = OutboundTarget { platform: n.platform, channel_id: n.channel_id.clone(), thread: n.thread.clone() };
-                        let mut message = OutboundMessage::text(n.text.clone());
-                        if n.urgent {
-                            message = message.urgent();
-                        }
-                        // Each on its own: one rate-limited channel must not hold up the
-                        // others or the next sweep. The outbound logs and counts a failure.
-                        let outbound = outbound.clone();
-                        router.in_flight().spawn(async move { outbound.send(&to, &message).await });
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "sweeping runbook requests failed"),
-            },
-        }
     }
 }
 

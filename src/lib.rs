@@ -22,4 +22,5 @@ pub mod probes;
 pub mod router;
 pub mod runner;
 pub mod store;
+pub mod sweeper;
 pub mod telemetry;

@@ -44,7 +44,6 @@ impl Console {
         let mut line = Vec::new();
         let mut user = self.user.clone();
         loop {
-            self.post_notices(&mut output).await?;
             line.clear();
             let n = (&mut input)
                 .take(MAX_LINE_BYTES as u64 + 1)
@@ -98,23 +97,6 @@ impl Console {
                 }
             }
         }
-    }
-
-    async fn post_notices<W: AsyncWrite + Unpin>(&self, output: &mut W) -> std::io::Result<()> {
-        match self.router.sweep().await {
-            Ok(notices) => {
-                for n in notices
-                    .into_iter()
-                    .filter(|n| n.platform == Platform::Console)
-                {
-                    write_line(output, &n.text).await?;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "sweeping expired and interrupted requests failed")
-            }
-        }
-        Ok(())
     }
 
     fn event(&self, user: &UserRef, payload: EventPayload) -> InboundEvent {

@@ -67,6 +67,8 @@ pub struct TestApp {
     pub alerts: Arc<opsbot::actions::alerts::AlertService>,
     pub addr: SocketAddr,
     pub dir: TempDir,
+    /// The app's periodic sweep (tests run it by hand), posting through the app's outbound.
+    pub sweeper: opsbot::sweeper::Sweeper,
     shutdown: CancellationToken,
 }
 
@@ -147,6 +149,7 @@ pub async fn spawn_app_full(
         alerts: app.alerts.clone(),
         addr,
         dir,
+        sweeper: app.sweeper(),
         shutdown,
     }
 }
