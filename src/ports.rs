@@ -180,7 +180,7 @@ pub struct ActionOutcome {
 /// Runs a rendered action (a process or an HTTP request) under its timeout.
 #[async_trait]
 pub trait ActionRunner: Send + Sync {
-    async fn run(&self, action: &crate::actions::render::ActionKind) -> ActionOutcome;
+    async fn run(&self, action: &crate::domain::ActionKind) -> ActionOutcome;
 }
 
 /// Durable alerts, their group messages and silences.

@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
-use crate::actions::render::ActionKind;
+use crate::domain::ActionKind;
 use crate::ports::{ActionOutcome, ActionRunner};
 
 /// How long output is still read after the program itself has exited.

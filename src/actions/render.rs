@@ -3,34 +3,12 @@
 //! `--dry-run` prints), and a hash of that display form that binds an approval to it.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::time::Duration;
 
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{ActionSpec, CommandSpec, Segment, Template};
-use crate::router::bind::BoundArgs;
-
-/// The concrete action, ready for an `ActionRunner`.
-#[derive(Debug, Clone)]
-pub enum ActionKind {
-    Exec {
-        argv: Vec<String>,
-        workdir: Option<PathBuf>,
-        /// Environment for the process (everything else is cleared); secret values included.
-        env: Vec<(String, SecretString)>,
-        timeout: Duration,
-    },
-    Http {
-        method: String,
-        url: SecretString,
-        headers: Vec<(String, SecretString)>,
-        body: Option<SecretString>,
-        timeout: Duration,
-        expect_status: Option<u16>,
-    },
-}
+use crate::domain::{ActionKind, BoundArgs};
 
 #[derive(Debug, Clone)]
 pub struct RenderedAction {
@@ -41,14 +19,6 @@ pub struct RenderedAction {
     pub hash: String,
     /// Values to scrub from any output before it is stored or posted.
     pub secret_values: Vec<SecretString>,
-}
-
-impl ActionKind {
-    pub fn timeout(&self) -> Duration {
-        match self {
-            ActionKind::Exec { timeout, .. } | ActionKind::Http { timeout, .. } => *timeout,
-        }
-    }
 }
 
 /// Renders `spec` with `args`; `lookup_env` reads opsbot's environment (for pass-through

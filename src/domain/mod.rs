@@ -2,6 +2,7 @@
 //! what they sent (inbound events), human-friendly durations and rate quotas, and the
 //! hash-chained audit record. Nothing here performs I/O.
 
+mod action;
 mod alert;
 mod audit;
 mod emoji;
@@ -11,6 +12,7 @@ mod incident;
 mod run;
 mod time;
 
+pub use action::{ActionKind, BoundArgs};
 pub use alert::{Alert, AlertSource, AlertStatus, IncomingAlert, Matcher, Silence};
 pub use audit::{
     AuditEntry, AuditRecord, ChainBreak, ChainBreakKind, ChainVerifier, GENESIS_HASH, Outcome,

@@ -3,31 +3,9 @@
 //! No value may start with `-`, so an argument can never turn into a flag downstream.
 
 use crate::catalog::{ArgKind, CommandSpec};
-use crate::domain::parse_duration;
+use crate::domain::{BoundArgs, parse_duration};
 
 use super::parse::Word;
-
-/// Argument values in declaration order; optional ones that were not given are absent.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct BoundArgs(pub Vec<(String, String)>);
-
-impl BoundArgs {
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// `service=api to=v1.4.2`, for replies and audit.
-    pub fn display(&self) -> String {
-        self.0
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
 
 pub fn bind(spec: &CommandSpec, words: &[Word]) -> Result<BoundArgs, String> {
     let usage = || format!("usage: {}", spec.usage());

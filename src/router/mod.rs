@@ -24,8 +24,8 @@ use crate::actions::alerts::{AlertService, Escalation};
 use crate::actions::health::{self, HealthChecks};
 use crate::catalog::{ArgKind, Catalog};
 use crate::domain::{
-    AuditEntry, Directory, EventPayload, InboundEvent, Outcome, RateQuota, Reply, RequestId,
-    Requester, ResponseTargets,
+    AuditEntry, BoundArgs, Directory, EventPayload, InboundEvent, Outcome, RateQuota, Reply,
+    RequestId, Requester, ResponseTargets,
 };
 use crate::metrics::Metrics;
 use crate::ports::{
@@ -34,7 +34,7 @@ use crate::ports::{
 };
 
 use authz::{Authorized, BuiltinAccess, Target, authorize, may_run};
-use bind::{BoundArgs, bind};
+use bind::bind;
 use builtins::{Builtin, BuiltinCall};
 use parse::{ParseError, ParsedCommand, parse};
 pub use runbook::{ApprovalSettings, Notice};

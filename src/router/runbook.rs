@@ -11,15 +11,15 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use crate::actions::render::{ActionKind, RenderedAction, redact, render};
+use crate::actions::render::{RenderedAction, redact, render};
 use crate::catalog::CommandSpec;
 use crate::domain::{
-    AuditEntry, ChannelRef, InboundEvent, NewRun, Outcome, Person, Platform, RequestId, Requester,
-    Role, Run, RunResult, RunState, Severity, Vote, human_duration, normalize_emoji,
+    ActionKind, AuditEntry, BoundArgs, ChannelRef, InboundEvent, NewRun, Outcome, Person, Platform,
+    RequestId, Requester, Role, Run, RunResult, RunState, Severity, Vote, human_duration,
+    normalize_emoji,
 };
 use crate::ports::{OutboundMessage, OutboundTarget, StoreError};
 
-use super::bind::BoundArgs;
 use super::parse::Word;
 use super::{Done, Refusal, Router};
 
