@@ -15,6 +15,7 @@ use crate::actions::health::{HealthChecks, HealthMonitor};
 use crate::adapters::PlatformOutbound;
 use crate::adapters::console::{Console, ConsoleOutbound};
 use crate::adapters::discord::{DiscordApi, DiscordState};
+use crate::adapters::inbound::Inbound;
 use crate::adapters::slack::{SlackApi, SlackState};
 use crate::adapters::telegram::{TelegramApi, TelegramInbound};
 use crate::adapters::throttle::{Throttled, default_spacing};
@@ -260,10 +261,10 @@ impl App {
             base_dir: config.base_dir.clone(),
         });
         let router = Arc::new(router);
+        let inbound = Inbound::new(router.clone(), Arc::new(store.clone()));
         let slack = match (&config.slack, slack_api) {
             (Some(cfg), Some(api)) => Some(SlackState::new(
-                router.clone(),
-                store.clone(),
+                inbound.clone(),
                 api,
                 outbound.clone(),
                 &cfg.signing_secret,
@@ -272,8 +273,7 @@ impl App {
         };
         let telegram = match (&config.telegram, telegram_api) {
             (Some(cfg), Some(api)) => Some(TelegramInbound::new(
-                router.clone(),
-                store.clone(),
+                inbound.clone(),
                 api,
                 outbound.clone(),
                 cfg.webhook_secret.clone(),
@@ -288,15 +288,8 @@ impl App {
                 ];
                 let hints: Vec<String> = hints.into_iter().flatten().cloned().collect();
                 Some(
-                    DiscordState::new(
-                        router.clone(),
-                        store.clone(),
-                        &api,
-                        outbound.clone(),
-                        cfg,
-                        &hints,
-                    )
-                    .map_err(StartupError::Config)?,
+                    DiscordState::new(inbound.clone(), &api, outbound.clone(), cfg, &hints)
+                        .map_err(StartupError::Config)?,
                 )
             }
             _ => None,

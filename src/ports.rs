@@ -183,6 +183,32 @@ pub trait ActionRunner: Send + Sync {
     async fn run(&self, action: &crate::domain::ActionKind) -> ActionOutcome;
 }
 
+/// Platform delivery ids seen before, so a redelivered event is handled once: all that an
+/// adapter needs from the store.
+#[async_trait]
+pub trait DeliveryLog: Send + Sync {
+    /// Records a platform event id; false if it was seen before (a redelivery).
+    async fn first_delivery(
+        &self,
+        platform: Platform,
+        event_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Every store keeps the delivery log, beside the alerts (the sweep forgets old ids there).
+#[async_trait]
+impl<S: AlertStore + ?Sized> DeliveryLog for std::sync::Arc<S> {
+    async fn first_delivery(
+        &self,
+        platform: Platform,
+        event_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        AlertStore::first_delivery(&**self, platform, event_id, at).await
+    }
+}
+
 /// Durable alerts, their group messages and silences.
 #[async_trait]
 pub trait AlertStore: Send + Sync {

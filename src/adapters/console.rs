@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
@@ -100,18 +99,7 @@ impl Console {
     }
 
     fn event(&self, user: &UserRef, payload: EventPayload) -> InboundEvent {
-        InboundEvent {
-            platform: Platform::Console,
-            workspace: None,
-            channel: self.channel.clone(),
-            thread: None,
-            user: user.clone(),
-            display_name: user.user_id.clone(),
-            payload,
-            event_id: None,
-            reply_handle: None,
-            received_at: Utc::now(),
-        }
+        InboundEvent::new(user.clone(), self.channel.clone(), payload)
     }
 }
 

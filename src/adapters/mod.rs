@@ -4,6 +4,7 @@
 
 pub mod console;
 pub mod discord;
+pub mod inbound;
 pub mod slack;
 pub mod telegram;
 pub mod throttle;

@@ -14,7 +14,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use secrecy::{ExposeSecret, SecretString};
@@ -22,11 +21,9 @@ use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 
+use super::inbound::{Answer, InChannel, Inbound};
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
-use crate::ports::{
-    ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Store, StoreError,
-};
-use crate::router::{Response as RouterResponse, Router};
+use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, StoreError};
 
 type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
 
@@ -228,8 +225,7 @@ impl ChatOutbound for SlackApi {
 
 #[derive(Clone)]
 pub struct SlackState {
-    pub router: Arc<Router>,
-    pub store: Arc<dyn Store>,
+    pub inbound: Inbound,
     pub api: Arc<SlackApi>,
     /// Channel posts go through the paced outbound (`adapters::throttle`), like every other
     /// message the bot sends; `response_url` answers do not count against channel limits.
@@ -239,15 +235,13 @@ pub struct SlackState {
 
 impl SlackState {
     pub fn new(
-        router: Arc<Router>,
-        store: Arc<dyn Store>,
+        inbound: Inbound,
         api: Arc<SlackApi>,
         outbound: Arc<dyn ChatOutbound>,
         signing_secret: &SecretString,
     ) -> Self {
         Self {
-            router,
-            store,
+            inbound,
             api,
             outbound,
             verifier: SlackEventSignatureVerifier::new(&SlackSigningSecret::new(
@@ -276,39 +270,21 @@ fn unauthorized() -> Response {
     (StatusCode::UNAUTHORIZED, "bad signature").into_response()
 }
 
-fn event(
-    user: &str,
-    channel_id: &str,
-    channel_name: Option<&str>,
-    thread: Option<String>,
-    payload: EventPayload,
-    event_id: Option<String>,
-    reply_handle: Option<String>,
-) -> InboundEvent {
-    InboundEvent {
-        platform: Platform::Slack,
-        workspace: None,
-        channel: ChannelRef {
-            id: channel_id.to_owned(),
-            // Events carry no channel name; `dispatch` looks it up (the id stands in meanwhile).
-            name: channel_name.unwrap_or(channel_id).to_owned(),
-        },
-        thread,
-        user: UserRef::new(Platform::Slack, user),
-        display_name: user.to_owned(),
+/// An event from Slack user `user` in channel `channel_id`. Events carry no channel name;
+/// `dispatch` looks it up (the id stands in meanwhile).
+fn event(user: &str, channel_id: &str, payload: EventPayload) -> InboundEvent {
+    InboundEvent::new(
+        UserRef::new(Platform::Slack, user),
+        ChannelRef::id_only(channel_id),
         payload,
-        event_id,
-        reply_handle,
-        received_at: Utc::now(),
-    }
+    )
 }
 
 /// Routes `ev` and delivers the answer, in a task of its own: the caller has already
 /// acknowledged (or is about to), within Slack's 3 seconds.
 fn dispatch(state: &SlackState, ev: InboundEvent, response_url: Option<SlackResponseUrl>) {
     let state = state.clone();
-    let tasks = state.router.in_flight().clone();
-    tasks.spawn(async move {
+    state.inbound.clone().spawn(async move {
         let mut ev = ev;
         // Events and button presses name only the channel id; allow-lists may use its name.
         if ev.channel.name == ev.channel.id
@@ -316,23 +292,23 @@ fn dispatch(state: &SlackState, ev: InboundEvent, response_url: Option<SlackResp
         {
             ev.channel.name = name;
         }
-        let response = state.router.handle(&ev).await;
-        deliver(&state, &ev, response, response_url.as_ref()).await;
+        let answer = SlackAnswer {
+            state: &state,
+            response_url: response_url.as_ref(),
+        };
+        state.inbound.answer(&ev, &answer).await;
     });
 }
 
 /// A slash command (HTTP or Socket Mode): routed, then answered through `response_url`.
 fn on_command(state: &SlackState, cmd: SlackCommandEvent) {
     let text = format!("{} {}", cmd.command.0, cmd.text.clone().unwrap_or_default());
-    let ev = event(
-        &cmd.user_id.0,
-        &cmd.channel_id.0,
-        cmd.channel_name.as_deref(),
-        None,
+    let ev = InboundEvent::new(
+        UserRef::new(Platform::Slack, &cmd.user_id.0),
+        ChannelRef::named(&cmd.channel_id.0, cmd.channel_name.clone()),
         EventPayload::Command(text),
-        None,
-        Some(cmd.response_url.0.to_string()),
-    );
+    )
+    .with_reply_handle(Some(cmd.response_url.0.to_string()));
     dispatch(state, ev, Some(cmd.response_url));
 }
 
@@ -350,52 +326,36 @@ pub async fn command(State(state): State<SlackState>, headers: HeaderMap, body: 
     }
 }
 
-/// Posts a router response: approval requests as channel messages (so reactions reach them),
+/// How Slack answers: approval requests as channel messages (so reactions reach them),
 /// everything else through `response_url` when there is one, else in the channel/thread.
-async fn deliver(
-    state: &SlackState,
-    ev: &InboundEvent,
-    response: RouterResponse,
-    response_url: Option<&SlackResponseUrl>,
-) {
-    let (Some(message), Some(reply)) = (response.message(), response.reply) else {
-        return;
-    };
-    let here = OutboundTarget {
-        platform: Platform::Slack,
-        channel_id: ev.channel.id.clone(),
-        thread: ev.thread.clone(),
-    };
-    if let Some(run) = response.pending_run {
-        match state.outbound.send(&here, &message).await {
-            Ok(ts) => {
-                if let Err(e) = state.router.bind_message(run, &ts).await {
-                    tracing::error!(run, error = %e, "could not bind the approval message");
-                }
-            }
-            Err(e) => {
-                tracing::error!(run, error = %e, request_id = %reply.request_id, "could not post the approval request")
-            }
-        }
-        return;
-    }
-    let result = match response_url {
-        Some(url) => {
-            let msg = SlackApiPostWebhookMessageRequest::new(
-                SlackMessageContent::new().with_text(reply.text.clone()),
-            );
-            state
-                .api
-                .client
-                .respond_to_event(url, &msg)
-                .await
-                .map(|_| ())
-                .map_err(slack_error)
-        }
-        None => state.outbound.post(&here, &reply.text).await.map(|_| ()),
-    };
-    if let Err(e) = result {
-        tracing::error!(error = %e, request_id = %reply.request_id, "could not deliver a Slack reply");
+struct SlackAnswer<'a> {
+    state: &'a SlackState,
+    response_url: Option<&'a SlackResponseUrl>,
+}
+
+#[async_trait::async_trait]
+impl Answer for SlackAnswer<'_> {
+    async fn deliver(
+        &self,
+        ev: &InboundEvent,
+        message: &OutboundMessage,
+        approval: bool,
+    ) -> Result<Option<String>, OutboundError> {
+        let (Some(url), false) = (self.response_url, approval) else {
+            return InChannel(self.state.outbound.as_ref())
+                .deliver(ev, message, approval)
+                .await;
+        };
+        let msg = SlackApiPostWebhookMessageRequest::new(
+            SlackMessageContent::new().with_text(message.text.clone()),
+        );
+        self.state
+            .api
+            .client
+            .respond_to_event(url, &msg)
+            .await
+            .map(|_| None)
+            .map_err(slack_error)
     }
 }
 
@@ -407,8 +367,8 @@ async fn on_event_callback(
     cb: SlackPushEventCallback,
 ) -> Result<(), StoreError> {
     if !state
-        .store
-        .first_delivery(Platform::Slack, &cb.event_id.0, Utc::now())
+        .inbound
+        .first_delivery(Platform::Slack, &cb.event_id.0)
         .await?
     {
         return Ok(());
@@ -428,16 +388,14 @@ async fn on_event_callback(
     let ev = event(
         &user.0,
         &channel.0,
-        None,
-        Some(ts.clone()),
         EventPayload::Reaction {
             emoji: reaction.0,
-            message_id: ts,
+            message_id: ts.clone(),
             added,
         },
-        Some(cb.event_id.0),
-        None,
-    );
+    )
+    .in_thread(Some(ts))
+    .with_event_id(Some(cb.event_id.0));
     dispatch(state, ev, None);
     Ok(())
 }
@@ -498,15 +456,8 @@ fn on_interaction(state: &SlackState, interaction: SlackInteractionEvent) {
         .unwrap_or(container.message_ts)
         .0;
     for command in commands {
-        let ev = event(
-            &user.id.0,
-            &channel.0,
-            None,
-            Some(thread.clone()),
-            EventPayload::Command(command),
-            None,
-            None,
-        );
+        let ev = event(&user.id.0, &channel.0, EventPayload::Command(command))
+            .in_thread(Some(thread.clone()));
         dispatch(state, ev, None);
     }
 }

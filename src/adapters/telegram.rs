@@ -12,7 +12,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use teloxide::payloads::{
     EditMessageCaptionSetters, EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters,
@@ -28,10 +27,10 @@ use teloxide::{ApiError, Bot, RequestError};
 use tokio_util::sync::CancellationToken;
 
 use super::Backoff;
+use super::inbound::{InChannel, Inbound};
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
 use crate::liveness::{AdapterState, Liveness};
-use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Store};
-use crate::router::Router;
+use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget};
 
 /// Telegram's limit for one message's text, in UTF-16 code units (as Telegram counts).
 const MAX_TEXT_UNITS: usize = 4096;
@@ -252,8 +251,7 @@ impl ChatOutbound for TelegramApi {
 /// Turns Telegram updates into router events and delivers the answers.
 #[derive(Clone)]
 pub struct TelegramInbound {
-    router: Arc<Router>,
-    store: Arc<dyn Store>,
+    inbound: Inbound,
     api: Arc<TelegramApi>,
     outbound: Arc<dyn ChatOutbound>,
     /// Learned from `getMe` at start; until then commands addressed `@somebot` are ignored.
@@ -268,15 +266,13 @@ pub struct NotRecorded(u32);
 
 impl TelegramInbound {
     pub fn new(
-        router: Arc<Router>,
-        store: Arc<dyn Store>,
+        inbound: Inbound,
         api: Arc<TelegramApi>,
         outbound: Arc<dyn ChatOutbound>,
         webhook_secret: Option<SecretString>,
     ) -> Self {
         Self {
-            router,
-            store,
+            inbound,
             api,
             outbound,
             username: Arc::new(OnceLock::new()),
@@ -289,24 +285,16 @@ impl TelegramInbound {
     pub async fn take(&self, update: Update) -> Result<(), NotRecorded> {
         let id = update.id.0;
         match self
-            .store
-            .first_delivery(Platform::Telegram, &id.to_string(), Utc::now())
+            .inbound
+            .first_delivery(Platform::Telegram, &id.to_string())
             .await
         {
             Ok(true) => {}
-            Ok(false) => {
-                tracing::debug!(update = id, "ignoring a Telegram update seen before");
-                return Ok(());
-            }
-            Err(e) => {
-                tracing::error!(update = id, error = %e, "could not record a Telegram update id");
-                return Err(NotRecorded(id));
-            }
+            Ok(false) => return Ok(()),
+            Err(_) => return Err(NotRecorded(id)),
         }
         let this = self.clone();
-        self.router
-            .in_flight()
-            .spawn(async move { this.handle(update).await });
+        self.inbound.spawn(async move { this.handle(update).await });
         Ok(())
     }
 
@@ -323,29 +311,9 @@ impl TelegramInbound {
         };
         // In order: a reaction swap (👍 -> 👎) is a removal then an addition.
         for ev in events {
-            let response = self.router.handle(&ev).await;
-            let here = OutboundTarget {
-                platform: Platform::Telegram,
-                channel_id: ev.channel.id.clone(),
-                thread: ev.thread.clone(),
-            };
-            let Some(message) = response.message() else {
-                continue;
-            };
-            match (
-                self.outbound.send(&here, &message).await,
-                response.pending_run,
-            ) {
-                (Ok(message_id), Some(run)) => {
-                    if let Err(e) = self.router.bind_message(run, &message_id).await {
-                        tracing::error!(run, error = %e, "could not bind the approval message");
-                    }
-                }
-                (Ok(_), None) => {}
-                (Err(e), _) => {
-                    tracing::error!(error = %e, request_id = %response.request_id, chat = %here.channel_id, "could not deliver a Telegram reply")
-                }
-            }
+            self.inbound
+                .answer(&ev, &InChannel(self.outbound.as_ref()))
+                .await;
         }
     }
 
@@ -405,20 +373,13 @@ fn event(
 ) -> InboundEvent {
     // Chat titles and usernames are set by users (anyone can create a group called
     // "prod-ops"), so channel allow-lists match Telegram chats by id only.
-    let id = chat.id.0.to_string();
-    let name = id.clone();
-    InboundEvent {
-        platform: Platform::Telegram,
-        workspace: None,
-        channel: ChannelRef { id, name },
-        thread: Some(thread.0.to_string()),
-        user: UserRef::new(Platform::Telegram, user_id),
-        display_name: display_name.to_owned(),
+    InboundEvent::new(
+        UserRef::new(Platform::Telegram, user_id),
+        ChannelRef::id_only(chat.id.0.to_string()),
         payload,
-        event_id: None,
-        reply_handle: None,
-        received_at: Utc::now(),
-    }
+    )
+    .in_thread(Some(thread.0.to_string()))
+    .with_display_name(display_name)
 }
 
 /// An inline-keyboard press: the button's command, as the person who pressed it.

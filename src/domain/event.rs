@@ -83,6 +83,69 @@ pub struct InboundEvent {
     pub received_at: DateTime<Utc>,
 }
 
+impl InboundEvent {
+    /// The one way adapters build an event: who, where, what; the rest has a `with_`/`in_`
+    /// setter. The display name starts as the user id (identity never depends on it).
+    pub fn new(user: UserRef, channel: ChannelRef, payload: EventPayload) -> Self {
+        Self {
+            platform: user.platform,
+            workspace: None,
+            channel,
+            thread: None,
+            display_name: user.user_id.clone(),
+            user,
+            payload,
+            event_id: None,
+            reply_handle: None,
+            received_at: Utc::now(),
+        }
+    }
+
+    pub fn in_thread(mut self, thread: Option<String>) -> Self {
+        self.thread = thread;
+        self
+    }
+
+    pub fn in_workspace(mut self, workspace: Option<String>) -> Self {
+        self.workspace = workspace;
+        self
+    }
+
+    pub fn with_display_name(mut self, name: impl Into<String>) -> Self {
+        self.display_name = name.into();
+        self
+    }
+
+    pub fn with_event_id(mut self, id: Option<String>) -> Self {
+        self.event_id = id;
+        self
+    }
+
+    pub fn with_reply_handle(mut self, handle: Option<String>) -> Self {
+        self.reply_handle = handle;
+        self
+    }
+}
+
+impl ChannelRef {
+    /// A channel known by id only (its name stands in as the id until looked up).
+    pub fn id_only(id: impl Into<String>) -> Self {
+        let id = id.into();
+        Self {
+            name: id.clone(),
+            id,
+        }
+    }
+
+    pub fn named(id: impl Into<String>, name: Option<String>) -> Self {
+        let id = id.into();
+        Self {
+            name: name.unwrap_or_else(|| id.clone()),
+            id,
+        }
+    }
+}
+
 /// What the router answers with. Text is plain with light markdown (code blocks for tables).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {

@@ -90,7 +90,7 @@ impl EventHandler for Handler {
     }
 
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
-        let _answering = self.state.router.in_flight().token();
+        let _answering = self.state.inbound.answering();
         let guild = match &interaction {
             Interaction::Command(cmd) => cmd.guild_id,
             Interaction::Component(press) => press.guild_id,
@@ -113,7 +113,7 @@ impl EventHandler for Handler {
     }
 
     async fn reaction_add(&self, ctx: Context, reaction: Reaction) {
-        let _answering = self.state.router.in_flight().token();
+        let _answering = self.state.inbound.answering();
         if self.foreign(reaction.guild_id) {
             return;
         }
@@ -122,7 +122,7 @@ impl EventHandler for Handler {
     }
 
     async fn reaction_remove(&self, ctx: Context, reaction: Reaction) {
-        let _answering = self.state.router.in_flight().token();
+        let _answering = self.state.inbound.answering();
         if self.foreign(reaction.guild_id) {
             return;
         }

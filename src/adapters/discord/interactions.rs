@@ -64,8 +64,8 @@ pub async fn interactions(
         Interaction::Command(cmd) => match first(&state, cmd.id).await {
             Ok(new) => {
                 if new {
-                    let tasks = state.router.in_flight().clone();
-                    tasks.spawn(async move { state.answer(cmd, None).await });
+                    let inbound = state.inbound.clone();
+                    inbound.spawn(async move { state.answer(cmd, None).await });
                 }
                 callback(DEFERRED_CHANNEL_MESSAGE)
             }
@@ -74,8 +74,8 @@ pub async fn interactions(
         Interaction::Component(press) => match first(&state, press.id).await {
             Ok(new) => {
                 if new {
-                    let tasks = state.router.in_flight().clone();
-                    tasks.spawn(async move { state.press(press, None).await });
+                    let inbound = state.inbound.clone();
+                    inbound.spawn(async move { state.press(press, None).await });
                 }
                 callback(DEFERRED_UPDATE_MESSAGE)
             }

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use secrecy::ExposeSecret;
 use serenity::all::{
     ApplicationId, ButtonStyle, ChannelId, Command, CommandDataOptionValue, CommandInteraction,
@@ -30,12 +29,10 @@ use serenity::interactions_endpoint::Verifier;
 pub use gateway::spawn_gateway;
 pub use interactions::interactions;
 
+use super::inbound::{Answer, InChannel, Inbound};
 use crate::config::DiscordConfig;
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
-use crate::ports::{
-    ChatAction, ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Store,
-};
-use crate::router::{Response as RouterResponse, Router};
+use crate::ports::{ChatAction, ChatOutbound, OutboundError, OutboundMessage, OutboundTarget};
 
 /// Where the REST API lives unless a test (or an API proxy) says otherwise.
 pub const DEFAULT_API: &str = "https://discord.com";
@@ -322,8 +319,7 @@ impl ChatOutbound for DiscordApi {
 /// Everything the gateway handler and the interactions endpoint share.
 #[derive(Clone)]
 pub struct DiscordState {
-    router: Arc<Router>,
-    store: Arc<dyn Store>,
+    inbound: Inbound,
     http: Arc<Http>,
     /// Shared with `DiscordApi`, which edits approval requests with their tokens.
     replies: InteractionReplies,
@@ -339,8 +335,7 @@ pub struct DiscordState {
 impl DiscordState {
     /// `hints`: the approve and deny emoji to pre-react with (aliases are skipped).
     pub fn new(
-        router: Arc<Router>,
-        store: Arc<dyn Store>,
+        inbound: Inbound,
         api: &DiscordApi,
         outbound: Arc<dyn ChatOutbound>,
         cfg: &DiscordConfig,
@@ -357,8 +352,7 @@ impl DiscordState {
             }
         };
         Ok(Self {
-            router,
-            store,
+            inbound,
             http: api.http.clone(),
             replies: api.replies.clone(),
             outbound,
@@ -378,7 +372,7 @@ impl DiscordState {
 
     /// Registers the slash commands: in `guild` (instant; for development) or globally.
     async fn register_commands(&self, guild: Option<GuildId>) -> Result<usize, String> {
-        let cmds = commands::slash_commands(self.router.catalog());
+        let cmds = commands::slash_commands(self.inbound.router().catalog());
         let n = cmds.len();
         let result = match guild {
             Some(g) => g.set_commands(&*self.http, cmds).await.map(|_| ()),
@@ -392,8 +386,8 @@ impl DiscordState {
     /// Records the interaction; false when it was handled already (another replica's gateway
     /// session gets the same one).
     async fn first_delivery(&self, id: InteractionId) -> Result<bool, String> {
-        self.store
-            .first_delivery(Platform::Discord, &format!("interaction:{id}"), Utc::now())
+        self.inbound
+            .first_delivery(Platform::Discord, &format!("interaction:{id}"))
             .await
             .map_err(|e| e.to_string())
     }
@@ -452,7 +446,8 @@ impl DiscordState {
                 Some((o.name.clone(), v))
             })
             .collect();
-        let text = commands::command_text(self.router.catalog(), &cmd.data.name, &options);
+        let text =
+            commands::command_text(self.inbound.router().catalog(), &cmd.data.name, &options);
         let ev = event(
             Origin::interaction(
                 &cmd.user,
@@ -465,25 +460,11 @@ impl DiscordState {
             EventPayload::Command(text),
             Some(format!("interaction:{}", cmd.id)),
         );
-        let response = self.router.handle(&ev).await;
-        let (Some(reply), Some(message)) = (&response.reply, response.message()) else {
-            // Deliberately withheld (a repeated rate-limit hit): drop the "thinking…" placeholder.
-            if let Err(e) = cmd.delete_response(&*self.http).await {
-                tracing::debug!(error = %describe(&e), "could not remove a deferred Discord response");
-            }
-            return;
+        let answer = Deferred {
+            state: self,
+            cmd: &cmd,
         };
-        match self.edit_deferred(&cmd, interaction_edit(&message)).await {
-            Ok(message) => {
-                if let Some(run) = response.pending_run {
-                    self.replies.remember(message.id, &cmd.token);
-                    self.bind(run, message.channel_id, message.id).await;
-                }
-            }
-            Err(e) => {
-                tracing::error!(request_id = %reply.request_id, error = %describe(&e), "could not answer a Discord command")
-            }
-        }
+        self.inbound.answer(&ev, &answer).await;
     }
 
     /// Edits the deferred response to `cmd`. Over the interactions endpoint the deferral is
@@ -546,18 +527,22 @@ impl DiscordState {
             EventPayload::Command(command.clone()),
             Some(format!("interaction:{}", press.id)),
         );
-        let response = self.router.handle(&ev).await;
-        self.deliver(&ev, response).await;
+        self.inbound.answer(&ev, &InChannelWithHints(self)).await;
     }
 
-    /// Makes `message` the approval request of `run` and puts the approve/deny reactions on it.
-    async fn bind(&self, run: i64, channel: ChannelId, message: MessageId) {
-        if let Err(e) = self.router.bind_message(run, &message.to_string()).await {
-            tracing::error!(run, error = %e, "could not bind the approval message; /approve still works");
+    /// Puts the approve/deny reactions on approval request `run`'s message, so approvers
+    /// only have to click.
+    async fn hint(&self, run: i64, ev: &InboundEvent, message_id: &str) {
+        let (Some(channel), Some(message)) = (snowflake(&ev.channel.id), snowflake(message_id))
+        else {
             return;
-        }
+        };
         for emoji in &self.hints {
-            if let Err(e) = self.http.create_reaction(channel, message, emoji).await {
+            let added = self
+                .http
+                .create_reaction(ChannelId::new(channel), MessageId::new(message), emoji)
+                .await;
+            if let Err(e) = added {
                 tracing::debug!(run, error = %describe(&e), "could not add a reaction hint");
             }
         }
@@ -602,36 +587,66 @@ impl DiscordState {
             },
             None,
         );
-        let response = self.router.handle(&ev).await;
-        self.deliver(&ev, response).await;
+        self.inbound.answer(&ev, &InChannelWithHints(self)).await;
+    }
+}
+
+/// A slash command's answer: the edit of its deferred response.
+struct Deferred<'a> {
+    state: &'a DiscordState,
+    cmd: &'a CommandInteraction,
+}
+
+#[async_trait::async_trait]
+impl Answer for Deferred<'_> {
+    async fn deliver(
+        &self,
+        _ev: &InboundEvent,
+        message: &OutboundMessage,
+        approval: bool,
+    ) -> Result<Option<String>, OutboundError> {
+        let edited = self
+            .state
+            .edit_deferred(self.cmd, interaction_edit(message))
+            .await
+            .map_err(|e| OutboundError::Failed(describe(&e)))?;
+        if approval {
+            self.state.replies.remember(edited.id, &self.cmd.token);
+        }
+        Ok(Some(edited.id.to_string()))
     }
 
-    /// Posts a reply in the event's channel (as an answer to its message, if any).
-    async fn deliver(&self, ev: &InboundEvent, response: RouterResponse) {
-        let (Some(message), Some(reply)) = (response.message(), response.reply) else {
-            return;
-        };
-        let to = OutboundTarget {
-            platform: Platform::Discord,
-            channel_id: ev.channel.id.clone(),
-            thread: ev.thread.clone(),
-        };
-        // The paced outbound sends again after a Retry-After, so a 429 does not lose it.
-        match self.outbound.send(&to, &message).await {
-            Ok(id) => {
-                if let (Some(run), Some(channel), Some(message)) = (
-                    response.pending_run,
-                    snowflake(&to.channel_id),
-                    snowflake(&id),
-                ) {
-                    self.bind(run, ChannelId::new(channel), MessageId::new(message))
-                        .await;
-                }
-            }
-            Err(e) => {
-                tracing::error!(request_id = %reply.request_id, error = %e, "could not deliver a Discord reply")
-            }
+    /// Drops the "thinking…" placeholder.
+    async fn withheld(&self) {
+        if let Err(e) = self.cmd.delete_response(&*self.state.http).await {
+            tracing::debug!(error = %describe(&e), "could not remove a deferred Discord response");
         }
+    }
+
+    async fn bound(&self, ev: &InboundEvent, run: i64, message_id: &str) {
+        self.state.hint(run, ev, message_id).await;
+    }
+}
+
+/// A reply in the event's channel (as an answer to its message, if any) through the paced
+/// outbound, which sends again after a Retry-After, so a 429 does not lose it.
+struct InChannelWithHints<'a>(&'a DiscordState);
+
+#[async_trait::async_trait]
+impl Answer for InChannelWithHints<'_> {
+    async fn deliver(
+        &self,
+        ev: &InboundEvent,
+        message: &OutboundMessage,
+        approval: bool,
+    ) -> Result<Option<String>, OutboundError> {
+        InChannel(self.0.outbound.as_ref())
+            .deliver(ev, message, approval)
+            .await
+    }
+
+    async fn bound(&self, ev: &InboundEvent, run: i64, message_id: &str) {
+        self.0.hint(run, ev, message_id).await;
     }
 }
 
@@ -676,22 +691,15 @@ fn event(
     payload: EventPayload,
     event_id: Option<String>,
 ) -> InboundEvent {
-    let channel_id = origin.channel.to_string();
-    InboundEvent {
-        platform: Platform::Discord,
-        workspace: origin.guild.map(|g| g.to_string()),
-        channel: ChannelRef {
-            name: origin.channel_name.unwrap_or_else(|| channel_id.clone()),
-            id: channel_id,
-        },
-        thread,
-        user: UserRef::new(Platform::Discord, origin.user.to_string()),
-        display_name: origin.display,
+    InboundEvent::new(
+        UserRef::new(Platform::Discord, origin.user.to_string()),
+        ChannelRef::named(origin.channel.to_string(), origin.channel_name),
         payload,
-        event_id,
-        reply_handle: None,
-        received_at: Utc::now(),
-    }
+    )
+    .in_workspace(origin.guild.map(|g| g.to_string()))
+    .in_thread(thread)
+    .with_display_name(origin.display)
+    .with_event_id(event_id)
 }
 
 #[cfg(test)]

@@ -230,8 +230,7 @@ async fn session(
             Ok(Envelope::Interactive { payload }) => on_interaction(state, payload),
             Ok(Envelope::EventsApi { payload }) => {
                 let (state, acks) = (state.clone(), acks.clone());
-                let tasks = state.router.in_flight().clone();
-                tasks.spawn(async move {
+                state.inbound.clone().spawn(async move {
                     match on_event_callback(&state, payload).await {
                         Ok(()) => {
                             if let Some(ack) = ack {

@@ -1,0 +1,152 @@
+//! The inbound path every adapter shares, once a platform's payload is an `InboundEvent`:
+//! drop redeliveries by their stored id, run the work on the router's in-flight tracker (so
+//! shutdown waits for what the platform was told we received), handle it, answer it the
+//! platform's way, and bind an approval request to the message it was posted as.
+//!
+//! Adapters keep only what is truly theirs: signatures, payload shapes, acknowledgement and
+//! how an answer is shown ([`Answer`]).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::domain::{InboundEvent, Platform};
+use crate::ports::{ChatOutbound, DeliveryLog, OutboundError, OutboundMessage, OutboundTarget};
+use crate::router::Router;
+
+/// How one platform puts the router's answer in front of people.
+#[async_trait::async_trait]
+pub trait Answer: Send + Sync {
+    /// Shows `message` (an approval request when `approval`); returns the id of the message
+    /// reactions and buttons reach, when it posted one that an approval can be bound to.
+    async fn deliver(
+        &self,
+        ev: &InboundEvent,
+        message: &OutboundMessage,
+        approval: bool,
+    ) -> Result<Option<String>, OutboundError>;
+
+    /// The answer was deliberately withheld (a repeated rate-limit hit).
+    async fn withheld(&self) {}
+
+    /// `message_id`, in the channel of `ev`, now stands for approval request `run`.
+    async fn bound(&self, _ev: &InboundEvent, _run: i64, _message_id: &str) {}
+}
+
+/// The usual answer: a message in the event's channel (and thread), through the paced outbound.
+pub struct InChannel<'a>(pub &'a dyn ChatOutbound);
+
+#[async_trait::async_trait]
+impl Answer for InChannel<'_> {
+    async fn deliver(
+        &self,
+        ev: &InboundEvent,
+        message: &OutboundMessage,
+        _approval: bool,
+    ) -> Result<Option<String>, OutboundError> {
+        self.0.send(&reply_target(ev), message).await.map(Some)
+    }
+}
+
+/// Where a reply to `ev` goes: its channel, in its thread.
+pub fn reply_target(ev: &InboundEvent) -> OutboundTarget {
+    OutboundTarget {
+        platform: ev.platform,
+        channel_id: ev.channel.id.clone(),
+        thread: ev.thread.clone(),
+    }
+}
+
+/// What adapters hold instead of the router and the whole store.
+#[derive(Clone)]
+pub struct Inbound {
+    router: Arc<Router>,
+    deliveries: Arc<dyn DeliveryLog>,
+}
+
+impl Inbound {
+    pub fn new(router: Arc<Router>, deliveries: Arc<dyn DeliveryLog>) -> Self {
+        Self { router, deliveries }
+    }
+
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Records a platform delivery id; false for a redelivery (here or on another replica).
+    /// `Err` when the store could not say: the caller must not acknowledge as handled.
+    pub async fn first_delivery(
+        &self,
+        platform: Platform,
+        id: &str,
+    ) -> Result<bool, crate::ports::StoreError> {
+        let first = self
+            .deliveries
+            .first_delivery(platform, id, Utc::now())
+            .await;
+        match &first {
+            Ok(false) => tracing::debug!(%platform, id, "ignoring a delivery seen before"),
+            Err(e) => tracing::error!(%platform, id, error = %e, "could not record a delivery id"),
+            Ok(true) => {}
+        }
+        first
+    }
+
+    /// Runs acknowledged work in the background, tracked so shutdown waits for it.
+    pub fn spawn<F>(&self, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.router.in_flight().spawn(work);
+    }
+
+    /// Held while answering work the platform handed over outside [`Inbound::spawn`] (a
+    /// gateway handler's own task), so shutdown waits for it too.
+    pub fn answering(&self) -> tokio_util::task::task_tracker::TaskTrackerToken {
+        self.router.in_flight().token()
+    }
+
+    /// Handles `ev`, answers it through `answer`, and binds an approval request to the
+    /// message it became. Failures are logged with the request id; nothing is retried here
+    /// (the outbound already retries what can be retried).
+    pub async fn answer(&self, ev: &InboundEvent, answer: &dyn Answer) {
+        let response = self.router.handle(ev).await;
+        let Some(message) = response.message() else {
+            answer.withheld().await;
+            return;
+        };
+        let run = response.pending_run;
+        match answer.deliver(ev, &message, run.is_some()).await {
+            Ok(Some(message_id)) => {
+                if let Some(run) = run {
+                    self.bind(ev, run, &message_id, answer).await;
+                }
+            }
+            Ok(None) if run.is_some() => tracing::warn!(
+                run,
+                request_id = %response.request_id,
+                "the approval request has no message to react to; /approve still works"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::error!(
+                request_id = %response.request_id,
+                platform = %ev.platform,
+                channel = %ev.channel.id,
+                error = %e,
+                "could not deliver a reply"
+            ),
+        }
+    }
+
+    async fn bind(&self, ev: &InboundEvent, run: i64, message_id: &str, answer: &dyn Answer) {
+        match self.router.bind_message(run, message_id).await {
+            Ok(()) => answer.bound(ev, run, message_id).await,
+            Err(e) => tracing::error!(
+                run,
+                error = %e,
+                "could not bind the approval message; /approve still works"
+            ),
+        }
+    }
+}
