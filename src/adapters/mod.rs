@@ -61,20 +61,44 @@ impl ChatOutbound for PlatformOutbound {
     }
 }
 
-/// Doubling waits between reconnection attempts, capped at a minute.
-pub(crate) struct Backoff(Duration);
+/// Doubling waits between reconnection attempts: the one reconnect policy of every adapter
+/// that connects out (Telegram polling, Slack Socket Mode, the Discord gateway).
+pub(crate) struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
 
 impl Default for Backoff {
+    /// From half a second, capped at a minute.
     fn default() -> Self {
-        Self(Duration::from_millis(500))
+        Self::new(Duration::from_millis(500), Duration::from_secs(60))
     }
 }
 
 impl Backoff {
+    pub(crate) fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            max,
+            next: first,
+        }
+    }
+
+    /// The wait before the next attempt.
+    pub(crate) fn delay(&self) -> Duration {
+        self.next
+    }
+
+    /// A connection that was healthy starts the waits afresh.
+    pub(crate) fn reset(&mut self) {
+        self.next = self.first;
+    }
+
     /// Waits the current delay and doubles it; `Err` when shutdown came first.
     pub(crate) async fn wait(&mut self, shutdown: &CancellationToken) -> Result<(), ()> {
-        let delay = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(60));
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
         tokio::select! {
             _ = shutdown.cancelled() => Err(()),
             _ = tokio::time::sleep(delay) => Ok(()),

@@ -568,7 +568,7 @@ async fn poll(
                     status(AdapterState::Up);
                     up = true;
                 }
-                backoff = Backoff::default();
+                backoff.reset();
                 for update in updates {
                     let next = i32::try_from(update.id.0)
                         .unwrap_or(i32::MAX)

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{DiscordState, build_http};
+use crate::adapters::Backoff;
 use crate::config::DiscordConfig;
 use crate::liveness::{AdapterState, Liveness};
 
@@ -152,7 +153,7 @@ pub fn spawn_gateway(
     });
     let cfg = cfg.clone();
     tokio::spawn(async move {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             let started = Instant::now();
             let built = ClientBuilder::new_with_http(build_http(&cfg), intents())
@@ -187,25 +188,23 @@ pub fn spawn_gateway(
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_secs = backoff.as_secs(), "Discord gateway stopped; reconnecting");
+                    tracing::warn!(error = %e, retry_in_secs = backoff.delay().as_secs(), "Discord gateway stopped; reconnecting");
                     status(AdapterState::Retrying(e.to_string()));
                 }
                 Ok(()) => {
                     tracing::warn!(
-                        retry_in_secs = backoff.as_secs(),
+                        retry_in_secs = backoff.delay().as_secs(),
                         "Discord gateway closed; reconnecting"
                     );
                     status(AdapterState::Retrying("gateway closed".into()));
                 }
             }
             if started.elapsed() >= HEALTHY_RUN {
-                backoff = FIRST_BACKOFF;
+                backoff.reset();
             }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.cancelled() => return,
+            if backoff.wait(&shutdown).await.is_err() {
+                return;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     })
 }

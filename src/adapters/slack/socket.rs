@@ -115,12 +115,12 @@ pub async fn run(
                 Ended::Disconnect(reason) => {
                     tracing::info!(%reason, "Slack asked for a reconnection");
                     status(AdapterState::Connecting);
-                    backoff = Backoff::default();
+                    backoff.reset();
                     continue;
                 }
                 Ended::Lost(why) => {
                     // A connection that was up starts the backoff afresh.
-                    backoff = Backoff::default();
+                    backoff.reset();
                     why
                 }
             },
