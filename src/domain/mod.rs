@@ -9,6 +9,7 @@ mod event;
 mod identity;
 mod incident;
 mod run;
+mod text;
 mod time;
 
 pub use alert::{Alert, AlertSource, AlertStatus, IncomingAlert, Matcher, Silence};
@@ -23,4 +24,5 @@ pub use incident::{
     Incident, IncidentStatus, ResponseTargets, Severity, TimelineEntry, TimelineKind,
 };
 pub use run::{NewRun, Run, RunResult, RunState, Vote, VoteTally};
+pub use text::line_col;
 pub use time::{HumanDuration, RateQuota, human_duration, parse_duration};
