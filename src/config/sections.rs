@@ -101,7 +101,7 @@ pub enum LimiterBackend {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, try_from = "RawLimits")]
+#[serde(try_from = "RawLimits")]
 pub struct LimitsConfig {
     /// From `backend` (`memory` or `redis`) and `redis_url`.
     pub backend: LimiterBackend,
