@@ -21,7 +21,7 @@ use crate::adapters::telegram::{TelegramApi, TelegramInbound};
 use crate::adapters::throttle::{Throttled, default_spacing};
 use crate::catalog::{Catalog, CatalogErrors};
 use crate::config::{Config, LimiterBackend, TelegramMode};
-use crate::domain::{Matcher, Platform, ResponseTargets};
+use crate::domain::{Platform, ResponseTargets};
 use crate::hooks::HookState;
 use crate::http::{self, HttpState};
 use crate::limiter::{MemoryLimiter, RedisLimiter};
@@ -79,39 +79,30 @@ pub struct App {
 }
 
 /// The `[alerts]` routes as the alert service uses them.
-fn alert_routing(config: &Config) -> Result<AlertRouting, StartupError> {
+fn alert_routing(config: &Config) -> AlertRouting {
     let a = &config.alerts;
+    let target = |platform, channel: &String| OutboundTarget {
+        platform,
+        channel_id: channel.clone(),
+        thread: None,
+    };
     let routes = a
         .routes
         .iter()
-        .map(|r| {
-            let matchers = r
-                .matchers
-                .iter()
-                .map(|m| m.parse::<Matcher>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(StartupError::Config)?;
-            Ok(AlertRoute {
-                matchers,
-                target: OutboundTarget {
-                    platform: r.platform,
-                    channel_id: r.channel.clone(),
-                    thread: None,
-                },
-                continue_matching: r.continue_matching,
-            })
+        .map(|r| AlertRoute {
+            matchers: r.matchers.clone(),
+            target: target(r.platform, &r.channel),
+            continue_matching: r.continue_matching,
         })
-        .collect::<Result<Vec<_>, StartupError>>()?;
-    let default = a.default_route.as_ref().map(|d| OutboundTarget {
-        platform: d.platform,
-        channel_id: d.channel.clone(),
-        thread: None,
-    });
-    Ok(AlertRouting {
+        .collect();
+    AlertRouting {
         routes,
-        default,
+        default: a
+            .default_route
+            .as_ref()
+            .map(|d| target(d.platform, &d.channel)),
         max_listed: a.max_listed,
-    })
+    }
 }
 
 /// Loads and validates the command catalogue named by the config.
@@ -135,23 +126,16 @@ impl App {
 
     pub async fn build_with(config: Config, overrides: Overrides) -> Result<App, StartupError> {
         let catalog = load_catalog(&config)?;
-        let directory = config.directory().map_err(StartupError::Config)?;
         let checks = crate::probes::build_checks(&config.checks).map_err(StartupError::Config)?;
         let store =
             crate::store::connect(&config.store.database_url, config.store.max_connections).await?;
-        let limiter: Arc<dyn RateLimiter> = match config.limits.backend {
+        let limiter: Arc<dyn RateLimiter> = match &config.limits.backend {
             LimiterBackend::Memory => Arc::new(MemoryLimiter::new()),
-            LimiterBackend::Redis => {
-                let url =
-                    config.limits.redis_url.as_ref().ok_or_else(|| {
-                        StartupError::Config("limits.redis_url is required".into())
-                    })?;
-                Arc::new(
-                    RedisLimiter::connect(url.expose_secret(), "opsbot:rl:")
-                        .await
-                        .map_err(|e| StartupError::Limiter(e.0))?,
-                )
-            }
+            LimiterBackend::Redis { url } => Arc::new(
+                RedisLimiter::connect(url.expose_secret(), "opsbot:rl:")
+                    .await
+                    .map_err(|e| StartupError::Limiter(e.0))?,
+            ),
         };
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(HealthChecks::new(checks));
@@ -209,13 +193,13 @@ impl App {
             outbound.clone(),
             notifiers,
             clock.clone(),
-            alert_routing(&config)?,
+            alert_routing(&config),
         );
         let l = &config.limits;
         let router = Router::new(RouterDeps {
             bot_name: config.bot.name.clone(),
             catalog: Arc::new(catalog),
-            directory: Arc::new(directory),
+            directory: Arc::new(config.directory.clone()),
             access: BuiltinAccess {
                 status: config.builtins.status_roles.clone(),
                 audit: config.builtins.audit_roles.clone(),

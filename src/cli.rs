@@ -123,7 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!(
                 "ok: {} is valid; {} people, {} health checks, {} commands in {}",
                 arg.config.display(),
-                config.people.len(),
+                config.directory.len(),
                 config.checks.len(),
                 catalog.len(),
                 config.catalog_dir().display()

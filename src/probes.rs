@@ -10,56 +10,38 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::Connection;
 
 use crate::actions::health::HealthCheck;
-use crate::config::{CheckConfig, CheckKind};
+use crate::config::{CheckConfig, CheckProbe};
 use crate::ports::{Probe, ProbeReport};
 
-/// Builds the configured checks. The config was validated, so each kind has its fields.
+/// Builds the configured checks; the config already holds each kind's (valid) fields.
 pub fn build_checks(configs: &[CheckConfig]) -> Result<Vec<HealthCheck>, String> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::limited(3))
         .user_agent(concat!("opsbot/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("cannot build HTTP client: {e}"))?;
-    configs
-        .iter()
-        .map(|c| {
-            let missing = |what: &str| format!("check {:?}: missing {what}", c.name);
-            let probe: Arc<dyn Probe> = match c.kind {
-                CheckKind::Http => {
-                    let url = c.url.clone().ok_or_else(|| missing("url"))?;
-                    reqwest::Url::parse(url.expose_secret())
-                        .map_err(|e| format!("check {:?}: url is not valid: {e}", c.name))?;
-                    Arc::new(HttpProbe {
-                        client: client.clone(),
-                        url,
-                        expect_status: c.expect_status,
-                    })
-                }
-                CheckKind::Tcp => Arc::new(TcpProbe {
-                    address: c.address.clone().ok_or_else(|| missing("address"))?,
-                }),
-                CheckKind::Postgres => Arc::new(PostgresProbe {
-                    url: c.url.clone().ok_or_else(|| missing("url"))?,
-                }),
-                CheckKind::Redis => Arc::new(RedisProbe {
-                    url: c.url.clone().ok_or_else(|| missing("url"))?,
-                }),
-                CheckKind::Exec => Arc::new(ExecProbe {
-                    argv: c
-                        .argv
-                        .clone()
-                        .filter(|a| !a.is_empty())
-                        .ok_or_else(|| missing("argv"))?,
-                }),
-            };
-            Ok(HealthCheck {
-                name: c.name.clone(),
-                kind: c.kind.as_str(),
-                timeout: c.timeout.0,
-                probe,
-            })
-        })
-        .collect()
+    let checks = configs.iter().map(|c| {
+        let probe: Arc<dyn Probe> = match &c.probe {
+            CheckProbe::Http { url, expect_status } => Arc::new(HttpProbe {
+                client: client.clone(),
+                url: url.clone(),
+                expect_status: *expect_status,
+            }),
+            CheckProbe::Tcp { address } => Arc::new(TcpProbe {
+                address: address.clone(),
+            }),
+            CheckProbe::Postgres { url } => Arc::new(PostgresProbe { url: url.clone() }),
+            CheckProbe::Redis { url } => Arc::new(RedisProbe { url: url.clone() }),
+            CheckProbe::Exec { argv } => Arc::new(ExecProbe { argv: argv.clone() }),
+        };
+        HealthCheck {
+            name: c.name.clone(),
+            kind: c.probe.kind(),
+            timeout: c.timeout.0,
+            probe,
+        }
+    });
+    Ok(checks.collect())
 }
 
 /// Removes the URL and its password from a message that may quote them.

@@ -10,8 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{CatalogError, RESERVED_NAMES};
-use crate::config::line_col;
-use crate::domain::{HumanDuration, RateQuota, Role};
+use crate::domain::{HumanDuration, RateQuota, Role, line_col};
 
 /// A validated data-defined command.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@ mod event;
 mod identity;
 mod incident;
 mod run;
+mod text;
 mod time;
 
 pub use action::{ActionKind, BoundArgs};
@@ -25,4 +26,5 @@ pub use incident::{
     Incident, IncidentStatus, ResponseTargets, Severity, TimelineEntry, TimelineKind,
 };
 pub use run::{NewRun, Run, RunResult, RunState, Vote, VoteTally};
+pub use text::line_col;
 pub use time::{HumanDuration, RateQuota, human_duration, parse_duration};

@@ -1,0 +1,259 @@
+//! Typed configuration: one TOML file, overridden by `OPSBOT_SECTION__KEY` environment
+//! variables, parsed once into the types the program uses (the people [`Directory`], alert
+//! routes with parsed `Matcher`s, health checks by kind). Unknown keys are rejected, every
+//! error names the file and line (or the variable), and secret values never print.
+
+mod alerts;
+mod checks;
+mod people;
+mod platforms;
+mod sections;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::domain::{Directory, line_col};
+
+pub use alerts::{AlertRouteConfig, AlertsConfig, NotifyWebhookConfig, RouteTarget};
+pub use checks::{CheckConfig, CheckProbe};
+pub use platforms::{DiscordConfig, SlackConfig, TelegramConfig, TelegramMode};
+pub use sections::{
+    ApprovalsConfig, BotConfig, BuiltinsConfig, CatalogConfig, ConsoleConfig, HealthConfig,
+    IncidentsConfig, LimiterBackend, LimitsConfig, LogConfig, LogFormat, ServerConfig, StoreConfig,
+};
+
+/// Shortest accepted shared secret (tokens, HMAC keys).
+pub const MIN_SECRET_LEN: usize = 12;
+
+/// Prefix of environment overrides; `OPSBOT_STORE__DATABASE_URL` sets `store.database_url`.
+pub const ENV_PREFIX: &str = "OPSBOT_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("environment override {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub bot: BotConfig,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub store: StoreConfig,
+    pub limits: LimitsConfig,
+    pub catalog: CatalogConfig,
+    pub console: ConsoleConfig,
+    pub builtins: BuiltinsConfig,
+    pub approvals: ApprovalsConfig,
+    pub alerts: AlertsConfig,
+    pub incidents: IncidentsConfig,
+    pub health: HealthConfig,
+    /// Telegram bot credentials; absent = no Telegram adapter.
+    pub telegram: Option<TelegramConfig>,
+    /// Slack app credentials; absent = no Slack adapter.
+    pub slack: Option<SlackConfig>,
+    /// Discord bot credentials; absent = no Discord adapter.
+    pub discord: Option<DiscordConfig>,
+    /// The people and identities from `[[people]]`.
+    #[serde(rename = "people", deserialize_with = "people::directory")]
+    pub directory: Directory,
+    /// `[[checks]]`, names unique.
+    pub checks: Vec<CheckConfig>,
+    /// Directory of the config file; relative paths in the config resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+impl Config {
+    /// Reads `path`, applies environment overrides and validates the result.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_toml(path, &src, &env)
+    }
+
+    /// Parses config text; `env` is the environment to take `OPSBOT_*__*` overrides from.
+    pub fn from_toml(
+        path: &Path,
+        src: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let overrides: Vec<&(String, String)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+            .collect();
+        let mut config = if overrides.is_empty() {
+            toml::from_str::<Config>(src).map_err(|e| syntax_error(path, src, &e))?
+        } else {
+            with_overrides(path, src, &overrides)?
+        };
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        config.base_dir = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// What the parsed types cannot say alone: secrets long enough, names unique.
+    fn validate(&self) -> Result<(), String> {
+        let url = self.store.database_url.expose_secret();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err("store.database_url must start with sqlite: or postgres://".into());
+        }
+        // An empty or trivial shared secret authenticates anyone (a missing Kubernetes secret
+        // key becomes an empty variable): refuse to start instead.
+        let mut secrets: Vec<(&str, &SecretString)> = Vec::new();
+        if let Some(t) = &self.alerts.alertmanager_token {
+            secrets.push(("alerts.alertmanager_token", t));
+        }
+        if let Some(t) = &self.alerts.webhook_secret {
+            secrets.push(("alerts.webhook_secret", t));
+        }
+        for w in &self.alerts.webhooks {
+            secrets.push(("alerts.webhooks.secret", &w.secret));
+        }
+        if let Some(slack) = &self.slack {
+            slack.validate()?;
+            secrets.push(("slack.signing_secret", &slack.signing_secret));
+        }
+        if let Some(telegram) = &self.telegram {
+            telegram.validate()?;
+        }
+        if let Some(discord) = &self.discord {
+            discord.validate()?;
+            secrets.push(("discord.bot_token", &discord.bot_token));
+        }
+        for (key, value) in secrets {
+            if value.expose_secret().trim().len() < MIN_SECRET_LEN {
+                return Err(format!(
+                    "{key} must be at least {MIN_SECRET_LEN} characters"
+                ));
+            }
+        }
+        let mut names = BTreeSet::new();
+        for (i, check) in self.checks.iter().enumerate() {
+            if !names.insert(check.name.as_str()) {
+                return Err(format!(
+                    "checks[{i}] ({:?}): check name is used twice",
+                    check.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn catalog_dir(&self) -> PathBuf {
+        self.base_dir.join(&self.catalog.dir)
+    }
+}
+
+/// Parses the file with the environment overrides applied. The merged result decides (so a
+/// variable may supply a key the file leaves out); an error the file alone shows too is
+/// reported at its line, any other names the variables.
+fn with_overrides(
+    path: &Path,
+    src: &str,
+    overrides: &[&(String, String)],
+) -> Result<Config, ConfigError> {
+    let mut table: toml::Table = toml::from_str(src).map_err(|e| syntax_error(path, src, &e))?;
+    for (var, value) in overrides {
+        apply_override(&mut table, var, value)?;
+    }
+    Config::deserialize(table).map_err(|merged| match toml::from_str::<Config>(src) {
+        Err(own) if own.message() == merged.message() => syntax_error(path, src, &own),
+        _ => ConfigError::Env {
+            var: overrides
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            message: merged.message().to_owned(),
+        },
+    })
+}
+
+fn syntax_error(path: &Path, src: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = e
+        .span()
+        .map(|span| line_col(src, span.start))
+        .unwrap_or((1, 1));
+    ConfigError::Syntax {
+        path: path.to_owned(),
+        line,
+        column,
+        message: e.message().to_owned(),
+    }
+}
+
+fn apply_override(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), ConfigError> {
+    let err = |message: String| ConfigError::Env {
+        var: var.to_owned(),
+        message,
+    };
+    let path: Vec<String> = var[ENV_PREFIX.len()..]
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if path.iter().any(String::is_empty) {
+        return Err(err("expected OPSBOT_SECTION__KEY".into()));
+    }
+    // A value that reads as TOML (numbers, booleans, arrays) keeps its type; anything else is a
+    // string. Secret-looking keys always stay strings, so a numeric token is never re-typed
+    // (and then quoted back in an error message).
+    let last_key = path.last().map(String::as_str).unwrap_or_default();
+    let secret_like = ["token", "secret", "password", "url"]
+        .iter()
+        .any(|w| last_key.contains(w));
+    let value = if secret_like {
+        toml::Value::String(raw.to_owned())
+    } else {
+        toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+    };
+    let (last, parents) = path.split_last().expect("non-empty path");
+    let mut cur = table;
+    for key in parents {
+        let entry = cur
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| err(format!("{key} is not a section")))?;
+    }
+    cur.insert(last.clone(), value);
+    Ok(())
+}

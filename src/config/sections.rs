@@ -1,0 +1,291 @@
+//! The plain settings sections (`[bot]`, `[server]`, `[log]`, `[store]`, `[limits]`,
+//! `[catalog]`, `[console]`, `[builtins]`, `[health]`, `[incidents]`, `[approvals]`): each
+//! is a struct whose `Default` is the documented default, so an omitted key or section
+//! takes it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::domain::{HumanDuration, RateQuota, Role};
+
+fn secs(n: u64) -> HumanDuration {
+    HumanDuration(Duration::from_secs(n))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BotConfig {
+    /// The bot's own name, so `/status@opsbot` in group chats is understood.
+    pub name: String,
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        Self {
+            name: "opsbot".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// How long shutdown waits for in-flight work.
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_grace: secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `opsbot=debug,sqlx=warn`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://opsbot.db` (default) or `postgres://user:pass@host/db`. Secret: may hold a password.
+    pub database_url: SecretString,
+    pub max_connections: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            database_url: SecretString::from("sqlite://opsbot.db"),
+            max_connections: 8,
+        }
+    }
+}
+
+/// Which rate limiter holds the counters; Redis carries its URL, so it cannot be missing.
+#[derive(Debug, Default)]
+pub enum LimiterBackend {
+    /// In this process (one replica).
+    #[default]
+    Memory,
+    /// Shared by replicas. Secret: the URL may hold a password.
+    Redis { url: SecretString },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "RawLimits")]
+pub struct LimitsConfig {
+    /// From `backend` (`memory` or `redis`) and `redis_url`.
+    pub backend: LimiterBackend,
+    /// Across everyone and everything.
+    pub global: Option<RateQuota>,
+    /// Per person, across commands.
+    pub per_user: Option<RateQuota>,
+    /// Per channel, across commands.
+    pub per_channel: Option<RateQuota>,
+    /// Per command name, across people (a command file may set stricter per-user/channel limits).
+    pub per_command: Option<RateQuota>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let quota = |count, per| RateQuota {
+            count: std::num::NonZeroU32::new(count).expect("non-zero"),
+            per: Duration::from_secs(per),
+        };
+        Self {
+            backend: LimiterBackend::Memory,
+            global: Some(quota(50, 1)),
+            per_user: Some(quota(30, 60)),
+            per_channel: None,
+            per_command: None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum BackendName {
+    #[default]
+    Memory,
+    Redis,
+}
+
+/// `[limits]` as written. A quota left out of a written `[limits]` section is off (unlike
+/// an omitted section, which takes the defaults).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default)]
+    backend: BackendName,
+    redis_url: Option<SecretString>,
+    global: Option<RateQuota>,
+    per_user: Option<RateQuota>,
+    per_channel: Option<RateQuota>,
+    per_command: Option<RateQuota>,
+}
+
+impl TryFrom<RawLimits> for LimitsConfig {
+    type Error = String;
+    fn try_from(raw: RawLimits) -> Result<Self, String> {
+        let backend = match (raw.backend, raw.redis_url) {
+            (BackendName::Memory, _) => LimiterBackend::Memory,
+            (BackendName::Redis, Some(url)) => LimiterBackend::Redis { url },
+            (BackendName::Redis, None) => {
+                return Err("limits.backend = \"redis\" needs limits.redis_url".into());
+            }
+        };
+        Ok(Self {
+            backend,
+            global: raw.global,
+            per_user: raw.per_user,
+            per_channel: raw.per_channel,
+            per_command: raw.per_command,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// Folder of `*.toml` command files, relative to the config file.
+    pub dir: PathBuf,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("commands"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Whether `serve` reads commands from stdin.
+    pub enabled: bool,
+    /// Console identity `serve` uses (`opsbot chat --as NAME` overrides it).
+    pub user: Option<String>,
+    /// Channel name console commands run in (channel allow-lists match it).
+    pub channel: String,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            user: None,
+            channel: "console".into(),
+        }
+    }
+}
+
+/// Who may run the built-in commands beyond `help` and `whoami` (which anyone may run).
+/// An empty list means nobody: access is denied unless granted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuiltinsConfig {
+    pub status_roles: Vec<Role>,
+    pub audit_roles: Vec<Role>,
+    /// May list alerts (`/alerts`).
+    pub alerts_roles: Vec<Role>,
+    /// May act on alerts (`/ack`, `/silence`, `/unsilence`, `/resolve`).
+    pub responder_roles: Vec<Role>,
+}
+
+/// Scheduled health checks and the bot's own dead-man's switch.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Run every `[[checks]]` this often and raise alerts on state changes; unset: only `/status`.
+    pub every: Option<HumanDuration>,
+    /// Consecutive failures before a check's alert fires (flap damping).
+    pub fail_after: u32,
+    /// `severity` label of health-check alerts.
+    pub severity: String,
+    /// Pinged (GET) on an interval so an external monitor notices when opsbot stops.
+    pub heartbeat_url: Option<SecretString>,
+    pub heartbeat_every: HumanDuration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            every: None,
+            fail_after: 3,
+            severity: "critical".into(),
+            heartbeat_url: None,
+            heartbeat_every: secs(60),
+        }
+    }
+}
+
+/// Acknowledgement targets per incident severity (P4: 09:00 UTC on the next working day).
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IncidentsConfig {
+    pub p1_ack_within: HumanDuration,
+    pub p2_ack_within: HumanDuration,
+    pub p3_ack_within: HumanDuration,
+}
+
+impl Default for IncidentsConfig {
+    fn default() -> Self {
+        Self {
+            p1_ack_within: secs(15 * 60),
+            p2_ack_within: secs(3600),
+            p3_ack_within: secs(4 * 3600),
+        }
+    }
+}
+
+/// How approvals are given by reaction, and who may break glass.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Reactions that approve (aliases and skin tones count as the same emoji).
+    pub approve_emoji: Vec<String>,
+    /// Reactions that deny.
+    pub deny_emoji: Vec<String>,
+    /// Roles that may run an approval-gated command at once with `--break-glass "reason"`.
+    pub break_glass_roles: Vec<Role>,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            approve_emoji: vec!["✅".into(), "👍".into()],
+            deny_emoji: vec!["❌".into(), "👎".into()],
+            break_glass_roles: Vec::new(),
+        }
+    }
+}

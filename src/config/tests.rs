@@ -1,0 +1,233 @@
+//! The config loader's own rules: defaults, file:line errors, env overrides, secrets.
+
+use super::*;
+
+fn load(src: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(Path::new("opsbot.toml"), src, &[])
+}
+
+#[test]
+fn empty_config_uses_safe_defaults() {
+    let c = load("").unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    assert!(c.directory.is_empty());
+    assert!(c.builtins.status_roles.is_empty());
+}
+
+#[test]
+fn unknown_key_names_file_and_line() {
+    let err = load("[server]\nlisten = \"127.0.0.1:1\"\nlistn = 3\n").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("opsbot.toml:3:"), "{msg}");
+    assert!(msg.contains("listn"), "{msg}");
+}
+
+#[test]
+fn bad_values_are_explained() {
+    let msg = load("[limits]\nper_user = \"lots\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("opsbot.toml:2") && msg.contains("rate"),
+        "{msg}"
+    );
+    let msg = load("[[people]]\nname = \"a\"\nidentities = [\"U1\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("platform:user_id"), "{msg}");
+    let msg = load("[[checks]]\nname = \"x\"\nkind = \"tcp\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("needs address"), "{msg}");
+}
+
+#[test]
+fn env_overrides_win_and_keep_types() {
+    let env = vec![
+        (
+            "OPSBOT_SERVER__LISTEN".to_owned(),
+            "127.0.0.1:9999".to_owned(),
+        ),
+        ("OPSBOT_STORE__MAX_CONNECTIONS".to_owned(), "3".to_owned()),
+        ("OPSBOT_UNRELATED".to_owned(), "x".to_owned()),
+    ];
+    let c = Config::from_toml(
+        Path::new("c.toml"),
+        "[server]\nlisten = \"127.0.0.1:1\"\n",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(c.server.listen.port(), 9999);
+    assert_eq!(c.store.max_connections, 3);
+    let env = vec![("OPSBOT_SERVER__NOPE".to_owned(), "1".to_owned())];
+    let msg = Config::from_toml(Path::new("c.toml"), "", &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("OPSBOT_SERVER__NOPE") && msg.contains("nope"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn empty_or_short_shared_secrets_are_refused() {
+    let msg = load("[alerts]\nalertmanager_token = \"\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("alerts.alertmanager_token must be at least"),
+        "{msg}"
+    );
+    assert!(load("[alerts]\nwebhook_secret = \"short\"\n").is_err());
+    // A numeric secret from the environment stays a string and is never echoed.
+    let env = vec![(
+        "OPSBOT_ALERTS__WEBHOOK_SECRET".to_owned(),
+        "847362519934".to_owned(),
+    )];
+    let c = Config::from_toml(Path::new("c.toml"), "", &env).unwrap();
+    assert!(c.alerts.webhook_secret.is_some());
+}
+
+#[test]
+fn slack_socket_mode_needs_an_app_level_token() {
+    let slack = "[slack]\nsigning_secret = \"8f742231b10e8888abcd\"\nbot_token = \"xoxb-1\"\n";
+    let msg = load(&format!("{slack}socket_mode = true\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("needs slack.app_token"), "{msg}");
+    let msg = load(&format!(
+        "{slack}socket_mode = true\napp_token = \"xoxb-secret-9\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(msg.contains("xapp-") && !msg.contains("secret-9"), "{msg}");
+    let c = load(&format!(
+        "{slack}socket_mode = true\napp_token = \"xapp-1-A1-secret\"\n"
+    ))
+    .unwrap();
+    assert!(!format!("{c:?}").contains("xapp-1"));
+}
+
+#[test]
+fn secrets_never_print() {
+    let c = load("[store]\ndatabase_url = \"postgres://u:hunter2@db/ops\"\n").unwrap();
+    assert!(!format!("{c:?}").contains("hunter2"));
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn checks_parse_into_the_probe_of_their_kind() {
+    let c = load(
+        "[[checks]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://127.0.0.1/\"\nexpect_status = 204\n\
+         [[checks]]\nname = \"disk\"\nkind = \"exec\"\nargv = [\"true\"]\ntimeout = \"1s\"\n",
+    )
+    .unwrap();
+    assert!(matches!(
+        &c.checks[0].probe,
+        CheckProbe::Http {
+            expect_status: Some(204),
+            ..
+        }
+    ));
+    assert_eq!(c.checks[0].timeout.0, std::time::Duration::from_secs(5));
+    assert!(matches!(&c.checks[1].probe, CheckProbe::Exec { argv } if argv == &["true"]));
+    assert_eq!(c.checks[1].probe.kind(), "exec");
+}
+
+#[test]
+fn check_errors_name_the_line_and_the_key() {
+    let msg = load("[server]\nlisten = \"127.0.0.1:1\"\n[[checks]]\nname = \"db\"\nkind = \"tcp\"\naddress = \"db:5432\"\nurl = \"x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.starts_with("opsbot.toml:3:"), "{msg}");
+    assert!(
+        msg.contains("check \"db\": url does not apply to kind tcp"),
+        "{msg}"
+    );
+    let msg = load("[[checks]]\nname = \"x\"\nkind = \"exec\"\nargv = []\n")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("kind exec needs argv"), "{msg}");
+    let msg = load("[[checks]]\nname = \"w\"\nkind = \"http\"\nurl = \"not a url\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("check \"w\": url is not valid"), "{msg}");
+    let twice = "[[checks]]\nname = \"a\"\nkind = \"tcp\"\naddress = \"h:1\"\n";
+    let msg = load(&format!("{twice}{twice}")).unwrap_err().to_string();
+    assert!(
+        msg.contains("checks[1] (\"a\"): check name is used twice"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn people_and_routes_arrive_parsed() {
+    let c = load(
+        "[[alerts.routes]]\nmatchers = [\"severity=critical\", \"team=~db|infra\"]\nplatform = \"console\"\nchannel = \"ops\"\n\
+         [[people]]\nname = \"alice\"\nidentities = [\"console:alice\"]\n",
+    )
+    .unwrap();
+    assert_eq!(c.alerts.routes[0].matchers.len(), 2);
+    assert_eq!(c.alerts.routes[0].matchers[1].to_string(), "team=~db|infra");
+    assert!(c.directory.person("alice").is_some());
+    let msg = load(
+        "[[alerts.routes]]\nmatchers = [\"sev\"]\nplatform = \"console\"\nchannel = \"ops\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.starts_with("opsbot.toml:2:") && msg.contains("label=value"),
+        "{msg}"
+    );
+    let person = "[[people]]\nname = \"a\"\nidentities = [\"console:a\"]\n";
+    let msg = load(&format!("{person}{}", person.replace("\"a\"\n", "\"b\"\n")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("people: identity console:a is mapped to both"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn the_redis_limiter_carries_its_url() {
+    let msg = load("[limits]\nbackend = \"redis\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.starts_with("opsbot.toml:1:"), "{msg}");
+    assert!(
+        msg.contains("limits.backend = \"redis\" needs limits.redis_url"),
+        "{msg}"
+    );
+    let c = load("[limits]\nbackend = \"redis\"\nredis_url = \"redis://:pw-1234@r\"\n").unwrap();
+    assert!(matches!(c.limits.backend, LimiterBackend::Redis { .. }));
+    assert!(!format!("{c:?}").contains("pw-1234"));
+    assert!(load("").unwrap().limits.global.is_some());
+}
+
+#[test]
+fn the_environment_may_supply_a_key_the_file_leaves_out() {
+    let file = "[limits]\nbackend = \"redis\"\n";
+    let c = Config::from_toml(
+        Path::new("c.toml"),
+        file,
+        &env(&[("OPSBOT_LIMITS__REDIS_URL", "redis://127.0.0.1:6379")]),
+    )
+    .unwrap();
+    assert!(matches!(c.limits.backend, LimiterBackend::Redis { .. }));
+    // An error the file has by itself keeps its line, whatever the environment sets.
+    let msg = Config::from_toml(
+        Path::new("c.toml"),
+        "[server]\nlisten = \"nowhere\"\n",
+        &env(&[("OPSBOT_LOG__LEVEL", "debug")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(msg.starts_with("c.toml:2:"), "{msg}");
+}
