@@ -6,7 +6,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use support::{ROLLBACK, TEAM};
+use support::{ROLLBACK, TEAM, eventually, satisfies};
+
+/// How long a spawned `opsbot serve` may take to start, answer or stop.
+const SLOW: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn opsbot(args: &[&str], stdin: &[u8]) -> Output {
     opsbot_with_env(args, &[], stdin)
@@ -358,9 +361,7 @@ async fn serve_answers_http_and_console_and_stops_on_sigterm() {
         l.contains("opsbot serving HTTP")
     });
     let replies = wait_for_line(child.stdout.take().unwrap(), |l| l.starts_with("You are"));
-    let line = serving
-        .recv_timeout(std::time::Duration::from_secs(30))
-        .expect("serve logs its address");
+    let line = serving.recv_timeout(SLOW).expect("serve logs its address");
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     let addr = v["addr"].as_str().unwrap().to_owned();
 
@@ -373,9 +374,7 @@ async fn serve_answers_http_and_console_and_stops_on_sigterm() {
 
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"/whoami\n").unwrap();
-    let reply = replies
-        .recv_timeout(std::time::Duration::from_secs(30))
-        .expect("console reply");
+    let reply = replies.recv_timeout(SLOW).expect("console reply");
     assert_eq!(
         reply,
         "You are alice (console:alice). Roles: deployer, sre."
@@ -386,17 +385,10 @@ async fn serve_answers_http_and_console_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "serve did not stop on SIGTERM"
-        );
-        std::thread::yield_now();
-    };
+    let status = eventually("serve to stop on SIGTERM", SLOW, async || {
+        child.try_wait().unwrap()
+    })
+    .await;
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
 }
 
@@ -438,14 +430,7 @@ async fn sigterm_waits_for_a_command_being_answered() {
     });
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"/slow\n").unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !started.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the runbook never started"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually("the runbook to start", SLOW, async || started.exists()).await;
 
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -454,11 +439,11 @@ async fn sigterm_waits_for_a_command_being_answered() {
     assert!(kill.success());
     // Only once opsbot is shutting down does the runbook get to finish.
     draining
-        .recv_timeout(std::time::Duration::from_secs(30))
+        .recv_timeout(SLOW)
         .expect("serve waits for the command in flight");
     std::fs::write(&go, "").unwrap();
     let reply = replies
-        .recv_timeout(std::time::Duration::from_secs(30))
+        .recv_timeout(SLOW)
         .expect("the answer is still delivered after SIGTERM");
     assert!(reply.contains("finished the slow work"), "{reply}");
     let status = child.wait().unwrap();
@@ -546,17 +531,13 @@ async fn serve_schedules_checks_raises_alerts_and_pings_its_heartbeat() {
         l.contains("HealthCheckFailed")
     });
     let line = fired
-        .recv_timeout(std::time::Duration::from_secs(30))
+        .recv_timeout(SLOW)
         .expect("a health-check alert is posted");
     assert!(line.starts_with("[#ops message a1] 🔥 FIRING 1"), "{line}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while pings.load(Ordering::SeqCst) < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "heartbeat was never pinged"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually("two heartbeat pings", SLOW, async || {
+        satisfies(pings.load(Ordering::SeqCst), |n| *n >= 2)
+    })
+    .await;
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use opsbot::app::Overrides;
 use opsbot::ports::FakeClock;
-use support::{Outbound, RecordingOutbound, TestApp, am_fixture, spawn_app_with};
+use support::{Outbound, RecordingOutbound, TestApp, am_fixture};
 
 const CONFIG: &str = r#"
 [builtins]
@@ -51,15 +50,14 @@ timeout = "10s"
 
 async fn app(clock: Arc<FakeClock>) -> (TestApp, Arc<RecordingOutbound>) {
     let chat = Arc::new(RecordingOutbound::default());
-    let overrides = Overrides {
-        clock: Some(clock),
-        outbound: Some(chat.clone()),
-        ..Default::default()
-    };
-    (
-        spawn_app_with(CONFIG, &[("flush.toml", FLUSH)], overrides).await,
-        chat,
-    )
+    let app = TestApp::builder()
+        .config(CONFIG)
+        .command("flush.toml", FLUSH)
+        .clock(clock)
+        .outbound(chat.clone())
+        .spawn()
+        .await;
+    (app, chat)
 }
 
 async fn say(app: &TestApp, who: &str, text: &str) -> String {

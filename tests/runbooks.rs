@@ -9,10 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use opsbot::app::Overrides;
 use opsbot::domain::{EventPayload, Outcome, RunState};
 use opsbot::ports::FakeClock;
-use support::{TestApp, event, spawn_app, spawn_app_with};
+use support::{TestApp, event};
 
 const PEOPLE: &str = r#"
 [approvals]
@@ -103,12 +102,13 @@ async fn app_with(approvals: u32, extra: &str, timeout: &str) -> TestApp {
 /// An app with `people`, the rollback command file `cmd`, the test secret in its environment,
 /// an optional fake clock, and the counting `act.sh` in place.
 async fn app_for(people: &str, cmd: &str, clock: Option<Arc<FakeClock>>) -> TestApp {
-    let overrides = Overrides {
-        clock: clock.map(|c| c as Arc<dyn opsbot::ports::Clock>),
-        env: Some(env_with_token()),
-        ..Default::default()
-    };
-    let app = spawn_app_with(people, &[("rollback.toml", cmd)], overrides).await;
+    let app = TestApp::builder()
+        .config(people)
+        .command("rollback.toml", cmd)
+        .clock(clock)
+        .env(env_with_token())
+        .spawn()
+        .await;
     counting_script(app.dir.path());
     app
 }
@@ -454,15 +454,11 @@ async fn timeout_kills_the_whole_process_group() {
         .unwrap()
         .trim()
         .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
     // The background child the script started is gone too (a zombie has no cmdline).
-    while std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty()) {
-        assert!(
-            Instant::now() < deadline,
-            "child {pid} survived the timeout"
-        );
-        std::thread::yield_now();
-    }
+    support::eventually(&format!("child {pid} to end"), support::WAIT, async || {
+        !std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -521,12 +517,11 @@ async fn break_glass_runs_at_once_loudly_for_allowed_roles_only() {
             .contains("needs a reason")
     );
 
-    let no_glass = spawn_app_with(
-        &PEOPLE.replace("break_glass_roles = [\"sre\"]", ""),
-        &[("rollback.toml", runbook(1, "", "30s").as_str())],
-        Overrides::default(),
-    )
-    .await;
+    let no_glass = TestApp::builder()
+        .config(&PEOPLE.replace("break_glass_roles = [\"sre\"]", ""))
+        .command("rollback.toml", &runbook(1, "", "30s"))
+        .spawn()
+        .await;
     let r = no_glass
         .say("alice", "/rollback api --break-glass now")
         .await;
@@ -552,33 +547,18 @@ async fn a_runbook_changed_after_the_request_does_not_run() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("opsbot.db").display());
     let before = runbook(1, "", "30s");
-    let first = support::spawn_app_full(
-        PEOPLE,
-        &[("rollback.toml", before.as_str())],
-        &db,
-        tempfile::tempdir().unwrap(),
-        Overrides {
-            clock: None,
-            env: Some(env_with_token()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let on_db = |runbook: &str| {
+        TestApp::builder()
+            .config(PEOPLE)
+            .command("rollback.toml", runbook)
+            .env(env_with_token())
+            .database(&db)
+    };
+    let first = on_db(&before).spawn().await;
     let id = request(&first).await;
     // opsbot restarts with an edited runbook (now with --force) on the same database.
     let after = before.replace("\"--to={to}\"", "\"--to={to}\", \"--force\"");
-    let second = support::spawn_app_full(
-        PEOPLE,
-        &[("rollback.toml", after.as_str())],
-        &db,
-        tempfile::tempdir().unwrap(),
-        Overrides {
-            clock: None,
-            env: Some(env_with_token()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let second = on_db(&after).spawn().await;
     counting_script(second.dir.path());
     let reply = text(&second, "bob", &format!("/approve {id}")).await;
     assert!(
@@ -604,7 +584,11 @@ kind = "exec"
 argv = ["./flush.sh", "{namespace}"]
 timeout = "10s"
 "#;
-    let app = spawn_app(PEOPLE, &[("flush.toml", cmd)]).await;
+    let app = TestApp::builder()
+        .config(PEOPLE)
+        .command("flush.toml", cmd)
+        .spawn()
+        .await;
     script(app.dir.path(), "flush.sh", "echo flushed $1");
     let reply = text(&app, "alice", "/flush sessions").await;
     assert!(
@@ -661,16 +645,12 @@ expect_status = 200
 timeout = "5s"
 "#
     );
-    let app = spawn_app_with(
-        PEOPLE,
-        &[("maintenance.toml", cmd.as_str())],
-        Overrides {
-            clock: None,
-            env: Some(env_with_token()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let app = TestApp::builder()
+        .config(PEOPLE)
+        .command("maintenance.toml", &cmd)
+        .env(env_with_token())
+        .spawn()
+        .await;
     let dry = text(&app, "alice", "/maintenance on --dry-run").await;
     assert!(dry.contains(&format!("PUT http://{addr}/maintenance/on\n  Authorization: Bearer {{secret:DEPLOY_TOKEN}}\n  body: {{\"mode\": \"on\"}}")), "{dry}");
     let reply = text(&app, "alice", "/maintenance on").await;
