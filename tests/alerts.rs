@@ -6,27 +6,19 @@ mod support;
 use std::sync::Arc;
 
 use opsbot::domain::AlertStatus;
-use support::{Outbound, RecordingOutbound, TestApp, WAIT, am_fixture, eventually};
+use support::{Outbound, RecordingOutbound, TestApp, WAIT, am_fixture, eventually, person};
 
 const TOKEN: &str = "opsbot-am-token-123";
 
 fn config() -> String {
+    let alice = person("alice", &["sre"], &["console:alice"]);
+    let carol = person("carol", &["viewer"], &["console:carol"]);
     format!(
         r#"
 [builtins]
 alerts_roles = ["sre", "viewer"]
 responder_roles = ["sre"]
-
-[[people]]
-name = "alice"
-roles = ["sre"]
-identities = ["console:alice"]
-
-[[people]]
-name = "carol"
-roles = ["viewer"]
-identities = ["console:carol"]
-
+{alice}{carol}
 [alerts]
 alertmanager_token = "{TOKEN}"
 webhook_secret = "hook-secret-abc123"
@@ -250,26 +242,15 @@ async fn oversized_bodies_are_refused() {
 #[tokio::test]
 async fn store_failure_is_503_so_alertmanager_retries() {
     let (app, _chat) = app().await;
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        app.dir.path().join("opsbot.db").display()
-    ))
-    .await
-    .unwrap();
-    sqlx::query("CREATE TRIGGER no_alerts BEFORE INSERT ON alerts BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
-        .execute(&pool)
-        .await
-        .unwrap();
+    let pool = support::sqlite_in(app.dir.path()).await;
+    support::exec(&pool, "CREATE TRIGGER no_alerts BEFORE INSERT ON alerts BEGIN SELECT RAISE(ABORT, 'disk full'); END;").await;
     let (status, body) = post(&app, Some(TOKEN), am_fixture("01-firing-single.json")).await;
     assert_eq!(status, 503);
     assert!(
         !body["message"].as_str().unwrap().contains("disk full"),
         "internal errors stay in the log"
     );
-    sqlx::query("DROP TRIGGER no_alerts")
-        .execute(&pool)
-        .await
-        .unwrap();
+    support::exec(&pool, "DROP TRIGGER no_alerts").await;
     // The retry Alertmanager sends succeeds.
     assert_eq!(
         post(&app, Some(TOKEN), am_fixture("01-firing-single.json"))

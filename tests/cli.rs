@@ -30,6 +30,14 @@ fn opsbot_with_env(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output 
     child.wait_with_output().expect("opsbot finishes")
 }
 
+/// `opsbot chat --as alice` with `config` and extra environment, fed `stdin`; its stdout
+/// and stderr once it has finished.
+fn chat_as_alice(config: &Path, env: &[(&str, &str)], stdin: &[u8]) -> (String, String) {
+    let config = config.to_str().unwrap();
+    let out = opsbot_with_env(&["chat", "--as", "alice", "--config", config], env, stdin);
+    (text(&out.stdout), text(&out.stderr))
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -249,20 +257,9 @@ async fn audit_lists_newest_first_and_verify_finds_tampering() {
         "audit chain intact: 4 records verified"
     );
 
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("opsbot.db").display()
-    ))
-    .await
-    .unwrap();
-    sqlx::query("DROP TRIGGER audit_log_no_update")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_log SET outcome = 'ok' WHERE seq = 2")
-        .execute(&pool)
-        .await
-        .unwrap();
+    let pool = support::sqlite_in(dir.path()).await;
+    support::exec(&pool, "DROP TRIGGER audit_log_no_update").await;
+    support::exec(&pool, "UPDATE audit_log SET outcome = 'ok' WHERE seq = 2").await;
     let out = opsbot(&["audit", "--verify", "--config", cfg], b"");
     assert!(!out.status.success());
     assert!(
@@ -284,18 +281,11 @@ fn json_logs_carry_request_ids_and_never_a_secret() {
         "[[checks]]\nname = \"db\"\nkind = \"postgres\"\nurl = \"postgres://monitor:hunter2-secret@127.0.0.1:{port}/app\"\ntimeout = \"3s\"\n"
     ));
     std::fs::write(&config, text_cfg).unwrap();
-    let out = opsbot_with_env(
-        &[
-            "chat",
-            "--as",
-            "alice",
-            "--config",
-            config.to_str().unwrap(),
-        ],
+    let (stdout, stderr) = chat_as_alice(
+        &config,
         &[("OPSBOT_LOG__FORMAT", "json"), ("RUST_LOG", "info")],
         b"/status\n/whoami\n",
     );
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(
         stdout.contains("Overall: DEGRADED") && stdout.contains("db      postgres  down"),
         "{stdout}"
@@ -459,25 +449,16 @@ fn secrets_from_env_never_reach_chat_or_logs() {
         "name = \"leak\"\nsummary = \"prints its secret\"\nroles = [\"sre\"]\n[action]\nkind = \"exec\"\nargv = [\"./leak.sh\"]\nsecrets = [\"LEAKY_TOKEN\"]\ntimeout = \"10s\"\n",
     )
     .unwrap();
-    let script = dir.path().join("leak.sh");
-    std::fs::write(
-        &script,
+    support::write_executable(
+        dir.path(),
+        "leak.sh",
         "#!/bin/sh\necho \"token=$LEAKY_TOKEN\"\necho \"again $LEAKY_TOKEN\" >&2\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = opsbot_with_env(
-        &[
-            "chat",
-            "--as",
-            "alice",
-            "--config",
-            config.to_str().unwrap(),
-        ],
+    );
+    let (stdout, stderr) = chat_as_alice(
+        &config,
         &[("LEAKY_TOKEN", "sekret-value-123"), ("RUST_LOG", "debug")],
         b"/leak --dry-run\n/leak\n/audit 5\n",
     );
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(
         stdout.contains("token=[REDACTED]") && stdout.contains("again [REDACTED]"),
         "{stdout}"

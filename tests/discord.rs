@@ -325,23 +325,13 @@ fn content_of(c: &Call) -> &str {
     c.body["content"].as_str().unwrap_or_default()
 }
 
-const TEAM: &str = r#"
-[builtins]
-status_roles = ["deployer", "sre-lead"]
-responder_roles = ["sre-lead"]
+/// alice (deployer) and bob (sre-lead) on Discord.
+fn team() -> String {
+    support::deployer_and_lead(&format!("discord:{ALICE}"), &format!("discord:{BOB}"))
+}
 
-[[people]]
-name = "alice"
-roles = ["deployer"]
-identities = ["discord:5000000000000000005"]
-
-[[people]]
-name = "bob"
-roles = ["sre-lead"]
-identities = ["discord:6000000000000000006"]
-"#;
-
-const RUNBOOK: &str = r#"
+const RUNBOOK: &str = concat!(
+    r#"
 name = "rollback"
 summary = "Roll a service back to its previous release"
 roles = ["deployer"]
@@ -350,20 +340,15 @@ channels = ["ops"]
 name = "service"
 kind = "choice"
 choices = ["api", "worker"]
-[[args]]
-name = "to"
-kind = "string"
-pattern = 'v\d+\.\d+\.\d+'
-required = false
-[approval]
-approvals = 1
-approver_roles = ["sre-lead"]
-expires_after = "10m"
-[action]
+"#,
+    support::version_arg!(),
+    support::one_lead_approval!(),
+    r#"[action]
 kind = "exec"
 argv = ["./act.sh", "{service}"]
 timeout = "10s"
-"#;
+"#
+);
 
 /// A runbook without approval whose output is 3000 characters.
 const CHATTY: &str = r#"
@@ -408,7 +393,7 @@ async fn spawn_bot(config: &str, commands: &[(&str, &str)]) -> TestApp {
 async fn team_with_discord(gateway: bool, commands: &[(&str, &str)]) -> (FakeDiscord, TestApp) {
     let fake = fake_discord().await;
     let bot = spawn_bot(
-        &format!("{TEAM}{}", discord_section(&fake, gateway)),
+        &format!("{}{}", team(), discord_section(&fake, gateway)),
         commands,
     )
     .await;
@@ -716,7 +701,8 @@ async fn a_signed_button_press_gets_a_deferred_update_then_runs_once() {
 async fn alert_groups_carry_ack_buttons_that_go_away_once_pressed() {
     let fake = fake_discord().await;
     let config = format!(
-        "{TEAM}{}{}",
+        "{}{}{}",
+        team(),
         discord_section(&fake, false),
         support::alerts_routed_to("discord", CHANNEL)
     );

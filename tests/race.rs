@@ -82,15 +82,12 @@ name = "deploy"
 summary = "Deploy (counts its executions)"
 roles = ["deployer"]
 channels = ["ops"]
-[approval]
-approvals = 1
-approver_roles = ["sre-lead"]
-expires_after = "10m"
-[action]
+{}[action]
 kind = "exec"
 argv = ['{}', '{}']
 timeout = "30s"
 "#,
+            support::one_lead_approval!(),
             self.script.display(),
             self.log.display()
         )

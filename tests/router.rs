@@ -312,14 +312,8 @@ async fn status_runs_checks_and_audit_shows_records() {
 async fn audit_failure_withholds_the_answer_and_gives_a_request_id() {
     let app = TestApp::builder().config(TEAM).spawn().await;
     // Make the audit table unwritable from underneath the running app.
-    let db = app.dir.path().join("opsbot.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query("CREATE TRIGGER block_insert BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;")
-        .execute(&pool)
-        .await
-        .unwrap();
+    let pool = support::sqlite_in(app.dir.path()).await;
+    support::exec(&pool, "CREATE TRIGGER block_insert BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;").await;
     let r = app.say("alice", "/whoami").await;
     assert_eq!(r.outcome, Some(Outcome::Failed));
     let reply = r.reply.unwrap();

@@ -242,16 +242,8 @@ async fn an_event_whose_id_cannot_be_stored_is_not_acked_and_its_redelivery_coun
     wait_for_binding(&app, ts).await;
 
     // The store refuses to record event ids (a full disk, a failed-over database).
-    let db = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        app.dir.path().join("opsbot.db").display()
-    ))
-    .await
-    .unwrap();
-    sqlx::query("CREATE TRIGGER no_events BEFORE INSERT ON platform_events BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
-        .execute(&db)
-        .await
-        .unwrap();
+    let db = support::sqlite_in(app.dir.path()).await;
+    support::exec(&db, "CREATE TRIGGER no_events BEFORE INSERT ON platform_events BEGIN SELECT RAISE(ABORT, 'disk full'); END;").await;
     fake.send(reaction("env-2", "Ev2", "UBOB", ts));
     // A slash command after it is acked and answered: the reader went on.
     fake.send(slash(&fake, "env-3", "UALICE", "/status", ""));
@@ -259,10 +251,7 @@ async fn an_event_whose_id_cannot_be_stored_is_not_acked_and_its_redelivery_coun
         l.iter().any(|(w, _)| w == "response_url/env-3")
     })
     .await;
-    sqlx::query("DROP TRIGGER no_events")
-        .execute(&db)
-        .await
-        .unwrap();
+    support::exec(&db, "DROP TRIGGER no_events").await;
 
     // Not acknowledged, so Slack sends it again: this time it counts.
     fake.send(reaction("env-2-retry", "Ev2", "UBOB", ts));

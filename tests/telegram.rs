@@ -178,27 +178,15 @@ async fn fake_telegram() -> (String, Arc<Fake>) {
 }
 
 fn config(base: &str, extra: &str) -> String {
+    let people =
+        support::deployer_and_lead(&format!("telegram:{ALICE}"), &format!("telegram:{BOB}"));
     format!(
-        r#"
-[builtins]
-status_roles = ["deployer", "sre-lead"]
-responder_roles = ["sre-lead"]
-
+        r#"{people}
 [telegram]
 bot_token = "{TOKEN}"
 api_url = "{base}"
 send_interval = "50ms"
 {extra}
-
-[[people]]
-name = "alice"
-roles = ["deployer"]
-identities = ["telegram:{ALICE}"]
-
-[[people]]
-name = "bob"
-roles = ["sre-lead"]
-identities = ["telegram:{BOB}"]
 "#
     )
 }

@@ -37,7 +37,67 @@ roles = ["viewer"]
 identities = ["console:carol"]
 "#;
 
-pub const ROLLBACK: &str = r#"
+/// A `[[people]]` entry: `name` with `roles`, known by `identities` (`platform:id`).
+pub fn person(name: &str, roles: &[&str], identities: &[&str]) -> String {
+    let list = |items: &[&str]| {
+        let quoted: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+        quoted.join(", ")
+    };
+    format!(
+        "\n[[people]]\nname = \"{name}\"\nroles = [{}]\nidentities = [{}]\n",
+        list(roles),
+        list(identities)
+    )
+}
+
+/// alice (deployer, may request /rollback) and bob (sre-lead, may approve and ack alerts),
+/// known on a chat platform as `alice` and `bob` (`platform:id`), and the built-ins they use.
+pub fn deployer_and_lead(alice: &str, bob: &str) -> String {
+    format!(
+        "\n[builtins]\nstatus_roles = [\"deployer\", \"sre-lead\"]\nresponder_roles = [\"sre-lead\"]\n{}{}",
+        person("alice", &["deployer"], &[alice]),
+        person("bob", &["sre-lead"], &[bob])
+    )
+}
+
+/// A connection to the SQLite file of an app (or `opsbot` run) in `dir`, from outside it:
+/// to break the store underneath the app, or change what it wrote.
+pub async fn sqlite_in(dir: &Path) -> sqlx::SqlitePool {
+    let url = format!("sqlite://{}", dir.join("opsbot.db").display());
+    sqlx::SqlitePool::connect(&url)
+        .await
+        .expect("open the app's SQLite file")
+}
+
+/// Runs one statement on `pool`.
+pub async fn exec(pool: &sqlx::SqlitePool, sql: &'static str) {
+    sqlx::query(sql)
+        .execute(pool)
+        .await
+        .expect("run the statement");
+}
+
+/// The `[approval]` table most runbooks here share: one approval from an sre-lead, within
+/// 10 minutes. A macro so that runbook constants can be `concat!`ed around it.
+macro_rules! one_lead_approval {
+    () => {
+        "[approval]\napprovals = 1\napprover_roles = [\"sre-lead\"]\nexpires_after = \"10m\"\n"
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use one_lead_approval;
+
+/// An optional `to` argument: a release like v1.2.3.
+macro_rules! version_arg {
+    () => {
+        "[[args]]\nname = \"to\"\nkind = \"string\"\npattern = 'v\\d+\\.\\d+\\.\\d+'\nrequired = false\n"
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use version_arg;
+
+pub const ROLLBACK: &str = concat!(
+    r#"
 name = "rollback"
 summary = "Roll a service back"
 roles = ["deployer", "sre"]
@@ -46,20 +106,15 @@ channels = ["ops", "incident-*"]
 name = "service"
 kind = "choice"
 choices = ["api", "worker", "web"]
-[[args]]
-name = "to"
-kind = "string"
-pattern = 'v\d+\.\d+\.\d+'
-required = false
-[approval]
-approvals = 1
-approver_roles = ["sre-lead"]
-expires_after = "10m"
-[action]
+"#,
+    version_arg!(),
+    one_lead_approval!(),
+    r#"[action]
 kind = "exec"
 argv = ["./rollback.sh", "{service}", "{to}"]
 timeout = "60s"
-"#;
+"#
+);
 
 /// Whether external services must be present: with `CI=true`, a missing service fails the test.
 pub fn services_required() -> bool {
@@ -151,7 +206,8 @@ pub fn am_fixture(name: &str) -> String {
 
 /// `/rollback SERVICE` (deployers; service `api`) needing one approval from an sre-lead,
 /// running `./act.sh SERVICE` in the app's folder.
-pub const ROLLBACK_NEEDING_ONE_LEAD: &str = r#"
+pub const ROLLBACK_NEEDING_ONE_LEAD: &str = concat!(
+    r#"
 name = "rollback"
 summary = "Roll back"
 roles = ["deployer"]
@@ -159,15 +215,14 @@ roles = ["deployer"]
 name = "service"
 kind = "choice"
 choices = ["api"]
-[approval]
-approvals = 1
-approver_roles = ["sre-lead"]
-expires_after = "10m"
-[action]
+"#,
+    one_lead_approval!(),
+    r#"[action]
 kind = "exec"
 argv = ["./act.sh", "{service}"]
 timeout = "10s"
-"#;
+"#
+);
 
 const PLATFORM_AM_TOKEN: &str = "am-token-abc123";
 

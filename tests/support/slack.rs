@@ -99,26 +99,8 @@ pub async fn fake_web_api(connections: Option<Connections>, seen: Seen) -> Strin
 /// alice (deployer, may request /rollback) and bob (sre-lead, may approve and ack alerts);
 /// `act.sh` appends to `runs.log`.
 pub async fn app_with_slack(slack: &str) -> TestApp {
-    let config = format!(
-        r#"
-[builtins]
-status_roles = ["deployer", "sre-lead"]
-responder_roles = ["sre-lead"]
-
-[slack]
-{slack}
-
-[[people]]
-name = "alice"
-roles = ["deployer"]
-identities = ["slack:UALICE"]
-
-[[people]]
-name = "bob"
-roles = ["sre-lead"]
-identities = ["slack:UBOB"]
-"#
-    );
+    let people = crate::support::deployer_and_lead("slack:UALICE", "slack:UBOB");
+    let config = format!("{people}\n[slack]\n{slack}\n");
     TestApp::builder()
         .config(&config)
         .command("rollback.toml", crate::support::ROLLBACK_NEEDING_ONE_LEAD)
