@@ -5,29 +5,20 @@ mod support;
 
 use std::sync::Arc;
 
-use opsbot::app::Overrides;
 use opsbot::domain::AlertStatus;
-use support::{Outbound, RecordingOutbound, TestApp, am_fixture, spawn_app_with};
+use support::{Outbound, RecordingOutbound, TestApp, WAIT, am_fixture, eventually, person};
 
 const TOKEN: &str = "opsbot-am-token-123";
 
 fn config() -> String {
+    let alice = person("alice", &["sre"], &["console:alice"]);
+    let carol = person("carol", &["viewer"], &["console:carol"]);
     format!(
         r#"
 [builtins]
 alerts_roles = ["sre", "viewer"]
 responder_roles = ["sre"]
-
-[[people]]
-name = "alice"
-roles = ["sre"]
-identities = ["console:alice"]
-
-[[people]]
-name = "carol"
-roles = ["viewer"]
-identities = ["console:carol"]
-
+{alice}{carol}
 [alerts]
 alertmanager_token = "{TOKEN}"
 webhook_secret = "hook-secret-abc123"
@@ -49,16 +40,17 @@ channel = "storage"
 }
 
 async fn app() -> (TestApp, Arc<RecordingOutbound>) {
+    app_with(&config()).await
+}
+
+/// The app with `config`, its alert groups going to the returned recorder.
+async fn app_with(config: &str) -> (TestApp, Arc<RecordingOutbound>) {
     let chat = Arc::new(RecordingOutbound::default());
-    let app = spawn_app_with(
-        &config(),
-        &[],
-        Overrides {
-            outbound: Some(chat.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let app = TestApp::builder()
+        .config(config)
+        .outbound(chat.clone())
+        .spawn()
+        .await;
     (app, chat)
 }
 
@@ -240,17 +232,8 @@ async fn wrong_tokens_and_bad_json_change_nothing() {
 
 #[tokio::test]
 async fn oversized_bodies_are_refused() {
-    let chat = Arc::new(RecordingOutbound::default());
     let cfg = config().replace("max_listed = 2", "max_listed = 2\nmax_body_bytes = 1024");
-    let app = spawn_app_with(
-        &cfg,
-        &[],
-        Overrides {
-            outbound: Some(chat.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (app, _chat) = app_with(&cfg).await;
     let (status, _) = post(&app, Some(TOKEN), am_fixture("03-firing-grouped-3.json")).await;
     assert_eq!(status, 413);
     assert!(app.store.active_alerts(10).await.unwrap().is_empty());
@@ -259,26 +242,15 @@ async fn oversized_bodies_are_refused() {
 #[tokio::test]
 async fn store_failure_is_503_so_alertmanager_retries() {
     let (app, _chat) = app().await;
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        app.dir.path().join("opsbot.db").display()
-    ))
-    .await
-    .unwrap();
-    sqlx::query("CREATE TRIGGER no_alerts BEFORE INSERT ON alerts BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
-        .execute(&pool)
-        .await
-        .unwrap();
+    let pool = support::sqlite_in(app.dir.path()).await;
+    support::exec(&pool, "CREATE TRIGGER no_alerts BEFORE INSERT ON alerts BEGIN SELECT RAISE(ABORT, 'disk full'); END;").await;
     let (status, body) = post(&app, Some(TOKEN), am_fixture("01-firing-single.json")).await;
     assert_eq!(status, 503);
     assert!(
         !body["message"].as_str().unwrap().contains("disk full"),
         "internal errors stay in the log"
     );
-    sqlx::query("DROP TRIGGER no_alerts")
-        .execute(&pool)
-        .await
-        .unwrap();
+    support::exec(&pool, "DROP TRIGGER no_alerts").await;
     // The retry Alertmanager sends succeeds.
     assert_eq!(
         post(&app, Some(TOKEN), am_fixture("01-firing-single.json"))
@@ -343,27 +315,19 @@ async fn a_platform_asking_to_slow_down_delays_but_does_not_lose_the_message() {
     tokio::task::yield_now().await;
     assert!(chat.messages().is_empty());
     // While it waits, the group is counted as backlog (what /readyz watches).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while app.alerts.backlog().0 == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the group never entered the backlog"
-        );
-        tokio::task::yield_now().await;
-    }
+    eventually("the group to enter the backlog", WAIT, async || {
+        app.alerts.backlog().0 != 0
+    })
+    .await;
     *chat.fail_with_retry_after.lock().unwrap() = None;
     let msgs = chat
         .wait_until("delivery after Retry-After", |m| !m.is_empty())
         .await;
     assert_eq!(msgs.len(), 1);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while app.alerts.backlog().0 != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backlog never drained"
-        );
-        tokio::task::yield_now().await;
-    }
+    eventually("the backlog to drain", WAIT, async || {
+        app.alerts.backlog().0 == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -605,38 +569,20 @@ async fn fake_upstreams() -> (
 #[tokio::test]
 async fn silences_are_written_back_and_groups_sent_to_signed_webhooks() {
     let (base, seen) = fake_upstreams().await;
-    let chat = Arc::new(RecordingOutbound::default());
     let cfg = config().replace(
         "max_listed = 2",
         &format!("max_listed = 2\nalertmanager_url = \"{base}\"\nwebhooks = [{{ url = \"{base}/notify\", secret = \"out-secret-abc123\" }}]"),
     );
-    let app = spawn_app_with(
-        &cfg,
-        &[],
-        Overrides {
-            outbound: Some(chat.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (app, chat) = app_with(&cfg).await;
     post(&app, Some(TOKEN), am_fixture("01-firing-single.json")).await;
     chat.wait_until("group message", |m| !m.is_empty()).await;
 
     // The notification webhook got the group, signed so the receiver can verify it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let (body, headers) = loop {
-        if let Some((_, body, headers)) = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(k, ..)| k == "notify")
-            .cloned()
-        {
-            break (body, headers);
-        }
-        assert!(std::time::Instant::now() < deadline, "webhook never called");
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    };
+    let (_, body, headers) = eventually("the webhook to be called", WAIT, async || {
+        let seen = seen.lock().unwrap();
+        seen.iter().find(|(k, ..)| k == "notify").cloned()
+    })
+    .await;
     let ts: i64 = headers["x-opsbot-timestamp"]
         .to_str()
         .unwrap()
@@ -690,21 +636,12 @@ async fn silences_are_written_back_and_groups_sent_to_signed_webhooks() {
 #[tokio::test]
 async fn a_failing_notification_webhook_does_not_keep_alerts_out_of_chat() {
     let (base, _seen) = fake_upstreams().await;
-    let chat = Arc::new(RecordingOutbound::default());
     // /missing answers 404 (a misconfigured receiver): chat must still get the group.
     let cfg = config().replace(
         "max_listed = 2",
         &format!("max_listed = 2\nwebhooks = [{{ url = \"{base}/missing\", secret = \"out-secret-abc123\" }}]"),
     );
-    let app = spawn_app_with(
-        &cfg,
-        &[],
-        Overrides {
-            outbound: Some(chat.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (app, chat) = app_with(&cfg).await;
     assert_eq!(
         post(&app, Some(TOKEN), am_fixture("01-firing-single.json"))
             .await
@@ -721,17 +658,12 @@ async fn postgres_intake_is_idempotent_and_tracks_resolution_too() {
         return;
     };
     let chat = Arc::new(RecordingOutbound::default());
-    let app = support::spawn_app_full(
-        &config(),
-        &[],
-        &support::postgres_schema_url(&schema),
-        tempfile::tempdir().unwrap(),
-        Overrides {
-            outbound: Some(chat.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let app = TestApp::builder()
+        .config(&config())
+        .database(&support::postgres_schema_url(&schema))
+        .outbound(chat.clone())
+        .spawn()
+        .await;
     for _ in 0..2 {
         assert_eq!(
             post(&app, Some(TOKEN), am_fixture("03-firing-grouped-3.json"))

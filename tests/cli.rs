@@ -6,7 +6,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use support::{ROLLBACK, TEAM};
+use support::{ROLLBACK, TEAM, eventually, satisfies};
+
+/// How long a spawned `opsbot serve` may take to start, answer or stop.
+const SLOW: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn opsbot(args: &[&str], stdin: &[u8]) -> Output {
     opsbot_with_env(args, &[], stdin)
@@ -25,6 +28,14 @@ fn opsbot_with_env(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output 
         .expect("run opsbot");
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().expect("opsbot finishes")
+}
+
+/// `opsbot chat --as alice` with `config` and extra environment, fed `stdin`; its stdout
+/// and stderr once it has finished.
+fn chat_as_alice(config: &Path, env: &[(&str, &str)], stdin: &[u8]) -> (String, String) {
+    let config = config.to_str().unwrap();
+    let out = opsbot_with_env(&["chat", "--as", "alice", "--config", config], env, stdin);
+    (text(&out.stdout), text(&out.stderr))
 }
 
 fn text(b: &[u8]) -> String {
@@ -246,20 +257,9 @@ async fn audit_lists_newest_first_and_verify_finds_tampering() {
         "audit chain intact: 4 records verified"
     );
 
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("opsbot.db").display()
-    ))
-    .await
-    .unwrap();
-    sqlx::query("DROP TRIGGER audit_log_no_update")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_log SET outcome = 'ok' WHERE seq = 2")
-        .execute(&pool)
-        .await
-        .unwrap();
+    let pool = support::sqlite_in(dir.path()).await;
+    support::exec(&pool, "DROP TRIGGER audit_log_no_update").await;
+    support::exec(&pool, "UPDATE audit_log SET outcome = 'ok' WHERE seq = 2").await;
     let out = opsbot(&["audit", "--verify", "--config", cfg], b"");
     assert!(!out.status.success());
     assert!(
@@ -281,18 +281,11 @@ fn json_logs_carry_request_ids_and_never_a_secret() {
         "[[checks]]\nname = \"db\"\nkind = \"postgres\"\nurl = \"postgres://monitor:hunter2-secret@127.0.0.1:{port}/app\"\ntimeout = \"3s\"\n"
     ));
     std::fs::write(&config, text_cfg).unwrap();
-    let out = opsbot_with_env(
-        &[
-            "chat",
-            "--as",
-            "alice",
-            "--config",
-            config.to_str().unwrap(),
-        ],
+    let (stdout, stderr) = chat_as_alice(
+        &config,
         &[("OPSBOT_LOG__FORMAT", "json"), ("RUST_LOG", "info")],
         b"/status\n/whoami\n",
     );
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(
         stdout.contains("Overall: DEGRADED") && stdout.contains("db      postgres  down"),
         "{stdout}"
@@ -358,9 +351,7 @@ async fn serve_answers_http_and_console_and_stops_on_sigterm() {
         l.contains("opsbot serving HTTP")
     });
     let replies = wait_for_line(child.stdout.take().unwrap(), |l| l.starts_with("You are"));
-    let line = serving
-        .recv_timeout(std::time::Duration::from_secs(30))
-        .expect("serve logs its address");
+    let line = serving.recv_timeout(SLOW).expect("serve logs its address");
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     let addr = v["addr"].as_str().unwrap().to_owned();
 
@@ -373,9 +364,7 @@ async fn serve_answers_http_and_console_and_stops_on_sigterm() {
 
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"/whoami\n").unwrap();
-    let reply = replies
-        .recv_timeout(std::time::Duration::from_secs(30))
-        .expect("console reply");
+    let reply = replies.recv_timeout(SLOW).expect("console reply");
     assert_eq!(
         reply,
         "You are alice (console:alice). Roles: deployer, sre."
@@ -386,17 +375,10 @@ async fn serve_answers_http_and_console_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "serve did not stop on SIGTERM"
-        );
-        std::thread::yield_now();
-    };
+    let status = eventually("serve to stop on SIGTERM", SLOW, async || {
+        child.try_wait().unwrap()
+    })
+    .await;
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
 }
 
@@ -438,14 +420,7 @@ async fn sigterm_waits_for_a_command_being_answered() {
     });
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"/slow\n").unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !started.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the runbook never started"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually("the runbook to start", SLOW, async || started.exists()).await;
 
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -454,11 +429,11 @@ async fn sigterm_waits_for_a_command_being_answered() {
     assert!(kill.success());
     // Only once opsbot is shutting down does the runbook get to finish.
     draining
-        .recv_timeout(std::time::Duration::from_secs(30))
+        .recv_timeout(SLOW)
         .expect("serve waits for the command in flight");
     std::fs::write(&go, "").unwrap();
     let reply = replies
-        .recv_timeout(std::time::Duration::from_secs(30))
+        .recv_timeout(SLOW)
         .expect("the answer is still delivered after SIGTERM");
     assert!(reply.contains("finished the slow work"), "{reply}");
     let status = child.wait().unwrap();
@@ -474,25 +449,16 @@ fn secrets_from_env_never_reach_chat_or_logs() {
         "name = \"leak\"\nsummary = \"prints its secret\"\nroles = [\"sre\"]\n[action]\nkind = \"exec\"\nargv = [\"./leak.sh\"]\nsecrets = [\"LEAKY_TOKEN\"]\ntimeout = \"10s\"\n",
     )
     .unwrap();
-    let script = dir.path().join("leak.sh");
-    std::fs::write(
-        &script,
+    support::write_executable(
+        dir.path(),
+        "leak.sh",
         "#!/bin/sh\necho \"token=$LEAKY_TOKEN\"\necho \"again $LEAKY_TOKEN\" >&2\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = opsbot_with_env(
-        &[
-            "chat",
-            "--as",
-            "alice",
-            "--config",
-            config.to_str().unwrap(),
-        ],
+    );
+    let (stdout, stderr) = chat_as_alice(
+        &config,
         &[("LEAKY_TOKEN", "sekret-value-123"), ("RUST_LOG", "debug")],
         b"/leak --dry-run\n/leak\n/audit 5\n",
     );
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(
         stdout.contains("token=[REDACTED]") && stdout.contains("again [REDACTED]"),
         "{stdout}"
@@ -546,17 +512,13 @@ async fn serve_schedules_checks_raises_alerts_and_pings_its_heartbeat() {
         l.contains("HealthCheckFailed")
     });
     let line = fired
-        .recv_timeout(std::time::Duration::from_secs(30))
+        .recv_timeout(SLOW)
         .expect("a health-check alert is posted");
     assert!(line.starts_with("[#ops message a1] 🔥 FIRING 1"), "{line}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while pings.load(Ordering::SeqCst) < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "heartbeat was never pinged"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually("two heartbeat pings", SLOW, async || {
+        satisfies(pings.load(Ordering::SeqCst), |n| *n >= 2)
+    })
+    .await;
     let _ = child.kill();
     let _ = child.wait();
 }

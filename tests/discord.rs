@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,14 +15,12 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use ed25519_dalek::{Signer, SigningKey};
 use futures_util::{SinkExt, StreamExt};
-use opsbot::app::App;
 use opsbot::config::Config;
 use opsbot::domain::Platform;
-use opsbot::ports::Store;
 use serde_json::{Value, json};
+use support::TestApp;
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message as Ws;
-use tokio_util::sync::CancellationToken;
 
 const APP_ID: &str = "1000000000000000001";
 const GUILD: &str = "2000000000000000002";
@@ -317,53 +314,24 @@ impl FakeDiscord {
     }
 }
 
+/// How long a wait may take here: serenity's gateway start is the slowest thing in the tests.
+const SLOW: Duration = Duration::from_secs(15);
+
 async fn wait<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    support::eventually(what, SLOW, async || probe()).await
 }
 
 fn content_of(c: &Call) -> &str {
     c.body["content"].as_str().unwrap_or_default()
 }
 
-/// The application under test, with its gateway connected to the fake.
-struct Bot {
-    store: Arc<dyn Store>,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-    shutdown: CancellationToken,
-    gateway: Option<tokio::task::JoinHandle<()>>,
+/// alice (deployer) and bob (sre-lead) on Discord.
+fn team() -> String {
+    support::deployer_and_lead(&format!("discord:{ALICE}"), &format!("discord:{BOB}"))
 }
 
-impl Drop for Bot {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-const TEAM: &str = r#"
-[builtins]
-status_roles = ["deployer", "sre-lead"]
-responder_roles = ["sre-lead"]
-
-[[people]]
-name = "alice"
-roles = ["deployer"]
-identities = ["discord:5000000000000000005"]
-
-[[people]]
-name = "bob"
-roles = ["sre-lead"]
-identities = ["discord:6000000000000000006"]
-"#;
-
-const RUNBOOK: &str = r#"
+const RUNBOOK: &str = concat!(
+    r#"
 name = "rollback"
 summary = "Roll a service back to its previous release"
 roles = ["deployer"]
@@ -372,20 +340,15 @@ channels = ["ops"]
 name = "service"
 kind = "choice"
 choices = ["api", "worker"]
-[[args]]
-name = "to"
-kind = "string"
-pattern = 'v\d+\.\d+\.\d+'
-required = false
-[approval]
-approvals = 1
-approver_roles = ["sre-lead"]
-expires_after = "10m"
-[action]
+"#,
+    support::version_arg!(),
+    support::one_lead_approval!(),
+    r#"[action]
 kind = "exec"
 argv = ["./act.sh", "{service}"]
 timeout = "10s"
-"#;
+"#
+);
 
 /// A runbook without approval whose output is 3000 characters.
 const CHATTY: &str = r#"
@@ -411,63 +374,26 @@ fn discord_section(fake: &FakeDiscord, gateway: bool) -> String {
     )
 }
 
-async fn spawn_bot(config: &str, commands: &[(&str, &str)]) -> Bot {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("commands")).unwrap();
-    for (name, body) in commands {
-        support::write(&dir.path().join("commands"), name, body);
-    }
-    support::write_executable(
-        dir.path(),
-        "act.sh",
-        "#!/bin/sh\necho run >> runs.log\necho rolled back $1\n",
-    );
+/// The app with `config` and `commands`; `act.sh` counts its runs, `dump.sh` prints 3000
+/// characters.
+async fn spawn_bot(config: &str, commands: &[(&str, &str)]) -> TestApp {
     let line = "x".repeat(99);
-    support::write_executable(
-        dir.path(),
-        "dump.sh",
-        &format!("#!/bin/sh\nfor i in $(seq 30); do echo {line}; done\n"),
-    );
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"sqlite://{}\"\n{config}",
-        dir.path().join("opsbot.db").display()
-    );
-    let path = dir.path().join("config.toml");
-    support::write(dir.path(), "config.toml", &text);
-    let app = App::build(Config::from_toml(&path, &text, &[]).unwrap())
-        .await
-        .unwrap();
-    let listener = app.bind().await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(opsbot::http::serve(
-        listener,
-        app.http_state(),
-        shutdown.clone(),
-    ));
-    let gateway = app.spawn_discord(shutdown.clone());
-    Bot {
-        store: app.store.clone(),
-        addr,
-        dir,
-        shutdown,
-        gateway,
+    let dump = format!("#!/bin/sh\nfor i in $(seq 30); do echo {line}; done\n");
+    let mut app = TestApp::builder()
+        .config(config)
+        .script("act.sh", support::COUNTING_ACT)
+        .script("dump.sh", &dump);
+    for (name, body) in commands {
+        app = app.command(name, body);
     }
-}
-
-impl Bot {
-    fn runs(&self) -> usize {
-        std::fs::read_to_string(self.dir.path().join("runs.log"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    }
+    app.spawn().await
 }
 
 /// The fake, and the team (alice deployer, bob sre-lead) on Discord with `commands`.
-async fn team_with_discord(gateway: bool, commands: &[(&str, &str)]) -> (FakeDiscord, Bot) {
+async fn team_with_discord(gateway: bool, commands: &[(&str, &str)]) -> (FakeDiscord, TestApp) {
     let fake = fake_discord().await;
     let bot = spawn_bot(
-        &format!("{TEAM}{}", discord_section(&fake, gateway)),
+        &format!("{}{}", team(), discord_section(&fake, gateway)),
         commands,
     )
     .await;
@@ -616,7 +542,7 @@ async fn rollback_requested_by_slash_command_runs_once_after_an_approvers_reacti
 }
 
 /// Alice asks for a rollback with a slash command; the approval request's id once bound.
-async fn request_rollback_on_the_gateway(fake: &FakeDiscord, bot: &Bot, id: &str) -> Call {
+async fn request_rollback_on_the_gateway(fake: &FakeDiscord, bot: &TestApp, id: &str) -> Call {
     fake.wait_ready().await;
     fake.push(
         "INTERACTION_CREATE",
@@ -633,23 +559,19 @@ async fn request_rollback_on_the_gateway(fake: &FakeDiscord, bot: &Bot, id: &str
         })
         .await;
     let approval = original.answered_id.clone().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while bot
-        .store
-        .run_by_message(Platform::Discord, CHANNEL, &approval)
-        .await
-        .unwrap()
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "approval message never bound");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let store = &bot.store;
+    support::eventually("the approval message to be bound", SLOW, async || {
+        let bound = store.run_by_message(Platform::Discord, CHANNEL, &approval);
+        bound.await.unwrap().is_some()
+    })
+    .await;
     original
 }
 
 /// The rollback's output arrives in the channel as a reply to the approval request, the
-/// request loses its buttons, and a moment later the script has still run only once.
-async fn assert_ran_once_in_reply_to(fake: &FakeDiscord, bot: &Bot, approval: &str) {
+/// request loses its buttons, and once the app has finished all it started (every delivery
+/// of the press included) the script has run only once.
+async fn assert_ran_once_in_reply_to(fake: &FakeDiscord, bot: &TestApp, approval: &str) {
     // The request was a slash command's answer: edited with that interaction's token,
     // which works even where the bot user cannot see the channel.
     let retired = fake
@@ -674,7 +596,7 @@ async fn assert_ran_once_in_reply_to(fake: &FakeDiscord, bot: &Bot, approval: &s
         "{result:?}"
     );
     assert_eq!(result.body["message_reference"]["message_id"], approval);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    bot.wait_idle().await;
     assert_eq!(bot.runs(), 1, "ran exactly once");
 }
 
@@ -717,6 +639,14 @@ async fn approval_buttons_refuse_the_requester_and_run_once_for_an_approver() {
             press("1100000000000000043", BOB, "/approve 1", &approval),
         );
     }
+    // A later event on the same gateway session: once it is answered, the redelivery before
+    // it has been dispatched as well, so waiting for the app to go idle covers it too.
+    fake.push("MESSAGE_REACTION_ADD", reaction(STRANGER, &approval, "✅"));
+    wait("the answer to the later event", || {
+        let stranger = fake.posts_containing(&format!("I don't know discord:{STRANGER}"));
+        stranger.into_iter().next()
+    })
+    .await;
     assert_ran_once_in_reply_to(&fake, &bot, &approval).await;
     let acks = fake
         .calls()
@@ -771,12 +701,13 @@ async fn a_signed_button_press_gets_a_deferred_update_then_runs_once() {
 async fn alert_groups_carry_ack_buttons_that_go_away_once_pressed() {
     let fake = fake_discord().await;
     let config = format!(
-        "{TEAM}{}{}",
+        "{}{}{}",
+        team(),
         discord_section(&fake, false),
         support::alerts_routed_to("discord", CHANNEL)
     );
     let bot = spawn_bot(&config, &[]).await;
-    support::fire_alerts(&format!("http://{}", bot.addr), "01-firing-single.json").await;
+    support::fire_alerts(&bot.base(), "01-firing-single.json").await;
     let id = bot.store.active_alerts(1).await.unwrap()[0].id;
     let group = fake
         .wait_for("the group message", |c| content_of(c).contains("FIRING"))
@@ -909,9 +840,9 @@ fn sign(key: &SigningKey, timestamp: &str, body: &str) -> String {
     hex::encode(key.sign(format!("{timestamp}{body}").as_bytes()).to_bytes())
 }
 
-async fn post_interaction(bot: &Bot, body: &str, signature: Option<&str>) -> reqwest::Response {
+async fn post_interaction(bot: &TestApp, body: &str, signature: Option<&str>) -> reqwest::Response {
     let mut req = reqwest::Client::new()
-        .post(format!("http://{}/discord/interactions", bot.addr))
+        .post(bot.url("/discord/interactions"))
         .header("content-type", "application/json")
         .body(body.to_owned());
     if let Some(signature) = signature {
@@ -923,7 +854,7 @@ async fn post_interaction(bot: &Bot, body: &str, signature: Option<&str>) -> req
 }
 
 /// Posts `body` signed with the application's key, as Discord does.
-async fn post_signed(bot: &Bot, body: &str) -> reqwest::Response {
+async fn post_signed(bot: &TestApp, body: &str) -> reqwest::Response {
     post_interaction(bot, body, Some(&sign(&signing_key(), "1700000000", body))).await
 }
 
@@ -1056,7 +987,7 @@ async fn a_429_on_a_channel_post_delays_but_does_not_lose_the_message() {
         support::alerts_routed_to("discord", CHANNEL)
     );
     let bot = spawn_bot(&config, &[]).await;
-    support::fire_alerts(&format!("http://{}", bot.addr), "01-firing-single.json").await;
+    support::fire_alerts(&bot.base(), "01-firing-single.json").await;
     let delivered = fake
         .wait_for("the alert after the 429", |c| c.answered_id.is_some())
         .await;
@@ -1090,9 +1021,7 @@ async fn an_unreachable_gateway_does_not_stop_the_http_server() {
     let bot = spawn_bot(&config, &[]).await;
     fake.wait_for("the gateway URL lookup", |c| c.path == "/api/v10/gateway")
         .await;
-    let resp = reqwest::get(format!("http://{}/healthz", bot.addr))
-        .await
-        .unwrap();
+    let resp = reqwest::get(bot.url("/healthz")).await.unwrap();
     assert_eq!(resp.status(), 200);
     // No public key: the interactions endpoint does not exist.
     let resp = post_interaction(&bot, "{}", Some("00")).await;
@@ -1104,19 +1033,15 @@ async fn a_rejected_token_is_not_retried_and_the_http_server_stays_up() {
     let fake = fake_discord().await;
     fake.state.reject_token.store(true, Ordering::SeqCst);
     let bot = spawn_bot(&discord_section(&fake, true), &[]).await;
-    let gateway = bot.gateway.as_ref().expect("the gateway is started");
-    wait("the gateway task to give up", || {
-        gateway.is_finished().then_some(())
-    })
-    .await;
+    // The gateway says it gives up (and stops) once Discord refuses the token.
+    bot.wait_for_readyz("adapter discord: off (login refused")
+        .await;
     assert_eq!(
         fake.state.identified.lock().unwrap().len(),
         1,
         "logged in once, not retried"
     );
-    let resp = reqwest::get(format!("http://{}/healthz", bot.addr))
-        .await
-        .unwrap();
+    let resp = reqwest::get(bot.url("/healthz")).await.unwrap();
     assert_eq!(resp.status(), 200);
 }
 

@@ -2,11 +2,11 @@
 
 mod support;
 
-use support::{TEAM, spawn_app};
+use support::{TEAM, TestApp};
 
 #[tokio::test]
 async fn healthz_readyz_and_metrics_answer() {
-    let app = spawn_app(TEAM, &[]).await;
+    let app = TestApp::builder().config(TEAM).spawn().await;
     let client = reqwest::Client::new();
     let r = client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -47,7 +47,7 @@ async fn healthz_readyz_and_metrics_answer() {
 
 #[tokio::test]
 async fn unknown_paths_are_404() {
-    let app = spawn_app(TEAM, &[]).await;
+    let app = TestApp::builder().config(TEAM).spawn().await;
     let r = reqwest::get(app.url("/admin")).await.unwrap();
     assert_eq!(r.status(), 404);
 }

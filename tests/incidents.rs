@@ -7,30 +7,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use opsbot::app::Overrides;
 use opsbot::ports::FakeClock;
-use support::{Outbound, RecordingOutbound, TestApp, am_fixture, spawn_app_with};
+use support::{Outbound, RecordingOutbound, TestApp, am_fixture, person};
 
-const CONFIG: &str = r#"
+/// alice and bob (sre, on call) and carol (viewer); alerts go to #incident-1.
+fn config() -> String {
+    let people = [
+        person("alice", &["sre"], &["console:alice"]),
+        person("bob", &["sre"], &["console:bob"]),
+        person("carol", &["viewer"], &["console:carol"]),
+    ];
+    format!("{}{}", people.concat(), ALERTS)
+}
+
+const ALERTS: &str = r#"
 [builtins]
 status_roles = ["sre"]
 alerts_roles = ["sre", "viewer"]
 responder_roles = ["sre"]
-
-[[people]]
-name = "alice"
-roles = ["sre"]
-identities = ["console:alice"]
-
-[[people]]
-name = "bob"
-roles = ["sre"]
-identities = ["console:bob"]
-
-[[people]]
-name = "carol"
-roles = ["viewer"]
-identities = ["console:carol"]
 
 [alerts]
 alertmanager_token = "am-token-abc123"
@@ -51,15 +45,14 @@ timeout = "10s"
 
 async fn app(clock: Arc<FakeClock>) -> (TestApp, Arc<RecordingOutbound>) {
     let chat = Arc::new(RecordingOutbound::default());
-    let overrides = Overrides {
-        clock: Some(clock),
-        outbound: Some(chat.clone()),
-        ..Default::default()
-    };
-    (
-        spawn_app_with(CONFIG, &[("flush.toml", FLUSH)], overrides).await,
-        chat,
-    )
+    let app = TestApp::builder()
+        .config(&config())
+        .command("flush.toml", FLUSH)
+        .clock(clock)
+        .outbound(chat.clone())
+        .spawn()
+        .await;
+    (app, chat)
 }
 
 async fn say(app: &TestApp, who: &str, text: &str) -> String {

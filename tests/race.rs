@@ -13,12 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use opsbot::app::Overrides;
 use opsbot::domain::{EventPayload, Outcome, RunState};
 use opsbot::ports::{Clock, FakeClock};
 use opsbot::router::Response;
 use opsbot::router::runbook::LEASE;
-use support::{TestApp, event, spawn_app_full};
+use support::{TestApp, event};
 use tempfile::TempDir;
 
 /// Everyone who may approve `/deploy`; racers cycle through them, so each approves several
@@ -83,15 +82,12 @@ name = "deploy"
 summary = "Deploy (counts its executions)"
 roles = ["deployer"]
 channels = ["ops"]
-[approval]
-approvals = 1
-approver_roles = ["sre-lead"]
-expires_after = "10m"
-[action]
+{}[action]
 kind = "exec"
 argv = ['{}', '{}']
 timeout = "30s"
 "#,
+            support::one_lead_approval!(),
             self.script.display(),
             self.log.display()
         )
@@ -113,17 +109,13 @@ timeout = "30s"
 /// One replica on `database_url`, with its own config folder and (optionally) a fake clock.
 async fn replica(counter: &Counter, database_url: &str, clock: Option<Arc<FakeClock>>) -> TestApp {
     let runbook = counter.runbook();
-    spawn_app_full(
-        &config(),
-        &[("deploy.toml", &runbook)],
-        database_url,
-        tempfile::tempdir().expect("temp dir"),
-        Overrides {
-            clock: clock.map(|c| c as Arc<dyn Clock>),
-            ..Overrides::default()
-        },
-    )
-    .await
+    TestApp::builder()
+        .config(&config())
+        .command("deploy.toml", &runbook)
+        .database(database_url)
+        .clock(clock)
+        .spawn()
+        .await
 }
 
 fn text(r: &Response) -> &str {

@@ -4,7 +4,7 @@
 mod support;
 
 use opsbot::domain::{EventPayload, Outcome};
-use support::{ROLLBACK, TEAM, event, spawn_app};
+use support::{ROLLBACK, TEAM, TestApp, event};
 
 async fn last_audit(app: &support::TestApp) -> opsbot::domain::AuditRecord {
     app.store.recent_audit(1).await.unwrap().remove(0)
@@ -12,7 +12,7 @@ async fn last_audit(app: &support::TestApp) -> opsbot::domain::AuditRecord {
 
 #[tokio::test]
 async fn whoami_names_the_person_and_roles() {
-    let app = spawn_app(TEAM, &[]).await;
+    let app = TestApp::builder().config(TEAM).spawn().await;
     assert_eq!(
         app.reply("alice", "/whoami").await,
         "You are alice (console:alice). Roles: deployer, sre."
@@ -25,7 +25,11 @@ async fn whoami_names_the_person_and_roles() {
 
 #[tokio::test]
 async fn help_lists_only_what_the_asker_may_run_here() {
-    let app = spawn_app(TEAM, &[("rollback.toml", ROLLBACK)]).await;
+    let app = TestApp::builder()
+        .config(TEAM)
+        .command("rollback.toml", ROLLBACK)
+        .spawn()
+        .await;
     let alice = app.reply("alice", "/help").await;
     assert!(
         alice.contains("/status") && alice.contains("/audit") && alice.contains("/rollback"),
@@ -58,7 +62,11 @@ async fn help_lists_only_what_the_asker_may_run_here() {
 
 #[tokio::test]
 async fn unknown_people_may_only_ask_who_they_are_and_for_help() {
-    let app = spawn_app(TEAM, &[("rollback.toml", ROLLBACK)]).await;
+    let app = TestApp::builder()
+        .config(TEAM)
+        .command("rollback.toml", ROLLBACK)
+        .spawn()
+        .await;
     let r = app.say("mallory", "/whoami").await;
     assert_eq!(r.outcome, Some(Outcome::Ok));
     assert!(r.reply.unwrap().text.contains("I don't know you"));
@@ -79,7 +87,11 @@ async fn unknown_people_may_only_ask_who_they_are_and_for_help() {
 
 #[tokio::test]
 async fn roles_and_channels_are_enforced_and_denials_audited() {
-    let app = spawn_app(TEAM, &[("rollback.toml", ROLLBACK)]).await;
+    let app = TestApp::builder()
+        .config(TEAM)
+        .command("rollback.toml", ROLLBACK)
+        .spawn()
+        .await;
     let r = app.say("carol", "/rollback api").await;
     assert_eq!(r.outcome, Some(Outcome::Denied));
     assert_eq!(
@@ -103,7 +115,11 @@ async fn roles_and_channels_are_enforced_and_denials_audited() {
 
 #[tokio::test]
 async fn bad_arguments_are_explained_and_audited_as_invalid() {
-    let app = spawn_app(TEAM, &[("rollback.toml", ROLLBACK)]).await;
+    let app = TestApp::builder()
+        .config(TEAM)
+        .command("rollback.toml", ROLLBACK)
+        .spawn()
+        .await;
     let cases = [
         ("/rollback", "missing service"),
         ("/rollback db", "service must be one of api, worker, web"),
@@ -142,7 +158,7 @@ async fn bad_arguments_are_explained_and_audited_as_invalid() {
 
 #[tokio::test]
 async fn oversized_and_non_utf8_input_is_refused_and_audited() {
-    let app = spawn_app(TEAM, &[]).await;
+    let app = TestApp::builder().config(TEAM).spawn().await;
     let big = format!("/status {}", "x".repeat(10_000));
     let r = app.say("alice", &big).await;
     assert_eq!(r.outcome, Some(Outcome::Invalid));
@@ -175,7 +191,7 @@ async fn oversized_and_non_utf8_input_is_refused_and_audited() {
 
 #[tokio::test]
 async fn chatter_is_not_a_command_and_is_not_audited() {
-    let app = spawn_app(TEAM, &[]).await;
+    let app = TestApp::builder().config(TEAM).spawn().await;
     let r = app.say("alice", "hello there").await;
     assert_eq!(r.outcome, None);
     assert!(r.reply.unwrap().text.contains("commands start with /"));
@@ -185,7 +201,7 @@ async fn chatter_is_not_a_command_and_is_not_audited() {
 #[tokio::test]
 async fn rate_limits_reply_once_then_stay_quiet_and_are_audited() {
     let config = format!("{TEAM}\n[limits]\nper_user = \"2/hour\"\n");
-    let app = spawn_app(&config, &[]).await;
+    let app = TestApp::builder().config(&config).spawn().await;
     for _ in 0..2 {
         assert_eq!(app.say("alice", "/whoami").await.outcome, Some(Outcome::Ok));
     }
@@ -219,7 +235,11 @@ async fn rate_limits_reply_once_then_stay_quiet_and_are_audited() {
 #[tokio::test]
 async fn unauthorized_attempts_do_not_burn_rate_limits() {
     let config = format!("{TEAM}\n[limits]\nglobal = \"2/hour\"\n");
-    let app = spawn_app(&config, &[("rollback.toml", ROLLBACK)]).await;
+    let app = TestApp::builder()
+        .config(&config)
+        .command("rollback.toml", ROLLBACK)
+        .spawn()
+        .await;
     for _ in 0..5 {
         assert_eq!(
             app.say("carol", "/rollback api").await.outcome,
@@ -244,7 +264,11 @@ async fn per_command_file_limits_apply() {
         "[approval]",
         "[rate_limit]\nper_user = \"1/hour\"\n[approval]",
     );
-    let app = spawn_app(TEAM, &[("rollback.toml", &limited)]).await;
+    let app = TestApp::builder()
+        .config(TEAM)
+        .command("rollback.toml", &limited)
+        .spawn()
+        .await;
     assert_eq!(
         app.say("alice", "/rollback api").await.outcome,
         Some(Outcome::Ok)
@@ -263,7 +287,7 @@ async fn status_runs_checks_and_audit_shows_records() {
         "{TEAM}\n[[checks]]\nname = \"local\"\nkind = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ntimeout = \"2s\"\n\
          [[checks]]\nname = \"truthy\"\nkind = \"exec\"\nargv = [\"true\"]\n"
     );
-    let app = spawn_app(&config, &[]).await;
+    let app = TestApp::builder().config(&config).spawn().await;
     let status = app.reply("carol", "/status").await;
     assert!(
         status.starts_with("Overall: UP (2/2 checks up)"),
@@ -286,16 +310,10 @@ async fn status_runs_checks_and_audit_shows_records() {
 
 #[tokio::test]
 async fn audit_failure_withholds_the_answer_and_gives_a_request_id() {
-    let app = spawn_app(TEAM, &[]).await;
+    let app = TestApp::builder().config(TEAM).spawn().await;
     // Make the audit table unwritable from underneath the running app.
-    let db = app.dir.path().join("opsbot.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query("CREATE TRIGGER block_insert BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;")
-        .execute(&pool)
-        .await
-        .unwrap();
+    let pool = support::sqlite_in(app.dir.path()).await;
+    support::exec(&pool, "CREATE TRIGGER block_insert BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;").await;
     let r = app.say("alice", "/whoami").await;
     assert_eq!(r.outcome, Some(Outcome::Failed));
     let reply = r.reply.unwrap();

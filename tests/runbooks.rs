@@ -9,35 +9,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use opsbot::app::Overrides;
 use opsbot::domain::{EventPayload, Outcome, RunState};
 use opsbot::ports::FakeClock;
-use support::{TestApp, event, spawn_app, spawn_app_with};
+use support::{TestApp, event, person};
 
-const PEOPLE: &str = r#"
-[approvals]
-break_glass_roles = ["sre"]
-
-[[people]]
-name = "alice"
-roles = ["sre", "deployer"]
-identities = ["console:alice"]
-
-[[people]]
-name = "bob"
-roles = ["sre-lead"]
-identities = ["console:bob"]
-
-[[people]]
-name = "dave"
-roles = ["sre-lead"]
-identities = ["console:dave"]
-
-[[people]]
-name = "carol"
-roles = ["viewer"]
-identities = ["console:carol"]
-"#;
+/// alice (sre, deployer; may break glass), bob and dave (sre-lead), carol (viewer).
+fn people() -> String {
+    let people = [
+        person("alice", &["sre", "deployer"], &["console:alice"]),
+        person("bob", &["sre-lead"], &["console:bob"]),
+        person("dave", &["sre-lead"], &["console:dave"]),
+        person("carol", &["viewer"], &["console:carol"]),
+    ];
+    format!(
+        "\n[approvals]\nbreak_glass_roles = [\"sre\"]\n{}",
+        people.concat()
+    )
+}
 
 /// A runbook running `./act.sh {service} --to={to}` with a secret, `approvals` from sre-lead.
 fn runbook(approvals: u32, extra_approval: &str, timeout: &str) -> String {
@@ -97,18 +85,19 @@ fn runs_logged(dir: &Path) -> usize {
 }
 
 async fn app_with(approvals: u32, extra: &str, timeout: &str) -> TestApp {
-    app_for(PEOPLE, &runbook(approvals, extra, timeout), None).await
+    app_for(&people(), &runbook(approvals, extra, timeout), None).await
 }
 
 /// An app with `people`, the rollback command file `cmd`, the test secret in its environment,
 /// an optional fake clock, and the counting `act.sh` in place.
 async fn app_for(people: &str, cmd: &str, clock: Option<Arc<FakeClock>>) -> TestApp {
-    let overrides = Overrides {
-        clock: clock.map(|c| c as Arc<dyn opsbot::ports::Clock>),
-        env: Some(env_with_token()),
-        ..Default::default()
-    };
-    let app = spawn_app_with(people, &[("rollback.toml", cmd)], overrides).await;
+    let app = TestApp::builder()
+        .config(people)
+        .command("rollback.toml", cmd)
+        .clock(clock)
+        .env(env_with_token())
+        .spawn()
+        .await;
     counting_script(app.dir.path());
     app
 }
@@ -248,7 +237,7 @@ async fn requester_cannot_approve_own_request_unless_the_file_allows_it() {
         "approver_roles = [\"sre-lead\"]",
         "approver_roles = [\"sre\"]",
     );
-    let app = app_for(PEOPLE, &cmd, None).await;
+    let app = app_for(&people(), &cmd, None).await;
     let id = app.say("alice", "/rollback api").await.pending_run.unwrap();
     let r = app.say("alice", &format!("/approve {id}")).await;
     assert_eq!(r.outcome, Some(Outcome::Denied));
@@ -263,7 +252,7 @@ async fn requester_cannot_approve_own_request_unless_the_file_allows_it() {
         "expires_after = \"10m\"",
         "expires_after = \"10m\"\nallow_self_approval = true",
     );
-    let app = app_for(PEOPLE, &allowed, None).await;
+    let app = app_for(&people(), &allowed, None).await;
     let id = app.say("alice", "/rollback api").await.pending_run.unwrap();
     assert!(
         text(&app, "alice", &format!("/approve {id}"))
@@ -365,7 +354,7 @@ async fn only_the_requester_can_cancel() {
 async fn expired_requests_say_so_and_cannot_be_approved() {
     let clock = Arc::new(FakeClock::new(Utc::now()));
     let cmd = runbook(1, "", "30s");
-    let app = app_for(PEOPLE, &cmd, Some(clock.clone())).await;
+    let app = app_for(&people(), &cmd, Some(clock.clone())).await;
     let first = request(&app).await;
     let second = app.say("alice", "/rollback web").await.pending_run.unwrap();
     clock.advance(Duration::from_secs(9 * 60));
@@ -397,7 +386,7 @@ async fn the_sweep_forgets_platform_event_ids_after_a_day() {
     use opsbot::ports::Clock as _;
     let clock = Arc::new(FakeClock::new(Utc::now()));
     let cmd = runbook(1, "", "30s");
-    let app = app_for(PEOPLE, &cmd, Some(clock.clone())).await;
+    let app = app_for(&people(), &cmd, Some(clock.clone())).await;
     let store = &app.store;
     assert!(
         store
@@ -454,15 +443,11 @@ async fn timeout_kills_the_whole_process_group() {
         .unwrap()
         .trim()
         .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
     // The background child the script started is gone too (a zombie has no cmdline).
-    while std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty()) {
-        assert!(
-            Instant::now() < deadline,
-            "child {pid} survived the timeout"
-        );
-        std::thread::yield_now();
-    }
+    support::eventually(&format!("child {pid} to end"), support::WAIT, async || {
+        !std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -521,12 +506,11 @@ async fn break_glass_runs_at_once_loudly_for_allowed_roles_only() {
             .contains("needs a reason")
     );
 
-    let no_glass = spawn_app_with(
-        &PEOPLE.replace("break_glass_roles = [\"sre\"]", ""),
-        &[("rollback.toml", runbook(1, "", "30s").as_str())],
-        Overrides::default(),
-    )
-    .await;
+    let no_glass = TestApp::builder()
+        .config(&people().replace("break_glass_roles = [\"sre\"]", ""))
+        .command("rollback.toml", &runbook(1, "", "30s"))
+        .spawn()
+        .await;
     let r = no_glass
         .say("alice", "/rollback api --break-glass now")
         .await;
@@ -552,33 +536,18 @@ async fn a_runbook_changed_after_the_request_does_not_run() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("opsbot.db").display());
     let before = runbook(1, "", "30s");
-    let first = support::spawn_app_full(
-        PEOPLE,
-        &[("rollback.toml", before.as_str())],
-        &db,
-        tempfile::tempdir().unwrap(),
-        Overrides {
-            clock: None,
-            env: Some(env_with_token()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let on_db = |runbook: &str| {
+        TestApp::builder()
+            .config(&people())
+            .command("rollback.toml", runbook)
+            .env(env_with_token())
+            .database(&db)
+    };
+    let first = on_db(&before).spawn().await;
     let id = request(&first).await;
     // opsbot restarts with an edited runbook (now with --force) on the same database.
     let after = before.replace("\"--to={to}\"", "\"--to={to}\", \"--force\"");
-    let second = support::spawn_app_full(
-        PEOPLE,
-        &[("rollback.toml", after.as_str())],
-        &db,
-        tempfile::tempdir().unwrap(),
-        Overrides {
-            clock: None,
-            env: Some(env_with_token()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let second = on_db(&after).spawn().await;
     counting_script(second.dir.path());
     let reply = text(&second, "bob", &format!("/approve {id}")).await;
     assert!(
@@ -604,7 +573,11 @@ kind = "exec"
 argv = ["./flush.sh", "{namespace}"]
 timeout = "10s"
 "#;
-    let app = spawn_app(PEOPLE, &[("flush.toml", cmd)]).await;
+    let app = TestApp::builder()
+        .config(&people())
+        .command("flush.toml", cmd)
+        .spawn()
+        .await;
     script(app.dir.path(), "flush.sh", "echo flushed $1");
     let reply = text(&app, "alice", "/flush sessions").await;
     assert!(
@@ -661,16 +634,12 @@ expect_status = 200
 timeout = "5s"
 "#
     );
-    let app = spawn_app_with(
-        PEOPLE,
-        &[("maintenance.toml", cmd.as_str())],
-        Overrides {
-            clock: None,
-            env: Some(env_with_token()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let app = TestApp::builder()
+        .config(&people())
+        .command("maintenance.toml", &cmd)
+        .env(env_with_token())
+        .spawn()
+        .await;
     let dry = text(&app, "alice", "/maintenance on --dry-run").await;
     assert!(dry.contains(&format!("PUT http://{addr}/maintenance/on\n  Authorization: Bearer {{secret:DEPLOY_TOKEN}}\n  body: {{\"mode\": \"on\"}}")), "{dry}");
     let reply = text(&app, "alice", "/maintenance on").await;
@@ -695,7 +664,7 @@ timeout = "5s"
 
 #[tokio::test]
 async fn one_person_counts_once_whichever_identity_they_use() {
-    let people = PEOPLE.replace(
+    let people = people().replace(
         "identities = [\"console:bob\"]",
         "identities = [\"console:bob\", \"console:bob-phone\"]",
     );
@@ -754,7 +723,7 @@ async fn a_runbook_that_leaves_a_background_process_still_finishes_when_it_exits
 #[tokio::test]
 async fn argument_values_cannot_carry_newlines() {
     let cmd = runbook(1, "", "30s").replace("pattern = 'v\\d+'\n", "");
-    let app = app_for(PEOPLE, &cmd, None).await;
+    let app = app_for(&people(), &cmd, None).await;
     let r = app
         .say("alice", "/rollback api --to \"v1\nfake line\"")
         .await;
@@ -769,7 +738,7 @@ async fn argument_values_cannot_carry_newlines() {
 
 #[tokio::test]
 async fn refused_reactions_are_rate_limited_so_toggling_cannot_flood_the_audit_log() {
-    let people = format!("[limits]\nper_user = \"3/min\"\n{PEOPLE}");
+    let people = format!("[limits]\nper_user = \"3/min\"\n{}", people());
     let app = app_for(&people, &runbook(1, "", "10s"), None).await;
     request(&app).await;
     let before = app.store.recent_audit(100).await.unwrap().len();

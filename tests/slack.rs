@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use slack_support::{Seen, count_texts, runs, wait_for, wait_for_binding};
-use support::{TestApp, spawn_app};
+use support::TestApp;
 
 const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 
@@ -487,7 +487,7 @@ async fn a_429_with_retry_after_delays_but_does_not_lose_the_alert_message() {
         "[slack]\nsigning_secret = \"{SECRET}\"\nbot_token = \"xoxb-t\"\napi_url = \"{base}/api\"\n{}",
         support::alerts_routed_to("slack", "CALERTS")
     );
-    let app = spawn_app(&config, &[]).await;
+    let app = TestApp::builder().config(&config).spawn().await;
     support::fire_alerts(&app.url(""), "01-firing-single.json").await;
     let log = wait_for(&seen, "the message after Retry-After", |l| !l.is_empty()).await;
     assert_eq!(log.len(), 1, "delivered once, not duplicated");

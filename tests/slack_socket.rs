@@ -7,7 +7,6 @@ mod slack_support;
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use slack_support::{Connections, Seen, count_texts, runs, wait_for_binding};
@@ -174,32 +173,11 @@ fn reaction(envelope: &str, event_id: &str, user: &str, ts: &str) -> serde_json:
     })
 }
 
-async fn readyz(app: &TestApp) -> String {
-    reqwest::get(app.url("/readyz"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-async fn wait_for_readyz(app: &TestApp, line: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let body = readyz(app).await;
-        if body.contains(line) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "no {line:?} in {body}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_slash_command_envelope_is_acked_and_answered_through_response_url() {
     let fake = fake_slack().await;
     let app = app(&fake, APP_TOKEN).await;
-    wait_for_readyz(&app, "adapter slack socket: up").await;
+    app.wait_for_readyz("adapter slack socket: up").await;
     fake.send(slash(&fake, "env-status", "UALICE", "/status", ""));
     fake.wait_for_ack("env-status").await;
     slack_support::assert_status_answered(&app, &fake.seen, "env-status").await;
@@ -264,16 +242,8 @@ async fn an_event_whose_id_cannot_be_stored_is_not_acked_and_its_redelivery_coun
     wait_for_binding(&app, ts).await;
 
     // The store refuses to record event ids (a full disk, a failed-over database).
-    let db = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        app.dir.path().join("opsbot.db").display()
-    ))
-    .await
-    .unwrap();
-    sqlx::query("CREATE TRIGGER no_events BEFORE INSERT ON platform_events BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
-        .execute(&db)
-        .await
-        .unwrap();
+    let db = support::sqlite_in(app.dir.path()).await;
+    support::exec(&db, "CREATE TRIGGER no_events BEFORE INSERT ON platform_events BEGIN SELECT RAISE(ABORT, 'disk full'); END;").await;
     fake.send(reaction("env-2", "Ev2", "UBOB", ts));
     // A slash command after it is acked and answered: the reader went on.
     fake.send(slash(&fake, "env-3", "UALICE", "/status", ""));
@@ -281,10 +251,7 @@ async fn an_event_whose_id_cannot_be_stored_is_not_acked_and_its_redelivery_coun
         l.iter().any(|(w, _)| w == "response_url/env-3")
     })
     .await;
-    sqlx::query("DROP TRIGGER no_events")
-        .execute(&db)
-        .await
-        .unwrap();
+    support::exec(&db, "DROP TRIGGER no_events").await;
 
     // Not acknowledged, so Slack sends it again: this time it counts.
     fake.send(reaction("env-2-retry", "Ev2", "UBOB", ts));
@@ -306,7 +273,7 @@ async fn an_event_whose_id_cannot_be_stored_is_not_acked_and_its_redelivery_coun
 async fn a_disconnect_message_makes_the_client_reconnect() {
     let fake = fake_slack().await;
     let app = app(&fake, APP_TOKEN).await;
-    wait_for_readyz(&app, "adapter slack socket: up").await;
+    app.wait_for_readyz("adapter slack socket: up").await;
     fake.send(serde_json::json!({
         "type": "disconnect",
         "reason": "refresh_requested",
@@ -323,18 +290,16 @@ async fn a_disconnect_message_makes_the_client_reconnect() {
         l.iter().any(|(w, _)| w == "response_url/env-after")
     })
     .await;
-    wait_for_readyz(&app, "adapter slack socket: up").await;
+    app.wait_for_readyz("adapter slack socket: up").await;
 }
 
 #[tokio::test]
 async fn a_rejected_app_token_turns_socket_mode_off_without_stopping_opsbot() {
     let fake = fake_slack().await;
     let app = app(&fake, "xapp-1-A1-revoked").await;
-    let body = wait_for_readyz(
-        &app,
-        "adapter slack socket: off (apps.connections.open: invalid_auth)",
-    )
-    .await;
+    let body = app
+        .wait_for_readyz("adapter slack socket: off (apps.connections.open: invalid_auth)")
+        .await;
     assert!(body.starts_with("ready"), "{body}");
     assert!(
         !body.contains("revoked"),

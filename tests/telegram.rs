@@ -9,9 +9,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opsbot::app::Overrides;
+use opsbot::ports::FakeClock;
 use serde_json::{Value, json};
-use support::{TestApp, spawn_app, spawn_app_with};
+use support::TestApp;
 
 const TOKEN: &str = "123456:TEST-token-abcdef";
 const CHAT: i64 = -1001234567890;
@@ -59,18 +59,10 @@ impl Fake {
     }
 
     async fn wait_until<T>(&self, what: &str, mut check: impl FnMut(&Fake) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(v) = check(self) {
-                return v;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}; calls: {:#?}",
-                self.calls.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        support::eventually(what, support::WAIT, async || {
+            check(self).ok_or_else(|| self.calls.lock().unwrap().clone())
+        })
+        .await
     }
 
     /// Waits until the bot has sent a text containing `needle`; returns that text.
@@ -186,48 +178,32 @@ async fn fake_telegram() -> (String, Arc<Fake>) {
 }
 
 fn config(base: &str, extra: &str) -> String {
+    let people =
+        support::deployer_and_lead(&format!("telegram:{ALICE}"), &format!("telegram:{BOB}"));
     format!(
-        r#"
-[builtins]
-status_roles = ["deployer", "sre-lead"]
-responder_roles = ["sre-lead"]
-
+        r#"{people}
 [telegram]
 bot_token = "{TOKEN}"
 api_url = "{base}"
 send_interval = "50ms"
 {extra}
-
-[[people]]
-name = "alice"
-roles = ["deployer"]
-identities = ["telegram:{ALICE}"]
-
-[[people]]
-name = "bob"
-roles = ["sre-lead"]
-identities = ["telegram:{BOB}"]
 "#
     )
 }
 
 async fn app_with(extra: &str) -> (TestApp, Arc<Fake>) {
-    app_with_overrides(extra, Overrides::default()).await
+    app_with_clock(extra, None).await
 }
 
-async fn app_with_overrides(extra: &str, overrides: Overrides) -> (TestApp, Arc<Fake>) {
+async fn app_with_clock(extra: &str, clock: Option<Arc<FakeClock>>) -> (TestApp, Arc<Fake>) {
     let (base, fake) = fake_telegram().await;
-    let app = spawn_app_with(
-        &config(&base, extra),
-        &[("rollback.toml", support::ROLLBACK_NEEDING_ONE_LEAD)],
-        overrides,
-    )
-    .await;
-    support::write_executable(
-        app.dir.path(),
-        "act.sh",
-        "#!/bin/sh\necho run >> runs.log\necho rolled back $1\n",
-    );
+    let app = TestApp::builder()
+        .config(&config(&base, extra))
+        .command("rollback.toml", support::ROLLBACK_NEEDING_ONE_LEAD)
+        .script("act.sh", support::COUNTING_ACT)
+        .clock(clock)
+        .spawn()
+        .await;
     (app, fake)
 }
 
@@ -372,26 +348,15 @@ async fn polls_with_explicit_allowed_updates_and_answers_a_command_in_its_thread
 async fn a_rejected_token_turns_the_adapter_off_without_stopping_opsbot() {
     let (base, fake) = fake_telegram().await;
     let revoked = config(&base, "").replace(TOKEN, "654321:revoked-token-xyz");
-    let app = spawn_app(&revoked, &[]).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let body = reqwest::get(app.url("/readyz"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if body.contains("adapter telegram: off (bot token rejected)") {
-            assert!(body.starts_with("ready"), "{body}");
-            assert!(
-                fake.calls("getUpdates").is_empty(),
-                "no polling with a rejected token"
-            );
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let app = TestApp::builder().config(&revoked).spawn().await;
+    let body = app
+        .wait_for_readyz("adapter telegram: off (bot token rejected)")
+        .await;
+    assert!(body.starts_with("ready"), "{body}");
+    assert!(
+        fake.calls("getUpdates").is_empty(),
+        "no polling with a rejected token"
+    );
 }
 
 #[tokio::test]
@@ -500,15 +465,8 @@ async fn alert_groups_carry_ack_buttons_that_go_away_once_pressed() {
 
 #[tokio::test]
 async fn an_expired_request_says_so_and_loses_its_keyboard() {
-    let clock = Arc::new(opsbot::ports::FakeClock::new(chrono::Utc::now()));
-    let (app, fake) = app_with_overrides(
-        "",
-        Overrides {
-            clock: Some(clock.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let clock = Arc::new(FakeClock::new(chrono::Utc::now()));
+    let (app, fake) = app_with_clock("", Some(clock.clone())).await;
     fake.push(command(1, ALICE, "/rollback api"));
     let (request, keyboard) = approval_request(&fake).await;
     assert!(!keyboard.is_null(), "Approve / Deny to begin with");
@@ -533,13 +491,12 @@ async fn a_request_too_long_for_a_message_is_a_file_whose_caption_and_keyboard_a
         r#"argv = ["./act.sh", "{service}"]"#,
         &format!(r#"argv = ["./act.sh", "{{service}}", "{long}"]"#),
     );
-    let app = spawn_app_with(
-        &config(&base, ""),
-        &[("rollback.toml", &runbook)],
-        Overrides::default(),
-    )
-    .await;
-    support::write_executable(app.dir.path(), "act.sh", "#!/bin/sh\necho rolled back $1\n");
+    let app = TestApp::builder()
+        .config(&config(&base, ""))
+        .command("rollback.toml", &runbook)
+        .script("act.sh", "#!/bin/sh\necho rolled back $1\n")
+        .spawn()
+        .await;
     fake.push(command(1, ALICE, "/rollback api"));
     let request = fake
         .wait_until("the request as a file", |f| {

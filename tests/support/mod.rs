@@ -1,19 +1,19 @@
-//! Shared test harness: builds the real application on a temp SQLite file (or a fresh
-//! Postgres schema), binds 127.0.0.1:0, and offers helpers to talk to it.
+//! Shared test harness: the app under test ([`TestApp`]), fakes, fixtures (people, runbooks,
+//! recorded deliveries), the external services tests need, and waiting with a deadline.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
-use chrono::Utc;
-use opsbot::app::{App, Overrides};
-use opsbot::config::Config;
-use opsbot::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
-use opsbot::ports::Store;
-use opsbot::router::{Response, Router};
-use tempfile::TempDir;
-use tokio_util::sync::CancellationToken;
+mod app;
+mod outbound;
+mod wait;
+// Each test binary uses a different part of the harness.
+#[allow(unused_imports)]
+pub use app::{COUNTING_ACT, TestApp, event};
+#[allow(unused_imports)]
+pub use outbound::{Outbound, RecordingOutbound};
+#[allow(unused_imports)]
+pub use wait::{WAIT, eventually, satisfies};
 
 /// People and grants most tests use: alice (sre, deployer), bob (sre-lead), carol (viewer).
 pub const TEAM: &str = r#"
@@ -37,7 +37,67 @@ roles = ["viewer"]
 identities = ["console:carol"]
 "#;
 
-pub const ROLLBACK: &str = r#"
+/// A `[[people]]` entry: `name` with `roles`, known by `identities` (`platform:id`).
+pub fn person(name: &str, roles: &[&str], identities: &[&str]) -> String {
+    let list = |items: &[&str]| {
+        let quoted: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+        quoted.join(", ")
+    };
+    format!(
+        "\n[[people]]\nname = \"{name}\"\nroles = [{}]\nidentities = [{}]\n",
+        list(roles),
+        list(identities)
+    )
+}
+
+/// alice (deployer, may request /rollback) and bob (sre-lead, may approve and ack alerts),
+/// known on a chat platform as `alice` and `bob` (`platform:id`), and the built-ins they use.
+pub fn deployer_and_lead(alice: &str, bob: &str) -> String {
+    format!(
+        "\n[builtins]\nstatus_roles = [\"deployer\", \"sre-lead\"]\nresponder_roles = [\"sre-lead\"]\n{}{}",
+        person("alice", &["deployer"], &[alice]),
+        person("bob", &["sre-lead"], &[bob])
+    )
+}
+
+/// A connection to the SQLite file of an app (or `opsbot` run) in `dir`, from outside it:
+/// to break the store underneath the app, or change what it wrote.
+pub async fn sqlite_in(dir: &Path) -> sqlx::SqlitePool {
+    let url = format!("sqlite://{}", dir.join("opsbot.db").display());
+    sqlx::SqlitePool::connect(&url)
+        .await
+        .expect("open the app's SQLite file")
+}
+
+/// Runs one statement on `pool`.
+pub async fn exec(pool: &sqlx::SqlitePool, sql: &'static str) {
+    sqlx::query(sql)
+        .execute(pool)
+        .await
+        .expect("run the statement");
+}
+
+/// The `[approval]` table most runbooks here share: one approval from an sre-lead, within
+/// 10 minutes. A macro so that runbook constants can be `concat!`ed around it.
+macro_rules! one_lead_approval {
+    () => {
+        "[approval]\napprovals = 1\napprover_roles = [\"sre-lead\"]\nexpires_after = \"10m\"\n"
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use one_lead_approval;
+
+/// An optional `to` argument: a release like v1.2.3.
+macro_rules! version_arg {
+    () => {
+        "[[args]]\nname = \"to\"\nkind = \"string\"\npattern = 'v\\d+\\.\\d+\\.\\d+'\nrequired = false\n"
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use version_arg;
+
+pub const ROLLBACK: &str = concat!(
+    r#"
 name = "rollback"
 summary = "Roll a service back"
 roles = ["deployer", "sre"]
@@ -46,157 +106,15 @@ channels = ["ops", "incident-*"]
 name = "service"
 kind = "choice"
 choices = ["api", "worker", "web"]
-[[args]]
-name = "to"
-kind = "string"
-pattern = 'v\d+\.\d+\.\d+'
-required = false
-[approval]
-approvals = 1
-approver_roles = ["sre-lead"]
-expires_after = "10m"
-[action]
+"#,
+    version_arg!(),
+    one_lead_approval!(),
+    r#"[action]
 kind = "exec"
 argv = ["./rollback.sh", "{service}", "{to}"]
 timeout = "60s"
-"#;
-
-pub struct TestApp {
-    pub router: Arc<Router>,
-    pub store: Arc<dyn Store>,
-    pub alerts: Arc<opsbot::actions::alerts::AlertService>,
-    pub addr: SocketAddr,
-    pub dir: TempDir,
-    /// The app's periodic sweep (tests run it by hand), posting through the app's outbound.
-    pub sweeper: opsbot::sweeper::Sweeper,
-    shutdown: CancellationToken,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-/// Writes `commands` (file name, TOML) into a temp catalogue and starts the app with
-/// `config` (TOML appended to a base that sets the store, catalogue and a port-0 listener).
-pub async fn spawn_app(config: &str, commands: &[(&str, &str)]) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("opsbot.db");
-    spawn_app_with_store(config, commands, &format!("sqlite://{}", db.display()), dir).await
-}
-
-pub async fn spawn_app_with_store(
-    config: &str,
-    commands: &[(&str, &str)],
-    database_url: &str,
-    dir: TempDir,
-) -> TestApp {
-    spawn_app_full(config, commands, database_url, dir, Overrides::default()).await
-}
-
-/// Like [`spawn_app`], with a fake clock and environment.
-pub async fn spawn_app_with(
-    config: &str,
-    commands: &[(&str, &str)],
-    overrides: Overrides,
-) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("opsbot.db");
-    spawn_app_full(
-        config,
-        commands,
-        &format!("sqlite://{}", db.display()),
-        dir,
-        overrides,
-    )
-    .await
-}
-
-pub async fn spawn_app_full(
-    config: &str,
-    commands: &[(&str, &str)],
-    database_url: &str,
-    dir: TempDir,
-    overrides: Overrides,
-) -> TestApp {
-    let cmd_dir = dir.path().join("commands");
-    std::fs::create_dir_all(&cmd_dir).expect("commands dir");
-    for (name, body) in commands {
-        std::fs::write(cmd_dir.join(name), body).expect("write command file");
-    }
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"{database_url}\"\n[catalog]\ndir = \"commands\"\n{config}"
-    );
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, &text).expect("write config");
-    let config = Config::from_toml(&path, &text, &[]).expect("test config is valid");
-    let app = App::build_with(config, overrides)
-        .await
-        .expect("app builds");
-    let listener = app.bind().await.expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local addr");
-    let shutdown = CancellationToken::new();
-    app.spawn_adapters(&shutdown);
-    tokio::spawn(opsbot::http::serve(
-        listener,
-        app.http_state(),
-        shutdown.clone(),
-    ));
-    TestApp {
-        router: app.router.clone(),
-        store: app.store.clone(),
-        alerts: app.alerts.clone(),
-        addr,
-        dir,
-        sweeper: app.sweeper(),
-        shutdown,
-    }
-}
-
-impl TestApp {
-    /// `who` says `text` in console channel `channel`.
-    pub async fn say_in(&self, who: &str, channel: &str, text: &str) -> Response {
-        self.router
-            .handle(&event(who, channel, EventPayload::Command(text.to_owned())))
-            .await
-    }
-
-    pub async fn say(&self, who: &str, text: &str) -> Response {
-        self.say_in(who, "ops", text).await
-    }
-
-    /// The reply text, or "" when the reply was withheld.
-    pub async fn reply(&self, who: &str, text: &str) -> String {
-        self.say(who, text)
-            .await
-            .reply
-            .map(|r| r.text)
-            .unwrap_or_default()
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-}
-
-pub fn event(who: &str, channel: &str, payload: EventPayload) -> InboundEvent {
-    InboundEvent {
-        platform: Platform::Console,
-        workspace: None,
-        channel: ChannelRef {
-            id: channel.to_owned(),
-            name: channel.to_owned(),
-        },
-        thread: None,
-        user: UserRef::new(Platform::Console, who),
-        display_name: who.to_owned(),
-        payload,
-        event_id: None,
-        reply_handle: None,
-        received_at: Utc::now(),
-    }
-}
+"#
+);
 
 /// Whether external services must be present: with `CI=true`, a missing service fails the test.
 pub fn services_required() -> bool {
@@ -278,125 +196,6 @@ pub fn write_executable(dir: &Path, name: &str, body: &str) -> std::path::PathBu
     path
 }
 
-/// A chat platform that records what the bot posted and edited, for assertions.
-#[derive(Default)]
-pub struct RecordingOutbound {
-    pub log: std::sync::Mutex<Vec<Outbound>>,
-    /// When set, every delivery fails this way (to test retries).
-    pub fail_with_retry_after: std::sync::Mutex<Option<std::time::Duration>>,
-    /// Texts of the posts sent with urgent priority.
-    pub urgent: std::sync::Mutex<Vec<String>>,
-    /// The commands of the buttons each message carries now (by message id).
-    pub buttons: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outbound {
-    Post {
-        channel: String,
-        id: String,
-        text: String,
-    },
-    Edit {
-        channel: String,
-        id: String,
-        text: String,
-    },
-}
-
-impl RecordingOutbound {
-    pub fn messages(&self) -> Vec<Outbound> {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// The commands behind the buttons message `id` shows now.
-    pub fn buttons_on(&self, id: &str) -> Vec<String> {
-        self.buttons
-            .lock()
-            .unwrap()
-            .get(id)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn record_buttons(&self, id: &str, message: &opsbot::ports::OutboundMessage) {
-        let commands = message.actions.iter().map(|a| a.command.clone()).collect();
-        self.buttons.lock().unwrap().insert(id.to_owned(), commands);
-    }
-
-    /// Waits (polling, with a deadline) until `pred` holds for the recorded messages.
-    pub async fn wait_until(
-        &self,
-        what: &str,
-        pred: impl Fn(&[Outbound]) -> bool,
-    ) -> Vec<Outbound> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let msgs = self.messages();
-            if pred(&msgs) {
-                return msgs;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}; got {msgs:#?}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl opsbot::ports::ChatOutbound for RecordingOutbound {
-    async fn send(
-        &self,
-        to: &opsbot::ports::OutboundTarget,
-        message: &opsbot::ports::OutboundMessage,
-    ) -> Result<String, opsbot::ports::OutboundError> {
-        if message.priority == opsbot::ports::Priority::Urgent {
-            self.urgent.lock().unwrap().push(message.text.clone());
-        }
-        let id = self.post(to, &message.text).await?;
-        self.record_buttons(&id, message);
-        Ok(id)
-    }
-
-    async fn post(
-        &self,
-        to: &opsbot::ports::OutboundTarget,
-        text: &str,
-    ) -> Result<String, opsbot::ports::OutboundError> {
-        if let Some(d) = *self.fail_with_retry_after.lock().unwrap() {
-            return Err(opsbot::ports::OutboundError::RetryAfter(d));
-        }
-        let mut log = self.log.lock().unwrap();
-        let id = format!("m{}", log.len() + 1);
-        log.push(Outbound::Post {
-            channel: to.channel_id.clone(),
-            id: id.clone(),
-            text: text.to_owned(),
-        });
-        Ok(id)
-    }
-
-    async fn edit(
-        &self,
-        to: &opsbot::ports::OutboundTarget,
-        message_id: &str,
-        message: &opsbot::ports::OutboundMessage,
-    ) -> Result<(), opsbot::ports::OutboundError> {
-        if let Some(d) = *self.fail_with_retry_after.lock().unwrap() {
-            return Err(opsbot::ports::OutboundError::RetryAfter(d));
-        }
-        self.record_buttons(message_id, message);
-        self.log.lock().unwrap().push(Outbound::Edit {
-            channel: to.channel_id.clone(),
-            id: message_id.to_owned(),
-            text: message.text.clone(),
-        });
-        Ok(())
-    }
-}
-
 /// A recorded Alertmanager delivery (copied from the shared fixtures into `tests/fixtures`).
 pub fn am_fixture(name: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -407,7 +206,8 @@ pub fn am_fixture(name: &str) -> String {
 
 /// `/rollback SERVICE` (deployers; service `api`) needing one approval from an sre-lead,
 /// running `./act.sh SERVICE` in the app's folder.
-pub const ROLLBACK_NEEDING_ONE_LEAD: &str = r#"
+pub const ROLLBACK_NEEDING_ONE_LEAD: &str = concat!(
+    r#"
 name = "rollback"
 summary = "Roll back"
 roles = ["deployer"]
@@ -415,15 +215,14 @@ roles = ["deployer"]
 name = "service"
 kind = "choice"
 choices = ["api"]
-[approval]
-approvals = 1
-approver_roles = ["sre-lead"]
-expires_after = "10m"
-[action]
+"#,
+    one_lead_approval!(),
+    r#"[action]
 kind = "exec"
 argv = ["./act.sh", "{service}"]
 timeout = "10s"
-"#;
+"#
+);
 
 const PLATFORM_AM_TOKEN: &str = "am-token-abc123";
 
@@ -448,20 +247,14 @@ pub async fn fire_alerts(base: &str, fixture: &str) {
     assert_eq!(resp.status(), 200, "alert accepted");
 }
 
-/// Waits (polling, with a deadline) until request `run` is bound to its chat message.
+/// Waits until request `run` is bound to its chat message.
 pub async fn wait_for_run_message(app: &TestApp, run: i64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    let what = format!("request #{run} to be bound to a message");
+    eventually(&what, WAIT, async || {
         let bound = app.store.run(run).await.expect("load run");
-        if bound.is_some_and(|r| r.message_id.is_some()) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "request #{run} never bound to a message"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+        bound.is_some_and(|r| r.message_id.is_some())
+    })
+    .await
 }
 
 /// Serves a fake platform or upstream on 127.0.0.1 (a free port); returns its base URL.

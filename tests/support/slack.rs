@@ -4,9 +4,8 @@
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use crate::support::{TestApp, spawn_app};
+use crate::support::{TestApp, WAIT, eventually, satisfies};
 
 /// What the fake Slack received: (method or `response_url/N`, JSON body).
 pub type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
@@ -100,72 +99,36 @@ pub async fn fake_web_api(connections: Option<Connections>, seen: Seen) -> Strin
 /// alice (deployer, may request /rollback) and bob (sre-lead, may approve and ack alerts);
 /// `act.sh` appends to `runs.log`.
 pub async fn app_with_slack(slack: &str) -> TestApp {
-    let config = format!(
-        r#"
-[builtins]
-status_roles = ["deployer", "sre-lead"]
-responder_roles = ["sre-lead"]
-
-[slack]
-{slack}
-
-[[people]]
-name = "alice"
-roles = ["deployer"]
-identities = ["slack:UALICE"]
-
-[[people]]
-name = "bob"
-roles = ["sre-lead"]
-identities = ["slack:UBOB"]
-"#
-    );
-    let app = spawn_app(
-        &config,
-        &[("rollback.toml", crate::support::ROLLBACK_NEEDING_ONE_LEAD)],
-    )
-    .await;
-    crate::support::write_executable(
-        app.dir.path(),
-        "act.sh",
-        "#!/bin/sh\necho run >> runs.log\necho rolled back $1\n",
-    );
-    app
+    let people = crate::support::deployer_and_lead("slack:UALICE", "slack:UBOB");
+    let config = format!("{people}\n[slack]\n{slack}\n");
+    TestApp::builder()
+        .config(&config)
+        .command("rollback.toml", crate::support::ROLLBACK_NEEDING_ONE_LEAD)
+        .script("act.sh", crate::support::COUNTING_ACT)
+        .spawn()
+        .await
 }
 
-/// Polls `seen` until `pred` holds (10 s at most).
+/// Waits until `pred` holds for what the fake saw.
 pub async fn wait_for(
     seen: &Seen,
     what: &str,
     pred: impl Fn(&[(String, serde_json::Value)]) -> bool,
 ) -> Vec<(String, serde_json::Value)> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = seen.lock().unwrap().clone();
-        if pred(&log) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; got {log:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(what, WAIT, async || {
+        satisfies(seen.lock().unwrap().clone(), |l| pred(l))
+    })
+    .await
 }
 
 /// Waits until `ts` is bound to a runbook request (right after the approval request is posted).
 pub async fn wait_for_binding(app: &TestApp, ts: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app
-        .store
-        .run_by_message(opsbot::domain::Platform::Slack, "COPS", ts)
-        .await
-        .unwrap()
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "approval message never bound");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("the approval message to be bound", WAIT, async || {
+        let store = &app.store;
+        let bound = store.run_by_message(opsbot::domain::Platform::Slack, "COPS", ts);
+        bound.await.unwrap().is_some()
+    })
+    .await
 }
 
 /// The runbook's runs so far.
