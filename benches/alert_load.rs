@@ -102,7 +102,12 @@ impl CountingOutbound {
 
 #[async_trait::async_trait]
 impl ChatOutbound for CountingOutbound {
-    async fn post(&self, _to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
+    async fn send(
+        &self,
+        _to: &OutboundTarget,
+        message: &OutboundMessage,
+    ) -> Result<String, OutboundError> {
+        let text = &message.text;
         let group = group_of(text);
         let mut c = self.counts.lock().unwrap();
         c.next_id += 1;

@@ -349,17 +349,13 @@ impl OutboundMessage {
 /// Messages the bot sends on its own (alert groups, notices), as opposed to replies.
 #[async_trait]
 pub trait ChatOutbound: Send + Sync {
-    /// Posts a message; returns its id for later edits.
-    async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError>;
-    /// Posts a message with buttons and a priority. Platforms without buttons show the text
-    /// alone (every action is also a command people can type).
+    /// Posts a message (text, buttons, priority); returns its id for later edits. Platforms
+    /// without buttons show the text alone (every action is also a command people can type).
     async fn send(
         &self,
         to: &OutboundTarget,
         message: &OutboundMessage,
-    ) -> Result<String, OutboundError> {
-        self.post(to, &message.text).await
-    }
+    ) -> Result<String, OutboundError>;
     /// Replaces a message posted earlier: its text and its buttons (none left if `message`
     /// has no actions).
     async fn edit(

@@ -774,7 +774,9 @@ async fn channel_messages_with_actions_carry_one_row_of_buttons() {
         action("Deny", "/deny 7".into(), true),
     ]);
     api.send(&to, &message).await.unwrap();
-    api.post(&to, "plain").await.unwrap();
+    api.send(&to, &opsbot::ports::OutboundMessage::text("plain"))
+        .await
+        .unwrap();
     let posts = fake.calls();
     assert_eq!(
         posts[0].body["components"],

@@ -161,11 +161,12 @@ impl Default for ConsoleOutbound {
 
 #[async_trait::async_trait]
 impl crate::ports::ChatOutbound for ConsoleOutbound {
-    async fn post(
+    async fn send(
         &self,
         to: &crate::ports::OutboundTarget,
-        text: &str,
+        message: &crate::ports::OutboundMessage,
     ) -> Result<String, crate::ports::OutboundError> {
+        let text = &message.text;
         if to.platform != Platform::Console {
             return Err(crate::ports::OutboundError::Undeliverable(format!(
                 "no {} adapter is configured",

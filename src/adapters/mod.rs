@@ -39,10 +39,6 @@ impl PlatformOutbound {
 
 #[async_trait::async_trait]
 impl ChatOutbound for PlatformOutbound {
-    async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
-        self.adapter(to)?.post(to, text).await
-    }
-
     async fn send(
         &self,
         to: &OutboundTarget,

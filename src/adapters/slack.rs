@@ -171,10 +171,6 @@ fn blocks(message: &OutboundMessage) -> Option<Vec<SlackBlock>> {
 
 #[async_trait::async_trait]
 impl ChatOutbound for SlackApi {
-    async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
-        SlackApi::post(self, &to.channel_id, to.thread.as_deref(), text).await
-    }
-
     async fn send(
         &self,
         to: &OutboundTarget,

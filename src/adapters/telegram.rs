@@ -170,10 +170,6 @@ fn head(text: &str, max: usize) -> String {
 
 #[async_trait::async_trait]
 impl ChatOutbound for TelegramApi {
-    async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
-        self.send(to, &OutboundMessage::text(text)).await
-    }
-
     async fn send(
         &self,
         to: &OutboundTarget,

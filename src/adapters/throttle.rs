@@ -246,10 +246,6 @@ impl Throttled {
 
 #[async_trait]
 impl ChatOutbound for Throttled {
-    async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
-        self.send(to, &OutboundMessage::text(text)).await
-    }
-
     async fn send(
         &self,
         to: &OutboundTarget,
@@ -317,7 +313,12 @@ mod tests {
 
     #[async_trait]
     impl ChatOutbound for Recorder {
-        async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
+        async fn send(
+            &self,
+            to: &OutboundTarget,
+            message: &OutboundMessage,
+        ) -> Result<String, OutboundError> {
+            let text = &message.text;
             self.0
                 .lock()
                 .unwrap()
@@ -357,7 +358,9 @@ mod tests {
         for (ch, text) in [("A", "a1"), ("A", "a2"), ("B", "b1"), ("A", "a3")] {
             let t = t.clone();
             tasks.push(tokio::spawn(async move {
-                t.post(&slack(ch), text).await.unwrap()
+                t.send(&slack(ch), &OutboundMessage::text(text))
+                    .await
+                    .unwrap()
             }));
             tokio::task::yield_now().await;
         }
@@ -378,12 +381,16 @@ mod tests {
         let t = Throttled::new(rec.clone(), default_spacing);
         let tracked = || t.channels.lock().unwrap().by_key.len();
         for i in 0..PRUNE_AT {
-            t.post(&slack(&format!("C{i}")), "hi").await.unwrap();
+            t.send(&slack(&format!("C{i}")), &OutboundMessage::text("hi"))
+                .await
+                .unwrap();
         }
         assert_eq!(tracked(), PRUNE_AT);
         tokio::time::advance(Duration::from_secs(2)).await;
         let start = Instant::now();
-        t.post(&slack("busy"), "1").await.unwrap();
+        t.send(&slack("busy"), &OutboundMessage::text("1"))
+            .await
+            .unwrap();
         assert_eq!(
             tracked(),
             1,
@@ -391,15 +398,21 @@ mod tests {
         );
 
         for i in 1..PRUNE_AT {
-            t.post(&slack(&format!("D{i}")), "hi").await.unwrap();
+            t.send(&slack(&format!("D{i}")), &OutboundMessage::text("hi"))
+                .await
+                .unwrap();
         }
-        t.post(&slack("another"), "hi").await.unwrap();
+        t.send(&slack("another"), &OutboundMessage::text("hi"))
+            .await
+            .unwrap();
         assert_eq!(
             tracked(),
             PRUNE_AT + 1,
             "channels still inside their spacing are kept"
         );
-        t.post(&slack("busy"), "2").await.unwrap();
+        t.send(&slack("busy"), &OutboundMessage::text("2"))
+            .await
+            .unwrap();
         let sent_at = rec.0.lock().unwrap().last().unwrap().2;
         assert_eq!(sent_at - start, Duration::from_secs(1), "still paced");
     }
@@ -408,7 +421,9 @@ mod tests {
     async fn queued_edits_of_one_message_collapse_to_the_latest() {
         let rec = Arc::new(Recorder::default());
         let t = Arc::new(Throttled::new(rec.clone(), default_spacing));
-        t.post(&slack("A"), "first").await.unwrap();
+        t.send(&slack("A"), &OutboundMessage::text("first"))
+            .await
+            .unwrap();
         let mut tasks = Vec::new();
         for text in ["edit 1", "edit 2", "edit 3"] {
             let t = t.clone();
@@ -460,7 +475,11 @@ mod tests {
 
     #[async_trait]
     impl ChatOutbound for Limited {
-        async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
+        async fn send(
+            &self,
+            to: &OutboundTarget,
+            message: &OutboundMessage,
+        ) -> Result<String, OutboundError> {
             {
                 let mut left = self.limited.lock().unwrap();
                 if *left > 0 {
@@ -472,7 +491,7 @@ mod tests {
                         }));
                 }
             }
-            self.rec.post(to, text).await
+            self.rec.send(to, message).await
         }
         async fn edit(
             &self,
@@ -491,12 +510,12 @@ mod tests {
         let start = Instant::now();
         let first = tokio::spawn({
             let t = t.clone();
-            async move { t.post(&slack("A"), "x").await }
+            async move { t.send(&slack("A"), &OutboundMessage::text("x")).await }
         });
         tokio::task::yield_now().await;
         let second = tokio::spawn({
             let t = t.clone();
-            async move { t.post(&slack("A"), "y").await }
+            async move { t.send(&slack("A"), &OutboundMessage::text("y")).await }
         });
         first.await.unwrap().expect("delivered after the wait");
         second.await.unwrap().expect("delivered after the first");
@@ -520,7 +539,10 @@ mod tests {
         let t = Throttled::new(limited, default_spacing);
         let metrics = Arc::new(Metrics::new());
         let t = t.with_metrics(metrics.clone());
-        let err = t.post(&slack("A"), "x").await.unwrap_err();
+        let err = t
+            .send(&slack("A"), &OutboundMessage::text("x"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, OutboundError::RetryAfter(_)));
         assert!(
             metrics
@@ -536,7 +558,9 @@ mod tests {
         let flaky = Arc::new(Limited::unavailable(2));
         let t = Throttled::new(flaky.clone(), default_spacing);
         let start = Instant::now();
-        t.post(&slack("A"), "x").await.unwrap();
+        t.send(&slack("A"), &OutboundMessage::text("x"))
+            .await
+            .unwrap();
         let log = flaky.rec.0.lock().unwrap().clone();
         assert_eq!(log.len(), 1, "sent once it worked");
         assert_eq!(log[0].2 - start, Duration::from_secs(1 + 2));
@@ -545,7 +569,10 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let t = Throttled::new(down, default_spacing).with_metrics(metrics.clone());
         let start = Instant::now();
-        let err = t.post(&slack("A"), "x").await.unwrap_err();
+        let err = t
+            .send(&slack("A"), &OutboundMessage::text("x"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, OutboundError::Unavailable(_)));
         assert_eq!(Instant::now() - start, Duration::from_secs(1 + 2 + 4));
         assert!(

@@ -69,26 +69,20 @@ impl opsbot::ports::ChatOutbound for RecordingOutbound {
         if message.priority == opsbot::ports::Priority::Urgent {
             self.urgent.lock().unwrap().push(message.text.clone());
         }
-        let id = self.post(to, &message.text).await?;
-        self.record_buttons(&id, message);
-        Ok(id)
-    }
-
-    async fn post(
-        &self,
-        to: &opsbot::ports::OutboundTarget,
-        text: &str,
-    ) -> Result<String, opsbot::ports::OutboundError> {
         if let Some(d) = *self.fail_with_retry_after.lock().unwrap() {
             return Err(opsbot::ports::OutboundError::RetryAfter(d));
         }
-        let mut log = self.log.lock().unwrap();
-        let id = format!("m{}", log.len() + 1);
-        log.push(Outbound::Post {
-            channel: to.channel_id.clone(),
-            id: id.clone(),
-            text: text.to_owned(),
-        });
+        let id = {
+            let mut log = self.log.lock().unwrap();
+            let id = format!("m{}", log.len() + 1);
+            log.push(Outbound::Post {
+                channel: to.channel_id.clone(),
+                id: id.clone(),
+                text: message.text.clone(),
+            });
+            id
+        };
+        self.record_buttons(&id, message);
         Ok(id)
     }
 

@@ -243,10 +243,6 @@ fn outbound_error(e: serenity::Error) -> OutboundError {
 
 #[async_trait::async_trait]
 impl ChatOutbound for DiscordApi {
-    async fn post(&self, to: &OutboundTarget, text: &str) -> Result<String, OutboundError> {
-        self.send(to, &OutboundMessage::text(text)).await
-    }
-
     async fn send(
         &self,
         to: &OutboundTarget,
