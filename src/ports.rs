@@ -126,7 +126,9 @@ pub trait Probe: Send + Sync {
 /// only from the expected state, which is what makes execution happen at most once.
 #[async_trait]
 pub trait RunStore: Send + Sync {
-    async fn create_run(&self, run: NewRun) -> Result<Run, StoreError>;
+    /// Stores a new request, leased until `lease_until` (the runbook's lease policy) so that
+    /// one created already approved ends up `interrupted` if its process dies before it runs.
+    async fn create_run(&self, run: NewRun, lease_until: DateTime<Utc>) -> Result<Run, StoreError>;
     async fn run(&self, id: i64) -> Result<Option<Run>, StoreError>;
     /// The request whose approval message is `message_id` in that channel.
     async fn run_by_message(

@@ -213,23 +213,26 @@ impl Router {
         let run = self
             .deps
             .store
-            .create_run(NewRun {
-                command: spec.name.clone(),
-                args: args.0.clone(),
-                rendered: rendered.display.clone(),
-                action_hash: rendered.hash.clone(),
-                requester: ev.user.clone(),
-                requester_name: person.name.clone(),
-                platform: ev.platform,
-                channel_id: ev.channel.id.clone(),
-                channel_name: ev.channel.name.clone(),
-                thread: ev.thread.clone(),
-                approvals_needed: spec.approval.as_ref().map_or(0, |a| a.approvals),
-                state,
-                break_glass: break_glass.clone(),
-                created_at: now,
-                expires_at: now + chrono::Duration::from_std(expires_after).unwrap_or_default(),
-            })
+            .create_run(
+                NewRun {
+                    command: spec.name.clone(),
+                    args: args.0.clone(),
+                    rendered: rendered.display.clone(),
+                    action_hash: rendered.hash.clone(),
+                    requester: ev.user.clone(),
+                    requester_name: person.name.clone(),
+                    platform: ev.platform,
+                    channel_id: ev.channel.id.clone(),
+                    channel_name: ev.channel.name.clone(),
+                    thread: ev.thread.clone(),
+                    approvals_needed: spec.approval.as_ref().map_or(0, |a| a.approvals),
+                    state,
+                    break_glass: break_glass.clone(),
+                    created_at: now,
+                    expires_at: now + chrono::Duration::from_std(expires_after).unwrap_or_default(),
+                },
+                now + lease(),
+            )
             .await
             .map_err(store_failed("creating run request"))?;
         if state == RunState::Approved {

@@ -1,13 +1,15 @@
-//! Alerts, group messages and silences in SQL, shared by both backends through
-//! [`impl_alert_store!`] (the queries use `$N`, `ON CONFLICT` and `RETURNING`, which SQLite
-//! and Postgres both accept).
+//! Alerts, group messages and silences in SQL: `ports::AlertStore` for both backends, and
+//! how `alerts` and `silences` rows map to the domain.
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Alert, IncomingAlert, Matcher, Silence};
-use crate::ports::StoreError;
+use super::sql::{Arg, Backend, changed_one, execute, fetch_all, fetch_one, fetch_optional};
+use super::{OnPool, SqlStore};
+use crate::domain::{Alert, IncomingAlert, Matcher, Platform, Silence};
+use crate::ports::{AlertStore, StoreError};
 
 pub(crate) const SELECT_ALERT: &str = "SELECT id, fingerprint, source, group_key, status, labels, annotations, \
      starts_at, ends_at, generator_url, first_seen, last_seen, acked_by, acked_at, resolved_at FROM alerts";
@@ -71,6 +73,14 @@ impl AlertRow {
     }
 }
 
+/// An alert due a reminder, and how many it has had.
+#[derive(sqlx::FromRow)]
+pub(crate) struct DueRow {
+    #[sqlx(flatten)]
+    row: AlertRow,
+    reminders: i32,
+}
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct SilenceRow {
     id: i64,
@@ -110,25 +120,18 @@ pub(crate) fn matchers_json(s: &Silence) -> String {
 }
 
 /// Alerts per upsert statement: 12 bound values each stays under SQLite's 32,766 limit.
-pub(crate) const UPSERT_CHUNK: usize = 1000;
+const UPSERT_CHUNK: usize = 1000;
 
 /// Event ids forgotten per call (per sweep, every 15 s): far more than arrive meanwhile.
-pub(crate) const FORGET_BATCH: i64 = 5000;
+const FORGET_BATCH: i64 = 5000;
 
 /// One multi-row upsert of `alerts` (distinct fingerprints: Postgres refuses to update a row
 /// twice in one statement). A resolved alert that fires again starts a new episode, so its
 /// acknowledgement is cleared.
-pub(crate) fn upsert_alerts<DB>(
+fn upsert_alerts<DB: Backend>(
     alerts: &[IncomingAlert],
     now: DateTime<Utc>,
-) -> sqlx::QueryBuilder<DB>
-where
-    DB: sqlx::Database,
-    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-{
+) -> sqlx::QueryBuilder<DB> {
     let now = now.timestamp_micros();
     let mut q = sqlx::QueryBuilder::new(
         "INSERT INTO alerts (fingerprint, source, group_key, status, labels, annotations, starts_at, \
@@ -136,18 +139,22 @@ where
     );
     q.push_values(alerts, |mut row, a| {
         let resolved = (a.status == crate::domain::AlertStatus::Resolved).then_some(now);
-        row.push_bind(a.fingerprint.clone())
-            .push_bind(a.source.as_str().to_owned())
-            .push_bind(a.group_key.clone())
-            .push_bind(a.status.as_str().to_owned())
-            .push_bind(json_map(&a.labels))
-            .push_bind(json_map(&a.annotations))
-            .push_bind(a.starts_at.timestamp_micros())
-            .push_bind(a.ends_at.map(|t| t.timestamp_micros()))
-            .push_bind(a.generator_url.clone())
-            .push_bind(now)
-            .push_bind(now)
-            .push_bind(resolved);
+        for text in [
+            a.fingerprint.as_str(),
+            a.source.as_str(),
+            a.group_key.as_str(),
+            a.status.as_str(),
+        ] {
+            DB::push(&mut row, text);
+        }
+        DB::push(&mut row, &json_map(&a.labels));
+        DB::push(&mut row, &json_map(&a.annotations));
+        DB::push(&mut row, &a.starts_at.timestamp_micros());
+        DB::push(&mut row, &a.ends_at.map(|t| t.timestamp_micros()));
+        DB::push(&mut row, &a.generator_url);
+        DB::push(&mut row, &now);
+        DB::push(&mut row, &now);
+        DB::push(&mut row, &resolved);
     });
     q.push(
         " ON CONFLICT (fingerprint) DO UPDATE SET \
@@ -166,296 +173,226 @@ where
     q
 }
 
-/// Implements `ports::AlertStore` for a store type with a `pool` field.
-macro_rules! impl_alert_store {
-    ($store:ty) => {
-        #[async_trait::async_trait]
-        impl $crate::ports::AlertStore for $store {
-            async fn first_delivery(
-                &self,
-                platform: $crate::domain::Platform,
-                event_id: &str,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<bool, $crate::ports::StoreError> {
-                let n = sqlx::query(
-                    "INSERT INTO platform_events (platform, event_id, received_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                )
-                .bind(platform.as_str())
-                .bind(event_id)
-                .bind(at.timestamp_micros())
-                .execute(&self.pool)
+#[async_trait]
+impl<DB: Backend> AlertStore for SqlStore<DB> {
+    async fn first_delivery(
+        &self,
+        platform: Platform,
+        event_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "INSERT INTO platform_events (platform, event_id, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .arg(platform.as_str())
+        .arg(event_id)
+        .arg(&at.timestamp_micros());
+        changed_one(self.ex(), q).await
+    }
+
+    async fn forget_deliveries_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        // In batches, so a large backlog (the first sweep after an upgrade) never
+        // holds the table, or SQLite's write lock, for long.
+        let q = sqlx::query(
+            "DELETE FROM platform_events WHERE (platform, event_id) IN \
+             (SELECT platform, event_id FROM platform_events WHERE received_at < $1 LIMIT $2)",
+        )
+        .arg(&before.timestamp_micros())
+        .arg(&FORGET_BATCH);
+        execute(self.ex(), q).await
+    }
+
+    async fn ingest_alerts(
+        &self,
+        alerts: &[IncomingAlert],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        // One statement per chunk (each statement is a round trip to the driver); a
+        // single chunk is atomic on its own, several share a transaction.
+        if alerts.len() <= UPSERT_CHUNK {
+            return execute(self.ex(), upsert_alerts(alerts, now).build())
                 .await
-                .map_err($crate::store::backend)?
-                .rows_affected();
-                Ok(n == 1)
-            }
-
-            async fn forget_deliveries_before(
-                &self,
-                before: chrono::DateTime<chrono::Utc>,
-            ) -> Result<u64, $crate::ports::StoreError> {
-                // In batches, so a large backlog (the first sweep after an upgrade) never
-                // holds the table, or SQLite's write lock, for long.
-                Ok(sqlx::query(
-                    "DELETE FROM platform_events WHERE (platform, event_id) IN \
-                     (SELECT platform, event_id FROM platform_events WHERE received_at < $1 LIMIT $2)",
-                )
-                    .bind(before.timestamp_micros())
-                    .bind($crate::store::alerts::FORGET_BATCH)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::backend)?
-                    .rows_affected())
-            }
-
-            async fn ingest_alerts(
-                &self,
-                alerts: &[$crate::domain::IncomingAlert],
-                now: chrono::DateTime<chrono::Utc>,
-            ) -> Result<(), $crate::ports::StoreError> {
-                use $crate::store::alerts::{UPSERT_CHUNK, upsert_alerts};
-                use $crate::store::backend;
-                // One statement per chunk (each statement is a round trip to the driver); a
-                // single chunk is atomic on its own, several share a transaction.
-                if alerts.len() <= UPSERT_CHUNK {
-                    upsert_alerts(alerts, now).build().execute(&self.pool).await.map_err(backend)?;
-                    return Ok(());
-                }
-                let mut tx = self.pool.begin().await.map_err(backend)?;
-                for chunk in alerts.chunks(UPSERT_CHUNK) {
-                    upsert_alerts(chunk, now).build().execute(&mut *tx).await.map_err(backend)?;
-                }
-                tx.commit().await.map_err(backend)?;
-                Ok(())
-            }
-
-            async fn alert(&self, id: i64) -> Result<Option<$crate::domain::Alert>, $crate::ports::StoreError> {
-                use $crate::store::alerts::{AlertRow, SELECT_ALERT};
-                let row: Option<AlertRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT_ALERT} WHERE id = $1")))
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::store::backend)?;
-                row.map(AlertRow::into_alert).transpose()
-            }
-
-            async fn alerts_in_group(
-                &self,
-                group_key: &str,
-            ) -> Result<Vec<$crate::domain::Alert>, $crate::ports::StoreError> {
-                use $crate::store::alerts::{AlertRow, SELECT_ALERT};
-                let rows: Vec<AlertRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "{SELECT_ALERT} WHERE group_key = $1 ORDER BY id"
-                )))
-                .bind(group_key)
-                .fetch_all(&self.pool)
-                .await
-                .map_err($crate::store::backend)?;
-                rows.into_iter().map(AlertRow::into_alert).collect()
-            }
-
-            async fn active_alerts(&self, limit: u32) -> Result<Vec<$crate::domain::Alert>, $crate::ports::StoreError> {
-                use $crate::store::alerts::{AlertRow, SELECT_ALERT};
-                let rows: Vec<AlertRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "{SELECT_ALERT} WHERE status = 'firing' ORDER BY starts_at DESC, id DESC LIMIT $1"
-                )))
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err($crate::store::backend)?;
-                rows.into_iter().map(AlertRow::into_alert).collect()
-            }
-
-            async fn ack_alert(
-                &self,
-                id: i64,
-                by: &str,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<bool, $crate::ports::StoreError> {
-                let n = sqlx::query(
-                    "UPDATE alerts SET acked_by = $1, acked_at = $2 WHERE id = $3 AND status = 'firing' AND acked_by IS NULL",
-                )
-                .bind(by)
-                .bind(at.timestamp_micros())
-                .bind(id)
-                .execute(&self.pool)
-                .await
-                .map_err($crate::store::backend)?
-                .rows_affected();
-                Ok(n == 1)
-            }
-
-            async fn resolve_alert(
-                &self,
-                id: i64,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<bool, $crate::ports::StoreError> {
-                let n = sqlx::query(
-                    "UPDATE alerts SET status = 'resolved', resolved_at = $1, ends_at = $1 WHERE id = $2 AND status = 'firing'",
-                )
-                .bind(at.timestamp_micros())
-                .bind(id)
-                .execute(&self.pool)
-                .await
-                .map_err($crate::store::backend)?
-                .rows_affected();
-                Ok(n == 1)
-            }
-
-            async fn group_message(
-                &self,
-                group_key: &str,
-                platform: $crate::domain::Platform,
-                channel_id: &str,
-            ) -> Result<Option<(String, String)>, $crate::ports::StoreError> {
-                sqlx::query_as(
-                    "SELECT message_id, last_text FROM alert_messages WHERE group_key = $1 AND platform = $2 AND channel_id = $3",
-                )
-                .bind(group_key)
-                .bind(platform.as_str())
-                .bind(channel_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err($crate::store::backend)
-            }
-
-            async fn set_group_message(
-                &self,
-                group_key: &str,
-                platform: $crate::domain::Platform,
-                channel_id: &str,
-                message_id: &str,
-                text: &str,
-            ) -> Result<(), $crate::ports::StoreError> {
-                sqlx::query(
-                    "INSERT INTO alert_messages (group_key, platform, channel_id, message_id, last_text) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (group_key, platform, channel_id) DO UPDATE SET message_id = excluded.message_id, last_text = excluded.last_text",
-                )
-                .bind(group_key)
-                .bind(platform.as_str())
-                .bind(channel_id)
-                .bind(message_id)
-                .bind(text)
-                .execute(&self.pool)
-                .await
-                .map_err($crate::store::backend)?;
-                Ok(())
-            }
-
-            async fn alerts_due_reminder(
-                &self,
-                due_before: chrono::DateTime<chrono::Utc>,
-            ) -> Result<Vec<($crate::domain::Alert, u32)>, $crate::ports::StoreError> {
-                use $crate::store::alerts::{AlertRow, SELECT_ALERT};
-                #[derive(sqlx::FromRow)]
-                struct Due {
-                    #[sqlx(flatten)]
-                    row: AlertRow,
-                    reminders: i32,
-                }
-                let select = SELECT_ALERT.replace(" FROM alerts", ", reminders FROM alerts");
-                let rows: Vec<Due> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "{select} WHERE status = 'firing' AND acked_by IS NULL AND COALESCE(reminded_at, first_seen) < $1 ORDER BY id LIMIT 10000"
-                )))
-                .bind(due_before.timestamp_micros())
-                .fetch_all(&self.pool)
-                .await
-                .map_err($crate::store::backend)?;
-                rows.into_iter()
-                    .map(|d| Ok((d.row.into_alert()?, d.reminders.max(0) as u32)))
-                    .collect()
-            }
-
-            async fn mark_alert_reminded(
-                &self,
-                id: i64,
-                previous: u32,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<bool, $crate::ports::StoreError> {
-                let n = sqlx::query("UPDATE alerts SET reminded_at = $1, reminders = reminders + 1 WHERE id = $2 AND reminders = $3")
-                    .bind(at.timestamp_micros())
-                    .bind(id)
-                    .bind(previous as i32)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::backend)?
-                    .rows_affected();
-                Ok(n == 1)
-            }
-
-            async fn group_by_message(
-                &self,
-                platform: $crate::domain::Platform,
-                channel_id: &str,
-                message_id: &str,
-            ) -> Result<Option<String>, $crate::ports::StoreError> {
-                sqlx::query_scalar(
-                    "SELECT group_key FROM alert_messages WHERE platform = $1 AND channel_id = $2 AND message_id = $3",
-                )
-                .bind(platform.as_str())
-                .bind(channel_id)
-                .bind(message_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err($crate::store::backend)
-            }
-
-            async fn add_silence(&self, silence: &$crate::domain::Silence) -> Result<i64, $crate::ports::StoreError> {
-                sqlx::query_scalar(
-                    "INSERT INTO silences (matchers, created_by, reason, starts_at, ends_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                )
-                .bind($crate::store::alerts::matchers_json(silence))
-                .bind(&silence.created_by)
-                .bind(&silence.reason)
-                .bind(silence.starts_at.timestamp_micros())
-                .bind(silence.ends_at.timestamp_micros())
-                .fetch_one(&self.pool)
-                .await
-                .map_err($crate::store::backend)
-            }
-
-            async fn set_silence_upstream(&self, id: i64, upstream_id: &str) -> Result<(), $crate::ports::StoreError> {
-                sqlx::query("UPDATE silences SET upstream_id = $1 WHERE id = $2")
-                    .bind(upstream_id)
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::backend)?;
-                Ok(())
-            }
-
-            async fn end_silence(
-                &self,
-                id: i64,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<bool, $crate::ports::StoreError> {
-                let n = sqlx::query("UPDATE silences SET ends_at = $1 WHERE id = $2 AND ends_at > $1")
-                    .bind(at.timestamp_micros())
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::backend)?
-                    .rows_affected();
-                Ok(n == 1)
-            }
-
-            async fn active_silences(
-                &self,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<Vec<$crate::domain::Silence>, $crate::ports::StoreError> {
-                use $crate::store::alerts::SilenceRow;
-                let rows: Vec<SilenceRow> = sqlx::query_as(
-                    "SELECT id, matchers, created_by, reason, starts_at, ends_at, upstream_id FROM silences \
-                     WHERE starts_at <= $1 AND ends_at > $1 ORDER BY id",
-                )
-                .bind(at.timestamp_micros())
-                .fetch_all(&self.pool)
-                .await
-                .map_err($crate::store::backend)?;
-                rows.into_iter().map(SilenceRow::into_silence).collect()
-            }
+                .map(drop);
         }
-    };
+        let mut tx = self.pool.begin().await.map_err(super::backend)?;
+        for chunk in alerts.chunks(UPSERT_CHUNK) {
+            execute(DB::on_conn(&mut tx), upsert_alerts(chunk, now).build()).await?;
+        }
+        tx.commit().await.map_err(super::backend)
+    }
+
+    async fn alert(&self, id: i64) -> Result<Option<Alert>, StoreError> {
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT_ALERT} WHERE id = $1"))).arg(&id);
+        let row: Option<AlertRow> = fetch_optional(self.ex(), q).await?;
+        row.map(AlertRow::into_alert).transpose()
+    }
+
+    async fn alerts_in_group(&self, group_key: &str) -> Result<Vec<Alert>, StoreError> {
+        let sql = format!("{SELECT_ALERT} WHERE group_key = $1 ORDER BY id");
+        alerts_where(self, sqlx::query(sqlx::AssertSqlSafe(sql)).arg(group_key)).await
+    }
+
+    async fn active_alerts(&self, limit: u32) -> Result<Vec<Alert>, StoreError> {
+        let sql = format!(
+            "{SELECT_ALERT} WHERE status = 'firing' ORDER BY starts_at DESC, id DESC LIMIT $1"
+        );
+        alerts_where(
+            self,
+            sqlx::query(sqlx::AssertSqlSafe(sql)).arg(&i64::from(limit)),
+        )
+        .await
+    }
+
+    async fn ack_alert(&self, id: i64, by: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "UPDATE alerts SET acked_by = $1, acked_at = $2 \
+             WHERE id = $3 AND status = 'firing' AND acked_by IS NULL",
+        )
+        .arg(by)
+        .arg(&at.timestamp_micros())
+        .arg(&id);
+        changed_one(self.ex(), q).await
+    }
+
+    async fn resolve_alert(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "UPDATE alerts SET status = 'resolved', resolved_at = $1, ends_at = $1 \
+             WHERE id = $2 AND status = 'firing'",
+        )
+        .arg(&at.timestamp_micros())
+        .arg(&id);
+        changed_one(self.ex(), q).await
+    }
+
+    async fn group_message(
+        &self,
+        group_key: &str,
+        platform: Platform,
+        channel_id: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let q = sqlx::query(
+            "SELECT message_id, last_text FROM alert_messages \
+             WHERE group_key = $1 AND platform = $2 AND channel_id = $3",
+        )
+        .arg(group_key)
+        .arg(platform.as_str())
+        .arg(channel_id);
+        fetch_optional(self.ex(), q).await
+    }
+
+    async fn set_group_message(
+        &self,
+        group_key: &str,
+        platform: Platform,
+        channel_id: &str,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), StoreError> {
+        let q = sqlx::query(
+            "INSERT INTO alert_messages (group_key, platform, channel_id, message_id, last_text) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (group_key, platform, channel_id) \
+             DO UPDATE SET message_id = excluded.message_id, last_text = excluded.last_text",
+        )
+        .arg(group_key)
+        .arg(platform.as_str())
+        .arg(channel_id)
+        .arg(message_id)
+        .arg(text);
+        execute(self.ex(), q).await.map(drop)
+    }
+
+    async fn alerts_due_reminder(
+        &self,
+        due_before: DateTime<Utc>,
+    ) -> Result<Vec<(Alert, u32)>, StoreError> {
+        let select = SELECT_ALERT.replace(" FROM alerts", ", reminders FROM alerts");
+        let sql = format!(
+            "{select} WHERE status = 'firing' AND acked_by IS NULL \
+             AND COALESCE(reminded_at, first_seen) < $1 ORDER BY id LIMIT 10000"
+        );
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql)).arg(&due_before.timestamp_micros());
+        let rows: Vec<DueRow> = fetch_all(self.ex(), q).await?;
+        rows.into_iter()
+            .map(|d| Ok((d.row.into_alert()?, d.reminders.max(0) as u32)))
+            .collect()
+    }
+
+    async fn mark_alert_reminded(
+        &self,
+        id: i64,
+        previous: u32,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "UPDATE alerts SET reminded_at = $1, reminders = reminders + 1 WHERE id = $2 AND reminders = $3",
+        )
+        .arg(&at.timestamp_micros())
+        .arg(&id)
+        .arg(&(previous as i32));
+        changed_one(self.ex(), q).await
+    }
+
+    async fn group_by_message(
+        &self,
+        platform: Platform,
+        channel_id: &str,
+        message_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let q = sqlx::query(
+            "SELECT group_key FROM alert_messages WHERE platform = $1 AND channel_id = $2 AND message_id = $3",
+        )
+        .arg(platform.as_str())
+        .arg(channel_id)
+        .arg(message_id);
+        let row: Option<(String,)> = fetch_optional(self.ex(), q).await?;
+        Ok(row.map(|(group_key,)| group_key))
+    }
+
+    async fn add_silence(&self, silence: &Silence) -> Result<i64, StoreError> {
+        let q = sqlx::query(
+            "INSERT INTO silences (matchers, created_by, reason, starts_at, ends_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .arg(&matchers_json(silence))
+        .arg(silence.created_by.as_str())
+        .arg(silence.reason.as_str())
+        .arg(&silence.starts_at.timestamp_micros())
+        .arg(&silence.ends_at.timestamp_micros());
+        let (id,): (i64,) = fetch_one(self.ex(), q).await?;
+        Ok(id)
+    }
+
+    async fn set_silence_upstream(&self, id: i64, upstream_id: &str) -> Result<(), StoreError> {
+        let q = sqlx::query("UPDATE silences SET upstream_id = $1 WHERE id = $2")
+            .arg(upstream_id)
+            .arg(&id);
+        execute(self.ex(), q).await.map(drop)
+    }
+
+    async fn end_silence(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let q = sqlx::query("UPDATE silences SET ends_at = $1 WHERE id = $2 AND ends_at > $1")
+            .arg(&at.timestamp_micros())
+            .arg(&id);
+        changed_one(self.ex(), q).await
+    }
+
+    async fn active_silences(&self, at: DateTime<Utc>) -> Result<Vec<Silence>, StoreError> {
+        let q = sqlx::query(
+            "SELECT id, matchers, created_by, reason, starts_at, ends_at, upstream_id FROM silences \
+             WHERE starts_at <= $1 AND ends_at > $1 ORDER BY id",
+        )
+        .arg(&at.timestamp_micros());
+        let rows: Vec<SilenceRow> = fetch_all(self.ex(), q).await?;
+        rows.into_iter().map(SilenceRow::into_silence).collect()
+    }
 }
 
-pub(crate) use impl_alert_store;
+/// The alerts a `SELECT_ALERT ...` query finds (incidents read linked alerts this way too).
+pub(crate) async fn alerts_where<DB: Backend>(
+    store: &SqlStore<DB>,
+    q: super::sql::Q<'_, DB>,
+) -> Result<Vec<Alert>, StoreError> {
+    let rows: Vec<AlertRow> = fetch_all(store.ex(), q).await?;
+    rows.into_iter().map(AlertRow::into_alert).collect()
+}

@@ -1,10 +1,14 @@
-//! Incidents, timelines and linked alerts in SQL, shared by both backends through
-//! [`impl_incident_store!`].
+//! Incidents, timelines and linked alerts in SQL: `ports::IncidentStore` for both backends,
+//! and how `incidents` and `incident_timeline` rows map to the domain.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Incident, TimelineEntry};
-use crate::ports::StoreError;
+use super::alerts::{SELECT_ALERT, alerts_where};
+use super::sql::{Arg, Backend, Q, changed_one, execute, fetch_all, fetch_optional};
+use super::{OnPool, SqlStore};
+use crate::domain::{Alert, Incident, Platform, TimelineEntry};
+use crate::ports::{IncidentStore, StoreError};
 
 pub(crate) const SELECT_INCIDENT: &str = "SELECT id, title, severity, status, commander, platform, channel_id, \
      opened_by, opened_at, acked_at, resolved_at FROM incidents";
@@ -75,183 +79,147 @@ impl TimelineRow {
     }
 }
 
-/// Implements `ports::IncidentStore` for a store type with a `pool` field.
-macro_rules! impl_incident_store {
-    ($store:ty) => {
-        #[async_trait::async_trait]
-        impl $crate::ports::IncidentStore for $store {
-            async fn open_incident(
-                &self,
-                i: &$crate::domain::Incident,
-            ) -> Result<Option<$crate::domain::Incident>, $crate::ports::StoreError> {
-                use $crate::store::incidents::IncidentRow;
-                let row: Option<IncidentRow> = sqlx::query_as(
-                    "INSERT INTO incidents (title, severity, status, commander, platform, channel_id, opened_by, opened_at) \
-                     VALUES ($1, $2, 'open', $3, $4, $5, $6, $7) \
-                     ON CONFLICT (platform, channel_id) WHERE status = 'open' DO NOTHING \
-                     RETURNING id, title, severity, status, commander, platform, channel_id, opened_by, opened_at, acked_at, resolved_at",
-                )
-                .bind(&i.title)
-                .bind(i.severity.as_str())
-                .bind(&i.commander)
-                .bind(i.platform.as_str())
-                .bind(&i.channel_id)
-                .bind(&i.opened_by)
-                .bind(i.opened_at.timestamp_micros())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err($crate::store::backend)?;
-                row.map(IncidentRow::into_incident).transpose()
-            }
+#[async_trait]
+impl<DB: Backend> IncidentStore for SqlStore<DB> {
+    async fn open_incident(&self, i: &Incident) -> Result<Option<Incident>, StoreError> {
+        let q = sqlx::query(
+            "INSERT INTO incidents (title, severity, status, commander, platform, channel_id, opened_by, opened_at) \
+             VALUES ($1, $2, 'open', $3, $4, $5, $6, $7) \
+             ON CONFLICT (platform, channel_id) WHERE status = 'open' DO NOTHING \
+             RETURNING id, title, severity, status, commander, platform, channel_id, opened_by, opened_at, \
+             acked_at, resolved_at",
+        )
+        .arg(i.title.as_str())
+        .arg(i.severity.as_str())
+        .arg(i.commander.as_str())
+        .arg(i.platform.as_str())
+        .arg(i.channel_id.as_str())
+        .arg(i.opened_by.as_str())
+        .arg(&i.opened_at.timestamp_micros());
+        incident_where(self, q).await
+    }
 
-            async fn incident(&self, id: i64) -> Result<Option<$crate::domain::Incident>, $crate::ports::StoreError> {
-                use $crate::store::incidents::{IncidentRow, SELECT_INCIDENT};
-                let row: Option<IncidentRow> =
-                    sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT_INCIDENT} WHERE id = $1")))
-                        .bind(id)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err($crate::store::backend)?;
-                row.map(IncidentRow::into_incident).transpose()
-            }
+    async fn incident(&self, id: i64) -> Result<Option<Incident>, StoreError> {
+        let sql = format!("{SELECT_INCIDENT} WHERE id = $1");
+        incident_where(self, sqlx::query(sqlx::AssertSqlSafe(sql)).arg(&id)).await
+    }
 
-            async fn open_incident_in(
-                &self,
-                platform: $crate::domain::Platform,
-                channel_id: &str,
-            ) -> Result<Option<$crate::domain::Incident>, $crate::ports::StoreError> {
-                use $crate::store::incidents::{IncidentRow, SELECT_INCIDENT};
-                let row: Option<IncidentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "{SELECT_INCIDENT} WHERE platform = $1 AND channel_id = $2 AND status = 'open'"
-                )))
-                .bind(platform.as_str())
-                .bind(channel_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err($crate::store::backend)?;
-                row.map(IncidentRow::into_incident).transpose()
-            }
+    async fn open_incident_in(
+        &self,
+        platform: Platform,
+        channel_id: &str,
+    ) -> Result<Option<Incident>, StoreError> {
+        let sql = format!(
+            "{SELECT_INCIDENT} WHERE platform = $1 AND channel_id = $2 AND status = 'open'"
+        );
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .arg(platform.as_str())
+            .arg(channel_id);
+        incident_where(self, q).await
+    }
 
-            async fn set_commander(&self, id: i64, commander: &str) -> Result<(), $crate::ports::StoreError> {
-                sqlx::query("UPDATE incidents SET commander = $1 WHERE id = $2")
-                    .bind(commander)
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::backend)?;
-                Ok(())
-            }
+    async fn set_commander(&self, id: i64, commander: &str) -> Result<(), StoreError> {
+        let q = sqlx::query("UPDATE incidents SET commander = $1 WHERE id = $2")
+            .arg(commander)
+            .arg(&id);
+        execute(self.ex(), q).await.map(drop)
+    }
 
-            async fn ack_incident(
-                &self,
-                id: i64,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<(), $crate::ports::StoreError> {
-                sqlx::query("UPDATE incidents SET acked_at = $1 WHERE id = $2 AND acked_at IS NULL")
-                    .bind(at.timestamp_micros())
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::backend)?;
-                Ok(())
-            }
+    async fn ack_incident(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        stamp(
+            self,
+            "UPDATE incidents SET acked_at = $1 WHERE id = $2 AND acked_at IS NULL",
+            id,
+            at,
+        )
+        .await
+    }
 
-            async fn resolve_incident(
-                &self,
-                id: i64,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<bool, $crate::ports::StoreError> {
-                let n = sqlx::query(
-                    "UPDATE incidents SET status = 'resolved', resolved_at = $1, acked_at = COALESCE(acked_at, $1) \
-                     WHERE id = $2 AND status = 'open'",
-                )
-                .bind(at.timestamp_micros())
-                .bind(id)
-                .execute(&self.pool)
-                .await
-                .map_err($crate::store::backend)?
-                .rows_affected();
-                Ok(n == 1)
-            }
+    async fn resolve_incident(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "UPDATE incidents SET status = 'resolved', resolved_at = $1, acked_at = COALESCE(acked_at, $1) \
+             WHERE id = $2 AND status = 'open'",
+        )
+        .arg(&at.timestamp_micros())
+        .arg(&id);
+        changed_one(self.ex(), q).await
+    }
 
-            async fn add_timeline(
-                &self,
-                id: i64,
-                e: &$crate::domain::TimelineEntry,
-            ) -> Result<(), $crate::ports::StoreError> {
-                sqlx::query("INSERT INTO incident_timeline (incident_id, at, kind, actor, text) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(id)
-                    .bind(e.at.timestamp_micros())
-                    .bind(e.kind.as_str())
-                    .bind(&e.actor)
-                    .bind(&e.text)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::backend)?;
-                Ok(())
-            }
+    async fn add_timeline(&self, id: i64, e: &TimelineEntry) -> Result<(), StoreError> {
+        let q = sqlx::query(
+            "INSERT INTO incident_timeline (incident_id, at, kind, actor, text) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .arg(&id)
+        .arg(&e.at.timestamp_micros())
+        .arg(e.kind.as_str())
+        .arg(e.actor.as_str())
+        .arg(e.text.as_str());
+        execute(self.ex(), q).await.map(drop)
+    }
 
-            async fn timeline(&self, id: i64) -> Result<Vec<$crate::domain::TimelineEntry>, $crate::ports::StoreError> {
-                use $crate::store::incidents::TimelineRow;
-                let rows: Vec<TimelineRow> = sqlx::query_as(
-                    "SELECT incident_id, at, kind, actor, text FROM incident_timeline WHERE incident_id = $1 ORDER BY at, id",
-                )
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err($crate::store::backend)?;
-                rows.into_iter().map(TimelineRow::into_entry).collect()
-            }
+    async fn timeline(&self, id: i64) -> Result<Vec<TimelineEntry>, StoreError> {
+        let q = sqlx::query(
+            "SELECT incident_id, at, kind, actor, text FROM incident_timeline \
+             WHERE incident_id = $1 ORDER BY at, id",
+        )
+        .arg(&id);
+        let rows: Vec<TimelineRow> = fetch_all(self.ex(), q).await?;
+        rows.into_iter().map(TimelineRow::into_entry).collect()
+    }
 
-            async fn link_alert(&self, id: i64, alert_id: i64) -> Result<bool, $crate::ports::StoreError> {
-                let n = sqlx::query("INSERT INTO incident_alerts (incident_id, alert_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                    .bind(id)
-                    .bind(alert_id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::backend)?
-                    .rows_affected();
-                Ok(n == 1)
-            }
+    async fn link_alert(&self, id: i64, alert_id: i64) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "INSERT INTO incident_alerts (incident_id, alert_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .arg(&id)
+        .arg(&alert_id);
+        changed_one(self.ex(), q).await
+    }
 
-            async fn linked_alerts(&self, id: i64) -> Result<Vec<$crate::domain::Alert>, $crate::ports::StoreError> {
-                use $crate::store::alerts::{AlertRow, SELECT_ALERT};
-                let rows: Vec<AlertRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "{SELECT_ALERT} WHERE id IN (SELECT alert_id FROM incident_alerts WHERE incident_id = $1) ORDER BY starts_at"
-                )))
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err($crate::store::backend)?;
-                rows.into_iter().map(AlertRow::into_alert).collect()
-            }
+    async fn linked_alerts(&self, id: i64) -> Result<Vec<Alert>, StoreError> {
+        let sql = format!(
+            "{SELECT_ALERT} WHERE id IN (SELECT alert_id FROM incident_alerts WHERE incident_id = $1) \
+             ORDER BY starts_at"
+        );
+        alerts_where(self, sqlx::query(sqlx::AssertSqlSafe(sql)).arg(&id)).await
+    }
 
-            async fn unacked_incidents(&self) -> Result<Vec<$crate::domain::Incident>, $crate::ports::StoreError> {
-                use $crate::store::incidents::{IncidentRow, SELECT_INCIDENT};
-                let rows: Vec<IncidentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "{SELECT_INCIDENT} WHERE status = 'open' AND acked_at IS NULL AND reminded_at IS NULL ORDER BY id"
-                )))
-                .fetch_all(&self.pool)
-                .await
-                .map_err($crate::store::backend)?;
-                rows.into_iter().map(IncidentRow::into_incident).collect()
-            }
+    async fn unacked_incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        let sql = format!(
+            "{SELECT_INCIDENT} WHERE status = 'open' AND acked_at IS NULL AND reminded_at IS NULL ORDER BY id"
+        );
+        let rows: Vec<IncidentRow> =
+            fetch_all(self.ex(), sqlx::query(sqlx::AssertSqlSafe(sql))).await?;
+        rows.into_iter().map(IncidentRow::into_incident).collect()
+    }
 
-            async fn mark_reminded(
-                &self,
-                id: i64,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<(), $crate::ports::StoreError> {
-                sqlx::query("UPDATE incidents SET reminded_at = $1 WHERE id = $2")
-                    .bind(at.timestamp_micros())
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::backend)?;
-                Ok(())
-            }
-        }
-    };
+    async fn mark_reminded(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        stamp(
+            self,
+            "UPDATE incidents SET reminded_at = $1 WHERE id = $2",
+            id,
+            at,
+        )
+        .await
+    }
 }
 
-pub(crate) use impl_incident_store;
+/// The one incident a query returning its columns finds, if any.
+async fn incident_where<DB: Backend>(
+    store: &SqlStore<DB>,
+    q: Q<'_, DB>,
+) -> Result<Option<Incident>, StoreError> {
+    let row: Option<IncidentRow> = fetch_optional(store.ex(), q).await?;
+    row.map(IncidentRow::into_incident).transpose()
+}
+
+/// Runs `update`, whose parameters are a time and then an incident id.
+async fn stamp<DB: Backend>(
+    store: &SqlStore<DB>,
+    update: &'static str,
+    id: i64,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let q = sqlx::query(update).arg(&at.timestamp_micros()).arg(&id);
+    execute(store.ex(), q).await.map(drop)
+}

@@ -1,19 +1,32 @@
-//! Store backends behind the `ports::Store` trait: SQLite (the embedded default) and
-//! Postgres (for replicas). Both share the group-commit audit writer in [`batch`], so
-//! the audit chain is built by the same code whichever database holds it.
+//! Store backends behind the `ports::Store` traits: SQLite (the embedded default) and
+//! Postgres (for replicas), both one [`SqlStore`] over a different database.
+//!
+//! Every statement is written once, in the SQL both databases accept (`$N` placeholders,
+//! `RETURNING`, `ON CONFLICT`, `excluded.`), in plain `async fn`s generic over
+//! `DB: sql::Backend`: that trait lists, once, each Rust type the statements bind and each
+//! row they read, so the methods need no per-backend copy, macro or where-clause. (sqlx's
+//! `Any` driver was the alternative; it would convert every value at run time and hide the
+//! pool types the tests and SQLite's own set-up use.) What really differs per database —
+//! connection options, migrations, how audit writers are serialized — lives in `sqlite.rs`
+//! and `postgres.rs`. Both share the group-commit audit writer in [`batch`].
 
 pub(crate) mod alerts;
 mod audit;
 mod batch;
 pub(crate) mod incidents;
 pub mod postgres;
-#[macro_use]
 pub(crate) mod runs;
+mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::{Database, Executor, Pool};
+use tokio_util::sync::DropGuard;
+
+use self::batch::AuditBatcher;
+use self::sql::Backend;
 
 use crate::domain::{AuditEntry, AuditRecord, RequestId};
 use crate::ports::{Store, StoreError};
@@ -21,8 +34,35 @@ use crate::ports::{Store, StoreError};
 /// Columns of `audit_log` in the order [`record_from_parts`] takes them.
 pub(crate) const SELECT_AUDIT: &str = "SELECT seq, request_id, at, actor, channel, command, args, outcome, detail, prev_hash, hash FROM audit_log";
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+/// A store on one database. [`SqliteStore::open`] and [`PostgresStore::connect`] build one.
+pub struct SqlStore<DB: Database> {
+    pool: Pool<DB>,
+    batcher: AuditBatcher,
+    /// Stops the backend's background work (SQLite's checkpointer) when the store goes away.
+    _background: Option<DropGuard>,
+}
+
+pub type SqliteStore = SqlStore<sqlx::Sqlite>;
+pub type PostgresStore = SqlStore<sqlx::Postgres>;
+
+impl<DB: Database> SqlStore<DB> {
+    /// The pool, for tests that need to reach under the trait (e.g. to tamper with records).
+    pub fn pool(&self) -> &Pool<DB> {
+        &self.pool
+    }
+}
+
+/// Where a store's statements outside a transaction run. (A trait rather than an inherent
+/// method: `Backend` is crate-private and `SqlStore` is public.)
+pub(crate) trait OnPool<DB> {
+    fn ex(&self) -> impl Executor<'_, Database = DB>;
+}
+
+impl<DB: Backend> OnPool<DB> for SqlStore<DB> {
+    fn ex(&self) -> impl Executor<'_, Database = DB> {
+        DB::on_pool(&self.pool)
+    }
+}
 
 /// Opens the store named by `database_url` and applies its migrations.
 pub async fn connect(

@@ -8,18 +8,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use super::audit::append_to_chain;
 use super::batch::{AuditBatcher, BatchWrite};
-use super::{backend, migrate_error};
+use super::{PostgresStore, backend, migrate_error};
 use crate::domain::{AuditEntry, AuditRecord};
 use crate::ports::StoreError;
 
 /// Advisory lock key guarding the audit chain head ("opsbot" in ASCII).
 const AUDIT_CHAIN_LOCK: i64 = 0x6f_70_73_62_6f_74;
-
-pub struct PostgresStore {
-    pool: PgPool,
-    batcher: AuditBatcher,
-}
 
 struct Writer {
     pool: PgPool,
@@ -48,11 +44,11 @@ impl PostgresStore {
             .await
             .map_err(migrate_error)?;
         let batcher = AuditBatcher::spawn(Arc::new(Writer { pool: pool.clone() }));
-        Ok(Self { pool, batcher })
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+        Ok(Self {
+            pool,
+            batcher,
+            _background: None,
+        })
     }
 }
 
@@ -65,13 +61,8 @@ impl BatchWrite for Writer {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        let records = super::audit::append_to_chain!(tx, entries);
+        let records = append_to_chain(&mut tx, entries).await?;
         tx.commit().await.map_err(backend)?;
         Ok(records)
     }
 }
-
-super::audit::impl_audit_store!(PostgresStore);
-super::runs::impl_run_store!(PostgresStore);
-super::alerts::impl_alert_store!(PostgresStore);
-super::incidents::impl_incident_store!(PostgresStore);

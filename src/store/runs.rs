@@ -1,13 +1,15 @@
-//! Runbook requests in SQL, shared by both backends: the queries use `$N` placeholders,
-//! which SQLite and Postgres both accept, and [`impl_run_store!`] instantiates the same
-//! method bodies for each backend's pool.
+//! Runbook requests in SQL: `ports::RunStore` for both backends, and how a `runs` row
+//! maps to a [`Run`]. How long a run's lease lasts is the caller's policy, passed in.
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{NewRun, Run, RunResult, RunState};
-use crate::ports::StoreError;
+use super::sql::{Arg, Backend, changed_one, execute, fetch_all, fetch_one, fetch_optional};
+use super::{OnPool, SqlStore};
+use crate::domain::{NewRun, Platform, Run, RunResult, RunState, UserRef, Vote, VoteTally};
+use crate::ports::{RunStore, StoreError};
 
 /// Columns in the order [`RunRow`] reads them.
 pub(crate) const SELECT_RUN: &str = "SELECT id, command, args, rendered, action_hash, requester, requester_name, \
@@ -99,230 +101,175 @@ impl RunRow {
     }
 }
 
-/// Implements `ports::RunStore` for a store type with a `pool` field.
-macro_rules! impl_run_store {
-    ($store:ty) => {
-        #[async_trait::async_trait]
-        impl $crate::ports::RunStore for $store {
-            async fn create_run(
-                &self,
-                run: $crate::domain::NewRun,
-            ) -> Result<$crate::domain::Run, $crate::ports::StoreError> {
-                use $crate::store::runs::{RETURNING_RUN, RunRow, args_json, micros};
-                let row: RunRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO runs (command, args, rendered, action_hash, requester, requester_name, platform, \
-                     channel_id, channel_name, thread, approvals_needed, state, break_glass, created_at, expires_at, updated_at, lease_until) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14, $16) {RETURNING_RUN}"
-                )))
-                .bind(&run.command)
-                .bind(args_json(&run.args))
-                .bind(&run.rendered)
-                .bind(&run.action_hash)
-                .bind(run.requester.to_string())
-                .bind(&run.requester_name)
-                .bind(run.platform.as_str())
-                .bind(&run.channel_id)
-                .bind(&run.channel_name)
-                .bind(&run.thread)
-                .bind(run.approvals_needed as i32)
-                .bind(run.state.as_str())
-                .bind(&run.break_glass)
-                .bind(micros(run.created_at))
-                .bind(micros(run.expires_at))
-                // A request created already approved (no approval needed, break-glass) is leased
-                // from the start, so a crash before it runs still ends up `interrupted`.
-                .bind(micros(run.created_at) + $crate::router::runbook::LEASE.as_micros() as i64)
-                .fetch_one(&self.pool)
-                .await
-                .map_err($crate::store::backend)?;
-                row.into_run()
-            }
+#[async_trait]
+impl<DB: Backend> RunStore for SqlStore<DB> {
+    async fn create_run(&self, run: NewRun, lease_until: DateTime<Utc>) -> Result<Run, StoreError> {
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO runs (command, args, rendered, action_hash, requester, requester_name, platform, \
+             channel_id, channel_name, thread, approvals_needed, state, break_glass, created_at, expires_at, \
+             updated_at, lease_until) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14, $16) {RETURNING_RUN}"
+        )))
+        .arg(run.command.as_str())
+        .arg(&args_json(&run.args))
+        .arg(run.rendered.as_str())
+        .arg(run.action_hash.as_str())
+        .arg(&run.requester.to_string())
+        .arg(run.requester_name.as_str())
+        .arg(run.platform.as_str())
+        .arg(run.channel_id.as_str())
+        .arg(run.channel_name.as_str())
+        .arg(&run.thread)
+        .arg(&(run.approvals_needed as i32))
+        .arg(run.state.as_str())
+        .arg(&run.break_glass)
+        .arg(&micros(run.created_at))
+        .arg(&micros(run.expires_at))
+        // A request created already approved (no approval needed, break-glass) is leased
+        // from the start, so a crash before it runs still ends up `interrupted`.
+        .arg(&micros(lease_until));
+        let row: RunRow = fetch_one(self.ex(), q).await?;
+        row.into_run()
+    }
 
-            async fn run(&self, id: i64) -> Result<Option<$crate::domain::Run>, $crate::ports::StoreError> {
-                use $crate::store::runs::{RunRow, SELECT_RUN};
-                let row: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT_RUN} WHERE id = $1")))
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::store::backend)?;
-                row.map(RunRow::into_run).transpose()
-            }
+    async fn run(&self, id: i64) -> Result<Option<Run>, StoreError> {
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT_RUN} WHERE id = $1"))).arg(&id);
+        let row: Option<RunRow> = fetch_optional(self.ex(), q).await?;
+        row.map(RunRow::into_run).transpose()
+    }
 
-            async fn run_by_message(
-                &self,
-                platform: $crate::domain::Platform,
-                channel_id: &str,
-                message_id: &str,
-            ) -> Result<Option<$crate::domain::Run>, $crate::ports::StoreError> {
-                use $crate::store::runs::{RunRow, SELECT_RUN};
-                let row: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "{SELECT_RUN} WHERE platform = $1 AND channel_id = $2 AND message_id = $3"
-                )))
-                .bind(platform.as_str())
-                .bind(channel_id)
-                .bind(message_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err($crate::store::backend)?;
-                row.map(RunRow::into_run).transpose()
-            }
+    async fn run_by_message(
+        &self,
+        platform: Platform,
+        channel_id: &str,
+        message_id: &str,
+    ) -> Result<Option<Run>, StoreError> {
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT_RUN} WHERE platform = $1 AND channel_id = $2 AND message_id = $3"
+        )))
+        .arg(platform.as_str())
+        .arg(channel_id)
+        .arg(message_id);
+        let row: Option<RunRow> = fetch_optional(self.ex(), q).await?;
+        row.map(RunRow::into_run).transpose()
+    }
 
-            async fn set_run_message(&self, id: i64, message_id: &str) -> Result<(), $crate::ports::StoreError> {
-                sqlx::query("UPDATE runs SET message_id = $1 WHERE id = $2")
-                    .bind(message_id)
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::backend)?;
-                Ok(())
-            }
+    async fn set_run_message(&self, id: i64, message_id: &str) -> Result<(), StoreError> {
+        let q = sqlx::query("UPDATE runs SET message_id = $1 WHERE id = $2")
+            .arg(message_id)
+            .arg(&id);
+        execute(self.ex(), q).await.map(drop)
+    }
 
-            async fn add_vote(
-                &self,
-                id: i64,
-                vote: &$crate::domain::Vote,
-            ) -> Result<$crate::domain::VoteTally, $crate::ports::StoreError> {
-                let inserted = sqlx::query(
-                    // Votes count only while the request is pending.
-                    "INSERT INTO run_votes (run_id, approver, approver_name, action_hash, at) \
-                     SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND state = 'pending') \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(id)
-                .bind(vote.approver.to_string())
-                .bind(&vote.approver_name)
-                .bind(&vote.action_hash)
-                .bind($crate::store::runs::micros(vote.at))
-                .execute(&self.pool)
-                .await
-                .map_err($crate::store::backend)?
-                .rows_affected();
-                let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_votes WHERE run_id = $1")
-                    .bind(id)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err($crate::store::backend)?;
-                Ok($crate::domain::VoteTally {
-                    counted: inserted == 1,
-                    total: total as u32,
-                })
-            }
+    async fn add_vote(&self, id: i64, vote: &Vote) -> Result<VoteTally, StoreError> {
+        // Votes count only while the request is pending.
+        let q = sqlx::query(
+            "INSERT INTO run_votes (run_id, approver, approver_name, action_hash, at) \
+             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND state = 'pending') \
+             ON CONFLICT DO NOTHING",
+        )
+        .arg(&id)
+        .arg(&vote.approver.to_string())
+        .arg(vote.approver_name.as_str())
+        .arg(vote.action_hash.as_str())
+        .arg(&micros(vote.at));
+        let counted = changed_one(self.ex(), q).await?;
+        let q = sqlx::query("SELECT COUNT(*) FROM run_votes WHERE run_id = $1").arg(&id);
+        let (total,): (i64,) = fetch_one(self.ex(), q).await?;
+        Ok(VoteTally {
+            counted,
+            total: total as u32,
+        })
+    }
 
-            async fn retract_vote(
-                &self,
-                id: i64,
-                approver: &$crate::domain::UserRef,
-            ) -> Result<bool, $crate::ports::StoreError> {
-                let n = sqlx::query(
-                    "DELETE FROM run_votes WHERE run_id = $1 AND approver = $2 \
-                     AND EXISTS (SELECT 1 FROM runs WHERE id = $1 AND state = 'pending')",
-                )
-                .bind(id)
-                .bind(approver.to_string())
-                .execute(&self.pool)
-                .await
-                .map_err($crate::store::backend)?
-                .rows_affected();
-                Ok(n > 0)
-            }
+    async fn retract_vote(&self, id: i64, approver: &UserRef) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "DELETE FROM run_votes WHERE run_id = $1 AND approver = $2 \
+             AND EXISTS (SELECT 1 FROM runs WHERE id = $1 AND state = 'pending')",
+        )
+        .arg(&id)
+        .arg(&approver.to_string());
+        Ok(execute(self.ex(), q).await? > 0)
+    }
 
-            async fn transition(
-                &self,
-                id: i64,
-                from: $crate::domain::RunState,
-                to: $crate::domain::RunState,
-                at: chrono::DateTime<chrono::Utc>,
-                lease_until: Option<chrono::DateTime<chrono::Utc>>,
-            ) -> Result<bool, $crate::ports::StoreError> {
-                use $crate::store::runs::micros;
-                let n = sqlx::query(
-                    "UPDATE runs SET state = $1, updated_at = $2, lease_until = COALESCE($3, lease_until) \
-                     WHERE id = $4 AND state = $5",
-                )
-                .bind(to.as_str())
-                .bind(micros(at))
-                .bind(lease_until.map(micros))
-                .bind(id)
-                .bind(from.as_str())
-                .execute(&self.pool)
-                .await
-                .map_err($crate::store::backend)?
-                .rows_affected();
-                Ok(n == 1)
-            }
+    async fn transition(
+        &self,
+        id: i64,
+        from: RunState,
+        to: RunState,
+        at: DateTime<Utc>,
+        lease_until: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "UPDATE runs SET state = $1, updated_at = $2, lease_until = COALESCE($3, lease_until) \
+             WHERE id = $4 AND state = $5",
+        )
+        .arg(to.as_str())
+        .arg(&micros(at))
+        .arg(&lease_until.map(micros))
+        .arg(&id)
+        .arg(from.as_str());
+        changed_one(self.ex(), q).await
+    }
 
-            async fn finish_run(
-                &self,
-                id: i64,
-                to: $crate::domain::RunState,
-                result: &$crate::domain::RunResult,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<bool, $crate::ports::StoreError> {
-                let n = sqlx::query(
-                    "UPDATE runs SET state = $1, updated_at = $2, result_code = $3, duration_ms = $4, output = $5, \
-                     truncated = $6, lease_until = NULL WHERE id = $7 AND state = 'running'",
-                )
-                .bind(to.as_str())
-                .bind($crate::store::runs::micros(at))
-                .bind(result.code)
-                .bind(result.duration.as_millis() as i64)
-                .bind(&result.output)
-                .bind(result.truncated)
-                .bind(id)
-                .execute(&self.pool)
-                .await
-                .map_err($crate::store::backend)?
-                .rows_affected();
-                Ok(n == 1)
-            }
+    async fn finish_run(
+        &self,
+        id: i64,
+        to: RunState,
+        result: &RunResult,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "UPDATE runs SET state = $1, updated_at = $2, result_code = $3, duration_ms = $4, output = $5, \
+             truncated = $6, lease_until = NULL WHERE id = $7 AND state = 'running'",
+        )
+        .arg(to.as_str())
+        .arg(&micros(at))
+        .arg(&result.code)
+        .arg(&(result.duration.as_millis() as i64))
+        .arg(result.output.as_str())
+        .arg(&result.truncated)
+        .arg(&id);
+        changed_one(self.ex(), q).await
+    }
 
-            async fn renew_lease(
-                &self,
-                id: i64,
-                until: chrono::DateTime<chrono::Utc>,
-            ) -> Result<(), $crate::ports::StoreError> {
-                sqlx::query("UPDATE runs SET lease_until = $1 WHERE id = $2 AND state IN ('approved', 'running')")
-                    .bind($crate::store::runs::micros(until))
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::backend)?;
-                Ok(())
-            }
+    async fn renew_lease(&self, id: i64, until: DateTime<Utc>) -> Result<(), StoreError> {
+        let q = sqlx::query(
+            "UPDATE runs SET lease_until = $1 WHERE id = $2 AND state IN ('approved', 'running')",
+        )
+        .arg(&micros(until))
+        .arg(&id);
+        execute(self.ex(), q).await.map(drop)
+    }
 
-            async fn interrupt_stale(
-                &self,
-                now: chrono::DateTime<chrono::Utc>,
-            ) -> Result<Vec<$crate::domain::Run>, $crate::ports::StoreError> {
-                use $crate::store::runs::{RETURNING_RUN, RunRow, micros};
-                let rows: Vec<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "UPDATE runs SET state = 'interrupted', updated_at = $1, lease_until = NULL \
-                     WHERE state IN ('approved', 'running') AND lease_until < $1 {RETURNING_RUN}"
-                )))
-                .bind(micros(now))
-                .fetch_all(&self.pool)
-                .await
-                .map_err($crate::store::backend)?;
-                rows.into_iter().map(RunRow::into_run).collect()
-            }
+    async fn interrupt_stale(&self, now: DateTime<Utc>) -> Result<Vec<Run>, StoreError> {
+        runs_moved(
+            self,
+            "UPDATE runs SET state = 'interrupted', updated_at = $1, lease_until = NULL \
+             WHERE state IN ('approved', 'running') AND lease_until < $1",
+            now,
+        )
+        .await
+    }
 
-            async fn expire_due(
-                &self,
-                now: chrono::DateTime<chrono::Utc>,
-            ) -> Result<Vec<$crate::domain::Run>, $crate::ports::StoreError> {
-                use $crate::store::runs::{RETURNING_RUN, RunRow, micros};
-                let rows: Vec<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "UPDATE runs SET state = 'expired', updated_at = $1 \
-                     WHERE state = 'pending' AND expires_at <= $1 {RETURNING_RUN}"
-                )))
-                .bind(micros(now))
-                .fetch_all(&self.pool)
-                .await
-                .map_err($crate::store::backend)?;
-                rows.into_iter().map(RunRow::into_run).collect()
-            }
-        }
-    };
+    async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Run>, StoreError> {
+        runs_moved(
+            self,
+            "UPDATE runs SET state = 'expired', updated_at = $1 \
+             WHERE state = 'pending' AND expires_at <= $1",
+            now,
+        )
+        .await
+    }
 }
 
-pub(crate) use impl_run_store;
+/// Runs a sweep `update` (its one parameter is `now`) and returns the runs it moved.
+async fn runs_moved<DB: Backend>(
+    store: &SqlStore<DB>,
+    update: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Run>, StoreError> {
+    let q = sqlx::query(sqlx::AssertSqlSafe(format!("{update} {RETURNING_RUN}"))).arg(&micros(now));
+    let rows: Vec<RunRow> = fetch_all(store.ex(), q).await?;
+    rows.into_iter().map(RunRow::into_run).collect()
+}

@@ -10,17 +10,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::audit::append_to_chain;
 use super::batch::{AuditBatcher, BatchWrite};
-use super::{backend, migrate_error};
+use super::{SqliteStore, backend, migrate_error};
 use crate::domain::{AuditEntry, AuditRecord};
 use crate::ports::StoreError;
-
-pub struct SqliteStore {
-    pool: SqlitePool,
-    batcher: AuditBatcher,
-    /// Stops the background checkpointer when the store goes away.
-    _checkpointer: tokio_util::sync::DropGuard,
-}
 
 /// How often the WAL is checkpointed in the background. SQLite's automatic checkpoint would
 /// run inside the audit writer's commit and stall every waiting command on its fsyncs
@@ -58,13 +52,8 @@ impl SqliteStore {
         Ok(Self {
             pool,
             batcher,
-            _checkpointer: stop.drop_guard(),
+            _background: Some(stop.drop_guard()),
         })
-    }
-
-    /// The pool, for tests that need to reach under the trait (e.g. to tamper with records).
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
     }
 }
 
@@ -95,13 +84,8 @@ impl BatchWrite for Writer {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(backend)?;
-        let records = super::audit::append_to_chain!(tx, entries);
+        let records = append_to_chain(&mut tx, entries).await?;
         tx.commit().await.map_err(backend)?;
         Ok(records)
     }
 }
-
-super::audit::impl_audit_store!(SqliteStore);
-super::runs::impl_run_store!(SqliteStore);
-super::alerts::impl_alert_store!(SqliteStore);
-super::incidents::impl_incident_store!(SqliteStore);
