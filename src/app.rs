@@ -245,7 +245,7 @@ impl App {
             base_dir: config.base_dir.clone(),
         });
         let router = Arc::new(router);
-        let inbound = Inbound::new(router.clone(), Arc::new(store.clone()));
+        let inbound = Inbound::new(router.clone(), store.clone());
         let slack = match (&config.slack, slack_api) {
             (Some(cfg), Some(api)) => Some(SlackState::new(
                 inbound.clone(),

@@ -26,7 +26,7 @@ pub enum StoreError {
 
 /// Durable state. One trait, one behaviour, whichever backend is behind it.
 #[async_trait]
-pub trait Store: RunStore + AlertStore + IncidentStore + Send + Sync {
+pub trait Store: RunStore + AlertStore + IncidentStore + DeliveryLog + Send + Sync {
     /// Appends to the hash-chained audit log; returns once the record is committed.
     async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord, StoreError>;
     /// The newest `limit` records, newest first.
@@ -196,33 +196,13 @@ pub trait DeliveryLog: Send + Sync {
         event_id: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
-}
-
-/// Every store keeps the delivery log, beside the alerts (the sweep forgets old ids there).
-#[async_trait]
-impl<S: AlertStore + ?Sized> DeliveryLog for std::sync::Arc<S> {
-    async fn first_delivery(
-        &self,
-        platform: Platform,
-        event_id: &str,
-        at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        AlertStore::first_delivery(&**self, platform, event_id, at).await
-    }
+    /// Forgets event ids recorded before `before`, a bounded batch per call; returns how many.
+    async fn forget_deliveries_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
 /// Durable alerts, their group messages and silences.
 #[async_trait]
 pub trait AlertStore: Send + Sync {
-    /// Records a platform event id; false if it was seen before (a redelivery).
-    async fn first_delivery(
-        &self,
-        platform: Platform,
-        event_id: &str,
-        at: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
-    /// Forgets event ids recorded before `before`, a bounded batch per call; returns how many.
-    async fn forget_deliveries_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Inserts or updates every alert (by fingerprint) in one transaction.
     async fn ingest_alerts(
         &self,

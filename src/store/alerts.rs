@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::sql::{Arg, Backend, changed_one, execute, fetch_all, fetch_one, fetch_optional};
 use super::{OnPool, SqlStore};
 use crate::domain::{Alert, IncomingAlert, Matcher, Platform, Silence};
-use crate::ports::{AlertStore, StoreError};
+use crate::ports::{AlertStore, DeliveryLog, StoreError};
 
 pub(crate) const SELECT_ALERT: &str = "SELECT id, fingerprint, source, group_key, status, labels, annotations, \
      starts_at, ends_at, generator_url, first_seen, last_seen, acked_by, acked_at, resolved_at FROM alerts";
@@ -174,7 +174,7 @@ fn upsert_alerts<DB: Backend>(
 }
 
 #[async_trait]
-impl<DB: Backend> AlertStore for SqlStore<DB> {
+impl<DB: Backend> DeliveryLog for SqlStore<DB> {
     async fn first_delivery(
         &self,
         platform: Platform,
@@ -202,7 +202,10 @@ impl<DB: Backend> AlertStore for SqlStore<DB> {
         .arg(&FORGET_BATCH);
         execute(self.ex(), q).await
     }
+}
 
+#[async_trait]
+impl<DB: Backend> AlertStore for SqlStore<DB> {
     async fn ingest_alerts(
         &self,
         alerts: &[IncomingAlert],
