@@ -85,6 +85,15 @@ pub const BUILTINS: &[BuiltinSpec] = &[
         bind: |a| a.none().map(|()| BuiltinCall::Whoami),
     },
     BuiltinSpec {
+        name: "version",
+        usage: "/version",
+        summary: "show which opsbot version is running",
+        access: Access::Everyone,
+        on_timeline: false,
+        params: &[],
+        bind: |a| a.none().map(|()| BuiltinCall::Version),
+    },
+    BuiltinSpec {
         name: "status",
         usage: "/status [CHECK]",
         summary: "run the health checks (all, or one by name)",
@@ -236,6 +245,7 @@ pub enum BuiltinCall {
         topic: Option<String>,
     },
     Whoami,
+    Version,
     Status {
         check: Option<String>,
     },

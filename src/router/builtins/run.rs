@@ -23,6 +23,7 @@ impl Router {
         let text = match call {
             BuiltinCall::Help { topic } => self.help(ev, requester, topic.as_deref())?,
             BuiltinCall::Whoami => whoami(requester, authorized),
+            BuiltinCall::Version => version(),
             BuiltinCall::Status { check } => self.status(check.as_deref()).await?,
             BuiltinCall::Audit { limit } => {
                 let records = self.deps.store.recent_audit(limit).await.map_err(|e| {
@@ -152,6 +153,16 @@ fn explain_runbook(spec: &CommandSpec) -> String {
         );
     }
     out.trim_end().to_owned()
+}
+
+/// The crate version, and the commit when the build names it
+/// (`OPSBOT_GIT_COMMIT=$(git rev-parse --short HEAD) cargo build --release`).
+fn version() -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    match option_env!("OPSBOT_GIT_COMMIT") {
+        Some(commit) if !commit.is_empty() => format!("opsbot {version} (git {commit})"),
+        _ => format!("opsbot {version}"),
+    }
 }
 
 fn whoami(requester: &Requester, authorized: &Authorized<Target>) -> String {
