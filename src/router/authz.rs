@@ -81,7 +81,7 @@ impl<T> Authorized<T> {
         &self.target
     }
 
-    /// The person, when known (only `help` and `whoami` authorize unknown users).
+    /// The person, when known (only the built-ins open to everyone authorize unknown users).
     pub fn person(&self) -> Option<&Person> {
         self.person.as_deref()
     }
