@@ -107,7 +107,7 @@ fn alert_routing(config: &Config) -> AlertRouting {
 
 /// Loads and validates the command catalogue named by the config.
 pub fn load_catalog(config: &Config) -> Result<Catalog, CatalogErrors> {
-    Catalog::load_dir(&config.catalog_dir())
+    Catalog::load_dir(&config.catalog_dir(), &crate::router::builtins::NAMES)
 }
 
 /// Replacements for the ports tests need to control; `None` keeps the real one.

@@ -3,11 +3,15 @@
 use std::path::PathBuf;
 
 use opsbot::catalog::Catalog;
+use opsbot::router::builtins::NAMES;
 
 fn errors(src: &str) -> String {
-    Catalog::from_sources(&[(PathBuf::from("commands/x.toml"), src.to_owned())])
-        .expect_err("the file is invalid")
-        .to_string()
+    Catalog::from_sources(
+        &[(PathBuf::from("commands/x.toml"), src.to_owned())],
+        &NAMES,
+    )
+    .expect_err("the file is invalid")
+    .to_string()
 }
 
 const BASE: &str = "name = \"x\"\nsummary = \"does x\"\nroles = [\"sre\"]\n";
@@ -16,7 +20,7 @@ const ACTION: &str = "[action]\nkind = \"exec\"\nargv = [\"/bin/x\", \"{a}\"]\nt
 #[test]
 fn shipped_runbooks_are_valid() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("commands");
-    let catalog = Catalog::load_dir(&dir).expect("commands/ is valid");
+    let catalog = Catalog::load_dir(&dir, &NAMES).expect("commands/ is valid");
     for name in [
         "restart",
         "rollback",
@@ -129,10 +133,13 @@ fn required_args_come_first_and_names_are_unique() {
 #[test]
 fn duplicate_command_names_across_files_are_refused() {
     let src = format!("{BASE}[action]\nkind = \"exec\"\nargv = [\"x\"]\ntimeout = \"1s\"\n");
-    let err = Catalog::from_sources(&[
-        (PathBuf::from("commands/a.toml"), src.clone()),
-        (PathBuf::from("commands/b.toml"), src),
-    ])
+    let err = Catalog::from_sources(
+        &[
+            (PathBuf::from("commands/a.toml"), src.clone()),
+            (PathBuf::from("commands/b.toml"), src),
+        ],
+        &NAMES,
+    )
     .unwrap_err()
     .to_string();
     assert!(
@@ -143,7 +150,7 @@ fn duplicate_command_names_across_files_are_refused() {
 
 #[test]
 fn a_missing_command_folder_is_an_error() {
-    let err = Catalog::load_dir(&PathBuf::from("/nonexistent/commands"))
+    let err = Catalog::load_dir(&PathBuf::from("/nonexistent/commands"), &NAMES)
         .unwrap_err()
         .to_string();
     assert!(

@@ -825,10 +825,14 @@ async fn slash_commands_are_registered_in_the_guild_with_choices_and_safe_intent
     );
     assert_eq!(rollback["options"][1]["name"], "to");
     assert_eq!(rollback["options"][1]["required"], false);
-    for builtin in opsbot::catalog::RESERVED_NAMES {
+    for builtin in opsbot::router::builtins::NAMES {
         assert!(by_name(builtin).is_some(), "{builtin} is registered");
     }
     assert_eq!(by_name("approve").unwrap()["options"][0]["required"], true);
+    assert_eq!(
+        by_name("version").expect("/version is registered")["description"],
+        "show which opsbot version is running"
+    );
     let identify = wait("IDENTIFY", || {
         fake.state.identified.lock().unwrap().first().cloned()
     })

@@ -132,7 +132,11 @@ fn adapters_do_not_hold_the_store() {
             let src = std::fs::read_to_string(file).unwrap();
             src.lines()
                 .enumerate()
-                .filter(|(_, l)| l.contains("dyn Store") || l.contains("ports::Store;") || l.contains("ports::Store>"))
+                .filter(|(_, l)| {
+                    l.contains("dyn Store")
+                        || l.contains("ports::Store;")
+                        || l.contains("ports::Store>")
+                })
                 .map(|(n, l)| format!("{}:{}: {}", file.display(), n + 1, l.trim()))
                 .collect::<Vec<_>>()
         })

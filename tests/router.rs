@@ -24,6 +24,34 @@ async fn whoami_names_the_person_and_roles() {
 }
 
 #[tokio::test]
+async fn anyone_may_ask_which_version_runs_and_help_offers_it() {
+    let app = TestApp::builder().config(TEAM).spawn().await;
+    let r = app.say("mallory", "/version").await;
+    assert_eq!(r.outcome, Some(Outcome::Ok));
+    let text = r.reply.unwrap().text;
+    assert!(
+        text.starts_with(concat!("opsbot ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    let rec = last_audit(&app).await;
+    assert_eq!(
+        (rec.entry.command.as_str(), rec.entry.actor.as_str()),
+        ("version", "console:mallory")
+    );
+    let help = app.reply("mallory", "/help").await;
+    assert!(
+        help.contains("/version — show which opsbot version is running"),
+        "{help}"
+    );
+    let r = app.say("alice", "/version please").await;
+    assert_eq!(r.outcome, Some(Outcome::Invalid));
+    assert_eq!(
+        r.reply.unwrap().text,
+        "/version takes no arguments; usage: /version"
+    );
+}
+
+#[tokio::test]
 async fn help_lists_only_what_the_asker_may_run_here() {
     let app = TestApp::builder()
         .config(TEAM)

@@ -1,6 +1,7 @@
 //! The command catalogue: loads every `commands/*.toml`, validates it completely and
 //! refuses the whole catalogue on any error, naming the file and line. Built-in commands
-//! are code (see `router::builtins`); everything here is a data-defined runbook.
+//! are code (see `router::builtins`); everything here is a data-defined runbook. The
+//! built-ins' names are handed in at load (`reserved`), as the catalogue sits below the router.
 
 mod spec;
 
@@ -13,24 +14,6 @@ pub use spec::{
     ActionSpec, ApprovalSpec, ArgKind, ArgSpec, ChannelPattern, CommandLimits, CommandSpec,
     Segment, Template,
 };
-
-/// Names the built-in commands own; a command file may not take them.
-pub const RESERVED_NAMES: &[&str] = &[
-    "help",
-    "whoami",
-    "status",
-    "audit",
-    "alerts",
-    "ack",
-    "silence",
-    "unsilence",
-    "resolve",
-    "incident",
-    "postmortem",
-    "approve",
-    "deny",
-    "cancel",
-];
 
 /// One problem in one command file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +57,8 @@ pub struct Catalog {
 
 impl Catalog {
     /// Loads `dir/*.toml` in name order. A missing folder is an error: deny when unsure.
-    pub fn load_dir(dir: &Path) -> Result<Catalog, CatalogErrors> {
+    /// A command may not take a `reserved` name (the built-ins', `router::builtins::NAMES`).
+    pub fn load_dir(dir: &Path, reserved: &[&str]) -> Result<Catalog, CatalogErrors> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             CatalogErrors(vec![CatalogError {
                 file: dir.to_owned(),
@@ -100,7 +84,7 @@ impl Catalog {
                 }),
             }
         }
-        match Self::from_sources(&sources) {
+        match Self::from_sources(&sources, reserved) {
             Ok(c) if errors.is_empty() => Ok(c),
             Ok(_) => Err(CatalogErrors(errors)),
             Err(CatalogErrors(more)) => {
@@ -110,12 +94,15 @@ impl Catalog {
         }
     }
 
-    /// Builds a catalogue from `(file name, TOML text)` pairs.
-    pub fn from_sources(sources: &[(PathBuf, String)]) -> Result<Catalog, CatalogErrors> {
+    /// Builds a catalogue from `(file name, TOML text)` pairs; see [`Catalog::load_dir`].
+    pub fn from_sources(
+        sources: &[(PathBuf, String)],
+        reserved: &[&str],
+    ) -> Result<Catalog, CatalogErrors> {
         let mut commands: BTreeMap<String, Arc<CommandSpec>> = BTreeMap::new();
         let mut errors = Vec::new();
         for (file, src) in sources {
-            match spec::parse_command_file(file, src) {
+            match spec::parse_command_file(file, src, reserved) {
                 Ok(spec) => {
                     if let Some(other) = commands.get(&spec.name) {
                         errors.push(CatalogError {

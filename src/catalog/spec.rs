@@ -9,7 +9,7 @@ use regex::Regex;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{CatalogError, RESERVED_NAMES};
+use super::CatalogError;
 use crate::domain::{HumanDuration, RateQuota, Role, line_col};
 
 /// A validated data-defined command.
@@ -295,7 +295,11 @@ struct RawAction {
 const MAX_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// Parses and validates one file, returning every problem found.
-pub(super) fn parse_command_file(file: &Path, src: &str) -> Result<CommandSpec, Vec<CatalogError>> {
+pub(super) fn parse_command_file(
+    file: &Path,
+    src: &str,
+    reserved: &[&str],
+) -> Result<CommandSpec, Vec<CatalogError>> {
     let err_at = |offset: usize, message: String| CatalogError {
         file: file.to_owned(),
         line: Some(line_col(src, offset).0),
@@ -320,7 +324,7 @@ pub(super) fn parse_command_file(file: &Path, src: &str) -> Result<CommandSpec, 
             raw.name.span().start,
             format!("name {name:?} must be 1-32 characters of a-z, 0-9, '-' or '_', starting with a letter"),
         ));
-    } else if RESERVED_NAMES.contains(&name.as_str()) {
+    } else if reserved.contains(&name.as_str()) {
         errors.push(err_at(
             raw.name.span().start,
             format!("name {name:?} is a built-in command"),

@@ -1,29 +1,50 @@
 //! Authorization: decides whether a requester may run a command in a channel, and hands
 //! back an [`Authorized`] capability that only this module can create. Code that runs a
 //! command takes `Authorized<_>`, so skipping the check does not compile.
-//! Default deny: unknown people reach only `help` and `whoami`; empty role lists grant nobody.
+//! Default deny: unknown people reach only the built-ins open to everyone; empty role lists
+//! grant nobody.
 
 use std::sync::Arc;
 
 use crate::catalog::CommandSpec;
 use crate::domain::{ChannelRef, Person, Requester, Role};
 
-use super::builtins::Builtin;
+use super::builtins::BuiltinSpec;
 
 /// What a parsed command refers to.
 #[derive(Clone, Debug)]
 pub enum Target {
-    Builtin(Builtin),
+    Builtin(&'static BuiltinSpec),
     Runbook(Arc<CommandSpec>),
 }
 
 impl Target {
     pub fn name(&self) -> &str {
         match self {
-            Target::Builtin(b) => b.name(),
+            Target::Builtin(b) => b.name,
             Target::Runbook(spec) => &spec.name,
         }
     }
+}
+
+/// Who may run a built-in (its row in `builtins::BUILTINS` says which).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, even someone opsbot does not know.
+    Everyone,
+    /// Anyone opsbot knows.
+    AnyKnown,
+    /// Known people with one of the roles the config grants to this list.
+    Roles(RoleList),
+}
+
+/// The role lists of [`BuiltinAccess`], one per `builtins.*_roles` config key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleList {
+    Status,
+    Audit,
+    Alerts,
+    Respond,
 }
 
 /// Roles granted the built-ins that are not open to everyone.
@@ -35,6 +56,17 @@ pub struct BuiltinAccess {
     pub alerts: Vec<Role>,
     /// `/ack`, `/silence`, `/unsilence`, `/resolve`.
     pub respond: Vec<Role>,
+}
+
+impl BuiltinAccess {
+    pub fn roles(&self, list: RoleList) -> &[Role] {
+        match list {
+            RoleList::Status => &self.status,
+            RoleList::Audit => &self.audit,
+            RoleList::Alerts => &self.alerts,
+            RoleList::Respond => &self.respond,
+        }
+    }
 }
 
 /// Proof that `requester` may run `target` where it was asked.
@@ -49,7 +81,7 @@ impl<T> Authorized<T> {
         &self.target
     }
 
-    /// The person, when known (only `help` and `whoami` authorize unknown users).
+    /// The person, when known (only the built-ins open to everyone authorize unknown users).
     pub fn person(&self) -> Option<&Person> {
         self.person.as_deref()
     }
@@ -61,16 +93,16 @@ pub fn authorize(
     channel: &ChannelRef,
     access: &BuiltinAccess,
 ) -> Result<Authorized<Target>, String> {
-    let open_to_all = matches!(target, Target::Builtin(Builtin::Help | Builtin::Whoami));
-    let person = match requester {
-        Requester::Known { person, .. } => person.clone(),
-        Requester::Unknown { .. } if open_to_all => {
-            return Ok(Authorized {
-                target,
-                person: None,
-            });
+    let person = match (requester, &target) {
+        (_, Target::Builtin(b)) if b.access == Access::Everyone => {
+            let person = match requester {
+                Requester::Known { person, .. } => Some(person.clone()),
+                Requester::Unknown { .. } => None,
+            };
+            return Ok(Authorized { target, person });
         }
-        Requester::Unknown { user } => {
+        (Requester::Known { person, .. }, _) => person.clone(),
+        (Requester::Unknown { user }, _) => {
             return Err(format!(
                 "I don't know {user}, so only /help and /whoami are open to you. \
                  Ask an opsbot admin to add {user} to the config."
@@ -78,26 +110,15 @@ pub fn authorize(
         }
     };
     let (needed, channels): (&[Role], &[crate::catalog::ChannelPattern]) = match &target {
-        // Approve, deny and cancel are open to every known person; whether they may act on
-        // *this* request (approver roles, requester) is decided per request in `router::runbook`.
-        Target::Builtin(
-            Builtin::Help | Builtin::Whoami | Builtin::Approve | Builtin::Deny | Builtin::Cancel,
-        ) => {
-            return Ok(Authorized {
-                target,
-                person: Some(person),
-            });
-        }
-        Target::Builtin(Builtin::Status) => (&access.status, &[]),
-        Target::Builtin(Builtin::Audit) => (&access.audit, &[]),
-        Target::Builtin(Builtin::Alerts | Builtin::Postmortem) => (&access.alerts, &[]),
-        Target::Builtin(
-            Builtin::Ack
-            | Builtin::Silence
-            | Builtin::Unsilence
-            | Builtin::Resolve
-            | Builtin::Incident,
-        ) => (&access.respond, &[]),
+        Target::Builtin(b) => match b.access {
+            Access::Everyone | Access::AnyKnown => {
+                return Ok(Authorized {
+                    target,
+                    person: Some(person),
+                });
+            }
+            Access::Roles(list) => (access.roles(list), &[]),
+        },
         Target::Runbook(spec) => (&spec.roles, &spec.channels),
     };
     if !person.has_any_role(needed) {

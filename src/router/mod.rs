@@ -13,7 +13,6 @@ pub mod parse;
 pub mod runbook;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,8 +20,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::actions::alerts::{AlertService, Escalation};
-use crate::actions::health::{self, HealthChecks};
-use crate::catalog::{ArgKind, Catalog};
+use crate::actions::health::HealthChecks;
+use crate::catalog::Catalog;
 use crate::domain::{
     AuditEntry, BoundArgs, Directory, EventPayload, InboundEvent, Outcome, RateQuota, Reply,
     RequestId, Requester, ResponseTargets,
@@ -33,9 +32,9 @@ use crate::ports::{
     RateLimiter, SilenceSync, Store,
 };
 
-use authz::{Authorized, BuiltinAccess, Target, authorize, may_run};
+use authz::{Authorized, BuiltinAccess, Target, authorize};
 use bind::bind;
-use builtins::{Builtin, BuiltinCall};
+use builtins::BuiltinCall;
 use parse::{ParseError, ParsedCommand, parse};
 pub use runbook::{ApprovalSettings, Notice};
 
@@ -294,7 +293,7 @@ impl Router {
         request_id: &RequestId,
         parsed: &ParsedCommand,
     ) -> Result<Done, Refusal> {
-        let target = if let Some(b) = Builtin::from_name(&parsed.name) {
+        let target = if let Some(b) = builtins::find(&parsed.name) {
             Target::Builtin(b)
         } else if let Some(spec) = self.deps.catalog.get(&parsed.name) {
             Target::Runbook(spec.clone())
@@ -308,7 +307,9 @@ impl Router {
         let authorized = authorize(&requester, target, &ev.channel, &self.deps.access)
             .map_err(Refusal::Denied)?;
         let call = match authorized.target() {
-            Target::Builtin(b) => Call::Builtin(b.bind(&parsed.words).map_err(Refusal::Invalid)?),
+            Target::Builtin(b) => {
+                Call::Builtin(b.bind_words(&parsed.words).map_err(Refusal::Invalid)?)
+            }
             Target::Runbook(spec) => {
                 let (mode, words) = runbook::split_mode(&parsed.words).map_err(Refusal::Invalid)?;
                 Call::Runbook(bind(spec, &words).map_err(Refusal::Invalid)?, mode)
@@ -433,63 +434,10 @@ impl Router {
         authorized: Authorized<Target>,
         call: Call,
     ) -> Result<Done, Refusal> {
-        let text = match call {
-            Call::Builtin(BuiltinCall::Help { topic }) => {
-                self.help(ev, requester, topic.as_deref())?
-            }
-            Call::Builtin(BuiltinCall::Whoami) => whoami(requester, &authorized),
-            Call::Builtin(BuiltinCall::Status { check }) => {
-                if let Some(name) = &check
-                    && !self.deps.health.names().any(|n| n == name)
-                {
-                    let known: Vec<&str> = self.deps.health.names().collect();
-                    return Err(Refusal::Invalid(format!(
-                        "there is no check named {name:?}; checks: {}",
-                        if known.is_empty() {
-                            "none configured".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    )));
-                }
-                let results = self.deps.health.run(check.as_deref()).await;
-                health::render(&results)
-            }
-            Call::Builtin(BuiltinCall::Audit { limit }) => {
-                let records = self.deps.store.recent_audit(limit).await.map_err(|e| {
-                    Refusal::Failed(anyhow::Error::new(e).context("reading audit log"))
-                })?;
-                render_audit(&records)
-            }
-            Call::Builtin(BuiltinCall::Approve { run }) => {
-                return self.approve(ev, request_id, requester, run).await;
-            }
-            Call::Builtin(BuiltinCall::Deny { run }) => return self.deny(ev, requester, run).await,
-            Call::Builtin(BuiltinCall::Alerts) => self.list_alerts().await?,
-            Call::Builtin(BuiltinCall::Incident(cmd)) => {
-                return self.incident(ev, requester, cmd).await;
-            }
-            Call::Builtin(BuiltinCall::Postmortem { incident }) => {
-                self.postmortem(ev, incident).await?
-            }
-            Call::Builtin(BuiltinCall::Ack { alert }) => {
-                return self.ack(ev, requester, alert).await;
-            }
-            Call::Builtin(BuiltinCall::Silence {
-                matchers,
-                duration,
-                reason,
-            }) => {
-                return self.silence(requester, matchers, duration, reason).await;
-            }
-            Call::Builtin(BuiltinCall::Unsilence { silence }) => {
-                return self.unsilence(requester, silence).await;
-            }
-            Call::Builtin(BuiltinCall::Resolve { alert }) => {
-                return self.resolve(requester, alert).await;
-            }
-            Call::Builtin(BuiltinCall::Cancel { run }) => {
-                return self.cancel(ev, requester, run).await;
+        match call {
+            Call::Builtin(call) => {
+                self.run_builtin(ev, request_id, requester, &authorized, call)
+                    .await
             }
             Call::Runbook(args, mode) => {
                 let Target::Runbook(spec) = authorized.target() else {
@@ -497,84 +445,10 @@ impl Router {
                         "runbook call bound to a built-in"
                     )));
                 };
-                return self
-                    .request_runbook(ev, request_id, requester, spec, args, mode)
-                    .await;
-            }
-        };
-        Ok(Done::text(text))
-    }
-
-    fn help(
-        &self,
-        ev: &InboundEvent,
-        requester: &Requester,
-        topic: Option<&str>,
-    ) -> Result<String, Refusal> {
-        let access = &self.deps.access;
-        if let Some(topic) = topic {
-            if let Some(b) = Builtin::from_name(topic) {
-                return Ok(format!("{} — {}", b.usage(), b.summary()));
-            }
-            let Some(spec) = self.deps.catalog.get(topic) else {
-                return Err(Refusal::Invalid(format!(
-                    "there is no command /{topic}; try /help"
-                )));
-            };
-            let mut out = format!("{} — {}\n", spec.usage(), spec.summary);
-            for a in &spec.args {
-                let kind = match &a.kind {
-                    ArgKind::Choice(c) => format!("one of {}", c.join(", ")),
-                    ArgKind::String { .. } => "text".into(),
-                    ArgKind::Int { min, max } => format!("whole number {min}..{max}"),
-                    ArgKind::Duration => "duration (30s, 10m, 2h)".into(),
-                };
-                let req = if a.required { "required" } else { "optional" };
-                let help = a
-                    .help
-                    .as_deref()
-                    .map(|h| format!(" — {h}"))
-                    .unwrap_or_default();
-                let _ = writeln!(out, "  {}: {kind}, {req}{help}", a.name);
-            }
-            if let Some(ap) = &spec.approval {
-                let roles: Vec<&str> = ap.approver_roles.iter().map(|r| r.as_str()).collect();
-                let _ = writeln!(
-                    out,
-                    "  needs {} approval(s) from {}",
-                    ap.approvals,
-                    roles.join(", ")
-                );
-            }
-            return Ok(out.trim_end().to_owned());
-        }
-        let mut out = String::from("Commands you can run here:\n");
-        for b in Builtin::ALL {
-            if may_run(requester, Target::Builtin(b), &ev.channel, access) {
-                let _ = writeln!(out, "  {} — {}", b.usage(), b.summary());
+                self.request_runbook(ev, request_id, requester, spec, args, mode)
+                    .await
             }
         }
-        for spec in self.deps.catalog.iter() {
-            if may_run(
-                requester,
-                Target::Runbook(spec.clone()),
-                &ev.channel,
-                access,
-            ) {
-                let gate = if spec.approval.is_some() {
-                    " (needs approval)"
-                } else {
-                    ""
-                };
-                let _ = writeln!(out, "  {} — {}{gate}", spec.usage(), spec.summary);
-            }
-        }
-        if requester.person().is_none() {
-            out.push_str(
-                "I don't know you yet; ask an opsbot admin to map your identity (see /whoami).\n",
-            );
-        }
-        Ok(out.trim_end().to_owned())
     }
 
     /// The single sink: audits the attempt, logs failures with their cause chain, counts
@@ -651,7 +525,7 @@ impl Router {
                 .await;
         }
         let elapsed = started.elapsed();
-        let label = if Builtin::from_name(&attempt.command).is_some()
+        let label = if builtins::find(&attempt.command).is_some()
             || self.deps.catalog.get(&attempt.command).is_some()
         {
             attempt.command.as_str()
@@ -689,32 +563,9 @@ impl Router {
 }
 
 /// Whether a successful command belongs on the channel's incident timeline: anything that
-/// changes something (runbooks, approvals, acks, silences), not look-ups.
+/// changes something (runbooks, and the built-ins whose row says so), not look-ups.
 fn on_timeline(command: &str, is_runbook: bool) -> bool {
-    if is_runbook {
-        return true;
-    }
-    match Builtin::from_name(command) {
-        Some(
-            Builtin::Approve
-            | Builtin::Deny
-            | Builtin::Cancel
-            | Builtin::Ack
-            | Builtin::Silence
-            | Builtin::Unsilence
-            | Builtin::Resolve,
-        ) => true,
-        Some(
-            Builtin::Help
-            | Builtin::Whoami
-            | Builtin::Status
-            | Builtin::Audit
-            | Builtin::Alerts
-            | Builtin::Incident
-            | Builtin::Postmortem,
-        )
-        | None => false,
-    }
+    is_runbook || builtins::find(command).is_some_and(|b| b.on_timeline)
 }
 
 enum Call {
@@ -726,53 +577,6 @@ pub fn internal_error_text(request_id: &RequestId) -> String {
     format!(
         "Something went wrong on my side (request id {request_id}); the details are in opsbot's log."
     )
-}
-
-fn whoami(requester: &Requester, authorized: &Authorized<Target>) -> String {
-    match (requester, authorized.person()) {
-        (Requester::Known { user, .. }, Some(person)) => {
-            let roles: Vec<&str> = person.roles.iter().map(|r| r.as_str()).collect();
-            let roles = if roles.is_empty() {
-                "none".to_owned()
-            } else {
-                roles.join(", ")
-            };
-            format!("You are {} ({user}). Roles: {roles}.", person.name)
-        }
-        _ => format!(
-            "You are {}; I don't know you, so only /help and /whoami are open to you.",
-            requester.user()
-        ),
-    }
-}
-
-fn render_audit(records: &[crate::domain::AuditRecord]) -> String {
-    if records.is_empty() {
-        return "The audit log is empty.".into();
-    }
-    let mut out = String::from("```\n");
-    for r in records {
-        let e = &r.entry;
-        let args = if e.args.is_empty() {
-            String::new()
-        } else {
-            format!(" {}", e.args)
-        };
-        let _ = writeln!(
-            out,
-            "#{} {} {:<7} {} in {}: /{}{} [{}]",
-            r.seq,
-            e.at.format("%Y-%m-%d %H:%M:%S"),
-            e.outcome.as_str(),
-            e.actor,
-            e.channel,
-            e.command,
-            args,
-            e.request_id
-        );
-    }
-    out.push_str("```");
-    out
 }
 
 fn human(d: Duration) -> String {

@@ -6,7 +6,7 @@
 use serenity::all::{CommandOptionType, CreateCommand, CreateCommandOption};
 
 use crate::catalog::{ArgKind, Catalog, CommandSpec};
-use crate::router::builtins::Builtin;
+use crate::router::builtins::{self, BUILTINS, BuiltinSpec};
 
 /// Discord's limits on application commands.
 const MAX_NAME: usize = 32;
@@ -30,80 +30,6 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
-/// One option of a built-in: given positionally; `raw` ones carry the built-in's own syntax and
-/// are passed through as typed (`/silence alertname=X 2h`), the others are quoted if needed.
-struct BuiltinOption {
-    name: &'static str,
-    description: &'static str,
-    required: bool,
-    raw: bool,
-}
-
-const fn opt(name: &'static str, description: &'static str, required: bool) -> BuiltinOption {
-    BuiltinOption {
-        name,
-        description,
-        required,
-        raw: false,
-    }
-}
-
-const fn raw(name: &'static str, description: &'static str) -> BuiltinOption {
-    BuiltinOption {
-        name,
-        description,
-        required: true,
-        raw: true,
-    }
-}
-
-fn builtin_options(b: Builtin) -> &'static [BuiltinOption] {
-    match b {
-        Builtin::Help => const { &[opt("command", "a command to explain", false)] },
-        Builtin::Whoami | Builtin::Alerts => &[],
-        Builtin::Status => const { &[opt("check", "one health check by name", false)] },
-        Builtin::Audit => {
-            const {
-                &[opt(
-                    "count",
-                    "how many records (default 10, at most 100)",
-                    false,
-                )]
-            }
-        }
-        Builtin::Approve | Builtin::Deny | Builtin::Cancel => {
-            const { &[opt("id", "the request number", true)] }
-        }
-        Builtin::Ack | Builtin::Resolve => const { &[opt("id", "the alert number", true)] },
-        Builtin::Unsilence => const { &[opt("id", "the silence number", true)] },
-        Builtin::Silence => {
-            const {
-                &[raw(
-                    "args",
-                    "MATCHER... DURATION [REASON], e.g. alertname=HighLatency 2h deploy",
-                )]
-            }
-        }
-        Builtin::Incident => {
-            const {
-                &[raw(
-                    "args",
-                    "open P1 \"title\" | lead NAME | update \"text\" | status | link ID | timeline | resolve",
-                )]
-            }
-        }
-        Builtin::Postmortem => {
-            const {
-                &[opt(
-                    "id",
-                    "the incident number (default: this channel's)",
-                    false,
-                )]
-            }
-        }
-    }
-}
-
 fn description(text: &str) -> String {
     let text = text.trim();
     if text.is_empty() {
@@ -117,9 +43,10 @@ fn description(text: &str) -> String {
     cut
 }
 
-fn builtin_command(b: Builtin) -> CreateCommand {
-    let mut cmd = CreateCommand::new(b.name()).description(description(b.summary()));
-    for o in builtin_options(b) {
+/// A built-in as a slash command: its table row's params become string options.
+fn builtin_command(b: &BuiltinSpec) -> CreateCommand {
+    let mut cmd = CreateCommand::new(b.name).description(description(b.summary));
+    for o in b.params {
         cmd = cmd.add_option(
             CreateCommandOption::new(CommandOptionType::String, o.name, o.description)
                 .required(o.required),
@@ -196,7 +123,7 @@ fn runbook_command(spec: &CommandSpec) -> Result<CreateCommand, String> {
 /// Every command to register: the built-ins, then each runbook Discord can represent (the
 /// rest are skipped with a warning; they still work on other platforms).
 pub fn slash_commands(catalog: &Catalog) -> Vec<CreateCommand> {
-    let mut out: Vec<CreateCommand> = Builtin::ALL.into_iter().map(builtin_command).collect();
+    let mut out: Vec<CreateCommand> = BUILTINS.iter().map(builtin_command).collect();
     for spec in catalog.iter() {
         if out.len() >= MAX_COMMANDS {
             tracing::warn!(command = %spec.name, "Discord allows {MAX_COMMANDS} slash commands; not registering the rest");
@@ -229,8 +156,9 @@ pub fn command_text(catalog: &Catalog, name: &str, options: &[(String, OptionVal
         text.push_str(word);
     };
     let value = |o: &str| options.iter().find(|(n, _)| n == o).map(|(_, v)| v);
-    if let Some(b) = Builtin::from_name(name) {
-        for o in builtin_options(b) {
+    if let Some(b) = builtins::find(name) {
+        // Positionally, in the order they are typed; raw ones carry the built-in's own syntax.
+        for o in b.params {
             if let Some(OptionValue::Text(v)) = value(o.name) {
                 push(&if o.raw { v.clone() } else { quote(v) });
             }
@@ -341,9 +269,10 @@ mod tests {
 
     #[test]
     fn runbook_options_become_the_typed_command() {
-        let catalog = Catalog::from_sources(&[(
-            "rollback.toml".into(),
-            r#"
+        let catalog = Catalog::from_sources(
+            &[(
+                "rollback.toml".into(),
+                r#"
 name = "rollback"
 summary = "Roll back"
 roles = ["sre"]
@@ -360,8 +289,10 @@ kind = "exec"
 argv = ["./r.sh", "{service}", "{to}"]
 timeout = "10s"
 "#
-            .into(),
-        )])
+                .into(),
+            )],
+            &builtins::NAMES,
+        )
         .unwrap();
         let t = |o: &[(&str, OptionValue)]| {
             let o: Vec<_> = o.iter().map(|(n, v)| (n.to_string(), v.clone())).collect();

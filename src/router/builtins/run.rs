@@ -1,0 +1,213 @@
+//! Running the built-ins: [`Router::run_builtin`] matches every [`BuiltinCall`], so a new
+//! built-in does not compile until it has a handler. The small handlers (help, whoami, status,
+//! audit) live here; alert, incident and approval ones in their own router modules.
+
+use std::fmt::Write as _;
+
+use super::{BUILTINS, BuiltinCall, find};
+use crate::actions::health;
+use crate::catalog::{ArgKind, CommandSpec};
+use crate::domain::{AuditRecord, InboundEvent, RequestId, Requester};
+use crate::router::authz::{Authorized, Target, may_run};
+use crate::router::{Done, Refusal, Router};
+
+impl Router {
+    pub(in crate::router) async fn run_builtin(
+        &self,
+        ev: &InboundEvent,
+        request_id: &RequestId,
+        requester: &Requester,
+        authorized: &Authorized<Target>,
+        call: BuiltinCall,
+    ) -> Result<Done, Refusal> {
+        let text = match call {
+            BuiltinCall::Help { topic } => self.help(ev, requester, topic.as_deref())?,
+            BuiltinCall::Whoami => whoami(requester, authorized),
+            BuiltinCall::Version => version(),
+            BuiltinCall::Status { check } => self.status(check.as_deref()).await?,
+            BuiltinCall::Audit { limit } => {
+                let records = self.deps.store.recent_audit(limit).await.map_err(|e| {
+                    Refusal::Failed(anyhow::Error::new(e).context("reading audit log"))
+                })?;
+                render_audit(&records)
+            }
+            BuiltinCall::Approve { run } => {
+                return self.approve(ev, request_id, requester, run).await;
+            }
+            BuiltinCall::Deny { run } => return self.deny(ev, requester, run).await,
+            BuiltinCall::Cancel { run } => return self.cancel(ev, requester, run).await,
+            BuiltinCall::Alerts => self.list_alerts().await?,
+            BuiltinCall::Ack { alert } => return self.ack(ev, requester, alert).await,
+            BuiltinCall::Silence {
+                matchers,
+                duration,
+                reason,
+            } => {
+                return self.silence(requester, matchers, duration, reason).await;
+            }
+            BuiltinCall::Unsilence { silence } => {
+                return self.unsilence(requester, silence).await;
+            }
+            BuiltinCall::Resolve { alert } => return self.resolve(requester, alert).await,
+            BuiltinCall::Incident(cmd) => return self.incident(ev, requester, cmd).await,
+            BuiltinCall::Postmortem { incident } => self.postmortem(ev, incident).await?,
+        };
+        Ok(Done::text(text))
+    }
+
+    async fn status(&self, check: Option<&str>) -> Result<String, Refusal> {
+        if let Some(name) = check
+            && !self.deps.health.names().any(|n| n == name)
+        {
+            let known: Vec<&str> = self.deps.health.names().collect();
+            return Err(Refusal::Invalid(format!(
+                "there is no check named {name:?}; checks: {}",
+                if known.is_empty() {
+                    "none configured".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+        let results = self.deps.health.run(check).await;
+        Ok(health::render(&results))
+    }
+
+    /// Explains `topic`, or lists every command the asker may run in this channel.
+    fn help(
+        &self,
+        ev: &InboundEvent,
+        requester: &Requester,
+        topic: Option<&str>,
+    ) -> Result<String, Refusal> {
+        let Some(topic) = topic else {
+            return Ok(self.list_commands(ev, requester));
+        };
+        if let Some(b) = find(topic) {
+            return Ok(format!("{} — {}", b.usage, b.summary));
+        }
+        match self.deps.catalog.get(topic) {
+            Some(spec) => Ok(explain_runbook(spec)),
+            None => Err(Refusal::Invalid(format!(
+                "there is no command /{topic}; try /help"
+            ))),
+        }
+    }
+
+    fn list_commands(&self, ev: &InboundEvent, requester: &Requester) -> String {
+        let access = &self.deps.access;
+        let mut out = String::from("Commands you can run here:\n");
+        for b in BUILTINS {
+            if may_run(requester, Target::Builtin(b), &ev.channel, access) {
+                let _ = writeln!(out, "  {} — {}", b.usage, b.summary);
+            }
+        }
+        for spec in self.deps.catalog.iter() {
+            if may_run(
+                requester,
+                Target::Runbook(spec.clone()),
+                &ev.channel,
+                access,
+            ) {
+                let gate = if spec.approval.is_some() {
+                    " (needs approval)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(out, "  {} — {}{gate}", spec.usage(), spec.summary);
+            }
+        }
+        if requester.person().is_none() {
+            out.push_str(
+                "I don't know you yet; ask an opsbot admin to map your identity (see /whoami).\n",
+            );
+        }
+        out.trim_end().to_owned()
+    }
+}
+
+fn explain_runbook(spec: &CommandSpec) -> String {
+    let mut out = format!("{} — {}\n", spec.usage(), spec.summary);
+    for a in &spec.args {
+        let kind = match &a.kind {
+            ArgKind::Choice(c) => format!("one of {}", c.join(", ")),
+            ArgKind::String { .. } => "text".into(),
+            ArgKind::Int { min, max } => format!("whole number {min}..{max}"),
+            ArgKind::Duration => "duration (30s, 10m, 2h)".into(),
+        };
+        let req = if a.required { "required" } else { "optional" };
+        let help = a
+            .help
+            .as_deref()
+            .map(|h| format!(" — {h}"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  {}: {kind}, {req}{help}", a.name);
+    }
+    if let Some(ap) = &spec.approval {
+        let roles: Vec<&str> = ap.approver_roles.iter().map(|r| r.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "  needs {} approval(s) from {}",
+            ap.approvals,
+            roles.join(", ")
+        );
+    }
+    out.trim_end().to_owned()
+}
+
+/// The crate version, and the commit when the build names it
+/// (`OPSBOT_GIT_COMMIT=$(git rev-parse --short HEAD) cargo build --release`).
+fn version() -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    match option_env!("OPSBOT_GIT_COMMIT") {
+        Some(commit) if !commit.is_empty() => format!("opsbot {version} (git {commit})"),
+        _ => format!("opsbot {version}"),
+    }
+}
+
+fn whoami(requester: &Requester, authorized: &Authorized<Target>) -> String {
+    match (requester, authorized.person()) {
+        (Requester::Known { user, .. }, Some(person)) => {
+            let roles: Vec<&str> = person.roles.iter().map(|r| r.as_str()).collect();
+            let roles = if roles.is_empty() {
+                "none".to_owned()
+            } else {
+                roles.join(", ")
+            };
+            format!("You are {} ({user}). Roles: {roles}.", person.name)
+        }
+        _ => format!(
+            "You are {}; I don't know you, so only /help and /whoami are open to you.",
+            requester.user()
+        ),
+    }
+}
+
+fn render_audit(records: &[AuditRecord]) -> String {
+    if records.is_empty() {
+        return "The audit log is empty.".into();
+    }
+    let mut out = String::from("```\n");
+    for r in records {
+        let e = &r.entry;
+        let args = if e.args.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", e.args)
+        };
+        let _ = writeln!(
+            out,
+            "#{} {} {:<7} {} in {}: /{}{} [{}]",
+            r.seq,
+            e.at.format("%Y-%m-%d %H:%M:%S"),
+            e.outcome.as_str(),
+            e.actor,
+            e.channel,
+            e.command,
+            args,
+            e.request_id
+        );
+    }
+    out.push_str("```");
+    out
+}
