@@ -10,7 +10,9 @@ pub mod bind;
 pub mod builtins;
 mod incidents;
 pub mod parse;
+mod reactions;
 pub mod runbook;
+mod sweep;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,13 +31,14 @@ use crate::domain::{
 use crate::metrics::Metrics;
 use crate::ports::{
     ActionRunner, ChatAction, ChatOutbound, Clock, EnvLookup, LimitDecision, OutboundMessage,
-    RateLimiter, SilenceSync, Store,
+    RateLimiter, SilenceSync, Store, StoreError,
 };
 
 use authz::{Authorized, BuiltinAccess, Target, authorize};
 use bind::bind;
 use builtins::BuiltinCall;
 use parse::{ParseError, ParsedCommand, parse};
+use runbook::RunbookService;
 pub use runbook::{ApprovalSettings, Notice};
 
 /// Limits that apply to every command, from `[limits]` in the config.
@@ -150,6 +153,7 @@ const LIMIT_NOTICE_MIN: Duration = Duration::from_secs(5);
 
 pub struct Router {
     deps: RouterDeps,
+    runbooks: RunbookService,
     /// (limit key) -> until when further limited replies are withheld.
     limit_notices: Mutex<HashMap<String, Instant>>,
     in_flight: TaskTracker,
@@ -157,11 +161,31 @@ pub struct Router {
 
 impl Router {
     pub fn new(deps: RouterDeps) -> Self {
+        let in_flight = TaskTracker::new();
+        let runbooks = RunbookService {
+            store: deps.store.clone(),
+            runner: deps.runner.clone(),
+            catalog: deps.catalog.clone(),
+            directory: deps.directory.clone(),
+            clock: deps.clock.clone(),
+            outbound: deps.outbound.clone(),
+            metrics: deps.metrics.clone(),
+            approvals: deps.approvals.clone(),
+            env: deps.env.clone(),
+            base_dir: deps.base_dir.clone(),
+            in_flight: in_flight.clone(),
+        };
         Self {
             deps,
+            runbooks,
             limit_notices: Mutex::new(HashMap::new()),
-            in_flight: TaskTracker::new(),
+            in_flight,
         }
+    }
+
+    /// Records the chat message approvers react to, once the adapter has posted it.
+    pub async fn bind_message(&self, run: i64, message_id: &str) -> Result<(), StoreError> {
+        self.runbooks.bind_message(run, message_id).await
     }
 
     /// Work accepted from a platform and not yet answered: a command being handled and its
@@ -445,7 +469,8 @@ impl Router {
                         "runbook call bound to a built-in"
                     )));
                 };
-                self.request_runbook(ev, request_id, requester, spec, args, mode)
+                self.runbooks
+                    .request_runbook(ev, request_id, requester, spec, args, mode)
                     .await
             }
         }

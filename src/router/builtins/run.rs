@@ -32,10 +32,10 @@ impl Router {
                 render_audit(&records)
             }
             BuiltinCall::Approve { run } => {
-                return self.approve(ev, request_id, requester, run).await;
+                return self.runbooks.approve(ev, request_id, requester, run).await;
             }
-            BuiltinCall::Deny { run } => return self.deny(ev, requester, run).await,
-            BuiltinCall::Cancel { run } => return self.cancel(ev, requester, run).await,
+            BuiltinCall::Deny { run } => return self.runbooks.deny(ev, requester, run).await,
+            BuiltinCall::Cancel { run } => return self.runbooks.cancel(ev, requester, run).await,
             BuiltinCall::Alerts => self.list_alerts().await?,
             BuiltinCall::Ack { alert } => return self.ack(ev, requester, alert).await,
             BuiltinCall::Silence {

@@ -1,0 +1,211 @@
+//! Running an approved request exactly once: `approved -> running` (one winner), the start
+//! audited before the process starts, the lease renewed while it runs, the result recorded.
+
+use super::*;
+
+impl RunbookService {
+    /// Runs an `approved` request: `approved -> running` (only one caller can win), the action
+    /// under its timeout with the lease renewed, then the result recorded and rendered.
+    pub(super) async fn execute(
+        &self,
+        ev: &InboundEvent,
+        request_id: &RequestId,
+        run: &Run,
+        rendered: &RenderedAction,
+    ) -> Result<String, Refusal> {
+        let id = run.id;
+        let store = &self.store;
+        let now = self.now();
+        let started = store
+            .transition(
+                id,
+                RunState::Approved,
+                RunState::Running,
+                now,
+                Some(now + lease()),
+            )
+            .await
+            .map_err(store_failed("starting run"))?;
+        if !started {
+            return Ok(format!("Request #{id} is already running or done."));
+        }
+        // The start is audited before anything runs: if that fails, nothing runs.
+        let start = AuditEntry {
+            request_id: request_id.clone(),
+            at: now,
+            actor: ev.user.to_string(),
+            channel: format!("{}:{}", ev.platform, ev.channel.id),
+            command: run.new.command.clone(),
+            args: BoundArgs(run.new.args.clone()).display(),
+            outcome: Outcome::Ok,
+            detail: format!(
+                "run #{id} started: {}",
+                rendered.display.lines().next().unwrap_or("")
+            ),
+        };
+        if let Err(e) = store.append_audit(start).await {
+            let failed = RunResult {
+                code: None,
+                duration: Duration::ZERO,
+                output: "not started: the audit log could not record the start".into(),
+                truncated: false,
+            };
+            // Approved -> running happened above; close the record so it is not left running.
+            let _ = store
+                .finish_run(id, RunState::Failed, &failed, self.now())
+                .await;
+            return Err(Refusal::Failed(
+                anyhow::Error::new(e).context("auditing run start"),
+            ));
+        }
+        let stop_lease = CancellationToken::new();
+        let renewer = {
+            let (store, clock, stop) = (store.clone(), self.clock.clone(), stop_lease.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(LEASE / 3);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => {
+                            if let Err(e) = store.renew_lease(id, clock.now() + lease()).await {
+                                warn!(run = id, error = %e, "could not renew run lease");
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        let kind = self.resolve_paths(&rendered.kind);
+        let outcome = self.runner.run(&kind).await;
+        stop_lease.cancel();
+        let _ = renewer.await;
+        let state = if outcome.timed_out {
+            RunState::TimedOut
+        } else if outcome.success {
+            RunState::Succeeded
+        } else {
+            RunState::Failed
+        };
+        let output = redact(&outcome.output, &rendered.secret_values);
+        let result = RunResult {
+            code: outcome.code,
+            duration: outcome.duration,
+            output,
+            truncated: outcome.truncated,
+        };
+        self.metrics.run_finished(state.as_str());
+        let recorded = match store.finish_run(id, state, &result, self.now()).await {
+            Ok(true) => true,
+            Ok(false) => {
+                // The lease lapsed (renewals failed) and a sweeper marked it interrupted.
+                warn!(
+                    run = id,
+                    "run finished after being marked interrupted; result not recorded"
+                );
+                false
+            }
+            Err(e) => {
+                error!(
+                    run = id,
+                    error = format!("{:#}", anyhow::Error::new(e)),
+                    "recording run result failed"
+                );
+                false
+            }
+        };
+        let code_label = match kind {
+            ActionKind::Exec { .. } => "exit",
+            ActionKind::Http { .. } => "HTTP",
+        };
+        let mut text = render_result(
+            id,
+            &run.new.command,
+            &run.new.args,
+            state,
+            &result,
+            kind.timeout(),
+            code_label,
+        );
+        if !recorded {
+            text.push_str(
+                "\n(This result could not be recorded on the request; see opsbot's log.)",
+            );
+        }
+        Ok(text)
+    }
+
+    /// Relative working directories and programs resolve against the config's folder.
+    pub(super) fn resolve_paths(&self, kind: &ActionKind) -> ActionKind {
+        match kind {
+            ActionKind::Exec {
+                argv,
+                workdir,
+                env,
+                timeout,
+            } => {
+                let dir = match workdir {
+                    Some(d) if d.is_absolute() => d.clone(),
+                    Some(d) => self.base_dir.join(d),
+                    None => self.base_dir.clone(),
+                };
+                let mut argv = argv.clone();
+                if argv[0].contains('/') && !argv[0].starts_with('/') {
+                    argv[0] = dir.join(&argv[0]).to_string_lossy().into_owned();
+                }
+                ActionKind::Exec {
+                    argv,
+                    workdir: Some(dir),
+                    env: env.clone(),
+                    timeout: *timeout,
+                }
+            }
+            other @ ActionKind::Http { .. } => other.clone(),
+        }
+    }
+}
+
+/// Longest output posted in chat (under Slack's 40,000-character message limit; adapters of
+/// platforms with smaller limits send long text as a file). The stored result keeps up to
+/// the runner's cap.
+const POSTED_OUTPUT_CHARS: usize = 30_000;
+
+fn render_result(
+    id: i64,
+    command: &str,
+    args: &[(String, String)],
+    state: RunState,
+    result: &RunResult,
+    timeout: Duration,
+    code_label: &str,
+) -> String {
+    let line = command_line(command, args);
+    let took = human_duration(result.duration);
+    let mut text = match state {
+        RunState::Succeeded => format!(
+            "✅ #{id} {line} succeeded ({}) in {took}.",
+            result
+                .code
+                .map_or("done".into(), |c| format!("{code_label} {c}"))
+        ),
+        RunState::TimedOut => format!(
+            "⏱️ #{id} {line} timed out after {}; everything it started was killed.",
+            human_duration(timeout)
+        ),
+        _ => format!(
+            "❌ #{id} {line} failed ({}) after {took}.",
+            result
+                .code
+                .map_or("did not finish".into(), |c| format!("exit {c}"))
+        ),
+    };
+    let output = result.output.trim_end();
+    if !output.is_empty() {
+        let shown: String = output.chars().take(POSTED_OUTPUT_CHARS).collect();
+        let _ = write!(text, "\n```\n{shown}\n```");
+        if shown.len() < output.len() || result.truncated {
+            text.push_str("\n(output truncated)");
+        }
+    }
+    text
+}

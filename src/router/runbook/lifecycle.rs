@@ -1,0 +1,100 @@
+//! What happens to requests around their decision: binding to the chat message, retiring a
+//! decided request's buttons, and the sweep's part (expiry, interrupted runs).
+
+use super::*;
+
+impl RunbookService {
+    /// Replaces the message of a request that is no longer pending (its buttons included)
+    /// with what became of it, so nobody presses Approve on a request that was decided. In
+    /// the background and best effort: the decision is already stored and answered, and a
+    /// failed edit is only logged. The console shows no buttons and is left alone.
+    pub(super) fn retire_request(&self, run: &Run, outcome: &str) {
+        if run.new.platform == Platform::Console {
+            return;
+        }
+        let to = OutboundTarget {
+            platform: run.new.platform,
+            channel_id: run.new.channel_id.clone(),
+            thread: run.new.thread.clone(),
+        };
+        let message = OutboundMessage::text(format!(
+            "Request #{}: {} requested by {} — {outcome}\nWould run:\n```\n{}\n```",
+            run.id,
+            command_line(&run.new.command, &run.new.args),
+            run.new.requester_name,
+            run.new.rendered
+        ));
+        let (store, outbound, id) = (self.store.clone(), self.outbound.clone(), run.id);
+        let bound = run.message_id.clone();
+        self.in_flight.spawn(async move {
+            // A request is bound to its message once, after it is posted. If it was not yet
+            // when the command started, read it now: it may have been bound since (a typed
+            // /approve can beat the request's own post). If it is bound later still,
+            // `bind_message` retires it.
+            let message_id = match bound {
+                Some(bound) => Some(bound),
+                None => match store.run(id).await {
+                    Ok(run) => run.and_then(|r| r.message_id),
+                    Err(e) => {
+                        warn!(run = id, error = %e, "could not load a decided request to update its message");
+                        None
+                    }
+                },
+            };
+            let Some(message_id) = message_id else {
+                return;
+            };
+            if let Err(e) = outbound.edit(&to, &message_id, &message).await {
+                warn!(run = id, error = %e, "could not update the message of a decided request");
+            }
+        });
+    }
+
+    /// Records the chat message approvers react to, once the adapter has posted it.
+    pub async fn bind_message(&self, run: i64, message_id: &str) -> Result<(), StoreError> {
+        self.store.set_run_message(run, message_id).await?;
+        // Decided before its message was bound: nothing has retired the buttons yet.
+        if let Some(run) = self.store.run(run).await?
+            && run.state != RunState::Pending
+        {
+            self.retire_request(&run, &format!("{}.", run.state));
+        }
+        Ok(())
+    }
+
+    /// Expires pending requests past their deadline and marks requests whose process died
+    /// `interrupted`; returns what to post. Never re-runs anything.
+    pub async fn sweep_runs(&self, now: DateTime<Utc>) -> Result<Vec<Notice>, StoreError> {
+        let mut notices = Vec::new();
+        for run in self.store.interrupt_stale(now).await? {
+            notices.push(notice(&run, format!(
+                "⚠️ Request #{} ({}) was interrupted: opsbot stopped while it was running. \
+                 It will not be re-run automatically; check the system and request it again if needed.",
+                run.id,
+                command_line(&run.new.command, &run.new.args)
+            )));
+        }
+        for run in self.store.expire_due(now).await? {
+            self.retire_request(&run, EXPIRED);
+            notices.push(notice(
+                &run,
+                format!(
+                    "Request #{} ({}) expired without enough approvals; nothing ran.",
+                    run.id,
+                    command_line(&run.new.command, &run.new.args)
+                ),
+            ));
+        }
+        Ok(notices)
+    }
+}
+
+fn notice(run: &Run, text: String) -> Notice {
+    Notice {
+        platform: run.new.platform,
+        channel_id: run.new.channel_id.clone(),
+        thread: run.new.thread.clone(),
+        text,
+        urgent: false,
+    }
+}

@@ -1,0 +1,186 @@
+//! Runbook requests: dry runs, approval-gated requests, votes by command or reaction,
+//! denial, cancellation, break-glass, and execution exactly once. Every state change goes
+//! through `RunStore::transition`, a conditional update, so of any number of racing
+//! approvals (or replicas) exactly one moves a request to `approved` and runs it.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, warn};
+
+use crate::actions::render::{RenderedAction, redact, render};
+use crate::catalog::{Catalog, CommandSpec};
+use crate::domain::{
+    ActionKind, AuditEntry, BoundArgs, Directory, InboundEvent, NewRun, Outcome, Person, Platform,
+    RequestId, Requester, Role, Run, RunResult, RunState, Vote, human_duration, normalize_emoji,
+};
+use crate::metrics::Metrics;
+use crate::ports::{
+    ActionRunner, ChatOutbound, Clock, EnvLookup, OutboundMessage, OutboundTarget, Store,
+    StoreError,
+};
+
+use super::parse::Word;
+use super::{Done, Refusal};
+
+/// How long an approved or running request's lease lasts; renewed while it runs. A request
+/// whose lease lapses belonged to a process that died: it becomes `interrupted`.
+pub const LEASE: Duration = Duration::from_secs(60);
+
+/// What an expired request's message says once its buttons are gone.
+const EXPIRED: &str = "⌛ expired without enough approvals; nothing ran.";
+
+/// How long platform event ids are kept to recognise redeliveries. Slack retries for about
+/// an hour at most, Discord interactions live 15 minutes, Telegram keeps undelivered updates
+/// for a day and never resends confirmed ones: a day covers them all and bounds the table.
+pub const EVENT_ID_RETENTION: chrono::Duration = chrono::Duration::days(1);
+
+/// Reactions and roles for approvals, from `[approvals]` in the config.
+#[derive(Clone, Debug)]
+pub struct ApprovalSettings {
+    pub approve_emoji: Vec<String>,
+    pub deny_emoji: Vec<String>,
+    pub break_glass_roles: Vec<Role>,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        Self {
+            approve_emoji: vec!["✅".into(), "👍".into()],
+            deny_emoji: vec!["❌".into(), "👎".into()],
+            break_glass_roles: Vec::new(),
+        }
+    }
+}
+
+impl ApprovalSettings {
+    pub(crate) fn is_approve(&self, emoji: &str) -> bool {
+        self.approve_emoji
+            .iter()
+            .any(|e| normalize_emoji(e) == emoji)
+    }
+
+    fn is_deny(&self, emoji: &str) -> bool {
+        self.deny_emoji.iter().any(|e| normalize_emoji(e) == emoji)
+    }
+}
+
+/// A message for a channel that is not a reply to anyone (expiry, interruption).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub platform: Platform,
+    pub channel_id: String,
+    pub thread: Option<String>,
+    pub text: String,
+    /// Overtakes routine messages waiting for the channel (a P1 incident past its target).
+    pub urgent: bool,
+}
+
+/// What the requester asked for besides the runbook's own arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    Normal,
+    /// `--dry-run`: show exactly what would run; create nothing.
+    DryRun,
+    /// `--break-glass "reason"`: skip approval (configured roles only), loudly.
+    BreakGlass(String),
+}
+
+/// Takes `--dry-run` and `--break-glass REASON` out of the words; the rest bind to arguments.
+pub fn split_mode(words: &[Word]) -> Result<(RunMode, Vec<Word>), String> {
+    let mut mode = RunMode::Normal;
+    let mut rest = Vec::with_capacity(words.len());
+    for w in words {
+        match w {
+            Word::Flag { name, value } if name == "dry-run" => {
+                mode = RunMode::DryRun;
+                // `--dry-run api` parsed the next word as the flag's value; it is an argument.
+                if let Some(v) = value {
+                    rest.push(Word::Positional(v.clone()));
+                }
+            }
+            Word::Flag { name, value } if name == "break-glass" => match value {
+                Some(reason) if !reason.trim().is_empty() => {
+                    mode = RunMode::BreakGlass(reason.trim().to_owned())
+                }
+                _ => {
+                    return Err(
+                        "--break-glass needs a reason: --break-glass \"why this cannot wait\""
+                            .into(),
+                    );
+                }
+            },
+            other => rest.push(other.clone()),
+        }
+    }
+    Ok((mode, rest))
+}
+
+fn store_failed(what: &'static str) -> impl FnOnce(StoreError) -> Refusal {
+    move |e| Refusal::Failed(anyhow::Error::new(e).context(what))
+}
+
+fn command_line(run_or_spec_name: &str, args: &[(String, String)]) -> String {
+    let mut s = format!("/{run_or_spec_name}");
+    for (n, v) in args {
+        let _ = write!(s, " {n}={v}");
+    }
+    s
+}
+
+fn roles_list(roles: &[Role]) -> String {
+    roles
+        .iter()
+        .map(Role::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn same_person(a: &Person, requester: &Requester) -> bool {
+    requester.person().is_some_and(|p| p.name == a.name)
+}
+
+mod execute;
+mod lifecycle;
+mod request;
+mod votes;
+
+/// Runbook requests and runs, with only what they need: the runs (and the audit log, for
+/// a run's start), the runner, the catalogue and directory, the clock, the outbound (to
+/// retire a decided request's buttons) and the approval settings.
+pub struct RunbookService {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) runner: Arc<dyn ActionRunner>,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) outbound: Arc<dyn ChatOutbound>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) approvals: ApprovalSettings,
+    /// Reads opsbot's environment (pass-through variables and secrets for runbooks).
+    pub(crate) env: EnvLookup,
+    /// Folder relative runbook paths resolve against (the config file's folder).
+    pub(crate) base_dir: std::path::PathBuf,
+    /// The router's in-flight work, so shutdown waits for buttons being retired.
+    pub(crate) in_flight: TaskTracker,
+}
+
+impl RunbookService {
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    fn render_for(&self, spec: &CommandSpec, args: &BoundArgs) -> Result<RenderedAction, Refusal> {
+        render(spec, args, &*self.env).map_err(|e| {
+            Refusal::Failed(anyhow::anyhow!(e).context(format!("rendering /{}", spec.name)))
+        })
+    }
+}
+
+pub(crate) fn lease() -> chrono::Duration {
+    chrono::Duration::from_std(LEASE).expect("lease fits")
+}

@@ -1,0 +1,384 @@
+//! Deciding a pending request: approvals (by command or reaction), withdrawals, denial and
+//! cancellation. Only the caller whose conditional update wins moves it on.
+
+use super::*;
+
+impl RunbookService {
+    /// Loads a request from the channel it was made in and refuses unless it is still pending
+    /// and unexpired. Acting on it from elsewhere (another channel, a DM) is refused: the
+    /// runbook's channel allow-list and the people watching that channel must apply.
+    pub(super) async fn pending_run_in(&self, ev: &InboundEvent, id: i64) -> Result<Run, Refusal> {
+        let run = self.pending_run(id).await?;
+        if run.new.platform != ev.platform || run.new.channel_id != ev.channel.id {
+            return Err(Refusal::Denied(format!(
+                "request #{id} was made in #{}; act on it there.",
+                run.new.channel_name
+            )));
+        }
+        Ok(run)
+    }
+
+    /// Loads a request and refuses unless it is still pending and unexpired.
+    pub(super) async fn pending_run(&self, id: i64) -> Result<Run, Refusal> {
+        let run = self
+            .store
+            .run(id)
+            .await
+            .map_err(store_failed("loading run"))?
+            .ok_or_else(|| Refusal::Invalid(format!("there is no request #{id}.")))?;
+        match run.state {
+            RunState::Pending => {}
+            RunState::Approved => {
+                return Err(Refusal::Invalid(format!(
+                    "request #{id} is already approved and starting."
+                )));
+            }
+            s if s.has_run() => {
+                return Err(Refusal::Invalid(format!(
+                    "request #{id} already ran ({s}); nothing more to do."
+                )));
+            }
+            s => {
+                return Err(Refusal::Invalid(format!(
+                    "request #{id} was {s}; nothing will run."
+                )));
+            }
+        }
+        if self.now() >= run.new.expires_at {
+            let expired = self
+                .store
+                .transition(id, RunState::Pending, RunState::Expired, self.now(), None)
+                .await
+                .map_err(store_failed("expiring run"))?;
+            if expired {
+                self.retire_request(&run, EXPIRED);
+            }
+            return Err(Refusal::Invalid(format!(
+                "request #{id} expired at {} UTC and can no longer be approved; request it again.",
+                run.new.expires_at.format("%H:%M:%S")
+            )));
+        }
+        Ok(run)
+    }
+
+    /// The command file as it is now, and the action as it would run now. If the file or the
+    /// action changed since the request, the request is cancelled: approvers approved
+    /// something else.
+    pub(super) async fn current_action(
+        &self,
+        run: &Run,
+    ) -> Result<(Arc<CommandSpec>, RenderedAction), Refusal> {
+        let changed = |why: &str| {
+            Refusal::Invalid(format!(
+                "/{} {why} since request #{} was made, so it will not run; request it again.",
+                run.new.command, run.id
+            ))
+        };
+        let Some(spec) = self.catalog.get(&run.new.command).cloned() else {
+            self.cancel_changed(run).await?;
+            return Err(changed("was removed"));
+        };
+        let rendered = self.render_for(&spec, &BoundArgs(run.new.args.clone()))?;
+        if rendered.hash != run.new.action_hash {
+            self.cancel_changed(run).await?;
+            return Err(changed("changed"));
+        }
+        Ok((spec, rendered))
+    }
+
+    pub(super) async fn cancel_changed(&self, run: &Run) -> Result<(), Refusal> {
+        let cancelled = self
+            .store
+            .transition(
+                run.id,
+                RunState::Pending,
+                RunState::Cancelled,
+                self.now(),
+                None,
+            )
+            .await
+            .map_err(store_failed("cancelling changed run"))?;
+        if cancelled {
+            self.retire_request(
+                run,
+                "cancelled: the runbook changed since it was requested; nothing ran.",
+            );
+        }
+        Ok(())
+    }
+
+    /// An approval, by `/approve ID` or a reaction.
+    pub(in crate::router) async fn approve(
+        &self,
+        ev: &InboundEvent,
+        request_id: &RequestId,
+        requester: &Requester,
+        id: i64,
+    ) -> Result<Done, Refusal> {
+        let run = self.pending_run_in(ev, id).await?;
+        let (spec, rendered) = self.current_action(&run).await?;
+        let Some(policy) = spec.approval.clone() else {
+            return Err(Refusal::Invalid(format!(
+                "request #{id} does not need approval."
+            )));
+        };
+        let person = requester
+            .person()
+            .ok_or_else(|| Refusal::Denied("unknown users cannot approve.".into()))?;
+        if !person.has_any_role(&policy.approver_roles) {
+            return Err(Refusal::Denied(format!(
+                "approving #{id} needs one of the roles {}; you have {}.",
+                roles_list(&policy.approver_roles),
+                if person.roles.is_empty() {
+                    "none".to_owned()
+                } else {
+                    roles_list(&person.roles.iter().cloned().collect::<Vec<_>>())
+                }
+            )));
+        }
+        let requested_by = self.directory.resolve(&run.new.requester);
+        let own = same_person(person, &requested_by) || run.new.requester == ev.user;
+        if own && !policy.allow_self_approval {
+            return Err(Refusal::Denied(format!(
+                "you requested #{id}, so you cannot approve it; ask someone with {}.",
+                roles_list(&policy.approver_roles)
+            )));
+        }
+        let tally = self
+            .store
+            .add_vote(
+                id,
+                &Vote {
+                    approver: ev.user.clone(),
+                    approver_name: person.name.clone(),
+                    action_hash: rendered.hash.clone(),
+                    at: self.now(),
+                },
+            )
+            .await
+            .map_err(store_failed("recording vote"))?;
+        let needed = run.new.approvals_needed;
+        if !tally.counted {
+            // Either this approver voted before, or the request left `pending` meanwhile.
+            let now_state = self
+                .store
+                .run(id)
+                .await
+                .map_err(store_failed("reloading run"))?
+                .map(|r| r.state);
+            if now_state != Some(RunState::Pending) {
+                return Ok(Done::text(format!(
+                    "{} approved #{id}; it is already approved and running.",
+                    person.name
+                )));
+            }
+            return Ok(Done::text(format!(
+                "You already approved #{id} ({}/{needed}); each approver counts once.",
+                tally.total
+            )));
+        }
+        if tally.total < needed {
+            return Ok(Done {
+                text: format!(
+                    "{} approved #{id} ({}/{needed}); waiting for {} more from {}.",
+                    person.name,
+                    tally.total,
+                    needed - tally.total,
+                    roles_list(&policy.approver_roles)
+                ),
+                detail: format!("vote {}/{needed} for #{id}", tally.total),
+                pending_run: None,
+                ran: None,
+            });
+        }
+        let now = self.now();
+        let won = self
+            .store
+            .transition(
+                id,
+                RunState::Pending,
+                RunState::Approved,
+                now,
+                Some(now + lease()),
+            )
+            .await
+            .map_err(store_failed("approving run"))?;
+        if !won {
+            // Another approval (here or on another replica) got there first and runs it.
+            return Ok(Done::text(format!(
+                "{} approved #{id}; it is already approved and running.",
+                person.name
+            )));
+        }
+        self.retire_request(
+            &run,
+            &format!(
+                "✅ approved by {} at {} UTC; the result follows.",
+                person.name,
+                now.format("%H:%M")
+            ),
+        );
+        let result = self.execute(ev, request_id, &run, &rendered).await?;
+        Ok(Done {
+            text: format!(
+                "Approved by {} ({}/{needed}), running {}…\n{result}",
+                person.name,
+                tally.total,
+                command_line(&run.new.command, &run.new.args)
+            ),
+            detail: format!("approved and ran #{id}"),
+            pending_run: None,
+            ran: Some(id),
+        })
+    }
+
+    pub(in crate::router) async fn deny(
+        &self,
+        ev: &InboundEvent,
+        requester: &Requester,
+        id: i64,
+    ) -> Result<Done, Refusal> {
+        let run = self.pending_run_in(ev, id).await?;
+        let policy = self
+            .catalog
+            .get(&run.new.command)
+            .and_then(|s| s.approval.clone());
+        let person = requester
+            .person()
+            .ok_or_else(|| Refusal::Denied("unknown users cannot deny.".into()))?;
+        let may = policy
+            .as_ref()
+            .is_none_or(|p| person.has_any_role(&p.approver_roles));
+        if !may {
+            return Err(Refusal::Denied(format!(
+                "denying #{id} needs an approver role; the requester can /cancel {id} instead."
+            )));
+        }
+        let done = self
+            .store
+            .transition(id, RunState::Pending, RunState::Denied, self.now(), None)
+            .await
+            .map_err(store_failed("denying run"))?;
+        if !done {
+            return Err(Refusal::Invalid(format!(
+                "request #{id} is no longer pending."
+            )));
+        }
+        self.retire_request(&run, &format!("❌ denied by {}; nothing ran.", person.name));
+        Ok(Done {
+            text: format!("Request #{id} denied by {}; nothing will run.", person.name),
+            detail: format!("denied #{id}"),
+            pending_run: None,
+            ran: None,
+        })
+    }
+
+    pub(in crate::router) async fn cancel(
+        &self,
+        ev: &InboundEvent,
+        requester: &Requester,
+        id: i64,
+    ) -> Result<Done, Refusal> {
+        let run = self.pending_run_in(ev, id).await?;
+        let requested_by = self.directory.resolve(&run.new.requester);
+        let own = run.new.requester == ev.user
+            || requester
+                .person()
+                .is_some_and(|p| same_person(p, &requested_by));
+        if !own {
+            return Err(Refusal::Denied(format!(
+                "only {} (who requested #{id}) can cancel it; approvers can /deny {id}.",
+                run.new.requester_name
+            )));
+        }
+        let done = self
+            .store
+            .transition(id, RunState::Pending, RunState::Cancelled, self.now(), None)
+            .await
+            .map_err(store_failed("cancelling run"))?;
+        if !done {
+            return Err(Refusal::Invalid(format!(
+                "request #{id} is no longer pending."
+            )));
+        }
+        self.retire_request(&run, "cancelled by the requester; nothing ran.");
+        Ok(Done {
+            text: format!(
+                "Request #{id} cancelled by {}; nothing will run.",
+                run.new.requester_name
+            ),
+            detail: format!("cancelled #{id}"),
+            pending_run: None,
+            ran: None,
+        })
+    }
+
+    /// A reaction on an approval request's message. Reactions on other messages, and emoji
+    /// that are neither approve nor deny, are not about a request: `Ok(None)`.
+    pub(in crate::router) async fn react(
+        &self,
+        ev: &InboundEvent,
+        request_id: &RequestId,
+        requester: &Requester,
+        emoji: &str,
+        message_id: &str,
+        added: bool,
+    ) -> Result<Option<(String, Result<Done, Refusal>)>, Refusal> {
+        let emoji = normalize_emoji(emoji);
+        let (approve, deny) = (
+            self.approvals.is_approve(&emoji),
+            self.approvals.is_deny(&emoji),
+        );
+        if !approve && !deny {
+            return Ok(None);
+        }
+        let Some(run) = self
+            .store
+            .run_by_message(ev.platform, &ev.channel.id, message_id)
+            .await
+            .map_err(store_failed("finding run by message"))?
+        else {
+            // Not an approval request (perhaps an alert group: the router looks there).
+            return Ok(None);
+        };
+        if requester.person().is_none() {
+            return Ok(Some((
+                "react".into(),
+                Err(Refusal::Denied(format!(
+                    "I don't know {}, so your reaction on #{} does not count.",
+                    ev.user, run.id
+                ))),
+            )));
+        }
+        Ok(Some(match (approve, added) {
+            (true, true) => (
+                "approve".into(),
+                self.approve(ev, request_id, requester, run.id).await,
+            ),
+            (true, false) => ("retract".into(), self.retract(ev, run.id).await),
+            (false, true) => ("deny".into(), self.deny(ev, requester, run.id).await),
+            // Taking back a deny changes nothing: the request already ended.
+            (false, false) => return Ok(None),
+        }))
+    }
+
+    pub(super) async fn retract(&self, ev: &InboundEvent, id: i64) -> Result<Done, Refusal> {
+        let withdrawn = self
+            .store
+            .retract_vote(id, &ev.user)
+            .await
+            .map_err(store_failed("retracting vote"))?;
+        if withdrawn {
+            Ok(Done {
+                text: format!("Approval of #{id} withdrawn by {}.", ev.display_name),
+                detail: format!("retracted vote on #{id}"),
+                pending_run: None,
+                ran: None,
+            })
+        } else {
+            Err(Refusal::Invalid(format!(
+                "there was no pending approval of #{id} to withdraw (it may already have run)."
+            )))
+        }
+    }
+}
