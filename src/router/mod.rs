@@ -8,7 +8,9 @@ mod alerting;
 pub mod authz;
 pub mod bind;
 pub mod builtins;
+mod finish;
 mod incidents;
+mod limits;
 pub mod parse;
 mod reactions;
 pub mod runbook;
@@ -19,19 +21,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, info_span};
 
 use crate::actions::alerts::{AlertService, Escalation};
 use crate::actions::health::HealthChecks;
 use crate::catalog::Catalog;
 use crate::domain::{
-    AuditEntry, BoundArgs, Directory, EventPayload, InboundEvent, Outcome, RateQuota, Reply,
-    RequestId, Requester, ResponseTargets,
+    BoundArgs, Directory, EventPayload, InboundEvent, Outcome, RateQuota, Reply, RequestId,
+    Requester, ResponseTargets,
 };
 use crate::metrics::Metrics;
 use crate::ports::{
-    ActionRunner, ChatAction, ChatOutbound, Clock, EnvLookup, LimitDecision, OutboundMessage,
-    RateLimiter, SilenceSync, Store, StoreError,
+    ActionRunner, ChatAction, ChatOutbound, Clock, EnvLookup, OutboundMessage, RateLimiter,
+    SilenceSync, Store, StoreError,
 };
 
 use authz::{Authorized, BuiltinAccess, Target, authorize};
@@ -228,49 +230,9 @@ impl Router {
                 message_id,
                 added,
             } => {
-                let requester = self.deps.directory.resolve(&ev.user);
-                let attempt = |command: String| Attempt {
-                    command,
-                    args: format!("{emoji} on message {message_id}"),
-                };
-                return match self
-                    .react(ev, &request_id, &requester, emoji, message_id, *added)
-                    .await
-                {
-                    // A reaction on anything else is ordinary chat.
-                    Ok(None) => Response {
-                        request_id,
-                        outcome: None,
-                        reply: None,
-                        pending_run: None,
-                    },
-                    // Toggling a reaction costs nothing, so refusals are rate limited like
-                    // commands: past the person's limit they are dropped unaudited, unanswered.
-                    Ok(Some((_, Err(_)))) | Err(_)
-                        if self.reaction_refusals_exhausted(&requester).await =>
-                    {
-                        Response {
-                            request_id,
-                            outcome: None,
-                            reply: None,
-                            pending_run: None,
-                        }
-                    }
-                    Ok(Some((command, result))) => {
-                        self.finish(ev, request_id, started, attempt(command), result)
-                            .await
-                    }
-                    Err(refusal) => {
-                        self.finish(
-                            ev,
-                            request_id,
-                            started,
-                            attempt("react".into()),
-                            Err(refusal),
-                        )
-                        .await
-                    }
-                };
+                return self
+                    .handle_reaction(ev, request_id, started, emoji, message_id, *added)
+                    .await;
             }
         };
         let parsed = match parse(text, &self.deps.bot_name) {
@@ -343,113 +305,6 @@ impl Router {
         self.run(ev, request_id, &requester, authorized, call).await
     }
 
-    /// Counts the request against every limit that applies, most specific first, so a person
-    /// who is over their own limit does not also burn the shared budgets.
-    async fn check_limits(
-        &self,
-        ev: &InboundEvent,
-        requester: &Requester,
-        authorized: &Authorized<Target>,
-    ) -> Result<(), Refusal> {
-        let who = match requester.person() {
-            Some(p) => format!("person:{}", p.name),
-            None => format!("user:{}", requester.user()),
-        };
-        let channel = format!("{}:{}", ev.platform, ev.channel.id);
-        let name = authorized.target().name();
-        let l = &self.deps.limits;
-        let mut keys: Vec<(String, Option<RateQuota>, String)> = Vec::with_capacity(6);
-        if let Target::Runbook(spec) = authorized.target() {
-            keys.push((
-                format!("cmd:{name}:{who}"),
-                spec.limits.per_user,
-                format!("/{name} per person"),
-            ));
-            keys.push((
-                format!("cmd:{name}:ch:{channel}"),
-                spec.limits.per_channel,
-                format!("/{name} in this channel"),
-            ));
-        }
-        keys.push((who.clone(), l.per_user, "commands per person".into()));
-        keys.push((
-            format!("ch:{channel}"),
-            l.per_channel,
-            "commands in this channel".into(),
-        ));
-        keys.push((
-            format!("cmd:{name}"),
-            l.per_command,
-            format!("/{name} for everyone"),
-        ));
-        keys.push(("global".into(), l.global, "commands for everyone".into()));
-        for (key, quota, what) in keys {
-            let Some(quota) = quota else { continue };
-            let decision = self.deps.limiter.check(&key, quota).await.map_err(|e| {
-                Refusal::Failed(anyhow::Error::new(e).context("rate limiter check"))
-            })?;
-            if let LimitDecision::Limited { retry_after } = decision {
-                let retry = retry_after.max(Duration::from_secs(1));
-                let notify = self.first_notice(&format!("{who}|{key}"), retry);
-                return Err(Refusal::Limited {
-                    message: format!(
-                        "Slow down: limit for {what} reached ({} per {}). Try again in {}s.",
-                        quota.count,
-                        human(quota.per),
-                        retry.as_secs_f64().ceil() as u64
-                    ),
-                    notify,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Counts a refused reaction against the per-person limit (its own budget, so refused
-    /// reactions never use up someone's commands); true once it is exhausted. A limiter
-    /// failure lets the refusal through: it is audited, nothing runs.
-    async fn reaction_refusals_exhausted(&self, requester: &Requester) -> bool {
-        let Some(quota) = self.deps.limits.per_user else {
-            return false;
-        };
-        let who = match requester.person() {
-            Some(p) => format!("person:{}", p.name),
-            None => format!("user:{}", requester.user()),
-        };
-        match self
-            .deps
-            .limiter
-            .check(&format!("react:{who}"), quota)
-            .await
-        {
-            Ok(LimitDecision::Limited { .. }) => {
-                tracing::debug!(%who, "dropping a refused reaction over the limit");
-                true
-            }
-            Ok(_) => false,
-            Err(e) => {
-                tracing::warn!(error = %e, "rate limiter unavailable for a reaction");
-                false
-            }
-        }
-    }
-
-    /// True the first time a person hits a limit within its window, so repeats get no reply.
-    fn first_notice(&self, key: &str, retry: Duration) -> bool {
-        let now = Instant::now();
-        let mut notices = self.limit_notices.lock().expect("limit notices poisoned");
-        if notices.len() > 10_000 {
-            notices.retain(|_, until| *until > now);
-        }
-        match notices.get(key) {
-            Some(until) if *until > now => false,
-            _ => {
-                notices.insert(key.to_owned(), now + retry.max(LIMIT_NOTICE_MIN));
-                true
-            }
-        }
-    }
-
     async fn run(
         &self,
         ev: &InboundEvent,
@@ -475,116 +330,6 @@ impl Router {
             }
         }
     }
-
-    /// The single sink: audits the attempt, logs failures with their cause chain, counts
-    /// metrics, and chooses what the user sees.
-    async fn finish(
-        &self,
-        ev: &InboundEvent,
-        request_id: RequestId,
-        started: Instant,
-        attempt: Attempt,
-        result: Result<Done, Refusal>,
-    ) -> Response {
-        let pending_run = result.as_ref().ok().and_then(|d| d.pending_run);
-        let ran = result.as_ref().ok().and_then(|d| d.ran);
-        let (outcome, detail, mut text) = match result {
-            Ok(done) => (Outcome::Ok, done.detail, Some(done.text)),
-            Err(Refusal::Invalid(m)) => (Outcome::Invalid, m.clone(), Some(m)),
-            Err(Refusal::Denied(m)) => (Outcome::Denied, m.clone(), Some(m)),
-            Err(Refusal::Limited { message, notify }) => {
-                (Outcome::Limited, message.clone(), notify.then_some(message))
-            }
-            Err(Refusal::Failed(err)) => {
-                error!(request_id = %request_id, error = format!("{err:#}"), "command failed");
-                (
-                    Outcome::Failed,
-                    "internal error (see log)".to_owned(),
-                    Some(internal_error_text(&request_id)),
-                )
-            }
-        };
-        let mut outcome_final = outcome;
-        let detail_for_timeline = detail.clone();
-        let entry = AuditEntry {
-            request_id: request_id.clone(),
-            at: self.deps.clock.now(),
-            actor: ev.user.to_string(),
-            channel: format!("{}:{}", ev.platform, ev.channel.id),
-            command: attempt.command.clone(),
-            args: attempt.args.clone(),
-            outcome,
-            detail,
-        };
-        if let Err(e) = self.deps.store.append_audit(entry).await {
-            // No unaudited answers: the result is withheld rather than returned unrecorded.
-            error!(request_id = %request_id, error = format!("{:#}", anyhow::Error::new(e)), "audit append failed");
-            outcome_final = Outcome::Failed;
-            text = Some(match (ran, text) {
-                // The action already ran (its start is audited): report it, flag the gap.
-                (Some(run), Some(result)) => format!(
-                    "{result}\n(The result of #{run} could not be written to the audit log; request id {request_id}.)"
-                ),
-                _ => format!(
-                    "I could not record this request in the audit log, so I did not act on it (request id {request_id})."
-                ),
-            });
-        }
-        if outcome_final == Outcome::Ok
-            && on_timeline(
-                &attempt.command,
-                self.deps.catalog.get(&attempt.command).is_some(),
-            )
-        {
-            let args = if attempt.args.is_empty() {
-                String::new()
-            } else {
-                format!(" {}", attempt.args)
-            };
-            let note = if detail_for_timeline.is_empty() {
-                String::new()
-            } else {
-                format!(" ({detail_for_timeline})")
-            };
-            self.record_on_incident(ev, format!("/{}{args}{note}", attempt.command))
-                .await;
-        }
-        let elapsed = started.elapsed();
-        let label = if builtins::find(&attempt.command).is_some()
-            || self.deps.catalog.get(&attempt.command).is_some()
-        {
-            attempt.command.as_str()
-        } else {
-            "unknown"
-        };
-        self.deps
-            .metrics
-            .observe_command(label, outcome_final, elapsed);
-        match outcome_final {
-            Outcome::Ok => {
-                info!(command = label, outcome = %outcome_final, elapsed_ms = elapsed.as_millis() as u64, "command handled")
-            }
-            Outcome::Failed => {
-                warn!(command = label, outcome = %outcome_final, elapsed_ms = elapsed.as_millis() as u64, "command failed")
-            }
-            Outcome::Denied | Outcome::Limited | Outcome::Invalid => {
-                info!(command = label, outcome = %outcome_final, elapsed_ms = elapsed.as_millis() as u64, "command refused")
-            }
-        }
-        Response {
-            outcome: Some(outcome_final),
-            reply: text.map(|text| Reply {
-                text,
-                request_id: request_id.clone(),
-            }),
-            request_id,
-            pending_run: if outcome_final == Outcome::Ok {
-                pending_run
-            } else {
-                None
-            },
-        }
-    }
 }
 
 /// Whether a successful command belongs on the channel's incident timeline: anything that
@@ -602,16 +347,4 @@ pub fn internal_error_text(request_id: &RequestId) -> String {
     format!(
         "Something went wrong on my side (request id {request_id}); the details are in opsbot's log."
     )
-}
-
-fn human(d: Duration) -> String {
-    match d.as_secs() {
-        1 => "second".into(),
-        60 => "minute".into(),
-        3600 => "hour".into(),
-        86_400 => "day".into(),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        _ => format!("{}s", d.as_secs_f64()),
-    }
 }

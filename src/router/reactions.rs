@@ -1,17 +1,67 @@
 //! A reaction is routed to what its message stands for: an approval request's vote (the
 //! runbook service), else an alert group's ack (an approving reaction acks the group), else
-//! nothing: reactions on other messages are ordinary chat.
+//! nothing: reactions on other messages are ordinary chat. Refused reactions are rate limited
+//! on their own budget, since toggling one costs nothing.
 
 use crate::domain::{InboundEvent, RequestId, Requester, normalize_emoji};
 use crate::ports::StoreError;
 
-use super::{Done, Refusal, Router};
+use std::time::Instant;
+
+use super::{Attempt, Done, Refusal, Response, Router};
 
 fn store_failed(what: &'static str) -> impl FnOnce(StoreError) -> Refusal {
     move |e| Refusal::Failed(anyhow::Error::new(e).context(what))
 }
 
 impl Router {
+    /// A reaction through the pipeline's sink, like a command: audited when it is about
+    /// something opsbot tracks, silent otherwise.
+    pub(super) async fn handle_reaction(
+        &self,
+        ev: &InboundEvent,
+        request_id: RequestId,
+        started: Instant,
+        emoji: &str,
+        message_id: &str,
+        added: bool,
+    ) -> Response {
+        let requester = self.deps.directory.resolve(&ev.user);
+        let attempt = |command: String| Attempt {
+            command,
+            args: format!("{emoji} on message {message_id}"),
+        };
+        let silent = |request_id| Response {
+            request_id,
+            outcome: None,
+            reply: None,
+            pending_run: None,
+        };
+        match self
+            .react(ev, &request_id, &requester, emoji, message_id, added)
+            .await
+        {
+            // A reaction on anything else is ordinary chat.
+            Ok(None) => silent(request_id),
+            // Toggling a reaction costs nothing, so refusals are rate limited like commands:
+            // past the person's limit they are dropped unaudited, unanswered.
+            Ok(Some((_, Err(_)))) | Err(_)
+                if self.reaction_refusals_exhausted(&requester).await =>
+            {
+                silent(request_id)
+            }
+            Ok(Some((command, result))) => {
+                self.finish(ev, request_id, started, attempt(command), result)
+                    .await
+            }
+            Err(refusal) => {
+                let attempt = attempt("react".into());
+                self.finish(ev, request_id, started, attempt, Err(refusal))
+                    .await
+            }
+        }
+    }
+
     /// `Ok(None)`: not about anything opsbot tracks. Otherwise the command it amounts to (for
     /// the audit record) and its result.
     pub(super) async fn react(

@@ -14,9 +14,61 @@ impl RunbookService {
         rendered: &RenderedAction,
     ) -> Result<String, Refusal> {
         let id = run.id;
-        let store = &self.store;
-        let now = self.now();
-        let started = store
+        if !self.start(ev, request_id, run, rendered).await? {
+            return Ok(format!("Request #{id} is already running or done."));
+        }
+        let kind = self.resolve_paths(&rendered.kind);
+        let outcome = self.run_under_lease(id, &kind).await;
+        let state = if outcome.timed_out {
+            RunState::TimedOut
+        } else if outcome.success {
+            RunState::Succeeded
+        } else {
+            RunState::Failed
+        };
+        let result = RunResult {
+            code: outcome.code,
+            duration: outcome.duration,
+            output: redact(&outcome.output, &rendered.secret_values),
+            truncated: outcome.truncated,
+        };
+        self.metrics.run_finished(state.as_str());
+        let recorded = self.record(id, state, &result).await;
+        let code_label = match kind {
+            ActionKind::Exec { .. } => "exit",
+            ActionKind::Http { .. } => "HTTP",
+        };
+        let (command, args) = (&run.new.command, &run.new.args);
+        let mut text = render_result(
+            id,
+            command,
+            args,
+            state,
+            &result,
+            kind.timeout(),
+            code_label,
+        );
+        if !recorded {
+            text.push_str(
+                "\n(This result could not be recorded on the request; see opsbot's log.)",
+            );
+        }
+        Ok(text)
+    }
+
+    /// `approved -> running`, then the start audited. False when another caller won; `Err`
+    /// (with the request closed as failed) when the start could not be audited: then nothing
+    /// runs.
+    async fn start(
+        &self,
+        ev: &InboundEvent,
+        request_id: &RequestId,
+        run: &Run,
+        rendered: &RenderedAction,
+    ) -> Result<bool, Refusal> {
+        let (id, now) = (run.id, self.now());
+        let started = self
+            .store
             .transition(
                 id,
                 RunState::Approved,
@@ -27,9 +79,8 @@ impl RunbookService {
             .await
             .map_err(store_failed("starting run"))?;
         if !started {
-            return Ok(format!("Request #{id} is already running or done."));
+            return Ok(false);
         }
-        // The start is audited before anything runs: if that fails, nothing runs.
         let start = AuditEntry {
             request_id: request_id.clone(),
             at: now,
@@ -43,24 +94,31 @@ impl RunbookService {
                 rendered.display.lines().next().unwrap_or("")
             ),
         };
-        if let Err(e) = store.append_audit(start).await {
-            let failed = RunResult {
-                code: None,
-                duration: Duration::ZERO,
-                output: "not started: the audit log could not record the start".into(),
-                truncated: false,
-            };
-            // Approved -> running happened above; close the record so it is not left running.
-            let _ = store
-                .finish_run(id, RunState::Failed, &failed, self.now())
-                .await;
-            return Err(Refusal::Failed(
-                anyhow::Error::new(e).context("auditing run start"),
-            ));
-        }
+        let Err(e) = self.store.append_audit(start).await else {
+            return Ok(true);
+        };
+        let failed = RunResult {
+            code: None,
+            duration: Duration::ZERO,
+            output: "not started: the audit log could not record the start".into(),
+            truncated: false,
+        };
+        // Approved -> running happened above; close the record so it is not left running.
+        let _ = self
+            .store
+            .finish_run(id, RunState::Failed, &failed, self.now())
+            .await;
+        Err(Refusal::Failed(
+            anyhow::Error::new(e).context("auditing run start"),
+        ))
+    }
+
+    /// Runs the action, renewing the request's lease until it ends, so a sweeper never takes
+    /// a live run for one whose process died.
+    async fn run_under_lease(&self, id: i64, kind: &ActionKind) -> ActionOutcome {
         let stop_lease = CancellationToken::new();
         let renewer = {
-            let (store, clock, stop) = (store.clone(), self.clock.clone(), stop_lease.clone());
+            let (store, clock, stop) = (self.store.clone(), self.clock.clone(), stop_lease.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(LEASE / 3);
                 tick.tick().await;
@@ -76,26 +134,15 @@ impl RunbookService {
                 }
             })
         };
-        let kind = self.resolve_paths(&rendered.kind);
-        let outcome = self.runner.run(&kind).await;
+        let outcome = self.runner.run(kind).await;
         stop_lease.cancel();
         let _ = renewer.await;
-        let state = if outcome.timed_out {
-            RunState::TimedOut
-        } else if outcome.success {
-            RunState::Succeeded
-        } else {
-            RunState::Failed
-        };
-        let output = redact(&outcome.output, &rendered.secret_values);
-        let result = RunResult {
-            code: outcome.code,
-            duration: outcome.duration,
-            output,
-            truncated: outcome.truncated,
-        };
-        self.metrics.run_finished(state.as_str());
-        let recorded = match store.finish_run(id, state, &result, self.now()).await {
+        outcome
+    }
+
+    /// Records the result (`running -> state`); false when it could not be.
+    async fn record(&self, id: i64, state: RunState, result: &RunResult) -> bool {
+        match self.store.finish_run(id, state, result, self.now()).await {
             Ok(true) => true,
             Ok(false) => {
                 // The lease lapsed (renewals failed) and a sweeper marked it interrupted.
@@ -113,26 +160,7 @@ impl RunbookService {
                 );
                 false
             }
-        };
-        let code_label = match kind {
-            ActionKind::Exec { .. } => "exit",
-            ActionKind::Http { .. } => "HTTP",
-        };
-        let mut text = render_result(
-            id,
-            &run.new.command,
-            &run.new.args,
-            state,
-            &result,
-            kind.timeout(),
-            code_label,
-        );
-        if !recorded {
-            text.push_str(
-                "\n(This result could not be recorded on the request; see opsbot's log.)",
-            );
         }
-        Ok(text)
     }
 
     /// Relative working directories and programs resolve against the config's folder.

@@ -13,15 +13,15 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, warn};
 
 use crate::actions::render::{RenderedAction, redact, render};
-use crate::catalog::{Catalog, CommandSpec};
+use crate::catalog::{ApprovalSpec, Catalog, CommandSpec};
 use crate::domain::{
     ActionKind, AuditEntry, BoundArgs, Directory, InboundEvent, NewRun, Outcome, Person, Platform,
     RequestId, Requester, Role, Run, RunResult, RunState, Vote, human_duration, normalize_emoji,
 };
 use crate::metrics::Metrics;
 use crate::ports::{
-    ActionRunner, ChatOutbound, Clock, EnvLookup, OutboundMessage, OutboundTarget, Store,
-    StoreError,
+    ActionOutcome, ActionRunner, ChatOutbound, Clock, EnvLookup, OutboundMessage, OutboundTarget,
+    Store, StoreError,
 };
 
 use super::parse::Word;

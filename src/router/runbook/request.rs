@@ -15,6 +15,53 @@ impl RunbookService {
         mode: RunMode,
     ) -> Result<Done, Refusal> {
         let line = command_line(&spec.name, &args.0);
+        if mode == RunMode::DryRun {
+            return self.dry_run(spec, &args, &line);
+        }
+        let person = requester
+            .person()
+            .ok_or_else(|| Refusal::Denied("unknown users cannot request runbooks".into()))?;
+        let (state, break_glass) = self.admit(person, spec, &mode)?;
+        let rendered = self.render_for(spec, &args)?;
+        let run = self
+            .create(
+                ev,
+                person,
+                spec,
+                &args,
+                &rendered,
+                (state, break_glass.clone()),
+            )
+            .await?;
+        if state != RunState::Approved {
+            return Ok(self.pending(&run, person, spec, &rendered, &line));
+        }
+        let result = self.execute(ev, request_id, &run, &rendered).await?;
+        let (text, detail) = match break_glass {
+            Some(reason) => (
+                format!(
+                    "🚨 BREAK-GLASS: {} ran {line} without approval. Reason: {reason}\n{result}",
+                    person.name
+                ),
+                format!("break-glass #{}: {reason}", run.id),
+            ),
+            None => (result, format!("ran #{}", run.id)),
+        };
+        Ok(Done {
+            text,
+            detail,
+            pending_run: None,
+            ran: Some(run.id),
+        })
+    }
+
+    /// `--dry-run`: exactly what would run. Secret values are never shown, so a dry run works
+    /// even where they are not set.
+    fn dry_run(&self, spec: &CommandSpec, args: &BoundArgs, line: &str) -> Result<Done, Refusal> {
+        let env = self.env.clone();
+        let lookup = move |name: &str| env(name).or_else(|| Some("unset".to_owned()));
+        let rendered =
+            render(spec, args, &lookup).map_err(|e| Refusal::Failed(anyhow::anyhow!(e)))?;
         let approval_note = match &spec.approval {
             Some(a) => format!(
                 "needs {} approval(s) from {}",
@@ -23,118 +70,115 @@ impl RunbookService {
             ),
             None => "runs without approval".into(),
         };
-        if mode == RunMode::DryRun {
-            // Secret values are never shown, so a dry run works even where they are not set.
-            let env = self.env.clone();
-            let lookup = move |name: &str| env(name).or_else(|| Some("unset".to_owned()));
-            let rendered =
-                render(spec, &args, &lookup).map_err(|e| Refusal::Failed(anyhow::anyhow!(e)))?;
-            return Ok(Done::text(format!(
-                "Dry run, nothing was requested. {line} would run ({approval_note}):\n```\n{}\n```",
-                rendered.display
-            )));
-        }
-        let person = requester
-            .person()
-            .ok_or_else(|| Refusal::Denied("unknown users cannot request runbooks".into()))?;
-        let now = self.now();
-        let (state, break_glass) = match (&mode, &spec.approval) {
+        Ok(Done::text(format!(
+            "Dry run, nothing was requested. {line} would run ({approval_note}):\n```\n{}\n```",
+            rendered.display
+        )))
+    }
+
+    /// The state a new request starts in: pending when it needs approval, approved when it
+    /// does not or when a break-glass role skips it (with the reason).
+    fn admit(
+        &self,
+        person: &Person,
+        spec: &CommandSpec,
+        mode: &RunMode,
+    ) -> Result<(RunState, Option<String>), Refusal> {
+        match (mode, &spec.approval) {
             (RunMode::BreakGlass(reason), Some(_)) => {
-                if !person.has_any_role(&self.approvals.break_glass_roles) {
+                let roles = &self.approvals.break_glass_roles;
+                if !person.has_any_role(roles) {
                     return Err(Refusal::Denied(format!(
                         "break-glass needs one of the roles {}; ask an approver instead.",
-                        if self.approvals.break_glass_roles.is_empty() {
+                        if roles.is_empty() {
                             "(none configured)".to_owned()
                         } else {
-                            roles_list(&self.approvals.break_glass_roles)
+                            roles_list(roles)
                         }
                     )));
                 }
-                (RunState::Approved, Some(reason.clone()))
+                Ok((RunState::Approved, Some(reason.clone())))
             }
-            (RunMode::BreakGlass(_), None) => {
-                return Err(Refusal::Invalid(format!(
-                    "/{} runs without approval; --break-glass is not needed.",
-                    spec.name
-                )));
-            }
-            (_, Some(_)) => (RunState::Pending, None),
-            (_, None) => (RunState::Approved, None),
-        };
-        let rendered = self.render_for(spec, &args)?;
-        let expires_after = spec.approval.as_ref().map_or(LEASE, |a| a.expires_after);
-        let run = self
-            .store
-            .create_run(
-                NewRun {
-                    command: spec.name.clone(),
-                    args: args.0.clone(),
-                    rendered: rendered.display.clone(),
-                    action_hash: rendered.hash.clone(),
-                    requester: ev.user.clone(),
-                    requester_name: person.name.clone(),
-                    platform: ev.platform,
-                    channel_id: ev.channel.id.clone(),
-                    channel_name: ev.channel.name.clone(),
-                    thread: ev.thread.clone(),
-                    approvals_needed: spec.approval.as_ref().map_or(0, |a| a.approvals),
-                    state,
-                    break_glass: break_glass.clone(),
-                    created_at: now,
-                    expires_at: now + chrono::Duration::from_std(expires_after).unwrap_or_default(),
-                },
-                now + lease(),
-            )
-            .await
-            .map_err(store_failed("creating run request"))?;
-        if state == RunState::Approved {
-            let result = self.execute(ev, request_id, &run, &rendered).await?;
-            let (text, detail) = match break_glass {
-                Some(reason) => (
-                    format!(
-                        "🚨 BREAK-GLASS: {} ran {line} without approval. Reason: {reason}\n{result}",
-                        person.name
-                    ),
-                    format!("break-glass #{}: {reason}", run.id),
-                ),
-                None => (result, format!("ran #{}", run.id)),
-            };
-            return Ok(Done {
-                text,
-                detail,
-                pending_run: None,
-                ran: Some(run.id),
-            });
+            (RunMode::BreakGlass(_), None) => Err(Refusal::Invalid(format!(
+                "/{} runs without approval; --break-glass is not needed.",
+                spec.name
+            ))),
+            (_, Some(_)) => Ok((RunState::Pending, None)),
+            (_, None) => Ok((RunState::Approved, None)),
         }
-        let a = spec
-            .approval
-            .as_ref()
-            .expect("pending requests have an approval policy");
-        let approve = self
-            .approvals
-            .approve_emoji
-            .first()
-            .map_or("✅", String::as_str);
-        let deny = self
-            .approvals
-            .deny_emoji
-            .first()
-            .map_or("❌", String::as_str);
-        Ok(Done {
+    }
+
+    /// Stores the request in the state `admit` decided (with the break-glass reason, if any).
+    async fn create(
+        &self,
+        ev: &InboundEvent,
+        person: &Person,
+        spec: &CommandSpec,
+        args: &BoundArgs,
+        rendered: &RenderedAction,
+        (state, break_glass): (RunState, Option<String>),
+    ) -> Result<Run, Refusal> {
+        let now = self.now();
+        let expires_after = spec.approval.as_ref().map_or(LEASE, |a| a.expires_after);
+        let new = NewRun {
+            command: spec.name.clone(),
+            args: args.0.clone(),
+            rendered: rendered.display.clone(),
+            action_hash: rendered.hash.clone(),
+            requester: ev.user.clone(),
+            requester_name: person.name.clone(),
+            platform: ev.platform,
+            channel_id: ev.channel.id.clone(),
+            channel_name: ev.channel.name.clone(),
+            thread: ev.thread.clone(),
+            approvals_needed: spec.approval.as_ref().map_or(0, |a| a.approvals),
+            state,
+            break_glass,
+            created_at: now,
+            expires_at: now + chrono::Duration::from_std(expires_after).unwrap_or_default(),
+        };
+        self.store
+            .create_run(new, now + lease())
+            .await
+            .map_err(store_failed("creating run request"))
+    }
+
+    /// The approval request: what will run, who may approve, how.
+    fn pending(
+        &self,
+        run: &Run,
+        person: &Person,
+        spec: &CommandSpec,
+        rendered: &RenderedAction,
+        line: &str,
+    ) -> Done {
+        let first = |emoji: &[String], default: &'static str| {
+            emoji.first().cloned().unwrap_or_else(|| default.to_owned())
+        };
+        let approve = first(&self.approvals.approve_emoji, "✅");
+        let deny = first(&self.approvals.deny_emoji, "❌");
+        let (n, roles, exp) = spec.approval.as_ref().map_or_else(
+            || (0, String::new(), String::new()),
+            |a| {
+                (
+                    a.approvals,
+                    roles_list(&a.approver_roles),
+                    human_duration(a.expires_after),
+                )
+            },
+        );
+        Done {
             text: format!(
                 "Request #{id}: {line} requested by {who} — needs {n} approval(s) from {roles}, expires in {exp}.\n\
                  Will run:\n```\n{display}\n```\nReact {approve} to approve, {deny} to deny, or /approve {id} · /deny {id}. \
                  {who} can /cancel {id}.",
                 id = run.id,
                 who = person.name,
-                n = a.approvals,
-                roles = roles_list(&a.approver_roles),
-                exp = human_duration(a.expires_after),
                 display = rendered.display,
             ),
             detail: format!("pending #{}", run.id),
             pending_run: Some(run.id),
             ran: None,
-        })
+        }
     }
 }

@@ -125,72 +125,12 @@ impl RunbookService {
         let person = requester
             .person()
             .ok_or_else(|| Refusal::Denied("unknown users cannot approve.".into()))?;
-        if !person.has_any_role(&policy.approver_roles) {
-            return Err(Refusal::Denied(format!(
-                "approving #{id} needs one of the roles {}; you have {}.",
-                roles_list(&policy.approver_roles),
-                if person.roles.is_empty() {
-                    "none".to_owned()
-                } else {
-                    roles_list(&person.roles.iter().cloned().collect::<Vec<_>>())
-                }
-            )));
-        }
-        let requested_by = self.directory.resolve(&run.new.requester);
-        let own = same_person(person, &requested_by) || run.new.requester == ev.user;
-        if own && !policy.allow_self_approval {
-            return Err(Refusal::Denied(format!(
-                "you requested #{id}, so you cannot approve it; ask someone with {}.",
-                roles_list(&policy.approver_roles)
-            )));
-        }
-        let tally = self
-            .store
-            .add_vote(
-                id,
-                &Vote {
-                    approver: ev.user.clone(),
-                    approver_name: person.name.clone(),
-                    action_hash: rendered.hash.clone(),
-                    at: self.now(),
-                },
-            )
-            .await
-            .map_err(store_failed("recording vote"))?;
+        self.may_approve(ev, &run, person, &policy)?;
         let needed = run.new.approvals_needed;
-        if !tally.counted {
-            // Either this approver voted before, or the request left `pending` meanwhile.
-            let now_state = self
-                .store
-                .run(id)
-                .await
-                .map_err(store_failed("reloading run"))?
-                .map(|r| r.state);
-            if now_state != Some(RunState::Pending) {
-                return Ok(Done::text(format!(
-                    "{} approved #{id}; it is already approved and running.",
-                    person.name
-                )));
-            }
-            return Ok(Done::text(format!(
-                "You already approved #{id} ({}/{needed}); each approver counts once.",
-                tally.total
-            )));
-        }
-        if tally.total < needed {
-            return Ok(Done {
-                text: format!(
-                    "{} approved #{id} ({}/{needed}); waiting for {} more from {}.",
-                    person.name,
-                    tally.total,
-                    needed - tally.total,
-                    roles_list(&policy.approver_roles)
-                ),
-                detail: format!("vote {}/{needed} for #{id}", tally.total),
-                pending_run: None,
-                ran: None,
-            });
-        }
+        let total = match self.vote(ev, &run, person, &rendered, &policy).await? {
+            Ok(total) => total,
+            Err(not_yet) => return Ok(not_yet),
+        };
         let now = self.now();
         let won = self
             .store
@@ -210,26 +150,113 @@ impl RunbookService {
                 person.name
             )));
         }
+        let at = now.format("%H:%M");
+        let by = &person.name;
         self.retire_request(
             &run,
-            &format!(
-                "✅ approved by {} at {} UTC; the result follows.",
-                person.name,
-                now.format("%H:%M")
-            ),
+            &format!("✅ approved by {by} at {at} UTC; the result follows."),
         );
         let result = self.execute(ev, request_id, &run, &rendered).await?;
         Ok(Done {
             text: format!(
-                "Approved by {} ({}/{needed}), running {}…\n{result}",
-                person.name,
-                tally.total,
+                "Approved by {by} ({total}/{needed}), running {}…\n{result}",
                 command_line(&run.new.command, &run.new.args)
             ),
             detail: format!("approved and ran #{id}"),
             pending_run: None,
             ran: Some(id),
         })
+    }
+
+    /// Refuses approvers without an approver role, and the requester (unless the file
+    /// allows self-approval).
+    fn may_approve(
+        &self,
+        ev: &InboundEvent,
+        run: &Run,
+        person: &Person,
+        policy: &ApprovalSpec,
+    ) -> Result<(), Refusal> {
+        let id = run.id;
+        if !person.has_any_role(&policy.approver_roles) {
+            return Err(Refusal::Denied(format!(
+                "approving #{id} needs one of the roles {}; you have {}.",
+                roles_list(&policy.approver_roles),
+                if person.roles.is_empty() {
+                    "none".to_owned()
+                } else {
+                    roles_list(&person.roles.iter().cloned().collect::<Vec<_>>())
+                }
+            )));
+        }
+        let requested_by = self.directory.resolve(&run.new.requester);
+        let own = same_person(person, &requested_by) || run.new.requester == ev.user;
+        if own && !policy.allow_self_approval {
+            return Err(Refusal::Denied(format!(
+                "you requested #{id}, so you cannot approve it; ask someone with {}.",
+                roles_list(&policy.approver_roles)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records the vote. `Ok(total)` once enough approvals are in; otherwise `Err` with the
+    /// answer to give (counted and waiting for more, a repeat, or already decided).
+    async fn vote(
+        &self,
+        ev: &InboundEvent,
+        run: &Run,
+        person: &Person,
+        rendered: &RenderedAction,
+        policy: &ApprovalSpec,
+    ) -> Result<Result<u32, Done>, Refusal> {
+        let (id, needed) = (run.id, run.new.approvals_needed);
+        let vote = Vote {
+            approver: ev.user.clone(),
+            approver_name: person.name.clone(),
+            action_hash: rendered.hash.clone(),
+            at: self.now(),
+        };
+        let tally = self
+            .store
+            .add_vote(id, &vote)
+            .await
+            .map_err(store_failed("recording vote"))?;
+        if !tally.counted {
+            // Either this approver voted before, or the request left `pending` meanwhile.
+            let now_state = self
+                .store
+                .run(id)
+                .await
+                .map_err(store_failed("reloading run"))?
+                .map(|r| r.state);
+            return Ok(Err(Done::text(if now_state != Some(RunState::Pending) {
+                format!(
+                    "{} approved #{id}; it is already approved and running.",
+                    person.name
+                )
+            } else {
+                format!(
+                    "You already approved #{id} ({}/{needed}); each approver counts once.",
+                    tally.total
+                )
+            })));
+        }
+        if tally.total >= needed {
+            return Ok(Ok(tally.total));
+        }
+        Ok(Err(Done {
+            text: format!(
+                "{} approved #{id} ({}/{needed}); waiting for {} more from {}.",
+                person.name,
+                tally.total,
+                needed - tally.total,
+                roles_list(&policy.approver_roles)
+            ),
+            detail: format!("vote {}/{needed} for #{id}", tally.total),
+            pending_run: None,
+            ran: None,
+        }))
     }
 
     pub(in crate::router) async fn deny(

@@ -1,0 +1,133 @@
+//! Rate limits, counted only after parsing and authorization so typos and unauthorized
+//! people never burn a team's budget: most specific first (command×person, command×channel,
+//! person, channel, command, global). A refused reaction has its own per-person budget. A
+//! person over a limit is told once per window; repeats are answered with silence.
+
+use std::time::{Duration, Instant};
+
+use crate::domain::{InboundEvent, RateQuota, Requester};
+use crate::ports::LimitDecision;
+
+use super::authz::{Authorized, Target};
+use super::{LIMIT_NOTICE_MIN, Refusal, Router};
+
+impl Router {
+    /// Counts the request against every limit that applies, most specific first, so a person
+    /// who is over their own limit does not also burn the shared budgets.
+    pub(super) async fn check_limits(
+        &self,
+        ev: &InboundEvent,
+        requester: &Requester,
+        authorized: &Authorized<Target>,
+    ) -> Result<(), Refusal> {
+        let who = match requester.person() {
+            Some(p) => format!("person:{}", p.name),
+            None => format!("user:{}", requester.user()),
+        };
+        let channel = format!("{}:{}", ev.platform, ev.channel.id);
+        let name = authorized.target().name();
+        let l = &self.deps.limits;
+        let mut keys: Vec<(String, Option<RateQuota>, String)> = Vec::with_capacity(6);
+        if let Target::Runbook(spec) = authorized.target() {
+            keys.push((
+                format!("cmd:{name}:{who}"),
+                spec.limits.per_user,
+                format!("/{name} per person"),
+            ));
+            keys.push((
+                format!("cmd:{name}:ch:{channel}"),
+                spec.limits.per_channel,
+                format!("/{name} in this channel"),
+            ));
+        }
+        keys.push((who.clone(), l.per_user, "commands per person".into()));
+        keys.push((
+            format!("ch:{channel}"),
+            l.per_channel,
+            "commands in this channel".into(),
+        ));
+        keys.push((
+            format!("cmd:{name}"),
+            l.per_command,
+            format!("/{name} for everyone"),
+        ));
+        keys.push(("global".into(), l.global, "commands for everyone".into()));
+        for (key, quota, what) in keys {
+            let Some(quota) = quota else { continue };
+            let decision = self.deps.limiter.check(&key, quota).await.map_err(|e| {
+                Refusal::Failed(anyhow::Error::new(e).context("rate limiter check"))
+            })?;
+            if let LimitDecision::Limited { retry_after } = decision {
+                let retry = retry_after.max(Duration::from_secs(1));
+                let notify = self.first_notice(&format!("{who}|{key}"), retry);
+                return Err(Refusal::Limited {
+                    message: format!(
+                        "Slow down: limit for {what} reached ({} per {}). Try again in {}s.",
+                        quota.count,
+                        human(quota.per),
+                        retry.as_secs_f64().ceil() as u64
+                    ),
+                    notify,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a refused reaction against the per-person limit (its own budget, so refused
+    /// reactions never use up someone's commands); true once it is exhausted. A limiter
+    /// failure lets the refusal through: it is audited, nothing runs.
+    pub(super) async fn reaction_refusals_exhausted(&self, requester: &Requester) -> bool {
+        let Some(quota) = self.deps.limits.per_user else {
+            return false;
+        };
+        let who = match requester.person() {
+            Some(p) => format!("person:{}", p.name),
+            None => format!("user:{}", requester.user()),
+        };
+        match self
+            .deps
+            .limiter
+            .check(&format!("react:{who}"), quota)
+            .await
+        {
+            Ok(LimitDecision::Limited { .. }) => {
+                tracing::debug!(%who, "dropping a refused reaction over the limit");
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limiter unavailable for a reaction");
+                false
+            }
+        }
+    }
+
+    /// True the first time a person hits a limit within its window, so repeats get no reply.
+    fn first_notice(&self, key: &str, retry: Duration) -> bool {
+        let now = Instant::now();
+        let mut notices = self.limit_notices.lock().expect("limit notices poisoned");
+        if notices.len() > 10_000 {
+            notices.retain(|_, until| *until > now);
+        }
+        match notices.get(key) {
+            Some(until) if *until > now => false,
+            _ => {
+                notices.insert(key.to_owned(), now + retry.max(LIMIT_NOTICE_MIN));
+                true
+            }
+        }
+    }
+}
+
+fn human(d: Duration) -> String {
+    match d.as_secs() {
+        1 => "second".into(),
+        60 => "minute".into(),
+        3600 => "hour".into(),
+        86_400 => "day".into(),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        _ => format!("{}s", d.as_secs_f64()),
+    }
+}
