@@ -32,9 +32,11 @@ use crate::ports::{
     RateLimiter, SilenceSync, Store,
 };
 
+use alerting::AlertCommands;
 use authz::{Authorized, BuiltinAccess, Target, authorize};
 use bind::bind;
 use builtins::BuiltinCall;
+pub use incidents::IncidentService;
 use parse::{ParseError, ParsedCommand, parse};
 pub use runbook::{ApprovalSettings, Notice};
 
@@ -150,6 +152,8 @@ const LIMIT_NOTICE_MIN: Duration = Duration::from_secs(5);
 
 pub struct Router {
     deps: RouterDeps,
+    incidents: IncidentService,
+    alert_commands: AlertCommands,
     /// (limit key) -> until when further limited replies are withheld.
     limit_notices: Mutex<HashMap<String, Instant>>,
     in_flight: TaskTracker,
@@ -157,8 +161,24 @@ pub struct Router {
 
 impl Router {
     pub fn new(deps: RouterDeps) -> Self {
+        let incidents = IncidentService::new(
+            deps.store.clone(),
+            deps.store.clone(),
+            deps.clock.clone(),
+            deps.directory.clone(),
+            deps.response_targets,
+        );
+        let alert_commands = AlertCommands::new(
+            deps.store.clone(),
+            deps.alerts.clone(),
+            deps.clock.clone(),
+            deps.access.respond.clone(),
+            deps.silence_sync.clone(),
+        );
         Self {
             deps,
+            incidents,
+            alert_commands,
             limit_notices: Mutex::new(HashMap::new()),
             in_flight: TaskTracker::new(),
         }
@@ -174,6 +194,11 @@ impl Router {
 
     pub fn catalog(&self) -> &Catalog {
         &self.deps.catalog
+    }
+
+    /// Incidents and their timeline (the CLI's `opsbot postmortem` drafts through it).
+    pub fn incidents(&self) -> &IncidentService {
+        &self.incidents
     }
 
     /// Runs one inbound event through the whole pipeline.
@@ -521,7 +546,8 @@ impl Router {
             } else {
                 format!(" ({detail_for_timeline})")
             };
-            self.record_on_incident(ev, format!("/{}{args}{note}", attempt.command))
+            self.incidents
+                .record_on_incident(ev, format!("/{}{args}{note}", attempt.command))
                 .await;
         }
         let elapsed = started.elapsed();
