@@ -141,7 +141,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("error: there is no incident #{id}");
                 return Ok(ExitCode::FAILURE);
             };
-            print!("{}", app.router.postmortem_for(&incident).await?);
+            print!(
+                "{}",
+                app.router.incidents().postmortem_for(&incident).await?
+            );
         }
         Command::Audit {
             limit,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use opsbot::ports::FakeClock;
+use opsbot::ports::{Clock, FakeClock};
 use support::{Outbound, RecordingOutbound, TestApp, am_fixture, person};
 
 /// alice and bob (sre, on call) and carol (viewer); alerts go to #incident-1.
@@ -233,6 +233,67 @@ async fn unacknowledged_incidents_and_critical_alerts_are_reminded_once_per_inte
     clock.advance(Duration::from_secs(11 * 60));
     app.router.sweep().await.unwrap();
     assert_eq!(reminders(&chat.messages()), 2);
+}
+
+/// The incident service's own reminder pass (what the sweep posts for incidents): only
+/// incidents past their target, each once, and none once acknowledged.
+#[tokio::test]
+async fn overdue_incidents_are_reminded_once_until_acknowledged() {
+    let clock = Arc::new(FakeClock::new(Utc::now()));
+    let (app, _chat) = app(clock.clone()).await;
+    let incidents = app.router.incidents();
+    say(&app, "alice", "/incident open P1 db down").await;
+    let opened = app
+        .say_in("bob", "incident-2", "/incident open P2 slow search")
+        .await;
+    assert!(
+        opened
+            .reply
+            .unwrap()
+            .text
+            .starts_with("🚨 Incident #2 opened"),
+        "the P2 is open in its own channel"
+    );
+
+    clock.advance(Duration::from_secs(14 * 60));
+    assert!(incidents.overdue(clock.now()).await.unwrap().is_empty());
+    clock.advance(Duration::from_secs(2 * 60));
+    let notices = incidents.overdue(clock.now()).await.unwrap();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let n = &notices[0];
+    assert_eq!(n.channel_id, "incident-1");
+    assert_eq!(n.thread, None);
+    assert!(n.urgent, "a P1 overtakes routine messages");
+    assert!(
+        n.text
+            .starts_with("⏰ Incident #1 (P1 \"db down\") passed its acknowledgement target at "),
+        "{}",
+        n.text
+    );
+    assert!(
+        n.text
+            .ends_with("UTC without an update. alice: /incident update \"...\" to acknowledge."),
+        "{}",
+        n.text
+    );
+    assert!(
+        incidents.overdue(clock.now()).await.unwrap().is_empty(),
+        "reminded once"
+    );
+
+    // The P2 (one hour) is acknowledged in time and never reminded.
+    let update = app
+        .say_in("bob", "incident-2", "/incident update \"looking\"")
+        .await;
+    assert!(
+        update
+            .reply
+            .unwrap()
+            .text
+            .starts_with("📣 Incident #2 update")
+    );
+    clock.advance(Duration::from_secs(2 * 3600));
+    assert!(incidents.overdue(clock.now()).await.unwrap().is_empty());
 }
 
 #[tokio::test]

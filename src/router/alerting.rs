@@ -1,14 +1,21 @@
-//! Alert commands from chat: `/alerts`, `/ack`, `/silence`, `/unsilence`, `/resolve`. Each
-//! changes stored state with a conditional update and then refreshes the group's message.
+//! [`AlertCommands`]: alert commands from chat: `/alerts`, `/ack` (and an ack reaction on a
+//! group's message), `/silence`, `/unsilence`, `/resolve`. Each changes stored state with a
+//! conditional update and then refreshes the group's message through the [`AlertService`];
+//! silences are written back to Alertmanager when it is configured. Linking an acked alert
+//! to the channel's incident is the incident service's job (the dispatch does both).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::{AlertSource, AlertStatus, Matcher, Requester, Silence, human_duration};
-use crate::ports::StoreError;
+use crate::actions::alerts::AlertService;
+use crate::domain::{
+    AlertSource, AlertStatus, InboundEvent, Matcher, Requester, Role, Silence, human_duration,
+};
+use crate::ports::{AlertStore, Clock, SilenceSync, StoreError};
 
-use super::{Done, Refusal, Router};
+use super::{Done, Refusal};
 
 /// Firing alerts `/alerts` lists at most.
 const LIST_LIMIT: u32 = 25;
@@ -17,16 +24,46 @@ fn store_failed(what: &'static str) -> impl FnOnce(StoreError) -> Refusal {
     move |e| Refusal::Failed(anyhow::Error::new(e).context(what))
 }
 
-fn who(requester: &Requester) -> String {
+/// The name a person goes by in stored records (acked by, silenced by, incident timelines):
+/// their directory name, else their platform id.
+pub(super) fn who(requester: &Requester) -> String {
     requester
         .person()
         .map_or_else(|| requester.user().to_string(), |p| p.name.clone())
 }
 
-impl Router {
-    pub(super) async fn list_alerts(&self) -> Result<String, Refusal> {
+/// The alert commands, over the ports they need.
+pub struct AlertCommands {
+    store: Arc<dyn AlertStore>,
+    /// Refreshes a group's message after its alerts change.
+    alerts: Arc<AlertService>,
+    clock: Arc<dyn Clock>,
+    /// Who may ack a group by reaction (`builtins.responder_roles`): a reaction does not
+    /// pass through the pipeline's authorization, so the check is here.
+    responders: Vec<Role>,
+    silence_sync: Option<Arc<dyn SilenceSync>>,
+}
+
+impl AlertCommands {
+    pub fn new(
+        store: Arc<dyn AlertStore>,
+        alerts: Arc<AlertService>,
+        clock: Arc<dyn Clock>,
+        responders: Vec<Role>,
+        silence_sync: Option<Arc<dyn SilenceSync>>,
+    ) -> Self {
+        Self {
+            store,
+            alerts,
+            clock,
+            responders,
+            silence_sync,
+        }
+    }
+
+    /// `/alerts`: the firing alerts, newest first.
+    pub(super) async fn list(&self) -> Result<String, Refusal> {
         let alerts = self
-            .deps
             .store
             .active_alerts(LIST_LIMIT)
             .await
@@ -34,7 +71,7 @@ impl Router {
         if alerts.is_empty() {
             return Ok("No alerts are firing.".into());
         }
-        let now = self.deps.clock.now();
+        let now = self.clock.now();
         let mut out = format!("{} firing (newest first):", alerts.len());
         for a in &alerts {
             let icon = if a.is_critical() { "🔴" } else { "🟠" };
@@ -67,13 +104,13 @@ impl Router {
         Ok(out)
     }
 
+    /// `/ack ID`. Also returns the line for the channel's incident timeline.
     pub(super) async fn ack(
         &self,
-        ev: &crate::domain::InboundEvent,
         requester: &Requester,
         id: i64,
-    ) -> Result<Done, Refusal> {
-        let store = &self.deps.store;
+    ) -> Result<(Done, String), Refusal> {
+        let store = &self.store;
         let alert = store
             .alert(id)
             .await
@@ -81,7 +118,7 @@ impl Router {
             .ok_or_else(|| Refusal::Invalid(format!("there is no alert #{id}.")))?;
         let name = who(requester);
         let acked = store
-            .ack_alert(id, &name, self.deps.clock.now())
+            .ack_alert(id, &name, self.clock.now())
             .await
             .map_err(store_failed("acknowledging alert"))?;
         if !acked {
@@ -93,10 +130,9 @@ impl Router {
                 },
             ));
         }
-        self.deps.alerts.touch(&alert.incoming.group_key);
+        self.alerts.touch(&alert.incoming.group_key);
         let what = format!("alert #{id} {} acknowledged", alert.incoming.alertname());
-        self.link_to_channel_incident(ev, id, what).await;
-        Ok(Done {
+        let done = Done {
             text: format!(
                 "Alert #{id} ({}) acknowledged by {name}.",
                 alert.incoming.alertname()
@@ -104,19 +140,20 @@ impl Router {
             detail: format!("acked alert #{id}"),
             pending_run: None,
             ran: None,
-        })
+        };
+        Ok((done, what))
     }
 
     /// Acknowledges every firing, unacknowledged alert in a group (an ack reaction on its message).
     pub(super) async fn ack_group(
         &self,
-        ev: &crate::domain::InboundEvent,
+        ev: &InboundEvent,
         requester: &Requester,
         group_key: &str,
     ) -> Result<Done, Refusal> {
         let may = requester
             .person()
-            .is_some_and(|p| p.has_any_role(&self.deps.access.respond));
+            .is_some_and(|p| p.has_any_role(&self.responders));
         if !may {
             return Err(Refusal::Denied(format!(
                 "acknowledging alerts needs a responder role; {} does not have one.",
@@ -124,10 +161,9 @@ impl Router {
             )));
         }
         let name = who(requester);
-        let now = self.deps.clock.now();
+        let now = self.clock.now();
         let mut acked = Vec::new();
         for a in self
-            .deps
             .store
             .alerts_in_group(group_key)
             .await
@@ -136,7 +172,6 @@ impl Router {
             if a.acked_by.is_none()
                 && a.incoming.status == AlertStatus::Firing
                 && self
-                    .deps
                     .store
                     .ack_alert(a.id, &name, now)
                     .await
@@ -150,7 +185,7 @@ impl Router {
                 "nothing to acknowledge in that group.".into(),
             ));
         }
-        self.deps.alerts.touch(group_key);
+        self.alerts.touch(group_key);
         Ok(Done {
             text: format!("{name} acknowledged {}.", acked.join(", ")),
             detail: format!("acked {}", acked.join(" ")),
@@ -166,7 +201,7 @@ impl Router {
         duration: Duration,
         reason: String,
     ) -> Result<Done, Refusal> {
-        let now = self.deps.clock.now();
+        let now = self.clock.now();
         let mut silence = Silence {
             id: 0,
             matchers,
@@ -177,7 +212,6 @@ impl Router {
             upstream_id: None,
         };
         silence.id = self
-            .deps
             .store
             .add_silence(&silence)
             .await
@@ -201,17 +235,12 @@ impl Router {
 
     /// Creates the silence in Alertmanager too, when configured; says how that went.
     async fn write_back_silence(&self, silence: &Silence) -> String {
-        let Some(sync) = &self.deps.silence_sync else {
+        let Some(sync) = &self.silence_sync else {
             return String::new();
         };
         match sync.create(silence).await {
             Ok(upstream) => {
-                if let Err(e) = self
-                    .deps
-                    .store
-                    .set_silence_upstream(silence.id, &upstream)
-                    .await
-                {
+                if let Err(e) = self.store.set_silence_upstream(silence.id, &upstream).await {
                     tracing::warn!(silence = silence.id, error = %e, "could not record Alertmanager silence id");
                 }
                 format!(" Also silenced in Alertmanager ({upstream}).")
@@ -226,7 +255,6 @@ impl Router {
     /// Refreshes the messages of groups with firing alerts the silence covers; returns how many.
     async fn refresh_matching(&self, silence: &Silence) -> Result<usize, Refusal> {
         let firing = self
-            .deps
             .store
             .active_alerts(10_000)
             .await
@@ -245,15 +273,14 @@ impl Router {
             .map(|a| a.incoming.group_key.as_str())
             .collect();
         for g in groups {
-            self.deps.alerts.touch(g);
+            self.alerts.touch(g);
         }
         Ok(covered.len())
     }
 
     pub(super) async fn unsilence(&self, requester: &Requester, id: i64) -> Result<Done, Refusal> {
-        let now = self.deps.clock.now();
+        let now = self.clock.now();
         let active = self
-            .deps
             .store
             .active_silences(now)
             .await
@@ -264,7 +291,6 @@ impl Router {
             )));
         };
         let ended = self
-            .deps
             .store
             .end_silence(id, now)
             .await
@@ -272,7 +298,7 @@ impl Router {
         if !ended {
             return Err(Refusal::Invalid(format!("silence #{id} already ended.")));
         }
-        if let (Some(sync), Some(upstream)) = (&self.deps.silence_sync, &silence.upstream_id)
+        if let (Some(sync), Some(upstream)) = (&self.silence_sync, &silence.upstream_id)
             && let Err(e) = sync.expire(upstream).await
         {
             tracing::warn!(silence = id, error = %e, "could not expire the Alertmanager silence");
@@ -288,7 +314,6 @@ impl Router {
 
     pub(super) async fn resolve(&self, requester: &Requester, id: i64) -> Result<Done, Refusal> {
         let alert = self
-            .deps
             .store
             .alert(id)
             .await
@@ -305,15 +330,14 @@ impl Router {
             )));
         }
         let resolved = self
-            .deps
             .store
-            .resolve_alert(id, self.deps.clock.now())
+            .resolve_alert(id, self.clock.now())
             .await
             .map_err(store_failed("resolving alert"))?;
         if !resolved {
             return Err(Refusal::Invalid(format!("alert #{id} is not firing.")));
         }
-        self.deps.alerts.touch(&alert.incoming.group_key);
+        self.alerts.touch(&alert.incoming.group_key);
         Ok(Done {
             text: format!(
                 "Alert #{id} ({}) resolved by {}.",

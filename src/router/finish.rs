@@ -124,7 +124,8 @@ impl Router {
         } else {
             format!(" ({detail})")
         };
-        self.record_on_incident(ev, format!("/{}{args}{note}", attempt.command))
+        self.incidents
+            .record_on_incident(ev, format!("/{}{args}{note}", attempt.command))
             .await;
     }
 

@@ -36,9 +36,11 @@ use crate::ports::{
     SilenceSync, Store, StoreError,
 };
 
+use alerting::AlertCommands;
 use authz::{Authorized, BuiltinAccess, Target, authorize};
 use bind::bind;
 use builtins::BuiltinCall;
+pub use incidents::IncidentService;
 use parse::{ParseError, ParsedCommand, parse};
 use runbook::RunbookService;
 pub use runbook::{ApprovalSettings, Notice};
@@ -156,6 +158,8 @@ const LIMIT_NOTICE_MIN: Duration = Duration::from_secs(5);
 pub struct Router {
     deps: RouterDeps,
     runbooks: RunbookService,
+    incidents: IncidentService,
+    alert_commands: AlertCommands,
     /// (limit key) -> until when further limited replies are withheld.
     limit_notices: Mutex<HashMap<String, Instant>>,
     in_flight: TaskTracker,
@@ -177,9 +181,25 @@ impl Router {
             base_dir: deps.base_dir.clone(),
             in_flight: in_flight.clone(),
         };
+        let incidents = IncidentService::new(
+            deps.store.clone(),
+            deps.store.clone(),
+            deps.clock.clone(),
+            deps.directory.clone(),
+            deps.response_targets,
+        );
+        let alert_commands = AlertCommands::new(
+            deps.store.clone(),
+            deps.alerts.clone(),
+            deps.clock.clone(),
+            deps.access.respond.clone(),
+            deps.silence_sync.clone(),
+        );
         Self {
             deps,
             runbooks,
+            incidents,
+            alert_commands,
             limit_notices: Mutex::new(HashMap::new()),
             in_flight,
         }
@@ -200,6 +220,11 @@ impl Router {
 
     pub fn catalog(&self) -> &Catalog {
         &self.deps.catalog
+    }
+
+    /// Incidents and their timeline (the CLI's `opsbot postmortem` drafts through it).
+    pub fn incidents(&self) -> &IncidentService {
+        &self.incidents
     }
 
     /// Runs one inbound event through the whole pipeline.

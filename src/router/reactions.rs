@@ -91,7 +91,7 @@ impl Router {
         };
         Ok(Some((
             "ack".into(),
-            self.ack_group(ev, requester, &group).await,
+            self.alert_commands.ack_group(ev, requester, &group).await,
         )))
     }
 }

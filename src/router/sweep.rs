@@ -4,7 +4,6 @@
 
 use tracing::warn;
 
-use crate::domain::Severity;
 use crate::ports::StoreError;
 
 use super::runbook::EVENT_ID_RETENTION;
@@ -26,27 +25,7 @@ impl Router {
         {
             warn!(error = %e, "forgetting old platform event ids failed");
         }
-        for i in self.deps.store.unacked_incidents().await? {
-            let due = i.severity.ack_due(i.opened_at, &self.deps.response_targets);
-            if now >= due {
-                self.deps.store.mark_reminded(i.id, now).await?;
-                notices.push(Notice {
-                    platform: i.platform,
-                    channel_id: i.channel_id.clone(),
-                    thread: None,
-                    text: format!(
-                        "⏰ Incident #{} ({} \"{}\") passed its acknowledgement target at {} UTC without an update. \
-                         {}: /incident update \"...\" to acknowledge.",
-                        i.id,
-                        i.severity,
-                        i.title,
-                        due.format("%H:%M"),
-                        i.commander
-                    ),
-                    urgent: i.severity == Severity::P1,
-                });
-            }
-        }
+        notices.extend(self.incidents.overdue(now).await?);
         Ok(notices)
     }
 }

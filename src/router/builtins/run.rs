@@ -36,21 +36,34 @@ impl Router {
             }
             BuiltinCall::Deny { run } => return self.runbooks.deny(ev, requester, run).await,
             BuiltinCall::Cancel { run } => return self.runbooks.cancel(ev, requester, run).await,
-            BuiltinCall::Alerts => self.list_alerts().await?,
-            BuiltinCall::Ack { alert } => return self.ack(ev, requester, alert).await,
+            BuiltinCall::Alerts => self.alert_commands.list().await?,
+            BuiltinCall::Ack { alert } => {
+                let (done, what) = self.alert_commands.ack(requester, alert).await?;
+                self.incidents
+                    .link_to_channel_incident(ev, alert, what)
+                    .await;
+                return Ok(done);
+            }
             BuiltinCall::Silence {
                 matchers,
                 duration,
                 reason,
             } => {
-                return self.silence(requester, matchers, duration, reason).await;
+                return self
+                    .alert_commands
+                    .silence(requester, matchers, duration, reason)
+                    .await;
             }
             BuiltinCall::Unsilence { silence } => {
-                return self.unsilence(requester, silence).await;
+                return self.alert_commands.unsilence(requester, silence).await;
             }
-            BuiltinCall::Resolve { alert } => return self.resolve(requester, alert).await,
-            BuiltinCall::Incident(cmd) => return self.incident(ev, requester, cmd).await,
-            BuiltinCall::Postmortem { incident } => self.postmortem(ev, incident).await?,
+            BuiltinCall::Resolve { alert } => {
+                return self.alert_commands.resolve(requester, alert).await;
+            }
+            BuiltinCall::Incident(cmd) => {
+                return self.incidents.command(ev, requester, cmd).await;
+            }
+            BuiltinCall::Postmortem { incident } => self.incidents.postmortem(ev, incident).await?,
         };
         Ok(Done::text(text))
     }

@@ -1,0 +1,221 @@
+//! [`IncidentService`]: incidents from chat and their timeline. It owns the `/incident ...`
+//! sub-commands (in [`commands`]), `/postmortem`, recording every consequential command in a
+//! channel with an open incident on that incident, and the reminder for incidents past their
+//! acknowledgement target. It needs the incident store, the alert store (to link alerts),
+//! the clock, the people directory and the response targets; nothing else of the router.
+
+mod commands;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::actions::postmortem;
+use crate::domain::{
+    Directory, InboundEvent, Incident, Requester, ResponseTargets, Severity, TimelineEntry,
+    TimelineKind, human_duration,
+};
+use crate::ports::{AlertStore, Clock, IncidentStore, StoreError};
+
+use super::alerting::who as actor;
+use super::builtins::IncidentCmd;
+use super::{Done, Notice, Refusal};
+
+fn store_failed(what: &'static str) -> impl FnOnce(StoreError) -> Refusal {
+    move |e| Refusal::Failed(anyhow::Error::new(e).context(what))
+}
+
+fn done(text: String, detail: String) -> Done {
+    Done {
+        text,
+        detail,
+        pending_run: None,
+        ran: None,
+    }
+}
+
+fn ago(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    human_duration(std::time::Duration::from_secs(
+        (to - from).num_seconds().max(0) as u64,
+    ))
+}
+
+/// Incident commands and the incident timeline, over the ports they need.
+pub struct IncidentService {
+    incidents: Arc<dyn IncidentStore>,
+    /// `/incident link` checks the alert exists and describes it on the timeline.
+    alerts: Arc<dyn AlertStore>,
+    clock: Arc<dyn Clock>,
+    directory: Arc<Directory>,
+    targets: ResponseTargets,
+}
+
+impl IncidentService {
+    pub fn new(
+        incidents: Arc<dyn IncidentStore>,
+        alerts: Arc<dyn AlertStore>,
+        clock: Arc<dyn Clock>,
+        directory: Arc<Directory>,
+        targets: ResponseTargets,
+    ) -> Self {
+        Self {
+            incidents,
+            alerts,
+            clock,
+            directory,
+            targets,
+        }
+    }
+
+    /// Runs one `/incident` sub-command for `requester`.
+    pub(in crate::router) async fn command(
+        &self,
+        ev: &InboundEvent,
+        requester: &Requester,
+        cmd: IncidentCmd,
+    ) -> Result<Done, Refusal> {
+        let me = actor(requester);
+        let now = self.clock.now();
+        match cmd {
+            IncidentCmd::Open { severity, title } => self.open(ev, &me, now, severity, title).await,
+            IncidentCmd::Lead { person } => self.lead(ev, &me, now, &person).await,
+            IncidentCmd::Update { text } => self.update(ev, &me, now, text).await,
+            IncidentCmd::Status => self.status(ev, now).await,
+            IncidentCmd::Link { alert } => self.link(ev, &me, alert).await,
+            IncidentCmd::Resolve => self.resolve(ev, &me, now).await,
+            IncidentCmd::Timeline => self.timeline(ev).await,
+        }
+    }
+
+    async fn channel_incident(&self, ev: &InboundEvent) -> Result<Option<Incident>, Refusal> {
+        self.incidents
+            .open_incident_in(ev.platform, &ev.channel.id)
+            .await
+            .map_err(store_failed("finding open incident"))
+    }
+
+    async fn require_incident(&self, ev: &InboundEvent) -> Result<Incident, Refusal> {
+        self.channel_incident(ev).await?.ok_or_else(|| {
+            Refusal::Invalid("there is no open incident in this channel; /incident open P1..P4 \"title\" starts one.".into())
+        })
+    }
+
+    async fn note(
+        &self,
+        id: i64,
+        kind: TimelineKind,
+        actor: &str,
+        text: String,
+    ) -> Result<(), Refusal> {
+        let entry = TimelineEntry {
+            at: self.clock.now(),
+            kind,
+            actor: actor.to_owned(),
+            text,
+        };
+        self.incidents
+            .add_timeline(id, &entry)
+            .await
+            .map_err(store_failed("writing incident timeline"))
+    }
+
+    /// `/postmortem [ID]`: the draft for incident `id`, or for this channel's open incident.
+    pub(in crate::router) async fn postmortem(
+        &self,
+        ev: &InboundEvent,
+        id: Option<i64>,
+    ) -> Result<String, Refusal> {
+        let incident = match id {
+            Some(id) => self
+                .incidents
+                .incident(id)
+                .await
+                .map_err(store_failed("loading incident"))?
+                .ok_or_else(|| Refusal::Invalid(format!("there is no incident #{id}.")))?,
+            None => self.channel_incident(ev).await?.ok_or_else(|| {
+                Refusal::Invalid(
+                    "which incident? /postmortem ID (no incident is open here).".into(),
+                )
+            })?,
+        };
+        self.postmortem_for(&incident)
+            .await
+            .map_err(store_failed("rendering postmortem"))
+    }
+
+    /// The postmortem draft for an incident (also what `opsbot postmortem ID` prints).
+    pub async fn postmortem_for(&self, incident: &Incident) -> Result<String, StoreError> {
+        let timeline = self.incidents.timeline(incident.id).await?;
+        let alerts = self.incidents.linked_alerts(incident.id).await?;
+        Ok(postmortem::render(incident, &timeline, &alerts))
+    }
+
+    /// Records a consequential command on the channel's open incident, if there is one.
+    /// Best effort: the command already happened, so a store failure is only logged.
+    pub(in crate::router) async fn record_on_incident(&self, ev: &InboundEvent, text: String) {
+        match self.channel_incident(ev).await {
+            Ok(Some(i)) => {
+                let actor = actor(&self.directory.resolve(&ev.user));
+                if let Err(Refusal::Failed(e)) =
+                    self.note(i.id, TimelineKind::Command, &actor, text).await
+                {
+                    tracing::warn!(
+                        incident = i.id,
+                        error = format!("{e:#}"),
+                        "could not add to incident timeline"
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(Refusal::Failed(e)) => {
+                tracing::warn!(error = format!("{e:#}"), "could not look up open incident")
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Links an alert acknowledged in a channel with an open incident to that incident.
+    pub(in crate::router) async fn link_to_channel_incident(
+        &self,
+        ev: &InboundEvent,
+        alert_id: i64,
+        what: String,
+    ) {
+        // The ack is recorded even when routing linked the alert a moment earlier.
+        if let Ok(Some(i)) = self.channel_incident(ev).await
+            && self.incidents.link_alert(i.id, alert_id).await.is_ok()
+        {
+            let actor = actor(&self.directory.resolve(&ev.user));
+            let _ = self.note(i.id, TimelineKind::Alert, &actor, what).await;
+        }
+    }
+
+    /// Open incidents past their acknowledgement target and not yet reminded: marks each
+    /// reminded (so every replica's sweep posts it once) and returns the ⏰ notice for its
+    /// channel.
+    pub async fn overdue(&self, now: DateTime<Utc>) -> Result<Vec<Notice>, StoreError> {
+        let mut notices = Vec::new();
+        for i in self.incidents.unacked_incidents().await? {
+            let due = i.severity.ack_due(i.opened_at, &self.targets);
+            if now >= due {
+                self.incidents.mark_reminded(i.id, now).await?;
+                notices.push(Notice {
+                    platform: i.platform,
+                    channel_id: i.channel_id.clone(),
+                    thread: None,
+                    text: format!(
+                        "⏰ Incident #{} ({} \"{}\") passed its acknowledgement target at {} UTC without an update. \
+                         {}: /incident update \"...\" to acknowledge.",
+                        i.id,
+                        i.severity,
+                        i.title,
+                        due.format("%H:%M"),
+                        i.commander
+                    ),
+                    urgent: i.severity == Severity::P1,
+                });
+            }
+        }
+        Ok(notices)
+    }
+}
