@@ -183,6 +183,12 @@ impl Requester {
             Requester::Unknown { .. } => None,
         }
     }
+
+    /// How records and timelines name them: the person's name, else the platform id.
+    pub fn name(&self) -> String {
+        self.person()
+            .map_or_else(|| self.user().to_string(), |p| p.name.clone())
+    }
 }
 
 /// Maps verified platform identities to people. Built once from the config.

@@ -24,14 +24,6 @@ fn store_failed(what: &'static str) -> impl FnOnce(StoreError) -> Refusal {
     move |e| Refusal::Failed(anyhow::Error::new(e).context(what))
 }
 
-/// The name a person goes by in stored records (acked by, silenced by, incident timelines):
-/// their directory name, else their platform id.
-pub(super) fn who(requester: &Requester) -> String {
-    requester
-        .person()
-        .map_or_else(|| requester.user().to_string(), |p| p.name.clone())
-}
-
 /// The alert commands, over the ports they need.
 pub struct AlertCommands {
     store: Arc<dyn AlertStore>,
@@ -116,7 +108,7 @@ impl AlertCommands {
             .await
             .map_err(store_failed("loading alert"))?
             .ok_or_else(|| Refusal::Invalid(format!("there is no alert #{id}.")))?;
-        let name = who(requester);
+        let name = requester.name();
         let acked = store
             .ack_alert(id, &name, self.clock.now())
             .await
@@ -160,7 +152,7 @@ impl AlertCommands {
                 ev.user
             )));
         }
-        let name = who(requester);
+        let name = requester.name();
         let now = self.clock.now();
         let mut acked = Vec::new();
         for a in self
@@ -205,7 +197,7 @@ impl AlertCommands {
         let mut silence = Silence {
             id: 0,
             matchers,
-            created_by: who(requester),
+            created_by: requester.name(),
             reason,
             starts_at: now,
             ends_at: now + chrono::Duration::from_std(duration).unwrap_or_default(),
@@ -305,7 +297,7 @@ impl AlertCommands {
         }
         self.refresh_matching(&silence).await?;
         Ok(Done {
-            text: format!("Silence #{id} ended by {}.", who(requester)),
+            text: format!("Silence #{id} ended by {}.", requester.name()),
             detail: format!("ended silence #{id}"),
             pending_run: None,
             ran: None,
@@ -342,7 +334,7 @@ impl AlertCommands {
             text: format!(
                 "Alert #{id} ({}) resolved by {}.",
                 alert.incoming.alertname(),
-                who(requester)
+                requester.name()
             ),
             detail: format!("resolved alert #{id}"),
             pending_run: None,

@@ -17,7 +17,6 @@ use crate::domain::{
 };
 use crate::ports::{AlertStore, Clock, IncidentStore, StoreError};
 
-use super::alerting::who as actor;
 use super::builtins::IncidentCmd;
 use super::{Done, Notice, Refusal};
 
@@ -74,7 +73,7 @@ impl IncidentService {
         requester: &Requester,
         cmd: IncidentCmd,
     ) -> Result<Done, Refusal> {
-        let me = actor(requester);
+        let me = requester.name();
         let now = self.clock.now();
         match cmd {
             IncidentCmd::Open { severity, title } => self.open(ev, &me, now, severity, title).await,
@@ -155,7 +154,7 @@ impl IncidentService {
     pub(in crate::router) async fn record_on_incident(&self, ev: &InboundEvent, text: String) {
         match self.channel_incident(ev).await {
             Ok(Some(i)) => {
-                let actor = actor(&self.directory.resolve(&ev.user));
+                let actor = self.directory.resolve(&ev.user).name();
                 if let Err(Refusal::Failed(e)) =
                     self.note(i.id, TimelineKind::Command, &actor, text).await
                 {
@@ -185,7 +184,7 @@ impl IncidentService {
         if let Ok(Some(i)) = self.channel_incident(ev).await
             && self.incidents.link_alert(i.id, alert_id).await.is_ok()
         {
-            let actor = actor(&self.directory.resolve(&ev.user));
+            let actor = self.directory.resolve(&ev.user).name();
             let _ = self.note(i.id, TimelineKind::Alert, &actor, what).await;
         }
     }
