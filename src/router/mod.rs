@@ -146,6 +146,14 @@ enum Refusal {
     Failed(anyhow::Error),
 }
 
+/// A reaction added to or removed from a message, as the pipeline passes it on.
+#[derive(Clone, Copy)]
+struct Reaction<'a> {
+    emoji: &'a str,
+    message_id: &'a str,
+    added: bool,
+}
+
 /// What was attempted, as far as it was understood; for the audit record.
 struct Attempt {
     command: String,
@@ -255,8 +263,13 @@ impl Router {
                 message_id,
                 added,
             } => {
+                let reaction = Reaction {
+                    emoji,
+                    message_id,
+                    added: *added,
+                };
                 return self
-                    .handle_reaction(ev, request_id, started, emoji, message_id, *added)
+                    .handle_reaction(ev, request_id, started, reaction)
                     .await;
             }
         };

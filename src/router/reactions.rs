@@ -8,7 +8,7 @@ use crate::ports::StoreError;
 
 use std::time::Instant;
 
-use super::{Attempt, Done, Refusal, Response, Router};
+use super::{Attempt, Done, Reaction, Refusal, Response, Router};
 
 fn store_failed(what: &'static str) -> impl FnOnce(StoreError) -> Refusal {
     move |e| Refusal::Failed(anyhow::Error::new(e).context(what))
@@ -22,10 +22,11 @@ impl Router {
         ev: &InboundEvent,
         request_id: RequestId,
         started: Instant,
-        emoji: &str,
-        message_id: &str,
-        added: bool,
+        reaction: Reaction<'_>,
     ) -> Response {
+        let Reaction {
+            emoji, message_id, ..
+        } = reaction;
         let requester = self.deps.directory.resolve(&ev.user);
         let attempt = |command: String| Attempt {
             command,
@@ -37,10 +38,7 @@ impl Router {
             reply: None,
             pending_run: None,
         };
-        match self
-            .react(ev, &request_id, &requester, emoji, message_id, added)
-            .await
-        {
+        match self.react(ev, &request_id, &requester, reaction).await {
             // A reaction on anything else is ordinary chat.
             Ok(None) => silent(request_id),
             // Toggling a reaction costs nothing, so refusals are rate limited like commands:
@@ -69,21 +67,24 @@ impl Router {
         ev: &InboundEvent,
         request_id: &RequestId,
         requester: &Requester,
-        emoji: &str,
-        message_id: &str,
-        added: bool,
+        reaction: Reaction<'_>,
     ) -> Result<Option<(String, Result<Done, Refusal>)>, Refusal> {
         let voted = self
             .runbooks
-            .react(ev, request_id, requester, emoji, message_id, added)
+            .react(ev, request_id, requester, reaction)
             .await?;
-        if voted.is_some() || !added || !self.deps.approvals.is_approve(&normalize_emoji(emoji)) {
+        let acks = reaction.added
+            && self
+                .deps
+                .approvals
+                .is_approve(&normalize_emoji(reaction.emoji));
+        if voted.is_some() || !acks {
             return Ok(voted);
         }
         let Some(group) = self
             .deps
             .store
-            .group_by_message(ev.platform, &ev.channel.id, message_id)
+            .group_by_message(ev.platform, &ev.channel.id, reaction.message_id)
             .await
             .map_err(store_failed("finding alert group by message"))?
         else {

@@ -25,7 +25,7 @@ use crate::ports::{
 };
 
 use super::parse::Word;
-use super::{Done, Refusal};
+use super::{Done, Reaction, Refusal};
 
 /// How long an approved or running request's lease lasts; renewed while it runs. A request
 /// whose lease lapses belonged to a process that died: it becomes `interrupted`.

@@ -281,17 +281,8 @@ impl RunbookService {
                 "denying #{id} needs an approver role; the requester can /cancel {id} instead."
             )));
         }
-        let done = self
-            .store
-            .transition(id, RunState::Pending, RunState::Denied, self.now(), None)
-            .await
-            .map_err(store_failed("denying run"))?;
-        if !done {
-            return Err(Refusal::Invalid(format!(
-                "request #{id} is no longer pending."
-            )));
-        }
-        self.retire_request(&run, &format!("❌ denied by {}; nothing ran.", person.name));
+        let outcome = format!("❌ denied by {}; nothing ran.", person.name);
+        self.end_pending(&run, RunState::Denied, &outcome).await?;
         Ok(Done {
             text: format!("Request #{id} denied by {}; nothing will run.", person.name),
             detail: format!("denied #{id}"),
@@ -318,17 +309,8 @@ impl RunbookService {
                 run.new.requester_name
             )));
         }
-        let done = self
-            .store
-            .transition(id, RunState::Pending, RunState::Cancelled, self.now(), None)
-            .await
-            .map_err(store_failed("cancelling run"))?;
-        if !done {
-            return Err(Refusal::Invalid(format!(
-                "request #{id} is no longer pending."
-            )));
-        }
-        self.retire_request(&run, "cancelled by the requester; nothing ran.");
+        let outcome = "cancelled by the requester; nothing ran.";
+        self.end_pending(&run, RunState::Cancelled, outcome).await?;
         Ok(Done {
             text: format!(
                 "Request #{id} cancelled by {}; nothing will run.",
@@ -340,6 +322,24 @@ impl RunbookService {
         })
     }
 
+    /// Ends a pending request without running it (`pending -> to`, conditional) and retires
+    /// its message with `outcome`; refused when it left `pending` meanwhile.
+    async fn end_pending(&self, run: &Run, to: RunState, outcome: &str) -> Result<(), Refusal> {
+        let id = run.id;
+        let ended = self
+            .store
+            .transition(id, RunState::Pending, to, self.now(), None)
+            .await
+            .map_err(store_failed("ending a pending run"))?;
+        if !ended {
+            return Err(Refusal::Invalid(format!(
+                "request #{id} is no longer pending."
+            )));
+        }
+        self.retire_request(run, outcome);
+        Ok(())
+    }
+
     /// A reaction on an approval request's message. Reactions on other messages, and emoji
     /// that are neither approve nor deny, are not about a request: `Ok(None)`.
     pub(in crate::router) async fn react(
@@ -347,10 +347,13 @@ impl RunbookService {
         ev: &InboundEvent,
         request_id: &RequestId,
         requester: &Requester,
-        emoji: &str,
-        message_id: &str,
-        added: bool,
+        reaction: Reaction<'_>,
     ) -> Result<Option<(String, Result<Done, Refusal>)>, Refusal> {
+        let Reaction {
+            emoji,
+            message_id,
+            added,
+        } = reaction;
         let emoji = normalize_emoji(emoji);
         let (approve, deny) = (
             self.approvals.is_approve(&emoji),
