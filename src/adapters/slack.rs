@@ -226,7 +226,7 @@ impl SlackState {
 
     /// Checks `X-Slack-Signature` over the raw body; `None` means refuse with 401.
     fn verified<'a>(&self, headers: &HeaderMap, body: &'a Bytes) -> Option<&'a str> {
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let header = |name: &str| crate::hooks::header(headers, name);
         let signature = header(SlackEventSignatureVerifier::SLACK_SIGNED_HASH_HEADER)?;
         let timestamp = header(SlackEventSignatureVerifier::SLACK_SIGNED_TIMESTAMP)?;
         let body = std::str::from_utf8(body).ok()?;

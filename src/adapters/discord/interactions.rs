@@ -58,7 +58,7 @@ pub async fn interactions(
     let Some(verifier) = &state.verifier else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let header = |name: &str| crate::hooks::header(&headers, name);
     let verified = match (
         header("x-signature-ed25519"),
         header("x-signature-timestamp"),
