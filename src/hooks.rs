@@ -67,6 +67,12 @@ fn reply(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// A request header as text; `None` when absent or not visible ASCII. Signature and token
+/// checks all read their headers this way.
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
 /// Constant-time comparison, so a token cannot be guessed byte by byte from timings.
 pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -95,9 +101,7 @@ pub async fn alertmanager(
             "alertmanager intake is not configured (alerts.alertmanager_token)",
         );
     };
-    let presented = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
+    let presented = header(&headers, "authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !same(presented.as_bytes(), token.expose_secret().as_bytes()) {
@@ -203,12 +207,7 @@ pub async fn generic(State(state): State<HookState>, headers: HeaderMap, body: B
             "webhook intake is not configured (alerts.webhook_secret)",
         );
     };
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    };
+    let header = |name: &str| header(&headers, name).unwrap_or("");
     let Ok(timestamp) = header("x-opsbot-timestamp").parse::<i64>() else {
         return reply(StatusCode::UNAUTHORIZED, "missing X-Opsbot-Timestamp");
     };

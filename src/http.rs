@@ -13,9 +13,13 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapters::{discord, slack, telegram};
 use crate::hooks::HookState;
 use crate::metrics::Metrics;
 use crate::ports::Store;
+
+/// Largest request body a chat platform's endpoint accepts.
+const PLATFORM_MAX_BODY: usize = 1024 * 1024;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -23,10 +27,10 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub hooks: HookState,
     pub liveness: Arc<crate::liveness::Liveness>,
-    pub telegram: Option<crate::adapters::telegram::TelegramInbound>,
-    pub slack: Option<crate::adapters::slack::SlackState>,
+    pub telegram: Option<telegram::TelegramInbound>,
+    pub slack: Option<slack::SlackState>,
     /// Set when `discord.public_key` is configured: serves `/discord/interactions`.
-    pub discord: Option<crate::adapters::discord::DiscordState>,
+    pub discord: Option<discord::DiscordState>,
     /// Largest accepted request body (webhooks).
     pub max_body_bytes: usize,
 }
@@ -44,41 +48,29 @@ pub fn routes(state: HttpState) -> Router {
         .with_state(state.clone())
         .merge(hooks);
     if let Some(telegram) = state.telegram {
-        app = app.merge(
-            Router::new()
-                .route(
-                    "/telegram/webhook",
-                    post(crate::adapters::telegram::webhook),
-                )
-                .layer(DefaultBodyLimit::max(1024 * 1024))
-                .with_state(telegram),
-        );
+        let routes = Router::new().route("/telegram/webhook", post(telegram::webhook));
+        app = app.merge(platform(routes, telegram));
     }
     if let Some(slack) = state.slack {
-        app = app.merge(
-            Router::new()
-                .route("/slack/commands", post(crate::adapters::slack::command))
-                .route("/slack/events", post(crate::adapters::slack::events))
-                .route(
-                    "/slack/interactivity",
-                    post(crate::adapters::slack::interactivity),
-                )
-                .layer(DefaultBodyLimit::max(1024 * 1024))
-                .with_state(slack),
-        );
+        let routes = Router::new()
+            .route("/slack/commands", post(slack::command))
+            .route("/slack/events", post(slack::events))
+            .route("/slack/interactivity", post(slack::interactivity));
+        app = app.merge(platform(routes, slack));
     }
     if let Some(discord) = state.discord {
-        app = app.merge(
-            Router::new()
-                .route(
-                    "/discord/interactions",
-                    post(crate::adapters::discord::interactions),
-                )
-                .layer(DefaultBodyLimit::max(1024 * 1024))
-                .with_state(discord),
-        );
+        let routes = Router::new().route("/discord/interactions", post(discord::interactions));
+        app = app.merge(platform(routes, discord));
     }
     app
+}
+
+/// A chat platform's inbound routes with their state. Their requests are small; the body
+/// limit stops anyone who can reach the endpoint from making opsbot buffer more.
+fn platform<S: Clone + Send + Sync + 'static>(routes: Router<S>, state: S) -> Router {
+    routes
+        .layer(DefaultBodyLimit::max(PLATFORM_MAX_BODY))
+        .with_state(state)
 }
 
 /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.

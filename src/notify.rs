@@ -29,6 +29,21 @@ fn status_error(resp: &reqwest::Response) -> OutboundError {
     }
 }
 
+/// Sends `req` with the one timeout every integration uses; any answer but a success is an
+/// error (retryable for 429 and 5xx).
+async fn deliver(req: reqwest::RequestBuilder) -> Result<reqwest::Response, OutboundError> {
+    let resp = req
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(http_error)?;
+    if resp.status().is_success() {
+        Ok(resp)
+    } else {
+        Err(status_error(&resp))
+    }
+}
+
 /// POSTs each changed alert group as JSON, signed like inbound webhooks:
 /// `X-Opsbot-Timestamp` and `X-Opsbot-Signature: v1=hex(HMAC-SHA256(secret, "{ts}.{body}"))`.
 pub struct SignedWebhook {
@@ -67,22 +82,14 @@ impl GroupNotifier for SignedWebhook {
         let ts = chrono::Utc::now().timestamp();
         let signature =
             crate::hooks::sign(self.secret.expose_secret().as_bytes(), ts, body.as_bytes());
-        let resp = self
+        let req = self
             .client
             .post(self.url.expose_secret())
             .header("content-type", "application/json")
             .header("x-opsbot-timestamp", ts.to_string())
             .header("x-opsbot-signature", signature)
-            .timeout(Duration::from_secs(10))
-            .body(body)
-            .send()
-            .await
-            .map_err(http_error)?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(status_error(&resp))
-        }
+            .body(body);
+        deliver(req).await.map(drop)
     }
 }
 
@@ -125,17 +132,8 @@ impl SilenceSync for AlertmanagerSilences {
             "createdBy": format!("opsbot:{}", s.created_by),
             "comment": if s.reason.is_empty() { format!("silenced from chat by {}", s.created_by) } else { s.reason.clone() },
         });
-        let resp = self
-            .client
-            .post(format!("{}/api/v2/silences", self.base))
-            .json(&body)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(http_error)?;
-        if !resp.status().is_success() {
-            return Err(status_error(&resp));
-        }
+        let url = format!("{}/api/v2/silences", self.base);
+        let resp = deliver(self.client.post(url).json(&body)).await?;
         let v: serde_json::Value = resp.json().await.map_err(http_error)?;
         v["silenceID"]
             .as_str()
@@ -144,17 +142,7 @@ impl SilenceSync for AlertmanagerSilences {
     }
 
     async fn expire(&self, upstream_id: &str) -> Result<(), OutboundError> {
-        let resp = self
-            .client
-            .delete(format!("{}/api/v2/silence/{upstream_id}", self.base))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(http_error)?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(status_error(&resp))
-        }
+        let url = format!("{}/api/v2/silence/{upstream_id}", self.base);
+        deliver(self.client.delete(url)).await.map(drop)
     }
 }

@@ -57,6 +57,19 @@ fn scrub(message: &str, url: &SecretString) -> String {
     out
 }
 
+/// The report on a round trip to the server at `url`: `answer` judges what came back; a
+/// failure is down, with the URL and its password scrubbed from the error.
+fn judge<T, E: std::fmt::Display>(
+    result: Result<T, E>,
+    url: &SecretString,
+    answer: impl FnOnce(T) -> ProbeReport,
+) -> ProbeReport {
+    match result {
+        Ok(value) => answer(value),
+        Err(e) => ProbeReport::down(scrub(&e.to_string(), url)),
+    }
+}
+
 pub struct HttpProbe {
     client: reqwest::Client,
     url: SecretString,
@@ -128,11 +141,10 @@ impl Probe for PostgresProbe {
             Ok::<_, sqlx::Error>(one)
         }
         .await;
-        match result {
-            Ok(1) => ProbeReport::up("SELECT 1 ok"),
-            Ok(other) => ProbeReport::down(format!("SELECT 1 returned {other}")),
-            Err(e) => ProbeReport::down(scrub(&e.to_string(), &self.url)),
-        }
+        judge(result, &self.url, |one| match one {
+            1 => ProbeReport::up("SELECT 1 ok"),
+            other => ProbeReport::down(format!("SELECT 1 returned {other}")),
+        })
     }
 }
 
@@ -150,11 +162,10 @@ impl Probe for RedisProbe {
             Ok::<_, redis::RedisError>(pong)
         }
         .await;
-        match result {
-            Ok(pong) if pong == "PONG" => ProbeReport::up("PING ok"),
-            Ok(other) => ProbeReport::down(format!("PING answered {other:?}")),
-            Err(e) => ProbeReport::down(scrub(&e.to_string(), &self.url)),
-        }
+        judge(result, &self.url, |pong| match pong.as_str() {
+            "PONG" => ProbeReport::up("PING ok"),
+            other => ProbeReport::down(format!("PING answered {other:?}")),
+        })
     }
 }
 

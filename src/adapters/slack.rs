@@ -85,25 +85,6 @@ impl SlackApi {
             .insert(id.to_owned(), (name.clone(), std::time::Instant::now()));
         Some(name)
     }
-
-    async fn post(
-        &self,
-        channel: &str,
-        thread: Option<&str>,
-        text: &str,
-    ) -> Result<String, OutboundError> {
-        let mut req = SlackApiChatPostMessageRequest::new(
-            SlackChannelId(channel.to_owned()),
-            SlackMessageContent::new().with_text(text.to_owned()),
-        );
-        req.thread_ts = thread.map(|t| SlackTs(t.to_owned()));
-        let session = self.client.open_session(&self.token);
-        session
-            .chat_post_message(&req)
-            .await
-            .map(|r| r.ts.0)
-            .map_err(slack_error)
-    }
 }
 
 fn slack_error(e: SlackClientError) -> OutboundError {
@@ -176,16 +157,13 @@ impl ChatOutbound for SlackApi {
         to: &OutboundTarget,
         message: &OutboundMessage,
     ) -> Result<String, OutboundError> {
-        let Some(blocks) = blocks(message) else {
-            return SlackApi::post(self, &to.channel_id, to.thread.as_deref(), &message.text).await;
-        };
-        let mut req = SlackApiChatPostMessageRequest::new(
-            SlackChannelId(to.channel_id.clone()),
-            // The text stays as the notification and screen-reader fallback.
-            SlackMessageContent::new()
-                .with_text(message.text.clone())
-                .with_blocks(blocks),
-        );
+        // The text stays as the notification and screen-reader fallback.
+        let mut content = SlackMessageContent::new().with_text(message.text.clone());
+        if let Some(blocks) = blocks(message) {
+            content = content.with_blocks(blocks);
+        }
+        let mut req =
+            SlackApiChatPostMessageRequest::new(SlackChannelId(to.channel_id.clone()), content);
         req.thread_ts = to.thread.as_ref().map(|t| SlackTs(t.clone()));
         let session = self.client.open_session(&self.token);
         session
@@ -248,7 +226,7 @@ impl SlackState {
 
     /// Checks `X-Slack-Signature` over the raw body; `None` means refuse with 401.
     fn verified<'a>(&self, headers: &HeaderMap, body: &'a Bytes) -> Option<&'a str> {
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let header = |name: &str| crate::hooks::header(headers, name);
         let signature = header(SlackEventSignatureVerifier::SLACK_SIGNED_HASH_HEADER)?;
         let timestamp = header(SlackEventSignatureVerifier::SLACK_SIGNED_TIMESTAMP)?;
         let body = std::str::from_utf8(body).ok()?;

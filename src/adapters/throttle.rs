@@ -318,11 +318,7 @@ mod tests {
             to: &OutboundTarget,
             message: &OutboundMessage,
         ) -> Result<String, OutboundError> {
-            let text = &message.text;
-            self.0
-                .lock()
-                .unwrap()
-                .push((to.channel_id.clone(), text.to_owned(), Instant::now()));
+            self.record(to, message);
             Ok("m".into())
         }
 
@@ -332,12 +328,32 @@ mod tests {
             _: &str,
             message: &OutboundMessage,
         ) -> Result<(), OutboundError> {
-            self.0.lock().unwrap().push((
-                to.channel_id.clone(),
-                message.text.clone(),
-                Instant::now(),
-            ));
+            self.record(to, message);
             Ok(())
+        }
+    }
+
+    impl Recorder {
+        fn record(&self, to: &OutboundTarget, message: &OutboundMessage) {
+            let entry = (to.channel_id.clone(), message.text.clone(), Instant::now());
+            self.0.lock().unwrap().push(entry);
+        }
+
+        /// The texts delivered, in order.
+        fn texts(&self) -> Vec<String> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, t, _)| t.clone())
+                .collect()
+        }
+    }
+
+    /// Waits for every spawned send or edit to finish.
+    async fn all_done<T>(tasks: Vec<tokio::task::JoinHandle<T>>) {
+        for task in tasks {
+            task.await.unwrap();
         }
     }
 
@@ -364,9 +380,7 @@ mod tests {
             }));
             tokio::task::yield_now().await;
         }
-        for task in tasks {
-            task.await.unwrap();
-        }
+        all_done(tasks).await;
         let log = rec.0.lock().unwrap().clone();
         let at = |text: &str| log.iter().find(|(_, t, _)| t == text).unwrap().2 - start;
         assert_eq!(at("a1"), Duration::ZERO);
@@ -434,17 +448,8 @@ mod tests {
             }));
             tokio::task::yield_now().await;
         }
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let texts: Vec<String> = rec
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, t, _)| t.clone())
-            .collect();
-        assert_eq!(texts, vec!["first", "edit 3"]);
+        all_done(tasks).await;
+        assert_eq!(rec.texts(), vec!["first", "edit 3"]);
         assert!(t.edits.lock().unwrap().is_empty(), "nothing left behind");
     }
 
@@ -599,16 +604,8 @@ mod tests {
             }));
             tokio::task::yield_now().await;
         }
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let order: Vec<_> = rec
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, t, _)| t.clone())
-            .collect();
+        all_done(tasks).await;
+        let order = rec.texts();
         // r1 left at once; r2 was already waiting for its slot when P1 arrived.
         assert_eq!(order[0], "r1");
         assert!(

@@ -8,76 +8,17 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
-#[serde(try_from = "String")]
-pub enum AlertStatus {
-    Firing,
-    Resolved,
+string_enum! {
+    #[derive(serde::Deserialize)]
+    #[serde(try_from = "String")]
+    pub enum AlertStatus("alert status") { Firing = "firing", Resolved = "resolved" }
 }
 
-impl AlertStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertStatus::Firing => "firing",
-            AlertStatus::Resolved => "resolved",
-        }
-    }
-}
-
-impl fmt::Display for AlertStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl TryFrom<String> for AlertStatus {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl FromStr for AlertStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "firing" => Ok(AlertStatus::Firing),
-            "resolved" => Ok(AlertStatus::Resolved),
-            other => Err(format!(
-                "alert status {other:?} is neither firing nor resolved"
-            )),
-        }
-    }
-}
-
-/// Where an alert came from; decides who may resolve it (Alertmanager resolves its own).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AlertSource {
-    Alertmanager,
-    Webhook,
-    /// opsbot's own scheduled health checks.
-    HealthCheck,
-}
-
-impl AlertSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertSource::Alertmanager => "alertmanager",
-            AlertSource::Webhook => "webhook",
-            AlertSource::HealthCheck => "healthcheck",
-        }
-    }
-}
-
-impl FromStr for AlertSource {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "alertmanager" => Ok(AlertSource::Alertmanager),
-            "webhook" => Ok(AlertSource::Webhook),
-            "healthcheck" => Ok(AlertSource::HealthCheck),
-            other => Err(format!("unknown alert source {other:?}")),
-        }
+string_enum! {
+    /// Where an alert came from; decides who may resolve it (Alertmanager resolves its own).
+    /// `HealthCheck` is opsbot's own scheduled health checks.
+    pub enum AlertSource("alert source") {
+        Alertmanager = "alertmanager", Webhook = "webhook", HealthCheck = "healthcheck",
     }
 }
 

@@ -3,7 +3,6 @@
 //! Both store backends use these functions, so their chains are interchangeable.
 
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -13,49 +12,10 @@ use super::event::RequestId;
 /// The hash the first record points back to.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// How a command attempt ended. Every attempt ends in exactly one of these.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    Ok,
-    Denied,
-    Limited,
-    Invalid,
-    Failed,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 5] = [
-        Outcome::Ok,
-        Outcome::Denied,
-        Outcome::Limited,
-        Outcome::Invalid,
-        Outcome::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Denied => "denied",
-            Outcome::Limited => "limited",
-            Outcome::Invalid => "invalid",
-            Outcome::Failed => "failed",
-        }
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Outcome {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Outcome::ALL
-            .into_iter()
-            .find(|o| o.as_str() == s)
-            .ok_or_else(|| format!("unknown outcome {s:?}"))
+string_enum! {
+    /// How a command attempt ended. Every attempt ends in exactly one of these.
+    pub enum Outcome("outcome") {
+        Ok = "ok", Denied = "denied", Limited = "limited", Invalid = "invalid", Failed = "failed",
     }
 }
 

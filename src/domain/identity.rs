@@ -7,56 +7,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-/// The chat platforms opsbot speaks. Closed on purpose: adding one must touch every match.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
-#[serde(try_from = "String")]
-pub enum Platform {
-    Console,
-    Slack,
-    Discord,
-    Telegram,
-}
-
-impl Platform {
-    pub const ALL: [Platform; 4] = [
-        Platform::Console,
-        Platform::Slack,
-        Platform::Discord,
-        Platform::Telegram,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Platform::Console => "console",
-            Platform::Slack => "slack",
-            Platform::Discord => "discord",
-            Platform::Telegram => "telegram",
-        }
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl TryFrom<String> for Platform {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl FromStr for Platform {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Platform::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown platform {s:?}; expected one of console, slack, discord, telegram")
-            })
+string_enum! {
+    /// The chat platforms opsbot speaks. Closed on purpose: adding one must touch every match.
+    #[derive(PartialOrd, Ord, serde::Deserialize)]
+    #[serde(try_from = "String")]
+    pub enum Platform("platform") {
+        Console = "console", Slack = "slack", Discord = "discord", Telegram = "telegram",
     }
 }
 

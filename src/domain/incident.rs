@@ -1,32 +1,19 @@
 //! Incidents: severity with its response target, the lifecycle (open -> resolved), and the
 //! timeline of everything that happened, from which the postmortem draft is rendered.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, Utc, Weekday};
 
 use super::identity::Platform;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Severity {
-    P1,
-    P2,
-    P3,
-    P4,
+string_enum! {
+    /// Parsed in any case (`p2`), printed upper-case.
+    #[derive(PartialOrd, Ord)]
+    pub enum Severity("severity", ignore_case) { P1 = "P1", P2 = "P2", P3 = "P3", P4 = "P4" }
 }
 
 impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::P1 => "P1",
-            Severity::P2 => "P2",
-            Severity::P3 => "P3",
-            Severity::P4 => "P4",
-        }
-    }
-
     /// When acknowledgement is due for an incident opened at `opened`, given the configured
     /// targets for P1-P3. P4 is due at 09:00 UTC on the next working day.
     pub fn ack_due(self, opened: DateTime<Utc>, targets: &ResponseTargets) -> DateTime<Utc> {
@@ -48,25 +35,6 @@ fn next_working_day_9am(from: DateTime<Utc>) -> DateTime<Utc> {
     day.and_hms_opt(9, 0, 0).map_or(from, |t| t.and_utc())
 }
 
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Severity {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_uppercase().as_str() {
-            "P1" => Ok(Severity::P1),
-            "P2" => Ok(Severity::P2),
-            "P3" => Ok(Severity::P3),
-            "P4" => Ok(Severity::P4),
-            _ => Err(format!("severity {s:?} must be P1, P2, P3 or P4")),
-        }
-    }
-}
-
 /// How soon an incident must be acknowledged, per severity (P4: next working day).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResponseTargets {
@@ -85,30 +53,8 @@ impl Default for ResponseTargets {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IncidentStatus {
-    Open,
-    Resolved,
-}
-
-impl IncidentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IncidentStatus::Open => "open",
-            IncidentStatus::Resolved => "resolved",
-        }
-    }
-}
-
-impl FromStr for IncidentStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "open" => Ok(IncidentStatus::Open),
-            "resolved" => Ok(IncidentStatus::Resolved),
-            other => Err(format!("unknown incident status {other:?}")),
-        }
-    }
+string_enum! {
+    pub enum IncidentStatus("incident status") { Open = "open", Resolved = "resolved" }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,44 +73,11 @@ pub struct Incident {
     pub resolved_at: Option<DateTime<Utc>>,
 }
 
-/// What a timeline entry records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TimelineKind {
-    Opened,
-    Update,
-    Lead,
-    Alert,
-    Command,
-    Resolved,
-}
-
-impl TimelineKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TimelineKind::Opened => "opened",
-            TimelineKind::Update => "update",
-            TimelineKind::Lead => "lead",
-            TimelineKind::Alert => "alert",
-            TimelineKind::Command => "command",
-            TimelineKind::Resolved => "resolved",
-        }
-    }
-}
-
-impl FromStr for TimelineKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            TimelineKind::Opened,
-            TimelineKind::Update,
-            TimelineKind::Lead,
-            TimelineKind::Alert,
-            TimelineKind::Command,
-            TimelineKind::Resolved,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-        .ok_or_else(|| format!("unknown timeline kind {s:?}"))
+string_enum! {
+    /// What a timeline entry records.
+    pub enum TimelineKind("timeline kind") {
+        Opened = "opened", Update = "update", Lead = "lead",
+        Alert = "alert", Command = "command", Resolved = "resolved",
     }
 }
 

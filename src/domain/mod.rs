@@ -2,6 +2,9 @@
 //! what they sent (inbound events), human-friendly durations and rate quotas, and the
 //! hash-chained audit record. Nothing here performs I/O.
 
+#[macro_use]
+mod string_enum;
+
 mod action;
 mod alert;
 mod audit;

@@ -3,59 +3,24 @@
 //! by the store as single conditional updates, so racing approvers, redelivered events or
 //! two replicas can move a request out of a state at most once.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::identity::{Platform, UserRef};
 
-/// Where a request is in its life. `pending -> approved -> running -> succeeded | failed |
-/// timed_out | interrupted`, or `pending -> denied | cancelled | expired`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RunState {
-    Pending,
-    Approved,
-    Running,
-    Succeeded,
-    Failed,
-    TimedOut,
-    Interrupted,
-    Denied,
-    Cancelled,
-    Expired,
+string_enum! {
+    /// Where a request is in its life. `pending -> approved -> running -> succeeded | failed |
+    /// timed_out | interrupted`, or `pending -> denied | cancelled | expired`.
+    pub enum RunState("run state") {
+        Pending = "pending", Approved = "approved", Running = "running",
+        Succeeded = "succeeded", Failed = "failed", TimedOut = "timed_out",
+        Interrupted = "interrupted", Denied = "denied", Cancelled = "cancelled",
+        Expired = "expired",
+    }
 }
 
 impl RunState {
-    pub const ALL: [RunState; 10] = [
-        RunState::Pending,
-        RunState::Approved,
-        RunState::Running,
-        RunState::Succeeded,
-        RunState::Failed,
-        RunState::TimedOut,
-        RunState::Interrupted,
-        RunState::Denied,
-        RunState::Cancelled,
-        RunState::Expired,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Pending => "pending",
-            RunState::Approved => "approved",
-            RunState::Running => "running",
-            RunState::Succeeded => "succeeded",
-            RunState::Failed => "failed",
-            RunState::TimedOut => "timed_out",
-            RunState::Interrupted => "interrupted",
-            RunState::Denied => "denied",
-            RunState::Cancelled => "cancelled",
-            RunState::Expired => "expired",
-        }
-    }
-
     /// Whether the action has started (or finished); such a request never runs again.
     pub fn has_run(self) -> bool {
         match self {
@@ -67,22 +32,6 @@ impl RunState {
             | RunState::Interrupted => true,
             RunState::Pending | RunState::Denied | RunState::Cancelled | RunState::Expired => false,
         }
-    }
-}
-
-impl fmt::Display for RunState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for RunState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        RunState::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown run state {s:?}"))
     }
 }
 

@@ -48,6 +48,16 @@ impl Handler {
         matches!((self.guild, guild), (Some(ours), Some(theirs)) if ours != theirs)
     }
 
+    /// A reaction added (or removed) in one of our channels, as a vote.
+    async fn reaction(&self, ctx: &Context, reaction: Reaction, added: bool) {
+        let _answering = self.state.inbound.answering();
+        if self.foreign(reaction.guild_id) {
+            return;
+        }
+        let name = cached_channel_name(ctx, reaction.guild_id, reaction.channel_id);
+        self.state.reaction(reaction, added, self.bot(), name).await;
+    }
+
     fn bot(&self) -> Option<UserId> {
         match self.bot.load(Ordering::Relaxed) {
             0 => None,
@@ -92,43 +102,28 @@ impl EventHandler for Handler {
 
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
         let _answering = self.state.inbound.answering();
-        let guild = match &interaction {
-            Interaction::Command(cmd) => cmd.guild_id,
-            Interaction::Component(press) => press.guild_id,
-            _ => None,
+        let (guild, channel) = match &interaction {
+            Interaction::Command(cmd) => (cmd.guild_id, cmd.channel_id),
+            Interaction::Component(press) => (press.guild_id, press.channel_id),
+            _ => return,
         };
         if self.foreign(guild) {
             return;
         }
+        let name = cached_channel_name(&ctx, guild, channel);
         match interaction {
-            Interaction::Command(cmd) => {
-                let name = cached_channel_name(&ctx, cmd.guild_id, cmd.channel_id);
-                self.state.gateway_command(cmd, name).await;
-            }
-            Interaction::Component(press) => {
-                let name = cached_channel_name(&ctx, press.guild_id, press.channel_id);
-                self.state.gateway_press(press, name).await;
-            }
+            Interaction::Command(cmd) => self.state.gateway_command(cmd, name).await,
+            Interaction::Component(press) => self.state.gateway_press(press, name).await,
             _ => {}
         }
     }
 
     async fn reaction_add(&self, ctx: Context, reaction: Reaction) {
-        let _answering = self.state.inbound.answering();
-        if self.foreign(reaction.guild_id) {
-            return;
-        }
-        let name = cached_channel_name(&ctx, reaction.guild_id, reaction.channel_id);
-        self.state.reaction(reaction, true, self.bot(), name).await;
+        self.reaction(&ctx, reaction, true).await;
     }
 
     async fn reaction_remove(&self, ctx: Context, reaction: Reaction) {
-        let _answering = self.state.inbound.answering();
-        if self.foreign(reaction.guild_id) {
-            return;
-        }
-        let name = cached_channel_name(&ctx, reaction.guild_id, reaction.channel_id);
-        self.state.reaction(reaction, false, self.bot(), name).await;
+        self.reaction(&ctx, reaction, false).await;
     }
 }
 

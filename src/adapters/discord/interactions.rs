@@ -31,6 +31,25 @@ async fn first(state: &DiscordState, id: InteractionId) -> Result<bool, Response
     })
 }
 
+/// Answers with callback `kind` at once and, unless the interaction was seen before (a
+/// replay), does `work` afterwards.
+async fn acknowledge<F, W>(state: DiscordState, id: InteractionId, kind: u8, work: W) -> Response
+where
+    W: FnOnce(DiscordState) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    match first(&state, id).await {
+        Ok(new) => {
+            if new {
+                let inbound = state.inbound.clone();
+                inbound.spawn(work(state));
+            }
+            callback(kind)
+        }
+        Err(refused) => refused,
+    }
+}
+
 pub async fn interactions(
     State(state): State<DiscordState>,
     headers: HeaderMap,
@@ -39,7 +58,7 @@ pub async fn interactions(
     let Some(verifier) = &state.verifier else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let header = |name: &str| crate::hooks::header(&headers, name);
     let verified = match (
         header("x-signature-ed25519"),
         header("x-signature-timestamp"),
@@ -61,26 +80,18 @@ pub async fn interactions(
     // A request seen before (a replay) is acknowledged and not handled again.
     match interaction {
         Interaction::Ping(_) => callback(PONG),
-        Interaction::Command(cmd) => match first(&state, cmd.id).await {
-            Ok(new) => {
-                if new {
-                    let inbound = state.inbound.clone();
-                    inbound.spawn(async move { state.answer(cmd, None).await });
-                }
-                callback(DEFERRED_CHANNEL_MESSAGE)
-            }
-            Err(refused) => refused,
-        },
-        Interaction::Component(press) => match first(&state, press.id).await {
-            Ok(new) => {
-                if new {
-                    let inbound = state.inbound.clone();
-                    inbound.spawn(async move { state.press(press, None).await });
-                }
-                callback(DEFERRED_UPDATE_MESSAGE)
-            }
-            Err(refused) => refused,
-        },
+        Interaction::Command(cmd) => {
+            acknowledge(state, cmd.id, DEFERRED_CHANNEL_MESSAGE, |s| async move {
+                s.answer(cmd, None).await
+            })
+            .await
+        }
+        Interaction::Component(press) => {
+            acknowledge(state, press.id, DEFERRED_UPDATE_MESSAGE, |s| async move {
+                s.press(press, None).await
+            })
+            .await
+        }
         // opsbot sends no modals and no autocomplete options.
         other => {
             tracing::debug!(kind = ?other.kind(), "ignoring an unsupported Discord interaction");

@@ -20,7 +20,7 @@ use serenity::all::{
     ComponentInteraction, CreateActionRow, CreateAllowedMentions, CreateAttachment, CreateButton,
     CreateInteractionResponse, CreateInteractionResponseMessage, CreateMessage, EditAttachments,
     EditInteractionResponse, EditMessage, GuildId, HttpError, InteractionId, MessageId,
-    MessageReference, MessageReferenceKind, PartialChannel, Reaction, ReactionType, User, UserId,
+    MessageReference, MessageReferenceKind, Reaction, ReactionType, User, UserId,
 };
 use serenity::builder::Builder as _;
 use serenity::http::{Http, HttpBuilder};
@@ -112,19 +112,31 @@ impl InteractionReplies {
     }
 }
 
-/// `message` as an edit of an interaction response: text (long text attached), buttons
-/// (none left if it has no actions), no pings.
+/// `message` as an edit of either kind of Discord message (their builders share no trait):
+/// text (long text attached), buttons, no pings. The text decides the attachments: an earlier
+/// long version's file goes away; the same for buttons that no longer apply.
+macro_rules! edit_of {
+    ($builder:ident, $message:expr) => {{
+        let (content, file) = body(&$message.text);
+        $builder::new()
+            .content(content)
+            .allowed_mentions(quiet())
+            .attachments(
+                file.into_iter()
+                    .fold(EditAttachments::new(), EditAttachments::add),
+            )
+            .components(buttons(&$message.actions).into_iter().collect())
+    }};
+}
+
+/// An edit of an interaction response (with its token).
 fn interaction_edit(message: &OutboundMessage) -> EditInteractionResponse {
-    let (content, file) = body(&message.text);
-    let mut attachments = EditAttachments::new();
-    if let Some(file) = file {
-        attachments = attachments.add(file);
-    }
-    EditInteractionResponse::new()
-        .content(content)
-        .allowed_mentions(quiet())
-        .attachments(attachments)
-        .components(buttons(&message.actions).into_iter().collect())
+    edit_of!(EditInteractionResponse, message)
+}
+
+/// An edit of a channel message.
+fn message_edit(message: &OutboundMessage) -> EditMessage {
+    edit_of!(EditMessage, message)
 }
 
 fn snowflake(s: &str) -> Option<u64> {
@@ -292,18 +304,7 @@ impl ChatOutbound for DiscordApi {
         let id = snowflake(message_id).map(MessageId::new).ok_or_else(|| {
             OutboundError::Undeliverable(format!("{message_id:?} is not a Discord message id"))
         })?;
-        let (content, file) = body(&message.text);
-        // The text decides the attachments: an earlier long version's file goes away; the
-        // same for buttons that no longer apply.
-        let mut attachments = EditAttachments::new();
-        if let Some(file) = file {
-            attachments = attachments.add(file);
-        }
-        let edit = EditMessage::new()
-            .content(content)
-            .allowed_mentions(quiet())
-            .attachments(attachments)
-            .components(buttons(&message.actions).into_iter().collect());
+        let edit = message_edit(message);
         channel
             .edit_message(&*self.http, id, edit)
             .await
@@ -444,18 +445,7 @@ impl DiscordState {
             .collect();
         let text =
             commands::command_text(self.inbound.router().catalog(), &cmd.data.name, &options);
-        let ev = event(
-            Origin::interaction(
-                &cmd.user,
-                cmd.channel_id,
-                cmd.channel.as_ref(),
-                channel_name,
-                cmd.guild_id,
-            ),
-            None,
-            EventPayload::Command(text),
-            Some(format!("interaction:{}", cmd.id)),
-        );
+        let ev = command_event(interaction_origin!(cmd, channel_name), cmd.id, None, text);
         let answer = Deferred {
             state: self,
             cmd: &cmd,
@@ -511,18 +501,9 @@ impl DiscordState {
             tracing::debug!(custom_id = %command, "ignoring a press on a button opsbot did not make");
             return;
         }
-        let ev = event(
-            Origin::interaction(
-                &press.user,
-                press.channel_id,
-                press.channel.as_ref(),
-                channel_name,
-                press.guild_id,
-            ),
-            Some(press.message.id.to_string()),
-            EventPayload::Command(command.clone()),
-            Some(format!("interaction:{}", press.id)),
-        );
+        let thread = Some(press.message.id.to_string());
+        let origin = interaction_origin!(press, channel_name);
+        let ev = command_event(origin, press.id, thread, command.clone());
         self.inbound.answer(&ev, &InChannelWithHints(self)).await;
     }
 
@@ -662,23 +643,35 @@ struct Origin {
     guild: Option<GuildId>,
 }
 
-impl Origin {
-    /// Whoever invoked an interaction, in its channel (named by the payload, else the cache).
-    fn interaction(
-        user: &User,
-        channel: ChannelId,
-        partial: Option<&PartialChannel>,
-        channel_name: Option<String>,
-        guild: Option<GuildId>,
-    ) -> Self {
-        Self {
-            user: user.id,
-            display: display_name(user),
-            channel,
-            channel_name: partial.and_then(|c| c.name.clone()).or(channel_name),
-            guild,
+/// Whoever invoked an interaction (a `CommandInteraction` or `ComponentInteraction`: same
+/// fields, no shared trait), in its channel (named by the payload, else `channel_name`).
+macro_rules! interaction_origin {
+    ($interaction:expr, $channel_name:expr) => {{
+        let i = &$interaction;
+        Origin {
+            user: i.user.id,
+            display: display_name(&i.user),
+            channel: i.channel_id,
+            channel_name: i
+                .channel
+                .as_ref()
+                .and_then(|c| c.name.clone())
+                .or($channel_name),
+            guild: i.guild_id,
         }
-    }
+    }};
+}
+use interaction_origin;
+
+/// A command typed or pressed in interaction `id`, answered under `thread`.
+fn command_event(
+    origin: Origin,
+    id: InteractionId,
+    thread: Option<String>,
+    text: String,
+) -> InboundEvent {
+    let event_id = Some(format!("interaction:{id}"));
+    event(origin, thread, EventPayload::Command(text), event_id)
 }
 
 fn event(
