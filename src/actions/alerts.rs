@@ -153,9 +153,35 @@ impl AlertService {
 
     /// Brings every message of one group up to date.
     pub async fn refresh_group(&self, group_key: &str) -> Result<(), RefreshError> {
+        let Some(view) = self.group_view(group_key).await? else {
+            return Ok(());
+        };
+        // Each chat target and each notifier is delivered on its own: one that fails neither
+        // blocks nor drops the others. A retryable failure is returned at the end so the whole
+        // group is tried again; targets already up to date are skipped then (same text).
+        let mut failures = Failures {
+            group_key,
+            metrics: &self.metrics,
+            retry: None,
+        };
+        for target in self.routing.targets(&common_labels(&view.alerts)) {
+            self.update_target(&view, &target, &mut failures).await?;
+        }
+        self.notify_hooks(&view, &mut failures).await;
+        match failures.retry {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The group's alerts and the message that shows them; `None` for an empty group.
+    async fn group_view<'k>(
+        &self,
+        group_key: &'k str,
+    ) -> Result<Option<GroupView<'k>>, RefreshError> {
         let alerts = self.store.alerts_in_group(group_key).await?;
         if alerts.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let now = self.clock.now();
         let silences = self.store.active_silences(now).await?;
@@ -178,80 +204,115 @@ impl AlertService {
         let all_quiet = alerts
             .iter()
             .all(|a| a.incoming.status == AlertStatus::Resolved || silenced.contains(&a.id));
-        // Each chat target and each notifier is delivered on its own: one that fails neither
-        // blocks nor drops the others. A retryable failure is returned at the end so the whole
-        // group is tried again; targets already up to date are skipped then (same text).
-        let mut retry: Option<RefreshError> = None;
-        let metrics = self.metrics.clone();
-        let mut note = |e: OutboundError, what: &str| match e {
-            OutboundError::Undeliverable(why) => {
-                metrics.outbound_failure("undeliverable");
-                error!(group = %group_key, target = %what, reason = %why, "alert group message cannot be delivered")
-            }
-            other => {
-                metrics.outbound_failure(match other {
-                    OutboundError::RetryAfter(_) => "retry_after",
-                    _ => "failed",
-                });
-                retry.get_or_insert(RefreshError::Outbound(other));
-            }
+        Ok(Some(GroupView {
+            key: group_key,
+            alerts,
+            text,
+            message,
+            all_quiet,
+        }))
+    }
+
+    /// Posts or edits the group's message in one channel, unless it already shows this text.
+    async fn update_target(
+        &self,
+        view: &GroupView<'_>,
+        target: &OutboundTarget,
+        failures: &mut Failures<'_>,
+    ) -> Result<(), RefreshError> {
+        self.link_to_open_incident(target, &view.alerts).await?;
+        let existing = self
+            .store
+            .group_message(view.key, target.platform, &target.channel_id)
+            .await?;
+        let delivered = match existing {
+            Some((_, last)) if last == view.text => return Ok(()),
+            Some((message_id, _)) => self
+                .outbound
+                .edit(target, &message_id, &view.message)
+                .await
+                .map(|()| message_id),
+            // Nothing worth a new message: everything already resolved or silenced.
+            None if view.all_quiet => return Ok(()),
+            None => self.outbound.send(target, &view.message).await,
         };
-        for target in self.routing.targets(&common_labels(&alerts)) {
-            self.link_to_open_incident(&target, &alerts).await?;
-            let existing = self
-                .store
-                .group_message(group_key, target.platform, &target.channel_id)
-                .await?;
-            let delivered = match existing {
-                Some((_, last)) if last == text => continue,
-                Some((message_id, _)) => self
-                    .outbound
-                    .edit(&target, &message_id, &message)
-                    .await
-                    .map(|()| message_id),
-                // Nothing worth a new message: everything already resolved or silenced.
-                None if all_quiet => continue,
-                None => self.outbound.send(&target, &message).await,
-            };
-            match delivered {
-                Ok(message_id) => {
-                    self.store
-                        .set_group_message(
-                            group_key,
-                            target.platform,
-                            &target.channel_id,
-                            &message_id,
-                            &text,
-                        )
-                        .await?
-                }
-                Err(e) => note(e, &format!("{}:{}", target.platform, target.channel_id)),
+        match delivered {
+            Ok(message_id) => {
+                self.store
+                    .set_group_message(
+                        view.key,
+                        target.platform,
+                        &target.channel_id,
+                        &message_id,
+                        &view.text,
+                    )
+                    .await?
             }
+            Err(e) => failures.note(e, &format!("{}:{}", target.platform, target.channel_id)),
         }
+        Ok(())
+    }
+
+    /// Tells the group webhooks, once per text: only when every one took it (or can never
+    /// take it) is the text remembered as notified.
+    async fn notify_hooks(&self, view: &GroupView<'_>, failures: &mut Failures<'_>) {
         let already = self
             .notified
             .lock()
             .expect("notified poisoned")
-            .get(group_key)
-            == Some(&text);
-        if !already && !self.notifiers.is_empty() {
-            let mut all_done = true;
-            for n in &self.notifiers {
-                if let Err(e) = n.group_changed(group_key, &alerts).await {
-                    all_done &= matches!(e, OutboundError::Undeliverable(_));
-                    note(e, "webhook");
-                }
-            }
-            if all_done {
-                self.notified
-                    .lock()
-                    .expect("notified poisoned")
-                    .insert(group_key.to_owned(), text.clone());
+            .get(view.key)
+            == Some(&view.text);
+        if already || self.notifiers.is_empty() {
+            return;
+        }
+        let mut all_done = true;
+        for n in &self.notifiers {
+            if let Err(e) = n.group_changed(view.key, &view.alerts).await {
+                all_done &= matches!(e, OutboundError::Undeliverable(_));
+                failures.note(e, "webhook");
             }
         }
-        match retry {
-            Some(e) => Err(e),
-            None => Ok(()),
+        if all_done {
+            self.notified
+                .lock()
+                .expect("notified poisoned")
+                .insert(view.key.to_owned(), view.text.clone());
+        }
+    }
+}
+
+/// One alert group as its messages show it.
+struct GroupView<'k> {
+    key: &'k str,
+    alerts: Vec<Alert>,
+    text: String,
+    message: OutboundMessage,
+    /// Everything resolved or silenced.
+    all_quiet: bool,
+}
+
+/// Delivery failures while refreshing one group: counted, logged when permanent, and the
+/// first retryable one kept so the group is tried again.
+struct Failures<'a> {
+    group_key: &'a str,
+    metrics: &'a crate::metrics::Metrics,
+    retry: Option<RefreshError>,
+}
+
+impl Failures<'_> {
+    fn note(&mut self, e: OutboundError, what: &str) {
+        match e {
+            OutboundError::Undeliverable(why) => {
+                self.metrics.outbound_failure("undeliverable");
+                error!(group = %self.group_key, target = %what, reason = %why, "alert group message cannot be delivered")
+            }
+            other => {
+                self.metrics.outbound_failure(match other {
+                    OutboundError::RetryAfter(_) => "retry_after",
+                    _ => "failed",
+                });
+                self.retry.get_or_insert(RefreshError::Outbound(other));
+            }
         }
     }
 }
