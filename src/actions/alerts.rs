@@ -496,6 +496,58 @@ pub fn common_labels(alerts: &[Alert]) -> BTreeMap<String, String> {
     common
 }
 
+/// One alert in full: status, number, severity, name, instance, summary and links.
+fn write_alert_line(out: &mut String, a: &Alert, silenced: bool) {
+    let icon = match (a.incoming.status, a.is_critical()) {
+        (AlertStatus::Resolved, _) => "✅",
+        (AlertStatus::Firing, true) => "🔴",
+        (AlertStatus::Firing, false) => "🟠",
+    };
+    let instance = (a.incoming.labels.get("instance"))
+        .map(|i| format!(" {i}"))
+        .unwrap_or_default();
+    let _ = write!(
+        out,
+        "{icon} #{} [{}] {}{instance}",
+        a.id,
+        a.severity(),
+        a.incoming.alertname()
+    );
+    if !a.summary().is_empty() {
+        let _ = write!(out, ": {}", a.summary());
+    }
+    if let Some(by) = &a.acked_by {
+        let _ = write!(out, " (acked by {by})");
+    }
+    if silenced && a.incoming.status == AlertStatus::Firing {
+        out.push_str(" (silenced)");
+    }
+    if let Some(url) = a.incoming.annotations.get("runbook_url") {
+        let _ = write!(out, " · runbook: {url}");
+    }
+    if let Some(url) = &a.incoming.generator_url {
+        let _ = write!(out, " · source: {url}");
+    }
+}
+
+/// The alerts beyond those listed, counted by name, severity and status.
+fn summarise(out: &mut String, rest: &[&Alert]) {
+    let mut counts: BTreeMap<(String, String, &str), usize> = BTreeMap::new();
+    for a in rest {
+        *counts
+            .entry((
+                a.incoming.alertname().to_owned(),
+                a.severity().to_owned(),
+                a.incoming.status.as_str(),
+            ))
+            .or_default() += 1;
+    }
+    let _ = write!(out, "\n…and {} more:", rest.len());
+    for ((name, severity, status), n) in counts {
+        let _ = write!(out, "\n  {n} × {name} [{severity}] {status}");
+    }
+}
+
 /// One message for a whole group: a headline with counts, the first `max_listed` alerts in
 /// full (firing first), and the rest summarised by alert name and severity.
 pub fn render_group(
@@ -521,55 +573,11 @@ pub fn render_group(
     let mut out = headline;
     let sorted = listing_order(alerts);
     for a in sorted.iter().take(max_listed) {
-        let icon = match (a.incoming.status, a.is_critical()) {
-            (AlertStatus::Resolved, _) => "✅",
-            (AlertStatus::Firing, true) => "🔴",
-            (AlertStatus::Firing, false) => "🟠",
-        };
-        let instance = a
-            .incoming
-            .labels
-            .get("instance")
-            .map(|i| format!(" {i}"))
-            .unwrap_or_default();
-        let _ = write!(
-            out,
-            "\n{icon} #{} [{}] {}{instance}",
-            a.id,
-            a.severity(),
-            a.incoming.alertname()
-        );
-        if !a.summary().is_empty() {
-            let _ = write!(out, ": {}", a.summary());
-        }
-        if let Some(by) = &a.acked_by {
-            let _ = write!(out, " (acked by {by})");
-        }
-        if silenced.contains(&a.id) && a.incoming.status == AlertStatus::Firing {
-            out.push_str(" (silenced)");
-        }
-        if let Some(url) = a.incoming.annotations.get("runbook_url") {
-            let _ = write!(out, " · runbook: {url}");
-        }
-        if let Some(url) = &a.incoming.generator_url {
-            let _ = write!(out, " · source: {url}");
-        }
+        out.push('\n');
+        write_alert_line(&mut out, a, silenced.contains(&a.id));
     }
     if sorted.len() > max_listed {
-        let mut counts: BTreeMap<(String, String, &str), usize> = BTreeMap::new();
-        for a in &sorted[max_listed..] {
-            *counts
-                .entry((
-                    a.incoming.alertname().to_owned(),
-                    a.severity().to_owned(),
-                    a.incoming.status.as_str(),
-                ))
-                .or_default() += 1;
-        }
-        let _ = write!(out, "\n…and {} more:", sorted.len() - max_listed);
-        for ((name, severity, status), n) in counts {
-            let _ = write!(out, "\n  {n} × {name} [{severity}] {status}");
-        }
+        summarise(&mut out, &sorted[max_listed..]);
     }
     let _ = write!(
         out,

@@ -560,23 +560,16 @@ async fn poll(
                     up = true;
                 }
                 backoff.reset();
-                for update in updates {
-                    let next = i32::try_from(update.id.0)
-                        .unwrap_or(i32::MAX)
-                        .saturating_add(1);
-                    // Not recorded: ask for it again (the offset confirms only what is behind
-                    // it), after a pause so a struggling store is not hammered.
-                    if inbound.take(update).await.is_err() {
-                        status(AdapterState::Retrying(
-                            "cannot record updates in the store".into(),
-                        ));
-                        up = false;
-                        if backoff.wait(shutdown).await.is_err() {
-                            return;
-                        }
-                        break;
+                // Not recorded: ask for it again (the offset confirms only what is behind
+                // it), after a pause so a struggling store is not hammered.
+                if take_in_order(inbound, updates, &mut offset).await.is_err() {
+                    status(AdapterState::Retrying(
+                        "cannot record updates in the store".into(),
+                    ));
+                    up = false;
+                    if backoff.wait(shutdown).await.is_err() {
+                        return;
                     }
-                    offset = offset.max(next);
                 }
             }
             Err(RequestError::Api(ApiError::InvalidToken)) => {
@@ -595,6 +588,23 @@ async fn poll(
             }
         }
     }
+}
+
+/// Takes polled updates in order, moving `offset` past each one taken; stops at the first
+/// that cannot be recorded.
+async fn take_in_order(
+    inbound: &TelegramInbound,
+    updates: Vec<Update>,
+    offset: &mut i32,
+) -> Result<(), NotRecorded> {
+    for update in updates {
+        let next = i32::try_from(update.id.0)
+            .unwrap_or(i32::MAX)
+            .saturating_add(1);
+        inbound.take(update).await?;
+        *offset = (*offset).max(next);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

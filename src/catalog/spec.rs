@@ -512,99 +512,121 @@ fn parse_approval(sp: &Spanned<RawApproval>, problems: &mut Problems) -> Approva
 }
 
 fn validate_action(a: &RawAction, arg_names: &BTreeSet<String>) -> (ActionSpec, Vec<String>) {
-    let mut problems = Vec::new();
+    let mut check = ActionCheck {
+        raw: a,
+        arg_names,
+        problems: Vec::new(),
+    };
     let timeout = a.timeout.0;
     if timeout.is_zero() || timeout > MAX_TIMEOUT {
-        problems.push("timeout must be between 1s and 6h".into());
+        check
+            .problems
+            .push("timeout must be between 1s and 6h".into());
     }
     let env_name =
         |n: &String| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     for name in a.env.iter().chain(&a.secrets) {
         if !env_name(name) {
-            problems.push(format!("{name:?} is not an environment variable name"));
+            check
+                .problems
+                .push(format!("{name:?} is not an environment variable name"));
         }
     }
-    let template = |field: &str, text: &str, secrets_allowed: bool, problems: &mut Vec<String>| {
+    let spec = match a.kind {
+        RawActionKind::Exec => ActionSpec::Exec(check.exec()),
+        RawActionKind::Http => ActionSpec::Http(check.http()),
+    };
+    (spec, check.problems)
+}
+
+/// Checks one `[action]` against its kind, collecting problems as it goes.
+struct ActionCheck<'a> {
+    raw: &'a RawAction,
+    arg_names: &'a BTreeSet<String>,
+    problems: Vec<String>,
+}
+
+impl ActionCheck<'_> {
+    fn template(&mut self, field: &str, text: &str, secrets_allowed: bool) -> Template {
         parse_template(
             field,
             text,
             secrets_allowed,
-            arg_names,
-            &a.secrets,
-            problems,
+            self.arg_names,
+            &self.raw.secrets,
+            &mut self.problems,
         )
-    };
-    let spec = match a.kind {
-        RawActionKind::Exec => {
-            let raw = a.argv.clone().unwrap_or_default();
-            let argv: Vec<Template> = raw
-                .iter()
-                .map(|item| template("argv", item, false, &mut problems))
-                .collect();
-            if raw.is_empty() || raw[0].trim().is_empty() {
-                problems.push("kind exec needs argv with a program first".into());
-            } else if argv[0].args().next().is_some() {
-                problems.push("argv[0] (the program) must not come from an argument".into());
-            }
-            for (key, present) in [
-                ("method", a.method.is_some()),
-                ("url", a.url.is_some()),
-                ("body", a.body.is_some()),
-                ("expect_status", a.expect_status.is_some()),
-                ("headers", !a.headers.is_empty()),
-            ] {
-                if present {
-                    problems.push(format!("{key} does not apply to kind exec"));
-                }
-            }
-            ActionSpec::Exec(ExecSpec {
-                argv,
-                timeout,
-                workdir: a.workdir.clone(),
-                env: a.env.clone(),
-                secrets: a.secrets.clone(),
-            })
+    }
+
+    fn exec(&mut self) -> ExecSpec {
+        let a = self.raw;
+        let raw = a.argv.clone().unwrap_or_default();
+        let argv: Vec<Template> = raw
+            .iter()
+            .map(|item| self.template("argv", item, false))
+            .collect();
+        if raw.is_empty() || raw[0].trim().is_empty() {
+            self.problems
+                .push("kind exec needs argv with a program first".into());
+        } else if argv[0].args().next().is_some() {
+            self.problems
+                .push("argv[0] (the program) must not come from an argument".into());
         }
-        RawActionKind::Http => {
-            let raw_url = a.url.clone().unwrap_or_default();
-            if !(raw_url.starts_with("http://") || raw_url.starts_with("https://")) {
-                problems.push("kind http needs url starting with http:// or https://".into());
+        for (key, present) in [
+            ("method", a.method.is_some()),
+            ("url", a.url.is_some()),
+            ("body", a.body.is_some()),
+            ("expect_status", a.expect_status.is_some()),
+            ("headers", !a.headers.is_empty()),
+        ] {
+            if present {
+                self.problems
+                    .push(format!("{key} does not apply to kind exec"));
             }
-            let url = template("url", &raw_url, true, &mut problems);
-            let body = a
-                .body
-                .as_deref()
-                .map(|b| template("body", b, true, &mut problems));
-            let headers = a
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), template("headers", v, true, &mut problems)))
-                .collect();
-            let method = a
-                .method
-                .clone()
-                .unwrap_or_else(|| "POST".into())
-                .to_ascii_uppercase();
-            if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-                problems.push(format!(
-                    "method {method:?} must be GET, POST, PUT, PATCH or DELETE"
-                ));
-            }
-            if a.argv.is_some() || a.workdir.is_some() || !a.env.is_empty() {
-                problems.push("argv, workdir and env do not apply to kind http".into());
-            }
-            ActionSpec::Http(HttpSpec {
-                method,
-                url,
-                body,
-                headers,
-                timeout,
-                expect_status: a.expect_status,
-                secrets: a.secrets.clone(),
-            })
         }
-    };
-    (spec, problems)
+        ExecSpec {
+            argv,
+            timeout: a.timeout.0,
+            workdir: a.workdir.clone(),
+            env: a.env.clone(),
+            secrets: a.secrets.clone(),
+        }
+    }
+
+    fn http(&mut self) -> HttpSpec {
+        let a = self.raw;
+        let raw_url = a.url.clone().unwrap_or_default();
+        if !(raw_url.starts_with("http://") || raw_url.starts_with("https://")) {
+            self.problems
+                .push("kind http needs url starting with http:// or https://".into());
+        }
+        let url = self.template("url", &raw_url, true);
+        let body = a.body.as_deref().map(|b| self.template("body", b, true));
+        let headers = (a.headers.iter())
+            .map(|(k, v)| (k.clone(), self.template("headers", v, true)))
+            .collect();
+        let method = (a.method.clone())
+            .unwrap_or_else(|| "POST".into())
+            .to_ascii_uppercase();
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+            self.problems.push(format!(
+                "method {method:?} must be GET, POST, PUT, PATCH or DELETE"
+            ));
+        }
+        if a.argv.is_some() || a.workdir.is_some() || !a.env.is_empty() {
+            self.problems
+                .push("argv, workdir and env do not apply to kind http".into());
+        }
+        HttpSpec {
+            method,
+            url,
+            body,
+            headers,
+            timeout: a.timeout.0,
+            expect_status: a.expect_status,
+            secrets: a.secrets.clone(),
+        }
+    }
 }
 
 fn parse_template(
