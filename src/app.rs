@@ -20,7 +20,7 @@ use crate::adapters::slack::{SlackApi, SlackState};
 use crate::adapters::telegram::{TelegramApi, TelegramInbound};
 use crate::adapters::throttle::{Throttled, default_spacing};
 use crate::catalog::{Catalog, CatalogErrors};
-use crate::config::{Config, LimiterBackend, TelegramMode};
+use crate::config::{Config, LimiterBackend, SlackReceive};
 use crate::domain::{Platform, ResponseTargets};
 use crate::hooks::HookState;
 use crate::http::{self, HttpState};
@@ -69,11 +69,11 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub alerts: Arc<AlertService>,
     pub liveness: Arc<Liveness>,
+    /// The path every adapter hands its events to (the console too).
+    pub inbound: Inbound,
     /// Where the bot's own messages go (alert groups, sweep notices).
     outbound: Arc<dyn ChatOutbound>,
-    slack: Option<SlackState>,
-    telegram: Option<TelegramInbound>,
-    discord: Option<DiscordState>,
+    adapters: Adapters,
     health: Arc<HealthChecks>,
     clock: Arc<dyn Clock>,
 }
@@ -119,6 +119,14 @@ pub struct Overrides {
     pub outbound: Option<Arc<dyn ChatOutbound>>,
 }
 
+/// The parts most others are built on.
+struct Core {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    outbound: Arc<dyn ChatOutbound>,
+}
+
 impl App {
     pub async fn build(config: Config) -> Result<App, StartupError> {
         Self::build_with(config, Overrides::default()).await
@@ -129,168 +137,44 @@ impl App {
         let checks = crate::probes::build_checks(&config.checks).map_err(StartupError::Config)?;
         let store =
             crate::store::connect(&config.store.database_url, config.store.max_connections).await?;
-        let limiter: Arc<dyn RateLimiter> = match &config.limits.backend {
-            LimiterBackend::Memory => Arc::new(MemoryLimiter::new()),
-            LimiterBackend::Redis { url } => Arc::new(
-                RedisLimiter::connect(url.expose_secret(), "opsbot:rl:")
-                    .await
-                    .map_err(|e| StartupError::Limiter(e.0))?,
-            ),
-        };
+        let limiter = rate_limiter(&config.limits.backend).await?;
         let metrics = Arc::new(Metrics::new());
+        let apis = Apis::new(&config)?;
+        let outbound = (overrides.outbound)
+            .unwrap_or_else(|| platform_outbound(&config, &apis, metrics.clone()));
+        let core = Core {
+            store,
+            metrics,
+            clock: overrides.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            outbound,
+        };
+        let alerts = alert_service(&config, &core);
         let health = Arc::new(HealthChecks::new(checks));
-        let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let slack_api = match &config.slack {
-            Some(s) => Some(Arc::new(
-                SlackApi::new(&s.api_url, &s.bot_token).map_err(StartupError::Config)?,
-            )),
-            None => None,
-        };
-        let telegram_api = match &config.telegram {
-            Some(t) => Some(Arc::new(
-                TelegramApi::new(&t.api_url, &t.bot_token).map_err(StartupError::Config)?,
-            )),
-            None => None,
-        };
-        let discord_api = config
-            .discord
-            .as_ref()
-            .map(|d| Arc::new(DiscordApi::new(d)));
-        let outbound: Arc<dyn ChatOutbound> = match overrides.outbound {
-            Some(o) => o,
-            None => {
-                let mut platforms = PlatformOutbound::default()
-                    .with(Platform::Console, Arc::new(ConsoleOutbound::default()));
-                if let Some(api) = &slack_api {
-                    platforms = platforms.with(Platform::Slack, api.clone());
-                }
-                if let Some(api) = &telegram_api {
-                    platforms = platforms.with(Platform::Telegram, api.clone());
-                }
-                if let Some(api) = &discord_api {
-                    platforms = platforms.with(Platform::Discord, api.clone());
-                }
-                let telegram_interval = config.telegram.as_ref().map(|t| t.send_interval.0);
-                let spacing = move |platform| match (platform, telegram_interval) {
-                    (Platform::Telegram, Some(interval)) => interval,
-                    _ => default_spacing(platform),
-                };
-                Arc::new(Throttled::new(Arc::new(platforms), spacing).with_metrics(metrics.clone()))
-            }
-        };
-        let notifiers: Vec<Arc<dyn GroupNotifier>> = config
-            .alerts
-            .webhooks
-            .iter()
-            .map(|w| {
-                Arc::new(SignedWebhook::new(w.url.clone(), w.secret.clone()))
-                    as Arc<dyn GroupNotifier>
-            })
-            .collect();
-        let alerts = AlertService::start(
-            store.clone(),
-            metrics.clone(),
-            outbound.clone(),
-            notifiers,
-            clock.clone(),
-            alert_routing(&config),
-        );
-        let l = &config.limits;
-        let router = Router::new(RouterDeps {
-            bot_name: config.bot.name.clone(),
-            catalog: Arc::new(catalog),
-            directory: Arc::new(config.directory.clone()),
-            access: BuiltinAccess {
-                status: config.builtins.status_roles.clone(),
-                audit: config.builtins.audit_roles.clone(),
-                alerts: config.builtins.alerts_roles.clone(),
-                respond: config.builtins.responder_roles.clone(),
-            },
-            alerts: alerts.clone(),
-            silence_sync: config
-                .alerts
-                .alertmanager_url
-                .as_deref()
-                .map(|url| Arc::new(AlertmanagerSilences::new(url)) as Arc<dyn SilenceSync>),
-            escalation: Escalation {
-                remind_every: config.alerts.remind_every.map(|d| d.0),
-                oncall: config.alerts.oncall_role.clone(),
-            },
-            response_targets: ResponseTargets {
-                p1: config.incidents.p1_ack_within.0,
-                p2: config.incidents.p2_ack_within.0,
-                p3: config.incidents.p3_ack_within.0,
-            },
-            limits: GlobalLimits {
-                global: l.global,
-                per_user: l.per_user,
-                per_channel: l.per_channel,
-                per_command: l.per_command,
-            },
+        let env = (overrides.env).unwrap_or_else(|| Arc::new(|name| std::env::var(name).ok()));
+        let deps = router_deps(
+            &config,
+            &core,
+            catalog,
+            alerts.clone(),
             limiter,
-            store: store.clone(),
-            clock: clock.clone(),
-            health: health.clone(),
-            metrics: metrics.clone(),
-            runner: Arc::new(ProcessRunner::new().map_err(StartupError::Config)?),
-            outbound: outbound.clone(),
-            approvals: ApprovalSettings {
-                approve_emoji: config.approvals.approve_emoji.clone(),
-                deny_emoji: config.approvals.deny_emoji.clone(),
-                break_glass_roles: config.approvals.break_glass_roles.clone(),
-            },
-            env: overrides
-                .env
-                .unwrap_or_else(|| Arc::new(|name| std::env::var(name).ok())),
-            base_dir: config.base_dir.clone(),
-        });
-        let router = Arc::new(router);
-        let inbound = Inbound::new(router.clone(), store.clone());
-        let slack = match (&config.slack, slack_api) {
-            (Some(cfg), Some(api)) => Some(SlackState::new(
-                inbound.clone(),
-                api,
-                outbound.clone(),
-                &cfg.signing_secret,
-            )),
-            _ => None,
-        };
-        let telegram = match (&config.telegram, telegram_api) {
-            (Some(cfg), Some(api)) => Some(TelegramInbound::new(
-                inbound.clone(),
-                api,
-                outbound.clone(),
-                cfg.webhook_secret.clone(),
-            )),
-            _ => None,
-        };
-        let discord = match (&config.discord, discord_api) {
-            (Some(cfg), Some(api)) => {
-                let hints = [
-                    config.approvals.approve_emoji.first(),
-                    config.approvals.deny_emoji.first(),
-                ];
-                let hints: Vec<String> = hints.into_iter().flatten().cloned().collect();
-                Some(
-                    DiscordState::new(inbound.clone(), &api, outbound.clone(), cfg, &hints)
-                        .map_err(StartupError::Config)?,
-                )
-            }
-            _ => None,
-        };
+            health.clone(),
+            env,
+        );
+        let router = Arc::new(Router::new(deps?));
+        let inbound = Inbound::new(router.clone(), core.store.clone());
+        let adapters = Adapters::new(&config, apis, &inbound, &core.outbound)?;
         Ok(App {
             config,
             router,
-            store,
-            metrics,
+            store: core.store,
+            metrics: core.metrics,
             alerts,
             liveness: Arc::new(Liveness::default()),
-            outbound,
-            slack,
-            telegram,
-            discord,
+            inbound,
+            outbound: core.outbound,
+            adapters,
             health,
-            clock,
+            clock: core.clock,
         })
     }
 
@@ -300,6 +184,7 @@ impl App {
     }
 
     pub fn http_state(&self) -> HttpState {
+        let a = &self.adapters;
         HttpState {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
@@ -311,54 +196,37 @@ impl App {
             },
             max_body_bytes: self.config.alerts.max_body_bytes,
             liveness: self.liveness.clone(),
-            telegram: self
-                .telegram
-                .clone()
-                .filter(|_| self.telegram_mode() == Some(TelegramMode::Webhook)),
-            slack: self.slack.clone(),
-            discord: self.discord.clone().filter(|d| d.serves_interactions()),
+            telegram: a.telegram.clone().filter(|t| t.serves_webhook()),
+            slack: a.slack.clone(),
+            discord: a.discord.clone().filter(|d| d.serves_interactions()),
         }
-    }
-
-    fn telegram_mode(&self) -> Option<TelegramMode> {
-        self.config.telegram.as_ref().map(|t| t.mode)
     }
 
     /// Connects the chat platforms that receive by connecting out (Telegram polling or
     /// webhook registration, the Discord gateway, Slack Socket Mode); each retries on its own and never stops
     /// the others or `serve`.
     pub fn spawn_adapters(&self, shutdown: &CancellationToken) {
-        if self.slack.is_some() {
+        let a = &self.adapters;
+        if a.slack.is_some() {
             self.liveness.set_adapter("slack", AdapterState::Up);
         }
-        if self
-            .discord
-            .as_ref()
-            .is_some_and(|d| d.serves_interactions())
-        {
+        if a.discord.as_ref().is_some_and(|d| d.serves_interactions()) {
             self.liveness
                 .set_adapter("discord interactions", AdapterState::Up);
         }
-        if let (Some(state), Some(token)) = (
-            &self.slack,
-            self.config
-                .slack
-                .as_ref()
-                .filter(|s| s.socket_mode)
-                .and_then(|s| s.app_token.clone()),
-        ) {
+        let socket_mode = self.config.slack.as_ref().map(|s| &s.receive);
+        if let (Some(state), Some(SlackReceive::SocketMode { app_token })) = (&a.slack, socket_mode)
+        {
             tokio::spawn(crate::adapters::slack::socket::run(
                 state.clone(),
-                token,
+                app_token.clone(),
                 self.liveness.clone(),
                 shutdown.clone(),
             ));
         }
-        if let (Some(inbound), Some(cfg)) = (&self.telegram, &self.config.telegram) {
+        if let Some(inbound) = &a.telegram {
             tokio::spawn(crate::adapters::telegram::run(
                 inbound.clone(),
-                cfg.mode,
-                cfg.webhook_url.clone(),
                 self.liveness.clone(),
                 shutdown.clone(),
             ));
@@ -370,7 +238,7 @@ impl App {
     /// default). It reconnects by itself and never stops `serve`.
     pub fn spawn_discord(&self, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
         let cfg = self.config.discord.as_ref().filter(|d| d.gateway)?;
-        let state = self.discord.clone()?;
+        let state = self.adapters.discord.clone()?;
         tracing::info!(
             application_id = cfg.application_id,
             "connecting the Discord gateway"
@@ -403,53 +271,8 @@ impl App {
         let http = tokio::spawn(http::serve(listener, self.http_state(), shutdown.clone()));
         self.spawn_adapters(&shutdown);
         tokio::spawn(self.sweeper().run(self.liveness.clone(), shutdown.clone()));
-        if let Some(every) = self.config.health.every {
-            let monitor =
-                HealthMonitor::new(self.config.health.fail_after, &self.config.health.severity);
-            tokio::spawn(monitor_forever(
-                self.health.clone(),
-                monitor,
-                self.alerts.clone(),
-                self.clock.clone(),
-                every.0,
-                self.liveness.clone(),
-                shutdown.clone(),
-            ));
-        }
-        if let Some(url) = self.config.health.heartbeat_url.clone() {
-            tokio::spawn(heartbeat_forever(
-                url,
-                self.config.health.heartbeat_every.0,
-                self.liveness.clone(),
-                shutdown.clone(),
-            ));
-        }
-        let console_user = self
-            .config
-            .console
-            .enabled
-            .then(|| self.config.console.user.clone())
-            .flatten();
-        match &console_user {
-            Some(user) => {
-                let console = Console::new(self.router.clone(), user, &self.config.console.channel);
-                tracing::info!(user = %user, "console adapter reading commands from stdin");
-                self.liveness.set_adapter("console", AdapterState::Up);
-                tokio::spawn(async move {
-                    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-                    if let Err(e) = console.run(stdin, tokio::io::stdout()).await {
-                        tracing::warn!(error = %e, "console adapter stopped");
-                    }
-                    tracing::info!("console input closed; still serving HTTP");
-                });
-            }
-            None if self.slack.is_none() && self.discord.is_none() && self.telegram.is_none() => {
-                tracing::info!(
-                    "no chat platform is configured (console disabled or without a user); serving HTTP only"
-                )
-            }
-            None => {}
-        }
+        self.spawn_health(&shutdown);
+        self.spawn_console();
         wait_for_signal().await;
         tracing::info!("shutting down");
         shutdown.cancel();
@@ -463,6 +286,54 @@ impl App {
         }
         self.drain(deadline).await;
         Ok(())
+    }
+
+    /// The scheduled health checks and the heartbeat ping, when configured.
+    fn spawn_health(&self, shutdown: &CancellationToken) {
+        let h = &self.config.health;
+        if let Some(every) = h.every {
+            let monitor = HealthMonitor::new(h.fail_after, &h.severity);
+            tokio::spawn(monitor_forever(
+                self.health.clone(),
+                monitor,
+                self.alerts.clone(),
+                self.clock.clone(),
+                every.0,
+                self.liveness.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let Some(url) = h.heartbeat_url.clone() {
+            tokio::spawn(heartbeat_forever(
+                url,
+                h.heartbeat_every.0,
+                self.liveness.clone(),
+                shutdown.clone(),
+            ));
+        }
+    }
+
+    /// The console on stdin in `serve`, when enabled with a user.
+    fn spawn_console(&self) {
+        let c = &self.config.console;
+        let Some(user) = c.user.as_ref().filter(|_| c.enabled) else {
+            if self.adapters.none() {
+                tracing::info!(
+                    "no chat platform is configured (console disabled or without a user); serving HTTP only"
+                )
+            }
+            return;
+        };
+        let console = Console::new(self.inbound.clone(), user, &c.channel);
+        tracing::info!(user = %user, "console adapter reading commands from stdin");
+        self.liveness.set_adapter("console", AdapterState::Up);
+        tokio::spawn(async move {
+            let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            if let Err(e) = console.run(stdin, tokio::io::stdout()).await {
+                tracing::warn!(error = %e, "console adapter stopped");
+            }
+            tracing::info!("console input closed; still serving HTTP");
+        });
     }
 
     /// Waits (until `deadline`) for commands already acknowledged to the platforms to be
@@ -508,7 +379,7 @@ impl App {
         // Notices for other platforms' channels go there, not to this terminal.
         tokio::spawn(self.sweeper().run(self.liveness.clone(), shutdown.clone()));
         let channel = channel.unwrap_or(&self.config.console.channel);
-        let console = Console::new(self.router.clone(), name, channel);
+        let console = Console::new(self.inbound.clone(), name, channel);
         if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
             eprintln!("opsbot console as {name} in #{channel}; type /help, Ctrl-D to quit.");
         }
@@ -522,6 +393,181 @@ impl App {
             tracing::warn!(error = %e, "console input failed");
         }
         Ok(())
+    }
+}
+
+async fn rate_limiter(backend: &LimiterBackend) -> Result<Arc<dyn RateLimiter>, StartupError> {
+    Ok(match backend {
+        LimiterBackend::Memory => Arc::new(MemoryLimiter::new()),
+        LimiterBackend::Redis { url } => Arc::new(
+            RedisLimiter::connect(url.expose_secret(), "opsbot:rl:")
+                .await
+                .map_err(|e| StartupError::Limiter(e.0))?,
+        ),
+    })
+}
+
+/// The API clients of the configured chat platforms: the outbound sends through them and
+/// the adapters answer through them.
+struct Apis {
+    slack: Option<Arc<SlackApi>>,
+    telegram: Option<Arc<TelegramApi>>,
+    discord: Option<Arc<DiscordApi>>,
+}
+
+impl Apis {
+    fn new(config: &Config) -> Result<Apis, StartupError> {
+        let slack = (config.slack.as_ref())
+            .map(|s| SlackApi::new(&s.api_url, &s.bot_token).map(Arc::new))
+            .transpose()
+            .map_err(StartupError::Config)?;
+        let telegram = (config.telegram.as_ref())
+            .map(|t| TelegramApi::new(&t.api_url, &t.bot_token).map(Arc::new))
+            .transpose()
+            .map_err(StartupError::Config)?;
+        let discord = (config.discord.as_ref()).map(|d| Arc::new(DiscordApi::new(d)));
+        Ok(Apis {
+            slack,
+            telegram,
+            discord,
+        })
+    }
+}
+
+/// Every configured platform (and the console) behind one outbound, paced per platform.
+fn platform_outbound(config: &Config, apis: &Apis, metrics: Arc<Metrics>) -> Arc<dyn ChatOutbound> {
+    let mut platforms =
+        PlatformOutbound::default().with(Platform::Console, Arc::new(ConsoleOutbound::default()));
+    if let Some(api) = &apis.slack {
+        platforms = platforms.with(Platform::Slack, api.clone());
+    }
+    if let Some(api) = &apis.telegram {
+        platforms = platforms.with(Platform::Telegram, api.clone());
+    }
+    if let Some(api) = &apis.discord {
+        platforms = platforms.with(Platform::Discord, api.clone());
+    }
+    let telegram_interval = config.telegram.as_ref().map(|t| t.send_interval.0);
+    let spacing = move |platform| match (platform, telegram_interval) {
+        (Platform::Telegram, Some(interval)) => interval,
+        _ => default_spacing(platform),
+    };
+    Arc::new(Throttled::new(Arc::new(platforms), spacing).with_metrics(metrics))
+}
+
+fn alert_service(config: &Config, core: &Core) -> Arc<AlertService> {
+    let notifiers: Vec<Arc<dyn GroupNotifier>> = (config.alerts.webhooks.iter())
+        .map(|w| {
+            Arc::new(SignedWebhook::new(w.url.clone(), w.secret.clone())) as Arc<dyn GroupNotifier>
+        })
+        .collect();
+    AlertService::start(
+        core.store.clone(),
+        core.metrics.clone(),
+        core.outbound.clone(),
+        notifiers,
+        core.clock.clone(),
+        alert_routing(config),
+    )
+}
+
+/// What the router is given: the config's policies as the router's types, and the ports.
+fn router_deps(
+    config: &Config,
+    core: &Core,
+    catalog: Catalog,
+    alerts: Arc<AlertService>,
+    limiter: Arc<dyn RateLimiter>,
+    health: Arc<HealthChecks>,
+    env: EnvLookup,
+) -> Result<RouterDeps, StartupError> {
+    let (l, b, a) = (&config.limits, &config.builtins, &config.approvals);
+    Ok(RouterDeps {
+        bot_name: config.bot.name.clone(),
+        catalog: Arc::new(catalog),
+        directory: Arc::new(config.directory.clone()),
+        access: BuiltinAccess {
+            status: b.status_roles.clone(),
+            audit: b.audit_roles.clone(),
+            alerts: b.alerts_roles.clone(),
+            respond: b.responder_roles.clone(),
+        },
+        alerts,
+        silence_sync: (config.alerts.alertmanager_url.as_deref())
+            .map(|url| Arc::new(AlertmanagerSilences::new(url)) as Arc<dyn SilenceSync>),
+        escalation: Escalation {
+            remind_every: config.alerts.remind_every.map(|d| d.0),
+            oncall: config.alerts.oncall_role.clone(),
+        },
+        response_targets: ResponseTargets {
+            p1: config.incidents.p1_ack_within.0,
+            p2: config.incidents.p2_ack_within.0,
+            p3: config.incidents.p3_ack_within.0,
+        },
+        limits: GlobalLimits {
+            global: l.global,
+            per_user: l.per_user,
+            per_channel: l.per_channel,
+            per_command: l.per_command,
+        },
+        limiter,
+        store: core.store.clone(),
+        clock: core.clock.clone(),
+        health,
+        metrics: core.metrics.clone(),
+        runner: Arc::new(ProcessRunner::new().map_err(StartupError::Config)?),
+        outbound: core.outbound.clone(),
+        approvals: ApprovalSettings {
+            approve_emoji: a.approve_emoji.clone(),
+            deny_emoji: a.deny_emoji.clone(),
+            break_glass_roles: a.break_glass_roles.clone(),
+        },
+        env,
+        base_dir: config.base_dir.clone(),
+    })
+}
+
+/// The receiving side of each configured chat platform.
+struct Adapters {
+    slack: Option<SlackState>,
+    telegram: Option<TelegramInbound>,
+    discord: Option<DiscordState>,
+}
+
+impl Adapters {
+    fn new(
+        config: &Config,
+        apis: Apis,
+        inbound: &Inbound,
+        outbound: &Arc<dyn ChatOutbound>,
+    ) -> Result<Adapters, StartupError> {
+        let slack = (config.slack.as_ref().zip(apis.slack)).map(|(cfg, api)| {
+            SlackState::new(inbound.clone(), api, outbound.clone(), &cfg.signing_secret)
+        });
+        let telegram = (config.telegram.as_ref().zip(apis.telegram)).map(|(cfg, api)| {
+            TelegramInbound::new(inbound.clone(), api, outbound.clone(), cfg.delivery.clone())
+        });
+        let discord = match config.discord.as_ref().zip(apis.discord) {
+            Some((cfg, api)) => {
+                let a = &config.approvals;
+                let hints = [a.approve_emoji.first(), a.deny_emoji.first()];
+                let hints: Vec<String> = hints.into_iter().flatten().cloned().collect();
+                Some(
+                    DiscordState::new(inbound.clone(), &api, outbound.clone(), cfg, &hints)
+                        .map_err(StartupError::Config)?,
+                )
+            }
+            None => None,
+        };
+        Ok(Adapters {
+            slack,
+            telegram,
+            discord,
+        })
+    }
+
+    fn none(&self) -> bool {
+        self.slack.is_none() && self.telegram.is_none() && self.discord.is_none()
     }
 }
 

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::app::{App, load_catalog};
 use crate::config::Config;
 use crate::domain::ChainVerifier;
+use crate::ports::Store;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -96,56 +97,20 @@ fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(arg) => {
-            let config = load(&arg)?;
-            crate::telemetry::init(&config.log, None).map_err(anyhow::Error::msg)?;
-            App::build(config).await?.serve().await?;
-        }
+        Command::Serve(arg) => serve(&arg).await,
         Command::Chat {
             as_user,
             channel,
             config,
-        } => {
-            let config = load(&config)?;
-            // Keep the terminal for the conversation; only warnings go to stderr.
-            let level = std::env::var("RUST_LOG").ok();
-            crate::telemetry::init(&config.log, Some(level.as_deref().unwrap_or("warn")))
-                .map_err(anyhow::Error::msg)?;
-            App::build(config)
-                .await?
-                .chat(&as_user, channel.as_deref())
-                .await?;
-        }
-        Command::CheckConfig(arg) => {
-            let config = load(&arg)?;
-            let catalog = load_catalog(&config)?;
-            crate::probes::build_checks(&config.checks).map_err(anyhow::Error::msg)?;
-            println!(
-                "ok: {} is valid; {} people, {} health checks, {} commands in {}",
-                arg.config.display(),
-                config.directory.len(),
-                config.checks.len(),
-                catalog.len(),
-                config.catalog_dir().display()
-            );
-        }
+        } => chat(&config, &as_user, channel.as_deref()).await,
+        Command::CheckConfig(arg) => check_config(&arg),
         Command::Migrate(arg) => {
             let config = load(&arg)?;
             crate::store::connect(&config.store.database_url, config.store.max_connections).await?;
             println!("ok: migrations applied");
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Postmortem { id, config } => {
-            let config = load(&config)?;
-            let app = App::build(config).await?;
-            let Some(incident) = app.store.incident(id).await? else {
-                eprintln!("error: there is no incident #{id}");
-                return Ok(ExitCode::FAILURE);
-            };
-            print!(
-                "{}",
-                app.router.incidents().postmortem_for(&incident).await?
-            );
-        }
+        Command::Postmortem { id, config } => postmortem(&config, id).await,
         Command::Audit {
             limit,
             verify,
@@ -156,51 +121,106 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 crate::store::connect(&config.store.database_url, config.store.max_connections)
                     .await?;
             if verify {
-                let mut verifier = ChainVerifier::default();
-                loop {
-                    let page = store.audit_after(verifier.last_seq(), 1000).await?;
-                    if page.is_empty() {
-                        break;
-                    }
-                    for rec in &page {
-                        if let Err(brk) = verifier.check(rec) {
-                            println!("audit chain BROKEN: {brk}");
-                            return Ok(ExitCode::FAILURE);
-                        }
-                    }
-                }
-                println!(
-                    "audit chain intact: {} records verified",
-                    verifier.checked()
-                );
+                verify_audit(store.as_ref()).await
             } else {
-                for r in store.recent_audit(limit).await? {
-                    let e = &r.entry;
-                    let args = if e.args.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" {}", e.args)
-                    };
-                    let detail = if e.detail.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" — {}", e.detail)
-                    };
-                    println!(
-                        "#{} {} {} {} {} /{}{} [{}]{}",
-                        r.seq,
-                        e.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-                        e.outcome,
-                        e.actor,
-                        e.channel,
-                        e.command,
-                        args,
-                        e.request_id,
-                        detail
-                    );
-                }
+                print_audit(store.as_ref(), limit).await
             }
         }
+    }
+}
+
+async fn serve(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
+    let config = load(arg)?;
+    crate::telemetry::init(&config.log, None).map_err(anyhow::Error::msg)?;
+    App::build(config).await?.serve().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn chat(arg: &ConfigArg, as_user: &str, channel: Option<&str>) -> anyhow::Result<ExitCode> {
+    let config = load(arg)?;
+    // Keep the terminal for the conversation; only warnings go to stderr.
+    let level = std::env::var("RUST_LOG").ok();
+    crate::telemetry::init(&config.log, Some(level.as_deref().unwrap_or("warn")))
+        .map_err(anyhow::Error::msg)?;
+    App::build(config).await?.chat(as_user, channel).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_config(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
+    let config = load(arg)?;
+    let catalog = load_catalog(&config)?;
+    crate::probes::build_checks(&config.checks).map_err(anyhow::Error::msg)?;
+    println!(
+        "ok: {} is valid; {} people, {} health checks, {} commands in {}",
+        arg.config.display(),
+        config.directory.len(),
+        config.checks.len(),
+        catalog.len(),
+        config.catalog_dir().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn postmortem(arg: &ConfigArg, id: i64) -> anyhow::Result<ExitCode> {
+    let app = App::build(load(arg)?).await?;
+    let Some(incident) = app.store.incident(id).await? else {
+        eprintln!("error: there is no incident #{id}");
+        return Ok(ExitCode::FAILURE);
+    };
+    print!(
+        "{}",
+        app.router.incidents().postmortem_for(&incident).await?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Walks the whole audit chain and reports the first altered or missing record.
+async fn verify_audit(store: &dyn Store) -> anyhow::Result<ExitCode> {
+    let mut verifier = ChainVerifier::default();
+    loop {
+        let page = store.audit_after(verifier.last_seq(), 1000).await?;
+        if page.is_empty() {
+            break;
+        }
+        for rec in &page {
+            if let Err(brk) = verifier.check(rec) {
+                println!("audit chain BROKEN: {brk}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    println!(
+        "audit chain intact: {} records verified",
+        verifier.checked()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn print_audit(store: &dyn Store, limit: u32) -> anyhow::Result<ExitCode> {
+    for r in store.recent_audit(limit).await? {
+        let e = &r.entry;
+        let args = if e.args.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", e.args)
+        };
+        let detail = if e.detail.is_empty() {
+            String::new()
+        } else {
+            format!(" — {}", e.detail)
+        };
+        println!(
+            "#{} {} {} {} {} /{}{} [{}]{}",
+            r.seq,
+            e.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            e.outcome,
+            e.actor,
+            e.channel,
+            e.command,
+            args,
+            e.request_id,
+            detail
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

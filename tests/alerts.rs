@@ -455,6 +455,14 @@ async fn an_approving_reaction_on_the_group_message_acks_it() {
     let Outbound::Post { channel, id, .. } = &msgs[0] else {
         panic!()
     };
+    // The message is recorded for its group right after it is posted.
+    eventually("the group message to be recorded", WAIT, async || {
+        let group = app
+            .store
+            .group_by_message(opsbot::domain::Platform::Console, channel, id);
+        group.await.unwrap()
+    })
+    .await;
     let react = |who: &str| {
         support::event(
             who,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use opsbot::adapters::console::Console;
+use opsbot::adapters::inbound::Inbound;
 use opsbot::domain::{ChannelRef, EventPayload, InboundEvent, Platform, RunState, UserRef};
 use slack_support::{Seen, wait_for};
 
@@ -63,7 +64,8 @@ async fn an_interrupted_slack_run_is_announced_in_slack_while_the_console_reads_
     }
 
     // Someone types at the console of the same process meanwhile.
-    let console = Console::new(app.router.clone(), "alice", "ops");
+    let inbound = Inbound::new(app.router.clone(), app.store.clone());
+    let console = Console::new(inbound, "alice", "ops");
     let mut output = Vec::new();
     console.run(&b"/whoami\n"[..], &mut output).await.unwrap();
     assert!(String::from_utf8_lossy(&output).contains("You are"));

@@ -153,9 +153,35 @@ impl AlertService {
 
     /// Brings every message of one group up to date.
     pub async fn refresh_group(&self, group_key: &str) -> Result<(), RefreshError> {
+        let Some(view) = self.group_view(group_key).await? else {
+            return Ok(());
+        };
+        // Each chat target and each notifier is delivered on its own: one that fails neither
+        // blocks nor drops the others. A retryable failure is returned at the end so the whole
+        // group is tried again; targets already up to date are skipped then (same text).
+        let mut failures = Failures {
+            group_key,
+            metrics: &self.metrics,
+            retry: None,
+        };
+        for target in self.routing.targets(&common_labels(&view.alerts)) {
+            self.update_target(&view, &target, &mut failures).await?;
+        }
+        self.notify_hooks(&view, &mut failures).await;
+        match failures.retry {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The group's alerts and the message that shows them; `None` for an empty group.
+    async fn group_view<'k>(
+        &self,
+        group_key: &'k str,
+    ) -> Result<Option<GroupView<'k>>, RefreshError> {
         let alerts = self.store.alerts_in_group(group_key).await?;
         if alerts.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let now = self.clock.now();
         let silences = self.store.active_silences(now).await?;
@@ -178,80 +204,115 @@ impl AlertService {
         let all_quiet = alerts
             .iter()
             .all(|a| a.incoming.status == AlertStatus::Resolved || silenced.contains(&a.id));
-        // Each chat target and each notifier is delivered on its own: one that fails neither
-        // blocks nor drops the others. A retryable failure is returned at the end so the whole
-        // group is tried again; targets already up to date are skipped then (same text).
-        let mut retry: Option<RefreshError> = None;
-        let metrics = self.metrics.clone();
-        let mut note = |e: OutboundError, what: &str| match e {
-            OutboundError::Undeliverable(why) => {
-                metrics.outbound_failure("undeliverable");
-                error!(group = %group_key, target = %what, reason = %why, "alert group message cannot be delivered")
-            }
-            other => {
-                metrics.outbound_failure(match other {
-                    OutboundError::RetryAfter(_) => "retry_after",
-                    _ => "failed",
-                });
-                retry.get_or_insert(RefreshError::Outbound(other));
-            }
+        Ok(Some(GroupView {
+            key: group_key,
+            alerts,
+            text,
+            message,
+            all_quiet,
+        }))
+    }
+
+    /// Posts or edits the group's message in one channel, unless it already shows this text.
+    async fn update_target(
+        &self,
+        view: &GroupView<'_>,
+        target: &OutboundTarget,
+        failures: &mut Failures<'_>,
+    ) -> Result<(), RefreshError> {
+        self.link_to_open_incident(target, &view.alerts).await?;
+        let existing = self
+            .store
+            .group_message(view.key, target.platform, &target.channel_id)
+            .await?;
+        let delivered = match existing {
+            Some((_, last)) if last == view.text => return Ok(()),
+            Some((message_id, _)) => self
+                .outbound
+                .edit(target, &message_id, &view.message)
+                .await
+                .map(|()| message_id),
+            // Nothing worth a new message: everything already resolved or silenced.
+            None if view.all_quiet => return Ok(()),
+            None => self.outbound.send(target, &view.message).await,
         };
-        for target in self.routing.targets(&common_labels(&alerts)) {
-            self.link_to_open_incident(&target, &alerts).await?;
-            let existing = self
-                .store
-                .group_message(group_key, target.platform, &target.channel_id)
-                .await?;
-            let delivered = match existing {
-                Some((_, last)) if last == text => continue,
-                Some((message_id, _)) => self
-                    .outbound
-                    .edit(&target, &message_id, &message)
-                    .await
-                    .map(|()| message_id),
-                // Nothing worth a new message: everything already resolved or silenced.
-                None if all_quiet => continue,
-                None => self.outbound.send(&target, &message).await,
-            };
-            match delivered {
-                Ok(message_id) => {
-                    self.store
-                        .set_group_message(
-                            group_key,
-                            target.platform,
-                            &target.channel_id,
-                            &message_id,
-                            &text,
-                        )
-                        .await?
-                }
-                Err(e) => note(e, &format!("{}:{}", target.platform, target.channel_id)),
+        match delivered {
+            Ok(message_id) => {
+                self.store
+                    .set_group_message(
+                        view.key,
+                        target.platform,
+                        &target.channel_id,
+                        &message_id,
+                        &view.text,
+                    )
+                    .await?
             }
+            Err(e) => failures.note(e, &format!("{}:{}", target.platform, target.channel_id)),
         }
+        Ok(())
+    }
+
+    /// Tells the group webhooks, once per text: only when every one took it (or can never
+    /// take it) is the text remembered as notified.
+    async fn notify_hooks(&self, view: &GroupView<'_>, failures: &mut Failures<'_>) {
         let already = self
             .notified
             .lock()
             .expect("notified poisoned")
-            .get(group_key)
-            == Some(&text);
-        if !already && !self.notifiers.is_empty() {
-            let mut all_done = true;
-            for n in &self.notifiers {
-                if let Err(e) = n.group_changed(group_key, &alerts).await {
-                    all_done &= matches!(e, OutboundError::Undeliverable(_));
-                    note(e, "webhook");
-                }
-            }
-            if all_done {
-                self.notified
-                    .lock()
-                    .expect("notified poisoned")
-                    .insert(group_key.to_owned(), text.clone());
+            .get(view.key)
+            == Some(&view.text);
+        if already || self.notifiers.is_empty() {
+            return;
+        }
+        let mut all_done = true;
+        for n in &self.notifiers {
+            if let Err(e) = n.group_changed(view.key, &view.alerts).await {
+                all_done &= matches!(e, OutboundError::Undeliverable(_));
+                failures.note(e, "webhook");
             }
         }
-        match retry {
-            Some(e) => Err(e),
-            None => Ok(()),
+        if all_done {
+            self.notified
+                .lock()
+                .expect("notified poisoned")
+                .insert(view.key.to_owned(), view.text.clone());
+        }
+    }
+}
+
+/// One alert group as its messages show it.
+struct GroupView<'k> {
+    key: &'k str,
+    alerts: Vec<Alert>,
+    text: String,
+    message: OutboundMessage,
+    /// Everything resolved or silenced.
+    all_quiet: bool,
+}
+
+/// Delivery failures while refreshing one group: counted, logged when permanent, and the
+/// first retryable one kept so the group is tried again.
+struct Failures<'a> {
+    group_key: &'a str,
+    metrics: &'a crate::metrics::Metrics,
+    retry: Option<RefreshError>,
+}
+
+impl Failures<'_> {
+    fn note(&mut self, e: OutboundError, what: &str) {
+        match e {
+            OutboundError::Undeliverable(why) => {
+                self.metrics.outbound_failure("undeliverable");
+                error!(group = %self.group_key, target = %what, reason = %why, "alert group message cannot be delivered")
+            }
+            other => {
+                self.metrics.outbound_failure(match other {
+                    OutboundError::RetryAfter(_) => "retry_after",
+                    _ => "failed",
+                });
+                self.retry.get_or_insert(RefreshError::Outbound(other));
+            }
         }
     }
 }
@@ -435,6 +496,58 @@ pub fn common_labels(alerts: &[Alert]) -> BTreeMap<String, String> {
     common
 }
 
+/// One alert in full: status, number, severity, name, instance, summary and links.
+fn write_alert_line(out: &mut String, a: &Alert, silenced: bool) {
+    let icon = match (a.incoming.status, a.is_critical()) {
+        (AlertStatus::Resolved, _) => "✅",
+        (AlertStatus::Firing, true) => "🔴",
+        (AlertStatus::Firing, false) => "🟠",
+    };
+    let instance = (a.incoming.labels.get("instance"))
+        .map(|i| format!(" {i}"))
+        .unwrap_or_default();
+    let _ = write!(
+        out,
+        "{icon} #{} [{}] {}{instance}",
+        a.id,
+        a.severity(),
+        a.incoming.alertname()
+    );
+    if !a.summary().is_empty() {
+        let _ = write!(out, ": {}", a.summary());
+    }
+    if let Some(by) = &a.acked_by {
+        let _ = write!(out, " (acked by {by})");
+    }
+    if silenced && a.incoming.status == AlertStatus::Firing {
+        out.push_str(" (silenced)");
+    }
+    if let Some(url) = a.incoming.annotations.get("runbook_url") {
+        let _ = write!(out, " · runbook: {url}");
+    }
+    if let Some(url) = &a.incoming.generator_url {
+        let _ = write!(out, " · source: {url}");
+    }
+}
+
+/// The alerts beyond those listed, counted by name, severity and status.
+fn summarise(out: &mut String, rest: &[&Alert]) {
+    let mut counts: BTreeMap<(String, String, &str), usize> = BTreeMap::new();
+    for a in rest {
+        *counts
+            .entry((
+                a.incoming.alertname().to_owned(),
+                a.severity().to_owned(),
+                a.incoming.status.as_str(),
+            ))
+            .or_default() += 1;
+    }
+    let _ = write!(out, "\n…and {} more:", rest.len());
+    for ((name, severity, status), n) in counts {
+        let _ = write!(out, "\n  {n} × {name} [{severity}] {status}");
+    }
+}
+
 /// One message for a whole group: a headline with counts, the first `max_listed` alerts in
 /// full (firing first), and the rest summarised by alert name and severity.
 pub fn render_group(
@@ -460,55 +573,11 @@ pub fn render_group(
     let mut out = headline;
     let sorted = listing_order(alerts);
     for a in sorted.iter().take(max_listed) {
-        let icon = match (a.incoming.status, a.is_critical()) {
-            (AlertStatus::Resolved, _) => "✅",
-            (AlertStatus::Firing, true) => "🔴",
-            (AlertStatus::Firing, false) => "🟠",
-        };
-        let instance = a
-            .incoming
-            .labels
-            .get("instance")
-            .map(|i| format!(" {i}"))
-            .unwrap_or_default();
-        let _ = write!(
-            out,
-            "\n{icon} #{} [{}] {}{instance}",
-            a.id,
-            a.severity(),
-            a.incoming.alertname()
-        );
-        if !a.summary().is_empty() {
-            let _ = write!(out, ": {}", a.summary());
-        }
-        if let Some(by) = &a.acked_by {
-            let _ = write!(out, " (acked by {by})");
-        }
-        if silenced.contains(&a.id) && a.incoming.status == AlertStatus::Firing {
-            out.push_str(" (silenced)");
-        }
-        if let Some(url) = a.incoming.annotations.get("runbook_url") {
-            let _ = write!(out, " · runbook: {url}");
-        }
-        if let Some(url) = &a.incoming.generator_url {
-            let _ = write!(out, " · source: {url}");
-        }
+        out.push('\n');
+        write_alert_line(&mut out, a, silenced.contains(&a.id));
     }
     if sorted.len() > max_listed {
-        let mut counts: BTreeMap<(String, String, &str), usize> = BTreeMap::new();
-        for a in &sorted[max_listed..] {
-            *counts
-                .entry((
-                    a.incoming.alertname().to_owned(),
-                    a.severity().to_owned(),
-                    a.incoming.status.as_str(),
-                ))
-                .or_default() += 1;
-        }
-        let _ = write!(out, "\n…and {} more:", sorted.len() - max_listed);
-        for ((name, severity, status), n) in counts {
-            let _ = write!(out, "\n  {n} × {name} [{severity}] {status}");
-        }
+        summarise(&mut out, &sorted[max_listed..]);
     }
     let _ = write!(
         out,

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{ActionSpec, CommandSpec, Segment, Template};
+use crate::catalog::{ActionSpec, CommandSpec, ExecSpec, HttpSpec, Segment, Template};
 use crate::domain::{ActionKind, BoundArgs};
 
 #[derive(Debug, Clone)]
@@ -28,106 +28,137 @@ pub fn render(
     args: &BoundArgs,
     lookup_env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RenderedAction, String> {
-    let mut secret_values = Vec::new();
-    let mut secret = |name: &str| -> Result<String, String> {
-        let value = lookup_env(name)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("secret {name} is not set in opsbot's environment"))?;
-        secret_values.push(SecretString::from(value.clone()));
-        Ok(value)
+    let mut secrets = Secrets {
+        lookup_env,
+        values: Vec::new(),
     };
     let (kind, display) = match &spec.action {
-        ActionSpec::Exec {
-            argv,
-            timeout,
-            workdir,
-            env,
-            secrets,
-        } => {
-            // An item whose every argument placeholder is an absent optional argument is left
-            // out entirely, so `--to={to}` disappears rather than becoming `--to=`.
-            let items: Vec<String> = argv
-                .iter()
-                .filter(|t| t.args().next().is_none() || t.args().any(|a| args.get(a).is_some()))
-                .map(|t| {
-                    fill(t, args, Escape::Verbatim, &mut |_| Ok(String::new()))
-                        .map(|(real, _)| real)
-                })
-                .collect::<Result<_, _>>()?;
-            let mut process_env = Vec::new();
-            for name in env {
-                if let Some(v) = lookup_env(name) {
-                    process_env.push((name.clone(), SecretString::from(v)));
-                }
-            }
-            for name in secrets {
-                process_env.push((name.clone(), SecretString::from(secret(name)?)));
-            }
-            let mut display = items
-                .iter()
-                .map(|i| shell_quote(i))
-                .collect::<Vec<_>>()
-                .join(" ");
-            if let Some(dir) = workdir {
-                let _ = write!(display, "\n  in {}", dir.display());
-            }
-            if !env.is_empty() {
-                let _ = write!(display, "\n  env: {}", env.join(", "));
-            }
-            if !secrets.is_empty() {
-                let _ = write!(display, "\n  secrets: {}", secrets.join(", "));
-            }
-            let _ = write!(display, "\n  timeout: {}s", timeout.as_secs());
-            (
-                ActionKind::Exec {
-                    argv: items,
-                    workdir: workdir.clone(),
-                    env: process_env,
-                    timeout: *timeout,
-                },
-                display,
-            )
-        }
-        ActionSpec::Http {
-            method,
-            url,
-            body,
-            headers,
-            timeout,
-            expect_status,
-            ..
-        } => {
-            let (url_real, url_shown) = fill(url, args, Escape::Url, &mut secret)?;
-            let mut display = format!("{method} {url_shown}");
-            let mut real_headers = Vec::new();
-            for (name, value) in headers {
-                // Header values: control characters are refused when arguments are bound.
-                let (real, shown) = fill(value, args, Escape::Verbatim, &mut secret)?;
-                let _ = write!(display, "\n  {name}: {shown}");
-                real_headers.push((name.clone(), SecretString::from(real)));
-            }
-            let body = match body {
-                Some(b) => {
-                    let (real, shown) = fill(b, args, Escape::Json, &mut secret)?;
-                    let _ = write!(display, "\n  body: {shown}");
-                    Some(SecretString::from(real))
-                }
-                None => None,
-            };
-            let _ = write!(display, "\n  timeout: {}s", timeout.as_secs());
-            (
-                ActionKind::Http {
-                    method: method.clone(),
-                    url: SecretString::from(url_real),
-                    headers: real_headers,
-                    body,
-                    timeout: *timeout,
-                    expect_status: *expect_status,
-                },
-                display,
-            )
-        }
+        ActionSpec::Exec(exec) => render_exec(exec, args, &mut secrets)?,
+        ActionSpec::Http(http) => render_http(http, args, &mut secrets)?,
     };
+    Ok(RenderedAction {
+        kind,
+        hash: approval_hash(spec, &display),
+        display,
+        secret_values: secrets.values,
+    })
+}
+
+/// Secrets read from opsbot's environment while rendering, kept to scrub output later.
+struct Secrets<'a> {
+    lookup_env: &'a dyn Fn(&str) -> Option<String>,
+    values: Vec<SecretString>,
+}
+
+impl Secrets<'_> {
+    fn get(&mut self, name: &str) -> Result<String, String> {
+        let value = (self.lookup_env)(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("secret {name} is not set in opsbot's environment"))?;
+        self.values.push(SecretString::from(value.clone()));
+        Ok(value)
+    }
+}
+
+fn render_exec(
+    action: &ExecSpec,
+    args: &BoundArgs,
+    secrets: &mut Secrets,
+) -> Result<(ActionKind, String), String> {
+    let ExecSpec {
+        argv,
+        timeout,
+        workdir,
+        env,
+        secrets: secret_names,
+    } = action;
+    // An item whose every argument placeholder is an absent optional argument is left
+    // out entirely, so `--to={to}` disappears rather than becoming `--to=`.
+    let items: Vec<String> = argv
+        .iter()
+        .filter(|t| t.args().next().is_none() || t.args().any(|a| args.get(a).is_some()))
+        .map(|t| fill(t, args, Escape::Verbatim, &mut |_| Ok(String::new())).map(|(real, _)| real))
+        .collect::<Result<_, _>>()?;
+    let mut process_env = Vec::new();
+    for name in env {
+        if let Some(v) = (secrets.lookup_env)(name) {
+            process_env.push((name.clone(), SecretString::from(v)));
+        }
+    }
+    for name in secret_names {
+        process_env.push((name.clone(), SecretString::from(secrets.get(name)?)));
+    }
+    let mut display = items
+        .iter()
+        .map(|i| shell_quote(i))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(dir) = workdir {
+        let _ = write!(display, "\n  in {}", dir.display());
+    }
+    if !env.is_empty() {
+        let _ = write!(display, "\n  env: {}", env.join(", "));
+    }
+    if !secret_names.is_empty() {
+        let _ = write!(display, "\n  secrets: {}", secret_names.join(", "));
+    }
+    let _ = write!(display, "\n  timeout: {}s", timeout.as_secs());
+    let kind = ActionKind::Exec {
+        argv: items,
+        workdir: workdir.clone(),
+        env: process_env,
+        timeout: *timeout,
+    };
+    Ok((kind, display))
+}
+
+fn render_http(
+    action: &HttpSpec,
+    args: &BoundArgs,
+    secrets: &mut Secrets,
+) -> Result<(ActionKind, String), String> {
+    let HttpSpec {
+        method,
+        url,
+        body,
+        headers,
+        timeout,
+        expect_status,
+        ..
+    } = action;
+    let mut secret = |name: &str| secrets.get(name);
+    let (url_real, url_shown) = fill(url, args, Escape::Url, &mut secret)?;
+    let mut display = format!("{method} {url_shown}");
+    let mut real_headers = Vec::new();
+    for (name, value) in headers {
+        // Header values: control characters are refused when arguments are bound.
+        let (real, shown) = fill(value, args, Escape::Verbatim, &mut secret)?;
+        let _ = write!(display, "\n  {name}: {shown}");
+        real_headers.push((name.clone(), SecretString::from(real)));
+    }
+    let body = match body {
+        Some(b) => {
+            let (real, shown) = fill(b, args, Escape::Json, &mut secret)?;
+            let _ = write!(display, "\n  body: {shown}");
+            Some(SecretString::from(real))
+        }
+        None => None,
+    };
+    let _ = write!(display, "\n  timeout: {}s", timeout.as_secs());
+    let kind = ActionKind::Http {
+        method: method.clone(),
+        url: SecretString::from(url_real),
+        headers: real_headers,
+        body,
+        timeout: *timeout,
+        expect_status: *expect_status,
+    };
+    Ok((kind, display))
+}
+
+/// sha256 over the command name, its approval policy and the display form: an approval is
+/// for exactly what was shown under exactly that policy.
+fn approval_hash(spec: &CommandSpec, display: &str) -> String {
     let mut h = Sha256::new();
     h.update(spec.name.as_bytes());
     h.update(b"\n");
@@ -144,12 +175,7 @@ pub fn render(
         );
     }
     h.update(display.as_bytes());
-    Ok(RenderedAction {
-        kind,
-        display,
-        hash: hex::encode(h.finalize()),
-        secret_values,
-    })
+    hex::encode(h.finalize())
 }
 
 /// How an argument value is made safe for where it lands.

@@ -6,26 +6,25 @@
 //! `:react EMOJI ID` / `:unreact EMOJI ID` add or remove a reaction on message `ID` (an
 //! approval request's message id is its request number).
 
-use std::sync::Arc;
-
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::inbound::{Answer, Inbound};
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
-use crate::router::Router;
+use crate::ports::{OutboundError, OutboundMessage};
 
 /// Longest line read into memory; anything longer is skipped to its end and refused.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 
 pub struct Console {
-    router: Arc<Router>,
+    inbound: Inbound,
     user: UserRef,
     channel: ChannelRef,
 }
 
 impl Console {
-    pub fn new(router: Arc<Router>, name: &str, channel: &str) -> Self {
+    pub fn new(inbound: Inbound, name: &str, channel: &str) -> Self {
         Self {
-            router,
+            inbound,
             user: UserRef::new(Platform::Console, name),
             channel: ChannelRef {
                 id: channel.to_owned(),
@@ -38,33 +37,11 @@ impl Console {
     pub async fn run<R, W>(&self, mut input: R, mut output: W) -> std::io::Result<()>
     where
         R: AsyncBufRead + Unpin,
-        W: AsyncWrite + Unpin,
+        W: AsyncWrite + Unpin + Send,
     {
         let mut line = Vec::new();
         let mut user = self.user.clone();
-        loop {
-            line.clear();
-            let n = (&mut input)
-                .take(MAX_LINE_BYTES as u64 + 1)
-                .read_until(b'\n', &mut line)
-                .await?;
-            if n == 0 {
-                return Ok(());
-            }
-            let payload = if line.len() > MAX_LINE_BYTES && line.last() != Some(&b'\n') {
-                skip_rest_of_line(&mut input).await?;
-                // Longer than any command may be; the parser refuses it with a clear message.
-                EventPayload::Command(format!("/{}", "x".repeat(MAX_LINE_BYTES)))
-            } else {
-                match std::str::from_utf8(&line) {
-                    Ok(text) => {
-                        EventPayload::Command(text.trim_end_matches(['\n', '\r']).to_owned())
-                    }
-                    Err(_) => EventPayload::Undecodable {
-                        byte_len: line.len(),
-                    },
-                }
-            };
+        while let Some(payload) = read_payload(&mut input, &mut line).await? {
             let payload = match payload {
                 EventPayload::Command(t) if t.trim().is_empty() => continue,
                 EventPayload::Command(t) if t.trim_start().starts_with(':') => {
@@ -84,23 +61,98 @@ impl Console {
                 other => other,
             };
             // Shutdown waits for the command being answered, not for the next line.
-            let _answering = self.router.in_flight().token();
-            let response = self.router.handle(&self.event(&user, payload)).await;
-            if let Some(reply) = response.reply {
-                write_line(&mut output, &reply.text).await?;
-            }
-            if let Some(run) = response.pending_run {
-                // The console's message id for an approval request is its request number.
-                if let Err(e) = self.router.bind_message(run, &run.to_string()).await {
-                    tracing::error!(run, error = %e, "could not bind approval message");
-                }
-            }
+            let _answering = self.inbound.answering();
+            let ev = InboundEvent::new(user.clone(), self.channel.clone(), payload);
+            let answer = OnOutput::new(&mut output);
+            self.inbound.answer(&ev, &answer).await;
+            answer.result()?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads one line into `line` and makes it an event payload; `None` at end of input.
+async fn read_payload<R: AsyncBufRead + Unpin>(
+    input: &mut R,
+    line: &mut Vec<u8>,
+) -> std::io::Result<Option<EventPayload>> {
+    line.clear();
+    let n = input
+        .take(MAX_LINE_BYTES as u64 + 1)
+        .read_until(b'\n', line)
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.len() > MAX_LINE_BYTES && line.last() != Some(&b'\n') {
+        skip_rest_of_line(input).await?;
+        // Longer than any command may be; the parser refuses it with a clear message.
+        return Ok(Some(EventPayload::Command(format!(
+            "/{}",
+            "x".repeat(MAX_LINE_BYTES)
+        ))));
+    }
+    Ok(Some(match std::str::from_utf8(line) {
+        Ok(text) => EventPayload::Command(text.trim_end_matches(['\n', '\r']).to_owned()),
+        Err(_) => EventPayload::Undecodable {
+            byte_len: line.len(),
+        },
+    }))
+}
+
+/// The console's [`Answer`]: the reply on its own line of the output. The message id of an
+/// approval request is its request number (what `:react EMOJI ID` names).
+struct OnOutput<'a, W> {
+    output: tokio::sync::Mutex<&'a mut W>,
+    /// The first write that failed: it ends the console, as the output is gone.
+    failed: std::sync::Mutex<Option<std::io::Error>>,
+}
+
+impl<'a, W> OnOutput<'a, W> {
+    fn new(output: &'a mut W) -> Self {
+        Self {
+            output: tokio::sync::Mutex::new(output),
+            failed: std::sync::Mutex::new(None),
         }
     }
 
-    fn event(&self, user: &UserRef, payload: EventPayload) -> InboundEvent {
-        InboundEvent::new(user.clone(), self.channel.clone(), payload)
+    fn result(self) -> std::io::Result<()> {
+        match self.failed.into_inner().expect("failed poisoned") {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
+}
+
+#[async_trait::async_trait]
+impl<W: AsyncWrite + Unpin + Send> Answer for OnOutput<'_, W> {
+    async fn deliver(
+        &self,
+        _ev: &InboundEvent,
+        message: &OutboundMessage,
+        approval: bool,
+    ) -> Result<Option<String>, OutboundError> {
+        let mut output = self.output.lock().await;
+        if let Err(e) = write_line(&mut *output, &message.text).await {
+            let failed = OutboundError::Failed(e.to_string());
+            self.failed
+                .lock()
+                .expect("failed poisoned")
+                .get_or_insert(e);
+            return Err(failed);
+        }
+        Ok(approval.then(|| request_number(message)).flatten())
+    }
+}
+
+/// The request number of an approval request, from its approve action (`/approve N`, the
+/// command its button runs on other platforms).
+fn request_number(message: &OutboundMessage) -> Option<String> {
+    message
+        .actions
+        .iter()
+        .find_map(|a| a.command.strip_prefix("/approve "))
+        .map(str::to_owned)
 }
 
 async fn skip_rest_of_line<R: AsyncBufRead + Unpin>(input: &mut R) -> std::io::Result<()> {

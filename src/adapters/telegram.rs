@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Backoff;
 use super::inbound::{InChannel, Inbound};
+use crate::config::TelegramDelivery;
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
 use crate::liveness::{AdapterState, Liveness};
 use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget};
@@ -252,7 +253,7 @@ pub struct TelegramInbound {
     outbound: Arc<dyn ChatOutbound>,
     /// Learned from `getMe` at start; until then commands addressed `@somebot` are ignored.
     username: Arc<OnceLock<String>>,
-    webhook_secret: Option<SecretString>,
+    delivery: TelegramDelivery,
 }
 
 /// Why an update could not be taken.
@@ -265,15 +266,20 @@ impl TelegramInbound {
         inbound: Inbound,
         api: Arc<TelegramApi>,
         outbound: Arc<dyn ChatOutbound>,
-        webhook_secret: Option<SecretString>,
+        delivery: TelegramDelivery,
     ) -> Self {
         Self {
             inbound,
             api,
             outbound,
             username: Arc::new(OnceLock::new()),
-            webhook_secret,
+            delivery,
         }
+    }
+
+    /// Whether updates arrive at `POST /telegram/webhook` (else the route is not mounted).
+    pub fn serves_webhook(&self) -> bool {
+        matches!(self.delivery, TelegramDelivery::Webhook { .. })
     }
 
     /// Takes one update: records its id (a repeat is ignored), then handles it in the
@@ -347,7 +353,10 @@ impl TelegramInbound {
 
     /// Whether a webhook request carries the configured secret token.
     fn authentic(&self, headers: &HeaderMap) -> bool {
-        let Some(expected) = &self.webhook_secret else {
+        let TelegramDelivery::Webhook {
+            secret: expected, ..
+        } = &self.delivery
+        else {
             return false;
         };
         let Some(got) = headers
@@ -454,13 +463,7 @@ pub async fn webhook(
 /// Connects to Telegram and receives updates until shutdown: learns the bot's username, then
 /// either registers the webhook or long-polls. Failures are retried with a capped backoff and
 /// never stop the other adapters; a rejected token is reported once and ends the adapter.
-pub async fn run(
-    inbound: TelegramInbound,
-    mode: crate::config::TelegramMode,
-    webhook_url: Option<String>,
-    liveness: Arc<Liveness>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(inbound: TelegramInbound, liveness: Arc<Liveness>, shutdown: CancellationToken) {
     let status = |state| liveness.set_adapter("telegram", state);
     status(AdapterState::Connecting);
     let mut backoff = Backoff::default();
@@ -482,32 +485,24 @@ pub async fn run(
             }
         }
     };
-    tracing::info!(bot = %username, ?mode, "Telegram adapter connected");
+    tracing::info!(bot = %username, webhook = inbound.serves_webhook(), "Telegram adapter connected");
     let _ = inbound.username.set(username);
-    match mode {
-        crate::config::TelegramMode::Webhook => {
-            let url = webhook_url.unwrap_or_default();
-            set_webhook(&inbound, &url, &status, &shutdown).await;
+    match &inbound.delivery {
+        TelegramDelivery::Webhook { url, secret } => {
+            set_webhook(&inbound, url, secret, &status, &shutdown).await;
         }
-        crate::config::TelegramMode::Polling => poll(&inbound, &status, &shutdown).await,
+        TelegramDelivery::Polling => poll(&inbound, &status, &shutdown).await,
     }
 }
 
 async fn set_webhook(
     inbound: &TelegramInbound,
-    url: &str,
+    url: &reqwest::Url,
+    secret: &SecretString,
     status: &impl Fn(AdapterState),
     shutdown: &CancellationToken,
 ) {
-    let Ok(url) = reqwest::Url::parse(url) else {
-        tracing::error!("telegram.webhook_url is not a URL");
-        return;
-    };
-    let secret = inbound
-        .webhook_secret
-        .as_ref()
-        .map(|s| s.expose_secret().to_owned())
-        .unwrap_or_default();
+    let secret = secret.expose_secret().to_owned();
     let mut backoff = Backoff::default();
     loop {
         let req = inbound
@@ -565,23 +560,16 @@ async fn poll(
                     up = true;
                 }
                 backoff.reset();
-                for update in updates {
-                    let next = i32::try_from(update.id.0)
-                        .unwrap_or(i32::MAX)
-                        .saturating_add(1);
-                    // Not recorded: ask for it again (the offset confirms only what is behind
-                    // it), after a pause so a struggling store is not hammered.
-                    if inbound.take(update).await.is_err() {
-                        status(AdapterState::Retrying(
-                            "cannot record updates in the store".into(),
-                        ));
-                        up = false;
-                        if backoff.wait(shutdown).await.is_err() {
-                            return;
-                        }
-                        break;
+                // Not recorded: ask for it again (the offset confirms only what is behind
+                // it), after a pause so a struggling store is not hammered.
+                if take_in_order(inbound, updates, &mut offset).await.is_err() {
+                    status(AdapterState::Retrying(
+                        "cannot record updates in the store".into(),
+                    ));
+                    up = false;
+                    if backoff.wait(shutdown).await.is_err() {
+                        return;
                     }
-                    offset = offset.max(next);
                 }
             }
             Err(RequestError::Api(ApiError::InvalidToken)) => {
@@ -600,6 +588,23 @@ async fn poll(
             }
         }
     }
+}
+
+/// Takes polled updates in order, moving `offset` past each one taken; stops at the first
+/// that cannot be recorded.
+async fn take_in_order(
+    inbound: &TelegramInbound,
+    updates: Vec<Update>,
+    offset: &mut i32,
+) -> Result<(), NotRecorded> {
+    for update in updates {
+        let next = i32::try_from(update.id.0)
+            .unwrap_or(i32::MAX)
+            .saturating_add(1);
+        inbound.take(update).await?;
+        *offset = (*offset).max(next);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 pub use spec::{
     ActionSpec, ApprovalSpec, ArgKind, ArgSpec, ChannelPattern, CommandLimits, CommandSpec,
-    Segment, Template,
+    ExecSpec, HttpSpec, Segment, Template,
 };
 
 /// One problem in one command file.

@@ -79,25 +79,33 @@ pub struct ApprovalSpec {
 
 #[derive(Debug, Clone)]
 pub enum ActionSpec {
-    Exec {
-        argv: Vec<Template>,
-        timeout: Duration,
-        workdir: Option<PathBuf>,
-        /// Variables passed through from opsbot's environment; everything else is cleared.
-        env: Vec<String>,
-        /// Variables passed through as secrets: never shown, and redacted from output.
-        secrets: Vec<String>,
-    },
-    Http {
-        method: String,
-        url: Template,
-        body: Option<Template>,
-        headers: Vec<(String, Template)>,
-        timeout: Duration,
-        expect_status: Option<u16>,
-        /// Variables usable as `{secret:NAME}` in url, headers and body.
-        secrets: Vec<String>,
-    },
+    Exec(ExecSpec),
+    Http(HttpSpec),
+}
+
+/// A process to run, without a shell.
+#[derive(Debug, Clone)]
+pub struct ExecSpec {
+    pub argv: Vec<Template>,
+    pub timeout: Duration,
+    pub workdir: Option<PathBuf>,
+    /// Variables passed through from opsbot's environment; everything else is cleared.
+    pub env: Vec<String>,
+    /// Variables passed through as secrets: never shown, and redacted from output.
+    pub secrets: Vec<String>,
+}
+
+/// An HTTP request to send.
+#[derive(Debug, Clone)]
+pub struct HttpSpec {
+    pub method: String,
+    pub url: Template,
+    pub body: Option<Template>,
+    pub headers: Vec<(String, Template)>,
+    pub timeout: Duration,
+    pub expect_status: Option<u16>,
+    /// Variables usable as `{secret:NAME}` in url, headers and body.
+    pub secrets: Vec<String>,
 }
 
 /// A text with `{arg}` and `{secret:NAME}` placeholders; other braces are literal.
@@ -294,53 +302,105 @@ struct RawAction {
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
+/// The problems found in one file, each at the line of the TOML it concerns.
+struct Problems<'a> {
+    file: &'a Path,
+    src: &'a str,
+    errors: Vec<CatalogError>,
+}
+
+impl Problems<'_> {
+    fn at(&mut self, offset: usize, message: String) {
+        self.errors.push(CatalogError {
+            file: self.file.to_owned(),
+            line: Some(line_col(self.src, offset).0),
+            message,
+        });
+    }
+}
+
 /// Parses and validates one file, returning every problem found.
 pub(super) fn parse_command_file(
     file: &Path,
     src: &str,
     reserved: &[&str],
 ) -> Result<CommandSpec, Vec<CatalogError>> {
-    let err_at = |offset: usize, message: String| CatalogError {
-        file: file.to_owned(),
-        line: Some(line_col(src, offset).0),
-        message,
+    let mut problems = Problems {
+        file,
+        src,
+        errors: Vec::new(),
     };
-    let raw: RawCommand = toml::from_str(src).map_err(|e| {
-        vec![err_at(
-            e.span().map_or(0, |s| s.start),
-            e.message().trim().to_owned(),
-        )]
-    })?;
-    let mut errors = Vec::new();
+    let raw: RawCommand = match toml::from_str(src) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let offset = e.span().map_or(0, |s| s.start);
+            problems.at(offset, e.message().trim().to_owned());
+            return Err(problems.errors);
+        }
+    };
+    check_name(&raw.name, reserved, &mut problems);
+    if raw.summary.get_ref().trim().is_empty() {
+        problems.at(raw.summary.span().start, "summary must not be empty".into());
+    }
+    let (args, arg_names) = parse_args(&raw.args, &mut problems);
+    let approval = raw
+        .approval
+        .as_ref()
+        .map(|a| parse_approval(a, &mut problems));
+    let (action, action_problems) = validate_action(raw.action.get_ref(), &arg_names);
+    for m in action_problems {
+        problems.at(raw.action.span().start, format!("action: {m}"));
+    }
+    if !problems.errors.is_empty() {
+        return Err(problems.errors);
+    }
+    Ok(CommandSpec {
+        name: raw.name.into_inner(),
+        summary: raw.summary.into_inner(),
+        roles: raw.roles,
+        channels: raw
+            .channels
+            .iter()
+            .map(|c| ChannelPattern::new(c))
+            .collect(),
+        args,
+        limits: CommandLimits {
+            per_user: raw.rate_limit.per_user,
+            per_channel: raw.rate_limit.per_channel,
+        },
+        approval,
+        action,
+        source: file.to_owned(),
+    })
+}
 
-    let name = raw.name.get_ref().clone();
+fn check_name(name: &Spanned<String>, reserved: &[&str], problems: &mut Problems) {
+    let at = name.span().start;
+    let name = name.get_ref();
     let name_ok = name.len() <= 32
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !name_ok {
-        errors.push(err_at(
-            raw.name.span().start,
+        problems.at(
+            at,
             format!("name {name:?} must be 1-32 characters of a-z, 0-9, '-' or '_', starting with a letter"),
-        ));
+        );
     } else if reserved.contains(&name.as_str()) {
-        errors.push(err_at(
-            raw.name.span().start,
-            format!("name {name:?} is a built-in command"),
-        ));
+        problems.at(at, format!("name {name:?} is a built-in command"));
     }
-    if raw.summary.get_ref().trim().is_empty() {
-        errors.push(err_at(
-            raw.summary.span().start,
-            "summary must not be empty".into(),
-        ));
-    }
+}
 
+/// The declared arguments, and their names (which the action's templates may use).
+fn parse_args(
+    raw: &[Spanned<RawArg>],
+    problems: &mut Problems,
+) -> (Vec<ArgSpec>, BTreeSet<String>) {
     let mut args = Vec::new();
     let mut seen = BTreeSet::new();
     let mut optional_seen = false;
-    for raw_arg in &raw.args {
+    for raw_arg in raw {
         let at = raw_arg.span().start;
         let a = raw_arg.get_ref();
         let label = format!("arg {:?}", a.name);
@@ -350,237 +410,223 @@ pub(super) fn parse_command_file(
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !valid_name {
-            errors.push(err_at(
+            problems.at(
                 at,
                 format!("{label}: name must be a-z, 0-9 or '_', starting with a letter"),
-            ));
+            );
         }
         if !seen.insert(a.name.clone()) {
-            errors.push(err_at(at, format!("{label} is declared twice")));
+            problems.at(at, format!("{label} is declared twice"));
         }
         if a.required && optional_seen {
-            errors.push(err_at(
+            problems.at(
                 at,
                 format!("{label}: required arguments must come before optional ones"),
-            ));
+            );
         }
         optional_seen |= !a.required;
-        let misplaced = |key: &str, present: bool, errors: &mut Vec<CatalogError>| {
-            if present {
-                errors.push(err_at(
-                    at,
-                    format!("{label}: {key} does not apply to this kind"),
-                ));
-            }
-        };
-        let kind = match a.kind {
-            RawArgKind::Choice => {
-                misplaced("pattern", a.pattern.is_some(), &mut errors);
-                misplaced("min/max", a.min.is_some() || a.max.is_some(), &mut errors);
-                match &a.choices {
-                    Some(c)
-                        if !c.is_empty()
-                            && c.iter().all(|v| !v.is_empty() && !v.starts_with('-')) =>
-                    {
-                        ArgKind::Choice(c.clone())
-                    }
-                    _ => {
-                        errors.push(err_at(at, format!("{label}: kind choice needs non-empty choices that do not start with '-'")));
-                        ArgKind::Choice(Vec::new())
-                    }
-                }
-            }
-            RawArgKind::String => {
-                misplaced("choices", a.choices.is_some(), &mut errors);
-                misplaced("min/max", a.min.is_some() || a.max.is_some(), &mut errors);
-                let pattern = a.pattern.as_deref().and_then(|p| {
-                    // Anchor the pattern so it must match the whole value, not a substring.
-                    match Regex::new(&format!("^(?:{p})$")) {
-                        Ok(r) => Some(r),
-                        Err(e) => {
-                            errors.push(err_at(
-                                at,
-                                format!("{label}: pattern does not compile: {e}"),
-                            ));
-                            None
-                        }
-                    }
-                });
-                ArgKind::String { pattern }
-            }
-            RawArgKind::Int => {
-                misplaced("choices", a.choices.is_some(), &mut errors);
-                misplaced("pattern", a.pattern.is_some(), &mut errors);
-                let (min, max) = (a.min.unwrap_or(i64::MIN), a.max.unwrap_or(i64::MAX));
-                if min > max {
-                    errors.push(err_at(at, format!("{label}: min is greater than max")));
-                }
-                ArgKind::Int { min, max }
-            }
-            RawArgKind::Duration => {
-                misplaced("choices", a.choices.is_some(), &mut errors);
-                misplaced("pattern", a.pattern.is_some(), &mut errors);
-                misplaced("min/max", a.min.is_some() || a.max.is_some(), &mut errors);
-                ArgKind::Duration
-            }
-        };
         args.push(ArgSpec {
             name: a.name.clone(),
-            kind,
+            kind: arg_kind(a, &label, at, problems),
             required: a.required,
             help: a.help.clone(),
         });
     }
+    (args, seen)
+}
 
-    let approval = raw.approval.as_ref().map(|sp| {
-        let a = sp.get_ref();
-        let at = sp.span().start;
-        if a.approvals == 0 {
-            errors.push(err_at(at, "approval: approvals must be at least 1".into()));
+/// One argument's kind with its constraints; keys of another kind are problems.
+fn arg_kind(a: &RawArg, label: &str, at: usize, problems: &mut Problems) -> ArgKind {
+    let mut misplaced = |key: &str, present: bool| {
+        if present {
+            problems.at(at, format!("{label}: {key} does not apply to this kind"));
         }
-        if a.approver_roles.is_empty() {
-            errors.push(err_at(
-                at,
-                "approval: approver_roles must name at least one role".into(),
-            ));
+    };
+    let min_max = a.min.is_some() || a.max.is_some();
+    match a.kind {
+        RawArgKind::Choice => {
+            misplaced("pattern", a.pattern.is_some());
+            misplaced("min/max", min_max);
+            match &a.choices {
+                Some(c)
+                    if !c.is_empty() && c.iter().all(|v| !v.is_empty() && !v.starts_with('-')) =>
+                {
+                    ArgKind::Choice(c.clone())
+                }
+                _ => {
+                    problems.at(at, format!("{label}: kind choice needs non-empty choices that do not start with '-'"));
+                    ArgKind::Choice(Vec::new())
+                }
+            }
         }
-        if a.expires_after.0.is_zero() {
-            errors.push(err_at(
-                at,
-                "approval: expires_after must be more than 0".into(),
-            ));
+        RawArgKind::String => {
+            misplaced("choices", a.choices.is_some());
+            misplaced("min/max", min_max);
+            // Anchor the pattern so it must match the whole value, not a substring.
+            let pattern = a.pattern.as_deref().and_then(|p| {
+                Regex::new(&format!("^(?:{p})$"))
+                    .map_err(|e| problems.at(at, format!("{label}: pattern does not compile: {e}")))
+                    .ok()
+            });
+            ArgKind::String { pattern }
         }
-        ApprovalSpec {
-            approvals: a.approvals,
-            approver_roles: a.approver_roles.clone(),
-            allow_self_approval: a.allow_self_approval,
-            expires_after: a.expires_after.0,
+        RawArgKind::Int => {
+            misplaced("choices", a.choices.is_some());
+            misplaced("pattern", a.pattern.is_some());
+            let (min, max) = (a.min.unwrap_or(i64::MIN), a.max.unwrap_or(i64::MAX));
+            if min > max {
+                problems.at(at, format!("{label}: min is greater than max"));
+            }
+            ArgKind::Int { min, max }
         }
-    });
-
-    let (action, action_problems) = validate_action(raw.action.get_ref(), &seen);
-    for m in action_problems {
-        errors.push(err_at(raw.action.span().start, format!("action: {m}")));
+        RawArgKind::Duration => {
+            misplaced("choices", a.choices.is_some());
+            misplaced("pattern", a.pattern.is_some());
+            misplaced("min/max", min_max);
+            ArgKind::Duration
+        }
     }
+}
 
-    if errors.is_empty() {
-        Ok(CommandSpec {
-            name,
-            summary: raw.summary.into_inner(),
-            roles: raw.roles,
-            channels: raw
-                .channels
-                .iter()
-                .map(|c| ChannelPattern::new(c))
-                .collect(),
-            args,
-            limits: CommandLimits {
-                per_user: raw.rate_limit.per_user,
-                per_channel: raw.rate_limit.per_channel,
-            },
-            approval,
-            action,
-            source: file.to_owned(),
-        })
-    } else {
-        Err(errors)
+fn parse_approval(sp: &Spanned<RawApproval>, problems: &mut Problems) -> ApprovalSpec {
+    let a = sp.get_ref();
+    let at = sp.span().start;
+    if a.approvals == 0 {
+        problems.at(at, "approval: approvals must be at least 1".into());
+    }
+    if a.approver_roles.is_empty() {
+        problems.at(
+            at,
+            "approval: approver_roles must name at least one role".into(),
+        );
+    }
+    if a.expires_after.0.is_zero() {
+        problems.at(at, "approval: expires_after must be more than 0".into());
+    }
+    ApprovalSpec {
+        approvals: a.approvals,
+        approver_roles: a.approver_roles.clone(),
+        allow_self_approval: a.allow_self_approval,
+        expires_after: a.expires_after.0,
     }
 }
 
 fn validate_action(a: &RawAction, arg_names: &BTreeSet<String>) -> (ActionSpec, Vec<String>) {
-    let mut problems = Vec::new();
+    let mut check = ActionCheck {
+        raw: a,
+        arg_names,
+        problems: Vec::new(),
+    };
     let timeout = a.timeout.0;
     if timeout.is_zero() || timeout > MAX_TIMEOUT {
-        problems.push("timeout must be between 1s and 6h".into());
+        check
+            .problems
+            .push("timeout must be between 1s and 6h".into());
     }
     let env_name =
         |n: &String| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     for name in a.env.iter().chain(&a.secrets) {
         if !env_name(name) {
-            problems.push(format!("{name:?} is not an environment variable name"));
+            check
+                .problems
+                .push(format!("{name:?} is not an environment variable name"));
         }
     }
-    let template = |field: &str, text: &str, secrets_allowed: bool, problems: &mut Vec<String>| {
+    let spec = match a.kind {
+        RawActionKind::Exec => ActionSpec::Exec(check.exec()),
+        RawActionKind::Http => ActionSpec::Http(check.http()),
+    };
+    (spec, check.problems)
+}
+
+/// Checks one `[action]` against its kind, collecting problems as it goes.
+struct ActionCheck<'a> {
+    raw: &'a RawAction,
+    arg_names: &'a BTreeSet<String>,
+    problems: Vec<String>,
+}
+
+impl ActionCheck<'_> {
+    fn template(&mut self, field: &str, text: &str, secrets_allowed: bool) -> Template {
         parse_template(
             field,
             text,
             secrets_allowed,
-            arg_names,
-            &a.secrets,
-            problems,
+            self.arg_names,
+            &self.raw.secrets,
+            &mut self.problems,
         )
-    };
-    let spec = match a.kind {
-        RawActionKind::Exec => {
-            let raw = a.argv.clone().unwrap_or_default();
-            let argv: Vec<Template> = raw
-                .iter()
-                .map(|item| template("argv", item, false, &mut problems))
-                .collect();
-            if raw.is_empty() || raw[0].trim().is_empty() {
-                problems.push("kind exec needs argv with a program first".into());
-            } else if argv[0].args().next().is_some() {
-                problems.push("argv[0] (the program) must not come from an argument".into());
-            }
-            for (key, present) in [
-                ("method", a.method.is_some()),
-                ("url", a.url.is_some()),
-                ("body", a.body.is_some()),
-                ("expect_status", a.expect_status.is_some()),
-                ("headers", !a.headers.is_empty()),
-            ] {
-                if present {
-                    problems.push(format!("{key} does not apply to kind exec"));
-                }
-            }
-            ActionSpec::Exec {
-                argv,
-                timeout,
-                workdir: a.workdir.clone(),
-                env: a.env.clone(),
-                secrets: a.secrets.clone(),
+    }
+
+    fn exec(&mut self) -> ExecSpec {
+        let a = self.raw;
+        let raw = a.argv.clone().unwrap_or_default();
+        let argv: Vec<Template> = raw
+            .iter()
+            .map(|item| self.template("argv", item, false))
+            .collect();
+        if raw.is_empty() || raw[0].trim().is_empty() {
+            self.problems
+                .push("kind exec needs argv with a program first".into());
+        } else if argv[0].args().next().is_some() {
+            self.problems
+                .push("argv[0] (the program) must not come from an argument".into());
+        }
+        for (key, present) in [
+            ("method", a.method.is_some()),
+            ("url", a.url.is_some()),
+            ("body", a.body.is_some()),
+            ("expect_status", a.expect_status.is_some()),
+            ("headers", !a.headers.is_empty()),
+        ] {
+            if present {
+                self.problems
+                    .push(format!("{key} does not apply to kind exec"));
             }
         }
-        RawActionKind::Http => {
-            let raw_url = a.url.clone().unwrap_or_default();
-            if !(raw_url.starts_with("http://") || raw_url.starts_with("https://")) {
-                problems.push("kind http needs url starting with http:// or https://".into());
-            }
-            let url = template("url", &raw_url, true, &mut problems);
-            let body = a
-                .body
-                .as_deref()
-                .map(|b| template("body", b, true, &mut problems));
-            let headers = a
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), template("headers", v, true, &mut problems)))
-                .collect();
-            let method = a
-                .method
-                .clone()
-                .unwrap_or_else(|| "POST".into())
-                .to_ascii_uppercase();
-            if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-                problems.push(format!(
-                    "method {method:?} must be GET, POST, PUT, PATCH or DELETE"
-                ));
-            }
-            if a.argv.is_some() || a.workdir.is_some() || !a.env.is_empty() {
-                problems.push("argv, workdir and env do not apply to kind http".into());
-            }
-            ActionSpec::Http {
-                method,
-                url,
-                body,
-                headers,
-                timeout,
-                expect_status: a.expect_status,
-                secrets: a.secrets.clone(),
-            }
+        ExecSpec {
+            argv,
+            timeout: a.timeout.0,
+            workdir: a.workdir.clone(),
+            env: a.env.clone(),
+            secrets: a.secrets.clone(),
         }
-    };
-    (spec, problems)
+    }
+
+    fn http(&mut self) -> HttpSpec {
+        let a = self.raw;
+        let raw_url = a.url.clone().unwrap_or_default();
+        if !(raw_url.starts_with("http://") || raw_url.starts_with("https://")) {
+            self.problems
+                .push("kind http needs url starting with http:// or https://".into());
+        }
+        let url = self.template("url", &raw_url, true);
+        let body = a.body.as_deref().map(|b| self.template("body", b, true));
+        let headers = (a.headers.iter())
+            .map(|(k, v)| (k.clone(), self.template("headers", v, true)))
+            .collect();
+        let method = (a.method.clone())
+            .unwrap_or_else(|| "POST".into())
+            .to_ascii_uppercase();
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+            self.problems.push(format!(
+                "method {method:?} must be GET, POST, PUT, PATCH or DELETE"
+            ));
+        }
+        if a.argv.is_some() || a.workdir.is_some() || !a.env.is_empty() {
+            self.problems
+                .push("argv, workdir and env do not apply to kind http".into());
+        }
+        HttpSpec {
+            method,
+            url,
+            body,
+            headers,
+            timeout: a.timeout.0,
+            expect_status: a.expect_status,
+            secrets: a.secrets.clone(),
+        }
+    }
 }
 
 fn parse_template(

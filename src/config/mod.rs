@@ -21,7 +21,7 @@ use crate::domain::{Directory, line_col};
 
 pub use alerts::{AlertRouteConfig, AlertsConfig, NotifyWebhookConfig, RouteTarget};
 pub use checks::{CheckConfig, CheckProbe};
-pub use platforms::{DiscordConfig, SlackConfig, TelegramConfig, TelegramMode};
+pub use platforms::{DiscordConfig, SlackConfig, SlackReceive, TelegramConfig, TelegramDelivery};
 pub use sections::{
     ApprovalsConfig, BotConfig, BuiltinsConfig, CatalogConfig, ConsoleConfig, HealthConfig,
     IncidentsConfig, LimiterBackend, LimitsConfig, LogConfig, LogFormat, ServerConfig, StoreConfig,
@@ -145,11 +145,7 @@ impl Config {
             secrets.push(("alerts.webhooks.secret", &w.secret));
         }
         if let Some(slack) = &self.slack {
-            slack.validate()?;
             secrets.push(("slack.signing_secret", &slack.signing_secret));
-        }
-        if let Some(telegram) = &self.telegram {
-            telegram.validate()?;
         }
         if let Some(discord) = &self.discord {
             discord.validate()?;

@@ -1,5 +1,7 @@
 //! The chat platform sections (`[telegram]`, `[slack]`, `[discord]`): credentials, API
 //! base URLs and the checks that catch a mis-pasted token at start instead of at first use.
+//! How a platform reaches opsbot (Telegram polling or webhook, Slack HTTP or Socket Mode) is
+//! written as flat keys and parsed into an enum whose variant holds what that way needs.
 
 use std::time::Duration;
 
@@ -9,37 +11,58 @@ use serde::Deserialize;
 use super::MIN_SECRET_LEN;
 use crate::domain::HumanDuration;
 
-/// How Telegram delivers updates.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TelegramMode {
+/// How Telegram delivers updates, with what that way needs.
+#[derive(Debug, Clone)]
+pub enum TelegramDelivery {
     /// `getUpdates` long polling: needs no public endpoint (one replica only: Telegram
     /// refuses concurrent pollers of one bot).
-    #[default]
     Polling,
-    /// Telegram POSTs updates to `webhook_url` (served at `/telegram/webhook`).
-    Webhook,
+    /// Telegram POSTs updates to `url` (served at `/telegram/webhook`), sending `secret` in
+    /// `X-Telegram-Bot-Api-Secret-Token`.
+    Webhook {
+        /// An `https://` URL.
+        url: reqwest::Url,
+        /// 12-256 of `A-Z a-z 0-9 _ -`.
+        secret: SecretString,
+    },
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawTelegram")]
 pub struct TelegramConfig {
-    /// Token from @BotFather (`123456:ABC...`).
+    /// Token from @BotFather (`123456:ABC...`), without whitespace.
     pub bot_token: SecretString,
-    #[serde(default)]
-    pub mode: TelegramMode,
-    /// Public HTTPS URL Telegram posts to, ending in `/telegram/webhook` (webhook mode).
-    pub webhook_url: Option<String>,
-    /// Sent by Telegram in `X-Telegram-Bot-Api-Secret-Token` (webhook mode); 12-256 of
-    /// `A-Z a-z 0-9 _ -`.
-    pub webhook_secret: Option<SecretString>,
-    /// Bot API base URL; only tests point it elsewhere.
-    #[serde(default = "default_telegram_api")]
+    pub delivery: TelegramDelivery,
+    /// Bot API base URL (a valid URL); only tests point it elsewhere.
     pub api_url: String,
     /// Least time between two messages to one chat (Telegram allows about 20 per minute in
     /// a group; a bot that only talks in private chats may lower it to 1s).
-    #[serde(default = "default_telegram_interval")]
     pub send_interval: HumanDuration,
+}
+
+/// `mode` as written in `[telegram]`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TelegramMode {
+    #[default]
+    Polling,
+    Webhook,
+}
+
+/// `[telegram]` as written: the webhook keys are flat and optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelegram {
+    bot_token: SecretString,
+    #[serde(default)]
+    mode: TelegramMode,
+    /// Public HTTPS URL Telegram posts to, ending in `/telegram/webhook` (webhook mode).
+    webhook_url: Option<String>,
+    webhook_secret: Option<SecretString>,
+    #[serde(default = "default_telegram_api")]
+    api_url: String,
+    #[serde(default = "default_telegram_interval")]
+    send_interval: HumanDuration,
 }
 
 fn default_telegram_interval() -> HumanDuration {
@@ -50,9 +73,10 @@ fn default_telegram_api() -> String {
     "https://api.telegram.org".into()
 }
 
-impl TelegramConfig {
-    pub(super) fn validate(&self) -> Result<(), String> {
-        let token = self.bot_token.expose_secret();
+impl TryFrom<RawTelegram> for TelegramConfig {
+    type Error = String;
+    fn try_from(raw: RawTelegram) -> Result<Self, String> {
+        let token = raw.bot_token.expose_secret();
         if token.trim() != token || token.contains(char::is_whitespace) {
             return Err(
                 "telegram.bot_token contains whitespace (a trailing newline from a secret file?)"
@@ -64,61 +88,100 @@ impl TelegramConfig {
                 "telegram.bot_token does not look like a BotFather token (id:secret)".into(),
             );
         }
-        if self.mode == TelegramMode::Webhook {
-            let url = self.webhook_url.as_deref().unwrap_or_default();
-            if !url.starts_with("https://") {
-                return Err(
-                    "telegram.mode = \"webhook\" needs telegram.webhook_url (https://...)".into(),
-                );
-            }
-            let secret = self
-                .webhook_secret
-                .as_ref()
-                .map(|s| s.expose_secret())
-                .unwrap_or_default();
-            let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-            if secret.len() < MIN_SECRET_LEN || secret.len() > 256 || !secret.chars().all(allowed) {
-                return Err(format!(
-                    "telegram.webhook_secret must be {MIN_SECRET_LEN}-256 characters of A-Z a-z 0-9 _ -"
-                ));
-            }
-        }
-        reqwest::Url::parse(&self.api_url)
+        let delivery = match raw.mode {
+            TelegramMode::Polling => TelegramDelivery::Polling,
+            TelegramMode::Webhook => webhook(raw.webhook_url, raw.webhook_secret)?,
+        };
+        reqwest::Url::parse(&raw.api_url)
             .map_err(|e| format!("telegram.api_url is not a URL: {e}"))?;
-        Ok(())
+        Ok(TelegramConfig {
+            bot_token: raw.bot_token,
+            delivery,
+            api_url: raw.api_url,
+            send_interval: raw.send_interval,
+        })
     }
 }
 
+fn webhook(url: Option<String>, secret: Option<SecretString>) -> Result<TelegramDelivery, String> {
+    let url = url.unwrap_or_default();
+    if !url.starts_with("https://") {
+        return Err("telegram.mode = \"webhook\" needs telegram.webhook_url (https://...)".into());
+    }
+    let url =
+        reqwest::Url::parse(&url).map_err(|e| format!("telegram.webhook_url is not a URL: {e}"))?;
+    let secret = secret.unwrap_or_else(|| SecretString::from(""));
+    let s = secret.expose_secret();
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if s.len() < MIN_SECRET_LEN || s.len() > 256 || !s.chars().all(allowed) {
+        return Err(format!(
+            "telegram.webhook_secret must be {MIN_SECRET_LEN}-256 characters of A-Z a-z 0-9 _ -"
+        ));
+    }
+    Ok(TelegramDelivery::Webhook { url, secret })
+}
+
+/// How Slack reaches opsbot. The HTTP routes stay mounted either way.
+#[derive(Debug, Clone)]
+pub enum SlackReceive {
+    /// Slack POSTs to opsbot's public HTTP endpoints.
+    Http,
+    /// Over Socket Mode (an outgoing WebSocket), needing no public endpoint.
+    SocketMode {
+        /// App-level token (`xapp-...`, scope `connections:write`).
+        app_token: SecretString,
+    },
+}
+
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawSlack")]
 pub struct SlackConfig {
     /// "Signing Secret" from the app's Basic Information page.
     pub signing_secret: SecretString,
     /// Bot User OAuth Token (`xoxb-...`).
     pub bot_token: SecretString,
     /// Web API base URL; only tests point it elsewhere.
-    #[serde(default = "default_slack_api")]
     pub api_url: String,
-    /// Receive over Socket Mode (an outgoing WebSocket) instead of needing a public HTTP
-    /// endpoint; the HTTP routes stay mounted either way.
-    #[serde(default)]
-    pub socket_mode: bool,
-    /// App-level token (`xapp-...`, scope `connections:write`); required by `socket_mode`.
-    pub app_token: Option<SecretString>,
+    pub receive: SlackReceive,
 }
 
-impl SlackConfig {
-    pub(super) fn validate(&self) -> Result<(), String> {
-        match &self.app_token {
-            None if self.socket_mode => Err("slack.socket_mode = true needs slack.app_token \
+/// `[slack]` as written: `socket_mode` and the `app_token` it needs are separate keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlack {
+    signing_secret: SecretString,
+    bot_token: SecretString,
+    #[serde(default = "default_slack_api")]
+    api_url: String,
+    #[serde(default)]
+    socket_mode: bool,
+    app_token: Option<SecretString>,
+}
+
+impl TryFrom<RawSlack> for SlackConfig {
+    type Error = String;
+    fn try_from(raw: RawSlack) -> Result<Self, String> {
+        let receive = match raw.app_token {
+            None if raw.socket_mode => {
+                return Err("slack.socket_mode = true needs slack.app_token \
                  (an app-level token, xapp-..., with the connections:write scope)"
-                .into()),
-            Some(t) if !t.expose_secret().starts_with("xapp-") => Err("slack.app_token must be \
+                    .into());
+            }
+            Some(t) if !t.expose_secret().starts_with("xapp-") => {
+                return Err("slack.app_token must be \
                  an app-level token (xapp-...; Basic Information → App-Level Tokens), not the \
                  bot token"
-                .into()),
-            _ => Ok(()),
-        }
+                    .into());
+            }
+            Some(app_token) if raw.socket_mode => SlackReceive::SocketMode { app_token },
+            _ => SlackReceive::Http,
+        };
+        Ok(SlackConfig {
+            signing_secret: raw.signing_secret,
+            bot_token: raw.bot_token,
+            api_url: raw.api_url,
+            receive,
+        })
     }
 }
 

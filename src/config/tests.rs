@@ -106,6 +106,44 @@ fn slack_socket_mode_needs_an_app_level_token() {
     ))
     .unwrap();
     assert!(!format!("{c:?}").contains("xapp-1"));
+    let slack = c.slack.unwrap();
+    assert!(matches!(slack.receive, SlackReceive::SocketMode { .. }));
+}
+
+#[test]
+fn telegram_delivery_is_parsed_with_what_it_needs() {
+    let tg = "[telegram]\nbot_token = \"123:abc\"\n";
+    let c = load(tg).unwrap();
+    assert!(matches!(
+        c.telegram.unwrap().delivery,
+        TelegramDelivery::Polling
+    ));
+    let msg = load(&format!("{tg}mode = \"webhook\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.starts_with("opsbot.toml:1:"), "{msg}");
+    assert!(
+        msg.contains("needs telegram.webhook_url (https://...)"),
+        "{msg}"
+    );
+    let url = "webhook_url = \"https://bot.example.com/telegram/webhook\"\n";
+    let msg = load(&format!(
+        "{tg}mode = \"webhook\"\n{url}webhook_secret = \"short\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains("telegram.webhook_secret must be 12-256"),
+        "{msg}"
+    );
+    let c = load(&format!(
+        "{tg}mode = \"webhook\"\n{url}webhook_secret = \"s3cret_token-123\"\n"
+    ))
+    .unwrap();
+    let TelegramDelivery::Webhook { url, .. } = c.telegram.unwrap().delivery else {
+        panic!("webhook mode parses as a webhook")
+    };
+    assert_eq!(url.as_str(), "https://bot.example.com/telegram/webhook");
 }
 
 #[test]
