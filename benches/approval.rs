@@ -190,7 +190,11 @@ timeout = "30s"
         }
     }
 
-    async fn say(&self, who: &str, text: &str) -> (Option<Outcome>, Option<i64>, String) {
+    async fn say(
+        &self,
+        who: &str,
+        text: &str,
+    ) -> (Option<Outcome>, Option<opsbot::domain::RunId>, String) {
         let r = self
             .router
             .handle(&event(who, EventPayload::Command(text.to_owned())))

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{
     Alert, AuditEntry, AuditRecord, Incident, IncomingAlert, NewRun, Platform, RateQuota, Run,
-    RunResult, RunState, Silence, TimelineEntry, UserRef, Vote, VoteTally,
+    RunId, RunResult, RunState, Silence, TimelineEntry, UserRef, Vote, VoteTally,
 };
 
 /// Failure of the store boundary. The message is for logs, never for chat.
@@ -129,7 +129,7 @@ pub trait RunStore: Send + Sync {
     /// Stores a new request, leased until `lease_until` (the runbook's lease policy) so that
     /// one created already approved ends up `interrupted` if its process dies before it runs.
     async fn create_run(&self, run: NewRun, lease_until: DateTime<Utc>) -> Result<Run, StoreError>;
-    async fn run(&self, id: i64) -> Result<Option<Run>, StoreError>;
+    async fn run(&self, id: RunId) -> Result<Option<Run>, StoreError>;
     /// The request whose approval message is `message_id` in that channel.
     async fn run_by_message(
         &self,
@@ -137,15 +137,15 @@ pub trait RunStore: Send + Sync {
         channel_id: &str,
         message_id: &str,
     ) -> Result<Option<Run>, StoreError>;
-    async fn set_run_message(&self, id: i64, message_id: &str) -> Result<(), StoreError>;
+    async fn set_run_message(&self, id: RunId, message_id: &str) -> Result<(), StoreError>;
     /// Records a vote (once per approver) and returns the tally.
-    async fn add_vote(&self, id: i64, vote: &Vote) -> Result<VoteTally, StoreError>;
+    async fn add_vote(&self, id: RunId, vote: &Vote) -> Result<VoteTally, StoreError>;
     /// Withdraws a vote while the request is still pending; true if one was withdrawn.
-    async fn retract_vote(&self, id: i64, approver: &UserRef) -> Result<bool, StoreError>;
+    async fn retract_vote(&self, id: RunId, approver: &UserRef) -> Result<bool, StoreError>;
     /// Moves `id` from `from` to `to`; false (and nothing changed) if it was not in `from`.
     async fn transition(
         &self,
-        id: i64,
+        id: RunId,
         from: RunState,
         to: RunState,
         at: DateTime<Utc>,
@@ -154,12 +154,12 @@ pub trait RunStore: Send + Sync {
     /// Records the result and moves `running -> to`; false if it was not running.
     async fn finish_run(
         &self,
-        id: i64,
+        id: RunId,
         to: RunState,
         result: &RunResult,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
-    async fn renew_lease(&self, id: i64, until: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn renew_lease(&self, id: RunId, until: DateTime<Utc>) -> Result<(), StoreError>;
     /// Marks approved/running requests whose lease lapsed (their process died) `interrupted`.
     async fn interrupt_stale(&self, now: DateTime<Utc>) -> Result<Vec<Run>, StoreError>;
     /// Marks pending requests past their expiry `expired`.

@@ -38,7 +38,7 @@ async fn a_reaction_on_the_request_number_approves_a_console_request() {
         })
         .unwrap_or_else(|| panic!("no request number in {asked:?}"));
     assert_eq!(
-        app.store.run(id).await.unwrap().unwrap().state,
+        app.store.run(id.into()).await.unwrap().unwrap().state,
         RunState::Pending
     );
 
@@ -51,7 +51,7 @@ async fn a_reaction_on_the_request_number_approves_a_console_request() {
         String::from_utf8_lossy(&output)
     );
     eventually("the request to leave pending", WAIT, async || {
-        let state = app.store.run(id).await.unwrap().unwrap().state;
+        let state = app.store.run(id.into()).await.unwrap().unwrap().state;
         (state != RunState::Pending).then_some(state)
     })
     .await;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use opsbot::domain::{EventPayload, Outcome, RunState};
+use opsbot::domain::{EventPayload, Outcome, RunId, RunState};
 use opsbot::ports::{Clock, FakeClock};
 use opsbot::router::Response;
 use opsbot::router::runbook::LEASE;
@@ -122,7 +122,7 @@ fn text(r: &Response) -> &str {
     r.reply.as_ref().map_or("", |r| r.text.as_str())
 }
 
-async fn request(app: &TestApp) -> i64 {
+async fn request(app: &TestApp) -> RunId {
     let r = app.say("alice", "/deploy").await;
     let id = r
         .pending_run
@@ -134,7 +134,7 @@ async fn request(app: &TestApp) -> i64 {
 /// alice requests on replica `a`; then `RACERS` concurrent `/approve N`, alternating between
 /// `a` and `b` and cycling through the approvers, all released at once. Exactly one starts
 /// the action and reports its result; every other says the request is already approved or ran.
-async fn race(a: &TestApp, b: &TestApp, counter: &Counter) -> i64 {
+async fn race(a: &TestApp, b: &TestApp, counter: &Counter) -> RunId {
     let id = request(a).await;
     assert_eq!(
         counter.executions().len(),
@@ -230,7 +230,7 @@ async fn race(a: &TestApp, b: &TestApp, counter: &Counter) -> i64 {
 
 /// A request whose process died mid-run (state `running`, lease lapsed) is marked
 /// `interrupted` by the next replica's sweep, said so once, and never runs again.
-async fn restart_mid_run(counter: &Counter, database_url: &str) -> i64 {
+async fn restart_mid_run(counter: &Counter, database_url: &str) -> RunId {
     let clock = Arc::new(FakeClock::new(Utc::now()));
     let first = replica(counter, database_url, Some(clock.clone())).await;
     let id = request(&first).await;
@@ -287,7 +287,7 @@ async fn restart_mid_run(counter: &Counter, database_url: &str) -> i64 {
     id
 }
 
-async fn state(app: &TestApp, id: i64) -> RunState {
+async fn state(app: &TestApp, id: RunId) -> RunState {
     app.store
         .run(id)
         .await
@@ -297,7 +297,7 @@ async fn state(app: &TestApp, id: i64) -> RunState {
 }
 
 /// The run's state read straight from `schema`, proving the URL put the tables there.
-async fn postgres_state(schema: &str, id: i64) -> String {
+async fn postgres_state(schema: &str, id: RunId) -> String {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(&support::postgres_url())
         .await
@@ -305,7 +305,7 @@ async fn postgres_state(schema: &str, id: i64) -> String {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT state FROM {schema}.runs WHERE id = $1"
     )))
-    .bind(id)
+    .bind(id.0)
     .fetch_one(&mut conn)
     .await
     .expect("run row in the test schema")

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use opsbot::domain::{EventPayload, Outcome, RunState};
+use opsbot::domain::{EventPayload, Outcome, RunId, RunState};
 use opsbot::ports::FakeClock;
 use support::{TestApp, event, person};
 
@@ -122,7 +122,7 @@ async fn react(
 }
 
 /// alice requests `/rollback api`; the approval message is bound to chat message `msg-1`.
-async fn request(app: &TestApp) -> i64 {
+async fn request(app: &TestApp) -> RunId {
     let r = app.say("alice", "/rollback api").await;
     assert_eq!(r.outcome, Some(Outcome::Ok));
     let id = r.pending_run.expect("an approval request");
@@ -145,7 +145,7 @@ async fn request(app: &TestApp) -> i64 {
     id
 }
 
-async fn state(app: &TestApp, id: i64) -> RunState {
+async fn state(app: &TestApp, id: RunId) -> RunState {
     app.store.run(id).await.unwrap().unwrap().state
 }
 
@@ -483,7 +483,7 @@ async fn dry_run_shows_exactly_what_would_run_and_creates_nothing() {
         "{reply}"
     );
     assert!(!reply.contains(TOKEN));
-    assert!(app.store.run(1).await.unwrap().is_none());
+    assert!(app.store.run(RunId(1)).await.unwrap().is_none());
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use crate::domain::{InboundEvent, Platform};
+use crate::domain::{InboundEvent, Platform, RunId};
 use crate::ports::{ChatOutbound, DeliveryLog, OutboundError, OutboundMessage, OutboundTarget};
 use crate::router::Router;
 
@@ -31,7 +31,7 @@ pub trait Answer: Send + Sync {
     async fn withheld(&self) {}
 
     /// `message_id`, in the channel of `ev`, now stands for approval request `run`.
-    async fn bound(&self, _ev: &InboundEvent, _run: i64, _message_id: &str) {}
+    async fn bound(&self, _ev: &InboundEvent, _run: RunId, _message_id: &str) {}
 }
 
 /// The usual answer: a message in the event's channel (and thread), through the paced outbound.
@@ -124,7 +124,7 @@ impl Inbound {
                 }
             }
             Ok(None) if run.is_some() => tracing::warn!(
-                run,
+                run = ?run,
                 request_id = %response.request_id,
                 "the approval request has no message to react to; /approve still works"
             ),
@@ -139,11 +139,11 @@ impl Inbound {
         }
     }
 
-    async fn bind(&self, ev: &InboundEvent, run: i64, message_id: &str, answer: &dyn Answer) {
+    async fn bind(&self, ev: &InboundEvent, run: RunId, message_id: &str, answer: &dyn Answer) {
         match self.router.bind_message(run, message_id).await {
             Ok(()) => answer.bound(ev, run, message_id).await,
             Err(e) => tracing::error!(
-                run,
+                run = %run,
                 error = %e,
                 "could not bind the approval message; /approve still works"
             ),

@@ -28,6 +28,6 @@ pub use identity::{Directory, Person, Platform, Requester, Role, UserRef};
 pub use incident::{
     Incident, IncidentStatus, ResponseTargets, Severity, TimelineEntry, TimelineKind,
 };
-pub use run::{NewRun, Run, RunResult, RunState, Vote, VoteTally};
+pub use run::{NewRun, Run, RunId, RunResult, RunState, Vote, VoteTally};
 pub use text::line_col;
 pub use time::{HumanDuration, RateQuota, human_duration, parse_duration};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::authz::{Access, RoleList};
 use super::parse::Word;
-use crate::domain::{Matcher, Severity};
+use crate::domain::{Matcher, RunId, Severity};
 
 pub use bind::Args;
 
@@ -124,7 +124,7 @@ pub const BUILTINS: &[BuiltinSpec] = &[
         access: Access::AnyKnown,
         on_timeline: true,
         params: &[req("id", "the request number")],
-        bind: |a| a.id().map(|run| BuiltinCall::Approve { run }),
+        bind: |a| a.id().map(|run| BuiltinCall::Approve { run: RunId(run) }),
     },
     BuiltinSpec {
         name: "deny",
@@ -133,7 +133,7 @@ pub const BUILTINS: &[BuiltinSpec] = &[
         access: Access::AnyKnown,
         on_timeline: true,
         params: &[req("id", "the request number")],
-        bind: |a| a.id().map(|run| BuiltinCall::Deny { run }),
+        bind: |a| a.id().map(|run| BuiltinCall::Deny { run: RunId(run) }),
     },
     BuiltinSpec {
         name: "cancel",
@@ -142,7 +142,7 @@ pub const BUILTINS: &[BuiltinSpec] = &[
         access: Access::AnyKnown,
         on_timeline: true,
         params: &[req("id", "the request number")],
-        bind: |a| a.id().map(|run| BuiltinCall::Cancel { run }),
+        bind: |a| a.id().map(|run| BuiltinCall::Cancel { run: RunId(run) }),
     },
     BuiltinSpec {
         name: "alerts",
@@ -253,13 +253,13 @@ pub enum BuiltinCall {
         limit: u32,
     },
     Approve {
-        run: i64,
+        run: RunId,
     },
     Deny {
-        run: i64,
+        run: RunId,
     },
     Cancel {
-        run: i64,
+        run: RunId,
     },
     Alerts,
     Ack {

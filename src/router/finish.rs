@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::domain::{AuditEntry, InboundEvent, Outcome, Reply, RequestId};
+use crate::domain::{AuditEntry, InboundEvent, Outcome, Reply, RequestId, RunId};
 
 use super::{Attempt, Done, Refusal, Response, Router, builtins, internal_error_text, on_timeline};
 
@@ -89,7 +89,7 @@ impl Router {
         &self,
         entry: AuditEntry,
         text: Option<String>,
-        ran: Option<i64>,
+        ran: Option<RunId>,
     ) -> (Outcome, Option<String>) {
         let (outcome, request_id) = (entry.outcome, entry.request_id.clone());
         let Err(e) = self.deps.store.append_audit(entry).await else {

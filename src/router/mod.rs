@@ -28,7 +28,7 @@ use crate::actions::health::HealthChecks;
 use crate::catalog::Catalog;
 use crate::domain::{
     BoundArgs, Directory, EventPayload, InboundEvent, Outcome, RateQuota, Reply, RequestId,
-    Requester, ResponseTargets,
+    Requester, ResponseTargets, RunId,
 };
 use crate::metrics::Metrics;
 use crate::ports::{
@@ -91,7 +91,7 @@ pub struct Response {
     pub reply: Option<Reply>,
     /// Set when the reply is an approval request: the adapter posts it, then calls
     /// [`Router::bind_message`] so reactions on that message reach the request.
-    pub pending_run: Option<i64>,
+    pub pending_run: Option<RunId>,
 }
 
 impl Response {
@@ -122,9 +122,9 @@ impl Response {
 struct Done {
     text: String,
     detail: String,
-    pending_run: Option<i64>,
+    pending_run: Option<RunId>,
     /// The request whose action ran while handling this command (its start is already audited).
-    ran: Option<i64>,
+    ran: Option<RunId>,
 }
 
 impl Done {
@@ -214,7 +214,7 @@ impl Router {
     }
 
     /// Records the chat message approvers react to, once the adapter has posted it.
-    pub async fn bind_message(&self, run: i64, message_id: &str) -> Result<(), StoreError> {
+    pub async fn bind_message(&self, run: RunId, message_id: &str) -> Result<(), StoreError> {
         self.runbooks.bind_message(run, message_id).await
     }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::sql::{Arg, Backend, changed_one, execute, fetch_all, fetch_one, fetch_optional};
 use super::{OnPool, SqlStore};
-use crate::domain::{NewRun, Platform, Run, RunResult, RunState, UserRef, Vote, VoteTally};
+use crate::domain::{NewRun, Platform, Run, RunId, RunResult, RunState, UserRef, Vote, VoteTally};
 use crate::ports::{RunStore, StoreError};
 
 /// Columns in the order [`RunRow`] reads them.
@@ -75,7 +75,7 @@ impl RunRow {
             _ => None,
         };
         Ok(Run {
-            id,
+            id: RunId(id),
             new: NewRun {
                 command: self.command,
                 args: serde_json::from_str(&self.args).map_err(|e| corrupt(id, e))?,
@@ -132,7 +132,8 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
         row.into_run()
     }
 
-    async fn run(&self, id: i64) -> Result<Option<Run>, StoreError> {
+    async fn run(&self, id: RunId) -> Result<Option<Run>, StoreError> {
+        let id = id.0;
         let q = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT_RUN} WHERE id = $1"))).arg(&id);
         let row: Option<RunRow> = fetch_optional(self.ex(), q).await?;
         row.map(RunRow::into_run).transpose()
@@ -154,14 +155,16 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
         row.map(RunRow::into_run).transpose()
     }
 
-    async fn set_run_message(&self, id: i64, message_id: &str) -> Result<(), StoreError> {
+    async fn set_run_message(&self, id: RunId, message_id: &str) -> Result<(), StoreError> {
+        let id = id.0;
         let q = sqlx::query("UPDATE runs SET message_id = $1 WHERE id = $2")
             .arg(message_id)
             .arg(&id);
         execute(self.ex(), q).await.map(drop)
     }
 
-    async fn add_vote(&self, id: i64, vote: &Vote) -> Result<VoteTally, StoreError> {
+    async fn add_vote(&self, id: RunId, vote: &Vote) -> Result<VoteTally, StoreError> {
+        let id = id.0;
         // Votes count only while the request is pending.
         let q = sqlx::query(
             "INSERT INTO run_votes (run_id, approver, approver_name, action_hash, at) \
@@ -182,7 +185,8 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
         })
     }
 
-    async fn retract_vote(&self, id: i64, approver: &UserRef) -> Result<bool, StoreError> {
+    async fn retract_vote(&self, id: RunId, approver: &UserRef) -> Result<bool, StoreError> {
+        let id = id.0;
         let q = sqlx::query(
             "DELETE FROM run_votes WHERE run_id = $1 AND approver = $2 \
              AND EXISTS (SELECT 1 FROM runs WHERE id = $1 AND state = 'pending')",
@@ -194,12 +198,13 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
 
     async fn transition(
         &self,
-        id: i64,
+        id: RunId,
         from: RunState,
         to: RunState,
         at: DateTime<Utc>,
         lease_until: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError> {
+        let id = id.0;
         let q = sqlx::query(
             "UPDATE runs SET state = $1, updated_at = $2, lease_until = COALESCE($3, lease_until) \
              WHERE id = $4 AND state = $5",
@@ -214,11 +219,12 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
 
     async fn finish_run(
         &self,
-        id: i64,
+        id: RunId,
         to: RunState,
         result: &RunResult,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let id = id.0;
         let q = sqlx::query(
             "UPDATE runs SET state = $1, updated_at = $2, result_code = $3, duration_ms = $4, output = $5, \
              truncated = $6, lease_until = NULL WHERE id = $7 AND state = 'running'",
@@ -233,7 +239,8 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
         changed_one(self.ex(), q).await
     }
 
-    async fn renew_lease(&self, id: i64, until: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn renew_lease(&self, id: RunId, until: DateTime<Utc>) -> Result<(), StoreError> {
+        let id = id.0;
         let q = sqlx::query(
             "UPDATE runs SET lease_until = $1 WHERE id = $2 AND state IN ('approved', 'running')",
         )

@@ -248,7 +248,8 @@ pub async fn fire_alerts(base: &str, fixture: &str) {
 }
 
 /// Waits until request `run` is bound to its chat message.
-pub async fn wait_for_run_message(app: &TestApp, run: i64) {
+pub async fn wait_for_run_message(app: &TestApp, run: impl Into<opsbot::domain::RunId>) {
+    let run = run.into();
     let what = format!("request #{run} to be bound to a message");
     eventually(&what, WAIT, async || {
         let bound = app.store.run(run).await.expect("load run");

@@ -31,7 +31,7 @@ pub use interactions::interactions;
 
 use super::inbound::{Answer, InChannel, Inbound};
 use crate::config::DiscordConfig;
-use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
+use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, RunId, UserRef};
 use crate::ports::{ChatAction, ChatOutbound, OutboundError, OutboundMessage, OutboundTarget};
 
 /// Where the REST API lives unless a test (or an API proxy) says otherwise.
@@ -509,7 +509,7 @@ impl DiscordState {
 
     /// Puts the approve/deny reactions on approval request `run`'s message, so approvers
     /// only have to click.
-    async fn hint(&self, run: i64, ev: &InboundEvent, message_id: &str) {
+    async fn hint(&self, run: RunId, ev: &InboundEvent, message_id: &str) {
         let (Some(channel), Some(message)) = (snowflake(&ev.channel.id), snowflake(message_id))
         else {
             return;
@@ -520,7 +520,7 @@ impl DiscordState {
                 .create_reaction(ChannelId::new(channel), MessageId::new(message), emoji)
                 .await;
             if let Err(e) = added {
-                tracing::debug!(run, error = %describe(&e), "could not add a reaction hint");
+                tracing::debug!(run = %run, error = %describe(&e), "could not add a reaction hint");
             }
         }
     }
@@ -600,7 +600,7 @@ impl Answer for Deferred<'_> {
         }
     }
 
-    async fn bound(&self, ev: &InboundEvent, run: i64, message_id: &str) {
+    async fn bound(&self, ev: &InboundEvent, run: RunId, message_id: &str) {
         self.state.hint(run, ev, message_id).await;
     }
 }
@@ -622,7 +622,7 @@ impl Answer for InChannelWithHints<'_> {
             .await
     }
 
-    async fn bound(&self, ev: &InboundEvent, run: i64, message_id: &str) {
+    async fn bound(&self, ev: &InboundEvent, run: RunId, message_id: &str) {
         self.0.hint(run, ev, message_id).await;
     }
 }

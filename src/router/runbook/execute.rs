@@ -115,7 +115,7 @@ impl RunbookService {
 
     /// Runs the action, renewing the request's lease until it ends, so a sweeper never takes
     /// a live run for one whose process died.
-    async fn run_under_lease(&self, id: i64, kind: &ActionKind) -> ActionOutcome {
+    async fn run_under_lease(&self, id: RunId, kind: &ActionKind) -> ActionOutcome {
         let stop_lease = CancellationToken::new();
         let renewer = {
             let (store, clock, stop) = (self.store.clone(), self.clock.clone(), stop_lease.clone());
@@ -127,7 +127,7 @@ impl RunbookService {
                         _ = stop.cancelled() => return,
                         _ = tick.tick() => {
                             if let Err(e) = store.renew_lease(id, clock.now() + lease()).await {
-                                warn!(run = id, error = %e, "could not renew run lease");
+                                warn!(run = %id, error = %e, "could not renew run lease");
                             }
                         }
                     }
@@ -141,20 +141,20 @@ impl RunbookService {
     }
 
     /// Records the result (`running -> state`); false when it could not be.
-    async fn record(&self, id: i64, state: RunState, result: &RunResult) -> bool {
+    async fn record(&self, id: RunId, state: RunState, result: &RunResult) -> bool {
         match self.store.finish_run(id, state, result, self.now()).await {
             Ok(true) => true,
             Ok(false) => {
                 // The lease lapsed (renewals failed) and a sweeper marked it interrupted.
                 warn!(
-                    run = id,
+                    run = %id,
                     "run finished after being marked interrupted; result not recorded"
                 );
                 false
             }
             Err(e) => {
                 error!(
-                    run = id,
+                    run = %id,
                     error = format!("{:#}", anyhow::Error::new(e)),
                     "recording run result failed"
                 );
@@ -199,7 +199,7 @@ impl RunbookService {
 const POSTED_OUTPUT_CHARS: usize = 30_000;
 
 fn render_result(
-    id: i64,
+    id: RunId,
     command: &str,
     args: &[(String, String)],
     state: RunState,

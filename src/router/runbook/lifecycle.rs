@@ -36,7 +36,7 @@ impl RunbookService {
                 None => match store.run(id).await {
                     Ok(run) => run.and_then(|r| r.message_id),
                     Err(e) => {
-                        warn!(run = id, error = %e, "could not load a decided request to update its message");
+                        warn!(run = %id, error = %e, "could not load a decided request to update its message");
                         None
                     }
                 },
@@ -45,13 +45,13 @@ impl RunbookService {
                 return;
             };
             if let Err(e) = outbound.edit(&to, &message_id, &message).await {
-                warn!(run = id, error = %e, "could not update the message of a decided request");
+                warn!(run = %id, error = %e, "could not update the message of a decided request");
             }
         });
     }
 
     /// Records the chat message approvers react to, once the adapter has posted it.
-    pub async fn bind_message(&self, run: i64, message_id: &str) -> Result<(), StoreError> {
+    pub async fn bind_message(&self, run: RunId, message_id: &str) -> Result<(), StoreError> {
         self.store.set_run_message(run, message_id).await?;
         // Decided before its message was bound: nothing has retired the buttons yet.
         if let Some(run) = self.store.run(run).await?

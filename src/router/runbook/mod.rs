@@ -16,7 +16,8 @@ use crate::actions::render::{RenderedAction, redact, render};
 use crate::catalog::{ApprovalSpec, Catalog, CommandSpec};
 use crate::domain::{
     ActionKind, AuditEntry, BoundArgs, Directory, InboundEvent, NewRun, Outcome, Person, Platform,
-    RequestId, Requester, Role, Run, RunResult, RunState, Vote, human_duration, normalize_emoji,
+    RequestId, Requester, Role, Run, RunId, RunResult, RunState, Vote, human_duration,
+    normalize_emoji,
 };
 use crate::metrics::Metrics;
 use crate::ports::{

@@ -7,7 +7,11 @@ impl RunbookService {
     /// Loads a request from the channel it was made in and refuses unless it is still pending
     /// and unexpired. Acting on it from elsewhere (another channel, a DM) is refused: the
     /// runbook's channel allow-list and the people watching that channel must apply.
-    pub(super) async fn pending_run_in(&self, ev: &InboundEvent, id: i64) -> Result<Run, Refusal> {
+    pub(super) async fn pending_run_in(
+        &self,
+        ev: &InboundEvent,
+        id: RunId,
+    ) -> Result<Run, Refusal> {
         let run = self.pending_run(id).await?;
         if run.new.platform != ev.platform || run.new.channel_id != ev.channel.id {
             return Err(Refusal::Denied(format!(
@@ -19,7 +23,7 @@ impl RunbookService {
     }
 
     /// Loads a request and refuses unless it is still pending and unexpired.
-    pub(super) async fn pending_run(&self, id: i64) -> Result<Run, Refusal> {
+    pub(super) async fn pending_run(&self, id: RunId) -> Result<Run, Refusal> {
         let run = self
             .store
             .run(id)
@@ -113,7 +117,7 @@ impl RunbookService {
         ev: &InboundEvent,
         request_id: &RequestId,
         requester: &Requester,
-        id: i64,
+        id: RunId,
     ) -> Result<Done, Refusal> {
         let run = self.pending_run_in(ev, id).await?;
         let (spec, rendered) = self.current_action(&run).await?;
@@ -263,7 +267,7 @@ impl RunbookService {
         &self,
         ev: &InboundEvent,
         requester: &Requester,
-        id: i64,
+        id: RunId,
     ) -> Result<Done, Refusal> {
         let run = self.pending_run_in(ev, id).await?;
         let policy = self
@@ -295,7 +299,7 @@ impl RunbookService {
         &self,
         ev: &InboundEvent,
         requester: &Requester,
-        id: i64,
+        id: RunId,
     ) -> Result<Done, Refusal> {
         let run = self.pending_run_in(ev, id).await?;
         let requested_by = self.directory.resolve(&run.new.requester);
@@ -392,7 +396,7 @@ impl RunbookService {
         }))
     }
 
-    pub(super) async fn retract(&self, ev: &InboundEvent, id: i64) -> Result<Done, Refusal> {
+    pub(super) async fn retract(&self, ev: &InboundEvent, id: RunId) -> Result<Done, Refusal> {
         let withdrawn = self
             .store
             .retract_vote(id, &ev.user)
