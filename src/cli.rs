@@ -163,7 +163,7 @@ fn check_config(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
 
 async fn postmortem(arg: &ConfigArg, id: i64) -> anyhow::Result<ExitCode> {
     let app = App::build(load(arg)?).await?;
-    let Some(incident) = app.store.incident(id).await? else {
+    let Some(incident) = app.store.incident(id.into()).await? else {
         eprintln!("error: there is no incident #{id}");
         return Ok(ExitCode::FAILURE);
     };

@@ -69,7 +69,7 @@ impl GroupNotifier for SignedWebhook {
             "group_key": group_key,
             "firing": alerts.iter().filter(|a| a.incoming.status == crate::domain::AlertStatus::Firing).count(),
             "alerts": alerts.iter().map(|a| json!({
-                "id": a.id,
+                "id": a.id.0,
                 "fingerprint": a.incoming.fingerprint,
                 "status": a.incoming.status.as_str(),
                 "labels": a.incoming.labels,

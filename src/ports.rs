@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Alert, AuditEntry, AuditRecord, Incident, IncomingAlert, NewRun, Platform, RateQuota, Run,
-    RunId, RunResult, RunState, Silence, TimelineEntry, UserRef, Vote, VoteTally,
+    Alert, AlertId, AuditEntry, AuditRecord, Incident, IncidentId, IncomingAlert, NewRun, Platform,
+    RateQuota, Run, RunId, RunResult, RunState, Silence, TimelineEntry, UserRef, Vote, VoteTally,
 };
 
 /// Failure of the store boundary. The message is for logs, never for chat.
@@ -209,14 +209,15 @@ pub trait AlertStore: Send + Sync {
         alerts: &[IncomingAlert],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
-    async fn alert(&self, id: i64) -> Result<Option<Alert>, StoreError>;
+    async fn alert(&self, id: AlertId) -> Result<Option<Alert>, StoreError>;
     async fn alerts_in_group(&self, group_key: &str) -> Result<Vec<Alert>, StoreError>;
     /// Firing alerts, newest first.
     async fn active_alerts(&self, limit: u32) -> Result<Vec<Alert>, StoreError>;
     /// Acknowledges a firing, unacknowledged alert; false if it was not.
-    async fn ack_alert(&self, id: i64, by: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn ack_alert(&self, id: AlertId, by: &str, at: DateTime<Utc>)
+    -> Result<bool, StoreError>;
     /// Resolves a firing alert by hand; false if it was not firing.
-    async fn resolve_alert(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn resolve_alert(&self, id: AlertId, at: DateTime<Utc>) -> Result<bool, StoreError>;
     /// The message a group is shown in, in one channel: (message id, text last sent).
     async fn group_message(
         &self,
@@ -240,7 +241,7 @@ pub trait AlertStore: Send + Sync {
     /// Records a reminder; false if someone else (another replica) sent it first.
     async fn mark_alert_reminded(
         &self,
-        id: i64,
+        id: AlertId,
         previous: u32,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
@@ -353,25 +354,26 @@ pub trait ChatOutbound: Send + Sync {
 pub trait IncidentStore: Send + Sync {
     /// Opens an incident; `None` if the channel already has an open one.
     async fn open_incident(&self, incident: &Incident) -> Result<Option<Incident>, StoreError>;
-    async fn incident(&self, id: i64) -> Result<Option<Incident>, StoreError>;
+    async fn incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError>;
     async fn open_incident_in(
         &self,
         platform: Platform,
         channel_id: &str,
     ) -> Result<Option<Incident>, StoreError>;
-    async fn set_commander(&self, id: i64, commander: &str) -> Result<(), StoreError>;
+    async fn set_commander(&self, id: IncidentId, commander: &str) -> Result<(), StoreError>;
     /// Records the first acknowledgement; later ones change nothing.
-    async fn ack_incident(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn ack_incident(&self, id: IncidentId, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// Resolves an open incident; false if it was not open.
-    async fn resolve_incident(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError>;
-    async fn add_timeline(&self, id: i64, entry: &TimelineEntry) -> Result<(), StoreError>;
-    async fn timeline(&self, id: i64) -> Result<Vec<TimelineEntry>, StoreError>;
+    async fn resolve_incident(&self, id: IncidentId, at: DateTime<Utc>)
+    -> Result<bool, StoreError>;
+    async fn add_timeline(&self, id: IncidentId, entry: &TimelineEntry) -> Result<(), StoreError>;
+    async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError>;
     /// Links an alert; false if it was already linked.
-    async fn link_alert(&self, id: i64, alert_id: i64) -> Result<bool, StoreError>;
-    async fn linked_alerts(&self, id: i64) -> Result<Vec<Alert>, StoreError>;
+    async fn link_alert(&self, id: IncidentId, alert_id: AlertId) -> Result<bool, StoreError>;
+    async fn linked_alerts(&self, id: IncidentId) -> Result<Vec<Alert>, StoreError>;
     /// Open, unacknowledged incidents not yet reminded about (for response-target reminders).
     async fn unacked_incidents(&self) -> Result<Vec<Incident>, StoreError>;
-    async fn mark_reminded(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn mark_reminded(&self, id: IncidentId, at: DateTime<Utc>) -> Result<(), StoreError>;
 }
 
 /// Systems told about alert groups besides chat (signed outbound webhooks).

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
-use crate::domain::{Alert, AlertStatus, IncomingAlert, Matcher, Platform};
+use crate::domain::{Alert, AlertId, AlertStatus, IncomingAlert, Matcher, Platform};
 use crate::ports::{
     ChatAction, ChatOutbound, Clock, GroupNotifier, OutboundError, OutboundMessage, OutboundTarget,
     Store, StoreError,
@@ -185,7 +185,7 @@ impl AlertService {
         }
         let now = self.clock.now();
         let silences = self.store.active_silences(now).await?;
-        let silenced: HashSet<i64> = alerts
+        let silenced: HashSet<AlertId> = alerts
             .iter()
             .filter(|a| silences.iter().any(|s| s.covers(&a.incoming.labels, now)))
             .map(|a| a.id)
@@ -419,7 +419,7 @@ impl AlertService {
             .filter(|a| a.incoming.status == AlertStatus::Resolved)
             .collect();
         if !resolved.is_empty() {
-            let linked: HashSet<i64> = self
+            let linked: HashSet<AlertId> = self
                 .store
                 .linked_alerts(incident.id)
                 .await?
@@ -553,7 +553,7 @@ fn summarise(out: &mut String, rest: &[&Alert]) {
 pub fn render_group(
     group_key: &str,
     alerts: &[Alert],
-    silenced: &HashSet<i64>,
+    silenced: &HashSet<AlertId>,
     max_listed: usize,
 ) -> String {
     let firing = alerts
@@ -608,7 +608,7 @@ const MAX_ACK_BUTTONS: usize = 5;
 /// does, and the stored text stays enough to tell whether a message is up to date.
 pub fn ack_actions(
     alerts: &[Alert],
-    silenced: &HashSet<i64>,
+    silenced: &HashSet<AlertId>,
     max_listed: usize,
 ) -> Vec<ChatAction> {
     listing_order(alerts)
@@ -624,7 +624,7 @@ pub fn ack_actions(
         .collect()
 }
 
-fn ack_action(alert_id: i64) -> ChatAction {
+fn ack_action(alert_id: AlertId) -> ChatAction {
     ChatAction {
         label: format!("Ack #{alert_id}"),
         command: format!("/ack {alert_id}"),
@@ -649,7 +649,7 @@ mod tests {
     fn alert(id: i64, status: AlertStatus, severity: &str) -> Alert {
         let at = chrono::DateTime::UNIX_EPOCH;
         Alert {
-            id,
+            id: AlertId(id),
             incoming: IncomingAlert {
                 source: AlertSource::Webhook,
                 fingerprint: format!("f{id}"),
@@ -683,7 +683,7 @@ mod tests {
             alert(5, AlertStatus::Firing, "warning"),
         ];
         alerts[3].acked_by = Some("alice".into());
-        let silenced = HashSet::from([5]);
+        let silenced = HashSet::from([AlertId(5)]);
         assert_eq!(
             commands(&ack_actions(&alerts, &silenced, 10)),
             ["/ack 3", "/ack 1"],

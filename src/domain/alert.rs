@@ -2,6 +2,7 @@
 //! [`IncomingAlert`]), what is stored ([`Alert`]), and silences. Identity of an alert is its
 //! fingerprint; a redelivered payload updates the same record, so ingest is idempotent.
 
+use super::AlertId;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -48,7 +49,7 @@ impl IncomingAlert {
 /// A stored alert.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Alert {
-    pub id: i64,
+    pub id: AlertId,
     pub incoming: IncomingAlert,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,

@@ -1,6 +1,7 @@
 //! Incidents: severity with its response target, the lifecycle (open -> resolved), and the
 //! timeline of everything that happened, from which the postmortem draft is rendered.
 
+use super::IncidentId;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, Utc, Weekday};
@@ -59,7 +60,7 @@ string_enum! {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Incident {
-    pub id: i64,
+    pub id: IncidentId,
     pub title: String,
     pub severity: Severity,
     pub status: IncidentStatus,

@@ -11,6 +11,7 @@ mod audit;
 mod emoji;
 mod event;
 mod identity;
+mod ids;
 mod incident;
 mod run;
 mod text;
@@ -25,9 +26,10 @@ pub use audit::{
 pub use emoji::normalize_emoji;
 pub use event::{ChannelRef, EventPayload, InboundEvent, Reply, RequestId};
 pub use identity::{Directory, Person, Platform, Requester, Role, UserRef};
+pub use ids::{AlertId, IncidentId, RunId};
 pub use incident::{
     Incident, IncidentStatus, ResponseTargets, Severity, TimelineEntry, TimelineKind,
 };
-pub use run::{NewRun, Run, RunId, RunResult, RunState, Vote, VoteTally};
+pub use run::{NewRun, Run, RunResult, RunState, Vote, VoteTally};
 pub use text::line_col;
 pub use time::{HumanDuration, RateQuota, human_duration, parse_duration};

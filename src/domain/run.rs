@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::RunId;
 use super::identity::{Platform, UserRef};
 
 string_enum! {
@@ -56,23 +57,6 @@ pub struct NewRun {
     pub break_glass: Option<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
-}
-
-/// A runbook request's number, as people type it (`/approve 12`) and the store keys it. A
-/// type of its own so it cannot be swapped with an alert's or an incident's number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RunId(pub i64);
-
-impl From<i64> for RunId {
-    fn from(n: i64) -> Self {
-        Self(n)
-    }
-}
-
-impl std::fmt::Display for RunId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
 }
 
 /// A stored request.

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use crate::actions::alerts::AlertService;
 use crate::domain::{
-    AlertSource, AlertStatus, InboundEvent, Matcher, Requester, Role, Silence, human_duration,
+    AlertId, AlertSource, AlertStatus, InboundEvent, Matcher, Requester, Role, Silence,
+    human_duration,
 };
 use crate::ports::{AlertStore, Clock, SilenceSync, StoreError};
 
@@ -100,7 +101,7 @@ impl AlertCommands {
     pub(super) async fn ack(
         &self,
         requester: &Requester,
-        id: i64,
+        id: AlertId,
     ) -> Result<(Done, String), Refusal> {
         let store = &self.store;
         let alert = store
@@ -304,7 +305,11 @@ impl AlertCommands {
         })
     }
 
-    pub(super) async fn resolve(&self, requester: &Requester, id: i64) -> Result<Done, Refusal> {
+    pub(super) async fn resolve(
+        &self,
+        requester: &Requester,
+        id: AlertId,
+    ) -> Result<Done, Refusal> {
         let alert = self
             .store
             .alert(id)

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::authz::{Access, RoleList};
 use super::parse::Word;
-use crate::domain::{Matcher, RunId, Severity};
+use crate::domain::{AlertId, IncidentId, Matcher, RunId, Severity};
 
 pub use bind::Args;
 
@@ -160,7 +160,11 @@ pub const BUILTINS: &[BuiltinSpec] = &[
         access: Access::Roles(RoleList::Respond),
         on_timeline: true,
         params: &[req("id", "the alert number")],
-        bind: |a| a.id().map(|alert| BuiltinCall::Ack { alert }),
+        bind: |a| {
+            a.id().map(|alert| BuiltinCall::Ack {
+                alert: AlertId(alert),
+            })
+        },
     },
     BuiltinSpec {
         name: "silence",
@@ -190,7 +194,11 @@ pub const BUILTINS: &[BuiltinSpec] = &[
         access: Access::Roles(RoleList::Respond),
         on_timeline: true,
         params: &[req("id", "the alert number")],
-        bind: |a| a.id().map(|alert| BuiltinCall::Resolve { alert }),
+        bind: |a| {
+            a.id().map(|alert| BuiltinCall::Resolve {
+                alert: AlertId(alert),
+            })
+        },
     },
     BuiltinSpec {
         name: "incident",
@@ -263,7 +271,7 @@ pub enum BuiltinCall {
     },
     Alerts,
     Ack {
-        alert: i64,
+        alert: AlertId,
     },
     Silence {
         matchers: Vec<Matcher>,
@@ -274,11 +282,11 @@ pub enum BuiltinCall {
         silence: i64,
     },
     Resolve {
-        alert: i64,
+        alert: AlertId,
     },
     Incident(IncidentCmd),
     Postmortem {
-        incident: Option<i64>,
+        incident: Option<IncidentId>,
     },
 }
 
@@ -289,7 +297,7 @@ pub enum IncidentCmd {
     Lead { person: String },
     Update { text: String },
     Status,
-    Link { alert: i64 },
+    Link { alert: AlertId },
     Resolve,
     Timeline,
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::sql::{Arg, Backend, changed_one, execute, fetch_all, fetch_one, fetch_optional};
 use super::{OnPool, SqlStore};
-use crate::domain::{Alert, IncomingAlert, Matcher, Platform, Silence};
+use crate::domain::{Alert, AlertId, IncomingAlert, Matcher, Platform, Silence};
 use crate::ports::{AlertStore, DeliveryLog, StoreError};
 
 pub(crate) const SELECT_ALERT: &str = "SELECT id, fingerprint, source, group_key, status, labels, annotations, \
@@ -51,7 +51,7 @@ impl AlertRow {
         let id = self.id;
         let opt = |us: Option<i64>| us.map(|us| time(id, us)).transpose();
         Ok(Alert {
-            id,
+            id: AlertId(id),
             incoming: IncomingAlert {
                 source: self.source.parse().map_err(|e| corrupt("alert", id, e))?,
                 fingerprint: self.fingerprint,
@@ -225,7 +225,8 @@ impl<DB: Backend> AlertStore for SqlStore<DB> {
         tx.commit().await.map_err(super::backend)
     }
 
-    async fn alert(&self, id: i64) -> Result<Option<Alert>, StoreError> {
+    async fn alert(&self, id: AlertId) -> Result<Option<Alert>, StoreError> {
+        let id = id.0;
         let q = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT_ALERT} WHERE id = $1"))).arg(&id);
         let row: Option<AlertRow> = fetch_optional(self.ex(), q).await?;
         row.map(AlertRow::into_alert).transpose()
@@ -247,7 +248,13 @@ impl<DB: Backend> AlertStore for SqlStore<DB> {
         .await
     }
 
-    async fn ack_alert(&self, id: i64, by: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn ack_alert(
+        &self,
+        id: AlertId,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let id = id.0;
         let q = sqlx::query(
             "UPDATE alerts SET acked_by = $1, acked_at = $2 \
              WHERE id = $3 AND status = 'firing' AND acked_by IS NULL",
@@ -258,7 +265,8 @@ impl<DB: Backend> AlertStore for SqlStore<DB> {
         changed_one(self.ex(), q).await
     }
 
-    async fn resolve_alert(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn resolve_alert(&self, id: AlertId, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let id = id.0;
         let q = sqlx::query(
             "UPDATE alerts SET status = 'resolved', resolved_at = $1, ends_at = $1 \
              WHERE id = $2 AND status = 'firing'",
@@ -323,10 +331,11 @@ impl<DB: Backend> AlertStore for SqlStore<DB> {
 
     async fn mark_alert_reminded(
         &self,
-        id: i64,
+        id: AlertId,
         previous: u32,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let id = id.0;
         let q = sqlx::query(
             "UPDATE alerts SET reminded_at = $1, reminders = reminders + 1 WHERE id = $2 AND reminders = $3",
         )

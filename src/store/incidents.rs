@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::alerts::{SELECT_ALERT, alerts_where};
 use super::sql::{Arg, Backend, Q, changed_one, execute, fetch_all, fetch_optional};
 use super::{OnPool, SqlStore};
-use crate::domain::{Alert, Incident, Platform, TimelineEntry};
+use crate::domain::{Alert, AlertId, Incident, IncidentId, Platform, TimelineEntry};
 use crate::ports::{IncidentStore, StoreError};
 
 pub(crate) const SELECT_INCIDENT: &str = "SELECT id, title, severity, status, commander, platform, channel_id, \
@@ -41,7 +41,7 @@ impl IncidentRow {
     pub(crate) fn into_incident(self) -> Result<Incident, StoreError> {
         let id = self.id;
         Ok(Incident {
-            id,
+            id: IncidentId(id),
             title: self.title,
             severity: self.severity.parse().map_err(|e| corrupt(id, e))?,
             status: self.status.parse().map_err(|e| corrupt(id, e))?,
@@ -99,7 +99,8 @@ impl<DB: Backend> IncidentStore for SqlStore<DB> {
         incident_where(self, q).await
     }
 
-    async fn incident(&self, id: i64) -> Result<Option<Incident>, StoreError> {
+    async fn incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
+        let id = id.0;
         let sql = format!("{SELECT_INCIDENT} WHERE id = $1");
         incident_where(self, sqlx::query(sqlx::AssertSqlSafe(sql)).arg(&id)).await
     }
@@ -118,14 +119,16 @@ impl<DB: Backend> IncidentStore for SqlStore<DB> {
         incident_where(self, q).await
     }
 
-    async fn set_commander(&self, id: i64, commander: &str) -> Result<(), StoreError> {
+    async fn set_commander(&self, id: IncidentId, commander: &str) -> Result<(), StoreError> {
+        let id = id.0;
         let q = sqlx::query("UPDATE incidents SET commander = $1 WHERE id = $2")
             .arg(commander)
             .arg(&id);
         execute(self.ex(), q).await.map(drop)
     }
 
-    async fn ack_incident(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn ack_incident(&self, id: IncidentId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let id = id.0;
         stamp(
             self,
             "UPDATE incidents SET acked_at = $1 WHERE id = $2 AND acked_at IS NULL",
@@ -135,7 +138,12 @@ impl<DB: Backend> IncidentStore for SqlStore<DB> {
         .await
     }
 
-    async fn resolve_incident(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn resolve_incident(
+        &self,
+        id: IncidentId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let id = id.0;
         let q = sqlx::query(
             "UPDATE incidents SET status = 'resolved', resolved_at = $1, acked_at = COALESCE(acked_at, $1) \
              WHERE id = $2 AND status = 'open'",
@@ -145,7 +153,8 @@ impl<DB: Backend> IncidentStore for SqlStore<DB> {
         changed_one(self.ex(), q).await
     }
 
-    async fn add_timeline(&self, id: i64, e: &TimelineEntry) -> Result<(), StoreError> {
+    async fn add_timeline(&self, id: IncidentId, e: &TimelineEntry) -> Result<(), StoreError> {
+        let id = id.0;
         let q = sqlx::query(
             "INSERT INTO incident_timeline (incident_id, at, kind, actor, text) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -157,7 +166,8 @@ impl<DB: Backend> IncidentStore for SqlStore<DB> {
         execute(self.ex(), q).await.map(drop)
     }
 
-    async fn timeline(&self, id: i64) -> Result<Vec<TimelineEntry>, StoreError> {
+    async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
+        let id = id.0;
         let q = sqlx::query(
             "SELECT incident_id, at, kind, actor, text FROM incident_timeline \
              WHERE incident_id = $1 ORDER BY at, id",
@@ -167,7 +177,8 @@ impl<DB: Backend> IncidentStore for SqlStore<DB> {
         rows.into_iter().map(TimelineRow::into_entry).collect()
     }
 
-    async fn link_alert(&self, id: i64, alert_id: i64) -> Result<bool, StoreError> {
+    async fn link_alert(&self, id: IncidentId, alert_id: AlertId) -> Result<bool, StoreError> {
+        let (id, alert_id) = (id.0, alert_id.0);
         let q = sqlx::query(
             "INSERT INTO incident_alerts (incident_id, alert_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
@@ -176,7 +187,8 @@ impl<DB: Backend> IncidentStore for SqlStore<DB> {
         changed_one(self.ex(), q).await
     }
 
-    async fn linked_alerts(&self, id: i64) -> Result<Vec<Alert>, StoreError> {
+    async fn linked_alerts(&self, id: IncidentId) -> Result<Vec<Alert>, StoreError> {
+        let id = id.0;
         let sql = format!(
             "{SELECT_ALERT} WHERE id IN (SELECT alert_id FROM incident_alerts WHERE incident_id = $1) \
              ORDER BY starts_at"
@@ -193,7 +205,8 @@ impl<DB: Backend> IncidentStore for SqlStore<DB> {
         rows.into_iter().map(IncidentRow::into_incident).collect()
     }
 
-    async fn mark_reminded(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn mark_reminded(&self, id: IncidentId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let id = id.0;
         stamp(
             self,
             "UPDATE incidents SET reminded_at = $1 WHERE id = $2",

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{AUDIT_DEFAULT, AUDIT_MAX, BuiltinCall, BuiltinSpec, IncidentCmd};
-use crate::domain::{Matcher, Severity, parse_duration};
+use crate::domain::{AlertId, IncidentId, Matcher, Severity, parse_duration};
 use crate::router::parse::Word;
 
 /// The positional words given to one built-in, and the built-in, for error messages.
@@ -92,7 +92,9 @@ pub(super) fn postmortem(a: &Args) -> Result<BuiltinCall, String> {
                 .map_err(|_| a.wrong(format_args!("{raw:?} is not an incident number")))
         })
         .transpose()?;
-    Ok(BuiltinCall::Postmortem { incident })
+    Ok(BuiltinCall::Postmortem {
+        incident: incident.map(IncidentId),
+    })
 }
 
 /// `MATCHER... DURATION [REASON]`: matchers are the words with `=` before the duration.
@@ -167,7 +169,7 @@ fn incident_cmd(words: &[&str]) -> Result<IncidentCmd, String> {
         }),
         Some("status") => Ok(IncidentCmd::Status),
         Some("link") => Ok(IncidentCmd::Link {
-            alert: number(words.get(1))?,
+            alert: AlertId(number(words.get(1))?),
         }),
         Some("resolve") => Ok(IncidentCmd::Resolve),
         Some("timeline") => Ok(IncidentCmd::Timeline),

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Alert, AlertStatus, InboundEvent, Incident, IncidentStatus, ResponseTargets, Severity,
-    TimelineEntry, TimelineKind,
+    Alert, AlertId, AlertStatus, InboundEvent, Incident, IncidentId, IncidentStatus,
+    ResponseTargets, Severity, TimelineEntry, TimelineKind,
 };
 
 use super::{IncidentService, ago, done, store_failed};
@@ -24,7 +24,7 @@ impl IncidentService {
         title: String,
     ) -> Result<Done, Refusal> {
         let draft = Incident {
-            id: 0,
+            id: IncidentId(0),
             title: title.clone(),
             severity,
             status: IncidentStatus::Open,
@@ -143,7 +143,7 @@ impl IncidentService {
         &self,
         ev: &InboundEvent,
         me: &str,
-        alert: i64,
+        alert: AlertId,
     ) -> Result<Done, Refusal> {
         let incident = self.require_incident(ev).await?;
         let a = self

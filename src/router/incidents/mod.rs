@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 
 use crate::actions::postmortem;
 use crate::domain::{
-    Directory, InboundEvent, Incident, Requester, ResponseTargets, Severity, TimelineEntry,
-    TimelineKind, human_duration,
+    AlertId, Directory, InboundEvent, Incident, IncidentId, Requester, ResponseTargets, Severity,
+    TimelineEntry, TimelineKind, human_duration,
 };
 use crate::ports::{AlertStore, Clock, IncidentStore, StoreError};
 
@@ -101,7 +101,7 @@ impl IncidentService {
 
     async fn note(
         &self,
-        id: i64,
+        id: IncidentId,
         kind: TimelineKind,
         actor: &str,
         text: String,
@@ -122,7 +122,7 @@ impl IncidentService {
     pub(in crate::router) async fn postmortem(
         &self,
         ev: &InboundEvent,
-        id: Option<i64>,
+        id: Option<IncidentId>,
     ) -> Result<String, Refusal> {
         let incident = match id {
             Some(id) => self
@@ -159,7 +159,7 @@ impl IncidentService {
                     self.note(i.id, TimelineKind::Command, &actor, text).await
                 {
                     tracing::warn!(
-                        incident = i.id,
+                        incident = %i.id,
                         error = format!("{e:#}"),
                         "could not add to incident timeline"
                     );
@@ -177,7 +177,7 @@ impl IncidentService {
     pub(in crate::router) async fn link_to_channel_incident(
         &self,
         ev: &InboundEvent,
-        alert_id: i64,
+        alert_id: AlertId,
         what: String,
     ) {
         // The ack is recorded even when routing linked the alert a moment earlier.
