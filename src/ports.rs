@@ -329,24 +329,18 @@ impl OutboundMessage {
     }
 }
 
+/// What sending a message gives back (its id, for later edits) or editing one (nothing).
+pub type Sent<T = String> = Result<T, OutboundError>;
+
 /// Messages the bot sends on its own (alert groups, notices), as opposed to replies.
 #[async_trait]
 pub trait ChatOutbound: Send + Sync {
     /// Posts a message (text, buttons, priority); returns its id for later edits. Platforms
     /// without buttons show the text alone (every action is also a command people can type).
-    async fn send(
-        &self,
-        to: &OutboundTarget,
-        message: &OutboundMessage,
-    ) -> Result<String, OutboundError>;
+    async fn send(&self, to: &OutboundTarget, message: &OutboundMessage) -> Sent;
     /// Replaces a message posted earlier: its text and its buttons (none left if `message`
     /// has no actions).
-    async fn edit(
-        &self,
-        to: &OutboundTarget,
-        message_id: &str,
-        message: &OutboundMessage,
-    ) -> Result<(), OutboundError>;
+    async fn edit(&self, to: &OutboundTarget, id: &str, message: &OutboundMessage) -> Sent<()>;
 }
 
 /// Durable incidents and their timelines.

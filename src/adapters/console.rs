@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWr
 
 use super::inbound::{Answer, Inbound};
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
-use crate::ports::{OutboundError, OutboundMessage};
+use crate::ports::{OutboundError, OutboundMessage, OutboundTarget, Sent};
 
 /// Longest line read into memory; anything longer is skipped to its end and refused.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
@@ -213,14 +213,10 @@ impl Default for ConsoleOutbound {
 
 #[async_trait::async_trait]
 impl crate::ports::ChatOutbound for ConsoleOutbound {
-    async fn send(
-        &self,
-        to: &crate::ports::OutboundTarget,
-        message: &crate::ports::OutboundMessage,
-    ) -> Result<String, crate::ports::OutboundError> {
+    async fn send(&self, to: &OutboundTarget, message: &OutboundMessage) -> Sent {
         let text = &message.text;
         if to.platform != Platform::Console {
-            return Err(crate::ports::OutboundError::Undeliverable(format!(
+            return Err(OutboundError::Undeliverable(format!(
                 "no {} adapter is configured",
                 to.platform
             )));
@@ -234,29 +230,24 @@ impl crate::ports::ChatOutbound for ConsoleOutbound {
         let line = format!("[#{} message {id}] {text}\n", to.channel_id);
         out.write_all(line.as_bytes())
             .await
-            .map_err(|e| crate::ports::OutboundError::Failed(e.to_string()))?;
+            .map_err(|e| OutboundError::Failed(e.to_string()))?;
         out.flush()
             .await
-            .map_err(|e| crate::ports::OutboundError::Failed(e.to_string()))?;
+            .map_err(|e| OutboundError::Failed(e.to_string()))?;
         Ok(id)
     }
 
-    async fn edit(
-        &self,
-        to: &crate::ports::OutboundTarget,
-        message_id: &str,
-        message: &crate::ports::OutboundMessage,
-    ) -> Result<(), crate::ports::OutboundError> {
+    async fn edit(&self, to: &OutboundTarget, id: &str, message: &OutboundMessage) -> Sent<()> {
         let mut out = tokio::io::stdout();
         let line = format!(
-            "[#{} message {message_id}, edited] {}\n",
+            "[#{} message {id}, edited] {}\n",
             to.channel_id, message.text
         );
         out.write_all(line.as_bytes())
             .await
-            .map_err(|e| crate::ports::OutboundError::Failed(e.to_string()))?;
+            .map_err(|e| OutboundError::Failed(e.to_string()))?;
         out.flush()
             .await
-            .map_err(|e| crate::ports::OutboundError::Failed(e.to_string()))
+            .map_err(|e| OutboundError::Failed(e.to_string()))
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::Platform;
-use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget};
+use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Sent};
 
 /// Routes outbound messages to the adapter of the target's platform.
 #[derive(Default, Clone)]
@@ -39,21 +39,12 @@ impl PlatformOutbound {
 
 #[async_trait::async_trait]
 impl ChatOutbound for PlatformOutbound {
-    async fn send(
-        &self,
-        to: &OutboundTarget,
-        message: &OutboundMessage,
-    ) -> Result<String, OutboundError> {
+    async fn send(&self, to: &OutboundTarget, message: &OutboundMessage) -> Sent {
         self.adapter(to)?.send(to, message).await
     }
 
-    async fn edit(
-        &self,
-        to: &OutboundTarget,
-        message_id: &str,
-        message: &OutboundMessage,
-    ) -> Result<(), OutboundError> {
-        self.adapter(to)?.edit(to, message_id, message).await
+    async fn edit(&self, to: &OutboundTarget, id: &str, message: &OutboundMessage) -> Sent<()> {
+        self.adapter(to)?.edit(to, id, message).await
     }
 }
 

@@ -23,7 +23,9 @@ use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 
 use super::inbound::{Answer, InChannel, Inbound};
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
-use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, StoreError};
+use crate::ports::{
+    ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Sent, StoreError,
+};
 
 type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
 
@@ -152,11 +154,7 @@ fn blocks(message: &OutboundMessage) -> Option<Vec<SlackBlock>> {
 
 #[async_trait::async_trait]
 impl ChatOutbound for SlackApi {
-    async fn send(
-        &self,
-        to: &OutboundTarget,
-        message: &OutboundMessage,
-    ) -> Result<String, OutboundError> {
+    async fn send(&self, to: &OutboundTarget, message: &OutboundMessage) -> Sent {
         // The text stays as the notification and screen-reader fallback.
         let mut content = SlackMessageContent::new().with_text(message.text.clone());
         if let Some(blocks) = blocks(message) {
@@ -173,12 +171,7 @@ impl ChatOutbound for SlackApi {
             .map_err(slack_error)
     }
 
-    async fn edit(
-        &self,
-        to: &OutboundTarget,
-        message_id: &str,
-        message: &OutboundMessage,
-    ) -> Result<(), OutboundError> {
+    async fn edit(&self, to: &OutboundTarget, id: &str, message: &OutboundMessage) -> Sent<()> {
         // chat.update keeps the previous blocks unless given new ones; an empty list removes
         // buttons that no longer apply (an alert acked since).
         let req = SlackApiChatUpdateRequest::new(
@@ -186,7 +179,7 @@ impl ChatOutbound for SlackApi {
             SlackMessageContent::new()
                 .with_text(message.text.clone())
                 .with_blocks(blocks(message).unwrap_or_default()),
-            SlackTs(message_id.to_owned()),
+            SlackTs(id.to_owned()),
         );
         let session = self.client.open_session(&self.token);
         session

@@ -31,7 +31,7 @@ use super::inbound::{InChannel, Inbound};
 use crate::config::TelegramDelivery;
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
 use crate::liveness::{AdapterState, Liveness};
-use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget};
+use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Sent};
 
 /// Telegram's limit for one message's text, in UTF-16 code units (as Telegram counts).
 const MAX_TEXT_UNITS: usize = 4096;
@@ -171,11 +171,7 @@ fn head(text: &str, max: usize) -> String {
 
 #[async_trait::async_trait]
 impl ChatOutbound for TelegramApi {
-    async fn send(
-        &self,
-        to: &OutboundTarget,
-        message: &OutboundMessage,
-    ) -> Result<String, OutboundError> {
+    async fn send(&self, to: &OutboundTarget, message: &OutboundMessage) -> Sent {
         let chat = chat_id(to)?;
         let sent = if utf16_len(&message.text) <= MAX_TEXT_UNITS {
             let mut req = self.bot.send_message(chat, message.text.clone());
@@ -203,15 +199,10 @@ impl ChatOutbound for TelegramApi {
             .map_err(|e| self.outbound_error(e))
     }
 
-    async fn edit(
-        &self,
-        to: &OutboundTarget,
-        message_id: &str,
-        message: &OutboundMessage,
-    ) -> Result<(), OutboundError> {
+    async fn edit(&self, to: &OutboundTarget, id: &str, message: &OutboundMessage) -> Sent<()> {
         let chat = chat_id(to)?;
-        let id = message_id.parse::<i32>().map_err(|_| {
-            OutboundError::Undeliverable(format!("{message_id:?} is not a Telegram message id"))
+        let id = id.parse::<i32>().map_err(|_| {
+            OutboundError::Undeliverable(format!("{id:?} is not a Telegram message id"))
         })?;
         // An edit without a keyboard removes the one the message had.
         let mut req =

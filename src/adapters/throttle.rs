@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::domain::Platform;
 use crate::metrics::Metrics;
-use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Priority};
+use crate::ports::{ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Priority, Sent};
 
 /// The minimum spacing between two messages in one channel, per platform's published limits
 /// (Slack about 1/s per channel, Discord 5 per 5 s, Telegram about 20/min in a group).
@@ -246,11 +246,7 @@ impl Throttled {
 
 #[async_trait]
 impl ChatOutbound for Throttled {
-    async fn send(
-        &self,
-        to: &OutboundTarget,
-        message: &OutboundMessage,
-    ) -> Result<String, OutboundError> {
+    async fn send(&self, to: &OutboundTarget, message: &OutboundMessage) -> Sent {
         let sent = self
             .paced(
                 to,
@@ -263,13 +259,8 @@ impl ChatOutbound for Throttled {
         Ok(sent.expect("posts are never skipped"))
     }
 
-    async fn edit(
-        &self,
-        to: &OutboundTarget,
-        message_id: &str,
-        message: &OutboundMessage,
-    ) -> Result<(), OutboundError> {
-        let key = ((to.platform, to.channel_id.clone()), message_id.to_owned());
+    async fn edit(&self, to: &OutboundTarget, id: &str, message: &OutboundMessage) -> Sent<()> {
+        let key = ((to.platform, to.channel_id.clone()), id.to_owned());
         let generation = {
             let mut next = self.next_generation.lock().expect("generation poisoned");
             *next += 1;
@@ -289,7 +280,7 @@ impl ChatOutbound for Throttled {
         };
         let result = self
             .paced(to, message.priority, overtaken, || {
-                self.inner.edit(to, message_id, message)
+                self.inner.edit(to, id, message)
             })
             .await;
         {
@@ -313,21 +304,12 @@ mod tests {
 
     #[async_trait]
     impl ChatOutbound for Recorder {
-        async fn send(
-            &self,
-            to: &OutboundTarget,
-            message: &OutboundMessage,
-        ) -> Result<String, OutboundError> {
+        async fn send(&self, to: &OutboundTarget, message: &OutboundMessage) -> Sent {
             self.record(to, message);
             Ok("m".into())
         }
 
-        async fn edit(
-            &self,
-            to: &OutboundTarget,
-            _: &str,
-            message: &OutboundMessage,
-        ) -> Result<(), OutboundError> {
+        async fn edit(&self, to: &OutboundTarget, _: &str, message: &OutboundMessage) -> Sent<()> {
             self.record(to, message);
             Ok(())
         }
@@ -480,11 +462,7 @@ mod tests {
 
     #[async_trait]
     impl ChatOutbound for Limited {
-        async fn send(
-            &self,
-            to: &OutboundTarget,
-            message: &OutboundMessage,
-        ) -> Result<String, OutboundError> {
+        async fn send(&self, to: &OutboundTarget, message: &OutboundMessage) -> Sent {
             {
                 let mut left = self.limited.lock().unwrap();
                 if *left > 0 {
@@ -498,12 +476,7 @@ mod tests {
             }
             self.rec.send(to, message).await
         }
-        async fn edit(
-            &self,
-            _: &OutboundTarget,
-            _: &str,
-            _: &OutboundMessage,
-        ) -> Result<(), OutboundError> {
+        async fn edit(&self, _: &OutboundTarget, _: &str, _: &OutboundMessage) -> Sent<()> {
             Ok(())
         }
     }

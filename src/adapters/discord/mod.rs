@@ -32,7 +32,9 @@ pub use interactions::interactions;
 use super::inbound::{Answer, InChannel, Inbound};
 use crate::config::DiscordConfig;
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, RunId, UserRef};
-use crate::ports::{ChatAction, ChatOutbound, OutboundError, OutboundMessage, OutboundTarget};
+use crate::ports::{
+    ChatAction, ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Sent,
+};
 
 /// Where the REST API lives unless a test (or an API proxy) says otherwise.
 pub const DEFAULT_API: &str = "https://discord.com";
@@ -255,11 +257,7 @@ fn outbound_error(e: serenity::Error) -> OutboundError {
 
 #[async_trait::async_trait]
 impl ChatOutbound for DiscordApi {
-    async fn send(
-        &self,
-        to: &OutboundTarget,
-        message: &OutboundMessage,
-    ) -> Result<String, OutboundError> {
+    async fn send(&self, to: &OutboundTarget, message: &OutboundMessage) -> Sent {
         let channel = channel_of(to)?;
         let (content, file) = body(&message.text);
         let mut msg = CreateMessage::new()
@@ -286,13 +284,8 @@ impl ChatOutbound for DiscordApi {
             .map_err(outbound_error)
     }
 
-    async fn edit(
-        &self,
-        to: &OutboundTarget,
-        message_id: &str,
-        message: &OutboundMessage,
-    ) -> Result<(), OutboundError> {
-        if let Some(token) = self.replies.token(message_id) {
+    async fn edit(&self, to: &OutboundTarget, id: &str, message: &OutboundMessage) -> Sent<()> {
+        if let Some(token) = self.replies.token(id) {
             match interaction_edit(message).execute(&*self.http, &token).await {
                 Ok(_) => return Ok(()),
                 Err(e) => {
@@ -301,8 +294,8 @@ impl ChatOutbound for DiscordApi {
             }
         }
         let channel = channel_of(to)?;
-        let id = snowflake(message_id).map(MessageId::new).ok_or_else(|| {
-            OutboundError::Undeliverable(format!("{message_id:?} is not a Discord message id"))
+        let id = snowflake(id).map(MessageId::new).ok_or_else(|| {
+            OutboundError::Undeliverable(format!("{id:?} is not a Discord message id"))
         })?;
         let edit = message_edit(message);
         channel
