@@ -14,16 +14,12 @@ use crate::domain::{
     AlertId, AlertSource, AlertStatus, InboundEvent, Matcher, Requester, Role, Silence,
     human_duration,
 };
-use crate::ports::{AlertStore, Clock, SilenceSync, StoreError};
+use crate::ports::{AlertStore, Clock, SilenceSync};
 
-use super::{Done, Refusal};
+use super::{Done, OrRefuse, Refusal};
 
 /// Firing alerts `/alerts` lists at most.
 const LIST_LIMIT: u32 = 25;
-
-fn store_failed(what: &'static str) -> impl FnOnce(StoreError) -> Refusal {
-    move |e| Refusal::Failed(anyhow::Error::new(e).context(what))
-}
 
 /// The alert commands, over the ports they need.
 pub struct AlertCommands {
@@ -60,7 +56,7 @@ impl AlertCommands {
             .store
             .active_alerts(LIST_LIMIT)
             .await
-            .map_err(store_failed("listing alerts"))?;
+            .or_refuse("listing alerts")?;
         if alerts.is_empty() {
             return Ok("No alerts are firing.".into());
         }
@@ -107,13 +103,13 @@ impl AlertCommands {
         let alert = store
             .alert(id)
             .await
-            .map_err(store_failed("loading alert"))?
+            .or_refuse("loading alert")?
             .ok_or_else(|| Refusal::Invalid(format!("there is no alert #{id}.")))?;
         let name = requester.name();
         let acked = store
             .ack_alert(id, &name, self.clock.now())
             .await
-            .map_err(store_failed("acknowledging alert"))?;
+            .or_refuse("acknowledging alert")?;
         if !acked {
             return Err(Refusal::Invalid(
                 match (&alert.acked_by, alert.incoming.status) {
@@ -160,7 +156,7 @@ impl AlertCommands {
             .store
             .alerts_in_group(group_key)
             .await
-            .map_err(store_failed("loading alert group"))?
+            .or_refuse("loading alert group")?
         {
             if a.acked_by.is_none()
                 && a.incoming.status == AlertStatus::Firing
@@ -168,7 +164,7 @@ impl AlertCommands {
                     .store
                     .ack_alert(a.id, &name, now)
                     .await
-                    .map_err(store_failed("acknowledging alert"))?
+                    .or_refuse("acknowledging alert")?
             {
                 acked.push(format!("#{}", a.id));
             }
@@ -208,7 +204,7 @@ impl AlertCommands {
             .store
             .add_silence(&silence)
             .await
-            .map_err(store_failed("adding silence"))?;
+            .or_refuse("adding silence")?;
         let upstream = self.write_back_silence(&silence).await;
         let covered = self.refresh_matching(&silence).await?;
         let shown: Vec<String> = silence.matchers.iter().map(ToString::to_string).collect();
@@ -251,7 +247,7 @@ impl AlertCommands {
             .store
             .active_alerts(10_000)
             .await
-            .map_err(store_failed("listing alerts"))?;
+            .or_refuse("listing alerts")?;
         let covered: Vec<_> = firing
             .iter()
             .filter(|a| {
@@ -277,7 +273,7 @@ impl AlertCommands {
             .store
             .active_silences(now)
             .await
-            .map_err(store_failed("listing silences"))?;
+            .or_refuse("listing silences")?;
         let Some(silence) = active.into_iter().find(|s| s.id == id) else {
             return Err(Refusal::Invalid(format!(
                 "there is no active silence #{id}."
@@ -287,7 +283,7 @@ impl AlertCommands {
             .store
             .end_silence(id, now)
             .await
-            .map_err(store_failed("ending silence"))?;
+            .or_refuse("ending silence")?;
         if !ended {
             return Err(Refusal::Invalid(format!("silence #{id} already ended.")));
         }
@@ -314,7 +310,7 @@ impl AlertCommands {
             .store
             .alert(id)
             .await
-            .map_err(store_failed("loading alert"))?
+            .or_refuse("loading alert")?
             .ok_or_else(|| Refusal::Invalid(format!("there is no alert #{id}.")))?;
         let owner = match alert.incoming.source {
             AlertSource::Webhook => None,
@@ -330,7 +326,7 @@ impl AlertCommands {
             .store
             .resolve_alert(id, self.clock.now())
             .await
-            .map_err(store_failed("resolving alert"))?;
+            .or_refuse("resolving alert")?;
         if !resolved {
             return Err(Refusal::Invalid(format!("alert #{id} is not firing.")));
         }

@@ -154,6 +154,18 @@ struct Reaction<'a> {
     added: bool,
 }
 
+/// A store failure while handling a command: internal, so the user sees only the request id
+/// and the log gets `what` was being done with the cause chain.
+trait OrRefuse<T> {
+    fn or_refuse(self, what: &'static str) -> Result<T, Refusal>;
+}
+
+impl<T> OrRefuse<T> for Result<T, StoreError> {
+    fn or_refuse(self, what: &'static str) -> Result<T, Refusal> {
+        self.map_err(|e| Refusal::Failed(anyhow::Error::new(e).context(what)))
+    }
+}
+
 /// What was attempted, as far as it was understood; for the audit record.
 struct Attempt {
     command: String,

@@ -4,15 +4,10 @@
 //! on their own budget, since toggling one costs nothing.
 
 use crate::domain::{InboundEvent, RequestId, Requester, normalize_emoji};
-use crate::ports::StoreError;
 
 use std::time::Instant;
 
-use super::{Attempt, Done, Reaction, Refusal, Response, Router};
-
-fn store_failed(what: &'static str) -> impl FnOnce(StoreError) -> Refusal {
-    move |e| Refusal::Failed(anyhow::Error::new(e).context(what))
-}
+use super::{Attempt, Done, OrRefuse, Reaction, Refusal, Response, Router};
 
 impl Router {
     /// A reaction through the pipeline's sink, like a command: audited when it is about
@@ -86,7 +81,7 @@ impl Router {
             .store
             .group_by_message(ev.platform, &ev.channel.id, reaction.message_id)
             .await
-            .map_err(store_failed("finding alert group by message"))?
+            .or_refuse("finding alert group by message")?
         else {
             return Ok(None);
         };

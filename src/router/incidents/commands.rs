@@ -11,8 +11,8 @@ use crate::domain::{
     ResponseTargets, Severity, TimelineEntry, TimelineKind,
 };
 
-use super::{IncidentService, ago, done, store_failed};
-use crate::router::{Done, Refusal};
+use super::{IncidentService, ago, done};
+use crate::router::{Done, OrRefuse, Refusal};
 
 impl IncidentService {
     pub(super) async fn open(
@@ -40,7 +40,7 @@ impl IncidentService {
             .incidents
             .open_incident(&draft)
             .await
-            .map_err(store_failed("opening incident"))?
+            .or_refuse("opening incident")?
         else {
             let open = self.require_incident(ev).await?;
             return Err(Refusal::Invalid(format!(
@@ -83,7 +83,7 @@ impl IncidentService {
         self.incidents
             .set_commander(incident.id, &p.name)
             .await
-            .map_err(store_failed("setting commander"))?;
+            .or_refuse("setting commander")?;
         self.acknowledge(&incident, now).await?;
         self.note(
             incident.id,
@@ -120,7 +120,7 @@ impl IncidentService {
         self.incidents
             .ack_incident(incident.id, now)
             .await
-            .map_err(store_failed("acknowledging incident"))
+            .or_refuse("acknowledging incident")
     }
 
     pub(super) async fn status(
@@ -133,7 +133,7 @@ impl IncidentService {
             .incidents
             .linked_alerts(i.id)
             .await
-            .map_err(store_failed("listing linked alerts"))?;
+            .or_refuse("listing linked alerts")?;
         let timeline = self.read_timeline(&i).await?;
         let text = render_status(&i, &alerts, &timeline, now, &self.targets);
         Ok(done(text, String::new()))
@@ -150,13 +150,13 @@ impl IncidentService {
             .alerts
             .alert(alert)
             .await
-            .map_err(store_failed("loading alert"))?
+            .or_refuse("loading alert")?
             .ok_or_else(|| Refusal::Invalid(format!("there is no alert #{alert}.")))?;
         let linked = self
             .incidents
             .link_alert(incident.id, alert)
             .await
-            .map_err(store_failed("linking alert"))?;
+            .or_refuse("linking alert")?;
         if !linked {
             return Err(Refusal::Invalid(format!(
                 "alert #{alert} is already linked to incident #{}.",
@@ -191,7 +191,7 @@ impl IncidentService {
             .incidents
             .resolve_incident(i.id, now)
             .await
-            .map_err(store_failed("resolving incident"))?
+            .or_refuse("resolving incident")?
         {
             return Err(Refusal::Invalid(format!("incident #{} is not open.", i.id)));
         }
@@ -231,7 +231,7 @@ impl IncidentService {
         self.incidents
             .timeline(incident.id)
             .await
-            .map_err(store_failed("reading timeline"))
+            .or_refuse("reading timeline")
     }
 }
 

@@ -18,11 +18,7 @@ use crate::domain::{
 use crate::ports::{AlertStore, Clock, IncidentStore, StoreError};
 
 use super::builtins::IncidentCmd;
-use super::{Done, Notice, Refusal};
-
-fn store_failed(what: &'static str) -> impl FnOnce(StoreError) -> Refusal {
-    move |e| Refusal::Failed(anyhow::Error::new(e).context(what))
-}
+use super::{Done, Notice, OrRefuse, Refusal};
 
 fn done(text: String, detail: String) -> Done {
     Done {
@@ -90,7 +86,7 @@ impl IncidentService {
         self.incidents
             .open_incident_in(ev.platform, &ev.channel.id)
             .await
-            .map_err(store_failed("finding open incident"))
+            .or_refuse("finding open incident")
     }
 
     async fn require_incident(&self, ev: &InboundEvent) -> Result<Incident, Refusal> {
@@ -115,7 +111,7 @@ impl IncidentService {
         self.incidents
             .add_timeline(id, &entry)
             .await
-            .map_err(store_failed("writing incident timeline"))
+            .or_refuse("writing incident timeline")
     }
 
     /// `/postmortem [ID]`: the draft for incident `id`, or for this channel's open incident.
@@ -129,7 +125,7 @@ impl IncidentService {
                 .incidents
                 .incident(id)
                 .await
-                .map_err(store_failed("loading incident"))?
+                .or_refuse("loading incident")?
                 .ok_or_else(|| Refusal::Invalid(format!("there is no incident #{id}.")))?,
             None => self.channel_incident(ev).await?.ok_or_else(|| {
                 Refusal::Invalid(
@@ -139,7 +135,7 @@ impl IncidentService {
         };
         self.postmortem_for(&incident)
             .await
-            .map_err(store_failed("rendering postmortem"))
+            .or_refuse("rendering postmortem")
     }
 
     /// The postmortem draft for an incident (also what `opsbot postmortem ID` prints).

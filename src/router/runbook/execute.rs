@@ -77,7 +77,7 @@ impl RunbookService {
                 Some(now + lease()),
             )
             .await
-            .map_err(store_failed("starting run"))?;
+            .or_refuse("starting run")?;
         if !started {
             return Ok(false);
         }

@@ -26,7 +26,7 @@ use crate::ports::{
 };
 
 use super::parse::Word;
-use super::{Done, Reaction, Refusal};
+use super::{Done, OrRefuse, Reaction, Refusal};
 
 /// How long an approved or running request's lease lasts; renewed while it runs. A request
 /// whose lease lapses belonged to a process that died: it becomes `interrupted`.
@@ -119,10 +119,6 @@ pub fn split_mode(words: &[Word]) -> Result<(RunMode, Vec<Word>), String> {
         }
     }
     Ok((mode, rest))
-}
-
-fn store_failed(what: &'static str) -> impl FnOnce(StoreError) -> Refusal {
-    move |e| Refusal::Failed(anyhow::Error::new(e).context(what))
 }
 
 fn command_line(run_or_spec_name: &str, args: &[(String, String)]) -> String {

@@ -140,7 +140,7 @@ impl RunbookService {
         self.store
             .create_run(new, now + lease())
             .await
-            .map_err(store_failed("creating run request"))
+            .or_refuse("creating run request")
     }
 
     /// The approval request: what will run, who may approve, how.

@@ -28,7 +28,7 @@ impl RunbookService {
             .store
             .run(id)
             .await
-            .map_err(store_failed("loading run"))?
+            .or_refuse("loading run")?
             .ok_or_else(|| Refusal::Invalid(format!("there is no request #{id}.")))?;
         match run.state {
             RunState::Pending => {}
@@ -53,7 +53,7 @@ impl RunbookService {
                 .store
                 .transition(id, RunState::Pending, RunState::Expired, self.now(), None)
                 .await
-                .map_err(store_failed("expiring run"))?;
+                .or_refuse("expiring run")?;
             if expired {
                 self.retire_request(&run, EXPIRED);
             }
@@ -101,7 +101,7 @@ impl RunbookService {
                 None,
             )
             .await
-            .map_err(store_failed("cancelling changed run"))?;
+            .or_refuse("cancelling changed run")?;
         if cancelled {
             self.retire_request(
                 run,
@@ -146,7 +146,7 @@ impl RunbookService {
                 Some(now + lease()),
             )
             .await
-            .map_err(store_failed("approving run"))?;
+            .or_refuse("approving run")?;
         if !won {
             // Another approval (here or on another replica) got there first and runs it.
             return Ok(Done::text(format!(
@@ -225,14 +225,14 @@ impl RunbookService {
             .store
             .add_vote(id, &vote)
             .await
-            .map_err(store_failed("recording vote"))?;
+            .or_refuse("recording vote")?;
         if !tally.counted {
             // Either this approver voted before, or the request left `pending` meanwhile.
             let now_state = self
                 .store
                 .run(id)
                 .await
-                .map_err(store_failed("reloading run"))?
+                .or_refuse("reloading run")?
                 .map(|r| r.state);
             return Ok(Err(Done::text(if now_state != Some(RunState::Pending) {
                 format!(
@@ -334,7 +334,7 @@ impl RunbookService {
             .store
             .transition(id, RunState::Pending, to, self.now(), None)
             .await
-            .map_err(store_failed("ending a pending run"))?;
+            .or_refuse("ending a pending run")?;
         if !ended {
             return Err(Refusal::Invalid(format!(
                 "request #{id} is no longer pending."
@@ -370,7 +370,7 @@ impl RunbookService {
             .store
             .run_by_message(ev.platform, &ev.channel.id, message_id)
             .await
-            .map_err(store_failed("finding run by message"))?
+            .or_refuse("finding run by message")?
         else {
             // Not an approval request (perhaps an alert group: the router looks there).
             return Ok(None);
@@ -401,7 +401,7 @@ impl RunbookService {
             .store
             .retract_vote(id, &ev.user)
             .await
-            .map_err(store_failed("retracting vote"))?;
+            .or_refuse("retracting vote")?;
         if withdrawn {
             Ok(Done {
                 text: format!("Approval of #{id} withdrawn by {}.", ev.display_name),
