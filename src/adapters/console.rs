@@ -9,7 +9,7 @@
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::inbound::{Answer, Inbound};
-use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
+use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, RunId, UserRef};
 use crate::ports::{OutboundError, OutboundMessage, OutboundTarget, Sent};
 
 /// Longest line read into memory; anything longer is skipped to its end and refused.
@@ -130,7 +130,7 @@ impl<W: AsyncWrite + Unpin + Send> Answer for OnOutput<'_, W> {
         &self,
         _ev: &InboundEvent,
         message: &OutboundMessage,
-        approval: bool,
+        approval: Option<RunId>,
     ) -> Result<Option<String>, OutboundError> {
         let mut output = self.output.lock().await;
         if let Err(e) = write_line(&mut *output, &message.text).await {
@@ -141,18 +141,9 @@ impl<W: AsyncWrite + Unpin + Send> Answer for OnOutput<'_, W> {
                 .get_or_insert(e);
             return Err(failed);
         }
-        Ok(approval.then(|| request_number(message)).flatten())
+        // The console's message id for an approval request is its request number.
+        Ok(approval.map(|run| run.to_string()))
     }
-}
-
-/// The request number of an approval request, from its approve action (`/approve N`, the
-/// command its button runs on other platforms).
-fn request_number(message: &OutboundMessage) -> Option<String> {
-    message
-        .actions
-        .iter()
-        .find_map(|a| a.command.strip_prefix("/approve "))
-        .map(str::to_owned)
 }
 
 async fn skip_rest_of_line<R: AsyncBufRead + Unpin>(input: &mut R) -> std::io::Result<()> {

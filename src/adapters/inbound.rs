@@ -18,13 +18,13 @@ use crate::router::Router;
 /// How one platform puts the router's answer in front of people.
 #[async_trait::async_trait]
 pub trait Answer: Send + Sync {
-    /// Shows `message` (an approval request when `approval`); returns the id of the message
-    /// reactions and buttons reach, when it posted one that an approval can be bound to.
+    /// Shows `message` (approval request `approval`, when it is one); returns the id of the
+    /// message reactions and buttons reach, when it posted one that the request can be bound to.
     async fn deliver(
         &self,
         ev: &InboundEvent,
         message: &OutboundMessage,
-        approval: bool,
+        approval: Option<RunId>,
     ) -> Result<Option<String>, OutboundError>;
 
     /// The answer was deliberately withheld (a repeated rate-limit hit).
@@ -43,7 +43,7 @@ impl Answer for InChannel<'_> {
         &self,
         ev: &InboundEvent,
         message: &OutboundMessage,
-        _approval: bool,
+        _approval: Option<RunId>,
     ) -> Result<Option<String>, OutboundError> {
         self.0.send(&reply_target(ev), message).await.map(Some)
     }
@@ -117,7 +117,7 @@ impl Inbound {
             return;
         };
         let run = response.pending_run;
-        match answer.deliver(ev, &message, run.is_some()).await {
+        match answer.deliver(ev, &message, run).await {
             Ok(Some(message_id)) => {
                 if let Some(run) = run {
                     self.bind(ev, run, &message_id, answer).await;

@@ -22,7 +22,7 @@ use slack_morphism::prelude::*;
 use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 
 use super::inbound::{Answer, InChannel, Inbound};
-use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
+use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, RunId, UserRef};
 use crate::ports::{
     ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Sent, StoreError,
 };
@@ -306,9 +306,9 @@ impl Answer for SlackAnswer<'_> {
         &self,
         ev: &InboundEvent,
         message: &OutboundMessage,
-        approval: bool,
+        approval: Option<RunId>,
     ) -> Result<Option<String>, OutboundError> {
-        let (Some(url), false) = (self.response_url, approval) else {
+        let (Some(url), None) = (self.response_url, approval) else {
             return InChannel(self.state.outbound.as_ref())
                 .deliver(ev, message, approval)
                 .await;

@@ -573,14 +573,14 @@ impl Answer for Deferred<'_> {
         &self,
         _ev: &InboundEvent,
         message: &OutboundMessage,
-        approval: bool,
+        approval: Option<RunId>,
     ) -> Result<Option<String>, OutboundError> {
         let edited = self
             .state
             .edit_deferred(self.cmd, interaction_edit(message))
             .await
             .map_err(|e| OutboundError::Failed(describe(&e)))?;
-        if approval {
+        if approval.is_some() {
             self.state.replies.remember(edited.id, &self.cmd.token);
         }
         Ok(Some(edited.id.to_string()))
@@ -608,7 +608,7 @@ impl Answer for InChannelWithHints<'_> {
         &self,
         ev: &InboundEvent,
         message: &OutboundMessage,
-        approval: bool,
+        approval: Option<RunId>,
     ) -> Result<Option<String>, OutboundError> {
         InChannel(self.0.outbound.as_ref())
             .deliver(ev, message, approval)
