@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chrono::Utc;
 use opsbot::app::App;
 use opsbot::config::Config;
 use opsbot::domain::{ChannelRef, EventPayload, InboundEvent, Outcome, Platform, UserRef};
@@ -248,21 +247,11 @@ fn read_stamp(path: &Path) -> SystemTime {
 }
 
 fn event(who: &str, payload: EventPayload) -> InboundEvent {
-    InboundEvent {
-        platform: Platform::Console,
-        workspace: None,
-        channel: ChannelRef {
-            id: "ops".to_owned(),
-            name: "ops".to_owned(),
-        },
-        thread: None,
-        user: UserRef::new(Platform::Console, who),
-        display_name: who.to_owned(),
+    InboundEvent::new(
+        UserRef::new(Platform::Console, who),
+        ChannelRef::id_only("ops"),
         payload,
-        event_id: None,
-        reply_handle: None,
-        received_at: Utc::now(),
-    }
+    )
 }
 
 /// Nearest-rank percentile of sorted samples.

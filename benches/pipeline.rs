@@ -27,7 +27,6 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use criterion::{Criterion, SamplingMode, Throughput};
 use opsbot::app::App;
 use opsbot::config::Config;
@@ -138,21 +137,11 @@ impl BenchApp {
 }
 
 fn event(who: &str, channel: &str, payload: EventPayload) -> InboundEvent {
-    InboundEvent {
-        platform: Platform::Console,
-        workspace: None,
-        channel: ChannelRef {
-            id: channel.to_owned(),
-            name: channel.to_owned(),
-        },
-        thread: None,
-        user: UserRef::new(Platform::Console, who),
-        display_name: who.to_owned(),
+    InboundEvent::new(
+        UserRef::new(Platform::Console, who),
+        ChannelRef::id_only(channel),
         payload,
-        event_id: None,
-        reply_handle: None,
-        received_at: Utc::now(),
-    }
+    )
 }
 
 fn whoami(who: &str) -> InboundEvent {

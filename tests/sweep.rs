@@ -17,21 +17,12 @@ const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 
 /// alice's `/rollback api` typed in Slack channel COPS, as the Slack adapter hands it over.
 fn slack_rollback() -> InboundEvent {
-    InboundEvent {
-        platform: Platform::Slack,
-        workspace: None,
-        channel: ChannelRef {
-            id: "COPS".into(),
-            name: "ops".into(),
-        },
-        thread: None,
-        user: UserRef::new(Platform::Slack, "UALICE"),
-        display_name: "alice".into(),
-        payload: EventPayload::Command("/rollback api".into()),
-        event_id: None,
-        reply_handle: None,
-        received_at: Utc::now(),
-    }
+    InboundEvent::new(
+        UserRef::new(Platform::Slack, "UALICE"),
+        ChannelRef::named("COPS", Some("ops".into())),
+        EventPayload::Command("/rollback api".into()),
+    )
+    .with_display_name("alice")
 }
 
 #[tokio::test]

@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chrono::Utc;
 use opsbot::app::{App, Overrides};
 use opsbot::config::Config;
 use opsbot::domain::{ChannelRef, EventPayload, InboundEvent, Platform, UserRef};
@@ -214,19 +213,9 @@ impl TestApp {
 }
 
 pub fn event(who: &str, channel: &str, payload: EventPayload) -> InboundEvent {
-    InboundEvent {
-        platform: Platform::Console,
-        workspace: None,
-        channel: ChannelRef {
-            id: channel.to_owned(),
-            name: channel.to_owned(),
-        },
-        thread: None,
-        user: UserRef::new(Platform::Console, who),
-        display_name: who.to_owned(),
+    InboundEvent::new(
+        UserRef::new(Platform::Console, who),
+        ChannelRef::id_only(channel),
         payload,
-        event_id: None,
-        reply_handle: None,
-        received_at: Utc::now(),
-    }
+    )
 }
