@@ -160,8 +160,10 @@ pub trait RunStore: Send + Sync {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
     async fn renew_lease(&self, id: RunId, until: DateTime<Utc>) -> Result<(), StoreError>;
-    /// Marks approved/running requests whose lease lapsed (their process died) `interrupted`.
-    async fn interrupt_stale(&self, now: DateTime<Utc>) -> Result<Vec<Run>, StoreError>;
+    /// Marks approved/running requests whose lease lapsed (their process died) `interrupted`;
+    /// each with the state it was in, so the notice can say whether anything had started.
+    async fn interrupt_stale(&self, now: DateTime<Utc>)
+    -> Result<Vec<(Run, RunState)>, StoreError>;
     /// Marks pending requests past their expiry `expired`.
     async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Run>, StoreError>;
 }

@@ -96,6 +96,7 @@ async fn run_process(
         .kill_on_drop(true);
     // Own process group, so a timeout can kill everything the runbook started.
     cmd.as_std_mut().process_group(0);
+    die_with_parent(&mut cmd);
     if let Some(dir) = workdir {
         cmd.current_dir(dir);
     }
@@ -103,9 +104,9 @@ async fn run_process(
         Ok(c) => c,
         Err(e) => return failed(format!("cannot start {}: {e}", argv[0])),
     };
-    let pgid = child.id().map(|p| p as i32);
+    // Killed on every way out of this function, a cancelled (dropped) run included.
+    let group = GroupGuard(child.id().map(|p| p as i32));
     let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        kill_group(pgid);
         return failed("cannot capture output".into());
     };
     let mut output = Vec::new();
@@ -144,7 +145,7 @@ async fn run_process(
     };
     let result = tokio::time::timeout(timeout, collect).await;
     // Whether it finished or not, nothing the runbook started may outlive it.
-    kill_group(pgid);
+    drop(group);
     let text = String::from_utf8_lossy(&output).into_owned();
     match result {
         Ok(Ok(status)) => ActionOutcome {
@@ -167,12 +168,44 @@ async fn run_process(
     }
 }
 
-fn kill_group(pgid: Option<i32>) {
-    if let Some(pgid) = pgid.filter(|p| *p > 0) {
-        // SAFETY: kill(2) with a negative pid signals the process group we created; it has no
-        // memory-safety preconditions. An already-gone group just returns ESRCH.
+/// The process group a run started; killed as a whole when dropped.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.filter(|p| *p > 0) {
+            // SAFETY: kill(2) with a negative pid signals the process group we created; it has
+            // no memory-safety preconditions. An already-gone group just returns ESRCH.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Asks the kernel to kill the runbook's process when opsbot dies (kill -9, OOM), so chat's
+/// "interrupted" is true: without it the program ran on to the end with nobody watching.
+/// Linux only. The signal follows the thread that spawned the child; that is a tokio worker,
+/// which lives as long as the runtime. What the program itself started in the background is
+/// in its process group, which only opsbot kills: a supervisor that outlives opsbot would be
+/// needed for those (see ARCHITECTURE.md).
+fn die_with_parent(cmd: &mut tokio::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let parent = std::process::id();
+        // SAFETY: runs in the forked child before exec; prctl(2), getppid(2) and _exit(2) are
+        // async-signal-safe and touch no memory of the parent.
         unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
+            cmd.as_std_mut().pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // opsbot died between fork and prctl: the signal will never come.
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
         }
     }
 }

@@ -387,8 +387,17 @@ async fn serve_answers_http_and_console_and_stops_on_sigterm() {
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
 }
 
-#[tokio::test]
-async fn sigterm_waits_for_a_command_being_answered() {
+/// `opsbot serve` with the console as alice and a `/slow` runbook that writes its pid to
+/// `started` and then waits until the file `go` exists (or the test's folder is gone, so a
+/// failed test leaves no process behind).
+struct SlowServe {
+    child: std::process::Child,
+    started: PathBuf,
+    go: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn serve_with_a_slow_runbook() -> SlowServe {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), 1);
     let text_cfg = std::fs::read_to_string(&config).unwrap().replace(
@@ -401,7 +410,7 @@ async fn sigterm_waits_for_a_command_being_answered() {
         dir.path(),
         "slow.sh",
         &format!(
-            "#!/bin/sh\ntouch '{}'\nwhile [ ! -f '{}' ]; do sleep 0.05; done\necho finished the slow work\n",
+            "#!/bin/sh\necho $$ > '{}.tmp' && mv '{0}.tmp' '{0}'\nwhile [ -f '{0}' ] && [ ! -f '{}' ]; do sleep 0.05; done\necho finished the slow work\n",
             started.display(),
             go.display()
         ),
@@ -412,13 +421,29 @@ async fn sigterm_waits_for_a_command_being_answered() {
          [action]\nkind = \"exec\"\nargv = [\"./slow.sh\"]\ntimeout = \"60s\"\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opsbot"))
+    let child = Command::new(env!("CARGO_BIN_EXE_opsbot"))
         .args(["serve", "--config", config.to_str().unwrap()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    SlowServe {
+        child,
+        started,
+        go,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn sigterm_waits_for_a_command_being_answered() {
+    let SlowServe {
+        mut child,
+        started,
+        go,
+        _dir,
+    } = serve_with_a_slow_runbook();
     let replies = wait_for_line(child.stdout.take().unwrap(), |l| l.contains("finished"));
     let draining = wait_for_line(child.stderr.take().unwrap(), |l| {
         l.contains("waiting for acknowledged commands to be answered")
@@ -443,6 +468,37 @@ async fn sigterm_waits_for_a_command_being_answered() {
     assert!(reply.contains("finished the slow work"), "{reply}");
     let status = child.wait().unwrap();
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+}
+
+/// kill -9 of opsbot (or the OOM killer) mid-run: the runbook's process dies with it rather
+/// than running on unwatched while chat is told the run was interrupted.
+#[tokio::test]
+async fn a_runbook_process_dies_with_opsbot() {
+    let mut slow = serve_with_a_slow_runbook();
+    let mut stdin = slow.child.stdin.take().unwrap();
+    stdin.write_all(b"/slow\n").unwrap();
+    let pid = eventually("the runbook to start", SLOW, async || {
+        std::fs::read_to_string(&slow.started).ok()
+    })
+    .await;
+    let pid = pid.trim().to_owned();
+    slow.child.kill().unwrap();
+    slow.child.wait().unwrap();
+    // A process that died but was not reaped yet (a zombie) counts as gone.
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit(") ")
+                .next()
+                .is_some_and(|s| !s.starts_with('Z'))
+        })
+    };
+    eventually(
+        "the runbook's process to die with opsbot",
+        SLOW,
+        async || !alive(),
+    )
+    .await;
+    std::fs::write(&slow.go, "").unwrap();
 }
 
 #[test]

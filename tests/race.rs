@@ -273,8 +273,25 @@ async fn restart_mid_run(counter: &Counter, database_url: &str) -> RunId {
         "{}",
         notices[0].text
     );
+    assert!(
+        notices[0].text.contains("while it was running")
+            && notices[0].text.contains("its process was stopped with it"),
+        "the notice says the run had started: {}",
+        notices[0].text
+    );
     assert_eq!(notices[0].channel_id, "ops");
     assert_eq!(state(&second, id).await, RunState::Interrupted);
+    let audit = second.store.recent_audit(10).await.expect("read audit");
+    let interrupted: Vec<_> = audit
+        .iter()
+        .filter(|r| r.entry.detail.contains(&format!("run #{id} interrupted")))
+        .collect();
+    assert_eq!(
+        interrupted.len(),
+        1,
+        "the interruption is audited once: {audit:#?}"
+    );
+    assert_eq!(interrupted[0].entry.outcome, Outcome::Failed);
     assert!(
         second.router.sweep().await.expect("sweep").is_empty(),
         "an interrupted request is reported once"
@@ -285,6 +302,34 @@ async fn restart_mid_run(counter: &Counter, database_url: &str) -> RunId {
     assert_eq!(state(&second, id).await, RunState::Interrupted);
     assert!(counter.executions().is_empty(), "nothing may re-run");
     id
+}
+
+/// A request approved but not started when its process died: the notice says nothing ran.
+#[tokio::test]
+async fn an_approved_request_interrupted_before_it_started_says_nothing_ran() {
+    let counter = Counter::new();
+    let clock = Arc::new(FakeClock::new(Utc::now()));
+    let app = replica(&counter, &counter.sqlite_url(), Some(clock.clone())).await;
+    let id = request(&app).await;
+    let now = clock.now();
+    let lease = now + chrono::Duration::from_std(LEASE).expect("lease fits");
+    assert!(
+        app.store
+            .transition(id, RunState::Pending, RunState::Approved, now, Some(lease))
+            .await
+            .expect("approve in store")
+    );
+    clock.advance(LEASE + Duration::from_secs(1));
+    let notices = app.router.sweep().await.expect("sweep");
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0]
+            .text
+            .contains("before it started, so nothing ran"),
+        "{}",
+        notices[0].text
+    );
+    assert!(counter.executions().is_empty());
 }
 
 async fn state(app: &TestApp, id: RunId) -> RunState {

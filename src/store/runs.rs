@@ -249,14 +249,22 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
         execute(self.ex(), q).await.map(drop)
     }
 
-    async fn interrupt_stale(&self, now: DateTime<Utc>) -> Result<Vec<Run>, StoreError> {
-        runs_moved(
-            self,
-            "UPDATE runs SET state = 'interrupted', updated_at = $1, lease_until = NULL \
-             WHERE state IN ('approved', 'running') AND lease_until < $1",
-            now,
-        )
-        .await
+    async fn interrupt_stale(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Run, RunState)>, StoreError> {
+        // One update per earlier state: RETURNING shows only the new one, and whether the
+        // process had started is what the people in the channel need to know.
+        let mut moved = Vec::new();
+        for was in [RunState::Running, RunState::Approved] {
+            let update = format!(
+                "UPDATE runs SET state = 'interrupted', updated_at = $1, lease_until = NULL \
+                 WHERE state = '{was}' AND lease_until < $1"
+            );
+            let runs = runs_moved(self, &update, now).await?;
+            moved.extend(runs.into_iter().map(|run| (run, was)));
+        }
+        Ok(moved)
     }
 
     async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Run>, StoreError> {

@@ -66,13 +66,24 @@ impl RunbookService {
     /// `interrupted`; returns what to post. Never re-runs anything.
     pub async fn sweep_runs(&self, now: DateTime<Utc>) -> Result<Vec<Notice>, StoreError> {
         let mut notices = Vec::new();
-        for run in self.store.interrupt_stale(now).await? {
-            notices.push(notice(&run, format!(
-                "⚠️ Request #{} ({}) was interrupted: opsbot stopped while it was running. \
-                 It will not be re-run automatically; check the system and request it again if needed.",
-                run.id,
-                command_line(&run.new.command, &run.new.args)
-            )));
+        for (run, was) in self.store.interrupt_stale(now).await? {
+            self.audit_interruption(&run, was, now).await;
+            let what = command_line(&run.new.command, &run.new.args);
+            let text = if was == RunState::Running {
+                format!(
+                    "⚠️ Request #{} ({what}) was interrupted: opsbot stopped while it was running, \
+                     and its process was stopped with it, so it may have done only part of its work. \
+                     It will not be re-run automatically; check the system and request it again if needed.",
+                    run.id
+                )
+            } else {
+                format!(
+                    "⚠️ Request #{} ({what}) was interrupted: opsbot stopped after it was approved \
+                     and before it started, so nothing ran. Request it again if it is still needed.",
+                    run.id
+                )
+            };
+            notices.push(notice(&run, text));
         }
         for run in self.store.expire_due(now).await? {
             self.retire_request(&run, EXPIRED);
@@ -86,6 +97,26 @@ impl RunbookService {
             ));
         }
         Ok(notices)
+    }
+}
+
+impl RunbookService {
+    /// The interruption goes in the audit log like the start it cuts short. Best effort: the
+    /// state change is already stored, and a sweep must not stop at one audit failure.
+    async fn audit_interruption(&self, run: &Run, was: RunState, now: DateTime<Utc>) {
+        let entry = AuditEntry {
+            request_id: RequestId::new(),
+            at: now,
+            actor: "opsbot:sweep".into(),
+            channel: format!("{}:{}", run.new.platform, run.new.channel_id),
+            command: run.new.command.clone(),
+            args: BoundArgs(run.new.args.clone()).display(),
+            outcome: Outcome::Failed,
+            detail: format!("run #{} interrupted while {was}: its lease lapsed", run.id),
+        };
+        if let Err(e) = self.store.append_audit(entry).await {
+            warn!(run = %run.id, error = %e, "could not audit an interrupted run");
+        }
     }
 }
 
