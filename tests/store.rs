@@ -430,3 +430,38 @@ async fn old_event_ids_are_forgotten(b: &Backend) {
         "forgotten, so new again"
     );
 }
+
+/// A burst (here one 8 MiB transaction) must not leave the SQLite WAL at its high-water mark
+/// for as long as opsbot runs: once checkpointed, the next write truncates it.
+#[tokio::test]
+async fn the_sqlite_wal_shrinks_after_a_burst() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("audit.db");
+    let store = SqliteStore::open(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open sqlite store");
+    let wal = dir.path().join("audit.db-wal");
+    for sql in [
+        "CREATE TABLE burst (b BLOB)",
+        "INSERT INTO burst VALUES (zeroblob(8388608))",
+    ] {
+        sqlx::query(sql).execute(store.pool()).await.expect(sql);
+    }
+    let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size() > 8 << 20,
+        "the burst went through the WAL: {}",
+        size()
+    );
+    let mut n = 0;
+    support::eventually(
+        "the WAL to shrink after checkpoints",
+        support::WAIT,
+        async || {
+            n += 1;
+            store.append_audit(entry(n)).await.expect("append");
+            (size() <= 4 << 20).then_some(()).ok_or(size())
+        },
+    )
+    .await;
+}
