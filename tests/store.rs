@@ -345,10 +345,26 @@ async fn postgres_two_replicas_extend_one_chain() {
         PostgresStore::connect(&url, 4, Some(&schema)),
         PostgresStore::connect(&url, 4, Some(&schema)),
     );
-    let replicas: [Arc<dyn Store>; 2] = [
+    two_writers_extend_one_chain([
         Arc::new(a.expect("replica a")),
         Arc::new(b.expect("replica b")),
-    ];
+    ])
+    .await;
+    support::drop_postgres_schema(&schema).await;
+}
+
+/// Two processes on one SQLite file (`serve` and `chat`): each writer's remembered chain head
+/// goes stale whenever the other appends, and neither may fork the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_sqlite_stores_on_one_file_extend_one_chain() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let a = SqliteStore::open(&url).await.expect("store a");
+    let b = SqliteStore::open(&url).await.expect("store b");
+    two_writers_extend_one_chain([Arc::new(a), Arc::new(b)]).await;
+}
+
+async fn two_writers_extend_one_chain(replicas: [Arc<dyn Store>; 2]) {
     const TASKS: usize = 20;
     const EACH: usize = 10;
     let mut tasks = tokio::task::JoinSet::new();
@@ -382,8 +398,6 @@ async fn postgres_two_replicas_extend_one_chain() {
         replicas[0].audit_after(0, 1000).await.unwrap(),
         replicas[1].audit_after(0, 1000).await.unwrap()
     );
-    drop(replicas);
-    support::drop_postgres_schema(&schema).await;
 }
 
 async fn old_event_ids_are_forgotten(b: &Backend) {

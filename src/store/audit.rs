@@ -14,7 +14,7 @@ use crate::ports::{Store, StoreError};
 /// Inside an open transaction: reads the chain head, chains `entries` onto it and inserts
 /// them. Returns the new records.
 pub(crate) async fn append_to_chain<DB: Backend>(
-    tx: &mut Transaction<'static, DB>,
+    tx: &mut Transaction<'_, DB>,
     entries: Vec<AuditEntry>,
 ) -> Result<Vec<AuditRecord>, StoreError> {
     let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1");
@@ -23,11 +23,28 @@ pub(crate) async fn append_to_chain<DB: Backend>(
     if records.is_empty() {
         return Ok(records);
     }
-    // One multi-row INSERT per batch: each statement is a round trip to the driver.
+    execute(
+        DB::on_conn(&mut **tx),
+        insert_records(&records, None).build(),
+    )
+    .await?;
+    Ok(records)
+}
+
+/// One multi-row INSERT for a batch (each statement is a round trip to the driver). With
+/// `if_head`, it inserts only while the chain's last seq is still that one, so a writer that
+/// remembers the head needs no transaction around a read (see `sqlite.rs`).
+pub(crate) fn insert_records<DB: Backend>(
+    records: &[AuditRecord],
+    if_head: Option<i64>,
+) -> sqlx::QueryBuilder<DB> {
     let mut insert = sqlx::QueryBuilder::new(
         "INSERT INTO audit_log (seq, request_id, at, actor, channel, command, args, outcome, detail, prev_hash, hash) ",
     );
-    insert.push_values(&records, |mut row, rec| {
+    if if_head.is_some() {
+        insert.push("SELECT * FROM (");
+    }
+    insert.push_values(records, |mut row, rec| {
         let e = &rec.entry;
         DB::push(&mut row, &rec.seq);
         DB::push(&mut row, e.request_id.as_str());
@@ -40,8 +57,11 @@ pub(crate) async fn append_to_chain<DB: Backend>(
             DB::push(&mut row, text.as_str());
         }
     });
-    execute(DB::on_conn(&mut **tx), insert.build()).await?;
-    Ok(records)
+    if let Some(head) = if_head {
+        insert.push(") WHERE (SELECT COALESCE(MAX(seq), 0) FROM audit_log) = ");
+        DB::push(&mut insert.separated(""), &head);
+    }
+    insert
 }
 
 #[async_trait]

@@ -10,8 +10,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::audit::append_to_chain;
-use super::batch::{AuditBatcher, BatchWrite};
+use sqlx::{ConnectOptions as _, Connection as _, Sqlite, SqliteConnection};
+
+use super::audit::{append_to_chain, insert_records};
+use super::batch::{AuditBatcher, BatchWrite, extend_chain};
+use super::sql::execute;
 use super::{SqliteStore, backend, migrate_error};
 use crate::domain::{AuditEntry, AuditRecord};
 use crate::ports::StoreError;
@@ -24,8 +27,10 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// What the WAL is truncated to once checkpointed (bytes).
 const WAL_SIZE_LIMIT: &str = "4194304";
 
+/// The audit writer: its own connection, and the chain head it last wrote (`None` until
+/// read, or after a failure).
 struct Writer {
-    pool: SqlitePool,
+    state: tokio::sync::Mutex<(SqliteConnection, Option<(i64, String)>)>,
 }
 
 impl SqliteStore {
@@ -46,14 +51,17 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(backend)?;
         sqlx::migrate!("migrations/sqlite")
             .run(&pool)
             .await
             .map_err(migrate_error)?;
-        let batcher = AuditBatcher::spawn(Arc::new(Writer { pool: pool.clone() }));
+        let writer = options.connect().await.map_err(backend)?;
+        let batcher = AuditBatcher::spawn(Arc::new(Writer {
+            state: tokio::sync::Mutex::new((writer, None)),
+        }));
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(checkpoint_forever(pool.clone(), stop.clone()));
         Ok(Self {
@@ -85,14 +93,42 @@ async fn checkpoint_forever(pool: SqlitePool, stop: tokio_util::sync::Cancellati
 
 #[async_trait]
 impl BatchWrite for Writer {
+    /// Each statement is a round trip to SQLite's worker thread, and at a command at a time
+    /// each batch is one record, so the usual path is one guarded INSERT that needs no
+    /// transaction: it applies only if the chain still ends where this writer left it.
+    /// Another process on the same file (a `chat` beside `serve`) moves the head; then the
+    /// batch is chained again inside `BEGIN IMMEDIATE` after reading the head.
     async fn write_batch(&self, entries: Vec<AuditEntry>) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(backend)?;
+        let mut state = self.state.lock().await;
+        let (conn, head) = &mut *state;
+        let entries = match head.take() {
+            None => entries,
+            Some(known) => {
+                let seq = known.0;
+                let records = extend_chain(Some(known), entries);
+                let mut insert = insert_records::<Sqlite>(&records, Some(seq));
+                match execute(&mut *conn, insert.build()).await {
+                    Ok(n) if n as usize == records.len() => {
+                        *head = last_of(&records);
+                        return Ok(records);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "guarded audit insert failed; retrying in a transaction")
+                    }
+                }
+                records.into_iter().map(|r| r.entry).collect()
+            }
+        };
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
         let records = append_to_chain(&mut tx, entries).await?;
         tx.commit().await.map_err(backend)?;
+        *head = last_of(&records);
         Ok(records)
     }
+}
+
+/// The chain head after `records`; `None` (read it again next time) for an empty batch.
+fn last_of(records: &[AuditRecord]) -> Option<(i64, String)> {
+    records.last().map(|r| (r.seq, r.hash.clone()))
 }
