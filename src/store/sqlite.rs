@@ -2,7 +2,6 @@
 //! several opsbot processes on one file (a `serve` and a `chat`) queue instead of failing.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,8 +10,8 @@ use sqlx::sqlite::{
 };
 
 use super::audit::append_to_chain;
-use super::batch::{AuditBatcher, BatchWrite};
-use super::{SqliteStore, backend, migrate_error};
+use super::batch::BatchWrite;
+use super::{SqliteStore, backend};
 use crate::domain::{AuditEntry, AuditRecord};
 use crate::ports::StoreError;
 
@@ -42,17 +41,13 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(backend)?;
-        sqlx::migrate!("migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(migrate_error)?;
-        let batcher = AuditBatcher::spawn(Arc::new(Writer { pool: pool.clone() }));
+        let writer = Writer { pool: pool.clone() };
+        let store = Self::migrated(pool, sqlx::migrate!("migrations/sqlite"), writer).await?;
         let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(checkpoint_forever(pool.clone(), stop.clone()));
+        tokio::spawn(checkpoint_forever(store.pool.clone(), stop.clone()));
         Ok(Self {
-            pool,
-            batcher,
             _background: Some(stop.drop_guard()),
+            ..store
         })
     }
 }
