@@ -215,14 +215,7 @@ impl IncidentService {
         let timeline = self.read_timeline(&i).await?;
         let mut out = format!("Timeline of incident #{} ({}):", i.id, i.title);
         for e in timeline {
-            let _ = write!(
-                out,
-                "\n{} {} · {}: {}",
-                e.at.format("%H:%M:%S"),
-                e.kind.as_str(),
-                e.actor,
-                e.text
-            );
+            let _ = write!(out, "\n{} {e}", e.at.format("%H:%M:%S"));
         }
         Ok(done(out, String::new()))
     }
