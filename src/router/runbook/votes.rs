@@ -28,8 +28,7 @@ impl RunbookService {
             .store
             .run(id)
             .await
-            .or_refuse("loading run")?
-            .ok_or_else(|| Refusal::Invalid(format!("there is no request #{id}.")))?;
+            .or_no_such("loading run", "request", id)?;
         match run.state {
             RunState::Pending => {}
             RunState::Approved => {
