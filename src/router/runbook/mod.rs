@@ -171,6 +171,22 @@ impl RunbookService {
         self.clock.now()
     }
 
+    /// Moves run `id` from `from` to `to` (conditional: false when it is no longer `from`) and
+    /// leases it from `now`, so the sweeper leaves it alone while it is being run.
+    async fn claim(
+        &self,
+        id: RunId,
+        from: RunState,
+        to: RunState,
+        now: DateTime<Utc>,
+        what: &'static str,
+    ) -> Result<bool, Refusal> {
+        self.store
+            .transition(id, from, to, now, Some(now + lease()))
+            .await
+            .or_refuse(what)
+    }
+
     fn render_for(&self, spec: &CommandSpec, args: &BoundArgs) -> Result<RenderedAction, Refusal> {
         render(spec, args, &*self.env).map_err(|e| {
             Refusal::Failed(anyhow::anyhow!(e).context(format!("rendering /{}", spec.name)))

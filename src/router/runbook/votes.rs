@@ -136,16 +136,14 @@ impl RunbookService {
         };
         let now = self.now();
         let won = self
-            .store
-            .transition(
+            .claim(
                 id,
                 RunState::Pending,
                 RunState::Approved,
                 now,
-                Some(now + lease()),
+                "approving run",
             )
-            .await
-            .or_refuse("approving run")?;
+            .await?;
         if !won {
             // Another approval (here or on another replica) got there first and runs it.
             return Ok(Done::text(format!(
