@@ -48,16 +48,6 @@ pub struct ApprovalSettings {
     pub break_glass_roles: Vec<Role>,
 }
 
-impl Default for ApprovalSettings {
-    fn default() -> Self {
-        Self {
-            approve_emoji: vec!["✅".into(), "👍".into()],
-            deny_emoji: vec!["❌".into(), "👎".into()],
-            break_glass_roles: Vec::new(),
-        }
-    }
-}
-
 impl ApprovalSettings {
     pub(crate) fn is_approve(&self, emoji: &str) -> bool {
         self.approve_emoji
