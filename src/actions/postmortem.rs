@@ -21,6 +21,18 @@ fn span(from: DateTime<Utc>, to: Option<DateTime<Utc>>) -> String {
     }
 }
 
+/// A `## title` section listing `items` one a line, or saying `none` when there are none.
+fn list(md: &mut String, title: &str, none: &str, items: impl Iterator<Item = String>) {
+    let _ = write!(md, "\n## {title}\n\n");
+    let mut items = items.peekable();
+    if items.peek().is_none() {
+        let _ = writeln!(md, "{none}");
+    }
+    for item in items {
+        let _ = writeln!(md, "- {item}");
+    }
+}
+
 pub fn render(incident: &Incident, timeline: &[TimelineEntry], alerts: &[Alert]) -> String {
     let i = incident;
     let detected = alerts
@@ -75,49 +87,41 @@ pub fn render(incident: &Incident, timeline: &[TimelineEntry], alerts: &[Alert])
         "| Time to resolve | {} |",
         span(i.opened_at, i.resolved_at)
     );
-    md.push_str("\n## Timeline\n\n");
-    if timeline.is_empty() {
-        md.push_str("_Nothing recorded._\n");
-    }
-    for e in timeline {
-        let _ = writeln!(
-            md,
-            "- {} · {} · {}: {}",
-            e.at.format("%H:%M:%S"),
-            e.kind.as_str(),
-            e.actor,
-            e.text
-        );
-    }
-    md.push_str("\n## Alerts\n\n");
-    if alerts.is_empty() {
-        md.push_str("_No alerts linked._\n");
-    }
-    for a in alerts {
-        let _ = writeln!(
-            md,
-            "- #{} {} [{}] {} since {}{}",
-            a.id,
-            a.incoming.alertname(),
-            a.severity(),
-            a.incoming.status,
-            t(a.incoming.starts_at),
-            a.resolved_at
-                .map(|r| format!(", resolved {}", t(r)))
-                .unwrap_or_default()
-        );
-    }
-    md.push_str("\n## Actions taken\n\n");
-    let actions: Vec<&TimelineEntry> = timeline
-        .iter()
-        .filter(|e| e.kind == TimelineKind::Command)
-        .collect();
-    if actions.is_empty() {
-        md.push_str("_No commands were run from chat._\n");
-    }
-    for e in actions {
-        let _ = writeln!(md, "- {} {}: {}", e.at.format("%H:%M:%S"), e.actor, e.text);
-    }
+    list(
+        &mut md,
+        "Timeline",
+        "_Nothing recorded._",
+        timeline
+            .iter()
+            .map(|e| format!("{} · {e}", e.at.format("%H:%M:%S"))),
+    );
+    list(
+        &mut md,
+        "Alerts",
+        "_No alerts linked._",
+        alerts.iter().map(|a| {
+            format!(
+                "#{} {} [{}] {} since {}{}",
+                a.id,
+                a.incoming.alertname(),
+                a.severity(),
+                a.incoming.status,
+                t(a.incoming.starts_at),
+                a.resolved_at
+                    .map(|r| format!(", resolved {}", t(r)))
+                    .unwrap_or_default()
+            )
+        }),
+    );
+    list(
+        &mut md,
+        "Actions taken",
+        "_No commands were run from chat._",
+        timeline
+            .iter()
+            .filter(|e| e.kind == TimelineKind::Command)
+            .map(|e| format!("{} {}: {}", e.at.format("%H:%M:%S"), e.actor, e.text)),
+    );
     md.push_str("\n## Root cause\n\n_To be written._\n\n## Follow-ups\n\n- [ ] _To be written._\n");
     md
 }

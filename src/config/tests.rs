@@ -6,6 +6,11 @@ fn load(src: &str) -> Result<Config, ConfigError> {
     Config::from_toml(Path::new("opsbot.toml"), src, &[])
 }
 
+/// The message a config that must be refused is refused with.
+fn load_err(src: &str) -> String {
+    load(src).unwrap_err().to_string()
+}
+
 #[test]
 fn empty_config_uses_safe_defaults() {
     let c = load("").unwrap();
@@ -16,28 +21,21 @@ fn empty_config_uses_safe_defaults() {
 
 #[test]
 fn unknown_key_names_file_and_line() {
-    let err = load("[server]\nlisten = \"127.0.0.1:1\"\nlistn = 3\n").unwrap_err();
-    let msg = err.to_string();
+    let msg = load_err("[server]\nlisten = \"127.0.0.1:1\"\nlistn = 3\n");
     assert!(msg.starts_with("opsbot.toml:3:"), "{msg}");
     assert!(msg.contains("listn"), "{msg}");
 }
 
 #[test]
 fn bad_values_are_explained() {
-    let msg = load("[limits]\nper_user = \"lots\"\n")
-        .unwrap_err()
-        .to_string();
+    let msg = load_err("[limits]\nper_user = \"lots\"\n");
     assert!(
         msg.contains("opsbot.toml:2") && msg.contains("rate"),
         "{msg}"
     );
-    let msg = load("[[people]]\nname = \"a\"\nidentities = [\"U1\"]\n")
-        .unwrap_err()
-        .to_string();
+    let msg = load_err("[[people]]\nname = \"a\"\nidentities = [\"U1\"]\n");
     assert!(msg.contains("platform:user_id"), "{msg}");
-    let msg = load("[[checks]]\nname = \"x\"\nkind = \"tcp\"\n")
-        .unwrap_err()
-        .to_string();
+    let msg = load_err("[[checks]]\nname = \"x\"\nkind = \"tcp\"\n");
     assert!(msg.contains("needs address"), "{msg}");
 }
 
@@ -71,9 +69,7 @@ fn env_overrides_win_and_keep_types() {
 
 #[test]
 fn empty_or_short_shared_secrets_are_refused() {
-    let msg = load("[alerts]\nalertmanager_token = \"\"\n")
-        .unwrap_err()
-        .to_string();
+    let msg = load_err("[alerts]\nalertmanager_token = \"\"\n");
     assert!(
         msg.contains("alerts.alertmanager_token must be at least"),
         "{msg}"
@@ -91,15 +87,11 @@ fn empty_or_short_shared_secrets_are_refused() {
 #[test]
 fn slack_socket_mode_needs_an_app_level_token() {
     let slack = "[slack]\nsigning_secret = \"8f742231b10e8888abcd\"\nbot_token = \"xoxb-1\"\n";
-    let msg = load(&format!("{slack}socket_mode = true\n"))
-        .unwrap_err()
-        .to_string();
+    let msg = load_err(&format!("{slack}socket_mode = true\n"));
     assert!(msg.contains("needs slack.app_token"), "{msg}");
-    let msg = load(&format!(
+    let msg = load_err(&format!(
         "{slack}socket_mode = true\napp_token = \"xoxb-secret-9\"\n"
-    ))
-    .unwrap_err()
-    .to_string();
+    ));
     assert!(msg.contains("xapp-") && !msg.contains("secret-9"), "{msg}");
     let c = load(&format!(
         "{slack}socket_mode = true\napp_token = \"xapp-1-A1-secret\"\n"
@@ -118,20 +110,16 @@ fn telegram_delivery_is_parsed_with_what_it_needs() {
         c.telegram.unwrap().delivery,
         TelegramDelivery::Polling
     ));
-    let msg = load(&format!("{tg}mode = \"webhook\"\n"))
-        .unwrap_err()
-        .to_string();
+    let msg = load_err(&format!("{tg}mode = \"webhook\"\n"));
     assert!(msg.starts_with("opsbot.toml:1:"), "{msg}");
     assert!(
         msg.contains("needs telegram.webhook_url (https://...)"),
         "{msg}"
     );
     let url = "webhook_url = \"https://bot.example.com/telegram/webhook\"\n";
-    let msg = load(&format!(
+    let msg = load_err(&format!(
         "{tg}mode = \"webhook\"\n{url}webhook_secret = \"short\"\n"
-    ))
-    .unwrap_err()
-    .to_string();
+    ));
     assert!(
         msg.contains("telegram.webhook_secret must be 12-256"),
         "{msg}"
@@ -180,24 +168,20 @@ fn checks_parse_into_the_probe_of_their_kind() {
 
 #[test]
 fn check_errors_name_the_line_and_the_key() {
-    let msg = load("[server]\nlisten = \"127.0.0.1:1\"\n[[checks]]\nname = \"db\"\nkind = \"tcp\"\naddress = \"db:5432\"\nurl = \"x\"\n")
-        .unwrap_err()
-        .to_string();
+    let msg = load_err(
+        "[server]\nlisten = \"127.0.0.1:1\"\n[[checks]]\nname = \"db\"\nkind = \"tcp\"\naddress = \"db:5432\"\nurl = \"x\"\n",
+    );
     assert!(msg.starts_with("opsbot.toml:3:"), "{msg}");
     assert!(
         msg.contains("check \"db\": url does not apply to kind tcp"),
         "{msg}"
     );
-    let msg = load("[[checks]]\nname = \"x\"\nkind = \"exec\"\nargv = []\n")
-        .unwrap_err()
-        .to_string();
+    let msg = load_err("[[checks]]\nname = \"x\"\nkind = \"exec\"\nargv = []\n");
     assert!(msg.contains("kind exec needs argv"), "{msg}");
-    let msg = load("[[checks]]\nname = \"w\"\nkind = \"http\"\nurl = \"not a url\"\n")
-        .unwrap_err()
-        .to_string();
+    let msg = load_err("[[checks]]\nname = \"w\"\nkind = \"http\"\nurl = \"not a url\"\n");
     assert!(msg.contains("check \"w\": url is not valid"), "{msg}");
     let twice = "[[checks]]\nname = \"a\"\nkind = \"tcp\"\naddress = \"h:1\"\n";
-    let msg = load(&format!("{twice}{twice}")).unwrap_err().to_string();
+    let msg = load_err(&format!("{twice}{twice}"));
     assert!(
         msg.contains("checks[1] (\"a\"): check name is used twice"),
         "{msg}"
@@ -214,19 +198,15 @@ fn people_and_routes_arrive_parsed() {
     assert_eq!(c.alerts.routes[0].matchers.len(), 2);
     assert_eq!(c.alerts.routes[0].matchers[1].to_string(), "team=~db|infra");
     assert!(c.directory.person("alice").is_some());
-    let msg = load(
+    let msg = load_err(
         "[[alerts.routes]]\nmatchers = [\"sev\"]\nplatform = \"console\"\nchannel = \"ops\"\n",
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(
         msg.starts_with("opsbot.toml:2:") && msg.contains("label=value"),
         "{msg}"
     );
     let person = "[[people]]\nname = \"a\"\nidentities = [\"console:a\"]\n";
-    let msg = load(&format!("{person}{}", person.replace("\"a\"\n", "\"b\"\n")))
-        .unwrap_err()
-        .to_string();
+    let msg = load_err(&format!("{person}{}", person.replace("\"a\"\n", "\"b\"\n")));
     assert!(
         msg.contains("people: identity console:a is mapped to both"),
         "{msg}"
@@ -235,9 +215,7 @@ fn people_and_routes_arrive_parsed() {
 
 #[test]
 fn the_redis_limiter_carries_its_url() {
-    let msg = load("[limits]\nbackend = \"redis\"\n")
-        .unwrap_err()
-        .to_string();
+    let msg = load_err("[limits]\nbackend = \"redis\"\n");
     assert!(msg.starts_with("opsbot.toml:1:"), "{msg}");
     assert!(
         msg.contains("limits.backend = \"redis\" needs limits.redis_url"),

@@ -90,6 +90,13 @@ pub struct TimelineEntry {
     pub text: String,
 }
 
+/// The entry without its time, as chat and the postmortem both show it: `kind · actor: text`.
+impl std::fmt::Display for TimelineEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} · {}: {}", self.kind.as_str(), self.actor, self.text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use crate::domain::{
 };
 use crate::ports::{AlertStore, Clock, SilenceSync};
 
-use super::{Done, OrRefuse, Refusal};
+use super::{Done, OrNoSuch, OrRefuse, Refusal};
 
 /// Firing alerts `/alerts` lists at most.
 const LIST_LIMIT: u32 = 25;
@@ -103,8 +103,7 @@ impl AlertCommands {
         let alert = store
             .alert(id)
             .await
-            .or_refuse("loading alert")?
-            .ok_or_else(|| Refusal::Invalid(format!("there is no alert #{id}.")))?;
+            .or_no_such("loading alert", "alert", id)?;
         let name = requester.name();
         let acked = store
             .ack_alert(id, &name, self.clock.now())
@@ -310,8 +309,7 @@ impl AlertCommands {
             .store
             .alert(id)
             .await
-            .or_refuse("loading alert")?
-            .ok_or_else(|| Refusal::Invalid(format!("there is no alert #{id}.")))?;
+            .or_no_such("loading alert", "alert", id)?;
         let owner = match alert.incoming.source {
             AlertSource::Webhook => None,
             AlertSource::Alertmanager => Some("Alertmanager"),

@@ -17,6 +17,7 @@ pub mod runbook;
 mod sweep;
 
 use std::collections::HashMap;
+use std::fmt::Display;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -163,6 +164,19 @@ trait OrRefuse<T> {
 impl<T> OrRefuse<T> for Result<T, StoreError> {
     fn or_refuse(self, what: &'static str) -> Result<T, Refusal> {
         self.map_err(|e| Refusal::Failed(anyhow::Error::new(e).context(what)))
+    }
+}
+
+/// A lookup by number: a store failure as in `OrRefuse`; no such record is the user's mistake,
+/// told as "there is no {thing} #{id}."
+trait OrNoSuch<T> {
+    fn or_no_such(self, what: &'static str, thing: &str, id: impl Display) -> Result<T, Refusal>;
+}
+
+impl<T> OrNoSuch<T> for Result<Option<T>, StoreError> {
+    fn or_no_such(self, what: &'static str, thing: &str, id: impl Display) -> Result<T, Refusal> {
+        self.or_refuse(what)?
+            .ok_or_else(|| Refusal::Invalid(format!("there is no {thing} #{id}.")))
     }
 }
 

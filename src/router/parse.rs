@@ -131,34 +131,11 @@ fn tokenize(s: &str) -> Result<Vec<Token>, ParseError> {
                 // Chat clients "smarten" quotes; treat them like plain double quotes.
                 '"' | '\u{201C}' | '\u{201D}' => {
                     quoted = true;
-                    loop {
-                        match chars.next() {
-                            None => return Err(ParseError::UnclosedQuote),
-                            Some('"' | '\u{201C}' | '\u{201D}') => break,
-                            Some('\\') => match chars.next() {
-                                Some(e @ ('"' | '\\')) => text.push(e),
-                                Some(other) => {
-                                    text.push('\\');
-                                    text.push(other);
-                                }
-                                None => return Err(ParseError::UnclosedQuote),
-                            },
-                            Some(other) => text.push(other),
-                        }
-                        if text.len() > MAX_WORD_BYTES {
-                            return Err(ParseError::WordTooLong);
-                        }
-                    }
+                    double_quoted(&mut chars, &mut text)?;
                 }
                 '\'' | '\u{2018}' | '\u{2019}' => {
                     quoted = true;
-                    loop {
-                        match chars.next() {
-                            None => return Err(ParseError::UnclosedQuote),
-                            Some('\'' | '\u{2018}' | '\u{2019}') => break,
-                            Some(other) => text.push(other),
-                        }
-                    }
+                    single_quoted(&mut chars, &mut text)?;
                 }
                 other => text.push(other),
             }
@@ -169,6 +146,47 @@ fn tokenize(s: &str) -> Result<Vec<Token>, ParseError> {
         tokens.push(Token { text, quoted });
         if tokens.len() > MAX_WORDS {
             return Err(ParseError::TooManyWords);
+        }
+    }
+}
+
+/// Reads a single-quoted part, its opening quote already taken, into `text` as it stands.
+fn single_quoted(
+    chars: &mut impl Iterator<Item = char>,
+    text: &mut String,
+) -> Result<(), ParseError> {
+    for c in chars {
+        match c {
+            '\'' | '\u{2018}' | '\u{2019}' => return Ok(()),
+            other => text.push(other),
+        }
+    }
+    Err(ParseError::UnclosedQuote)
+}
+
+/// Reads a double-quoted part, its opening quote already taken, into `text`: `\"` and `\\`
+/// stand for themselves, any other backslash is kept. Refuses an over-long word as it goes,
+/// so an unclosed quote cannot make it read the whole message.
+fn double_quoted(
+    chars: &mut impl Iterator<Item = char>,
+    text: &mut String,
+) -> Result<(), ParseError> {
+    loop {
+        match chars.next() {
+            None => return Err(ParseError::UnclosedQuote),
+            Some('"' | '\u{201C}' | '\u{201D}') => return Ok(()),
+            Some('\\') => match chars.next() {
+                Some(e @ ('"' | '\\')) => text.push(e),
+                Some(other) => {
+                    text.push('\\');
+                    text.push(other);
+                }
+                None => return Err(ParseError::UnclosedQuote),
+            },
+            Some(other) => text.push(other),
+        }
+        if text.len() > MAX_WORD_BYTES {
+            return Err(ParseError::WordTooLong);
         }
     }
 }

@@ -22,10 +22,11 @@ pub mod sqlite;
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{Database, Executor, Pool};
 use tokio_util::sync::DropGuard;
 
-use self::batch::AuditBatcher;
+use self::batch::{AuditBatcher, BatchWrite};
 use self::sql::Backend;
 
 use crate::domain::{AuditEntry, AuditRecord, RequestId};
@@ -49,6 +50,23 @@ impl<DB: Database> SqlStore<DB> {
     /// The pool, for tests that need to reach under the trait (e.g. to tamper with records).
     pub fn pool(&self) -> &Pool<DB> {
         &self.pool
+    }
+
+    /// What both backends do once connected: apply the migrations, then start the audit writer.
+    async fn migrated(
+        pool: Pool<DB>,
+        migrations: Migrator,
+        writer: impl BatchWrite,
+    ) -> Result<Self, StoreError>
+    where
+        DB::Connection: Migrate,
+    {
+        migrations.run(&pool).await.map_err(migrate_error)?;
+        Ok(Self {
+            pool,
+            batcher: AuditBatcher::spawn(Arc::new(writer)),
+            _background: None,
+        })
     }
 }
 

@@ -2,15 +2,14 @@
 //! scoped advisory lock so replicas extend one hash chain without forking it.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::audit::append_to_chain;
-use super::batch::{AuditBatcher, BatchWrite};
-use super::{PostgresStore, backend, migrate_error};
+use super::batch::BatchWrite;
+use super::{PostgresStore, backend};
 use crate::domain::{AuditEntry, AuditRecord};
 use crate::ports::StoreError;
 
@@ -39,16 +38,8 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(backend)?;
-        sqlx::migrate!("migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(migrate_error)?;
-        let batcher = AuditBatcher::spawn(Arc::new(Writer { pool: pool.clone() }));
-        Ok(Self {
-            pool,
-            batcher,
-            _background: None,
-        })
+        let writer = Writer { pool: pool.clone() };
+        Self::migrated(pool, sqlx::migrate!("migrations/postgres"), writer).await
     }
 }
 

@@ -2,7 +2,6 @@
 //! several opsbot processes on one file (a `serve` and a `chat`) queue instead of failing.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,9 +12,9 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions as _, Connection as _, Sqlite, SqliteConnection};
 
 use super::audit::{append_to_chain, insert_records};
-use super::batch::{AuditBatcher, BatchWrite, extend_chain};
+use super::batch::{BatchWrite, extend_chain};
 use super::sql::execute;
-use super::{SqliteStore, backend, migrate_error};
+use super::{SqliteStore, backend};
 use crate::domain::{AuditEntry, AuditRecord};
 use crate::ports::StoreError;
 
@@ -54,20 +53,15 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(backend)?;
-        sqlx::migrate!("migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(migrate_error)?;
-        let writer = options.connect().await.map_err(backend)?;
-        let batcher = AuditBatcher::spawn(Arc::new(Writer {
-            state: tokio::sync::Mutex::new((writer, None)),
-        }));
+        let writer = Writer {
+            state: tokio::sync::Mutex::new((options.connect().await.map_err(backend)?, None)),
+        };
+        let store = Self::migrated(pool, sqlx::migrate!("migrations/sqlite"), writer).await?;
         let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(checkpoint_forever(pool.clone(), stop.clone()));
+        tokio::spawn(checkpoint_forever(store.pool.clone(), stop.clone()));
         Ok(Self {
-            pool,
-            batcher,
             _background: Some(stop.drop_guard()),
+            ..store
         })
     }
 }

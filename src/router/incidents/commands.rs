@@ -12,7 +12,7 @@ use crate::domain::{
 };
 
 use super::{IncidentService, ago, done};
-use crate::router::{Done, OrRefuse, Refusal};
+use crate::router::{Done, OrNoSuch, OrRefuse, Refusal};
 
 impl IncidentService {
     pub(super) async fn open(
@@ -150,8 +150,7 @@ impl IncidentService {
             .alerts
             .alert(alert)
             .await
-            .or_refuse("loading alert")?
-            .ok_or_else(|| Refusal::Invalid(format!("there is no alert #{alert}.")))?;
+            .or_no_such("loading alert", "alert", alert)?;
         let linked = self
             .incidents
             .link_alert(incident.id, alert)
@@ -215,14 +214,7 @@ impl IncidentService {
         let timeline = self.read_timeline(&i).await?;
         let mut out = format!("Timeline of incident #{} ({}):", i.id, i.title);
         for e in timeline {
-            let _ = write!(
-                out,
-                "\n{} {} · {}: {}",
-                e.at.format("%H:%M:%S"),
-                e.kind.as_str(),
-                e.actor,
-                e.text
-            );
+            let _ = write!(out, "\n{} {e}", e.at.format("%H:%M:%S"));
         }
         Ok(done(out, String::new()))
     }

@@ -18,7 +18,7 @@ use crate::domain::{
 use crate::ports::{AlertStore, Clock, IncidentStore, StoreError};
 
 use super::builtins::IncidentCmd;
-use super::{Done, Notice, OrRefuse, Refusal};
+use super::{Done, Notice, OrNoSuch, OrRefuse, Refusal};
 
 fn done(text: String, detail: String) -> Done {
     Done {
@@ -121,12 +121,12 @@ impl IncidentService {
         id: Option<IncidentId>,
     ) -> Result<String, Refusal> {
         let incident = match id {
-            Some(id) => self
-                .incidents
-                .incident(id)
-                .await
-                .or_refuse("loading incident")?
-                .ok_or_else(|| Refusal::Invalid(format!("there is no incident #{id}.")))?,
+            Some(id) => {
+                self.incidents
+                    .incident(id)
+                    .await
+                    .or_no_such("loading incident", "incident", id)?
+            }
             None => self.channel_incident(ev).await?.ok_or_else(|| {
                 Refusal::Invalid(
                     "which incident? /postmortem ID (no incident is open here).".into(),

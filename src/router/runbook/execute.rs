@@ -68,16 +68,14 @@ impl RunbookService {
     ) -> Result<bool, Refusal> {
         let (id, now) = (run.id, self.now());
         let started = self
-            .store
-            .transition(
+            .claim(
                 id,
                 RunState::Approved,
                 RunState::Running,
                 now,
-                Some(now + lease()),
+                "starting run",
             )
-            .await
-            .or_refuse("starting run")?;
+            .await?;
         if !started {
             return Ok(false);
         }

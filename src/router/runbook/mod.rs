@@ -26,7 +26,7 @@ use crate::ports::{
 };
 
 use super::parse::Word;
-use super::{Done, OrRefuse, Reaction, Refusal};
+use super::{Done, OrNoSuch, OrRefuse, Reaction, Refusal};
 
 /// How long an approved or running request's lease lasts; renewed while it runs. A request
 /// whose lease lapses belonged to a process that died: it becomes `interrupted`.
@@ -46,16 +46,6 @@ pub struct ApprovalSettings {
     pub approve_emoji: Vec<String>,
     pub deny_emoji: Vec<String>,
     pub break_glass_roles: Vec<Role>,
-}
-
-impl Default for ApprovalSettings {
-    fn default() -> Self {
-        Self {
-            approve_emoji: vec!["✅".into(), "👍".into()],
-            deny_emoji: vec!["❌".into(), "👎".into()],
-            break_glass_roles: Vec::new(),
-        }
-    }
 }
 
 impl ApprovalSettings {
@@ -169,6 +159,22 @@ pub struct RunbookService {
 impl RunbookService {
     fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// Moves run `id` from `from` to `to` (conditional: false when it is no longer `from`) and
+    /// leases it from `now`, so the sweeper leaves it alone while it is being run.
+    async fn claim(
+        &self,
+        id: RunId,
+        from: RunState,
+        to: RunState,
+        now: DateTime<Utc>,
+        what: &'static str,
+    ) -> Result<bool, Refusal> {
+        self.store
+            .transition(id, from, to, now, Some(now + lease()))
+            .await
+            .or_refuse(what)
     }
 
     fn render_for(&self, spec: &CommandSpec, args: &BoundArgs) -> Result<RenderedAction, Refusal> {

@@ -28,8 +28,7 @@ impl RunbookService {
             .store
             .run(id)
             .await
-            .or_refuse("loading run")?
-            .ok_or_else(|| Refusal::Invalid(format!("there is no request #{id}.")))?;
+            .or_no_such("loading run", "request", id)?;
         match run.state {
             RunState::Pending => {}
             RunState::Approved => {
@@ -137,16 +136,14 @@ impl RunbookService {
         };
         let now = self.now();
         let won = self
-            .store
-            .transition(
+            .claim(
                 id,
                 RunState::Pending,
                 RunState::Approved,
                 now,
-                Some(now + lease()),
+                "approving run",
             )
-            .await
-            .or_refuse("approving run")?;
+            .await?;
         if !won {
             // Another approval (here or on another replica) got there first and runs it.
             return Ok(Done::text(format!(
