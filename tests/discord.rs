@@ -697,6 +697,24 @@ async fn an_interaction_from_another_server_is_refused_on_the_endpoint_as_on_the
 }
 
 #[tokio::test]
+async fn debug_logs_never_show_the_bot_token_or_an_interaction_token() {
+    let (logs, _capturing) = support::Captured::start("debug");
+    let (fake, bot) = team_with_discord(false, &[]).await;
+    let body = interaction("1100000000000000061", ALICE, "status", json!([])).to_string();
+    assert_eq!(post_signed(&bot, &body).await.status(), 200);
+    fake.wait_for("the edited original response", |c| {
+        c.path
+            .contains("/token-1100000000000000061/messages/@original")
+    })
+    .await;
+    bot.wait_idle().await;
+    let text = logs.text();
+    assert!(text.contains("DEBUG"), "debug logs were captured: {text}");
+    assert!(!text.contains("token-1100000000000000061"), "{text}");
+    assert!(!text.contains("test-bot-token-0123456789"), "{text}");
+}
+
+#[tokio::test]
 async fn a_signed_command_is_deferred_then_the_original_response_is_edited() {
     let (fake, bot) =
         team_with_discord(false, &[("rollback.toml", RUNBOOK), ("dump.toml", CHATTY)]).await;

@@ -668,6 +668,18 @@ async fn a_command_for_the_bot_by_name_waits_until_the_bot_knows_its_name() {
 }
 
 #[tokio::test]
+async fn debug_logs_never_show_the_bot_token() {
+    let (logs, _capturing) = support::Captured::start("debug");
+    let (_app, fake) = app_with("").await;
+    fake.push(command(41, ALICE, "/status"));
+    fake.wait_for_text("the answer to /status", "No health checks are configured.")
+        .await;
+    let text = logs.text();
+    assert!(text.contains("DEBUG"), "debug logs were captured: {text}");
+    assert!(!text.contains(TOKEN), "{text}");
+}
+
+#[tokio::test]
 async fn long_output_is_sent_as_a_file() {
     let (app, fake) = app_with("").await;
     support::write_executable(
