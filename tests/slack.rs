@@ -115,13 +115,7 @@ async fn a_signed_slash_command_replayed_within_the_signature_window_runs_once()
     slack_support::assert_status_answered(&app, &seen, "1").await;
     app.wait_idle().await;
     assert_eq!(app.store.recent_audit(10).await.unwrap().len(), 1);
-    let answers = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(p, _)| p == "response_url/1")
-        .count();
-    assert_eq!(answers, 1);
+    assert_eq!(slack_support::count_calls(&seen, "response_url/1"), 1);
 }
 
 #[tokio::test]
@@ -556,11 +550,9 @@ async fn channel_names_are_looked_up_once_for_events_that_carry_only_ids() {
     .unwrap();
     assert_eq!(api.channel_name("COPS").await.as_deref(), Some("ops"));
     assert_eq!(api.channel_name("COPS").await.as_deref(), Some("ops"));
-    let lookups = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(m, _)| m == "conversations.info")
-        .count();
-    assert_eq!(lookups, 1, "the second answer came from the cache");
+    assert_eq!(
+        slack_support::count_calls(&seen, "conversations.info"),
+        1,
+        "the second answer came from the cache"
+    );
 }
