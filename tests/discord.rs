@@ -541,6 +541,16 @@ fn sign(key: &SigningKey, timestamp: &str, body: &str) -> String {
 }
 
 async fn post_interaction(bot: &TestApp, body: &str, signature: Option<&str>) -> reqwest::Response {
+    post_at(bot, body, &now(), signature).await
+}
+
+/// Posts `body` with `X-Signature-Timestamp: timestamp` and, if given, `signature`.
+async fn post_at(
+    bot: &TestApp,
+    body: &str,
+    timestamp: &str,
+    signature: Option<&str>,
+) -> reqwest::Response {
     let mut req = reqwest::Client::new()
         .post(bot.url("/discord/interactions"))
         .header("content-type", "application/json")
@@ -548,14 +558,20 @@ async fn post_interaction(bot: &TestApp, body: &str, signature: Option<&str>) ->
     if let Some(signature) = signature {
         req = req
             .header("x-signature-ed25519", signature)
-            .header("x-signature-timestamp", "1700000000");
+            .header("x-signature-timestamp", timestamp);
     }
     req.send().await.unwrap()
 }
 
+/// Now, as Discord puts it in `X-Signature-Timestamp`.
+fn now() -> String {
+    chrono::Utc::now().timestamp().to_string()
+}
+
 /// Posts `body` signed with the application's key, as Discord does.
 async fn post_signed(bot: &TestApp, body: &str) -> reqwest::Response {
-    post_interaction(bot, body, Some(&sign(&signing_key(), "1700000000", body))).await
+    let ts = now();
+    post_at(bot, body, &ts, Some(&sign(&signing_key(), &ts, body))).await
 }
 
 #[tokio::test]
@@ -576,18 +592,16 @@ async fn the_interactions_endpoint_answers_ping_and_refuses_bad_signatures() {
     )
     .to_string();
     let other_key = SigningKey::from_bytes(&[8; 32]);
-    let good = sign(&signing_key(), "1700000000", &command);
+    let good = sign(&signing_key(), &now(), &command);
+    let later = (chrono::Utc::now().timestamp() + 1).to_string();
     for (body, signature) in [
         (command.clone(), None),
         (command.clone(), Some("00".repeat(64))),
-        (
-            command.clone(),
-            Some(sign(&other_key, "1700000000", &command)),
-        ),
+        (command.clone(), Some(sign(&other_key, &now(), &command))),
         (command.replace("api", "worker"), Some(good.clone())),
         (
             command.clone(),
-            Some(sign(&signing_key(), "1700000001", &command)),
+            Some(sign(&signing_key(), &later, &command)),
         ),
     ] {
         let resp = post_interaction(&bot, &body, signature.as_deref()).await;
@@ -599,6 +613,105 @@ async fn the_interactions_endpoint_answers_ping_and_refuses_bad_signatures() {
     );
     assert!(fake.calls().is_empty(), "nothing was sent to Discord");
     assert_eq!(bot.runs(), 0);
+}
+
+#[tokio::test]
+async fn signed_interactions_with_stale_future_or_unreadable_timestamps_are_refused() {
+    let (fake, bot) = team_with_discord(false, &[]).await;
+    let body = interaction("1100000000000000041", ALICE, "status", json!([])).to_string();
+    let now = chrono::Utc::now().timestamp();
+    // 2023, six minutes ago, six minutes ahead, the year 2286, and not a number: each
+    // correctly signed over its own timestamp.
+    let stale = (now - 360).to_string();
+    let ahead = (now + 360).to_string();
+    for timestamp in ["1700000000", &stale, &ahead, "9999999999", "abc"] {
+        let signature = sign(&signing_key(), timestamp, &body);
+        let resp = post_at(&bot, &body, timestamp, Some(&signature)).await;
+        assert_eq!(resp.status(), 401, "timestamp {timestamp}");
+    }
+    assert!(bot.store.recent_audit(10).await.unwrap().is_empty());
+    assert!(fake.calls().is_empty(), "nothing was sent to Discord");
+
+    // Within the window (a little clock skew either way) it is taken.
+    let skewed = (now - 60).to_string();
+    let resp = post_at(
+        &bot,
+        &body,
+        &skewed,
+        Some(&sign(&signing_key(), &skewed, &body)),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({ "type": 5 }));
+}
+
+#[tokio::test]
+async fn an_interaction_from_another_server_is_refused_on_the_endpoint_as_on_the_gateway() {
+    let (fake, bot) = team_with_discord(false, &[("rollback.toml", RUNBOOK)]).await;
+    // A channel called "ops" in a server the bot was also invited to.
+    let mut command = interaction(
+        "1100000000000000051",
+        ALICE,
+        "rollback",
+        json!([{ "name": "service", "type": 3, "value": "api" }]),
+    );
+    command["guild_id"] = json!("999999999999999999");
+    let resp = post_signed(&bot, &command.to_string()).await;
+    assert_eq!(resp.status(), 200);
+    let answer = resp.json::<Value>().await.unwrap();
+    assert_eq!(answer["type"], 4, "{answer}");
+    assert_eq!(
+        answer["data"]["flags"], 64,
+        "only the person sees it: {answer}"
+    );
+
+    let mut press = press(
+        "1100000000000000052",
+        BOB,
+        "/approve 1",
+        "1300000000000000001",
+    );
+    press["guild_id"] = json!("999999999999999999");
+    let resp = post_signed(&bot, &press.to_string()).await;
+    assert_eq!(resp.json::<Value>().await.unwrap()["type"], 4);
+
+    bot.wait_idle().await;
+    assert!(
+        bot.store.recent_audit(10).await.unwrap().is_empty(),
+        "nothing ran"
+    );
+    assert!(fake.calls().is_empty(), "nothing was sent to Discord");
+    let recorded = bot
+        .store
+        .first_delivery(
+            Platform::Discord,
+            "interaction:1100000000000000051",
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        recorded,
+        "the refused interaction was not recorded as handled"
+    );
+}
+
+#[tokio::test]
+async fn debug_logs_never_show_the_bot_token_or_an_interaction_token() {
+    let (logs, _capturing) = support::Captured::start("debug");
+    let (fake, bot) = team_with_discord(false, &[]).await;
+    let body = interaction("1100000000000000061", ALICE, "status", json!([])).to_string();
+    assert_eq!(post_signed(&bot, &body).await.status(), 200);
+    fake.wait_for("the edited original response", |c| {
+        c.path
+            .contains("/token-1100000000000000061/messages/@original")
+    })
+    .await;
+    bot.wait_idle().await;
+    let text = logs.text();
+    assert!(text.contains("DEBUG"), "debug logs were captured: {text}");
+    assert!(!text.contains("token-1100000000000000061"), "{text}");
+    assert!(!text.contains("test-bot-token-0123456789"), "{text}");
 }
 
 #[tokio::test]

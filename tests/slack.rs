@@ -75,7 +75,7 @@ fn slash(base: &str, user: &str, command: &str, text: &str, n: u32) -> String {
         ("command", command),
         ("text", text),
         ("response_url", &format!("{base}/respond/{n}")),
-        ("trigger_id", "1.2.3"),
+        ("trigger_id", &format!("{n}.{command}")),
     ])
     .unwrap()
 }
@@ -94,6 +94,28 @@ async fn a_signed_slash_command_is_acked_at_once_and_answered_through_response_u
     assert_eq!(resp.status(), 200);
     assert!(started.elapsed() < Duration::from_secs(3));
     slack_support::assert_status_answered(&app, &seen, "1").await;
+}
+
+#[tokio::test]
+async fn a_signed_slash_command_replayed_within_the_signature_window_runs_once() {
+    let (base, seen) = fake_slack().await;
+    let app = app(&base).await;
+    let body = slash(&base, "UALICE", "/status", "", 1);
+    let ts = now();
+    let signature = sign(ts, &body);
+    let form = "application/x-www-form-urlencoded";
+    for _ in 0..5 {
+        let resp = send(&app, "/slack/commands", &body, ts, &signature, form).await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "a replay is acknowledged like the original"
+        );
+    }
+    slack_support::assert_status_answered(&app, &seen, "1").await;
+    app.wait_idle().await;
+    assert_eq!(app.store.recent_audit(10).await.unwrap().len(), 1);
+    assert_eq!(slack_support::count_calls(&seen, "response_url/1"), 1);
 }
 
 #[tokio::test]
@@ -528,11 +550,9 @@ async fn channel_names_are_looked_up_once_for_events_that_carry_only_ids() {
     .unwrap();
     assert_eq!(api.channel_name("COPS").await.as_deref(), Some("ops"));
     assert_eq!(api.channel_name("COPS").await.as_deref(), Some("ops"));
-    let lookups = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(m, _)| m == "conversations.info")
-        .count();
-    assert_eq!(lookups, 1, "the second answer came from the cache");
+    assert_eq!(
+        slack_support::count_calls(&seen, "conversations.info"),
+        1,
+        "the second answer came from the cache"
+    );
 }

@@ -156,7 +156,7 @@ fn slash(
             "text": text,
             "api_app_id": "A1",
             "response_url": format!("{}/respond/{envelope}", fake.base),
-            "trigger_id": "1.2.3",
+            "trigger_id": envelope,
         }
     })
 }

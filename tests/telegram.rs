@@ -31,6 +31,8 @@ struct Fake {
     rate_limited: Mutex<usize>,
     /// Messages sent as files: they have a caption, not text.
     documents: Mutex<Vec<i64>>,
+    /// While set, `getMe` fails as an unreachable Bot API would (502 through a proxy).
+    me_unavailable: std::sync::atomic::AtomicBool,
 }
 
 impl Fake {
@@ -114,6 +116,13 @@ async fn bot_api(
         .push((method.clone(), body.clone()));
     let ok = |result: Value| axum::Json(json!({ "ok": true, "result": result }));
     match method.to_ascii_lowercase().as_str() {
+        "getme"
+            if fake
+                .me_unavailable
+                .load(std::sync::atomic::Ordering::SeqCst) =>
+        {
+            axum::Json(json!({ "ok": false, "error_code": 502, "description": "Bad Gateway" }))
+        }
         "getme" => ok(json!({
             "id": 42, "is_bot": true, "first_name": "opsbot", "username": "opsbot_test",
             "can_join_groups": true, "can_read_all_group_messages": false,
@@ -197,14 +206,17 @@ async fn app_with(extra: &str) -> (TestApp, Arc<Fake>) {
 
 async fn app_with_clock(extra: &str, clock: Option<Arc<FakeClock>>) -> (TestApp, Arc<Fake>) {
     let (base, fake) = fake_telegram().await;
-    let app = TestApp::builder()
-        .config(&config(&base, extra))
+    (app_against(&base, extra, clock).await, fake)
+}
+
+async fn app_against(base: &str, extra: &str, clock: Option<Arc<FakeClock>>) -> TestApp {
+    TestApp::builder()
+        .config(&config(base, extra))
         .command("rollback.toml", support::ROLLBACK_NEEDING_ONE_LEAD)
         .script("act.sh", support::COUNTING_ACT)
         .clock(clock)
         .spawn()
-        .await;
-    (app, fake)
+        .await
 }
 
 fn person(id: u64) -> Value {
@@ -618,6 +630,53 @@ async fn webhook_mode_checks_the_secret_token_and_ignores_duplicates() {
         .filter(|t| t.contains("approval(s) from"))
         .count();
     assert_eq!(requests, 1, "the redelivered update made no second request");
+}
+
+fn webhook_mode() -> String {
+    format!(
+        "mode = \"webhook\"\nwebhook_url = \"https://opsbot.example.com/telegram/webhook\"\nwebhook_secret = \"{WEBHOOK_SECRET}\""
+    )
+}
+
+#[tokio::test]
+async fn a_command_for_the_bot_by_name_waits_until_the_bot_knows_its_name() {
+    let (base, fake) = fake_telegram().await;
+    fake.me_unavailable
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let app = app_against(&base, &webhook_mode(), None).await;
+    fake.wait_until("a failed getMe", |f| f.calls("getMe").into_iter().next())
+        .await;
+    let status = command(31, ALICE, "/status@opsbot_test");
+    assert_eq!(
+        webhook(&app, WEBHOOK_SECRET, &status).await,
+        503,
+        "not taken: Telegram is to deliver it again"
+    );
+    // Commands without a bot's name do not depend on it.
+    let plain = command(32, ALICE, "/whoami");
+    assert_eq!(webhook(&app, WEBHOOK_SECRET, &plain).await, 200);
+
+    fake.me_unavailable
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    // Telegram's redelivery of the same update.
+    support::eventually("the redelivery to be taken", support::WAIT, async || {
+        support::satisfies(webhook(&app, WEBHOOK_SECRET, &status).await, |s| *s == 200)
+    })
+    .await;
+    fake.wait_for_text("the answer to /status", "No health checks are configured.")
+        .await;
+}
+
+#[tokio::test]
+async fn debug_logs_never_show_the_bot_token() {
+    let (logs, _capturing) = support::Captured::start("debug");
+    let (_app, fake) = app_with("").await;
+    fake.push(command(41, ALICE, "/status"));
+    fake.wait_for_text("the answer to /status", "No health checks are configured.")
+        .await;
+    let text = logs.text();
+    assert!(text.contains("DEBUG"), "debug logs were captured: {text}");
+    assert!(!text.contains(TOKEN), "{text}");
 }
 
 #[tokio::test]

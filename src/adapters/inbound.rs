@@ -15,6 +15,11 @@ use crate::domain::{InboundEvent, Platform, RunId};
 use crate::ports::{ChatOutbound, DeliveryLog, OutboundError, OutboundMessage, OutboundTarget};
 use crate::router::Router;
 
+/// What a person is told when their command was not run because the delivery log could not
+/// say whether it had run already.
+pub const STORE_UNREACHABLE: &str =
+    "opsbot cannot reach its database right now, so nothing ran. Try again in a minute.";
+
 /// How one platform puts the router's answer in front of people.
 #[async_trait::async_trait]
 pub trait Answer: Send + Sync {

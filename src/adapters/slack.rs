@@ -21,7 +21,7 @@ use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 
-use super::inbound::{Answer, InChannel, Inbound};
+use super::inbound::{Answer, InChannel, Inbound, STORE_UNREACHABLE};
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, RunId, UserRef};
 use crate::ports::{
     ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Sent, StoreError,
@@ -251,20 +251,32 @@ fn event(user: &str, channel_id: &str, payload: EventPayload) -> InboundEvent {
 /// acknowledged (or is about to), within Slack's 3 seconds.
 fn dispatch(state: &SlackState, ev: InboundEvent, response_url: Option<SlackResponseUrl>) {
     let state = state.clone();
-    state.inbound.clone().spawn(async move {
-        let mut ev = ev;
-        // Events and button presses name only the channel id; allow-lists may use its name.
-        if ev.channel.name == ev.channel.id
-            && let Some(name) = state.api.channel_name(&ev.channel.id).await
-        {
-            ev.channel.name = name;
-        }
-        let answer = SlackAnswer {
-            state: &state,
-            response_url: response_url.as_ref(),
-        };
-        state.inbound.answer(&ev, &answer).await;
-    });
+    state
+        .inbound
+        .clone()
+        .spawn(async move { route(&state, ev, response_url).await });
+}
+
+/// Names the channel when the event named only its id, routes `ev` and delivers the answer.
+async fn route(state: &SlackState, mut ev: InboundEvent, response_url: Option<SlackResponseUrl>) {
+    // Events and button presses name only the channel id; allow-lists may use its name.
+    if ev.channel.name == ev.channel.id
+        && let Some(name) = state.api.channel_name(&ev.channel.id).await
+    {
+        ev.channel.name = name;
+    }
+    let answer = SlackAnswer {
+        state,
+        response_url: response_url.as_ref(),
+    };
+    state.inbound.answer(&ev, &answer).await;
+}
+
+/// The delivery-log key of a slash command. Slash commands carry no event id and Slack never
+/// retries them, so a second request with the same `trigger_id` (unique per invocation) is a
+/// replay of a captured one within the signature window.
+fn command_key(cmd: &SlackCommandEvent) -> String {
+    format!("command:{}", cmd.trigger_id.0)
 }
 
 /// A slash command (HTTP or Socket Mode): routed, then answered through `response_url`.
@@ -275,8 +287,30 @@ fn on_command(state: &SlackState, cmd: SlackCommandEvent) {
         ChannelRef::named(&cmd.channel_id.0, cmd.channel_name.clone()),
         EventPayload::Command(text),
     )
-    .with_reply_handle(Some(cmd.response_url.0.to_string()));
-    dispatch(state, ev, Some(cmd.response_url));
+    .with_reply_handle(Some(cmd.response_url.0.to_string()))
+    .with_event_id(Some(command_key(&cmd)));
+    let state = state.clone();
+    state.inbound.clone().spawn(async move {
+        match state
+            .inbound
+            .first_delivery(Platform::Slack, &command_key(&cmd))
+            .await
+        {
+            Ok(true) => route(&state, ev, Some(cmd.response_url)).await,
+            Ok(false) => {}
+            // Unknown whether it ran before: running it could run it twice. The person is told.
+            Err(_) => {
+                let sorry = OutboundMessage::text(STORE_UNREACHABLE);
+                let answer = SlackAnswer {
+                    state: &state,
+                    response_url: Some(&cmd.response_url),
+                };
+                if let Err(e) = answer.deliver(&ev, &sorry, None).await {
+                    tracing::warn!(error = %e, "could not tell a Slack user that nothing ran");
+                }
+            }
+        }
+    });
 }
 
 /// `POST /slack/commands`: verify, acknowledge at once, answer through `response_url`.

@@ -1,7 +1,9 @@
 //! Telegram through teloxide: updates arrive by `getUpdates` long polling (default) or by
 //! webhook (`POST /telegram/webhook`, `X-Telegram-Bot-Api-Secret-Token` checked in constant
 //! time). Commands are `bot_command` entities at the start of a message (`/status@opsbot` in
-//! groups; commands addressed to another bot are ignored); `message_reaction` updates feed
+//! groups; commands addressed to another bot are ignored, and while opsbot does not know its
+//! own name yet such commands are refused so that Telegram delivers them again);
+//! `message_reaction` updates feed
 //! approvals and alert acks; inline-keyboard presses run the button's command as the person
 //! who pressed it. Updates are deduplicated by `update_id` in the store, so a webhook retry
 //! or a replayed poll never acts twice.
@@ -20,8 +22,8 @@ use teloxide::payloads::{
 use teloxide::prelude::Requester;
 use teloxide::types::{
     AllowedUpdate, CallbackQuery, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile,
-    MaybeAnonymousUser, Message, MessageEntityKind, MessageId, MessageReactionUpdated,
-    ReactionType, ReplyParameters, Update, UpdateKind,
+    MaybeAnonymousUser, Message, MessageEntity, MessageEntityKind, MessageId,
+    MessageReactionUpdated, ReactionType, ReplyParameters, Update, UpdateKind,
 };
 use teloxide::{ApiError, Bot, RequestError};
 use tokio_util::sync::CancellationToken;
@@ -242,15 +244,23 @@ pub struct TelegramInbound {
     inbound: Inbound,
     api: Arc<TelegramApi>,
     outbound: Arc<dyn ChatOutbound>,
-    /// Learned from `getMe` at start; until then commands addressed `@somebot` are ignored.
+    /// Learned from `getMe` at start; until then commands addressed `@somebot` are not taken.
     username: Arc<OnceLock<String>>,
     delivery: TelegramDelivery,
 }
 
-/// Why an update could not be taken.
+/// Why an update could not be taken now; Telegram is to deliver it again later.
 #[derive(Debug, thiserror::Error)]
-#[error("could not record Telegram update {0}")]
-pub struct NotRecorded(u32);
+pub enum NotTaken {
+    #[error("could not record Telegram update {0}")]
+    NotRecorded(u32),
+    /// A command addressed `/cmd@somebot` before `getMe` told us which bot we are: taking it
+    /// now would mistake our own commands for another bot's and drop them.
+    #[error(
+        "Telegram update {0} is a command for a bot by name, and opsbot's own is not known yet"
+    )]
+    NameUnknown(u32),
+}
 
 impl TelegramInbound {
     pub fn new(
@@ -275,8 +285,11 @@ impl TelegramInbound {
 
     /// Takes one update: records its id (a repeat is ignored), then handles it in the
     /// background so the caller (webhook or poller) is never held up by the work.
-    pub async fn take(&self, update: Update) -> Result<(), NotRecorded> {
+    pub async fn take(&self, update: Update) -> Result<(), NotTaken> {
         let id = update.id.0;
+        if self.username.get().is_none() && addressed_to_a_bot(&update) {
+            return Err(NotTaken::NameUnknown(id));
+        }
         match self
             .inbound
             .first_delivery(Platform::Telegram, &id.to_string())
@@ -284,7 +297,7 @@ impl TelegramInbound {
         {
             Ok(true) => {}
             Ok(false) => return Ok(()),
-            Err(_) => return Err(NotRecorded(id)),
+            Err(_) => return Err(NotTaken::NotRecorded(id)),
         }
         let this = self.clone();
         self.inbound.spawn(async move { this.handle(update).await });
@@ -312,13 +325,7 @@ impl TelegramInbound {
 
     /// A message that starts with a command for this bot; `None` for anything else.
     fn command(&self, msg: &Message) -> Option<InboundEvent> {
-        let text = msg.text()?;
-        let entities = msg.parse_entities()?;
-        let first = entities.first()?;
-        if first.start() != 0 || *first.kind() != MessageEntityKind::BotCommand {
-            return None;
-        }
-        let (name, rest) = text.split_at(first.range().end);
+        let (name, rest) = leading_command(msg.text()?, msg.entities()?)?;
         let name = match name.split_once('@') {
             None => name,
             Some((name, to)) => {
@@ -358,6 +365,43 @@ impl TelegramInbound {
         };
         crate::hooks::same(got.as_bytes(), expected.expose_secret().as_bytes())
     }
+}
+
+/// The `bot_command` entity a message starts with, as (command, rest of the text). Offsets
+/// and lengths come from the sender in UTF-16 units and are not trusted: one that ends inside
+/// a character (half of an emoji's surrogate pair) or past the text makes it no command,
+/// rather than a panic that would lose the update.
+fn leading_command<'t>(text: &'t str, entities: &[MessageEntity]) -> Option<(&'t str, &'t str)> {
+    let first = entities.first()?;
+    if first.offset != 0 || first.length == 0 || first.kind != MessageEntityKind::BotCommand {
+        return None;
+    }
+    Some(text.split_at(byte_offset(text, first.length)?))
+}
+
+/// The byte index `units` UTF-16 code units into `text`, if that is a character boundary
+/// within it.
+fn byte_offset(text: &str, units: usize) -> Option<usize> {
+    let mut seen = 0;
+    for (at, c) in text.char_indices() {
+        if seen >= units {
+            return (seen == units).then_some(at);
+        }
+        seen += c.len_utf16();
+    }
+    (seen == units).then_some(text.len())
+}
+
+/// Whether `update` is a message starting with a command addressed to a bot by name.
+fn addressed_to_a_bot(update: &Update) -> bool {
+    let UpdateKind::Message(msg) = &update.kind else {
+        return false;
+    };
+    let command = msg
+        .text()
+        .zip(msg.entities())
+        .and_then(|(text, entities)| leading_command(text, entities));
+    command.is_some_and(|(name, _)| name.contains('@'))
 }
 
 fn event(
@@ -446,8 +490,11 @@ pub async fn webhook(
     };
     match inbound.take(update).await {
         Ok(()) => StatusCode::OK.into_response(),
-        // Not recorded, so not acted on: Telegram delivers it again later.
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        // Not taken, so not acted on: Telegram delivers it again later.
+        Err(e) => {
+            tracing::warn!(error = %e, "asked Telegram to deliver an update again");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
     }
 }
 
@@ -553,10 +600,8 @@ async fn poll(
                 backoff.reset();
                 // Not recorded: ask for it again (the offset confirms only what is behind
                 // it), after a pause so a struggling store is not hammered.
-                if take_in_order(inbound, updates, &mut offset).await.is_err() {
-                    status(AdapterState::Retrying(
-                        "cannot record updates in the store".into(),
-                    ));
+                if let Err(e) = take_in_order(inbound, updates, &mut offset).await {
+                    status(AdapterState::Retrying(e.to_string()));
                     up = false;
                     if backoff.wait(shutdown).await.is_err() {
                         return;
@@ -587,7 +632,7 @@ async fn take_in_order(
     inbound: &TelegramInbound,
     updates: Vec<Update>,
     offset: &mut i32,
-) -> Result<(), NotRecorded> {
+) -> Result<(), NotTaken> {
     for update in updates {
         let next = i32::try_from(update.id.0)
             .unwrap_or(i32::MAX)
@@ -625,6 +670,44 @@ mod tests {
         assert!(utf16_len(&cut) <= MAX_TEXT_UNITS);
         assert!(cut.ends_with('…'));
         assert_eq!(head("short", MAX_TEXT_UNITS), "short");
+    }
+
+    fn command_entity(offset: usize, length: usize) -> Vec<MessageEntity> {
+        vec![MessageEntity::new(
+            MessageEntityKind::BotCommand,
+            offset,
+            length,
+        )]
+    }
+
+    #[test]
+    fn entity_lengths_inside_an_emoji_or_past_the_text_are_no_command() {
+        // "/🔥" is 3 UTF-16 units: 2 ends inside the emoji's surrogate pair.
+        assert_eq!(leading_command("/🔥 x", &command_entity(0, 2)), None);
+        assert_eq!(leading_command("/status", &command_entity(0, 40)), None);
+        assert_eq!(
+            leading_command("/🔥 x", &command_entity(0, 3)),
+            Some(("/🔥", " x"))
+        );
+        assert_eq!(
+            leading_command("/status@opsbot now", &command_entity(0, 14)),
+            Some(("/status@opsbot", " now"))
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_entity_offsets_give_a_split_of_the_text_or_nothing(
+            text in "\\PC{0,12}",
+            offset in 0usize..30,
+            length in 0usize..30,
+        ) {
+            let entities = command_entity(offset, length);
+            if let Some((name, rest)) = leading_command(&text, &entities) {
+                proptest::prop_assert_eq!(format!("{name}{rest}"), text.clone());
+                proptest::prop_assert_eq!(name.encode_utf16().count(), length);
+            }
+        }
     }
 
     #[test]

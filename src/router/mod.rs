@@ -256,6 +256,11 @@ impl Router {
         &self.deps.catalog
     }
 
+    /// The time every stored timestamp is taken from (adapters check signature freshness by it).
+    pub fn clock(&self) -> &dyn Clock {
+        self.deps.clock.as_ref()
+    }
+
     /// Incidents and their timeline (the CLI's `opsbot postmortem` drafts through it).
     pub fn incidents(&self) -> &IncidentService {
         &self.incidents

@@ -5,11 +5,14 @@
 use std::path::Path;
 
 mod app;
+mod logs;
 mod outbound;
 mod wait;
 // Each test binary uses a different part of the harness.
 #[allow(unused_imports)]
 pub use app::{COUNTING_ACT, TestApp, event};
+#[allow(unused_imports)] // only the platform tests capture logs
+pub use logs::Captured;
 #[allow(unused_imports)]
 pub use outbound::{Outbound, RecordingOutbound};
 #[allow(unused_imports)]

@@ -139,6 +139,15 @@ pub fn runs(app: &TestApp) -> usize {
         .count()
 }
 
+/// How many calls of `what` (a method, or `response_url/N`) the fake saw.
+pub fn count_calls(seen: &Seen, what: &str) -> usize {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|(w, _)| w == what)
+        .count()
+}
+
 /// How many messages the fake saw whose text contains `needle`.
 pub fn count_texts(seen: &Seen, needle: &str) -> usize {
     seen.lock()

@@ -33,7 +33,6 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 struct Handler {
     state: DiscordState,
-    guild: Option<GuildId>,
     /// Commands are registered once per process (READY comes again after every re-identify).
     registered: AtomicBool,
     /// The bot's own user id, learnt from READY, so its reaction hints are not taken as votes.
@@ -42,16 +41,10 @@ struct Handler {
 }
 
 impl Handler {
-    /// An event from a server other than the configured `guild_id`: the bot may have been
-    /// invited elsewhere, where channel names (and so allow-lists) are someone else's.
-    fn foreign(&self, guild: Option<GuildId>) -> bool {
-        matches!((self.guild, guild), (Some(ours), Some(theirs)) if ours != theirs)
-    }
-
     /// A reaction added (or removed) in one of our channels, as a vote.
     async fn reaction(&self, ctx: &Context, reaction: Reaction, added: bool) {
         let _answering = self.state.inbound.answering();
-        if self.foreign(reaction.guild_id) {
+        if self.state.foreign(reaction.guild_id) {
             return;
         }
         let name = cached_channel_name(ctx, reaction.guild_id, reaction.channel_id);
@@ -86,10 +79,10 @@ impl EventHandler for Handler {
         if self.registered.swap(true, Ordering::SeqCst) {
             return;
         }
-        match self.state.register_commands(self.guild).await {
+        match self.state.register_commands(self.state.guild).await {
             Ok(n) => tracing::info!(
                 commands = n,
-                scope = %self.guild.map_or("global".to_owned(), |g| format!("guild {g}")),
+                scope = %self.state.guild.map_or("global".to_owned(), |g| format!("guild {g}")),
                 "registered Discord slash commands"
             ),
             Err(e) => {
@@ -107,7 +100,7 @@ impl EventHandler for Handler {
             Interaction::Component(press) => (press.guild_id, press.channel_id),
             _ => return,
         };
-        if self.foreign(guild) {
+        if self.state.foreign(guild) {
             return;
         }
         let name = cached_channel_name(&ctx, guild, channel);
@@ -141,7 +134,6 @@ pub fn spawn_gateway(
     status(AdapterState::Connecting);
     let handler = Arc::new(Handler {
         state,
-        guild: cfg.guild_id.map(GuildId::new),
         registered: AtomicBool::new(false),
         bot: AtomicU64::new(0),
         liveness,

@@ -29,7 +29,7 @@ use serenity::interactions_endpoint::Verifier;
 pub use gateway::spawn_gateway;
 pub use interactions::interactions;
 
-use super::inbound::{Answer, InChannel, Inbound};
+use super::inbound::{Answer, InChannel, Inbound, STORE_UNREACHABLE};
 use crate::config::DiscordConfig;
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, RunId, UserRef};
 use crate::ports::{
@@ -320,6 +320,8 @@ pub struct DiscordState {
     verifier: Option<Verifier>,
     /// Reactions the bot puts on an approval request, so approvers only have to click.
     hints: Vec<ReactionType>,
+    /// The configured `guild_id`: events from other servers are not ours.
+    guild: Option<GuildId>,
 }
 
 impl DiscordState {
@@ -352,7 +354,15 @@ impl DiscordState {
                 .filter(|e| !e.is_ascii())
                 .map(|e| ReactionType::Unicode(e.clone()))
                 .collect(),
+            guild: cfg.guild_id.map(GuildId::new),
         })
+    }
+
+    /// An event from a server other than the configured `guild_id` (gateway or endpoint): the
+    /// bot may have been invited elsewhere, where channel names (and so allow-lists) are
+    /// someone else's.
+    fn foreign(&self, guild: Option<GuildId>) -> bool {
+        matches!((self.guild, guild), (Some(ours), Some(theirs)) if ours != theirs)
     }
 
     /// Whether `POST /discord/interactions` is served (a public key is configured).
@@ -391,7 +401,7 @@ impl DiscordState {
                 tracing::error!(error = %e, "could not record a Discord interaction; not running it");
                 let sorry = CreateInteractionResponse::Message(
                     CreateInteractionResponseMessage::new()
-                        .content("opsbot cannot reach its database right now, so nothing ran. Try again in a minute.")
+                        .content(STORE_UNREACHABLE)
                         .ephemeral(true),
                 );
                 if let Err(e) = sorry.execute(&*self.http, (id, token)).await {
