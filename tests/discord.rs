@@ -786,3 +786,61 @@ fn invalid_discord_settings_refuse_to_start_with_a_clear_message() {
         "the token never prints"
     );
 }
+
+/// Asserts that a message the bot sent or edited quotes `INJECTION` and pings nobody.
+fn assert_quiet(call: &Call) {
+    assert!(
+        content_of(call).contains("<https://evil.example|Approve> @everyone"),
+        "{call:?}"
+    );
+    assert_eq!(
+        call.body["allowed_mentions"]["parse"],
+        json!([]),
+        "mentions are not parsed: {call:?}"
+    );
+    for list in ["users", "roles"] {
+        let named = &call.body["allowed_mentions"][list];
+        assert!(named.as_array().is_none_or(Vec::is_empty), "{call:?}");
+    }
+}
+
+#[tokio::test]
+async fn mentions_in_arguments_and_alerts_ping_nobody() {
+    let fake = fake_discord().await;
+    let config = format!(
+        "{}{}{}",
+        team(),
+        discord_section(&fake, false),
+        support::alerts_routed_to("discord", CHANNEL)
+    );
+    let bot = spawn_bot(&config, &[("note.toml", support::NOTE_NEEDING_ONE_LEAD)]).await;
+    let option = json!([{ "name": "text", "type": 3, "value": support::INJECTION }]);
+    let body = interaction("1100000000000000071", ALICE, "note", option).to_string();
+    assert_eq!(post_signed(&bot, &body).await.status(), 200);
+    let request = fake
+        .wait_for("the approval request", |c| {
+            c.path
+                .contains("/token-1100000000000000071/messages/@original")
+        })
+        .await;
+    assert!(content_of(&request).contains("Request #1"), "{request:?}");
+    assert_quiet(&request);
+
+    support::deliver_alerts(&bot.base(), support::alert_carrying(support::INJECTION)).await;
+    let group = fake
+        .wait_for("the group message", |c| content_of(c).contains("FIRING"))
+        .await;
+    assert_eq!(group.method, "POST");
+    assert_quiet(&group);
+    // Its edit, after an ack, is as quiet.
+    let id = bot.store.active_alerts(1).await.unwrap()[0].id;
+    let group_id = group.answered_id.unwrap();
+    let body = press("1100000000000000072", BOB, &format!("/ack {id}"), &group_id).to_string();
+    assert_eq!(post_signed(&bot, &body).await.status(), 200);
+    let edit = fake
+        .wait_for("the group message's edit", |c| {
+            c.method == "PATCH" && c.path.ends_with(&format!("/messages/{group_id}"))
+        })
+        .await;
+    assert_quiet(&edit);
+}
