@@ -94,6 +94,20 @@ async fn team_with_discord(gateway: bool, commands: &[(&str, &str)]) -> (FakeDis
     (fake, bot)
 }
 
+/// As [`team_with_discord`] over the interactions endpoint, with every alert group routed to
+/// the channel.
+async fn team_with_alerts(commands: &[(&str, &str)]) -> (FakeDiscord, TestApp) {
+    let fake = fake_discord().await;
+    let config = format!(
+        "{}{}{}",
+        team(),
+        discord_section(&fake, false),
+        support::alerts_routed_to("discord", CHANNEL)
+    );
+    let bot = spawn_bot(&config, commands).await;
+    (fake, bot)
+}
+
 fn interaction(id: &str, user_id: &str, name: &str, options: Value) -> Value {
     json!({
         "id": id, "application_id": APP_ID, "type": 2,
@@ -393,14 +407,7 @@ async fn a_signed_button_press_gets_a_deferred_update_then_runs_once() {
 
 #[tokio::test]
 async fn alert_groups_carry_ack_buttons_that_go_away_once_pressed() {
-    let fake = fake_discord().await;
-    let config = format!(
-        "{}{}{}",
-        team(),
-        discord_section(&fake, false),
-        support::alerts_routed_to("discord", CHANNEL)
-    );
-    let bot = spawn_bot(&config, &[]).await;
+    let (fake, bot) = team_with_alerts(&[]).await;
     support::fire_alerts(&bot.base(), "01-firing-single.json").await;
     let id = bot.store.active_alerts(1).await.unwrap()[0].id;
     let group = fake
@@ -806,14 +813,7 @@ fn assert_quiet(call: &Call) {
 
 #[tokio::test]
 async fn mentions_in_arguments_and_alerts_ping_nobody() {
-    let fake = fake_discord().await;
-    let config = format!(
-        "{}{}{}",
-        team(),
-        discord_section(&fake, false),
-        support::alerts_routed_to("discord", CHANNEL)
-    );
-    let bot = spawn_bot(&config, &[("note.toml", support::NOTE_NEEDING_ONE_LEAD)]).await;
+    let (fake, bot) = team_with_alerts(&[("note.toml", support::NOTE_NEEDING_ONE_LEAD)]).await;
     let option = json!([{ "name": "text", "type": 3, "value": support::INJECTION }]);
     let body = interaction("1100000000000000071", ALICE, "note", option).to_string();
     assert_eq!(post_signed(&bot, &body).await.status(), 200);

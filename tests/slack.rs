@@ -575,24 +575,18 @@ async fn mentions_and_links_in_arguments_and_alerts_reach_slack_escaped() {
         .await;
 
     let text = format!("\"{}\"", support::INJECTION);
-    let body = slash(&base, "UALICE", "/note", &text, 1);
-    assert_eq!(signed(&app, "/slack/commands", &body).await.status(), 200);
-    let log = wait_for(&seen, "the approval request", |l| {
-        l.iter().any(|(p, _)| p == "chat.postMessage")
-    })
-    .await;
-    let (_, request) = log.iter().find(|(p, _)| p == "chat.postMessage").unwrap();
+    let slash_command = async |user, command, n, seen_at: &str| {
+        let body = slash(&base, user, command, &text, n);
+        assert_eq!(signed(&app, "/slack/commands", &body).await.status(), 200);
+        let log = wait_for(&seen, seen_at, |l| l.iter().any(|(p, _)| p == seen_at)).await;
+        log.into_iter().find(|(p, _)| p == seen_at).unwrap().1
+    };
+    let request = &slash_command("UALICE", "/note", 1, "chat.postMessage").await;
     assert!(request["blocks"].is_array(), "buttons kept: {request:#}");
     assert_inert(request);
 
     // A refusal answered through response_url quotes what was typed too.
-    let body = slash(&base, "UBOB", "/ack", &text, 2);
-    assert_eq!(signed(&app, "/slack/commands", &body).await.status(), 200);
-    let log = wait_for(&seen, "the refusal", |l| {
-        l.iter().any(|(p, _)| p == "response_url/2")
-    })
-    .await;
-    let (_, refusal) = log.iter().find(|(p, _)| p == "response_url/2").unwrap();
+    let refusal = &slash_command("UBOB", "/ack", 2, "response_url/2").await;
     assert!(
         refusal["text"]
             .as_str()
