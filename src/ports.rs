@@ -215,6 +215,8 @@ pub trait AlertStore: Send + Sync {
     async fn alerts_in_group(&self, group_key: &str) -> Result<Vec<Alert>, StoreError>;
     /// Firing alerts, newest first.
     async fn active_alerts(&self, limit: u32) -> Result<Vec<Alert>, StoreError>;
+    /// How many alerts are firing, and how many of each severity (the `kinds` most common).
+    async fn firing_count(&self, kinds: u32) -> Result<FiringCount, StoreError>;
     /// Acknowledges a firing, unacknowledged alert; false if it was not.
     async fn ack_alert(&self, id: AlertId, by: &str, at: DateTime<Utc>)
     -> Result<bool, StoreError>;
@@ -259,6 +261,19 @@ pub trait AlertStore: Send + Sync {
     /// Ends a silence now; false if there was no active silence with that id.
     async fn end_silence(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError>;
     async fn active_silences(&self, at: DateTime<Utc>) -> Result<Vec<Silence>, StoreError>;
+}
+
+/// How many alerts are firing in all, and by severity label (`none` without one; values cut
+/// to [`FiringCount::SEVERITY_CHARS`] characters), most common first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FiringCount {
+    pub total: u64,
+    pub by_severity: Vec<(String, u64)>,
+}
+
+impl FiringCount {
+    /// How much of a severity label is compared and shown.
+    pub const SEVERITY_CHARS: usize = 40;
 }
 
 /// Where an outbound chat message goes.

@@ -707,3 +707,85 @@ async fn postgres_intake_is_idempotent_and_tracks_resolution_too() {
     })
     .await;
 }
+
+/// An Alertmanager delivery of `alerts` (each `(fingerprint, labels, annotations, startsAt)`)
+/// in one group.
+fn delivery(alerts: &[(String, serde_json::Value, serde_json::Value, String)]) -> String {
+    let alerts: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|(fingerprint, labels, annotations, starts_at)| {
+            serde_json::json!({
+                "status": "firing",
+                "labels": labels,
+                "annotations": annotations,
+                "startsAt": starts_at,
+                "endsAt": "0001-01-01T00:00:00Z",
+                "fingerprint": fingerprint,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "receiver": "opsbot",
+        "status": "firing",
+        "alerts": alerts,
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example:9093",
+        "version": "4",
+        "groupKey": "{}:{alertname=\"Many\"}",
+        "truncatedAlerts": 0
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn megabyte_labels_are_clipped_in_chat_and_kept_whole_in_the_store() {
+    let (app, chat) = app().await;
+    let huge = "x".repeat(1 << 20);
+    let (status, _) = post(&app, Some(TOKEN), support::alert_carrying(&huge)).await;
+    assert_eq!(status, 200);
+    let msgs = chat.wait_until("group message", |m| !m.is_empty()).await;
+    let Outbound::Post { text, .. } = &msgs[0] else {
+        panic!("{msgs:?}")
+    };
+    assert!(text.starts_with("🔥 FIRING 1"), "{}", &text[..200]);
+    assert!(text.contains("xxx…"), "the cut is marked");
+    assert!(text.chars().count() < 2_000, "{} characters", text.len());
+
+    let list = app.reply("carol", "/alerts").await;
+    assert!(list.starts_with("1 firing"), "{}", &list[..200]);
+    assert!(list.chars().count() < 1_000, "{} characters", list.len());
+
+    let stored = &app.store.active_alerts(1).await.unwrap()[0];
+    assert_eq!(stored.incoming.labels["instance"], huge);
+    assert_eq!(stored.summary(), huge);
+}
+
+#[tokio::test]
+async fn alerts_counts_every_firing_alert_and_summarises_those_not_listed() {
+    let (app, _chat) = app().await;
+    // 20 critical alerts started earlier than 10 warnings: the newest 25 listed are the 10
+    // warnings and 15 critical ones.
+    let alerts: Vec<_> = (0..30)
+        .map(|i| {
+            let severity = if i < 20 { "critical" } else { "warning" };
+            (
+                format!("f{i:02}"),
+                serde_json::json!({ "alertname": format!("A{i}"), "severity": severity }),
+                serde_json::json!({}),
+                format!("2026-11-23T10:{i:02}:00Z"),
+            )
+        })
+        .collect();
+    assert_eq!(post(&app, Some(TOKEN), delivery(&alerts)).await.0, 200);
+    let list = app.reply("carol", "/alerts").await;
+    assert!(list.starts_with("30 firing (newest 25 listed):"), "{list}");
+    assert_eq!(list.lines().filter(|l| l.contains(" · for ")).count(), 25);
+    assert!(list.ends_with("\n…and 5 more: 5 critical"), "{list}");
+    assert!(
+        !list.contains("s ·"),
+        "ages in days, hours and minutes: {list}"
+    );
+    assert!(list.contains("d ") || list.contains("d ·"), "{list}");
+}

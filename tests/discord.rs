@@ -94,6 +94,20 @@ async fn team_with_discord(gateway: bool, commands: &[(&str, &str)]) -> (FakeDis
     (fake, bot)
 }
 
+/// As [`team_with_discord`] over the interactions endpoint, with every alert group routed to
+/// the channel.
+async fn team_with_alerts(commands: &[(&str, &str)]) -> (FakeDiscord, TestApp) {
+    let fake = fake_discord().await;
+    let config = format!(
+        "{}{}{}",
+        team(),
+        discord_section(&fake, false),
+        support::alerts_routed_to("discord", CHANNEL)
+    );
+    let bot = spawn_bot(&config, commands).await;
+    (fake, bot)
+}
+
 fn interaction(id: &str, user_id: &str, name: &str, options: Value) -> Value {
     json!({
         "id": id, "application_id": APP_ID, "type": 2,
@@ -393,14 +407,7 @@ async fn a_signed_button_press_gets_a_deferred_update_then_runs_once() {
 
 #[tokio::test]
 async fn alert_groups_carry_ack_buttons_that_go_away_once_pressed() {
-    let fake = fake_discord().await;
-    let config = format!(
-        "{}{}{}",
-        team(),
-        discord_section(&fake, false),
-        support::alerts_routed_to("discord", CHANNEL)
-    );
-    let bot = spawn_bot(&config, &[]).await;
+    let (fake, bot) = team_with_alerts(&[]).await;
     support::fire_alerts(&bot.base(), "01-firing-single.json").await;
     let id = bot.store.active_alerts(1).await.unwrap()[0].id;
     let group = fake
@@ -898,4 +905,55 @@ fn invalid_discord_settings_refuse_to_start_with_a_clear_message() {
         !format!("{d:?}").contains("test-bot-token"),
         "the token never prints"
     );
+}
+
+/// Asserts that a message the bot sent or edited quotes `INJECTION` and pings nobody.
+fn assert_quiet(call: &Call) {
+    assert!(
+        content_of(call).contains("<https://evil.example|Approve> @everyone"),
+        "{call:?}"
+    );
+    assert_eq!(
+        call.body["allowed_mentions"]["parse"],
+        json!([]),
+        "mentions are not parsed: {call:?}"
+    );
+    for list in ["users", "roles"] {
+        let named = &call.body["allowed_mentions"][list];
+        assert!(named.as_array().is_none_or(Vec::is_empty), "{call:?}");
+    }
+}
+
+#[tokio::test]
+async fn mentions_in_arguments_and_alerts_ping_nobody() {
+    let (fake, bot) = team_with_alerts(&[("note.toml", support::NOTE_NEEDING_ONE_LEAD)]).await;
+    let option = json!([{ "name": "text", "type": 3, "value": support::INJECTION }]);
+    let body = interaction("1100000000000000071", ALICE, "note", option).to_string();
+    assert_eq!(post_signed(&bot, &body).await.status(), 200);
+    let request = fake
+        .wait_for("the approval request", |c| {
+            c.path
+                .contains("/token-1100000000000000071/messages/@original")
+        })
+        .await;
+    assert!(content_of(&request).contains("Request #1"), "{request:?}");
+    assert_quiet(&request);
+
+    support::deliver_alerts(&bot.base(), support::alert_carrying(support::INJECTION)).await;
+    let group = fake
+        .wait_for("the group message", |c| content_of(c).contains("FIRING"))
+        .await;
+    assert_eq!(group.method, "POST");
+    assert_quiet(&group);
+    // Its edit, after an ack, is as quiet.
+    let id = bot.store.active_alerts(1).await.unwrap()[0].id;
+    let group_id = group.answered_id.unwrap();
+    let body = press("1100000000000000072", BOB, &format!("/ack {id}"), &group_id).to_string();
+    assert_eq!(post_signed(&bot, &body).await.status(), 200);
+    let edit = fake
+        .wait_for("the group message's edit", |c| {
+            c.method == "PATCH" && c.path.ends_with(&format!("/messages/{group_id}"))
+        })
+        .await;
+    assert_quiet(&edit);
 }

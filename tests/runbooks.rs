@@ -432,7 +432,7 @@ async fn timeout_kills_the_whole_process_group() {
     let reply = text(&app, "bob", &format!("/approve {id}")).await;
     assert!(
         reply.contains(&format!(
-            "⏱️ #{id} /rollback service=api timed out after 1.0s"
+            "⏱️ #{id} /rollback service=api timed out after 1s"
         )),
         "{reply}"
     );

@@ -556,3 +556,75 @@ async fn channel_names_are_looked_up_once_for_events_that_carry_only_ids() {
         "the second answer came from the cache"
     );
 }
+
+/// The markup Slack would read as pings and links, escaped (`&lt;!channel&gt;`).
+const INERT: [&str; 4] = [
+    "&lt;!channel&gt;",
+    "&lt;!here&gt;",
+    "&lt;@U1&gt;",
+    "&lt;https://evil.example|Approve&gt;",
+];
+
+/// Asserts that a message Slack received shows `INJECTION` literally, in its text and blocks.
+fn assert_inert(message: &serde_json::Value) {
+    let text = message["text"].as_str().unwrap();
+    let blocks = message["blocks"].to_string();
+    for raw in ["<!channel>", "<!here>", "<@U1>", "<https://evil.example"] {
+        assert!(!text.contains(raw), "{raw} reached Slack: {text}");
+        assert!(!blocks.contains(raw), "{raw} reached Slack: {blocks}");
+    }
+    for inert in INERT {
+        assert!(text.contains(inert), "{inert} missing: {text}");
+    }
+}
+
+#[tokio::test]
+async fn mentions_and_links_in_arguments_and_alerts_reach_slack_escaped() {
+    let (base, seen) = fake_slack().await;
+    let people = support::deployer_and_lead("slack:UALICE", "slack:UBOB");
+    let config = format!(
+        "{people}\n[slack]\nsigning_secret = \"{SECRET}\"\nbot_token = \"xoxb-test-token\"\n\
+         api_url = \"{base}/api/\"\n{}",
+        support::alerts_routed_to("slack", "COPS")
+    );
+    let app = TestApp::builder()
+        .config(&config)
+        .command("note.toml", support::NOTE_NEEDING_ONE_LEAD)
+        .script("act.sh", support::COUNTING_ACT)
+        .spawn()
+        .await;
+
+    let text = format!("\"{}\"", support::INJECTION);
+    let slash_command = async |user, command, n, seen_at: &str| {
+        let body = slash(&base, user, command, &text, n);
+        assert_eq!(signed(&app, "/slack/commands", &body).await.status(), 200);
+        let log = wait_for(&seen, seen_at, |l| l.iter().any(|(p, _)| p == seen_at)).await;
+        log.into_iter().find(|(p, _)| p == seen_at).unwrap().1
+    };
+    let request = &slash_command("UALICE", "/note", 1, "chat.postMessage").await;
+    assert!(request["blocks"].is_array(), "buttons kept: {request:#}");
+    assert_inert(request);
+
+    // A refusal answered through response_url quotes what was typed too.
+    let refusal = &slash_command("UBOB", "/ack", 2, "response_url/2").await;
+    assert!(
+        refusal["text"]
+            .as_str()
+            .unwrap()
+            .contains("is not a number"),
+        "{refusal:#}"
+    );
+    assert_inert(refusal);
+
+    support::deliver_alerts(&app.url(""), support::alert_carrying(support::INJECTION)).await;
+    let log = wait_for(&seen, "the group message", |l| {
+        l.iter().filter(|(p, _)| p == "chat.postMessage").count() == 2
+    })
+    .await;
+    let (_, group) = log.iter().rfind(|(p, _)| p == "chat.postMessage").unwrap();
+    assert!(
+        group["text"].as_str().unwrap().contains("FIRING"),
+        "{group:#}"
+    );
+    assert_inert(group);
+}

@@ -127,6 +127,58 @@ on_both_backends! {
     database_refuses_update_and_delete => sqlite_database_refuses_update_and_delete, postgres_database_refuses_update_and_delete;
     control_characters_do_not_fail_append => sqlite_control_characters_do_not_fail_append, postgres_control_characters_do_not_fail_append;
     old_event_ids_are_forgotten => sqlite_old_event_ids_are_forgotten, postgres_old_event_ids_are_forgotten;
+    firing_alerts_are_counted_by_severity => sqlite_firing_alerts_are_counted_by_severity, postgres_firing_alerts_are_counted_by_severity;
+}
+
+/// Firing alerts in all and by severity, in one query: 3 critical, 2 warning, 1 without a
+/// severity, 1 with a 100-character one; resolved alerts are not counted.
+async fn firing_alerts_are_counted_by_severity(b: &Backend) {
+    use opsbot::domain::{AlertSource, AlertStatus, IncomingAlert};
+    let long = "s".repeat(100);
+    let severities = [
+        Some("critical"),
+        Some("critical"),
+        Some("critical"),
+        Some("warning"),
+        Some("warning"),
+        None,
+        Some(long.as_str()),
+    ];
+    let mut alerts: Vec<IncomingAlert> = severities
+        .iter()
+        .enumerate()
+        .map(|(i, severity)| IncomingAlert {
+            source: AlertSource::Webhook,
+            fingerprint: format!("f{i}"),
+            group_key: "g".into(),
+            status: AlertStatus::Firing,
+            labels: severity
+                .map(|s| ("severity".to_owned(), s.to_owned()))
+                .into_iter()
+                .collect(),
+            annotations: Default::default(),
+            starts_at: Utc::now(),
+            ends_at: None,
+            generator_url: None,
+        })
+        .collect();
+    let mut resolved = alerts[0].clone();
+    resolved.fingerprint = "resolved".into();
+    resolved.status = AlertStatus::Resolved;
+    alerts.push(resolved);
+    let store = b.store();
+    store.ingest_alerts(&alerts, Utc::now()).await.unwrap();
+    let count = store.firing_count(3).await.unwrap();
+    assert_eq!(count.total, 7);
+    let by: Vec<(&str, u64)> = count
+        .by_severity
+        .iter()
+        .map(|(s, n)| (s.as_str(), *n))
+        .collect();
+    assert_eq!(by[..2], [("critical", 3), ("warning", 2)]);
+    assert_eq!(by.len(), 3, "the three most common: {by:?}");
+    assert_eq!(by[2].1, 1);
+    assert!(["none", &long[..40]].contains(&by[2].0), "{by:?}");
 }
 
 fn entry(n: usize) -> AuditEntry {

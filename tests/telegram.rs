@@ -213,6 +213,7 @@ async fn app_against(base: &str, extra: &str, clock: Option<Arc<FakeClock>>) -> 
     TestApp::builder()
         .config(&config(base, extra))
         .command("rollback.toml", support::ROLLBACK_NEEDING_ONE_LEAD)
+        .command("note.toml", support::NOTE_NEEDING_ONE_LEAD)
         .script("act.sh", support::COUNTING_ACT)
         .clock(clock)
         .spawn()
@@ -698,4 +699,43 @@ async fn long_output_is_sent_as_a_file() {
     let multipart = document["multipart"].as_str().unwrap();
     assert!(multipart.contains("output.txt"), "sent as a file");
     assert!(multipart.contains("(full text attached)"), "with a caption");
+}
+
+/// Asserts that a message the bot sent is plain text quoting `INJECTION`: no parse mode and
+/// no entities, so nothing in it is a mention or a link.
+fn assert_plain(sent: &Value) {
+    assert!(
+        sent["text"].as_str().unwrap().contains(support::INJECTION),
+        "{sent:#}"
+    );
+    assert!(sent.get("parse_mode").is_none(), "{sent:#}");
+    assert!(sent.get("entities").is_none(), "{sent:#}");
+}
+
+#[tokio::test]
+async fn mentions_and_links_in_arguments_and_alerts_stay_plain_text() {
+    let (app, fake) = app_with(&support::alerts_routed_to("telegram", &CHAT.to_string())).await;
+    fake.push(command(
+        1,
+        ALICE,
+        &format!("/note \"{}\"", support::INJECTION),
+    ));
+    let request = fake
+        .wait_until("the approval request", |f| {
+            f.calls("sendMessage").into_iter().next()
+        })
+        .await;
+    assert!(
+        request["text"].as_str().unwrap().contains("Request #1"),
+        "{request:#}"
+    );
+    assert_plain(&request);
+
+    support::deliver_alerts(&app.url(""), support::alert_carrying(support::INJECTION)).await;
+    let group = fake
+        .wait_until("the group message", |f| {
+            f.calls("sendMessage").into_iter().nth(1)
+        })
+        .await;
+    assert_plain(&group);
 }

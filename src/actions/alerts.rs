@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
-use crate::domain::{Alert, AlertId, AlertStatus, IncomingAlert, Matcher, Platform};
+use crate::domain::{Alert, AlertId, AlertStatus, IncomingAlert, Matcher, Platform, clip};
 use crate::ports::{
     ChatAction, ChatOutbound, Clock, GroupNotifier, OutboundError, OutboundMessage, OutboundTarget,
     Store, StoreError,
@@ -361,8 +361,8 @@ impl AlertService {
                 "⏰ Reminder {}:{mention} alert #{} {} [{}] has been firing for {age}m without acknowledgement. /ack {} to take it.",
                 reminders + 1,
                 alert.id,
-                alert.incoming.alertname(),
-                alert.severity(),
+                shown(alert.incoming.alertname()),
+                shown(alert.severity()),
                 alert.id
             );
             // Only unacknowledged critical alerts are reminded about: always urgent.
@@ -407,8 +407,8 @@ impl AlertService {
                 let text = format!(
                     "alert #{} {} [{}] firing",
                     a.id,
-                    a.incoming.alertname(),
-                    a.severity()
+                    shown(a.incoming.alertname()),
+                    shown(a.severity())
                 );
                 self.store.add_timeline(incident.id, &note(text)).await?;
             }
@@ -428,7 +428,7 @@ impl AlertService {
                 .collect();
             let timeline = self.store.timeline(incident.id).await?;
             for a in resolved.into_iter().filter(|a| linked.contains(&a.id)) {
-                let text = format!("alert #{} {} resolved", a.id, a.incoming.alertname());
+                let text = format!("alert #{} {} resolved", a.id, shown(a.incoming.alertname()));
                 if !timeline.iter().any(|e| e.text == text) {
                     self.store.add_timeline(incident.id, &note(text)).await?;
                 }
@@ -496,55 +496,95 @@ pub fn common_labels(alerts: &[Alert]) -> BTreeMap<String, String> {
     common
 }
 
-/// One alert in full: status, number, severity, name, instance, summary and links.
-fn write_alert_line(out: &mut String, a: &Alert, silenced: bool) {
+/// Longest label or annotation value shown in chat; the store keeps the whole value.
+pub const VALUE_MAX: usize = 200;
+
+/// Longest line about one alert (or one kind of alert) in chat.
+pub const LINE_MAX: usize = 300;
+
+/// Kinds of alert (name, severity, status) counted one per line under "…and N more".
+const SUMMARY_KINDS: usize = 10;
+
+/// An outside value (label, annotation, group key) as chat shows it.
+pub fn shown(value: &str) -> std::borrow::Cow<'_, str> {
+    clip(value, VALUE_MAX)
+}
+
+/// Appends `line` on a line of its own, clipped to [`LINE_MAX`].
+pub fn push_line(out: &mut String, line: &str) {
+    out.push('\n');
+    out.push_str(&clip(line, LINE_MAX));
+}
+
+/// An alert's number, severity, name, instance and summary: how chat names it.
+pub fn alert_head(a: &Alert) -> String {
     let icon = match (a.incoming.status, a.is_critical()) {
         (AlertStatus::Resolved, _) => "✅",
         (AlertStatus::Firing, true) => "🔴",
         (AlertStatus::Firing, false) => "🟠",
     };
-    let instance = (a.incoming.labels.get("instance"))
-        .map(|i| format!(" {i}"))
-        .unwrap_or_default();
-    let _ = write!(
-        out,
-        "{icon} #{} [{}] {}{instance}",
+    let mut out = format!(
+        "{icon} #{} [{}] {}",
         a.id,
-        a.severity(),
-        a.incoming.alertname()
+        shown(a.severity()),
+        shown(a.incoming.alertname())
     );
+    if let Some(i) = a.incoming.labels.get("instance") {
+        let _ = write!(out, " {}", shown(i));
+    }
     if !a.summary().is_empty() {
-        let _ = write!(out, ": {}", a.summary());
+        let _ = write!(out, ": {}", shown(a.summary()));
     }
-    if let Some(by) = &a.acked_by {
-        let _ = write!(out, " (acked by {by})");
-    }
-    if silenced && a.incoming.status == AlertStatus::Firing {
-        out.push_str(" (silenced)");
-    }
-    if let Some(url) = a.incoming.annotations.get("runbook_url") {
-        let _ = write!(out, " · runbook: {url}");
-    }
-    if let Some(url) = &a.incoming.generator_url {
-        let _ = write!(out, " · source: {url}");
-    }
+    out
 }
 
-/// The alerts beyond those listed, counted by name, severity and status.
+/// One alert in full, on a line of its own: [`alert_head`], who acked it, whether it is
+/// silenced, and its links.
+fn write_alert_line(out: &mut String, a: &Alert, silenced: bool) {
+    let mut line = alert_head(a);
+    if let Some(by) = &a.acked_by {
+        let _ = write!(line, " (acked by {by})");
+    }
+    if silenced && a.incoming.status == AlertStatus::Firing {
+        line.push_str(" (silenced)");
+    }
+    if let Some(url) = a.incoming.annotations.get("runbook_url") {
+        let _ = write!(line, " · runbook: {}", shown(url));
+    }
+    if let Some(url) = &a.incoming.generator_url {
+        let _ = write!(line, " · source: {}", shown(url));
+    }
+    push_line(out, &line);
+}
+
+/// The alerts beyond those listed, counted by name, severity and status (the most common
+/// kinds one per line, the others together).
 fn summarise(out: &mut String, rest: &[&Alert]) {
-    let mut counts: BTreeMap<(String, String, &str), usize> = BTreeMap::new();
+    let mut counts: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
     for a in rest {
         *counts
             .entry((
-                a.incoming.alertname().to_owned(),
-                a.severity().to_owned(),
+                a.incoming.alertname(),
+                a.severity(),
                 a.incoming.status.as_str(),
             ))
             .or_default() += 1;
     }
+    let mut kinds: Vec<_> = counts.into_iter().collect();
+    // Most common first; ties keep the name order.
+    kinds.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     let _ = write!(out, "\n…and {} more:", rest.len());
-    for ((name, severity, status), n) in counts {
-        let _ = write!(out, "\n  {n} × {name} [{severity}] {status}");
+    for ((name, severity, status), n) in kinds.iter().take(SUMMARY_KINDS) {
+        let line = format!("  {n} × {} [{}] {status}", shown(name), shown(severity));
+        push_line(out, &line);
+    }
+    if kinds.len() > SUMMARY_KINDS {
+        let others: usize = kinds[SUMMARY_KINDS..].iter().map(|(_, n)| n).sum();
+        let _ = write!(
+            out,
+            "\n  {others} of {} other kinds",
+            kinds.len() - SUMMARY_KINDS
+        );
     }
 }
 
@@ -563,8 +603,7 @@ pub fn render_group(
     let resolved = alerts.len() - firing;
     let name = common_labels(alerts)
         .get("alertname")
-        .cloned()
-        .unwrap_or_else(|| "alerts".into());
+        .map_or_else(|| "alerts".into(), |n| shown(n).into_owned());
     let headline = if firing == 0 {
         format!("✅ RESOLVED · {name}: all {resolved} resolved")
     } else {
@@ -573,7 +612,6 @@ pub fn render_group(
     let mut out = headline;
     let sorted = listing_order(alerts);
     for a in sorted.iter().take(max_listed) {
-        out.push('\n');
         write_alert_line(&mut out, a, silenced.contains(&a.id));
     }
     if sorted.len() > max_listed {
@@ -581,7 +619,8 @@ pub fn render_group(
     }
     let _ = write!(
         out,
-        "\nGroup {group_key}. /ack ID to acknowledge, /silence MATCHERS DURATION to silence."
+        "\nGroup {}. /ack ID to acknowledge, /silence MATCHERS DURATION to silence.",
+        shown(group_key)
     );
     out
 }

@@ -24,7 +24,7 @@ use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 use super::inbound::{Answer, InChannel, Inbound, STORE_UNREACHABLE};
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, RunId, UserRef};
 use crate::ports::{
-    ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Sent, StoreError,
+    ChatAction, ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Sent, StoreError,
 };
 
 type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
@@ -122,19 +122,57 @@ fn slack_error(e: SlackClientError) -> OutboundError {
 /// button is also a command people can type).
 const SECTION_TEXT_MAX: usize = 3000;
 
+/// Slack's limit for a message's `text` (it truncates beyond it); opsbot cuts first and says so.
+const TEXT_MAX: usize = 40_000;
+
 /// Prefix of the `action_id` of opsbot's buttons; the command itself travels in `value`.
 const ACTION_ID_PREFIX: &str = "opsbot_command_";
 
-/// The message as Block Kit: its text, then one button per action.
-fn blocks(message: &OutboundMessage) -> Option<Vec<SlackBlock>> {
-    if message.actions.is_empty() || message.text.chars().count() > SECTION_TEXT_MAX {
+/// `text` as Slack shows it literally, within `max` characters. opsbot's messages are plain
+/// text that quotes outside text (arguments, alert labels, script output), and Slack reads
+/// `<!channel>`, `<@U1>` and `<https://x|label>` in `text` and mrkdwn as pings and links:
+/// escaping `&`, `<` and `>` (Slack's documented escaping) keeps them inert. The core never
+/// means Slack markup (bare URLs are still linked by Slack). Every message opsbot sends to
+/// Slack passes through here.
+fn literal(text: &str, max: usize) -> String {
+    let escaped = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    if escaped.chars().count() <= max {
+        return escaped;
+    }
+    let cut = escaped
+        .char_indices()
+        .nth(max.saturating_sub(1))
+        .map_or(escaped.len(), |(i, _)| i);
+    let mut head = &escaped[..cut];
+    // An escape cut in half would show as text: drop what is left of it.
+    if let Some(amp) = head.rfind('&')
+        && !head[amp..].contains(';')
+    {
+        head = &head[..amp];
+    }
+    format!("{head}…")
+}
+
+/// The message as Slack content: its literal text (the notification and screen-reader
+/// fallback), and as Block Kit that text with one button per action when it fits a section.
+fn content(message: &OutboundMessage) -> (SlackMessageContent, Option<Vec<SlackBlock>>) {
+    let text = literal(&message.text, TEXT_MAX);
+    let blocks = blocks(&text, &message.actions);
+    (SlackMessageContent::new().with_text(text), blocks)
+}
+
+/// `text` (already literal) and one button per action as Block Kit; none without actions.
+fn blocks(text: &str, actions: &[ChatAction]) -> Option<Vec<SlackBlock>> {
+    if actions.is_empty() || text.chars().count() > SECTION_TEXT_MAX {
         return None;
     }
     let section = SlackSectionBlock::new().with_text(SlackBlockText::MarkDown(
-        SlackBlockMarkDownText::new(message.text.clone()),
+        SlackBlockMarkDownText::new(text.to_owned()),
     ));
-    let buttons = message
-        .actions
+    let buttons = actions
         .iter()
         .enumerate()
         .map(|(i, action)| {
@@ -155,9 +193,8 @@ fn blocks(message: &OutboundMessage) -> Option<Vec<SlackBlock>> {
 #[async_trait::async_trait]
 impl ChatOutbound for SlackApi {
     async fn send(&self, to: &OutboundTarget, message: &OutboundMessage) -> Sent {
-        // The text stays as the notification and screen-reader fallback.
-        let mut content = SlackMessageContent::new().with_text(message.text.clone());
-        if let Some(blocks) = blocks(message) {
+        let (mut content, blocks) = content(message);
+        if let Some(blocks) = blocks {
             content = content.with_blocks(blocks);
         }
         let mut req =
@@ -174,11 +211,10 @@ impl ChatOutbound for SlackApi {
     async fn edit(&self, to: &OutboundTarget, id: &str, message: &OutboundMessage) -> Sent<()> {
         // chat.update keeps the previous blocks unless given new ones; an empty list removes
         // buttons that no longer apply (an alert acked since).
+        let (content, blocks) = content(message);
         let req = SlackApiChatUpdateRequest::new(
             SlackChannelId(to.channel_id.clone()),
-            SlackMessageContent::new()
-                .with_text(message.text.clone())
-                .with_blocks(blocks(message).unwrap_or_default()),
+            content.with_blocks(blocks.unwrap_or_default()),
             SlackTs(id.to_owned()),
         );
         let session = self.client.open_session(&self.token);
@@ -347,9 +383,8 @@ impl Answer for SlackAnswer<'_> {
                 .deliver(ev, message, approval)
                 .await;
         };
-        let msg = SlackApiPostWebhookMessageRequest::new(
-            SlackMessageContent::new().with_text(message.text.clone()),
-        );
+        // No buttons here: a `response_url` answer is never an approval request.
+        let msg = SlackApiPostWebhookMessageRequest::new(content(message).0);
         self.state
             .api
             .client

@@ -31,5 +31,5 @@ pub use incident::{
     Incident, IncidentStatus, ResponseTargets, Severity, TimelineEntry, TimelineKind,
 };
 pub use run::{NewRun, Run, RunResult, RunState, Vote, VoteTally};
-pub use text::line_col;
+pub use text::{clip, line_col};
 pub use time::{HumanDuration, RateQuota, human_duration, parse_duration};

@@ -53,18 +53,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// Short human form of a duration: `250ms`, `2.5s`, `10m`, `2h`.
+/// Short human form of a duration: `250ms`, `2.5s`, `45s`, `10m`, `15h 54m`, `3d 2h`.
+/// From a minute on, the two largest units (rounded down): an age, not a measurement.
 pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 3600 && s.is_multiple_of(3600) {
-        format!("{}h", s / 3600)
-    } else if s >= 60 && s.is_multiple_of(60) {
-        format!("{}m", s / 60)
-    } else if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
+    if d < Duration::from_secs(1) {
+        return format!("{}ms", d.as_millis());
     }
+    if d < Duration::from_secs(60) {
+        return match d.subsec_millis() {
+            0 => format!("{}s", d.as_secs()),
+            _ => format!("{:.1}s", d.as_secs_f64()),
+        };
+    }
+    let s = d.as_secs();
+    let units = [
+        (s / 86_400, "d"),
+        (s / 3600 % 24, "h"),
+        (s / 60 % 60, "m"),
+        (s % 60, "s"),
+    ];
+    let first = units.iter().position(|(n, _)| *n > 0).unwrap_or(0);
+    units[first..]
+        .iter()
+        .take(2)
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A rate: at most `count` events per `per`, written `3/min`, `10/s`, `100/hour` or `5/10m`.
@@ -134,6 +149,20 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn durations_print_as_people_say_them() {
+        let secs = |s| human_duration(Duration::from_secs(s));
+        assert_eq!(secs(57_259), "15h 54m");
+        assert_eq!(secs(3 * 86_400 + 2 * 3600 + 59), "3d 2h");
+        assert_eq!(secs(45), "45s");
+        assert_eq!(secs(90), "1m 30s");
+        assert_eq!(secs(600), "10m");
+        assert_eq!(secs(7200), "2h");
+        assert_eq!(secs(86_400 + 60), "1d");
+        assert_eq!(human_duration(Duration::from_millis(2500)), "2.5s");
+        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
     }
 
     #[test]

@@ -9,17 +9,46 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::actions::alerts::AlertService;
+use crate::actions::alerts::{AlertService, alert_head, push_line, shown};
 use crate::domain::{
-    AlertId, AlertSource, AlertStatus, InboundEvent, Matcher, Requester, Role, Silence,
+    Alert, AlertId, AlertSource, AlertStatus, InboundEvent, Matcher, Requester, Role, Silence,
     human_duration,
 };
-use crate::ports::{AlertStore, Clock, SilenceSync};
+use crate::ports::{AlertStore, Clock, FiringCount, SilenceSync};
 
 use super::{Done, OrNoSuch, OrRefuse, Refusal};
 
 /// Firing alerts `/alerts` lists at most.
 const LIST_LIMIT: u32 = 25;
+
+/// Severities `/alerts` counts the unlisted alerts by (the most common); others are "other".
+const SEVERITY_KINDS: u32 = 8;
+
+/// "…and N more: 30 critical, 12 warning" for the firing alerts `/alerts` does not list;
+/// `None` when it lists them all.
+fn unlisted(count: &FiringCount, listed: &[Alert], total: u64) -> Option<String> {
+    let rest = total.checked_sub(listed.len() as u64).filter(|n| *n > 0)?;
+    let severity = |a: &Alert| -> String {
+        a.severity()
+            .chars()
+            .take(FiringCount::SEVERITY_CHARS)
+            .collect()
+    };
+    let mut parts = Vec::new();
+    let mut counted = 0;
+    for (name, n) in &count.by_severity {
+        let shown_here = listed.iter().filter(|a| severity(a) == *name).count() as u64;
+        let n = n.saturating_sub(shown_here).min(rest - counted);
+        if n > 0 {
+            parts.push(format!("{n} {}", shown(name)));
+            counted += n;
+        }
+    }
+    if rest > counted {
+        parts.push(format!("{} other", rest - counted));
+    }
+    Some(format!("\n…and {rest} more: {}", parts.join(", ")))
+}
 
 /// The alert commands, over the ports they need.
 pub struct AlertCommands {
@@ -50,7 +79,8 @@ impl AlertCommands {
         }
     }
 
-    /// `/alerts`: the firing alerts, newest first.
+    /// `/alerts`: how many alerts are firing, the newest in full and the rest counted by
+    /// severity.
     pub(super) async fn list(&self) -> Result<String, Refusal> {
         let alerts = self
             .store
@@ -60,35 +90,36 @@ impl AlertCommands {
         if alerts.is_empty() {
             return Ok("No alerts are firing.".into());
         }
+        let count = self
+            .store
+            .firing_count(SEVERITY_KINDS)
+            .await
+            .or_refuse("counting alerts")?;
+        // Alerts may start firing between the two reads: never claim fewer than are listed.
+        let total = count.total.max(alerts.len() as u64);
         let now = self.clock.now();
-        let mut out = format!("{} firing (newest first):", alerts.len());
+        let mut out = match total as usize > alerts.len() {
+            true => format!("{total} firing (newest {} listed):", alerts.len()),
+            false => format!("{total} firing (newest first):"),
+        };
         for a in &alerts {
-            let icon = if a.is_critical() { "🔴" } else { "🟠" };
             let age = (now - a.incoming.starts_at).to_std().unwrap_or_default();
+            let mut line = alert_head(a);
             let _ = write!(
-                out,
-                "\n{icon} #{} [{}] {}",
-                a.id,
-                a.severity(),
-                a.incoming.alertname()
-            );
-            if let Some(i) = a.incoming.labels.get("instance") {
-                let _ = write!(out, " {i}");
-            }
-            if !a.summary().is_empty() {
-                let _ = write!(out, ": {}", a.summary());
-            }
-            let _ = write!(
-                out,
+                line,
                 " · for {}",
                 human_duration(Duration::from_secs(age.as_secs()))
             );
             match &a.acked_by {
                 Some(by) => {
-                    let _ = write!(out, " · acked by {by}");
+                    let _ = write!(line, " · acked by {by}");
                 }
-                None => out.push_str(" · not acked"),
+                None => line.push_str(" · not acked"),
             }
+            push_line(&mut out, &line);
+        }
+        if let Some(rest) = unlisted(&count, &alerts, total) {
+            out.push_str(&rest);
         }
         Ok(out)
     }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::sql::{Arg, Backend, changed_one, execute, fetch_all, fetch_one, fetch_optional};
 use super::{OnPool, SqlStore};
 use crate::domain::{Alert, AlertId, IncomingAlert, Matcher, Platform, Silence};
-use crate::ports::{AlertStore, DeliveryLog, StoreError};
+use crate::ports::{AlertStore, DeliveryLog, FiringCount, StoreError};
 
 pub(crate) const SELECT_ALERT: &str = "SELECT id, fingerprint, source, group_key, status, labels, annotations, \
      starts_at, ends_at, generator_url, first_seen, last_seen, acked_by, acked_at, resolved_at FROM alerts";
@@ -246,6 +246,24 @@ impl<DB: Backend> AlertStore for SqlStore<DB> {
             sqlx::query(sqlx::AssertSqlSafe(sql)).arg(&i64::from(limit)),
         )
         .await
+    }
+
+    async fn firing_count(&self, kinds: u32) -> Result<FiringCount, StoreError> {
+        // One scan: counts per severity, each row also carrying the sum over all of them.
+        let sql = format!(
+            "SELECT COUNT(*), COALESCE(SUBSTR({}, 1, {}), 'none') AS severity, \
+             CAST(SUM(COUNT(*)) OVER () AS BIGINT) \
+             FROM alerts WHERE status = 'firing' GROUP BY 2 ORDER BY 1 DESC, 2 LIMIT $1",
+            DB::SEVERITY,
+            FiringCount::SEVERITY_CHARS
+        );
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql)).arg(&i64::from(kinds));
+        let rows: Vec<(i64, String, i64)> = fetch_all(self.ex(), q).await?;
+        let count = |n: i64| u64::try_from(n).unwrap_or_default();
+        Ok(FiringCount {
+            total: rows.first().map_or(0, |(_, _, total)| count(*total)),
+            by_severity: rows.into_iter().map(|(n, s, _)| (s, count(n))).collect(),
+        })
     }
 
     async fn ack_alert(

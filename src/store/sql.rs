@@ -71,7 +71,8 @@ where
 }
 
 /// SQLite and Postgres: every statement in `store/` is written once, in the SQL both accept
-/// (`$N` placeholders, `RETURNING`, `ON CONFLICT ... DO UPDATE/NOTHING`, `excluded.`).
+/// (`$N` placeholders, `RETURNING`, `ON CONFLICT ... DO UPDATE/NOTHING`, `excluded.`, window
+/// functions), with [`Backend::SEVERITY`] the one fragment each spells its own way.
 pub(crate) trait Backend:
     Execute
     + Database<Arguments: IntoArguments<Self>, QueryResult: RowsAffected>
@@ -87,6 +88,7 @@ pub(crate) trait Backend:
     + ReadRow<(String,)>
     + ReadRow<(i64, String)>
     + ReadRow<(String, String)>
+    + ReadRow<(i64, String, i64)>
     + ReadRow<AuditRow>
     + ReadRow<RunRow>
     + ReadRow<AlertRow>
@@ -95,10 +97,17 @@ pub(crate) trait Backend:
     + ReadRow<IncidentRow>
     + ReadRow<TimelineRow>
 {
+    /// An alert row's `severity` label as text, or NULL (labels are a JSON object in TEXT;
+    /// the one expression the backends spell differently).
+    const SEVERITY: &'static str;
 }
 
-impl Backend for sqlx::Sqlite {}
-impl Backend for sqlx::Postgres {}
+impl Backend for sqlx::Sqlite {
+    const SEVERITY: &'static str = "json_extract(labels, '$.severity')";
+}
+impl Backend for sqlx::Postgres {
+    const SEVERITY: &'static str = "(labels::json ->> 'severity')";
+}
 
 /// The one thing the backends' query results do not share a trait for.
 pub(crate) trait RowsAffected {

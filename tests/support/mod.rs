@@ -240,14 +240,68 @@ pub fn alerts_routed_to(platform: &str, channel: &str) -> String {
 /// Delivers a recorded Alertmanager webhook (`fixture`) to the app at `base`
 /// (`http://host:port`, configured with `alerts_routed_to`) and checks it was accepted.
 pub async fn fire_alerts(base: &str, fixture: &str) {
+    deliver_alerts(base, am_fixture(fixture)).await;
+}
+
+/// Delivers Alertmanager webhook `body` to the app at `base` and checks it was accepted.
+pub async fn deliver_alerts(base: &str, body: String) {
     let resp = reqwest::Client::new()
         .post(format!("{base}/hooks/alertmanager"))
         .bearer_auth(PLATFORM_AM_TOKEN)
-        .body(am_fixture(fixture))
+        .body(body)
         .send()
         .await
         .expect("deliver the alert");
     assert_eq!(resp.status(), 200, "alert accepted");
+}
+
+/// Outside text that chat platforms would read as pings and a disguised link.
+pub const INJECTION: &str =
+    "<!channel> <!here> <@U1> <https://evil.example|Approve> @everyone @here <@123>";
+
+/// `/note TEXT` (deployers; any text) needing one approval from an sre-lead, running
+/// `./act.sh TEXT`: an approval request that quotes what the requester typed.
+pub const NOTE_NEEDING_ONE_LEAD: &str = concat!(
+    r#"
+name = "note"
+summary = "Leave a note"
+roles = ["deployer"]
+[[args]]
+name = "text"
+kind = "string"
+"#,
+    one_lead_approval!(),
+    r#"[action]
+kind = "exec"
+argv = ["./act.sh", "{text}"]
+timeout = "10s"
+"#
+);
+
+/// An Alertmanager delivery of one firing alert whose name, instance label and summary all
+/// carry `text`.
+pub fn alert_carrying(text: &str) -> String {
+    serde_json::json!({
+        "receiver": "opsbot",
+        "status": "firing",
+        "alerts": [{
+            "status": "firing",
+            "labels": { "alertname": text, "instance": text, "severity": "critical" },
+            "annotations": { "summary": text },
+            "startsAt": "2026-11-23T10:53:46Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.example:9090/graph",
+            "fingerprint": "0123456789abcdef"
+        }],
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example:9093",
+        "version": "4",
+        "groupKey": "{}:{alertname=\"Injected\"}",
+        "truncatedAlerts": 0
+    })
+    .to_string()
 }
 
 /// Waits until request `run` is bound to its chat message.
