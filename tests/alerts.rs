@@ -126,12 +126,7 @@ async fn firing_then_resolved_updates_one_message() {
     let stored = app.store.alert(id).await.unwrap().unwrap();
     assert_eq!(stored.incoming.status, AlertStatus::Resolved);
     assert!(stored.resolved_at.is_some());
-    let metrics = reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("opsbot_alerts_received_total 2"),
         "{metrics}"

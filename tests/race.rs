@@ -235,22 +235,8 @@ async fn restart_mid_run(counter: &Counter, database_url: &str) -> RunId {
     let first = replica(counter, database_url, Some(clock.clone())).await;
     let id = request(&first).await;
     // The approval and process start as `approve`/`execute` record them; then the process dies.
-    let now = clock.now();
-    let lease = now + chrono::Duration::from_std(LEASE).expect("lease fits");
-    assert!(
-        first
-            .store
-            .transition(id, RunState::Pending, RunState::Approved, now, Some(lease))
-            .await
-            .expect("approve in store")
-    );
-    assert!(
-        first
-            .store
-            .transition(id, RunState::Approved, RunState::Running, now, Some(lease))
-            .await
-            .expect("start in store")
-    );
+    move_under_lease(&first, &clock, id, RunState::Pending, RunState::Approved).await;
+    move_under_lease(&first, &clock, id, RunState::Approved, RunState::Running).await;
     drop(first);
 
     let second = replica(counter, database_url, Some(clock.clone())).await;
@@ -311,14 +297,7 @@ async fn an_approved_request_interrupted_before_it_started_says_nothing_ran() {
     let clock = Arc::new(FakeClock::new(Utc::now()));
     let app = replica(&counter, &counter.sqlite_url(), Some(clock.clone())).await;
     let id = request(&app).await;
-    let now = clock.now();
-    let lease = now + chrono::Duration::from_std(LEASE).expect("lease fits");
-    assert!(
-        app.store
-            .transition(id, RunState::Pending, RunState::Approved, now, Some(lease))
-            .await
-            .expect("approve in store")
-    );
+    move_under_lease(&app, &clock, id, RunState::Pending, RunState::Approved).await;
     clock.advance(LEASE + Duration::from_secs(1));
     let notices = app.router.sweep().await.expect("sweep");
     assert_eq!(notices.len(), 1, "{notices:?}");
@@ -330,6 +309,21 @@ async fn an_approved_request_interrupted_before_it_started_says_nothing_ran() {
         notices[0].text
     );
     assert!(counter.executions().is_empty());
+}
+
+/// Moves run `id` from `from` to `to` in the store, with a fresh lease, as approving and
+/// starting it do.
+async fn move_under_lease(
+    app: &TestApp,
+    clock: &FakeClock,
+    id: RunId,
+    from: RunState,
+    to: RunState,
+) {
+    let now = clock.now();
+    let lease = now + chrono::Duration::from_std(LEASE).expect("lease fits");
+    let moved = app.store.transition(id, from, to, now, Some(lease)).await;
+    assert!(moved.expect("transition in store"), "{from} -> {to}");
 }
 
 async fn state(app: &TestApp, id: RunId) -> RunState {

@@ -185,12 +185,7 @@ async fn approval_by_reaction_runs_once_and_reports_output() {
     assert!(!reply.contains(TOKEN));
     assert_eq!(runs_logged(app.dir.path()), 1);
     assert_eq!(state(&app, id).await, RunState::Succeeded);
-    let metrics = reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("opsbot_runs_finished_total{kind=\"succeeded\"} 1"),
         "{metrics}"

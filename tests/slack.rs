@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use slack_support::{Seen, count_texts, runs, wait_for, wait_for_binding};
+use slack_support::{Seen, count_texts, runs, succeeded_in_thread, wait_for, wait_for_binding};
 use support::TestApp;
 
 const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
@@ -261,15 +261,7 @@ async fn rollback_approved_by_reaction_runs_once_and_answers_in_the_thread() {
     assert_eq!(signed(&app, "/slack/events", &approve).await.status(), 200);
     // Slack retries the same event (same id): ignored.
     assert_eq!(signed(&app, "/slack/events", &approve).await.status(), 200);
-    let log = wait_for(&seen, "the result in the thread", |l| {
-        l.iter()
-            .any(|(_, v)| v["text"].as_str().is_some_and(|t| t.contains("succeeded")))
-    })
-    .await;
-    let (_, result) = log
-        .iter()
-        .find(|(_, v)| v["text"].as_str().is_some_and(|t| t.contains("succeeded")))
-        .unwrap();
+    let result = succeeded_in_thread(&seen).await;
     assert_eq!(result["thread_ts"], ts);
     assert!(result["text"].as_str().unwrap().contains("rolled back api"));
     assert_eq!(runs(&app), 1, "ran exactly once");
@@ -342,15 +334,7 @@ async fn approval_requests_carry_buttons_and_a_press_approves_as_the_presser() {
         signed(&app, "/slack/interactivity", &press).await.status(),
         200
     );
-    let log = wait_for(&seen, "the result in the thread", |l| {
-        l.iter()
-            .any(|(_, v)| v["text"].as_str().is_some_and(|t| t.contains("succeeded")))
-    })
-    .await;
-    let (_, result) = log
-        .iter()
-        .find(|(_, v)| v["text"].as_str().is_some_and(|t| t.contains("succeeded")))
-        .unwrap();
+    let result = succeeded_in_thread(&seen).await;
     assert_eq!(result["thread_ts"], ts);
     assert_eq!(runs(&app), 1, "ran exactly once");
     // The request's buttons go: it was decided.

@@ -173,6 +173,14 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// What `/metrics` shows now.
+    pub async fn metrics(&self) -> String {
+        let response = reqwest::get(self.url("/metrics"))
+            .await
+            .expect("GET /metrics");
+        response.text().await.expect("metrics body")
+    }
+
     /// The base URL, `http://127.0.0.1:PORT`.
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)

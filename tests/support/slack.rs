@@ -121,6 +121,20 @@ pub async fn wait_for(
     .await
 }
 
+/// Waits for the runbook's "succeeded" result and returns that Slack call's body.
+pub async fn succeeded_in_thread(seen: &Seen) -> serde_json::Value {
+    let succeeded =
+        |v: &serde_json::Value| v["text"].as_str().is_some_and(|t| t.contains("succeeded"));
+    let log = wait_for(seen, "the result in the thread", |l| {
+        l.iter().any(|(_, v)| succeeded(v))
+    })
+    .await;
+    log.into_iter()
+        .map(|(_, v)| v)
+        .find(succeeded)
+        .expect("the result wait_for saw")
+}
+
 /// Waits until `ts` is bound to a runbook request (right after the approval request is posted).
 pub async fn wait_for_binding(app: &TestApp, ts: &str) {
     eventually("the approval message to be bound", WAIT, async || {
