@@ -105,9 +105,15 @@ fn alert_routing(config: &Config) -> AlertRouting {
     }
 }
 
-/// Loads and validates the command catalogue named by the config.
-pub fn load_catalog(config: &Config) -> Result<Catalog, CatalogErrors> {
-    Catalog::load_dir(&config.catalog_dir(), &crate::router::builtins::NAMES)
+/// Loads and validates the command catalogue named by the config, with the secrets it reads
+/// from the environment (`env`).
+pub fn load_catalog(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Catalog, CatalogErrors> {
+    let catalog = Catalog::load_dir(&config.catalog_dir(), &crate::router::builtins::NAMES)?;
+    catalog.check_secrets(env)?;
+    Ok(catalog)
 }
 
 /// Replacements for the ports tests need to control; `None` keeps the real one.
@@ -133,7 +139,8 @@ impl App {
     }
 
     pub async fn build_with(config: Config, overrides: Overrides) -> Result<App, StartupError> {
-        let catalog = load_catalog(&config)?;
+        let env = (overrides.env).unwrap_or_else(|| Arc::new(|name| std::env::var(name).ok()));
+        let catalog = load_catalog(&config, &*env)?;
         let checks = crate::probes::build_checks(&config.checks).map_err(StartupError::Config)?;
         let store =
             crate::store::connect(&config.store.database_url, config.store.max_connections).await?;
@@ -150,7 +157,6 @@ impl App {
         };
         let alerts = alert_service(&config, &core);
         let health = Arc::new(HealthChecks::new(checks));
-        let env = (overrides.env).unwrap_or_else(|| Arc::new(|name| std::env::var(name).ok()));
         let deps = router_deps(
             &config,
             &core,

@@ -148,7 +148,7 @@ async fn chat(arg: &ConfigArg, as_user: &str, channel: Option<&str>) -> anyhow::
 
 fn check_config(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
     let config = load(arg)?;
-    let catalog = load_catalog(&config)?;
+    let catalog = load_catalog(&config, &|name| std::env::var(name).ok())?;
     crate::probes::build_checks(&config.checks).map_err(anyhow::Error::msg)?;
     println!(
         "ok: {} is valid; {} people, {} health checks, {} commands in {}",

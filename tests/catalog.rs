@@ -158,3 +158,16 @@ fn a_missing_command_folder_is_an_error() {
         "{err}"
     );
 }
+
+#[test]
+fn an_int_that_starts_an_argv_item_may_not_allow_negatives() {
+    let err = errors(&format!(
+        "{BASE}[[args]]\nname = \"a\"\nkind = \"int\"\nmin = -3\n{ACTION}"
+    ));
+    assert!(
+        err.starts_with(
+            "commands/x.toml:4: arg \"a\": min is negative, but {a} starts an argv item"
+        ),
+        "{err}"
+    );
+}

@@ -501,15 +501,22 @@ async fn a_runbook_process_dies_with_opsbot() {
     std::fs::write(&slow.go, "").unwrap();
 }
 
-#[test]
-fn secrets_from_env_never_reach_chat_or_logs() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = setup(dir.path(), 1);
+/// [`setup`] plus `/leak`, which runs `./leak.sh` with the secret `LEAKY_TOKEN` (line 4:
+/// `[action]`).
+fn setup_with_leak(dir: &Path) -> PathBuf {
+    let config = setup(dir, 1);
     std::fs::write(
-        dir.path().join("commands/leak.toml"),
+        dir.join("commands/leak.toml"),
         "name = \"leak\"\nsummary = \"prints its secret\"\nroles = [\"sre\"]\n[action]\nkind = \"exec\"\nargv = [\"./leak.sh\"]\nsecrets = [\"LEAKY_TOKEN\"]\ntimeout = \"10s\"\n",
     )
     .unwrap();
+    config
+}
+
+#[test]
+fn secrets_from_env_never_reach_chat_or_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup_with_leak(dir.path());
     support::write_executable(
         dir.path(),
         "leak.sh",
@@ -533,6 +540,33 @@ fn secrets_from_env_never_reach_chat_or_logs() {
         !stderr.contains("sekret-value-123"),
         "secret in logs:\n{stderr}"
     );
+}
+
+#[test]
+fn a_secret_too_short_to_redact_stops_opsbot_naming_its_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup_with_leak(dir.path());
+    let config = config.to_str().unwrap();
+    let out = opsbot_with_env(
+        &["check-config", "--config", config],
+        &[("LEAKY_TOKEN", "q%w")],
+        b"",
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "leak.toml:4: action: secret LEAKY_TOKEN is 3 characters; secrets need at least 8"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("q%w"), "{stderr}");
+    let out = opsbot_with_env(
+        &["check-config", "--config", config],
+        &[("LEAKY_TOKEN", "long-enough-1")],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 #[tokio::test]

@@ -724,10 +724,9 @@ async fn argument_values_cannot_carry_newlines() {
         .await;
     assert_eq!(r.outcome, Some(Outcome::Invalid));
     assert!(
-        r.reply
-            .unwrap()
-            .text
-            .contains("must not contain control characters")
+        r.reply.unwrap().text.contains(
+            "to must not contain control or invisible formatting characters (found U+000A)"
+        )
     );
 }
 
@@ -750,4 +749,108 @@ async fn refused_reactions_are_rate_limited_so_toggling_cannot_flood_the_audit_l
         react(&app, "carol", "✅", "msg-1", true).await;
     }
     assert_eq!(app.say("carol", "/whoami").await.outcome, Some(Outcome::Ok));
+}
+
+/// A fake HTTP service that records the path (and query) of every request it gets.
+async fn recording_server() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let tx = tx.clone();
+        async move {
+            tx.send(uri.to_string()).unwrap();
+            "done"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, server).await });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn an_http_url_argument_cannot_climb_out_of_its_path_and_the_url_shown_is_the_one_requested()
+{
+    let (addr, mut requests) = recording_server().await;
+    let cmd = format!(
+        r#"
+name = "purge"
+summary = "Purge an item"
+roles = ["sre"]
+[[args]]
+name = "name"
+kind = "string"
+[action]
+kind = "http"
+url = "http://{addr}/items/{{name}}/purge"
+timeout = "5s"
+"#
+    );
+    let app = TestApp::builder()
+        .config(&people())
+        .command("purge.toml", &cmd)
+        .spawn()
+        .await;
+    for value in ["..", "."] {
+        let r = app.say("alice", &format!("/purge {value}")).await;
+        assert_eq!(r.outcome, Some(Outcome::Invalid), "{value}");
+        let reply = r.reply.unwrap().text;
+        assert!(reply.contains("would name another path"), "{reply}");
+    }
+    let dry = text(&app, "alice", "/purge \"a b\" --dry-run").await;
+    let reply = text(&app, "alice", "/purge \"a b\"").await;
+    assert!(reply.contains("succeeded (HTTP 200)"), "{reply}");
+    let requested = requests.recv().await.unwrap();
+    assert_eq!(requested, "/items/a%20b/purge");
+    assert!(
+        dry.contains(&format!("\nPOST http://{addr}{requested}\n")),
+        "{dry}"
+    );
+    assert!(
+        requests.try_recv().is_err(),
+        "only the one request was sent"
+    );
+}
+
+#[tokio::test]
+async fn pattern_digits_are_ascii_digits() {
+    let cmd = runbook(1, "", "30s").replace(r"'v\d+'", r"'v\d+\.\d+\.\d+'");
+    let app = app_for(&people(), &cmd, None).await;
+    let r = app.say("alice", "/rollback api --to v١.٢.٣").await;
+    assert_eq!(r.outcome, Some(Outcome::Invalid));
+    let reply = r.reply.unwrap().text;
+    assert!(
+        reply.contains("does not have the expected format"),
+        "{reply}"
+    );
+    let r = app.say("alice", "/rollback api --to v1.2.3").await;
+    assert_eq!(r.outcome, Some(Outcome::Ok));
+}
+
+#[tokio::test]
+async fn encoded_and_case_changed_secrets_are_redacted_from_output() {
+    let app = app_with(1, "", "30s").await;
+    script(
+        app.dir.path(),
+        "act.sh",
+        "printf '%s\\n' \"$DEPLOY_TOKEN\" | tr a-z A-Z\n\
+         printf '%s' \"$DEPLOY_TOKEN\" | base64\n\
+         printf 'user:%s' \"$DEPLOY_TOKEN\" | base64\n\
+         printf '%s' \"$DEPLOY_TOKEN\" | od -An -tx1 | tr -d ' \\n'; echo\n\
+         printf '%s\\n%s\\n' tok-9f8e 7d6c5b4a",
+    );
+    let id = request(&app).await;
+    let reply = text(&app, "bob", &format!("/approve {id}")).await;
+    assert!(reply.contains("succeeded (exit 0)"), "{reply}");
+    assert_eq!(reply.matches("[REDACTED]").count(), 5, "{reply}");
+    for leaked in [
+        "TOK-9F8E7D6C5B4A",
+        "dG9rLTlmOGU3ZDZjNWI0YQ",
+        "746f6b2d",
+        "7d6c5b4a",
+    ] {
+        assert!(!reply.contains(leaked), "{leaked} in {reply}");
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use aho_corasick::{AhoCorasick, MatchKind};
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
@@ -126,8 +127,14 @@ fn render_http(
         expect_status,
         ..
     } = action;
+    let mut url_secrets = Vec::new();
+    let (filled, _) = fill(url, args, Escape::Url, &mut |name| {
+        let value = secrets.get(name)?;
+        url_secrets.push((name.to_owned(), value.clone()));
+        Ok(value)
+    })?;
+    let (url_real, url_shown) = requested_url(&filled, &url_secrets)?;
     let mut secret = |name: &str| secrets.get(name);
-    let (url_real, url_shown) = fill(url, args, Escape::Url, &mut secret)?;
     let mut display = format!("{method} {url_shown}");
     let mut real_headers = Vec::new();
     for (name, value) in headers {
@@ -154,6 +161,45 @@ fn render_http(
         expect_status: *expect_status,
     };
     Ok((kind, display))
+}
+
+/// The URL exactly as it will be requested, parsed by the `url` crate as reqwest parses it
+/// (case, default ports and `.`/`..` segments resolved), and that same text with secrets
+/// masked for display: approvers see the request, not the template. A value the parser
+/// would change cannot be found to mask, so such a secret is refused rather than shown.
+fn requested_url(filled: &str, secrets: &[(String, String)]) -> Result<(String, String), String> {
+    if has_dot_segment(filled) {
+        return Err("url has a '.' or '..' path segment once filled in; refusing a request to another path than the one shown".into());
+    }
+    // The parser's errors name the problem, never the text, so no secret can leak here.
+    let real = url::Url::parse(filled)
+        .map_err(|e| format!("url is not valid once filled in: {e}"))?
+        .to_string();
+    let mut shown = real.clone();
+    for (name, value) in secrets {
+        if !real.contains(value.as_str()) {
+            return Err(format!(
+                "secret {name} has characters a URL cannot carry as they are; store it percent-encoded"
+            ));
+        }
+        shown = shown.replace(value.as_str(), &format!("{{secret:{name}}}"));
+    }
+    Ok((real, shown))
+}
+
+/// Whether the path has a `.` or `..` segment (also spelled `%2e`), which the URL parser
+/// resolves away. Arguments that are exactly `.` or `..` are refused when bound; this also
+/// catches one formed by adjacent placeholders (`{a}{b}`).
+fn has_dot_segment(url: &str) -> bool {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme
+        .find(['/', '\\'])
+        .map_or("", |i| &after_scheme[i..]);
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    path.split(['/', '\\']).any(|segment| {
+        let dots = segment.to_ascii_lowercase().replace("%2e", ".");
+        dots == "." || dots == ".."
+    })
 }
 
 /// sha256 over the command name, its approval policy and the display form: an approval is
@@ -250,19 +296,69 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// Replaces every secret value in `text` with `[REDACTED]`.
+/// Replaces every secret in `text` with `[REDACTED]`: as it is, in hex, in base64 (standard
+/// and URL-safe, padded or not, whole or inside a longer base64 stream), ignoring ASCII case,
+/// and across line breaks. Secrets shorter than `catalog::MIN_SECRET_LEN` are refused when
+/// the catalogue loads, so these looser matches do not blank out ordinary text.
 pub fn redact(text: &str, secrets: &[SecretString]) -> String {
     use secrecy::ExposeSecret;
-    let mut out = text.to_owned();
-    for s in secrets {
-        let v = s.expose_secret();
-        // Very short values would redact ordinary text; such secrets are refused nowhere else,
-        // so at least never leak one of four characters or more.
-        if v.len() >= 4 {
-            out = out.replace(v, "[REDACTED]");
+    let needles: Vec<String> = secrets
+        .iter()
+        .flat_map(|s| secret_forms(s.expose_secret()))
+        .collect();
+    if needles.is_empty() {
+        return text.to_owned();
+    }
+    let Ok(matcher) = AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(&needles)
+    else {
+        return "[output withheld: it could not be scrubbed of secrets]".into();
+    };
+    // Line breaks are left out of the bytes searched, so a secret wrapped over lines is found;
+    // `at` maps each searched byte back to `text`. Only ASCII bytes are left out and matched
+    // loosely, so every match starts and ends on a character boundary of `text`.
+    let (searched, at): (Vec<u8>, Vec<usize>) = (text.bytes().enumerate())
+        .filter(|(_, b)| !matches!(b, b'\r' | b'\n'))
+        .map(|(i, b)| (b, i))
+        .unzip();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for m in matcher.find_iter(&searched) {
+        let (start, end) = (at[m.start()], at[m.end() - 1] + 1);
+        out.push_str(&text[copied..start]);
+        out.push_str("[REDACTED]");
+        copied = end;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// The forms of one secret that output may carry: itself and its hex (any case matches), and
+/// its base64 in both alphabets. Base64 of a secret inside a longer stream depends on where
+/// it starts in a 3-byte group, so for each of the 3 alignments only the characters that
+/// encode the secret's bits alone are searched for (at most a few bits stay visible at
+/// either end); the whole-value encoding is searched first, being longer.
+fn secret_forms(secret: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let bytes = secret.as_bytes();
+    let mut forms = vec![secret.replace(['\r', '\n'], ""), hex::encode(bytes)];
+    for engine in [STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
+        forms.push(engine.encode(bytes));
+        for lead in 0..3 {
+            let mut shifted = vec![0; lead];
+            shifted.extend_from_slice(bytes);
+            let encoded = engine.encode(&shifted);
+            let (start, end) = ((8 * lead).div_ceil(6), 8 * (lead + bytes.len()) / 6);
+            forms.push(encoded[start..end].to_owned());
         }
     }
-    out
+    forms.retain(|f| !f.is_empty());
+    forms.sort_unstable();
+    forms.dedup();
+    forms
 }
 
 #[cfg(test)]
@@ -281,5 +377,87 @@ mod tests {
         );
         assert_eq!(escape("api", Escape::Url), "api");
         assert_eq!(escape("--to=x", Escape::Verbatim), "--to=x");
+    }
+
+    #[test]
+    fn the_url_shown_is_the_url_requested_with_secrets_masked() {
+        let secrets = [("TOKEN".to_owned(), "tok-1234abcd".to_owned())];
+        let (real, shown) =
+            requested_url("http://EXAMPLE.com:80/a/x%20y?t=tok-1234abcd", &secrets).unwrap();
+        assert_eq!(real, "http://example.com/a/x%20y?t=tok-1234abcd");
+        assert_eq!(shown, "http://example.com/a/x%20y?t={secret:TOKEN}");
+        // A secret the parser would re-encode could not be masked: refused, never shown.
+        let spaced = [("TOKEN".to_owned(), "tok 1234abcd".to_owned())];
+        let err = requested_url("http://h/?t=tok 1234abcd", &spaced).unwrap_err();
+        assert!(!err.contains("1234abcd"), "{err}");
+    }
+
+    #[test]
+    fn dot_segments_are_refused_however_spelled() {
+        for url in [
+            "http://h/items/../purge",
+            "http://h/items/./purge",
+            "http://h/items/%2E%2e/purge",
+            "http://h/items/.%2E",
+            "http://h/items/..?x=1",
+        ] {
+            assert!(requested_url(url, &[]).is_err(), "{url}");
+        }
+        for url in ["http://h/items/.../purge", "http://h/a.b/?q=..", "http://h"] {
+            assert!(requested_url(url, &[]).is_ok(), "{url}");
+        }
+    }
+
+    fn redacted(text: &str) -> String {
+        redact(text, &[SecretString::from("s3cr3t-Token_42")])
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_every_common_form() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+        let secret = b"s3cr3t-Token_42";
+        let forms = [
+            "s3cr3t-Token_42".to_owned(),
+            "S3CR3T-TOKEN_42".to_owned(),
+            "s3cr3t-token_42".to_owned(),
+            hex::encode(secret),
+            hex::encode_upper(secret),
+            STANDARD.encode(secret),
+            URL_SAFE.encode(secret),
+            URL_SAFE_NO_PAD.encode(secret),
+            "s3cr3t-To\nken_42".to_owned(),
+            "s3cr3t-To\r\nken_42".to_owned(),
+        ];
+        for form in forms {
+            let out = redacted(&format!("before {form} after"));
+            assert!(
+                out.starts_with("before [REDACTED]") && out.ends_with(" after"),
+                "{form}: {out}"
+            );
+        }
+    }
+
+    #[test]
+    fn base64_of_a_secret_inside_a_longer_stream_is_redacted_at_any_alignment() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::STANDARD;
+        for lead in ["", "a", "ab", "abc"] {
+            let stream = STANDARD.encode(format!("{lead}user:s3cr3t-Token_42;more bytes"));
+            let out = redacted(&stream);
+            assert!(out.contains("[REDACTED]"), "{lead:?}: {out}");
+            // The 15 secret bytes are 20 base64 characters; at most one partial one is left at
+            // either end.
+            let removed = stream.len() + "[REDACTED]".len() - out.len();
+            assert!(removed >= 18, "{lead:?}: {out}");
+        }
+    }
+
+    #[test]
+    fn redaction_keeps_other_text_intact() {
+        let text = "héllo ✅ wörld\nno secret here\n";
+        assert_eq!(redacted(text), text);
+        assert_eq!(redacted("ü s3cr3t-Token_42 ü\n✅"), "ü [REDACTED] ü\n✅");
+        assert_eq!(redact("anything", &[]), "anything");
     }
 }

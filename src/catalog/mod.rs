@@ -15,6 +15,12 @@ pub use spec::{
     ExecSpec, HttpSpec, Segment, Template,
 };
 
+/// Shortest secret value accepted, in bytes. Runbook output is scrubbed of each secret
+/// ignoring case and line breaks and in hex and base64 too (`actions::render::redact`); a
+/// shorter value would blank out ordinary words and numbers in output, and is short enough to
+/// guess. Generated tokens are far longer.
+pub const MIN_SECRET_LEN: usize = 8;
+
 /// One problem in one command file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogError {
@@ -123,6 +129,38 @@ impl Catalog {
         }
         if errors.is_empty() {
             Ok(Catalog { commands })
+        } else {
+            Err(CatalogErrors(errors))
+        }
+    }
+
+    /// Refuses secrets (read from the environment through `env`) too short to redact safely
+    /// (see [`MIN_SECRET_LEN`]), naming each at its command file's `[action]`. One that is
+    /// not set is left to fail, naming it, when a command needs it.
+    pub fn check_secrets(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), CatalogErrors> {
+        let mut errors = Vec::new();
+        for spec in self.commands.values() {
+            let names = match &spec.action {
+                ActionSpec::Exec(exec) => &exec.secrets,
+                ActionSpec::Http(http) => &http.secrets,
+            };
+            for name in names {
+                let Some(len) = env(name).map(|v| v.len()).filter(|&len| len > 0) else {
+                    continue;
+                };
+                if len < MIN_SECRET_LEN {
+                    errors.push(CatalogError {
+                        file: spec.source.clone(),
+                        line: Some(spec.action_line),
+                        message: format!(
+                            "action: secret {name} is {len} characters; secrets need at least {MIN_SECRET_LEN} to be redacted from output safely"
+                        ),
+                    });
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
         } else {
             Err(CatalogErrors(errors))
         }

@@ -26,6 +26,9 @@ pub struct CommandSpec {
     pub approval: Option<ApprovalSpec>,
     pub action: ActionSpec,
     pub source: PathBuf,
+    /// Line of `[action]` in `source`, to name it in problems found after loading (a
+    /// secret's value, read from the environment).
+    pub action_line: usize,
 }
 
 impl CommandSpec {
@@ -342,7 +345,7 @@ pub(super) fn parse_command_file(
     if raw.summary.get_ref().trim().is_empty() {
         problems.at(raw.summary.span().start, "summary must not be empty".into());
     }
-    let (args, arg_names) = parse_args(&raw.args, &mut problems);
+    let (mut args, arg_names) = parse_args(&raw.args, &mut problems);
     let approval = raw
         .approval
         .as_ref()
@@ -351,6 +354,7 @@ pub(super) fn parse_command_file(
     for m in action_problems {
         problems.at(raw.action.span().start, format!("action: {m}"));
     }
+    keep_ints_from_flags(&raw.args, &mut args, &action, &mut problems);
     if !problems.errors.is_empty() {
         return Err(problems.errors);
     }
@@ -371,6 +375,7 @@ pub(super) fn parse_command_file(
         approval,
         action,
         source: file.to_owned(),
+        action_line: line_col(src, raw.action.span().start).0,
     })
 }
 
@@ -464,7 +469,7 @@ fn arg_kind(a: &RawArg, label: &str, at: usize, problems: &mut Problems) -> ArgK
             misplaced("min/max", min_max);
             // Anchor the pattern so it must match the whole value, not a substring.
             let pattern = a.pattern.as_deref().and_then(|p| {
-                Regex::new(&format!("^(?:{p})$"))
+                Regex::new(&format!("^(?:{})$", ascii_classes(p)))
                     .map_err(|e| problems.at(at, format!("{label}: pattern does not compile: {e}")))
                     .ok()
             });
@@ -484,6 +489,74 @@ fn arg_kind(a: &RawArg, label: &str, at: usize, problems: &mut Problems) -> ArgK
             misplaced("pattern", a.pattern.is_some());
             misplaced("min/max", min_max);
             ArgKind::Duration
+        }
+    }
+}
+
+/// `\d`, `\w` and `\s` rewritten to their ASCII classes. The regex crate gives them Unicode
+/// meaning, so `v\d+` would accept `v١` (an Arabic-Indic digit) that looks like a number to
+/// an approver and means nothing to the script. Written as classes (`[0-9]`), they also work
+/// nested inside a bracket class (`[\w.]` becomes `[[0-9A-Za-z_].]`). `\p{..}` stays Unicode.
+fn ascii_classes(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let Some(escaped) = chars.next() else {
+            out.push(c);
+            break;
+        };
+        match escaped {
+            'd' => out.push_str("[0-9]"),
+            'D' => out.push_str("[^0-9]"),
+            'w' => out.push_str("[0-9A-Za-z_]"),
+            'W' => out.push_str("[^0-9A-Za-z_]"),
+            's' => out.push_str(r"[\t\n\x0B\x0C\r ]"),
+            'S' => out.push_str(r"[^\t\n\x0B\x0C\r ]"),
+            other => {
+                out.push(c);
+                out.push(other);
+            }
+        }
+    }
+    out
+}
+
+/// An int argument that starts an argv item would read as an option when negative (`-5`,
+/// `-9223372036854775808`), and no value may start with `-`: its range starts at 0 unless
+/// `min` says otherwise, and `min` may not be negative. Elsewhere (`--offset={n}`, an HTTP
+/// action) a negative number is only a number.
+fn keep_ints_from_flags(
+    raw: &[Spanned<RawArg>],
+    args: &mut [ArgSpec],
+    action: &ActionSpec,
+    problems: &mut Problems,
+) {
+    let ActionSpec::Exec(exec) = action else {
+        return;
+    };
+    for (raw_arg, arg) in raw.iter().zip(args) {
+        let ArgKind::Int { min, .. } = &mut arg.kind else {
+            continue;
+        };
+        let starts_item =
+            |t: &Template| matches!(t.0.first(), Some(Segment::Arg(a)) if *a == arg.name);
+        if !exec.argv.iter().skip(1).any(starts_item) {
+            continue;
+        }
+        match raw_arg.get_ref().min {
+            Some(m) if m < 0 => {
+                let n = &arg.name;
+                problems.at(
+                    raw_arg.span().start,
+                    format!("arg {n:?}: min is negative, but {{{n}}} starts an argv item, where a negative number reads as an option; write --{n}={{{n}}} or make min 0 or more"),
+                );
+            }
+            Some(_) => {}
+            None => *min = 0,
         }
     }
 }

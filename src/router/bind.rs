@@ -1,8 +1,14 @@
 //! Binds parsed words to a runbook's declared arguments and validates each value
 //! (choices, anchored patterns, integer ranges, durations) before anything can run.
-//! No value may start with `-`, so an argument can never turn into a flag downstream.
+//! No value may start with `-`, so an argument can never turn into a flag downstream, and
+//! none may hide text from an approver (control, bidi and zero-width characters). Integers
+//! are bound in their canonical form (`+05` is `5`).
 
-use crate::catalog::{ArgKind, CommandSpec};
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::catalog::{ActionSpec, ArgKind, CommandSpec};
 use crate::domain::{BoundArgs, parse_duration};
 
 use super::parse::Word;
@@ -45,21 +51,51 @@ pub fn bind(spec: &CommandSpec, words: &[Word]) -> Result<BoundArgs, String> {
             }
             continue;
         };
-        check_value(&arg.name, &arg.kind, &value)?;
+        let value = check_value(&arg.name, &arg.kind, &value)?;
+        if in_url(spec, &arg.name) && (value == "." || value == "..") {
+            return Err(format!(
+                "{} may not be {value:?}: in a URL path that would name another path",
+                arg.name
+            ));
+        }
         bound.push((arg.name.clone(), value));
     }
     Ok(BoundArgs(bound))
 }
 
-fn check_value(name: &str, kind: &ArgKind, value: &str) -> Result<(), String> {
+/// Whether `{name}` appears in an HTTP action's URL. Percent-encoding cannot keep `.` and
+/// `..` literal there: the URL library resolves `%2E%2E` like `..` (as WHATWG URLs do).
+fn in_url(spec: &CommandSpec, name: &str) -> bool {
+    match &spec.action {
+        ActionSpec::Http(http) => http.url.args().any(|a| a == name),
+        ActionSpec::Exec(_) => false,
+    }
+}
+
+/// Control (Cc), format (Cf: bidi overrides and isolates, zero-width characters, BOM) and
+/// line/paragraph separators: they can fake lines or reorder and hide text in what
+/// approvers are shown.
+static HIDDEN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]").expect("valid class"));
+
+/// Refuses a value with a [`HIDDEN`] character, naming `name` and the character.
+pub(crate) fn check_visible(name: &str, value: &str) -> Result<(), String> {
+    match HIDDEN.find(value).and_then(|m| m.as_str().chars().next()) {
+        Some(c) => Err(format!(
+            "{name} must not contain control or invisible formatting characters (found U+{:04X})",
+            u32::from(c)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Validates one value; the value to bind (integers in canonical form).
+fn check_value(name: &str, kind: &ArgKind, value: &str) -> Result<String, String> {
     let shown: String = value.chars().take(40).collect();
     if value.is_empty() {
         return Err(format!("{name} must not be empty"));
     }
-    // A newline or other control character could fake lines in what approvers are shown.
-    if value.chars().any(char::is_control) {
-        return Err(format!("{name} must not contain control characters"));
-    }
+    check_visible(name, value)?;
     match kind {
         ArgKind::Choice(choices) => {
             if !choices.iter().any(|c| c == value) {
@@ -86,12 +122,117 @@ fn check_value(name: &str, kind: &ArgKind, value: &str) -> Result<(), String> {
                 .parse()
                 .map_err(|_| format!("{name} must be a whole number; got {shown:?}"))?;
             if n < *min || n > *max {
-                return Err(format!("{name} must be between {min} and {max}; got {n}"));
+                let range = match (*min, *max) {
+                    (min, i64::MAX) => format!("at least {min}"),
+                    (i64::MIN, max) => format!("at most {max}"),
+                    (min, max) => format!("between {min} and {max}"),
+                };
+                return Err(format!("{name} must be {range}; got {n}"));
             }
+            return Ok(n.to_string());
         }
         ArgKind::Duration => {
             parse_duration(value).map_err(|e| format!("{name}: {e}"))?;
         }
     }
-    Ok(())
+    Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::router::parse::parse;
+
+    /// `/x` with one required argument `a` declared by `arg` (TOML lines), used as `use_a`.
+    fn spec(arg: &str, action: &str) -> CommandSpec {
+        let src = format!(
+            "name = \"x\"\nsummary = \"x\"\nroles = [\"sre\"]\n[[args]]\nname = \"a\"\n{arg}\n[action]\n{action}\ntimeout = \"10s\"\n"
+        );
+        let catalog = Catalog::from_sources(&[(PathBuf::from("x.toml"), src)], &[]).unwrap();
+        (**catalog.get("x").unwrap()).clone()
+    }
+
+    const ARGV: &str = "kind = \"exec\"\nargv = [\"/bin/x\", \"{a}\"]";
+    const ARGV_FLAG: &str = "kind = \"exec\"\nargv = [\"/bin/x\", \"--a={a}\"]";
+    const URL: &str = "kind = \"http\"\nurl = \"http://h/items/{a}/purge\"";
+
+    fn bind_line(spec: &CommandSpec, line: &str) -> Result<String, String> {
+        let parsed = parse(line, "opsbot").unwrap();
+        bind(spec, &parsed.words).map(|b| b.get("a").unwrap().to_owned())
+    }
+
+    #[test]
+    fn integers_are_bound_in_canonical_form() {
+        let s = spec("kind = \"int\"", ARGV);
+        assert_eq!(bind_line(&s, "/x +5").unwrap(), "5");
+        assert_eq!(bind_line(&s, "/x 05").unwrap(), "5");
+        assert_eq!(bind_line(&s, "/x 0").unwrap(), "0");
+    }
+
+    #[test]
+    fn an_integer_that_starts_an_argv_item_is_never_negative() {
+        let s = spec("kind = \"int\"", ARGV);
+        for v in ["-5", &i64::MIN.to_string(), "-0x1"] {
+            assert!(bind_line(&s, &format!("/x \"{v}\"")).is_err(), "{v}");
+        }
+        assert_eq!(
+            bind_line(&s, "/x \"-5\"").unwrap_err(),
+            "a must be at least 0; got -5"
+        );
+        // Behind `--a=` a negative number is only a number.
+        let s = spec("kind = \"int\"", ARGV_FLAG);
+        assert_eq!(bind_line(&s, "/x \"-5\"").unwrap(), "-5");
+    }
+
+    #[test]
+    fn patterns_match_ascii_digits_and_word_characters_only() {
+        let s = spec("kind = \"string\"\npattern = 'v\\d+\\.\\d+\\.\\d+'", ARGV);
+        assert_eq!(bind_line(&s, "/x v1.2.3").unwrap(), "v1.2.3");
+        assert!(bind_line(&s, "/x v١.٢.٣").is_err());
+        let s = spec("kind = \"string\"\npattern = '[\\w .]+'", ARGV);
+        assert_eq!(bind_line(&s, "/x \"db_1 ok.\"").unwrap(), "db_1 ok.");
+        assert!(bind_line(&s, "/x ok٣").is_err());
+        assert!(bind_line(&s, "/x \"ok\u{00e9}\"").is_err());
+        let s = spec("kind = \"string\"\npattern = '\\p{L}+'", ARGV);
+        assert!(
+            bind_line(&s, "/x \u{00e9}t\u{00e9}").is_ok(),
+            "\\p{{..}} stays Unicode"
+        );
+    }
+
+    #[test]
+    fn bidi_zero_width_and_format_characters_are_refused_naming_the_argument() {
+        let s = spec("kind = \"string\"", ARGV);
+        for c in [
+            '\u{202E}', '\u{2066}', '\u{200B}', '\u{200F}', '\u{FEFF}', '\u{2060}', '\u{2028}',
+        ] {
+            let err = bind_line(&s, &format!("/x \"ok{c}gpj.exe\"")).unwrap_err();
+            assert_eq!(
+                err,
+                format!(
+                    "a must not contain control or invisible formatting characters (found U+{:04X})",
+                    u32::from(c)
+                )
+            );
+        }
+        assert_eq!(
+            bind_line(&s, "/x \"plain text, ok\"").unwrap(),
+            "plain text, ok"
+        );
+    }
+
+    #[test]
+    fn dot_segments_are_refused_in_urls_only() {
+        let s = spec("kind = \"string\"", URL);
+        for v in [".", ".."] {
+            let err = bind_line(&s, &format!("/x {v}")).unwrap_err();
+            assert!(err.contains("would name another path"), "{err}");
+        }
+        assert_eq!(bind_line(&s, "/x ...").unwrap(), "...");
+        let s = spec("kind = \"string\"", ARGV);
+        assert_eq!(bind_line(&s, "/x ..").unwrap(), "..");
+    }
 }

@@ -96,6 +96,7 @@ pub fn split_mode(words: &[Word]) -> Result<(RunMode, Vec<Word>), String> {
             }
             Word::Flag { name, value } if name == "break-glass" => match value {
                 Some(reason) if !reason.trim().is_empty() => {
+                    crate::router::bind::check_visible("the break-glass reason", reason)?;
                     mode = RunMode::BreakGlass(reason.trim().to_owned())
                 }
                 _ => {
