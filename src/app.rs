@@ -23,7 +23,7 @@ use crate::catalog::{Catalog, CatalogErrors};
 use crate::config::{Config, LimiterBackend, SlackReceive};
 use crate::domain::{Platform, ResponseTargets};
 use crate::hooks::HookState;
-use crate::http::{self, HttpState};
+use crate::http::{self, HttpState, ServerLimits};
 use crate::limiter::{MemoryLimiter, RedisLimiter};
 use crate::liveness::{AdapterState, Liveness};
 use crate::metrics::Metrics;
@@ -201,10 +201,20 @@ impl App {
                 clock: self.clock.clone(),
             },
             max_body_bytes: self.config.alerts.max_body_bytes,
+            limits: self.server_limits(),
             liveness: self.liveness.clone(),
             telegram: a.telegram.clone().filter(|t| t.serves_webhook()),
             slack: a.slack.clone(),
             discord: a.discord.clone().filter(|d| d.serves_interactions()),
+        }
+    }
+
+    fn server_limits(&self) -> ServerLimits {
+        let s = &self.config.server;
+        ServerLimits {
+            header_read: s.header_read_timeout.0,
+            request: s.request_timeout.0,
+            max_connections: s.max_connections,
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -59,7 +59,8 @@ struct AmAlert {
     fingerprint: Option<String>,
 }
 
-fn reply(status: StatusCode, message: impl Into<String>) -> Response {
+/// The JSON every answer from here (and any timeout) has: `{"status": …, "message": …}`.
+pub(crate) fn reply(status: StatusCode, message: impl Into<String>) -> Response {
     (
         status,
         Json(serde_json::json!({ "status": status.as_u16(), "message": message.into() })),
@@ -90,23 +91,32 @@ fn label_fingerprint(labels: &BTreeMap<String, String>) -> String {
     hex::encode(&h.finalize()[..8])
 }
 
-pub async fn alertmanager(
-    State(state): State<HookState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+/// The body of a request already authorised as far as its headers allow: read only now, so
+/// that no one without the token makes opsbot buffer anything. Within the route's
+/// `DefaultBodyLimit`; a refusal (too large, cut off) is JSON like every answer here.
+async fn read_body(request: Request) -> Result<Bytes, Response> {
+    Bytes::from_request(request, &())
+        .await
+        .map_err(|rejection| reply(rejection.status(), rejection.body_text()))
+}
+
+pub async fn alertmanager(State(state): State<HookState>, request: Request) -> Response {
     let Some(token) = &state.alertmanager_token else {
         return reply(
             StatusCode::NOT_FOUND,
             "alertmanager intake is not configured (alerts.alertmanager_token)",
         );
     };
-    let presented = header(&headers, "authorization")
+    let presented = header(request.headers(), "authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !same(presented.as_bytes(), token.expose_secret().as_bytes()) {
         return reply(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
+    let body = match read_body(request).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
     let payload: AmPayload = match serde_json::from_slice(&body) {
         Ok(p) => p,
         Err(e) => {
@@ -200,13 +210,15 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-pub async fn generic(State(state): State<HookState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn generic(State(state): State<HookState>, request: Request) -> Response {
     let Some(secret) = &state.webhook_secret else {
         return reply(
             StatusCode::NOT_FOUND,
             "webhook intake is not configured (alerts.webhook_secret)",
         );
     };
+    // What the headers alone can refuse is refused before the body is read.
+    let headers = request.headers().clone();
     let header = |name: &str| header(&headers, name).unwrap_or("");
     let Ok(timestamp) = header("x-opsbot-timestamp").parse::<i64>() else {
         return reply(StatusCode::UNAUTHORIZED, "missing X-Opsbot-Timestamp");
@@ -217,6 +229,10 @@ pub async fn generic(State(state): State<HookState>, headers: HeaderMap, body: B
             "timestamp outside the 5-minute window",
         );
     }
+    let body = match read_body(request).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
     let expected = sign(secret.expose_secret().as_bytes(), timestamp, &body);
     if !same(header("x-opsbot-signature").as_bytes(), expected.as_bytes()) {
         return reply(StatusCode::UNAUTHORIZED, "bad signature");

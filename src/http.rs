@@ -1,17 +1,23 @@
-//! The HTTP server (axum): `/healthz` (process is up), `/readyz` (store reachable) and
-//! `/metrics` (OpenMetrics text), and alert intake under `/hooks/*` (see `hooks`).
+//! The HTTP server (axum): `/healthz` (process is up), `/readyz` (store writable, loops and
+//! adapters alive) and `/metrics` (OpenMetrics text), alert intake under `/hooks/*` (see
+//! `hooks`) and the chat platforms' endpoints; every request is answered within
+//! `server.request_timeout`. Connections are accepted and limited in `serve`.
+
+mod serve;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+pub use serve::ServerLimits;
 
 use crate::adapters::{discord, slack, telegram};
 use crate::hooks::HookState;
@@ -33,9 +39,11 @@ pub struct HttpState {
     pub discord: Option<discord::DiscordState>,
     /// Largest accepted request body (webhooks).
     pub max_body_bytes: usize,
+    pub limits: ServerLimits,
 }
 
 pub fn routes(state: HttpState) -> Router {
+    let store = Arc::new(StoreCheck::new(state.store.clone()));
     let hooks = Router::new()
         .route("/hooks/alertmanager", post(crate::hooks::alertmanager))
         .route("/hooks/alert", post(crate::hooks::generic))
@@ -43,7 +51,10 @@ pub fn routes(state: HttpState) -> Router {
         .with_state(state.hooks.clone());
     let mut app = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route(
+            "/readyz",
+            get(move |State(state): State<HttpState>| readyz(state, store.clone())),
+        )
         .route("/metrics", get(metrics))
         .with_state(state.clone())
         .merge(hooks);
@@ -62,7 +73,22 @@ pub fn routes(state: HttpState) -> Router {
         let routes = Router::new().route("/discord/interactions", post(discord::interactions));
         app = app.merge(platform(routes, discord));
     }
-    app
+    app.layer(middleware::from_fn_with_state(
+        state.limits.request,
+        answer_within,
+    ))
+}
+
+/// Answers 408 when a request is not done in time, typically because its body is not
+/// arriving; without it a client that declares a body and never sends one holds a task.
+async fn answer_within(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => crate::hooks::reply(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request was not completed in time",
+        ),
+    }
 }
 
 /// A chat platform's inbound routes with their state. Their requests are small; the body
@@ -79,9 +105,9 @@ pub async fn serve(
     state: HttpState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, routes(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let limits = state.limits;
+    serve::accept_loop(listener, routes(state), limits, shutdown).await;
+    Ok(())
 }
 
 /// How long an alert group may wait for chat delivery before `/readyz` reports it.
@@ -91,15 +117,49 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    let store = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness: store unreachable");
-            "unreachable".to_owned()
+/// How often `/readyz` writes to the store at most: it answers anyone, and one write per
+/// request would let anyone load the database.
+const STORE_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// The store's part of readiness: whether it accepts a write, probed at most once per
+/// `STORE_PROBE_EVERY` (concurrent requests share one probe).
+struct StoreCheck {
+    store: Arc<dyn Store>,
+    last: tokio::sync::Mutex<Option<(Instant, &'static str)>>,
+}
+
+impl StoreCheck {
+    fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            last: tokio::sync::Mutex::new(None),
         }
-        Err(_) => "timed out".to_owned(),
-    };
+    }
+
+    /// `ok`, or what is wrong.
+    async fn status(&self) -> &'static str {
+        let mut last = self.last.lock().await;
+        if let Some((at, status)) = *last
+            && at.elapsed() < STORE_PROBE_EVERY
+        {
+            return status;
+        }
+        let probe = self.store.probe_write();
+        let status = match tokio::time::timeout(Duration::from_secs(2), probe).await {
+            Ok(Ok(())) => "ok",
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: the store refuses writes");
+                "writes failing"
+            }
+            Err(_) => "timed out",
+        };
+        *last = Some((Instant::now(), status));
+        status
+    }
+}
+
+async fn readyz(state: HttpState, store: Arc<StoreCheck>) -> impl IntoResponse {
+    let store = store.status().await;
     let stalled = state.liveness.stalled();
     let (waiting, oldest) = state.hooks.alerts.backlog();
     let notifications_stalled = oldest.is_some_and(|age| age > NOTIFY_STALL);

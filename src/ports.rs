@@ -34,8 +34,8 @@ pub trait Store: RunStore + AlertStore + IncidentStore + DeliveryLog + Send + Sy
     /// Up to `limit` records with `seq > after_seq`, oldest first (for verification).
     async fn audit_after(&self, after_seq: i64, limit: u32)
     -> Result<Vec<AuditRecord>, StoreError>;
-    /// Cheap reachability check for `/readyz`.
-    async fn ping(&self) -> Result<(), StoreError>;
+    /// Whether the store accepts writes (for `/readyz`): rewrites one tiny row.
+    async fn probe_write(&self) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]

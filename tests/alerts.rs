@@ -229,9 +229,29 @@ async fn wrong_tokens_and_bad_json_change_nothing() {
 async fn oversized_bodies_are_refused() {
     let cfg = config().replace("max_listed = 2", "max_listed = 2\nmax_body_bytes = 1024");
     let (app, _chat) = app_with(&cfg).await;
-    let (status, _) = post(&app, Some(TOKEN), am_fixture("03-firing-grouped-3.json")).await;
+    let (status, body) = post(&app, Some(TOKEN), am_fixture("03-firing-grouped-3.json")).await;
     assert_eq!(status, 413);
+    // JSON like every other answer from the hooks, so a sender's log shows the reason.
+    assert_eq!(body["status"], 413, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("length limit")),
+        "{body}"
+    );
     assert!(app.store.active_alerts(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_empty_delivery_is_accepted_and_changes_nothing() {
+    let (app, chat) = app().await;
+    let empty = r#"{"version": "4", "groupKey": "{}:{alertname=\"Nothing\"}", "status": "resolved", "alerts": []}"#;
+    let (status, body) = post(&app, Some(TOKEN), empty.to_owned()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 0, "{body}");
+    assert!(app.store.active_alerts(10).await.unwrap().is_empty());
+    app.wait_idle().await;
+    assert!(chat.messages().is_empty());
 }
 
 #[tokio::test]

@@ -132,6 +132,7 @@ impl Config {
         {
             return Err("store.database_url must start with sqlite: or postgres://".into());
         }
+        self.server.validate()?;
         // An empty or trivial shared secret authenticates anyone (a missing Kubernetes secret
         // key becomes an empty variable): refuse to start instead.
         let mut secrets: Vec<(&str, &SecretString)> = Vec::new();

@@ -37,6 +37,14 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// How long shutdown waits for in-flight work.
     pub shutdown_grace: HumanDuration,
+    /// How long a connection may take to send a request's headers (also how long an idle
+    /// keep-alive connection stays open); then it is closed.
+    pub header_read_timeout: HumanDuration,
+    /// How long a request may take from its headers to its answer, body included; then it
+    /// is answered 408.
+    pub request_timeout: HumanDuration,
+    /// Connections served at once; one more is answered 503 and closed.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -44,7 +52,28 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace: secs(10),
+            header_read_timeout: secs(10),
+            request_timeout: secs(30),
+            max_connections: 512,
         }
+    }
+}
+
+impl ServerConfig {
+    /// A zero limit would refuse every request (or, for a timeout, every connection).
+    pub(super) fn validate(&self) -> Result<(), String> {
+        if self.max_connections == 0 {
+            return Err("server.max_connections must be at least 1".into());
+        }
+        for (key, d) in [
+            ("header_read_timeout", &self.header_read_timeout),
+            ("request_timeout", &self.request_timeout),
+        ] {
+            if d.0.is_zero() {
+                return Err(format!("server.{key} must be longer than 0s"));
+            }
+        }
+        Ok(())
     }
 }
 

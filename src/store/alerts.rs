@@ -211,6 +211,10 @@ impl<DB: Backend> AlertStore for SqlStore<DB> {
         alerts: &[IncomingAlert],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        // An empty delivery stores nothing (and a VALUES list cannot be empty).
+        if alerts.is_empty() {
+            return Ok(());
+        }
         // One statement per chunk (each statement is a round trip to the driver); a
         // single chunk is atomic on its own, several share a transaction.
         if alerts.len() <= UPSERT_CHUNK {

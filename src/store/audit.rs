@@ -90,7 +90,13 @@ impl<DB: Backend> Store for SqlStore<DB> {
         rows.into_iter().map(AuditRow::into_record).collect()
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        execute(self.ex(), sqlx::query("SELECT 1")).await.map(drop)
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        // A write, not `SELECT 1`: a full disk or a read-only database still answers reads.
+        let q = sqlx::query(
+            "INSERT INTO store_probe (id, at) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+        )
+        .arg(&chrono::Utc::now().timestamp_micros());
+        execute(self.ex(), q).await.map(drop)
     }
 }

@@ -40,6 +40,7 @@ impl Drop for TestApp {
 #[derive(Default)]
 pub struct TestAppBuilder {
     config: String,
+    server: String,
     commands: Vec<(String, String)>,
     scripts: Vec<(String, String)>,
     database_url: Option<String>,
@@ -58,6 +59,13 @@ impl TestAppBuilder {
     /// Appends `toml` to the config.
     pub fn config(mut self, toml: &str) -> Self {
         self.config.push_str(toml);
+        self
+    }
+
+    /// Adds `toml` (keys such as `max_connections = 4`) to the `[server]` section.
+    pub fn server(mut self, toml: &str) -> Self {
+        self.server.push_str(toml);
+        self.server.push('\n');
         self
     }
 
@@ -113,8 +121,8 @@ impl TestAppBuilder {
             .database_url
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("opsbot.db").display()));
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"{database_url}\"\n[catalog]\ndir = \"commands\"\n{}",
-            self.config
+            "[server]\nlisten = \"127.0.0.1:0\"\n{}[store]\ndatabase_url = \"{database_url}\"\n[catalog]\ndir = \"commands\"\n{}",
+            self.server, self.config
         );
         let path = dir.path().join("config.toml");
         std::fs::write(&path, &text).expect("write config");
