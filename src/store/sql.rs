@@ -164,9 +164,7 @@ pub(crate) async fn fetch_all<'e, DB: Backend + ReadRow<R>, R>(
     q: Q<'e, DB>,
 ) -> Result<Vec<R>, StoreError> {
     let rows = ex.fetch_all(q).await.map_err(backend)?;
-    rows.iter()
-        .map(|r| <DB as ReadRow<R>>::decode(r).map_err(backend))
-        .collect()
+    rows.iter().map(decode::<DB, R>).collect()
 }
 
 pub(crate) async fn fetch_optional<'e, DB: Backend + ReadRow<R>, R>(
@@ -174,9 +172,11 @@ pub(crate) async fn fetch_optional<'e, DB: Backend + ReadRow<R>, R>(
     q: Q<'e, DB>,
 ) -> Result<Option<R>, StoreError> {
     let row = ex.fetch_optional(q).await.map_err(backend)?;
-    row.as_ref()
-        .map(|r| <DB as ReadRow<R>>::decode(r).map_err(backend))
-        .transpose()
+    row.as_ref().map(decode::<DB, R>).transpose()
+}
+
+fn decode<DB: Backend + ReadRow<R>, R>(row: &DB::Row) -> Result<R, StoreError> {
+    <DB as ReadRow<R>>::decode(row).map_err(backend)
 }
 
 pub(crate) async fn fetch_one<'e, DB: Backend + ReadRow<R>, R>(

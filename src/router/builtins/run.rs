@@ -9,6 +9,7 @@ use crate::actions::health;
 use crate::catalog::{ArgKind, CommandSpec};
 use crate::domain::{AuditRecord, InboundEvent, RequestId, Requester};
 use crate::router::authz::{Authorized, Target, may_run};
+use crate::router::runbook::Ending;
 use crate::router::{Done, Refusal, Router};
 
 impl Router {
@@ -34,8 +35,15 @@ impl Router {
             BuiltinCall::Approve { run } => {
                 return self.runbooks.approve(ev, request_id, requester, run).await;
             }
-            BuiltinCall::Deny { run } => return self.runbooks.deny(ev, requester, run).await,
-            BuiltinCall::Cancel { run } => return self.runbooks.cancel(ev, requester, run).await,
+            BuiltinCall::Deny { run } => {
+                return self.runbooks.end(ev, requester, run, Ending::Denied).await;
+            }
+            BuiltinCall::Cancel { run } => {
+                return self
+                    .runbooks
+                    .end(ev, requester, run, Ending::Cancelled)
+                    .await;
+            }
             BuiltinCall::Alerts => self.alert_commands.list().await?,
             BuiltinCall::Ack { alert } => {
                 let (done, what) = self.alert_commands.ack(requester, alert).await?;

@@ -71,6 +71,13 @@ pub struct Notice {
     pub urgent: bool,
 }
 
+/// How a pending request ends without running: `/deny` or `/cancel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Denied,
+    Cancelled,
+}
+
 /// What the requester asked for besides the runbook's own arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunMode {

@@ -260,13 +260,55 @@ impl RunbookService {
         }))
     }
 
-    pub(in crate::router) async fn deny(
+    /// Ends a pending request without running it: `/deny` by an approver (any approver role
+    /// of the command), `/cancel` by the person who asked for it.
+    pub(in crate::router) async fn end(
         &self,
         ev: &InboundEvent,
         requester: &Requester,
         id: RunId,
+        to: Ending,
     ) -> Result<Done, Refusal> {
         let run = self.pending_run_in(ev, id).await?;
+        let (by, outcome) = match to {
+            Ending::Denied => {
+                let approver = self.approver_denying(&run, requester)?;
+                let outcome = format!("❌ denied by {approver}; nothing ran.");
+                (approver, outcome)
+            }
+            Ending::Cancelled => {
+                self.own_request(&run, ev, requester)?;
+                let outcome = "cancelled by the requester; nothing ran.".to_owned();
+                (run.new.requester_name.clone(), outcome)
+            }
+        };
+        let state = match to {
+            Ending::Denied => RunState::Denied,
+            Ending::Cancelled => RunState::Cancelled,
+        };
+        let id = run.id;
+        let ended = self
+            .store
+            .transition(id, RunState::Pending, state, self.now(), None)
+            .await
+            .or_refuse("ending a pending run")?;
+        if !ended {
+            return Err(Refusal::Invalid(format!(
+                "request #{id} is no longer pending."
+            )));
+        }
+        self.retire_request(&run, &outcome);
+        Ok(Done {
+            text: format!("Request #{id} {state} by {by}; nothing will run."),
+            detail: format!("{state} #{id}"),
+            pending_run: None,
+            ran: None,
+        })
+    }
+
+    /// The name of the approver denying `run`; refused for anyone else.
+    fn approver_denying(&self, run: &Run, requester: &Requester) -> Result<String, Refusal> {
+        let id = run.id;
         let policy = self
             .catalog
             .get(&run.new.command)
@@ -282,23 +324,17 @@ impl RunbookService {
                 "denying #{id} needs an approver role; the requester can /cancel {id} instead."
             )));
         }
-        let outcome = format!("❌ denied by {}; nothing ran.", person.name);
-        self.end_pending(&run, RunState::Denied, &outcome).await?;
-        Ok(Done {
-            text: format!("Request #{id} denied by {}; nothing will run.", person.name),
-            detail: format!("denied #{id}"),
-            pending_run: None,
-            ran: None,
-        })
+        Ok(person.name.clone())
     }
 
-    pub(in crate::router) async fn cancel(
+    /// Refused unless `requester` is the person who asked for `run`.
+    fn own_request(
         &self,
+        run: &Run,
         ev: &InboundEvent,
         requester: &Requester,
-        id: RunId,
-    ) -> Result<Done, Refusal> {
-        let run = self.pending_run_in(ev, id).await?;
+    ) -> Result<(), Refusal> {
+        let id = run.id;
         let requested_by = self.directory.resolve(&run.new.requester);
         let own = run.new.requester == ev.user
             || requester
@@ -310,34 +346,6 @@ impl RunbookService {
                 run.new.requester_name
             )));
         }
-        let outcome = "cancelled by the requester; nothing ran.";
-        self.end_pending(&run, RunState::Cancelled, outcome).await?;
-        Ok(Done {
-            text: format!(
-                "Request #{id} cancelled by {}; nothing will run.",
-                run.new.requester_name
-            ),
-            detail: format!("cancelled #{id}"),
-            pending_run: None,
-            ran: None,
-        })
-    }
-
-    /// Ends a pending request without running it (`pending -> to`, conditional) and retires
-    /// its message with `outcome`; refused when it left `pending` meanwhile.
-    async fn end_pending(&self, run: &Run, to: RunState, outcome: &str) -> Result<(), Refusal> {
-        let id = run.id;
-        let ended = self
-            .store
-            .transition(id, RunState::Pending, to, self.now(), None)
-            .await
-            .or_refuse("ending a pending run")?;
-        if !ended {
-            return Err(Refusal::Invalid(format!(
-                "request #{id} is no longer pending."
-            )));
-        }
-        self.retire_request(run, outcome);
         Ok(())
     }
 
@@ -387,7 +395,10 @@ impl RunbookService {
                 self.approve(ev, request_id, requester, run.id).await,
             ),
             (true, false) => ("retract".into(), self.retract(ev, run.id).await),
-            (false, true) => ("deny".into(), self.deny(ev, requester, run.id).await),
+            (false, true) => (
+                "deny".into(),
+                self.end(ev, requester, run.id, Ending::Denied).await,
+            ),
             // Taking back a deny changes nothing: the request already ended.
             (false, false) => return Ok(None),
         }))
