@@ -155,6 +155,10 @@ struct Reaction<'a> {
     added: bool,
 }
 
+/// What a reaction amounts to: `Ok(None)` when it is about nothing opsbot tracks; otherwise
+/// the command it stands for (for the audit record) and that command's result.
+type Reacted = Result<Option<(String, Result<Done, Refusal>)>, Refusal>;
+
 /// A store failure while handling a command: internal, so the user sees only the request id
 /// and the log gets `what` was being done with the cause chain.
 trait OrRefuse<T> {

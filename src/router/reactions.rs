@@ -7,7 +7,7 @@ use crate::domain::{InboundEvent, RequestId, Requester, normalize_emoji};
 
 use std::time::Instant;
 
-use super::{Attempt, Done, OrRefuse, Reaction, Refusal, Response, Router};
+use super::{Attempt, OrRefuse, Reacted, Reaction, Response, Router};
 
 impl Router {
     /// A reaction through the pipeline's sink, like a command: audited when it is about
@@ -55,15 +55,14 @@ impl Router {
         }
     }
 
-    /// `Ok(None)`: not about anything opsbot tracks. Otherwise the command it amounts to (for
-    /// the audit record) and its result.
+    /// A vote on an approval request, else an ack of the alert group the message shows.
     pub(super) async fn react(
         &self,
         ev: &InboundEvent,
         request_id: &RequestId,
         requester: &Requester,
         reaction: Reaction<'_>,
-    ) -> Result<Option<(String, Result<Done, Refusal>)>, Refusal> {
+    ) -> Reacted {
         let voted = self
             .runbooks
             .react(ev, request_id, requester, reaction)

@@ -26,7 +26,7 @@ use crate::ports::{
 };
 
 use super::parse::Word;
-use super::{Done, OrNoSuch, OrRefuse, Reaction, Refusal};
+use super::{Done, OrNoSuch, OrRefuse, Reacted, Reaction, Refusal};
 
 /// How long an approved or running request's lease lasts; renewed while it runs. A request
 /// whose lease lapses belonged to a process that died: it becomes `interrupted`.

@@ -357,7 +357,7 @@ impl RunbookService {
         request_id: &RequestId,
         requester: &Requester,
         reaction: Reaction<'_>,
-    ) -> Result<Option<(String, Result<Done, Refusal>)>, Refusal> {
+    ) -> Reacted {
         let Reaction {
             emoji,
             message_id,
