@@ -287,6 +287,7 @@ impl App {
         let http = tokio::spawn(http::serve(listener, self.http_state(), shutdown.clone()));
         self.spawn_adapters(&shutdown);
         tokio::spawn(self.sweeper().run(self.liveness.clone(), shutdown.clone()));
+        tokio::spawn(crate::memory::trim_forever(shutdown.clone()));
         self.spawn_health(&shutdown);
         self.spawn_console();
         wait_for_signal().await;

@@ -117,7 +117,6 @@ pub async fn alertmanager(State(state): State<HookState>, request: Request) -> R
         Ok(body) => body,
         Err(refused) => return refused,
     };
-    let large = body.len() > LARGE_DELIVERY;
     let payload: AmPayload = match serde_json::from_slice(&body) {
         Ok(p) => p,
         Err(e) => {
@@ -159,27 +158,7 @@ pub async fn alertmanager(State(state): State<HookState>, request: Request) -> R
             generator_url: a.generator_url.filter(|u| !u.is_empty()),
         });
     }
-    drop(body);
-    let response = ingest(&state, alerts).await;
-    if large {
-        give_back_freed_memory();
-    }
-    response
-}
-
-/// A delivery this large (bytes) leaves tens of MB freed behind it.
-const LARGE_DELIVERY: usize = 1024 * 1024;
-
-/// glibc keeps what a large delivery freed in its arenas, so without this the process stays
-/// at its peak (207 MB after a 50,000-alert payload) until it restarts. In the background: a
-/// trim walks every arena.
-fn give_back_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    tokio::task::spawn_blocking(|| {
-        // SAFETY: malloc_trim only returns free pages to the kernel; it takes the arenas'
-        // locks itself and has no preconditions.
-        unsafe { libc::malloc_trim(0) };
-    });
+    ingest(&state, alerts).await
 }
 
 async fn ingest(state: &HookState, alerts: Vec<IncomingAlert>) -> Response {

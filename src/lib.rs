@@ -15,6 +15,7 @@ pub mod hooks;
 pub mod http;
 pub mod limiter;
 pub mod liveness;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod ports;
