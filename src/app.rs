@@ -629,20 +629,15 @@ async fn heartbeat_forever(
     liveness: Arc<Liveness>,
     shutdown: CancellationToken,
 ) {
-    let client = reqwest::Client::new();
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                match client.get(url.expose_secret()).timeout(every).send().await {
-                    Ok(r) if r.status().is_success() => liveness.tick("heartbeat", every),
-                    Ok(r) => tracing::warn!(status = r.status().as_u16(), "heartbeat ping rejected"),
-                    Err(e) => tracing::warn!(error = %e.without_url(), "heartbeat ping failed"),
-                }
-            }
+    let (client, url, liveness) = (&reqwest::Client::new(), &url, &liveness);
+    crate::periodic::every(every, &shutdown, move || async move {
+        match client.get(url.expose_secret()).timeout(every).send().await {
+            Ok(r) if r.status().is_success() => liveness.tick("heartbeat", every),
+            Ok(r) => tracing::warn!(status = r.status().as_u16(), "heartbeat ping rejected"),
+            Err(e) => tracing::warn!(error = %e.without_url(), "heartbeat ping failed"),
         }
-    }
+    })
+    .await;
 }
 
 async fn wait_for_signal() {

@@ -18,6 +18,7 @@ pub mod liveness;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
+pub mod periodic;
 pub mod ports;
 pub mod probes;
 pub mod router;

@@ -11,17 +11,11 @@ const TRIM_EVERY: Duration = Duration::from_secs(10);
 
 /// Trims every [`TRIM_EVERY`] until `shutdown`. Not needed (and a no-op) off glibc.
 pub async fn trim_forever(shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(TRIM_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                // A trim walks every arena under its lock: off the async workers.
-                let _ = tokio::task::spawn_blocking(trim).await;
-            }
-        }
-    }
+    crate::periodic::every(TRIM_EVERY, &shutdown, || async {
+        // A trim walks every arena under its lock: off the async workers.
+        let _ = tokio::task::spawn_blocking(trim).await;
+    })
+    .await;
 }
 
 fn trim() {

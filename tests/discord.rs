@@ -599,19 +599,22 @@ async fn the_interactions_endpoint_answers_ping_and_refuses_bad_signatures() {
     )
     .to_string();
     let other_key = SigningKey::from_bytes(&[8; 32]);
-    let good = sign(&signing_key(), &now(), &command);
-    let later = (chrono::Utc::now().timestamp() + 1).to_string();
+    // Every request carries this timestamp, so "signed for another second" is another
+    // second even when the clock ticks mid-test.
+    let at = now();
+    let good = sign(&signing_key(), &at, &command);
+    let later = (at.parse::<i64>().unwrap() + 1).to_string();
     for (body, signature) in [
         (command.clone(), None),
         (command.clone(), Some("00".repeat(64))),
-        (command.clone(), Some(sign(&other_key, &now(), &command))),
+        (command.clone(), Some(sign(&other_key, &at, &command))),
         (command.replace("api", "worker"), Some(good.clone())),
         (
             command.clone(),
             Some(sign(&signing_key(), &later, &command)),
         ),
     ] {
-        let resp = post_interaction(&bot, &body, signature.as_deref()).await;
+        let resp = post_at(&bot, &body, &at, signature.as_deref()).await;
         assert_eq!(resp.status(), 401, "signature {signature:?}");
     }
     assert!(

@@ -67,7 +67,8 @@ const MAY_NAME: &[(&str, &[&str])] = &[
         "src/router",
         &["domain", "catalog", "ports", "actions", "router", "metrics"],
     ),
-    ("src/store", &["domain", "ports", "store"]),
+    ("src/store", &["domain", "ports", "store", "periodic"]),
+    ("src/periodic.rs", &[]),
 ];
 
 /// The crate modules a line names (`crate::x` or `$crate::x`), comments excluded.

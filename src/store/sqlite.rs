@@ -50,6 +50,10 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A pool checks a connection with a round trip before lending it; a connection to
+            // a local file cannot have gone stale, and the check doubled every query's trips
+            // to SQLite's thread.
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await
             .map_err(backend)?;
@@ -67,18 +71,15 @@ impl SqliteStore {
 }
 
 async fn checkpoint_forever(pool: SqlitePool, stop: tokio_util::sync::CancellationToken) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {
-                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-                    tracing::warn!(error = %e, "SQLite checkpoint failed");
-                }
-            }
+    crate::periodic::every(CHECKPOINT_EVERY, &stop, async || {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "SQLite checkpoint failed");
         }
-    }
+    })
+    .await;
     // Leave a short WAL behind for the next start.
     let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
         .execute(&pool)
