@@ -18,6 +18,10 @@
 //!     parse alone, plus raw SQL variants of the same upsert on the same schema.
 //!
 //! Without `--bench` (e.g. `cargo test --benches`) everything runs once at a small size.
+//!
+//! `OPSBOT_ALERT_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test` measures phases 1-3 on
+//! Postgres instead, each app on a fresh schema (left behind; drop `alert_load_*` schemas
+//! afterwards); set `OPSBOT_ALERT_DIAG=0` with it (the diagnostics speak SQLite).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -158,23 +162,41 @@ impl Drop for Running {
     }
 }
 
+/// A new, empty schema on the Postgres at `base` (each run starts from nothing, as with a
+/// fresh SQLite file); the URL that pins a store's connections to it.
+async fn fresh_postgres_schema(base: &str) -> String {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(base)
+        .await
+        .expect("connect to OPSBOT_ALERT_POSTGRES_URL");
+    let schema = format!("alert_load_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .expect("create bench schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
 async fn start_app() -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(dir.path().join("commands")).expect("commands dir");
-    let db = dir.path().join("opsbot.db");
+    let database_url = match std::env::var("OPSBOT_ALERT_POSTGRES_URL") {
+        Ok(base) => fresh_postgres_schema(&base).await,
+        Err(_) => format!("sqlite://{}", dir.path().join("opsbot.db").display()),
+    };
     let text = format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
 [store]
-database_url = "sqlite://{}"
+database_url = "{database_url}"
 [catalog]
 dir = "commands"
 [alerts]
 alertmanager_token = "{TOKEN}"
 default_route = {{ platform = "console", channel = "ops" }}
-"#,
-        db.display()
+"#
     );
     let path = dir.path().join("config.toml");
     std::fs::write(&path, &text).expect("write config");

@@ -283,7 +283,12 @@ impl App {
             addr: self.config.server.listen,
             source,
         })?;
-        tracing::info!(%addr, commands = self.router.catalog().len(), "opsbot serving HTTP");
+        tracing::info!(
+            %addr,
+            commands = self.router.catalog().len(),
+            store = self.config.store_location(),
+            "opsbot serving HTTP"
+        );
         let http = tokio::spawn(http::serve(listener, self.http_state(), shutdown.clone()));
         self.spawn_adapters(&shutdown);
         tokio::spawn(self.sweeper().run(self.liveness.clone(), shutdown.clone()));

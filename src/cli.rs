@@ -151,12 +151,13 @@ fn check_config(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
     let catalog = load_catalog(&config, &|name| std::env::var(name).ok())?;
     crate::probes::build_checks(&config.checks).map_err(anyhow::Error::msg)?;
     println!(
-        "ok: {} is valid; {} people, {} health checks, {} commands in {}",
+        "ok: {} is valid; {} people, {} health checks, {} commands in {}; store: {}",
         arg.config.display(),
         config.directory.len(),
         config.checks.len(),
         catalog.len(),
-        config.catalog_dir().display()
+        config.catalog_dir().display(),
+        config.store_location()
     );
     Ok(ExitCode::SUCCESS)
 }

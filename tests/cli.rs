@@ -617,3 +617,47 @@ async fn serve_schedules_checks_raises_alerts_and_pings_its_heartbeat() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Started from another folder (or by a service manager with no working directory), opsbot
+/// uses the database beside its config, where `sqlite://opsbot.db` says it is.
+#[test]
+fn a_relative_sqlite_path_means_beside_the_config_wherever_opsbot_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 1);
+    let text_cfg = std::fs::read_to_string(&config).unwrap();
+    let absolute = format!("sqlite://{}", dir.path().join("opsbot.db").display());
+    std::fs::write(&config, text_cfg.replace(&absolute, "sqlite://opsbot.db")).unwrap();
+    let run = |args: &[&str], stdin: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_opsbot"))
+            .args(args)
+            .current_dir(elsewhere.path())
+            .env_remove("OPSBOT_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let config = config.to_str().unwrap();
+    let checked = run(&["check-config", "--config", config], b"");
+    let store = dir.path().join("opsbot.db");
+    assert!(
+        text(&checked.stdout).contains(&format!("store: SQLite file {}", store.display())),
+        "{}{}",
+        text(&checked.stdout),
+        text(&checked.stderr)
+    );
+    run(&["chat", "--as", "alice", "--config", config], b"/whoami\n");
+    let verified = run(&["audit", "--verify", "--config", config], b"");
+    assert!(
+        text(&verified.stdout).contains("1 record"),
+        "{}{}",
+        text(&verified.stdout),
+        text(&verified.stderr)
+    );
+    assert!(store.exists());
+    assert!(!elsewhere.path().join("opsbot.db").exists());
+}

@@ -116,6 +116,9 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         config.base_dir = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
+        if let Some(url) = beside(config.store.database_url.expose_secret(), &config.base_dir) {
+            config.store.database_url = SecretString::from(url);
+        }
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
             message,
@@ -169,6 +172,21 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Where the store is, for people to read (start-up log, `check-config`): a SQLite file's
+    /// path, or a Postgres server and database without credentials or options.
+    pub fn store_location(&self) -> String {
+        let url = self.store.database_url.expose_secret();
+        let url = url.split_once('?').map_or(url, |(before, _)| before);
+        match url.split_once("://") {
+            Some(("sqlite", path)) => format!("SQLite file {path}"),
+            Some((scheme, rest)) => {
+                let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                format!("{scheme}://{host}")
+            }
+            None => url.to_owned(),
+        }
     }
 
     pub fn catalog_dir(&self) -> PathBuf {
@@ -253,4 +271,22 @@ fn apply_override(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), C
     }
     cur.insert(last.clone(), value);
     Ok(())
+}
+
+/// `sqlite://opsbot.db` (or `sqlite:opsbot.db`) names a file beside the config, like every
+/// other relative path in it, and not one in whatever directory opsbot was started from: from
+/// another folder, or under a service manager, that was a new, empty database. `None` when the
+/// URL is not a relative SQLite path (absolute, in memory, Postgres).
+fn beside(url: &str, base: &Path) -> Option<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, format!("?{query}")),
+        None => (rest, String::new()),
+    };
+    if path.is_empty() || path.starts_with(':') || Path::new(path).is_absolute() {
+        return None;
+    }
+    Some(format!("sqlite://{}{query}", base.join(path).display()))
 }

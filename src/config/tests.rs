@@ -247,3 +247,37 @@ fn the_environment_may_supply_a_key_the_file_leaves_out() {
     .to_string();
     assert!(msg.starts_with("c.toml:2:"), "{msg}");
 }
+
+#[test]
+fn a_relative_sqlite_path_is_beside_the_config_file() {
+    let at = |url: &str| {
+        let src = format!("[store]\ndatabase_url = \"{url}\"\n");
+        let c = Config::from_toml(Path::new("/etc/opsbot/opsbot.toml"), &src, &[]).unwrap();
+        c.store.database_url.expose_secret().to_owned()
+    };
+    assert_eq!(at("sqlite://opsbot.db"), "sqlite:///etc/opsbot/opsbot.db");
+    assert_eq!(
+        at("sqlite:data/o.db?mode=rwc"),
+        "sqlite:///etc/opsbot/data/o.db?mode=rwc"
+    );
+    assert_eq!(at("sqlite:///var/lib/o.db"), "sqlite:///var/lib/o.db");
+    assert_eq!(at("sqlite::memory:"), "sqlite::memory:");
+    assert_eq!(at("postgres://u:p@db/o"), "postgres://u:p@db/o");
+}
+
+#[test]
+fn the_store_location_shown_carries_no_credentials() {
+    let shown = |url: &str| {
+        let src = format!("[store]\ndatabase_url = \"{url}\"\n");
+        let c = Config::from_toml(Path::new("/etc/opsbot/opsbot.toml"), &src, &[]).unwrap();
+        c.store_location()
+    };
+    assert_eq!(
+        shown("sqlite://opsbot.db"),
+        "SQLite file /etc/opsbot/opsbot.db"
+    );
+    assert_eq!(
+        shown("postgres://opsbot:hunter2-secret@db.internal:5432/opsbot?sslmode=require"),
+        "postgres://db.internal:5432/opsbot"
+    );
+}
