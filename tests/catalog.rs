@@ -17,10 +17,17 @@ fn errors(src: &str) -> String {
 const BASE: &str = "name = \"x\"\nsummary = \"does x\"\nroles = [\"sre\"]\n";
 const ACTION: &str = "[action]\nkind = \"exec\"\nargv = [\"/bin/x\", \"{a}\"]\ntimeout = \"10s\"\n";
 
+/// The real runbooks, and the harmless demo of each that the example config loads.
 #[test]
-fn shipped_runbooks_are_valid() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("commands");
-    let catalog = Catalog::load_dir(&dir, &NAMES).expect("commands/ is valid");
+fn shipped_runbooks_and_their_demos_are_valid() {
+    for folder in ["commands", "examples/demo"] {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(folder);
+        let catalog = Catalog::load_dir(&dir, &NAMES).expect(folder);
+        shipped(&catalog);
+    }
+}
+
+fn shipped(catalog: &Catalog) {
     for name in [
         "restart",
         "rollback",

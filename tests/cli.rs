@@ -661,3 +661,32 @@ fn a_relative_sqlite_path_means_beside_the_config_wherever_opsbot_starts() {
     assert!(store.exists());
     assert!(!elsewhere.path().join("opsbot.db").exists());
 }
+
+/// The README's scripted approval, on the example config as shipped: the demo `/rollback`
+/// runs and only says what it would do (the real one would roll production back with the
+/// user's KUBECONFIG).
+#[test]
+fn the_example_configs_rollback_is_a_harmless_demo() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let out = opsbot_with_env(
+        &[
+            "chat",
+            "--as",
+            "alice",
+            "--config",
+            &format!("{root}/config.example.toml"),
+        ],
+        &[("OPSBOT_STORE__DATABASE_URL", &db)],
+        "/rollback api\n:as bob\n:react ✅ 1\n".as_bytes(),
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "demo, nothing was changed. The real runbook would run: kubectl rollout undo deployment/api"
+        ),
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+}
