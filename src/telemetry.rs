@@ -42,8 +42,12 @@ fn names(level: &str, krate: &str) -> bool {
 /// Installs the global subscriber. `level_override` (for `chat`) replaces the configured level.
 pub fn init(log: &LogConfig, level_override: Option<&str>) -> Result<(), String> {
     let level = level_override.unwrap_or(&log.level);
+    // Colour codes only for a person at a terminal: in journald, a container log or a file
+    // they are noise around every field.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(level)?)
+        .with_ansi(colours)
         .with_writer(std::io::stderr);
     let result = match log.format {
         LogFormat::Text => builder.try_init(),

@@ -539,6 +539,10 @@ fn secrets_from_env_never_reach_chat_or_logs() {
     assert!(
         !stderr.contains("sekret-value-123"),
         "secret in logs:\n{stderr}"
+    ); // Text logs into a pipe (journald, a container, a file) carry no colour codes.
+    assert!(
+        !stderr.is_empty() && !stderr.contains('\u{1b}'),
+        "{stderr:?}"
     );
 }
 
