@@ -532,6 +532,8 @@ fn secrets_from_env_never_reach_chat_or_logs() {
         "{stdout}"
     );
     assert!(stdout.contains("failed (exit 1)"), "{stdout}");
+    // `/audit` shows how the run ended, with its detail.
+    assert!(stdout.contains("run #1 failed (exit 1) after"), "{stdout}");
     assert!(
         !stdout.contains("sekret-value-123"),
         "secret in chat:\n{stdout}"
@@ -539,7 +541,8 @@ fn secrets_from_env_never_reach_chat_or_logs() {
     assert!(
         !stderr.contains("sekret-value-123"),
         "secret in logs:\n{stderr}"
-    ); // Text logs into a pipe (journald, a container, a file) carry no colour codes.
+    );
+    // Text logs into a pipe (journald, a container, a file) carry no colour codes.
     assert!(
         !stderr.is_empty() && !stderr.contains('\u{1b}'),
         "{stderr:?}"

@@ -245,8 +245,9 @@ async fn rollback_requested_by_slash_command_runs_once_after_an_approvers_reacti
         .filter(|r| r.entry.actor == format!("discord:{BOB}"))
         .map(|r| r.entry.command.as_str())
         .collect();
-    // His approval, then the run it started; the other server's ✅ left no trace.
-    assert_eq!(bobs, ["approve", "rollback"]);
+    // Newest first: his approval, how the run it started ended, and its start; the other
+    // server's ✅ left no trace.
+    assert_eq!(bobs, ["approve", "rollback", "rollback"]);
 }
 
 /// Alice asks for a rollback with a slash command; the approval request's id once bound.

@@ -461,6 +461,17 @@ async fn failures_are_reported_with_their_exit_code() {
     );
     assert!(reply.contains("deployment not found"), "{reply}");
     assert_eq!(state(&app, id).await, RunState::Failed);
+    // The audit log says it failed, not only that it was approved and ran.
+    let audit = app.store.recent_audit(5).await.unwrap();
+    let ended = audit
+        .iter()
+        .find(|r| {
+            r.entry
+                .detail
+                .starts_with(&format!("run #{id} failed (exit 3) after "))
+        })
+        .unwrap_or_else(|| panic!("no outcome record in {audit:#?}"));
+    assert_eq!(ended.entry.outcome, Outcome::Failed);
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use super::{BUILTINS, BuiltinCall, find};
 use crate::actions::health;
 use crate::catalog::{ArgKind, CommandSpec};
-use crate::domain::{AuditRecord, InboundEvent, RequestId, Requester};
+use crate::domain::{AuditRecord, InboundEvent, RequestId, Requester, clip};
 use crate::router::authz::{Authorized, Target, may_run};
 use crate::router::runbook::Ending;
 use crate::router::{Done, Refusal, Router};
@@ -204,6 +204,9 @@ fn whoami(requester: &Requester, authorized: &Authorized<Target>) -> String {
     }
 }
 
+/// Detail shown per record in chat; `opsbot audit` prints it whole.
+const AUDIT_DETAIL_CHARS: usize = 160;
+
 fn render_audit(records: &[AuditRecord]) -> String {
     if records.is_empty() {
         return "The audit log is empty.".into();
@@ -218,7 +221,7 @@ fn render_audit(records: &[AuditRecord]) -> String {
         };
         let _ = writeln!(
             out,
-            "#{} {} {:<7} {} in {}: /{}{} [{}]",
+            "#{} {} {:<7} {} in {}: /{}{} [{}] {}",
             r.seq,
             e.at.format("%Y-%m-%d %H:%M:%S"),
             e.outcome.as_str(),
@@ -226,7 +229,8 @@ fn render_audit(records: &[AuditRecord]) -> String {
             e.channel,
             e.command,
             args,
-            e.request_id
+            e.request_id,
+            clip(&e.detail, AUDIT_DETAIL_CHARS)
         );
     }
     out.push_str("```");

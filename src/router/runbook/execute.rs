@@ -38,6 +38,8 @@ impl RunbookService {
             ActionKind::Exec { .. } => "exit",
             ActionKind::Http { .. } => "HTTP",
         };
+        self.audit_outcome(ev, request_id, run, state, &result, code_label)
+            .await;
         let (command, args) = (&run.new.command, &run.new.args);
         let mut text = render_result(
             id,
@@ -79,19 +81,18 @@ impl RunbookService {
         if !started {
             return Ok(false);
         }
-        let start = AuditEntry {
-            request_id: request_id.clone(),
-            at: now,
-            actor: ev.user.to_string(),
-            channel: format!("{}:{}", ev.platform, ev.channel.id),
-            command: run.new.command.clone(),
-            args: BoundArgs(run.new.args.clone()).display(),
-            outcome: Outcome::Ok,
-            detail: format!(
-                "run #{id} started: {}",
-                rendered.display.lines().next().unwrap_or("")
-            ),
-        };
+        let detail = format!(
+            "run #{id} started: {}",
+            rendered.display.lines().next().unwrap_or("")
+        );
+        let start = run_audit_entry(
+            run,
+            request_id.clone(),
+            ev.user.to_string(),
+            now,
+            Outcome::Ok,
+            detail,
+        );
         let Err(e) = self.store.append_audit(start).await else {
             return Ok(true);
         };
@@ -136,6 +137,43 @@ impl RunbookService {
         stop_lease.cancel();
         let _ = renewer.await;
         outcome
+    }
+
+    /// How the run ended is its own audit record (the approval's record only says it ran), so
+    /// `/audit` and `opsbot audit` show failures as failures. Best effort: the result is
+    /// already stored on the run and answered.
+    async fn audit_outcome(
+        &self,
+        ev: &InboundEvent,
+        request_id: &RequestId,
+        run: &Run,
+        state: RunState,
+        result: &RunResult,
+        code_label: &str,
+    ) {
+        let code = result
+            .code
+            .map_or("no exit status".into(), |c| format!("{code_label} {c}"));
+        let detail = format!(
+            "run #{} {state} ({code}) after {}",
+            run.id,
+            human_duration(result.duration)
+        );
+        let outcome = match state {
+            RunState::Succeeded => Outcome::Ok,
+            _ => Outcome::Failed,
+        };
+        let entry = run_audit_entry(
+            run,
+            request_id.clone(),
+            ev.user.to_string(),
+            self.now(),
+            outcome,
+            detail,
+        );
+        if let Err(e) = self.store.append_audit(entry).await {
+            warn!(run = %run.id, error = %e, "could not audit how a run ended");
+        }
     }
 
     /// Records the result (`running -> state`); false when it could not be.

@@ -104,16 +104,9 @@ impl RunbookService {
     /// The interruption goes in the audit log like the start it cuts short. Best effort: the
     /// state change is already stored, and a sweep must not stop at one audit failure.
     async fn audit_interruption(&self, run: &Run, was: RunState, now: DateTime<Utc>) {
-        let entry = AuditEntry {
-            request_id: RequestId::new(),
-            at: now,
-            actor: "opsbot:sweep".into(),
-            channel: format!("{}:{}", run.new.platform, run.new.channel_id),
-            command: run.new.command.clone(),
-            args: BoundArgs(run.new.args.clone()).display(),
-            outcome: Outcome::Failed,
-            detail: format!("run #{} interrupted while {was}: its lease lapsed", run.id),
-        };
+        let detail = format!("run #{} interrupted while {was}: its lease lapsed", run.id);
+        let actor = "opsbot:sweep".to_owned();
+        let entry = run_audit_entry(run, RequestId::new(), actor, now, Outcome::Failed, detail);
         if let Err(e) = self.store.append_audit(entry).await {
             warn!(run = %run.id, error = %e, "could not audit an interrupted run");
         }

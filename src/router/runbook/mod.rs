@@ -71,6 +71,28 @@ pub struct Notice {
     pub urgent: bool,
 }
 
+/// An audit record about `run` (its start, how it ended, its interruption), in the run's own
+/// channel and with its command and arguments.
+fn run_audit_entry(
+    run: &Run,
+    request_id: RequestId,
+    actor: String,
+    at: DateTime<Utc>,
+    outcome: Outcome,
+    detail: String,
+) -> AuditEntry {
+    AuditEntry {
+        request_id,
+        at,
+        actor,
+        channel: format!("{}:{}", run.new.platform, run.new.channel_id),
+        command: run.new.command.clone(),
+        args: BoundArgs(run.new.args.clone()).display(),
+        outcome,
+        detail,
+    }
+}
+
 /// How a pending request ends without running: `/deny` or `/cancel`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ending {
