@@ -178,6 +178,8 @@ async fn incident_from_open_to_postmortem() {
         "## Timeline",
         "## Actions taken",
         "/flush",
+        // What the runbook did, not only that it was run.
+        ": succeeded (exit 0) after ",
         "## Root cause",
         "## Follow-ups",
         "#1 HighCPU [critical]",

@@ -214,11 +214,11 @@ async fn approval_by_reaction_runs_once_and_reports_output() {
         .collect();
     assert_eq!(commands[0], ("rollback".into(), Outcome::Ok));
     assert!(commands.contains(&("approve".into(), Outcome::Denied)));
-    assert!(
-        audit
-            .iter()
-            .any(|r| r.entry.detail == format!("approved and ran #{id}"))
-    );
+    assert!(audit.iter().any(|r| {
+        r.entry
+            .detail
+            .starts_with(&format!("approved and ran #{id}: succeeded"))
+    }));
     assert!(
         audit
             .iter()
@@ -505,7 +505,11 @@ async fn break_glass_runs_at_once_loudly_for_allowed_roles_only() {
     assert!(reply.contains("succeeded"), "{reply}");
     assert_eq!(runs_logged(app.dir.path()), 1);
     let audit = app.store.recent_audit(1).await.unwrap();
-    assert_eq!(audit[0].entry.detail, "break-glass #1: checkout is down");
+    let detail = &audit[0].entry.detail;
+    assert!(
+        detail.starts_with("break-glass #1: checkout is down; succeeded (exit 0) after "),
+        "{detail}"
+    );
     assert!(
         text(&app, "alice", "/rollback api --break-glass")
             .await

@@ -5,17 +5,19 @@ use super::*;
 
 impl RunbookService {
     /// Runs an `approved` request: `approved -> running` (only one caller can win), the action
-    /// under its timeout with the lease renewed, then the result recorded and rendered.
+    /// under its timeout with the lease renewed, then the result recorded and rendered. Also
+    /// how it ended in a few words, for the audit detail and the incident timeline.
     pub(super) async fn execute(
         &self,
         ev: &InboundEvent,
         request_id: &RequestId,
         run: &Run,
         rendered: &RenderedAction,
-    ) -> Result<String, Refusal> {
+    ) -> Result<(String, String), Refusal> {
         let id = run.id;
         if !self.start(ev, request_id, run, rendered).await? {
-            return Ok(format!("Request #{id} is already running or done."));
+            let text = format!("Request #{id} is already running or done.");
+            return Ok((text, "already running or done".into()));
         }
         let kind = self.resolve_paths(&rendered.kind);
         let outcome = self.run_under_lease(id, &kind).await;
@@ -38,7 +40,8 @@ impl RunbookService {
             ActionKind::Exec { .. } => "exit",
             ActionKind::Http { .. } => "HTTP",
         };
-        self.audit_outcome(ev, request_id, run, state, &result, code_label)
+        let ended = self
+            .audit_outcome(ev, request_id, run, state, &result, code_label)
             .await;
         let (command, args) = (&run.new.command, &run.new.args);
         let mut text = render_result(
@@ -55,7 +58,7 @@ impl RunbookService {
                 "\n(This result could not be recorded on the request; see opsbot's log.)",
             );
         }
-        Ok(text)
+        Ok((text, ended))
     }
 
     /// `approved -> running`, then the start audited. False when another caller won; `Err`
@@ -140,8 +143,8 @@ impl RunbookService {
     }
 
     /// How the run ended is its own audit record (the approval's record only says it ran), so
-    /// `/audit` and `opsbot audit` show failures as failures. Best effort: the result is
-    /// already stored on the run and answered.
+    /// `/audit` and `opsbot audit` show failures as failures; returns that ending in words.
+    /// Best effort: the result is already stored on the run and answered.
     async fn audit_outcome(
         &self,
         ev: &InboundEvent,
@@ -150,15 +153,12 @@ impl RunbookService {
         state: RunState,
         result: &RunResult,
         code_label: &str,
-    ) {
+    ) -> String {
         let code = result
             .code
             .map_or("no exit status".into(), |c| format!("{code_label} {c}"));
-        let detail = format!(
-            "run #{} {state} ({code}) after {}",
-            run.id,
-            human_duration(result.duration)
-        );
+        let ended = format!("{state} ({code}) after {}", human_duration(result.duration));
+        let detail = format!("run #{} {ended}", run.id);
         let outcome = match state {
             RunState::Succeeded => Outcome::Ok,
             _ => Outcome::Failed,
@@ -174,6 +174,7 @@ impl RunbookService {
         if let Err(e) = self.store.append_audit(entry).await {
             warn!(run = %run.id, error = %e, "could not audit how a run ended");
         }
+        ended
     }
 
     /// Records the result (`running -> state`); false when it could not be.

@@ -36,16 +36,16 @@ impl RunbookService {
         if state != RunState::Approved {
             return Ok(self.pending(&run, person, spec, &rendered, &line));
         }
-        let result = self.execute(ev, request_id, &run, &rendered).await?;
+        let (result, ended) = self.execute(ev, request_id, &run, &rendered).await?;
         let (text, detail) = match break_glass {
             Some(reason) => (
                 format!(
                     "🚨 BREAK-GLASS: {} ran {line} without approval. Reason: {reason}\n{result}",
                     person.name
                 ),
-                format!("break-glass #{}: {reason}", run.id),
+                format!("break-glass #{}: {reason}; {ended}", run.id),
             ),
-            None => (result, format!("ran #{}", run.id)),
+            None => (result, format!("ran #{}: {ended}", run.id)),
         };
         Ok(Done {
             text,

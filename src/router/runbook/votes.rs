@@ -157,13 +157,13 @@ impl RunbookService {
             &run,
             &format!("✅ approved by {by} at {at} UTC; the result follows."),
         );
-        let result = self.execute(ev, request_id, &run, &rendered).await?;
+        let (result, ended) = self.execute(ev, request_id, &run, &rendered).await?;
         Ok(Done {
             text: format!(
                 "Approved by {by} ({total}/{needed}), running {}…\n{result}",
                 command_line(&run.new.command, &run.new.args)
             ),
-            detail: format!("approved and ran #{id}"),
+            detail: format!("approved and ran #{id}: {ended}"),
             pending_run: None,
             ran: Some(id),
         })
