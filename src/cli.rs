@@ -153,13 +153,43 @@ fn check_config(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
     println!(
         "ok: {} is valid; {} people, {} health checks, {} commands in {}; store: {}",
         arg.config.display(),
-        config.directory.len(),
+        config.directory.people().len(),
         config.checks.len(),
         catalog.len(),
         config.catalog_dir().display(),
         config.store_location()
     );
+    for warning in break_glass_gaps(&config, &catalog) {
+        println!("warning: {warning}");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Commands whose approval nobody can skip: with break-glass configured, someone must hold
+/// both a role that runs the command and a break-glass role, or `--break-glass` is refused
+/// to everyone at the moment it is needed.
+fn break_glass_gaps(config: &Config, catalog: &crate::catalog::Catalog) -> Vec<String> {
+    let glass = &config.approvals.break_glass_roles;
+    if glass.is_empty() {
+        return Vec::new();
+    }
+    catalog
+        .iter()
+        .filter(|spec| spec.approval.is_some())
+        .filter(|spec| {
+            !config
+                .directory
+                .people()
+                .any(|p| p.has_any_role(&spec.roles) && p.has_any_role(glass))
+        })
+        .map(|spec| {
+            format!(
+                "{}: nobody can both run /{} and break glass (approvals.break_glass_roles), so --break-glass can never be used for it",
+                spec.source.display(),
+                spec.name
+            )
+        })
+        .collect()
 }
 
 async fn postmortem(arg: &ConfigArg, id: i64) -> anyhow::Result<ExitCode> {

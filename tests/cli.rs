@@ -157,6 +157,30 @@ fn check_config_accepts_the_shipped_example() {
         text(&out.stderr)
     );
     assert!(text(&out.stdout).starts_with("ok:"));
+    assert!(
+        !text(&out.stdout).contains("warning:"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// With break-glass configured, a command nobody can both run and break glass for is named.
+#[test]
+fn check_config_warns_when_nobody_can_break_glass_for_a_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 1);
+    let mut text_cfg = std::fs::read_to_string(&config).unwrap();
+    // bob (sre-lead) may break glass but not run /rollback; alice may run it but not break glass.
+    text_cfg.push_str("\n[approvals]\nbreak_glass_roles = [\"sre-lead\"]\n");
+    std::fs::write(&config, text_cfg).unwrap();
+    let out = opsbot(&["check-config", "--config", config.to_str().unwrap()], b"");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "a warning, not a refusal: {stdout}");
+    assert!(
+        stdout.contains("warning: ")
+            && stdout.contains("rollback.toml: nobody can both run /rollback and break glass"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -669,31 +693,45 @@ fn a_relative_sqlite_path_means_beside_the_config_wherever_opsbot_starts() {
     assert!(!elsewhere.path().join("opsbot.db").exists());
 }
 
+/// `opsbot chat --as WHO` on `config.example.toml` as shipped (its store in a temp dir, not
+/// beside the config in the repository), fed `stdin`; stdout, and stderr for messages.
+fn chat_on_the_example(who: &str, stdin: &[u8]) -> (String, String) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let config = format!("{root}/config.example.toml");
+    let out = opsbot_with_env(
+        &["chat", "--as", who, "--config", &config],
+        &[("OPSBOT_STORE__DATABASE_URL", &db)],
+        stdin,
+    );
+    (text(&out.stdout), text(&out.stderr))
+}
+
 /// The README's scripted approval, on the example config as shipped: the demo `/rollback`
 /// runs and only says what it would do (the real one would roll production back with the
 /// user's KUBECONFIG).
 #[test]
 fn the_example_configs_rollback_is_a_harmless_demo() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("demo.db").display());
-    let out = opsbot_with_env(
-        &[
-            "chat",
-            "--as",
-            "alice",
-            "--config",
-            &format!("{root}/config.example.toml"),
-        ],
-        &[("OPSBOT_STORE__DATABASE_URL", &db)],
-        "/rollback api\n:as bob\n:react ✅ 1\n".as_bytes(),
-    );
-    let stdout = text(&out.stdout);
+    let (stdout, stderr) =
+        chat_on_the_example("alice", "/rollback api\n:as bob\n:react ✅ 1\n".as_bytes());
     assert!(
         stdout.contains(
             "demo, nothing was changed. The real runbook would run: kubectl rollout undo deployment/api"
         ),
-        "{stdout}{}",
-        text(&out.stderr)
+        "{stdout}{stderr}"
+    );
+}
+
+/// Break-glass works end to end on the example config: bob may both run `/rollback` and skip
+/// its approval, loudly, with a reason (the demo runbook runs at once).
+#[test]
+fn break_glass_works_on_the_example_config() {
+    let (stdout, stderr) =
+        chat_on_the_example("bob", b"/rollback api --break-glass \"checkout is down\"\n");
+    assert!(
+        stdout.contains("BREAK-GLASS: bob ran /rollback service=api without approval")
+            && stdout.contains("The real runbook would run: kubectl rollout undo deployment/api"),
+        "{stdout}{stderr}"
     );
 }

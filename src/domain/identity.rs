@@ -188,12 +188,9 @@ impl Directory {
         self.by_name.get(name)
     }
 
-    pub fn len(&self) -> usize {
-        self.by_name.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
+    /// Everyone in the directory, in no particular order.
+    pub fn people(&self) -> impl ExactSizeIterator<Item = &Arc<Person>> {
+        self.by_name.values()
     }
 }
 
