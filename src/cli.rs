@@ -34,6 +34,9 @@ enum Command {
     /// Run the bot: HTTP endpoints and every configured adapter.
     Serve(ConfigArg),
     /// Talk to the bot from this terminal (or a pipe), one command per line.
+    ///
+    /// Besides commands: `:as NAME` switches who you are, `:react EMOJI ID` and
+    /// `:unreact EMOJI ID` react on request ID's message (e.g. `:react ✅ 12` approves #12).
     Chat {
         /// Console identity to act as (console:NAME).
         #[arg(long = "as", value_name = "NAME")]

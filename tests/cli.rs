@@ -735,3 +735,14 @@ fn break_glass_works_on_the_example_config() {
         "{stdout}{stderr}"
     );
 }
+
+/// `chat --help` says how to switch person and react, which scripted approvals need.
+#[test]
+fn chat_help_explains_as_and_react() {
+    let out = opsbot(&["chat", "--help"], b"");
+    let help = text(&out.stdout);
+    assert!(
+        help.contains(":as NAME") && help.contains(":react EMOJI ID"),
+        "{help}"
+    );
+}

@@ -130,7 +130,10 @@ async fn roles_and_channels_are_enforced_and_denials_audited() {
     assert_eq!(r.outcome, Some(Outcome::Denied));
     let r = app.say_in("alice", "random", "/rollback api").await;
     assert_eq!(r.outcome, Some(Outcome::Denied));
-    assert!(r.reply.unwrap().text.contains("may not run in #random"));
+    assert_eq!(
+        r.reply.unwrap().text,
+        "/rollback may not run in #random; ask in #ops, #incident-*."
+    );
     let r = app
         .say_in("alice", "incident-42", "/rollback api --to v1.2.3")
         .await;

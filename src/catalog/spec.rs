@@ -195,6 +195,11 @@ impl ChannelPattern {
         ChannelPattern(p.trim_start_matches('#').to_owned())
     }
 
+    /// The pattern as written, without a leading `#`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     pub fn matches(&self, channel: &str) -> bool {
         glob_match(
             self.0.as_bytes(),

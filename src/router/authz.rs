@@ -125,10 +125,15 @@ pub fn authorize(
         return Err(role_denial(target.name(), needed, &person));
     }
     if !channels.is_empty() && !channels.iter().any(|p| p.matches(&channel.name)) {
+        let allowed: Vec<String> = channels
+            .iter()
+            .map(|c| format!("#{}", c.as_str()))
+            .collect();
         return Err(format!(
-            "/{} may not run in #{}; ask in a channel it is allowed in.",
+            "/{} may not run in #{}; ask in {}.",
             target.name(),
-            channel.name
+            channel.name,
+            allowed.join(", ")
         ));
     }
     Ok(Authorized {

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::catalog::{ActionSpec, ArgKind, CommandSpec};
+use crate::catalog::{ActionSpec, ArgKind, ArgSpec, CommandSpec};
 use crate::domain::{BoundArgs, parse_duration};
 
 use super::parse::Word;
@@ -51,7 +51,7 @@ pub fn bind(spec: &CommandSpec, words: &[Word]) -> Result<BoundArgs, String> {
             }
             continue;
         };
-        let value = check_value(&arg.name, &arg.kind, &value)?;
+        let value = check_value(arg, &value)?;
         if in_url(spec, &arg.name) && (value == "." || value == "..") {
             return Err(format!(
                 "{} may not be {value:?}: in a URL path that would name another path",
@@ -90,7 +90,8 @@ pub(crate) fn check_visible(name: &str, value: &str) -> Result<(), String> {
 }
 
 /// Validates one value; the value to bind (integers in canonical form).
-fn check_value(name: &str, kind: &ArgKind, value: &str) -> Result<String, String> {
+fn check_value(arg: &ArgSpec, value: &str) -> Result<String, String> {
+    let (name, kind) = (arg.name.as_str(), &arg.kind);
     let shown: String = value.chars().take(40).collect();
     if value.is_empty() {
         return Err(format!("{name} must not be empty"));
@@ -112,8 +113,14 @@ fn check_value(name: &str, kind: &ArgKind, value: &str) -> Result<String, String
             if let Some(p) = pattern
                 && !p.is_match(value)
             {
+                // The file's help says what is expected in words; the pattern rarely does.
+                let expected = arg
+                    .help
+                    .as_deref()
+                    .map(|help| format!(" ({help})"))
+                    .unwrap_or_default();
                 return Err(format!(
-                    "{name} {shown:?} does not have the expected format"
+                    "{name} {shown:?} does not have the expected format{expected}"
                 ));
             }
         }
@@ -205,6 +212,18 @@ mod tests {
         assert!(
             bind_line(&s, "/x \u{00e9}t\u{00e9}").is_ok(),
             "\\p{{..}} stays Unicode"
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_format_is_told_what_the_file_expects() {
+        let s = spec(
+            "kind = \"string\"\npattern = 'v\\d+'\nhelp = \"release tag, e.g. v14\"",
+            ARGV,
+        );
+        assert_eq!(
+            refusal(&s, "latest"),
+            "a \"latest\" does not have the expected format (release tag, e.g. v14)"
         );
     }
 
