@@ -75,7 +75,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -92,6 +92,20 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The async runtime: one worker thread unless `TOKIO_WORKER_THREADS` asks for more.
+///
+/// A bot spends its time waiting; its heavy lifting happens in other threads (SQLite's, the
+/// runbooks' processes). With a worker per core, every request woke an idle worker to steal
+/// the task it spawned, and those wake-ups were most of the CPU a Slack command cost
+/// (598 → 383 µs per command at 1,000/s with one worker, docs/benchmarks.md).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(1);
+    }
+    builder.enable_all().build()
 }
 
 fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
@@ -257,4 +271,17 @@ async fn print_audit(store: &dyn Store, limit: u32) -> anyhow::Result<ExitCode> 
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_runtime_has_one_worker_unless_the_environment_asks_for_more() {
+        let runtime = super::runtime().expect("a runtime");
+        let workers = runtime.metrics().num_workers();
+        match std::env::var("TOKIO_WORKER_THREADS") {
+            Ok(n) => assert_eq!(workers.to_string(), n),
+            Err(_) => assert_eq!(workers, 1),
+        }
+    }
 }
