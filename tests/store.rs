@@ -129,6 +129,75 @@ on_both_backends! {
     old_event_ids_are_forgotten => sqlite_old_event_ids_are_forgotten, postgres_old_event_ids_are_forgotten;
     empty_alert_ingest_is_a_no_op => sqlite_empty_alert_ingest_is_a_no_op, postgres_empty_alert_ingest_is_a_no_op;
     firing_alerts_are_counted_by_severity => sqlite_firing_alerts_are_counted_by_severity, postgres_firing_alerts_are_counted_by_severity;
+    a_refused_delivery_fails_alone => sqlite_a_refused_delivery_fails_alone, postgres_a_refused_delivery_fails_alone;
+}
+
+fn firing(fingerprint: &str, labels: &[(&str, &str)]) -> opsbot::domain::IncomingAlert {
+    opsbot::domain::IncomingAlert {
+        source: opsbot::domain::AlertSource::Webhook,
+        fingerprint: fingerprint.into(),
+        group_key: "g".into(),
+        status: opsbot::domain::AlertStatus::Firing,
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        annotations: Default::default(),
+        starts_at: Utc::now(),
+        ends_at: None,
+        generator_url: None,
+    }
+}
+
+/// Deliveries that arrive together are stored together (one write), yet each is atomic and
+/// answered on its own: one the database refuses fails only its sender, and an alert in
+/// several deliveries is stored once.
+async fn a_refused_delivery_fails_alone(b: &Backend) {
+    let refuse = match b {
+        Backend::Sqlite { .. } => vec![
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON alerts WHEN NEW.fingerprint = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        ],
+        Backend::Postgres { .. } => vec![
+            "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN \
+             IF NEW.fingerprint = 'poison' THEN RAISE EXCEPTION 'refused'; END IF; \
+             RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON alerts \
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+        ],
+    };
+    for sql in refuse {
+        b.exec(sql).await.unwrap();
+    }
+    let store = b.store();
+    let deliveries: Vec<_> = (0..20)
+        .map(|d| {
+            let store = store.clone();
+            let n = d.to_string();
+            let mut alerts: Vec<_> = (0..5).map(|a| firing(&format!("d{d}-a{a}"), &[])).collect();
+            alerts.push(firing("shared", &[("n", &n)]));
+            if d == 7 {
+                alerts.push(firing("poison", &[]));
+            }
+            tokio::spawn(async move { store.ingest_alerts(&alerts, Utc::now()).await })
+        })
+        .collect();
+    for (d, delivery) in deliveries.into_iter().enumerate() {
+        let stored = delivery.await.unwrap();
+        assert_eq!(stored.is_err(), d == 7, "delivery {d}: {stored:?}");
+    }
+    let alerts = store.active_alerts(1000).await.unwrap();
+    let fingerprints: std::collections::BTreeSet<&str> = alerts
+        .iter()
+        .map(|a| a.incoming.fingerprint.as_str())
+        .collect();
+    assert_eq!(alerts.len(), 19 * 5 + 1, "{fingerprints:?}");
+    assert!(fingerprints.contains("shared"));
+    assert!(
+        !fingerprints
+            .iter()
+            .any(|f| f.starts_with("d7-") || *f == "poison")
+    );
 }
 
 /// Firing alerts in all and by severity, in one query: 3 critical, 2 warning, 1 without a

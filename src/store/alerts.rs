@@ -129,7 +129,7 @@ const FORGET_BATCH: i64 = 5000;
 /// twice in one statement). A resolved alert that fires again starts a new episode, so its
 /// acknowledgement is cleared.
 fn upsert_alerts<DB: Backend>(
-    alerts: &[IncomingAlert],
+    alerts: &[&IncomingAlert],
     now: DateTime<Utc>,
 ) -> sqlx::QueryBuilder<DB> {
     let now = now.timestamp_micros();
@@ -173,6 +173,45 @@ fn upsert_alerts<DB: Backend>(
     q
 }
 
+/// Records a platform event id on `conn`; false if it was recorded before.
+pub(crate) async fn record_delivery<DB: Backend>(
+    conn: &mut DB::Connection,
+    platform: Platform,
+    event_id: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let q = sqlx::query(
+        "INSERT INTO platform_events (platform, event_id, received_at) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .arg(platform.as_str())
+    .arg(event_id)
+    .arg(&at.timestamp_micros());
+    changed_one(DB::on_conn(conn), q).await
+}
+
+/// Stores `alerts` (distinct fingerprints) on `conn`: one statement per chunk (each
+/// statement is a round trip to the driver); a single chunk is atomic on its own, several
+/// share a transaction.
+pub(crate) async fn upsert_on<DB: Backend>(
+    conn: &mut DB::Connection,
+    alerts: &[&IncomingAlert],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if alerts.len() <= UPSERT_CHUNK {
+        return execute(DB::on_conn(conn), upsert_alerts(alerts, now).build())
+            .await
+            .map(drop);
+    }
+    let mut tx = sqlx::Connection::begin(conn)
+        .await
+        .map_err(super::backend)?;
+    for chunk in alerts.chunks(UPSERT_CHUNK) {
+        execute(DB::on_conn(&mut tx), upsert_alerts(chunk, now).build()).await?;
+    }
+    tx.commit().await.map_err(super::backend)
+}
+
 #[async_trait]
 impl<DB: Backend> DeliveryLog for SqlStore<DB> {
     async fn first_delivery(
@@ -181,14 +220,7 @@ impl<DB: Backend> DeliveryLog for SqlStore<DB> {
         event_id: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let q = sqlx::query(
-            "INSERT INTO platform_events (platform, event_id, received_at) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-        )
-        .arg(platform.as_str())
-        .arg(event_id)
-        .arg(&at.timestamp_micros());
-        changed_one(self.ex(), q).await
+        self.writes.first_delivery(platform, event_id, at).await
     }
 
     async fn forget_deliveries_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -215,18 +247,7 @@ impl<DB: Backend> AlertStore for SqlStore<DB> {
         if alerts.is_empty() {
             return Ok(());
         }
-        // One statement per chunk (each statement is a round trip to the driver); a
-        // single chunk is atomic on its own, several share a transaction.
-        if alerts.len() <= UPSERT_CHUNK {
-            return execute(self.ex(), upsert_alerts(alerts, now).build())
-                .await
-                .map(drop);
-        }
-        let mut tx = self.pool.begin().await.map_err(super::backend)?;
-        for chunk in alerts.chunks(UPSERT_CHUNK) {
-            execute(DB::on_conn(&mut tx), upsert_alerts(chunk, now).build()).await?;
-        }
-        tx.commit().await.map_err(super::backend)
+        self.ingest.ingest(alerts.to_vec(), now).await
     }
 
     async fn alert(&self, id: AlertId) -> Result<Option<Alert>, StoreError> {

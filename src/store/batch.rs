@@ -1,25 +1,48 @@
-//! Group commit for the audit log. Callers hand entries to one writer task, which commits
-//! whatever has queued up in a single transaction and then answers each caller. Every
-//! record is durable before its caller continues, yet the database sees few commits, and
-//! a single writer per process keeps the hash chain simple (Postgres additionally takes
-//! an advisory lock so several replicas extend one chain).
+//! Group commit for the store's hot writes. Callers hand audit entries (and, separately,
+//! alert deliveries) to one writer task each, which commits whatever has queued up at once
+//! and then answers each caller. Every record is durable before its caller continues, yet
+//! the database sees few commits; a single audit writer per process keeps the hash chain
+//! simple (Postgres additionally takes an advisory lock so several replicas extend one
+//! chain), and on SQLite every hot write goes through one connection, so they never wait
+//! on each other's file lock (SQLite's busy handler sleeps for milliseconds at a time).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::SubsecRound;
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{AuditEntry, AuditRecord, GENESIS_HASH, chain_hash};
+use crate::domain::{AuditEntry, AuditRecord, GENESIS_HASH, IncomingAlert, Platform, chain_hash};
 use crate::ports::StoreError;
 
 /// Most records committed in one transaction.
 pub const MAX_BATCH: usize = 512;
 
-/// A backend's "append these entries to the chain in one transaction".
+/// Deliveries of alerts merged into one write.
+const MAX_DELIVERIES: usize = 64;
+
+/// A backend's writer: where the hot writes run, in the backend's own way.
 #[async_trait]
 pub(crate) trait BatchWrite: Send + Sync + 'static {
+    /// Appends these entries to the chain in one transaction.
     async fn write_batch(&self, entries: Vec<AuditEntry>) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Stores `alerts` (distinct fingerprints, sorted) atomically.
+    async fn ingest(&self, alerts: &[&IncomingAlert], now: DateTime<Utc>)
+    -> Result<(), StoreError>;
+    /// Whether concurrent alert deliveries are merged into one write. Not on Postgres:
+    /// there they run side by side on several connections, and one writer halved intake
+    /// (docs/benchmarks.md).
+    fn merges_deliveries(&self) -> bool {
+        true
+    }
+    /// Records a platform event id; false if it was recorded before.
+    async fn first_delivery(
+        &self,
+        platform: Platform,
+        event_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Places `entries` after the chain head `(seq, hash)` (none: an empty log), assigning each
@@ -53,7 +76,7 @@ pub(crate) struct AuditBatcher {
 }
 
 impl AuditBatcher {
-    pub fn spawn<W: BatchWrite>(writer: Arc<W>) -> Self {
+    pub fn spawn(writer: Arc<dyn BatchWrite>) -> Self {
         let (tx, mut rx) = mpsc::channel::<(AuditEntry, Waiter)>(MAX_BATCH * 8);
         tokio::spawn(async move {
             let mut queued = Vec::with_capacity(MAX_BATCH);
@@ -88,6 +111,94 @@ impl AuditBatcher {
         wait.await
             .map_err(|_| StoreError::Unavailable("audit writer stopped".into()))?
     }
+}
+
+type Delivery = (
+    Vec<IncomingAlert>,
+    DateTime<Utc>,
+    oneshot::Sender<Result<(), StoreError>>,
+);
+
+/// Alert deliveries that arrive while one is being stored are stored together, in one
+/// statement (per thousand alerts) and one commit.
+#[derive(Clone)]
+pub(crate) struct IngestBatcher {
+    tx: mpsc::Sender<Delivery>,
+    /// Set when deliveries are written as they come (see [`BatchWrite::merges_deliveries`]).
+    alone: Option<Arc<dyn BatchWrite>>,
+}
+
+impl IngestBatcher {
+    pub fn spawn(writer: Arc<dyn BatchWrite>) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Delivery>(MAX_DELIVERIES * 4);
+        if !writer.merges_deliveries() {
+            return Self {
+                tx,
+                alone: Some(writer),
+            };
+        }
+        tokio::spawn(async move {
+            let mut queued = Vec::with_capacity(MAX_DELIVERIES);
+            while rx.recv_many(&mut queued, MAX_DELIVERIES).await > 0 {
+                store_deliveries(writer.as_ref(), std::mem::take(&mut queued)).await;
+            }
+        });
+        Self { tx, alone: None }
+    }
+
+    /// Stores `alerts`; returns once they are committed.
+    pub async fn ingest(
+        &self,
+        alerts: Vec<IncomingAlert>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if let Some(writer) = &self.alone {
+            return writer.ingest(&sorted(alerts.iter()), now).await;
+        }
+        let stopped = || StoreError::Unavailable("alert writer stopped".into());
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send((alerts, now, done))
+            .await
+            .map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
+    }
+}
+
+/// Stores several deliveries in one write. If that fails, each is stored on its own, so a
+/// delivery the database refuses fails only its own sender (who retries it), not the others.
+async fn store_deliveries(writer: &dyn BatchWrite, deliveries: Vec<Delivery>) {
+    if deliveries.len() > 1 {
+        let now = deliveries.iter().map(|d| d.1).max().expect("not empty");
+        let merged = sorted(deliveries.iter().flat_map(|d| d.0.iter()));
+        match writer.ingest(&merged, now).await {
+            Ok(()) => {
+                for (_, _, done) in deliveries {
+                    let _ = done.send(Ok(()));
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "a merged alert write failed; storing each delivery alone")
+            }
+        }
+    }
+    for (alerts, now, done) in deliveries {
+        let _ = done.send(writer.ingest(&sorted(alerts.iter()), now).await);
+    }
+}
+
+/// One alert per fingerprint, the last delivered winning, in fingerprint order: a statement
+/// may not update a row twice (Postgres), and a stable order keeps concurrent writers from
+/// locking rows in opposite orders.
+fn sorted<'a>(alerts: impl Iterator<Item = &'a IncomingAlert>) -> Vec<&'a IncomingAlert> {
+    let mut last: HashMap<&str, &IncomingAlert> = HashMap::new();
+    for a in alerts {
+        last.insert(a.fingerprint.as_str(), a);
+    }
+    let mut alerts: Vec<&IncomingAlert> = last.into_values().collect();
+    alerts.sort_unstable_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+    alerts
 }
 
 /// Control characters (NUL in particular, which Postgres rejects) would fail a whole batch;

@@ -26,7 +26,7 @@ use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{Database, Executor, Pool};
 use tokio_util::sync::DropGuard;
 
-use self::batch::{AuditBatcher, BatchWrite};
+use self::batch::{AuditBatcher, BatchWrite, IngestBatcher};
 use self::sql::Backend;
 
 use crate::domain::{AuditEntry, AuditRecord, RequestId};
@@ -39,6 +39,9 @@ pub(crate) const SELECT_AUDIT: &str = "SELECT seq, request_id, at, actor, channe
 pub struct SqlStore<DB: Database> {
     pool: Pool<DB>,
     batcher: AuditBatcher,
+    ingest: IngestBatcher,
+    /// The backend's writer, for the writes that do not batch (delivery ids).
+    writes: Arc<dyn BatchWrite>,
     /// Stops the backend's background work (SQLite's checkpointer) when the store goes away.
     _background: Option<DropGuard>,
 }
@@ -62,9 +65,12 @@ impl<DB: Database> SqlStore<DB> {
         DB::Connection: Migrate,
     {
         migrations.run(&pool).await.map_err(migrate_error)?;
+        let writes: Arc<dyn BatchWrite> = Arc::new(writer);
         Ok(Self {
             pool,
-            batcher: AuditBatcher::spawn(Arc::new(writer)),
+            batcher: AuditBatcher::spawn(writes.clone()),
+            ingest: IngestBatcher::spawn(writes.clone()),
+            writes,
             _background: None,
         })
     }

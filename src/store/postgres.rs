@@ -5,12 +5,15 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use super::alerts::{record_delivery, upsert_on};
 use super::audit::append_to_chain;
 use super::batch::BatchWrite;
 use super::{PostgresStore, backend};
-use crate::domain::{AuditEntry, AuditRecord};
+use crate::domain::{AuditEntry, AuditRecord, IncomingAlert, Platform};
 use crate::ports::StoreError;
 
 /// Advisory lock key guarding the audit chain head ("opsbot" in ASCII).
@@ -55,5 +58,28 @@ impl BatchWrite for Writer {
         let records = append_to_chain(&mut tx, entries).await?;
         tx.commit().await.map_err(backend)?;
         Ok(records)
+    }
+
+    async fn ingest(
+        &self,
+        alerts: &[&IncomingAlert],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        upsert_on::<Postgres>(&mut conn, alerts, now).await
+    }
+
+    fn merges_deliveries(&self) -> bool {
+        false
+    }
+
+    async fn first_delivery(
+        &self,
+        platform: Platform,
+        event_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        record_delivery::<Postgres>(&mut conn, platform, event_id, at).await
     }
 }

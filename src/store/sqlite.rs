@@ -11,11 +11,12 @@ use sqlx::sqlite::{
 
 use sqlx::{ConnectOptions as _, Connection as _, Sqlite, SqliteConnection};
 
+use super::alerts::{record_delivery, upsert_on};
 use super::audit::{append_to_chain, insert_records};
 use super::batch::{BatchWrite, extend_chain};
 use super::sql::execute;
 use super::{SqliteStore, backend};
-use crate::domain::{AuditEntry, AuditRecord};
+use crate::domain::{AuditEntry, AuditRecord, IncomingAlert, Platform};
 use crate::ports::StoreError;
 
 /// How often the WAL is checkpointed in the background. SQLite's automatic checkpoint would
@@ -26,8 +27,11 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// What the WAL is truncated to once checkpointed (bytes).
 const WAL_SIZE_LIMIT: &str = "4194304";
 
-/// The audit writer: its own connection, and the chain head it last wrote (`None` until
-/// read, or after a failure).
+/// The writer: its own connection, for the audit chain, alert deliveries and delivery ids
+/// (each a write every command or webhook makes), and the chain head it last wrote (`None`
+/// until read, or after a failure). Writes from one connection never meet SQLite's busy
+/// handler, whose waits are sleeps of 1 ms and up; the pool is for reads and the rarer
+/// writes.
 struct Writer {
     state: tokio::sync::Mutex<(SqliteConnection, Option<(i64, String)>)>,
 }
@@ -120,6 +124,25 @@ impl BatchWrite for Writer {
         tx.commit().await.map_err(backend)?;
         *head = last_of(&records);
         Ok(records)
+    }
+
+    async fn ingest(
+        &self,
+        alerts: &[&IncomingAlert],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        upsert_on::<Sqlite>(&mut state.0, alerts, now).await
+    }
+
+    async fn first_delivery(
+        &self,
+        platform: Platform,
+        event_id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state.lock().await;
+        record_delivery::<Sqlite>(&mut state.0, platform, event_id, at).await
     }
 }
 
