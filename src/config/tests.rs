@@ -311,8 +311,9 @@ fn slack_tokens_in_each_others_place_are_named() {
     let msg = load_err(&slack("xapp-1-A1-2-abc", "xapp-1-A1-2-abc"));
     assert!(msg.starts_with("opsbot.toml:3:"), "{msg}");
     assert!(
-        msg.contains("slack.bot_token is an app-level token (xapp-...), which goes in slack.app_token")
-            && msg.contains("xoxb-"),
+        msg.contains(
+            "slack.bot_token is an app-level token (xapp-...), which goes in slack.app_token"
+        ) && msg.contains("xoxb-"),
         "{msg}"
     );
     assert!(!msg.contains("abc"), "never the token: {msg}");
