@@ -71,7 +71,7 @@ impl TelegramApi {
     /// Error text safe for logs: the token never appears in it.
     fn describe(&self, e: &RequestError) -> String {
         let text = match e {
-            RequestError::Network(net) => unreachable(net),
+            RequestError::Network(net) => unreachable(net, &self.bot.api_url()),
             other => other.to_string(),
         };
         redact_token(&text.replace(self.token.expose_secret(), "<token>"))
@@ -111,14 +111,14 @@ impl TelegramApi {
 
 /// reqwest's "error sending request for url (...)" names neither the cause nor the fix, and
 /// its URL holds the token: name the host and the innermost cause instead.
-fn unreachable(e: &reqwest::Error) -> String {
-    let host = e.url().and_then(|u| {
-        let host = u.host_str()?;
-        Some(match u.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        })
-    });
+fn unreachable(e: &reqwest::Error, api: &reqwest::Url) -> String {
+    // teloxide strips the URL from its errors; the configured API URL is where it went.
+    let url = e.url().unwrap_or(api);
+    let host = match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        (None, _) => "its address".to_owned(),
+    };
     let mut cause: &dyn std::error::Error = e;
     while let Some(next) = cause.source() {
         cause = next;
@@ -129,8 +129,7 @@ fn unreachable(e: &reqwest::Error) -> String {
         cause.to_string()
     };
     format!(
-        "cannot reach the Telegram Bot API at {} (telegram.api_url): {cause}; check DNS, the network and any proxy between opsbot and it",
-        host.as_deref().unwrap_or("its address")
+        "cannot reach the Telegram Bot API at {host} (telegram.api_url): {cause}; check DNS, the network and any proxy between opsbot and it"
     )
 }
 
