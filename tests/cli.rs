@@ -952,3 +952,22 @@ fn a_missing_secret_is_named_and_does_not_cost_a_try() {
         "{stdout}"
     );
 }
+
+/// `chat` on a taken port goes on without HTTP and says why, and what that means for /status.
+#[test]
+fn chat_on_a_taken_port_says_so_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config = setup(dir.path(), 1);
+    let cfg = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
+    std::fs::write(&config, cfg).unwrap();
+    let (stdout, stderr) = chat_as_alice(&config, &[], b"/whoami\n");
+    assert!(stdout.contains("You are alice"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("{addr} is already in use, probably by a running `opsbot serve`: this chat session serves no HTTP")),
+        "{stderr}"
+    );
+}
