@@ -769,7 +769,11 @@ fn check_config_warns_about_what_would_fail_later() {
             "approver_roles = [\"sre-lead\"]",
             "approver_roles = [\"dba\"]",
         )
-        .replace("./rollback.sh", "./undo.sh");
+        .replace("./rollback.sh", "./undo.sh")
+        .replace(
+            "timeout = \"60s\"",
+            "env = [\"OPSBOT_TEST_UNSET_VAR\"]\ntimeout = \"60s\"",
+        );
     std::fs::write(dir.path().join("commands/undo.toml"), &unapprovable).unwrap();
     std::fs::write(dir.path().join("undo.sh"), "#!/bin/sh\n").unwrap();
     let out = opsbot(&["check-config", "--config", config.to_str().unwrap()], b"");
@@ -806,6 +810,10 @@ fn check_config_warns_about_what_would_fail_later() {
     );
     assert!(
         stdout.contains("leak.toml:4: action: secret LEAKY_TOKEN is not set in this environment"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("action: env OPSBOT_TEST_UNSET_VAR is not set in this environment, so /undo would run without"),
         "{stdout}"
     );
     assert!(!stdout.contains("[[people]] is empty"), "{stdout}");
@@ -898,6 +906,21 @@ fn check_config_connect_reports_why_the_store_cannot_be_reached() {
         !stderr.contains("pool timed out") && !stderr.contains("pw-not-shown"),
         "{stderr}"
     );
+
+    let redis = format!("redis://:pw-not-shown@{addr}");
+    let env = [
+        ("OPSBOT_LIMITS__BACKEND", "redis"),
+        ("OPSBOT_LIMITS__REDIS_URL", redis.as_str()),
+    ];
+    let out = opsbot_with_env(&["check-config", "--connect", "--config", cfg], &env, b"");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cannot connect to Redis (limits.redis_url)")
+            && stderr.to_lowercase().contains("refused"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pw-not-shown"), "{stderr}");
 }
 
 /// A wrong database name is named, once, without Postgres's source locations.
