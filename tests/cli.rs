@@ -967,9 +967,9 @@ fn a_missing_secret_is_named_and_does_not_cost_a_try() {
     let leak = std::fs::read_to_string(dir.path().join("commands/leak.toml")).unwrap();
     let limited = leak.replace("[action]", "[rate_limit]\nper_user = \"1/min\"\n[action]");
     std::fs::write(dir.path().join("commands/leak.toml"), limited).unwrap();
-    let (stdout, _) = chat_as_alice(&config, &[], b"/leak\n/leak\n");
+    let (stdout, _) = chat_as_alice(&config, &[], b"/leak\n/leak\n/leak\n");
     let named = "/leak cannot run: secret LEAKY_TOKEN is not set in opsbot's environment; an operator must set it and restart opsbot. Nothing was run (request id ";
-    assert_eq!(stdout.matches(named).count(), 2, "{stdout}");
+    assert_eq!(stdout.matches(named).count(), 3, "{stdout}");
     assert!(
         !stdout.contains("Slow down") && !stdout.contains("Something went wrong"),
         "{stdout}"

@@ -58,10 +58,13 @@ impl Router {
             let decision = self.deps.limiter.check(&key, quota).await.map_err(|e| {
                 Refusal::Failed(anyhow::Error::new(e).context("rate limiter check"))
             })?;
-            if matches!(decision, LimitDecision::Limited { .. }) && self.take_credit(&key) {
+            // A credit stands in for the count; a failure gives it back like any other.
+            let credited =
+                matches!(decision, LimitDecision::Limited { .. }) && self.take_credit(&key);
+            counted.0.push((key.clone(), quota));
+            if credited {
                 continue;
             }
-            counted.0.push((key.clone(), quota));
             if let LimitDecision::Limited { retry_after } = decision {
                 let retry = retry_after.max(Duration::from_secs(1));
                 let notify = self.first_notice(&format!("{who}|{key}"), retry);
