@@ -213,9 +213,14 @@ fn unset_variables(spec: &CommandSpec, env: &dyn Fn(&str) -> Option<String>) -> 
         .collect();
     let missing: Vec<&str> = passed.iter().filter(unset).map(String::as_str).collect();
     if !missing.is_empty() {
+        let (is, it) = if missing.len() == 1 {
+            ("is", "it")
+        } else {
+            ("are", "them")
+        };
         found.push(format!(
-            "{at}: action: env {} not set in this environment, so /{} would run without; set it where opsbot runs",
-            missing.join(", ") + if missing.len() == 1 { " is" } else { " are" },
+            "{at}: action: env {} {is} not set in this environment, so /{} would run without {it}; set {it} where opsbot runs",
+            missing.join(", "),
             spec.name
         ));
     }
