@@ -394,7 +394,7 @@ impl App {
                 shutdown.clone(),
             ))),
             Err(e) => {
-                tracing::warn!(error = %e, "HTTP endpoints unavailable in this chat session");
+                tracing::warn!("{}", chat_without_http(&e));
                 None
             }
         };
@@ -416,6 +416,25 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// Why `chat` goes on without HTTP, and what that changes: health checks of that address
+/// now reach whatever holds it (usually a running `opsbot serve`), not this session.
+fn chat_without_http(e: &StartupError) -> String {
+    let addr = match e {
+        StartupError::Bind { addr, .. } => addr.to_string(),
+        _ => "server.listen".into(),
+    };
+    let why = match e {
+        StartupError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
+            format!("{addr} is already in use, probably by a running `opsbot serve`")
+        }
+        StartupError::Bind { source, .. } => format!("cannot listen on {addr}: {source}"),
+        other => other.to_string(),
+    };
+    format!(
+        "{why}: this chat session serves no HTTP, so /status checks of {addr} reach that process, not this one (set another server.listen, e.g. OPSBOT_SERVER__LISTEN=127.0.0.1:0, to have both)"
+    )
 }
 
 async fn rate_limiter(backend: &LimiterBackend) -> Result<Arc<dyn RateLimiter>, StartupError> {

@@ -47,8 +47,16 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Validate the config and every command file; exit non-zero naming each problem.
-    CheckConfig(ConfigArg),
+    /// Validate the config and every command file; exit non-zero naming each problem, and
+    /// warn about what would fail later (a runbook's missing program, requests nobody can
+    /// approve).
+    CheckConfig {
+        /// Also open the store (and Redis, when it holds the rate limits), as `serve` would.
+        #[arg(long)]
+        connect: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Apply database migrations and exit.
     Migrate(ConfigArg),
     /// Print the postmortem draft (markdown) of an incident.
@@ -120,7 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             channel,
             config,
         } => chat(&config, &as_user, channel.as_deref()).await,
-        Command::CheckConfig(arg) => check_config(&arg),
+        Command::CheckConfig { connect, config } => check_config(&config, connect).await,
         Command::Migrate(arg) => {
             let config = load(&arg)?;
             crate::store::connect(&config.store.database_url, config.store.max_connections).await?;
@@ -163,9 +171,10 @@ async fn chat(arg: &ConfigArg, as_user: &str, channel: Option<&str>) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_config(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
+async fn check_config(arg: &ConfigArg, connect: bool) -> anyhow::Result<ExitCode> {
     let config = load(arg)?;
-    let catalog = load_catalog(&config, &|name| std::env::var(name).ok())?;
+    let env = |name: &str| std::env::var(name).ok();
+    let catalog = load_catalog(&config, &env)?;
     crate::probes::build_checks(&config.checks).map_err(anyhow::Error::msg)?;
     println!(
         "ok: {} is valid; {} people, {} health checks, {} commands in {}; store: {}",
@@ -176,37 +185,17 @@ fn check_config(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
         config.catalog_dir().display(),
         config.store_location()
     );
-    for warning in break_glass_gaps(&config, &catalog) {
+    // Loading read the file a moment ago; warnings only need it for their line numbers.
+    let src = std::fs::read_to_string(&arg.config).unwrap_or_default();
+    for warning in crate::preflight::warnings(&config, &arg.config, &src, &catalog, &env) {
         println!("warning: {warning}");
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Commands whose approval nobody can skip: with break-glass configured, someone must hold
-/// both a role that runs the command and a break-glass role, or `--break-glass` is refused
-/// to everyone at the moment it is needed.
-fn break_glass_gaps(config: &Config, catalog: &crate::catalog::Catalog) -> Vec<String> {
-    let glass = &config.approvals.break_glass_roles;
-    if glass.is_empty() {
-        return Vec::new();
+    if connect {
+        for reached in crate::preflight::connect(&config).await? {
+            println!("ok: {reached}");
+        }
     }
-    catalog
-        .iter()
-        .filter(|spec| spec.approval.is_some())
-        .filter(|spec| {
-            !config
-                .directory
-                .people()
-                .any(|p| p.has_any_role(&spec.roles) && p.has_any_role(glass))
-        })
-        .map(|spec| {
-            format!(
-                "{}: nobody can both run /{} and break glass (approvals.break_glass_roles), so --break-glass can never be used for it",
-                spec.source.display(),
-                spec.name
-            )
-        })
-        .collect()
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn postmortem(arg: &ConfigArg, id: i64) -> anyhow::Result<ExitCode> {

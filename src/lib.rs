@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod notify;
 pub mod periodic;
 pub mod ports;
+pub mod preflight;
 pub mod probes;
 pub mod router;
 pub mod runner;

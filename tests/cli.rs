@@ -746,3 +746,251 @@ fn chat_help_explains_as_and_react() {
         "{help}"
     );
 }
+
+/// 1-based line of the first line of `src` that is `line`.
+fn line_of(src: &str, line: &str) -> usize {
+    src.lines().position(|l| l == line).expect("line in source") + 1
+}
+
+/// What would fail only later is named by `check-config`, at its file and line, as a warning.
+#[test]
+fn check_config_warns_about_what_would_fail_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup_with_leak(dir.path());
+    let mut cfg = std::fs::read_to_string(&config).unwrap();
+    cfg = cfg.replace(
+        "channel = \"ops\"\n",
+        "channel = \"ops\"\nuser = \"dave\"\n",
+    );
+    std::fs::write(&config, &cfg).unwrap();
+    let unapprovable = ROLLBACK
+        .replace("name = \"rollback\"", "name = \"undo\"")
+        .replace(
+            "approver_roles = [\"sre-lead\"]",
+            "approver_roles = [\"dba\"]",
+        )
+        .replace("./rollback.sh", "./undo.sh")
+        .replace(
+            "timeout = \"60s\"",
+            "env = [\"OPSBOT_TEST_UNSET_VAR\"]\ntimeout = \"60s\"",
+        );
+    std::fs::write(dir.path().join("commands/undo.toml"), &unapprovable).unwrap();
+    std::fs::write(dir.path().join("undo.sh"), "#!/bin/sh\n").unwrap();
+    let out = opsbot(&["check-config", "--config", config.to_str().unwrap()], b"");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "warnings, not refusals: {stdout}");
+    let rollback = dir.path().join("commands/rollback.toml");
+    let action = line_of(ROLLBACK, "[action]");
+    assert!(
+        stdout.contains(&format!(
+            "warning: {}:{action}: action: program \"./rollback.sh\" does not exist (looked for {})",
+            rollback.display(),
+            dir.path().join("./rollback.sh").display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("undo.toml")
+            && stdout.contains("program \"./undo.sh\" is not executable (chmod +x"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "undo.toml:{}: approval: no person has an approver role (dba), so requests for /undo can never be approved",
+            line_of(&unapprovable, "[approval]")
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "config.toml:{}: console.user \"dave\" is not a person",
+            line_of(&cfg, "user = \"dave\"")
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("leak.toml:4: action: secret LEAKY_TOKEN is not set in this environment"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("action: env OPSBOT_TEST_UNSET_VAR is not set in this environment, so /undo would run without"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("[[people]] is empty"), "{stdout}");
+
+    std::fs::write(&config, "[store]\ndatabase_url = \"sqlite://x.db\"\n").unwrap();
+    std::fs::remove_dir_all(dir.path().join("commands")).unwrap();
+    std::fs::create_dir(dir.path().join("commands")).unwrap();
+    let out = opsbot(&["check-config", "--config", config.to_str().unwrap()], b"");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("config.toml: [[people]] is empty, so nobody may run anything but /help"),
+        "{stdout}"
+    );
+}
+
+/// A log level `serve` would refuse, or read as a module name and log nothing, stops
+/// `check-config` and `serve` alike, with one message that names the line and the fix.
+#[test]
+fn a_misspelt_log_level_is_refused_by_check_config_and_serve_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 1);
+    let mut cfg = std::fs::read_to_string(&config).unwrap();
+    cfg.push_str("[log]\nlevel = \"warning\"\n");
+    std::fs::write(&config, &cfg).unwrap();
+    let line = line_of(&cfg, "level = \"warning\"");
+    let mut messages = Vec::new();
+    for command in ["check-config", "serve"] {
+        let out = opsbot(&[command, "--config", config.to_str().unwrap()], b"");
+        assert!(!out.status.success(), "{command} refuses");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&format!("config.toml:{line}:"))
+                && stderr.contains("\"warning\" is not a tracing level")
+                && stderr.contains("write \"warn\""),
+            "{stderr}"
+        );
+        messages.push(stderr);
+    }
+    assert_eq!(messages[0], messages[1]);
+}
+
+#[test]
+fn a_missing_config_file_is_named_once_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("config.toml");
+    let out = opsbot(&["serve", "--config", missing.to_str().unwrap()], b"");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("there is no such file; copy config.example.toml there")
+            && stderr.contains("--config"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("os error"),
+        "the cause once, in words: {stderr}"
+    );
+}
+
+/// `--connect` opens the store as `serve` would, and a failure says the real cause.
+#[test]
+fn check_config_connect_reports_why_the_store_cannot_be_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 1);
+    let cfg = config.to_str().unwrap();
+    let out = opsbot(&["check-config", "--connect", "--config", cfg], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("ok: store reachable: SQLite file"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let url = format!("postgres://opsbot:pw-not-shown@{addr}/opsbot");
+    let env = [("OPSBOT_STORE__DATABASE_URL", url.as_str())];
+    let out = opsbot_with_env(&["check-config", "--connect", "--config", cfg], &env, b"");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "connection refused by {addr}: is Postgres running there"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("pool timed out") && !stderr.contains("pw-not-shown"),
+        "{stderr}"
+    );
+
+    let redis = format!("redis://:pw-not-shown@{addr}");
+    let env = [
+        ("OPSBOT_LIMITS__BACKEND", "redis"),
+        ("OPSBOT_LIMITS__REDIS_URL", redis.as_str()),
+    ];
+    let out = opsbot_with_env(&["check-config", "--connect", "--config", cfg], &env, b"");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cannot connect to Redis (limits.redis_url)")
+            && stderr.to_lowercase().contains("refused"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pw-not-shown"), "{stderr}");
+}
+
+/// A wrong database name is named, once, without Postgres's source locations.
+#[test]
+fn a_wrong_postgres_database_is_named() {
+    let base = support::postgres_url();
+    let Some((server, _)) = base.rsplit_once('/') else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 1);
+    let url = format!("{server}/opsbot_no_such_db");
+    let env = [("OPSBOT_STORE__DATABASE_URL", url.as_str())];
+    let out = opsbot_with_env(
+        &[
+            "check-config",
+            "--connect",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &env,
+        b"",
+    );
+    let stderr = text(&out.stderr);
+    if stderr.contains("connection refused") && !support::services_required() {
+        eprintln!("skipped: no Postgres at {server}");
+        return;
+    }
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("database \"opsbot_no_such_db\" does not exist on")
+            && stderr.contains("createdb opsbot_no_such_db"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("line"), "{stderr}");
+}
+
+/// A runbook that cannot run for want of a secret says which, and the failed attempt does
+/// not use up the person's rate limit.
+#[test]
+fn a_missing_secret_is_named_and_does_not_cost_a_try() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup_with_leak(dir.path());
+    let leak = std::fs::read_to_string(dir.path().join("commands/leak.toml")).unwrap();
+    let limited = leak.replace("[action]", "[rate_limit]\nper_user = \"1/min\"\n[action]");
+    std::fs::write(dir.path().join("commands/leak.toml"), limited).unwrap();
+    let (stdout, _) = chat_as_alice(&config, &[], b"/leak\n/leak\n/leak\n");
+    let named = "/leak cannot run: secret LEAKY_TOKEN is not set in opsbot's environment; an operator must set it and restart opsbot. Nothing was run (request id ";
+    assert_eq!(stdout.matches(named).count(), 3, "{stdout}");
+    assert!(
+        !stdout.contains("Slow down") && !stdout.contains("Something went wrong"),
+        "{stdout}"
+    );
+}
+
+/// `chat` on a taken port goes on without HTTP and says why, and what that means for /status.
+#[test]
+fn chat_on_a_taken_port_says_so_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config = setup(dir.path(), 1);
+    let cfg = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
+    std::fs::write(&config, cfg).unwrap();
+    let (stdout, stderr) = chat_as_alice(&config, &[], b"/whoami\n");
+    assert!(stdout.contains("You are alice"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("{addr} is already in use, probably by a running `opsbot serve`: this chat session serves no HTTP")),
+        "{stderr}"
+    );
+}

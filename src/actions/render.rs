@@ -55,7 +55,9 @@ impl Secrets<'_> {
     fn get(&mut self, name: &str) -> Result<String, String> {
         let value = (self.lookup_env)(name)
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("secret {name} is not set in opsbot's environment"))?;
+            .ok_or_else(|| format!(
+                "secret {name} is not set in opsbot's environment; an operator must set it and restart opsbot"
+            ))?;
         self.values.push(SecretString::from(value.clone()));
         Ok(value)
     }

@@ -70,7 +70,11 @@ impl TelegramApi {
 
     /// Error text safe for logs: the token never appears in it.
     fn describe(&self, e: &RequestError) -> String {
-        redact_token(&e.to_string().replace(self.token.expose_secret(), "<token>"))
+        let text = match e {
+            RequestError::Network(net) => unreachable(net, &self.bot.api_url()),
+            other => other.to_string(),
+        };
+        redact_token(&text.replace(self.token.expose_secret(), "<token>"))
     }
 
     fn outbound_error(&self, e: RequestError) -> OutboundError {
@@ -103,6 +107,30 @@ impl TelegramApi {
             tracing::debug!(error = %self.describe(&e), "could not answer a Telegram button press");
         }
     }
+}
+
+/// reqwest's "error sending request for url (...)" names neither the cause nor the fix, and
+/// its URL holds the token: name the host and the innermost cause instead.
+fn unreachable(e: &reqwest::Error, api: &reqwest::Url) -> String {
+    // teloxide strips the URL from its errors; the configured API URL is where it went.
+    let url = e.url().unwrap_or(api);
+    let host = match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        (None, _) => "its address".to_owned(),
+    };
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let cause = if e.is_timeout() {
+        "no answer in time".to_owned()
+    } else {
+        cause.to_string()
+    };
+    format!(
+        "cannot reach the Telegram Bot API at {host} (telegram.api_url): {cause}; check DNS, the network and any proxy between opsbot and it"
+    )
 }
 
 fn chat_id(to: &OutboundTarget) -> Result<ChatId, OutboundError> {
@@ -661,6 +689,27 @@ mod tests {
         let untrimmed = "error sending request for url (https://api.telegram.org/bot123456:other-token/GetUpdates)";
         let text = api.describe(&RequestError::Api(ApiError::Unknown(untrimmed.into())));
         assert!(!text.contains("other-token"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_api_is_named_by_host_and_cause_never_by_url() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let token = SecretString::from("123456:very-secret-token");
+        let api = TelegramApi::new(&format!("http://{addr}"), &token).unwrap();
+        let e = api.bot.get_me().await.unwrap_err();
+        let text = api.describe(&e);
+        assert!(
+            text.contains(&format!("cannot reach the Telegram Bot API at {addr}"))
+                && text.to_lowercase().contains("refused"),
+            "{text}"
+        );
+        assert!(!text.contains("error sending request"), "{text}");
+        assert!(
+            !text.contains("very-secret-token") && !text.contains("123456"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct CommandLimits {
 
 #[derive(Debug, Clone)]
 pub struct ApprovalSpec {
+    /// Line of `[approval]` in the command file, to name it in `check-config`'s warnings.
+    pub line: usize,
     pub approvals: u32,
     pub approver_roles: Vec<Role>,
     pub allow_self_approval: bool,
@@ -567,6 +569,7 @@ fn keep_ints_from_flags(
 }
 
 fn parse_approval(sp: &Spanned<RawApproval>, problems: &mut Problems) -> ApprovalSpec {
+    let line = line_col(problems.src, sp.span().start).0;
     let a = sp.get_ref();
     let at = sp.span().start;
     if a.approvals == 0 {
@@ -582,6 +585,7 @@ fn parse_approval(sp: &Spanned<RawApproval>, problems: &mut Problems) -> Approva
         problems.at(at, "approval: expires_after must be more than 0".into());
     }
     ApprovalSpec {
+        line,
         approvals: a.approvals,
         approver_roles: a.approver_roles.clone(),
         allow_self_approval: a.allow_self_approval,

@@ -35,12 +35,9 @@ pub const ENV_PREFIX: &str = "OPSBOT_";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read config: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// `reason` says what to do: the I/O error is shown once, not again as a source.
+    #[error("{path}: cannot read config: {reason}")]
+    Read { path: PathBuf, reason: String },
     #[error("{path}:{line}:{column}: {message}")]
     Syntax {
         path: PathBuf,
@@ -88,9 +85,9 @@ pub struct Config {
 impl Config {
     /// Reads `path`, applies environment overrides and validates the result.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            reason: read_failure(&e),
         })?;
         let env: Vec<(String, String)> = std::env::vars().collect();
         Self::from_toml(path, &src, &env)
@@ -191,6 +188,16 @@ impl Config {
 
     pub fn catalog_dir(&self) -> PathBuf {
         self.base_dir.join(&self.catalog.dir)
+    }
+}
+
+/// Why the config file could not be read, with the fix for the common case: no file there.
+fn read_failure(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "there is no such file; copy config.example.toml there \
+             and edit it, or pass --config FILE (or set OPSBOT_CONFIG)"
+            .into(),
+        _ => e.to_string(),
     }
 }
 

@@ -150,6 +150,7 @@ pub struct SlackConfig {
 #[serde(deny_unknown_fields)]
 struct RawSlack {
     signing_secret: SecretString,
+    #[serde(deserialize_with = "slack_bot_token")]
     bot_token: SecretString,
     #[serde(default = "default_slack_api")]
     api_url: String,
@@ -165,6 +166,12 @@ impl TryFrom<RawSlack> for SlackConfig {
             None if raw.socket_mode => {
                 return Err("slack.socket_mode = true needs slack.app_token \
                  (an app-level token, xapp-..., with the connections:write scope)"
+                    .into());
+            }
+            Some(t) if t.expose_secret().starts_with("xoxb-") => {
+                return Err("slack.app_token is a bot token (xoxb-...), which goes in \
+                 slack.bot_token; app_token takes the app-level token (xapp-...; Basic \
+                 Information → App-Level Tokens)"
                     .into());
             }
             Some(t) if !t.expose_secret().starts_with("xapp-") => {
@@ -183,6 +190,20 @@ impl TryFrom<RawSlack> for SlackConfig {
             receive,
         })
     }
+}
+
+/// An app-level token pasted as the bot token fails only at the first message (Slack answers
+/// `not_allowed_token_type`); say at start which token goes where.
+fn slack_bot_token<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+    let token = SecretString::deserialize(d)?;
+    if token.expose_secret().starts_with("xapp-") {
+        return Err(serde::de::Error::custom(
+            "slack.bot_token is an app-level token (xapp-...), which goes in slack.app_token \
+             (Socket Mode); bot_token takes the Bot User OAuth Token (xoxb-..., OAuth & \
+             Permissions)",
+        ));
+    }
+    Ok(token)
 }
 
 fn default_slack_api() -> String {

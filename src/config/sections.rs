@@ -89,7 +89,9 @@ pub enum LogFormat {
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
-    /// A `tracing` filter, e.g. `info` or `opsbot=debug,sqlx=warn`.
+    /// A `tracing` filter, e.g. `info` or `opsbot=debug,sqlx=warn`; checked when read, so a
+    /// filter `serve` would refuse (or one that silently logs nothing) stops every command.
+    #[serde(deserialize_with = "log_level")]
     pub level: String,
 }
 
@@ -100,6 +102,43 @@ impl Default for LogConfig {
             level: "info".into(),
         }
     }
+}
+
+fn log_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let level = String::deserialize(d)?;
+    check_log_level(&level).map_err(serde::de::Error::custom)?;
+    Ok(level)
+}
+
+/// Refuses what `tracing` would refuse, and a level's common misspelling (`warning`), which
+/// `tracing` reads as the name of a module: opsbot would run logging nothing at all.
+fn check_log_level(level: &str) -> Result<(), String> {
+    crate::telemetry::filter(level)?;
+    let misspelt = level
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.contains(['=', '[', ':']))
+        .filter(|d| d.parse::<tracing::level_filters::LevelFilter>().is_err())
+        .find_map(|d| level_meant(d).map(|meant| (d, meant)));
+    match misspelt {
+        Some((word, meant)) => Err(format!(
+            "log.level {level:?}: {word:?} is not a tracing level (trace, debug, info, warn, \
+             error, off) but would be read as a module name, logging nothing else; write {meant:?}"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The level a word from another logging system means.
+fn level_meant(word: &str) -> Option<&'static str> {
+    Some(match word.to_ascii_lowercase().as_str() {
+        "warning" | "warnings" => "warn",
+        "information" | "informational" | "notice" => "info",
+        "err" | "errors" | "critical" | "crit" | "fatal" | "panic" | "alert" | "emerg" => "error",
+        "verbose" | "all" | "debug2" => "trace",
+        "none" | "quiet" | "silent" => "off",
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Deserialize)]

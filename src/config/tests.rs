@@ -281,3 +281,45 @@ fn the_store_location_shown_carries_no_credentials() {
         "postgres://db.internal:5432/opsbot"
     );
 }
+
+#[test]
+fn a_log_level_tracing_would_refuse_or_misread_is_refused_at_its_line() {
+    let msg = load_err("[log]\nformat = \"text\"\nlevel = \"warning\"\n");
+    assert!(msg.starts_with("opsbot.toml:3:"), "{msg}");
+    assert!(
+        msg.contains("\"warning\" is not a tracing level") && msg.contains("write \"warn\""),
+        "{msg}"
+    );
+    let msg = load_err("[log]\nlevel = \"opsbot=loud\"\n");
+    assert!(
+        msg.starts_with("opsbot.toml:2:") && msg.contains("not a valid filter"),
+        "{msg}"
+    );
+    for fine in ["warn", "INFO", "opsbot=debug,sqlx=warn", "opsbot", "off"] {
+        let src = format!("[log]\nlevel = {fine:?}\n");
+        assert!(load(&src).is_ok(), "{fine}");
+    }
+}
+
+#[test]
+fn slack_tokens_in_each_others_place_are_named() {
+    let slack = |bot: &str, app: &str| {
+        format!(
+            "[slack]\nsigning_secret = \"0123456789abcdef\"\nbot_token = {bot:?}\napp_token = {app:?}\nsocket_mode = true\n"
+        )
+    };
+    let msg = load_err(&slack("xapp-1-A1-2-abc", "xapp-1-A1-2-abc"));
+    assert!(msg.starts_with("opsbot.toml:3:"), "{msg}");
+    assert!(
+        msg.contains(
+            "slack.bot_token is an app-level token (xapp-...), which goes in slack.app_token"
+        ) && msg.contains("xoxb-"),
+        "{msg}"
+    );
+    assert!(!msg.contains("abc"), "never the token: {msg}");
+    let msg = load_err(&slack("xoxb-1-2-abc", "xoxb-1-2-abc"));
+    assert!(
+        msg.contains("slack.app_token is a bot token (xoxb-...), which goes in slack.bot_token"),
+        "{msg}"
+    );
+}

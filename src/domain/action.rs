@@ -2,7 +2,7 @@
 //! concrete action (argv or HTTP request) an `ActionRunner` executes. Pure data; rendering
 //! lives in `actions::render`, running in the runner.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -55,4 +55,21 @@ impl ActionKind {
             ActionKind::Exec { timeout, .. } | ActionKind::Http { timeout, .. } => *timeout,
         }
     }
+}
+
+/// Where an exec action runs and the program it starts: a relative `workdir`, and a program
+/// written as a relative path (`./rollback.sh`), are relative to the config's folder `base`,
+/// like every path in the config; a bare name (`kubectl`) is left for the PATH search.
+pub fn exec_location(program: &str, workdir: Option<&Path>, base: &Path) -> (PathBuf, String) {
+    let dir = match workdir {
+        Some(d) if d.is_absolute() => d.to_path_buf(),
+        Some(d) => base.join(d),
+        None => base.to_path_buf(),
+    };
+    let program = if program.contains('/') && !program.starts_with('/') {
+        dir.join(program).to_string_lossy().into_owned()
+    } else {
+        program.to_owned()
+    };
+    (dir, program)
 }

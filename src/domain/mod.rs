@@ -17,7 +17,7 @@ mod run;
 mod text;
 mod time;
 
-pub use action::{ActionKind, BoundArgs};
+pub use action::{ActionKind, BoundArgs, exec_location};
 pub use alert::{Alert, AlertSource, AlertStatus, IncomingAlert, Matcher, Silence};
 pub use audit::{
     AuditEntry, AuditRecord, ChainBreak, ChainBreakKind, ChainVerifier, GENESIS_HASH, Outcome,

@@ -27,6 +27,10 @@ fn settle(request_id: &RequestId, result: Result<Done, Refusal>) -> Settled {
         Err(Refusal::Limited { message, notify }) => {
             (Outcome::Limited, message.clone(), notify.then_some(message))
         }
+        Err(Refusal::Unavailable(m)) => {
+            let text = format!("{m} Nothing was run (request id {request_id}).");
+            (Outcome::Failed, m, Some(text))
+        }
         Err(Refusal::Failed(err)) => {
             error!(request_id = %request_id, error = format!("{err:#}"), "command failed");
             (

@@ -19,7 +19,7 @@ impl Router {
         ev: &InboundEvent,
         requester: &Requester,
         authorized: &Authorized<Target>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Counted, Refusal> {
         let who = match requester.person() {
             Some(p) => format!("person:{}", p.name),
             None => format!("user:{}", requester.user()),
@@ -52,11 +52,19 @@ impl Router {
             format!("/{name} for everyone"),
         ));
         keys.push(("global".into(), l.global, "commands for everyone".into()));
+        let mut counted = Counted(Vec::new());
         for (key, quota, what) in keys {
             let Some(quota) = quota else { continue };
             let decision = self.deps.limiter.check(&key, quota).await.map_err(|e| {
                 Refusal::Failed(anyhow::Error::new(e).context("rate limiter check"))
             })?;
+            // A credit stands in for the count; a failure gives it back like any other.
+            let credited =
+                matches!(decision, LimitDecision::Limited { .. }) && self.take_credit(&key);
+            counted.0.push((key.clone(), quota));
+            if credited {
+                continue;
+            }
             if let LimitDecision::Limited { retry_after } = decision {
                 let retry = retry_after.max(Duration::from_secs(1));
                 let notify = self.first_notice(&format!("{who}|{key}"), retry);
@@ -71,7 +79,36 @@ impl Router {
                 });
             }
         }
-        Ok(())
+        Ok(counted)
+    }
+
+    /// Gives back what a failed attempt counted: each key gets one credit, spent when the
+    /// limiter next refuses that key, and lapsing after the quota's window (when the count
+    /// would have refilled anyway).
+    pub(super) fn give_back(&self, counted: Counted) {
+        let now = Instant::now();
+        let mut credits = self.limit_credits.lock().expect("limit credits poisoned");
+        if credits.len() > 10_000 {
+            credits.retain(|_, until| until.iter().any(|u| *u > now));
+        }
+        for (key, quota) in counted.0 {
+            credits.entry(key).or_default().push(now + quota.per);
+        }
+    }
+
+    /// Spends a live credit for `key`, if there is one.
+    fn take_credit(&self, key: &str) -> bool {
+        let now = Instant::now();
+        let mut credits = self.limit_credits.lock().expect("limit credits poisoned");
+        let Some(until) = credits.get_mut(key) else {
+            return false;
+        };
+        until.retain(|u| *u > now);
+        let spent = until.pop().is_some();
+        if until.is_empty() {
+            credits.remove(key);
+        }
+        spent
     }
 
     /// Counts a refused reaction against the per-person limit (its own budget, so refused
@@ -119,6 +156,9 @@ impl Router {
         }
     }
 }
+
+/// The limit keys one attempt was counted against, with their quotas.
+pub(super) struct Counted(Vec<(String, RateQuota)>);
 
 fn human(d: Duration) -> String {
     match d.as_secs() {

@@ -143,7 +143,13 @@ impl Done {
 enum Refusal {
     Invalid(String),
     Denied(String),
-    Limited { message: String, notify: bool },
+    Limited {
+        message: String,
+        notify: bool,
+    },
+    /// Cannot run until an operator fixes something (a secret not set): audited as failed,
+    /// but the person is told what, since the message names no value.
+    Unavailable(String),
     Failed(anyhow::Error),
 }
 
@@ -200,6 +206,8 @@ pub struct Router {
     alert_commands: AlertCommands,
     /// (limit key) -> until when further limited replies are withheld.
     limit_notices: Mutex<HashMap<String, Instant>>,
+    /// (limit key) -> when each count given back for a failed attempt lapses (`limits.rs`).
+    limit_credits: Mutex<HashMap<String, Vec<Instant>>>,
     in_flight: TaskTracker,
 }
 
@@ -239,6 +247,7 @@ impl Router {
             incidents,
             alert_commands,
             limit_notices: Mutex::new(HashMap::new()),
+            limit_credits: Mutex::new(HashMap::new()),
             in_flight,
         }
     }
@@ -374,8 +383,13 @@ impl Router {
                 Call::Runbook(bind(spec, &words).map_err(Refusal::Invalid)?, mode)
             }
         };
-        self.check_limits(ev, &requester, &authorized).await?;
-        self.run(ev, request_id, &requester, authorized, call).await
+        let counted = self.check_limits(ev, &requester, &authorized).await?;
+        let result = self.run(ev, request_id, &requester, authorized, call).await;
+        if let Err(Refusal::Failed(_) | Refusal::Unavailable(_)) = &result {
+            // Our failure, not the person's use: it must not cost them their next try.
+            self.give_back(counted);
+        }
+        result
     }
 
     async fn run(

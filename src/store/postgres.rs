@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::Connection as _;
 use sqlx::Postgres;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::alerts::{record_delivery, upsert_on};
 use super::audit::append_to_chain;
@@ -15,6 +16,9 @@ use super::batch::BatchWrite;
 use super::{PostgresStore, backend};
 use crate::domain::{AuditEntry, AuditRecord, IncomingAlert, Platform};
 use crate::ports::StoreError;
+
+/// How long the first connection may take before the server counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Advisory lock key guarding the audit chain head ("opsbot" in ASCII).
 const AUDIT_CHAIN_LOCK: i64 = 0x6f_70_73_62_6f_74;
@@ -35,6 +39,7 @@ impl PostgresStore {
         if let Some(schema) = schema {
             options = options.options([("search_path", schema)]);
         }
+        first_connection(&options).await?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(5))
@@ -43,6 +48,60 @@ impl PostgresStore {
             .map_err(backend)?;
         let writer = Writer { pool: pool.clone() };
         Self::migrated(pool, sqlx::migrate!("migrations/postgres"), writer).await
+    }
+}
+
+/// Connects once, directly, before the pool does: the pool retries a failed connection until
+/// its acquire timeout and then says only "pool timed out", hiding the cause.
+async fn first_connection(options: &PgConnectOptions) -> Result<(), StoreError> {
+    let server = format!("{}:{}", options.get_host(), options.get_port());
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(StoreError::Unavailable(connect_failure(
+            &e, options, &server,
+        ))),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "Postgres at {server} did not answer within {}s; check the host and port in \
+             store.database_url and that no firewall drops opsbot's connections",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// The cause of a failed connection and what to check, in one sentence without the password.
+fn connect_failure(e: &sqlx::Error, options: &PgConnectOptions, server: &str) -> String {
+    let database = options.get_database().unwrap_or(options.get_username());
+    match e {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => format!(
+            "connection refused by {server}: is Postgres running there, listening on that \
+             address and port (listen_addresses, port in postgresql.conf)?"
+        ),
+        sqlx::Error::Io(io) => format!(
+            "cannot reach Postgres at {server}: {io}; check the host and port in store.database_url"
+        ),
+        sqlx::Error::Tls(tls) => format!(
+            "TLS with Postgres at {server} failed: {tls}; check sslmode in store.database_url"
+        ),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("3D000") => format!(
+                "database {database:?} does not exist on {server}; create it (createdb \
+                 {database}) or fix the database name in store.database_url"
+            ),
+            Some("28P01" | "28000") => format!(
+                "Postgres at {server} refused user {:?}: {}; check the user and password in \
+                 store.database_url (and pg_hba.conf)",
+                options.get_username(),
+                db.message()
+            ),
+            _ => format!(
+                "Postgres at {server} refused the connection: {}",
+                db.message()
+            ),
+        },
+        other => format!("cannot connect to Postgres at {server}: {other}"),
     }
 }
 

@@ -2,6 +2,7 @@
 //! audited before the process starts, the lease renewed while it runs, the result recorded.
 
 use super::*;
+use crate::domain::exec_location;
 
 impl RunbookService {
     /// Runs an `approved` request: `approved -> running` (only one caller can win), the action
@@ -209,15 +210,9 @@ impl RunbookService {
                 env,
                 timeout,
             } => {
-                let dir = match workdir {
-                    Some(d) if d.is_absolute() => d.clone(),
-                    Some(d) => self.base_dir.join(d),
-                    None => self.base_dir.clone(),
-                };
+                let (dir, program) = exec_location(&argv[0], workdir.as_deref(), &self.base_dir);
                 let mut argv = argv.clone();
-                if argv[0].contains('/') && !argv[0].starts_with('/') {
-                    argv[0] = dir.join(&argv[0]).to_string_lossy().into_owned();
-                }
+                argv[0] = program;
                 ActionKind::Exec {
                     argv,
                     workdir: Some(dir),

@@ -208,9 +208,9 @@ impl RunbookService {
     }
 
     fn render_for(&self, spec: &CommandSpec, args: &BoundArgs) -> Result<RenderedAction, Refusal> {
-        render(spec, args, &*self.env).map_err(|e| {
-            Refusal::Failed(anyhow::anyhow!(e).context(format!("rendering /{}", spec.name)))
-        })
+        // The reasons are opsbot's own sentences naming variables, never their values.
+        render(spec, args, &*self.env)
+            .map_err(|e| Refusal::Unavailable(format!("/{} cannot run: {e}.", spec.name)))
     }
 }
 
