@@ -192,6 +192,11 @@ impl Config {
     pub fn catalog_dir(&self) -> PathBuf {
         self.base_dir.join(&self.catalog.dir)
     }
+
+    /// `log.file` resolved against the config file's folder.
+    pub fn log_file(&self) -> Option<PathBuf> {
+        self.log.file.as_ref().map(|f| self.base_dir.join(f))
+    }
 }
 
 /// Parses the file with the environment overrides applied. The merged result decides (so a
