@@ -146,6 +146,13 @@ impl App {
             crate::store::connect(&config.store.database_url, config.store.max_connections).await?;
         let limiter = rate_limiter(&config.limits.backend).await?;
         let metrics = Arc::new(Metrics::new());
+        metrics.known(
+            crate::router::builtins::NAMES
+                .into_iter()
+                .chain(catalog.iter().map(|spec| spec.name.as_str())),
+            catalog.iter().map(|spec| spec.name.as_str()),
+            &chat_platforms(&config),
+        );
         let apis = Apis::new(&config)?;
         let outbound = (overrides.outbound)
             .unwrap_or_else(|| platform_outbound(&config, &apis, metrics.clone()));
@@ -199,7 +206,9 @@ impl App {
                 alertmanager_token: self.config.alerts.alertmanager_token.clone(),
                 webhook_secret: self.config.alerts.webhook_secret.clone(),
                 clock: self.clock.clone(),
+                metrics: self.metrics.clone(),
             },
+            metrics_route: self.config.server.metrics_listen.is_none(),
             max_body_bytes: self.config.alerts.max_body_bytes,
             limits: self.server_limits(),
             liveness: self.liveness.clone(),
@@ -275,9 +284,33 @@ impl App {
             .map_err(|source| StartupError::Bind { addr, source })
     }
 
+    /// Binds `server.metrics_listen`, when set: `/metrics` is served there alone.
+    pub async fn bind_metrics(&self) -> Result<Option<TcpListener>, StartupError> {
+        let Some(addr) = self.config.server.metrics_listen else {
+            return Ok(None);
+        };
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        Ok(Some(listener))
+    }
+
+    /// Serves `/metrics` on its own listener (from [`App::bind_metrics`]) until `shutdown`.
+    pub fn spawn_metrics(&self, listener: TcpListener, shutdown: &CancellationToken) {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving /metrics on its own listener");
+        }
+        tokio::spawn(http::serve_metrics(
+            listener,
+            self.http_state(),
+            shutdown.clone(),
+        ));
+    }
+
     /// `opsbot serve`: HTTP plus every configured adapter, until Ctrl-C or SIGTERM.
     pub async fn serve(self) -> Result<(), StartupError> {
         let listener = self.bind().await?;
+        let metrics_listener = self.bind_metrics().await?;
         let shutdown = CancellationToken::new();
         let addr = listener.local_addr().map_err(|source| StartupError::Bind {
             addr: self.config.server.listen,
@@ -290,6 +323,9 @@ impl App {
             "opsbot serving HTTP"
         );
         let http = tokio::spawn(http::serve(listener, self.http_state(), shutdown.clone()));
+        if let Some(listener) = metrics_listener {
+            self.spawn_metrics(listener, &shutdown);
+        }
         self.spawn_adapters(&shutdown);
         tokio::spawn(self.sweeper().run(self.liveness.clone(), shutdown.clone()));
         tokio::spawn(crate::memory::trim_forever(shutdown.clone()));
@@ -398,6 +434,11 @@ impl App {
                 None
             }
         };
+        match self.bind_metrics().await {
+            Ok(Some(listener)) => self.spawn_metrics(listener, &shutdown),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "/metrics unavailable in this chat session"),
+        }
         // Notices for other platforms' channels go there, not to this terminal.
         tokio::spawn(self.sweeper().run(self.liveness.clone(), shutdown.clone()));
         let channel = channel.unwrap_or(&self.config.console.channel);
@@ -435,6 +476,21 @@ fn chat_without_http(e: &StartupError) -> String {
     format!(
         "{why}: this chat session serves no HTTP, so /status checks of {addr} reach that process, not this one (set another server.listen, e.g. OPSBOT_SERVER__LISTEN=127.0.0.1:0, to have both)"
     )
+}
+
+/// The chat platforms this config receives on: those configured, and the console when
+/// `serve` reads it.
+fn chat_platforms(config: &Config) -> Vec<Platform> {
+    let console = config.console.enabled && config.console.user.is_some();
+    [
+        (Platform::Console, console),
+        (Platform::Slack, config.slack.is_some()),
+        (Platform::Discord, config.discord.is_some()),
+        (Platform::Telegram, config.telegram.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(platform, on)| on.then_some(platform))
+    .collect()
 }
 
 async fn rate_limiter(backend: &LimiterBackend) -> Result<Arc<dyn RateLimiter>, StartupError> {

@@ -10,6 +10,7 @@ use crate::app::{App, load_catalog};
 use crate::config::Config;
 use crate::domain::ChainVerifier;
 use crate::ports::Store;
+use crate::telemetry::Plan;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -131,6 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig { connect, config } => check_config(&config, connect).await,
         Command::Migrate(arg) => {
             let config = load(&arg)?;
+            init_logs(&config, true)?;
             crate::store::connect(&config.store.database_url, config.store.max_connections).await?;
             println!("ok: migrations applied");
             Ok(ExitCode::SUCCESS)
@@ -142,6 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
         } => {
             let config = load(&config)?;
+            init_logs(&config, true)?;
             let store =
                 crate::store::connect(&config.store.database_url, config.store.max_connections)
                     .await?;
@@ -154,19 +157,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Installs logging; `quiet` when the terminal carries a conversation or the command's own
+/// output (see `telemetry::Plan`).
+fn init_logs(config: &Config, quiet: bool) -> anyhow::Result<Plan> {
+    let plan = Plan::new(
+        &config.log,
+        config.log_file(),
+        quiet,
+        crate::telemetry::rust_log(),
+    );
+    plan.install(config.log.format)
+        .map_err(anyhow::Error::msg)?;
+    Ok(plan)
+}
+
 async fn serve(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
     let config = load(arg)?;
-    crate::telemetry::init(&config.log, None).map_err(anyhow::Error::msg)?;
+    // Someone typing to the console would see log lines between the replies.
+    let console = &config.console;
+    let interactive = console.enabled
+        && console.user.is_some()
+        && std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let plan = init_logs(&config, interactive)?;
+    if let Some(notice) = plan.notice().filter(|_| interactive) {
+        eprintln!("{notice}");
+    }
     App::build(config).await?.serve().await?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn chat(arg: &ConfigArg, as_user: &str, channel: Option<&str>) -> anyhow::Result<ExitCode> {
     let config = load(arg)?;
-    // Keep the terminal for the conversation; only warnings go to stderr.
-    let level = std::env::var("RUST_LOG").ok();
-    crate::telemetry::init(&config.log, Some(level.as_deref().unwrap_or("warn")))
-        .map_err(anyhow::Error::msg)?;
+    // Keep the terminal for the conversation.
+    init_logs(&config, true)?;
     App::build(config).await?.chat(as_user, channel).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -199,7 +222,9 @@ async fn check_config(arg: &ConfigArg, connect: bool) -> anyhow::Result<ExitCode
 }
 
 async fn postmortem(arg: &ConfigArg, id: i64) -> anyhow::Result<ExitCode> {
-    let app = App::build(load(arg)?).await?;
+    let config = load(arg)?;
+    init_logs(&config, true)?;
+    let app = App::build(config).await?;
     let Some(incident) = app.store.incident(id.into()).await? else {
         eprintln!("error: there is no incident #{id}");
         return Ok(ExitCode::FAILURE);

@@ -1,7 +1,8 @@
 //! The HTTP server (axum): `/healthz` (process is up), `/readyz` (store writable, loops and
 //! adapters alive) and `/metrics` (OpenMetrics text), alert intake under `/hooks/*` (see
 //! `hooks`) and the chat platforms' endpoints; every request is answered within
-//! `server.request_timeout`. Connections are accepted and limited in `serve`.
+//! `server.request_timeout`. With `server.metrics_listen`, `/metrics` has a listener of its
+//! own instead (`serve_metrics`). Connections are accepted and limited in `serve`.
 
 mod serve;
 
@@ -40,6 +41,9 @@ pub struct HttpState {
     /// Largest accepted request body (webhooks).
     pub max_body_bytes: usize,
     pub limits: ServerLimits,
+    /// Whether this listener serves `/metrics` (not when `server.metrics_listen` gives it
+    /// one of its own).
+    pub metrics_route: bool,
 }
 
 pub fn routes(state: HttpState) -> Router {
@@ -49,15 +53,14 @@ pub fn routes(state: HttpState) -> Router {
         .route("/hooks/alert", post(crate::hooks::generic))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state.hooks.clone());
-    let mut app = Router::new()
-        .route("/healthz", get(healthz))
-        .route(
-            "/readyz",
-            get(move |State(state): State<HttpState>| readyz(state, store.clone())),
-        )
-        .route("/metrics", get(metrics))
-        .with_state(state.clone())
-        .merge(hooks);
+    let mut app = Router::new().route("/healthz", get(healthz)).route(
+        "/readyz",
+        get(move |State(state): State<HttpState>| readyz(state, store.clone())),
+    );
+    if state.metrics_route {
+        app = app.route("/metrics", get(metrics));
+    }
+    let mut app = app.with_state(state.clone()).merge(hooks);
     if let Some(telegram) = state.telegram {
         let routes = Router::new().route("/telegram/webhook", post(telegram::webhook));
         app = app.merge(platform(routes, telegram));
@@ -77,6 +80,15 @@ pub fn routes(state: HttpState) -> Router {
         state.limits.request,
         answer_within,
     ))
+}
+
+/// Only `/metrics`, for the listener `server.metrics_listen` names.
+pub fn metrics_routes(state: HttpState) -> Router {
+    let limit = state.limits.request;
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(limit, answer_within))
 }
 
 /// Answers 408 when a request is not done in time, typically because its body is not
@@ -108,6 +120,12 @@ pub async fn serve(
     let limits = state.limits;
     serve::accept_loop(listener, routes(state), limits, shutdown).await;
     Ok(())
+}
+
+/// Serves [`metrics_routes`] on `listener` until `shutdown` is cancelled.
+pub async fn serve_metrics(listener: TcpListener, state: HttpState, shutdown: CancellationToken) {
+    let limits = state.limits;
+    serve::accept_loop(listener, metrics_routes(state), limits, shutdown).await;
 }
 
 /// How long an alert group may wait for chat delivery before `/readyz` reports it.
@@ -189,6 +207,7 @@ async fn readyz(state: HttpState, store: Arc<StoreCheck>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    state.metrics.adapters_up(state.liveness.platforms_up());
     (
         [(
             header::CONTENT_TYPE,

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::domain::Platform;
+
 /// Where a chat adapter stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AdapterState {
@@ -55,6 +57,19 @@ impl Liveness {
             .collect()
     }
 
+    /// Per platform with an adapter, whether all of its adapters are up. Adapter names start
+    /// with their platform's name (`slack`, `slack socket`, `discord interactions`).
+    pub fn platforms_up(&self) -> BTreeMap<Platform, bool> {
+        let mut up = BTreeMap::new();
+        for (name, state) in self.adapters() {
+            let first = name.split(' ').next().unwrap_or_default();
+            if let Ok(platform) = first.parse::<Platform>() {
+                *up.entry(platform).or_insert(true) &= state == AdapterState::Up;
+            }
+        }
+        up
+    }
+
     /// Records that `name`, which should tick every `every`, just did.
     pub fn tick(&self, name: &'static str, every: Duration) {
         self.tick_at(name, every, Instant::now());
@@ -88,6 +103,18 @@ impl Liveness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_platform_is_up_only_while_each_of_its_adapters_is() {
+        let l = Liveness::default();
+        l.set_adapter("slack", AdapterState::Up);
+        l.set_adapter("slack socket", AdapterState::Retrying("no route".into()));
+        l.set_adapter("console", AdapterState::Up);
+        let up = l.platforms_up();
+        assert_eq!(up.get(&Platform::Slack), Some(&false));
+        assert_eq!(up.get(&Platform::Console), Some(&true));
+        assert_eq!(up.get(&Platform::Telegram), None);
+    }
 
     #[test]
     fn a_loop_that_stops_ticking_is_reported() {

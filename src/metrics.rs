@@ -1,5 +1,8 @@
-//! Prometheus metrics: commands by name and outcome, command latency, and the encoder
-//! behind `/metrics`. Label values are bounded (unknown command names become `unknown`).
+//! Prometheus metrics: commands by name and outcome, command and runbook latency, alert intake
+//! and refused webhooks, chat delivery, each chat adapter's state and the build, and the
+//! encoder behind `/metrics`. Label values are bounded (unknown command names become
+//! `unknown`), and every label combination known at start is there at zero from the first
+//! scrape, so `rate()` and alerts on absent series work before the first event.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -7,10 +10,12 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::domain::Outcome;
+use crate::domain::{Outcome, Platform, RunState};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CommandLabels {
@@ -33,15 +38,88 @@ struct PlatformLabel {
     platform: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    endpoint: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    /// `release` or `debug`: a debug build in production is worth noticing.
+    profile: &'static str,
+}
+
+/// The alert intake endpoints whose refusals are counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Webhook {
+    /// `/hooks/alertmanager` (bearer token).
+    Alertmanager,
+    /// `/hooks/alert` (HMAC signature).
+    Alert,
+}
+
+/// Why a webhook was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Missing or wrong bearer token.
+    Token,
+    /// Missing, stale or wrong signature.
+    Signature,
+    /// Body over `alerts.max_body_bytes`.
+    TooLarge,
+    /// Not the expected JSON.
+    BadJson,
+}
+
+impl Webhook {
+    fn as_str(self) -> &'static str {
+        match self {
+            Webhook::Alertmanager => "alertmanager",
+            Webhook::Alert => "alert",
+        }
+    }
+
+    /// The refusals this endpoint can give: only one of them checks a token.
+    fn refusals(self) -> [Refusal; 3] {
+        let auth = match self {
+            Webhook::Alertmanager => Refusal::Token,
+            Webhook::Alert => Refusal::Signature,
+        };
+        [auth, Refusal::TooLarge, Refusal::BadJson]
+    }
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Token => "token",
+            Refusal::Signature => "signature",
+            Refusal::TooLarge => "too_large",
+            Refusal::BadJson => "bad_json",
+        }
+    }
+}
+
+/// How a run can end with a duration (an interrupted run's end is not seen).
+const RUN_ENDINGS: [RunState; 3] = [RunState::Succeeded, RunState::Failed, RunState::TimedOut];
+
+/// The `kind`s of `opsbot_outbound_failures_total`.
+const OUTBOUND_FAILURES: [&str; 3] = ["retry_after", "failed", "undeliverable"];
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     commands: Family<CommandLabels, Counter>,
     latency: Family<NameLabel, Histogram>,
     alerts_received: Counter,
     runs_finished: Family<KindLabel, Counter>,
+    run_duration: Family<CommandLabels, Histogram>,
     outbound_failures: Family<KindLabel, Counter>,
     not_delivered: Family<PlatformLabel, Counter>,
-    alert_backlog: prometheus_client::metrics::gauge::Gauge,
+    alert_backlog: Gauge,
+    adapter_up: Family<PlatformLabel, Gauge>,
+    webhook_refused: Family<RefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -52,69 +130,144 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("opsbot");
-        let commands = Family::<CommandLabels, Counter>::default();
-        let latency = Family::<NameLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-        });
+        let metrics = Self {
+            commands: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
+            alerts_received: Counter::default(),
+            runs_finished: Family::default(),
+            // 0.1 s to about 27 minutes: runbooks range from an HTTP call to a backup.
+            run_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.1, 2.0, 15))
+            }),
+            outbound_failures: Family::default(),
+            not_delivered: Family::default(),
+            alert_backlog: Gauge::default(),
+            adapter_up: Family::default(),
+            webhook_refused: Family::default(),
+            registry: Mutex::new(Registry::with_prefix("opsbot")),
+        };
+        metrics.register(&mut metrics.registry.lock().expect("metrics registry poisoned"));
+        metrics
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "build",
+            "The running opsbot's version and build profile (always 1)",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                profile: if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                },
+            }),
+        );
         registry.register(
             "commands",
             "Commands handled, by command and outcome",
-            commands.clone(),
+            self.commands.clone(),
         );
         registry.register(
             "command_duration_seconds",
             "Time from receiving a command to its reply, audit included",
-            latency.clone(),
+            self.latency.clone(),
         );
-        let alerts_received = Counter::default();
         registry.register(
             "alerts_received",
             "Alerts accepted and stored (redeliveries included)",
-            alerts_received.clone(),
+            self.alerts_received.clone(),
         );
-        let runs_finished = Family::<KindLabel, Counter>::default();
         registry.register(
             "runs_finished",
             "Runbook executions, by final state",
-            runs_finished.clone(),
+            self.runs_finished.clone(),
         );
-        let outbound_failures = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "runbook_duration_seconds",
+            "How long a runbook's action ran, by command and how it ended (succeeded, failed, timed_out)",
+            self.run_duration.clone(),
+        );
         registry.register(
             "outbound_failures",
             "Bot messages that failed: retry_after (platform 429s), failed (retried), undeliverable (given up, logged)",
-            outbound_failures.clone(),
+            self.outbound_failures.clone(),
         );
-        let not_delivered = Family::<PlatformLabel, Counter>::default();
         registry.register(
             "messages_not_delivered",
             "Bot messages given up on after the outbound's own retries, each logged with its text (alert group messages are tried again later by the alert service)",
-            not_delivered.clone(),
+            self.not_delivered.clone(),
         );
-        let alert_backlog = prometheus_client::metrics::gauge::Gauge::default();
         registry.register(
             "alert_backlog_groups",
             "Alert groups waiting for chat delivery",
-            alert_backlog.clone(),
+            self.alert_backlog.clone(),
         );
-        Self {
-            registry: Mutex::new(registry),
-            commands,
-            latency,
-            alerts_received,
-            runs_finished,
-            outbound_failures,
-            not_delivered,
-            alert_backlog,
+        registry.register(
+            "adapter_up",
+            "1 while every adapter of a configured chat platform receives events, else 0 (connecting, retrying or off; see /readyz for why)",
+            self.adapter_up.clone(),
+        );
+        registry.register(
+            "webhook_refused",
+            "Alert webhooks refused, by endpoint and reason (token, signature, too_large, bad_json)",
+            self.webhook_refused.clone(),
+        );
+    }
+
+    /// Creates at zero every series whose labels are known at start: each command (built-ins
+    /// and the catalogue, and `unknown`) by outcome, each runbook by how a run ends, the
+    /// configured chat platforms, the webhook refusals and the outbound failure kinds.
+    pub fn known<'a>(
+        &self,
+        commands: impl IntoIterator<Item = &'a str>,
+        runbooks: impl IntoIterator<Item = &'a str>,
+        platforms: &[Platform],
+    ) {
+        for command in commands.into_iter().chain(["unknown"]) {
+            for outcome in Outcome::ALL {
+                let _ = self
+                    .commands
+                    .get_or_create(&command_labels(command, outcome.as_str()));
+            }
+            let _ = self.latency.get_or_create(&NameLabel {
+                command: command.to_owned(),
+            });
+        }
+        for runbook in runbooks {
+            for state in RUN_ENDINGS {
+                let _ = self
+                    .run_duration
+                    .get_or_create(&command_labels(runbook, state.as_str()));
+            }
+        }
+        for state in RUN_ENDINGS {
+            let _ = self.runs_finished.get_or_create(&KindLabel {
+                kind: state.as_str(),
+            });
+        }
+        for kind in OUTBOUND_FAILURES {
+            let _ = self.outbound_failures.get_or_create(&KindLabel { kind });
+        }
+        for platform in platforms {
+            let _ = self.not_delivered.get_or_create(&platform_label(*platform));
+            let _ = self.adapter_up.get_or_create(&platform_label(*platform));
+        }
+        for endpoint in [Webhook::Alertmanager, Webhook::Alert] {
+            for reason in endpoint.refusals() {
+                let _ = self.webhook_refused.get_or_create(&RefusalLabels {
+                    endpoint: endpoint.as_str(),
+                    reason: reason.as_str(),
+                });
+            }
         }
     }
 
     pub fn observe_command(&self, command: &str, outcome: Outcome, elapsed: Duration) {
         self.commands
-            .get_or_create(&CommandLabels {
-                command: command.to_owned(),
-                outcome: outcome.as_str(),
-            })
+            .get_or_create(&command_labels(command, outcome.as_str()))
             .inc();
         self.latency
             .get_or_create(&NameLabel {
@@ -127,10 +280,16 @@ impl Metrics {
         self.alerts_received.inc_by(n as u64);
     }
 
-    pub fn run_finished(&self, state: &'static str) {
+    /// A runbook's action ended in `state` after running for `ran`.
+    pub fn run_finished(&self, command: &str, state: RunState, ran: Duration) {
         self.runs_finished
-            .get_or_create(&KindLabel { kind: state })
+            .get_or_create(&KindLabel {
+                kind: state.as_str(),
+            })
             .inc();
+        self.run_duration
+            .get_or_create(&command_labels(command, state.as_str()))
+            .observe(ran.as_secs_f64());
     }
 
     pub fn outbound_failure(&self, kind: &'static str) {
@@ -151,6 +310,24 @@ impl Metrics {
         self.alert_backlog.set(groups as i64);
     }
 
+    pub fn webhook_refused(&self, endpoint: Webhook, reason: Refusal) {
+        self.webhook_refused
+            .get_or_create(&RefusalLabels {
+                endpoint: endpoint.as_str(),
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Whether each platform's adapters are all up now (from `Liveness`, read at scrape).
+    pub fn adapters_up(&self, platforms: impl IntoIterator<Item = (Platform, bool)>) {
+        for (platform, up) in platforms {
+            self.adapter_up
+                .get_or_create(&platform_label(platform))
+                .set(i64::from(up));
+        }
+    }
+
     /// OpenMetrics text for `/metrics`.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -158,5 +335,18 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
+    }
+}
+
+fn command_labels(command: &str, outcome: &'static str) -> CommandLabels {
+    CommandLabels {
+        command: command.to_owned(),
+        outcome,
+    }
+}
+
+fn platform_label(platform: Platform) -> PlatformLabel {
+    PlatformLabel {
+        platform: platform.to_string(),
     }
 }

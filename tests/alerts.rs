@@ -804,3 +804,26 @@ async fn alerts_counts_every_firing_alert_and_summarises_those_not_listed() {
     );
     assert!(list.contains("d ") || list.contains("d ·"), "{list}");
 }
+
+#[tokio::test]
+async fn a_group_message_names_the_group_by_its_labels_not_the_raw_key() {
+    let (app, chat) = app().await;
+    let (status, _) = post(&app, Some(TOKEN), am_fixture("03-firing-grouped-3.json")).await;
+    assert_eq!(status, 200);
+    let msgs = chat
+        .wait_until("the group message", |m| !m.is_empty())
+        .await;
+    let Outbound::Post { text, .. } = &msgs[0] else {
+        panic!("{msgs:?}")
+    };
+    assert!(
+        text.contains("\nGroup alertname=DiskFull. /ack ID"),
+        "{text}"
+    );
+    assert!(!text.contains("{}:{"), "no raw group key: {text}");
+    let stored = app.store.active_alerts(10).await.unwrap();
+    assert_eq!(
+        stored[0].incoming.group_key, r#"{}:{alertname="DiskFull"}"#,
+        "the key itself is kept"
+    );
+}

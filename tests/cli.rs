@@ -994,3 +994,142 @@ fn chat_on_a_taken_port_says_so_and_goes_on() {
         "{stderr}"
     );
 }
+
+/// [`setup`] with the console on as alice and `extra` appended to the config.
+fn setup_serving_console(dir: &Path, extra: &str) -> PathBuf {
+    let config = setup(dir, 1);
+    let text_cfg = std::fs::read_to_string(&config).unwrap().replace(
+        "[console]\n",
+        "[console]\nenabled = true\nuser = \"alice\"\n",
+    );
+    std::fs::write(&config, format!("{text_cfg}{extra}")).unwrap();
+    config
+}
+
+/// Sends SIGTERM to `child` and waits for it to exit.
+async fn stop(child: &mut std::process::Child) {
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    eventually("serve to stop on SIGTERM", SLOW, async || {
+        child.try_wait().unwrap()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn serve_takes_rust_log_over_log_level_and_logs_to_log_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup_serving_console(
+        dir.path(),
+        "[log]\nlevel = \"warn\"\nfile = \"opsbot.log\"\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsbot"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = dir.path().join("opsbot.log");
+    eventually(
+        "serve to log its start to log.file at RUST_LOG's level",
+        SLOW,
+        async || {
+            std::fs::read_to_string(&log).is_ok_and(|text| text.contains("opsbot serving HTTP"))
+        },
+    )
+    .await;
+    stop(&mut child).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("\x1b["), "no colour codes in a file: {text}");
+}
+
+/// A pseudo-terminal: the master end (what a person types into) and the slave end (what
+/// opsbot reads as a terminal).
+fn pty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    }
+}
+
+/// Someone typing to `serve`'s console at a terminal sees replies, not log lines between
+/// them, and is told once where the logs are.
+#[tokio::test]
+async fn an_interactive_console_is_not_mixed_with_info_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup_serving_console(dir.path(), "");
+    let (mut terminal, console) = pty();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsbot"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::from(console))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let replies = wait_for_line(child.stdout.take().unwrap(), |l| l.starts_with("You are"));
+    let mut stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    terminal.write_all(b"/whoami\n").unwrap();
+    replies.recv_timeout(SLOW).expect("console reply");
+    stop(&mut child).await;
+    let logs = logs.join().unwrap();
+    assert!(
+        logs.contains("the console is interactive; only warnings and errors are logged here"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("opsbot serving HTTP") && !logs.contains("command handled"),
+        "no INFO lines on the console's terminal: {logs}"
+    );
+}
+
+/// Every start runs the migrations; on Postgres their "already exists, skipping" NOTICEs
+/// are not logged.
+#[tokio::test]
+async fn migrations_on_postgres_log_no_notices() {
+    let Some(schema) = support::fresh_postgres_schema().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\ndatabase_url = \"{}\"\n",
+            support::postgres_schema_url(&schema)
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    for _ in 0..2 {
+        let out = opsbot_with_env(&["migrate", "--config", cfg], &[("RUST_LOG", "info")], b"");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("already exists"), "{stderr}");
+    }
+    support::drop_postgres_schema(&schema).await;
+}

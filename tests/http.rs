@@ -192,3 +192,141 @@ async fn readyz_fails_while_the_store_refuses_writes() {
     let body = app.wait_for_readyz("store: ok").await;
     assert!(body.starts_with("ready\n"), "{body}");
 }
+
+/// `line` is in `body`, or the test fails showing the whole body.
+fn has(body: &str, line: &str) {
+    assert!(body.contains(line), "{line} missing from:\n{body}");
+}
+
+#[tokio::test]
+async fn known_series_are_at_zero_before_their_first_event() {
+    let app = TestApp::builder()
+        .config(TEAM)
+        .config("[console]\nenabled = true\nuser = \"alice\"\n")
+        .config("[slack]\nsigning_secret = \"slack-secret-0123456789\"\nbot_token = \"xoxb-test-token\"\napi_url = \"http://127.0.0.1:9/api/\"\n")
+        .command("rollback.toml", support::ROLLBACK)
+        .spawn()
+        .await;
+    let body = app.metrics().await;
+    for line in [
+        r#"opsbot_commands_total{command="whoami",outcome="ok"} 0"#,
+        r#"opsbot_commands_total{command="rollback",outcome="denied"} 0"#,
+        r#"opsbot_commands_total{command="unknown",outcome="invalid"} 0"#,
+        r#"opsbot_command_duration_seconds_count{command="status"} 0"#,
+        r#"opsbot_runs_finished_total{kind="timed_out"} 0"#,
+        r#"opsbot_runbook_duration_seconds_count{command="rollback",outcome="failed"} 0"#,
+        r#"opsbot_outbound_failures_total{kind="undeliverable"} 0"#,
+        r#"opsbot_messages_not_delivered_total{platform="slack"} 0"#,
+        r#"opsbot_webhook_refused_total{endpoint="alertmanager",reason="token"} 0"#,
+        r#"opsbot_webhook_refused_total{endpoint="alert",reason="signature"} 0"#,
+        // Slack receives on its HTTP routes from the start; the console is not read here.
+        r#"opsbot_adapter_up{platform="slack"} 1"#,
+        r#"opsbot_adapter_up{platform="console"} 0"#,
+    ] {
+        has(&body, line);
+    }
+    has(
+        &body,
+        &format!(
+            r#"opsbot_build_info{{version="{}""#,
+            env!("CARGO_PKG_VERSION")
+        ),
+    );
+    assert!(!body.contains(r#"platform="telegram""#), "{body}");
+}
+
+#[tokio::test]
+async fn a_runbooks_duration_is_observed_by_how_it_ended() {
+    let app = TestApp::builder()
+        .config(TEAM)
+        .command(
+            "restart.toml",
+            "name = \"restart\"\nsummary = \"Restart\"\nroles = [\"sre\"]\n[action]\nkind = \"exec\"\nargv = [\"./act.sh\", \"x\"]\ntimeout = \"30s\"\n",
+        )
+        .script("act.sh", support::COUNTING_ACT)
+        .spawn()
+        .await;
+    let reply = app.reply("alice", "/restart").await;
+    assert!(reply.contains("rolled back x"), "{reply}");
+    let body = app.metrics().await;
+    has(
+        &body,
+        r#"opsbot_runbook_duration_seconds_count{command="restart",outcome="succeeded"} 1"#,
+    );
+    has(&body, r#"opsbot_runs_finished_total{kind="succeeded"} 1"#);
+}
+
+#[tokio::test]
+async fn refused_webhooks_are_counted_by_endpoint_and_reason() {
+    let app = TestApp::builder()
+        .config(&format!(
+            "[alerts]\nalertmanager_token = \"{TOKEN}\"\nwebhook_secret = \"hook-secret-0123456789\"\nmax_body_bytes = 1024\n"
+        ))
+        .spawn()
+        .await;
+    let client = reqwest::Client::new();
+    let am = |token: &str, body: String| {
+        client
+            .post(app.url("/hooks/alertmanager"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        am("wrong-token-0123", "{}".into()).await.unwrap().status(),
+        401
+    );
+    assert_eq!(am(TOKEN, "{not json".into()).await.unwrap().status(), 400);
+    assert_eq!(am(TOKEN, "x".repeat(4096)).await.unwrap().status(), 413);
+    let unsigned = client
+        .post(app.url("/hooks/alert"))
+        .header(
+            "x-opsbot-timestamp",
+            chrono::Utc::now().timestamp().to_string(),
+        )
+        .header("x-opsbot-signature", "v1=00")
+        .body(r#"{"key":"k","status":"firing"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let body = app.metrics().await;
+    for reason in ["token", "bad_json", "too_large"] {
+        has(
+            &body,
+            &format!(
+                r#"opsbot_webhook_refused_total{{endpoint="alertmanager",reason="{reason}"}} 1"#
+            ),
+        );
+    }
+    has(
+        &body,
+        r#"opsbot_webhook_refused_total{endpoint="alert",reason="signature"} 1"#,
+    );
+    has(
+        &body,
+        r#"opsbot_webhook_refused_total{endpoint="alert",reason="bad_json"} 0"#,
+    );
+}
+
+#[tokio::test]
+async fn metrics_listen_serves_metrics_apart_from_the_public_listener() {
+    let app = TestApp::builder()
+        .server("metrics_listen = \"127.0.0.1:0\"")
+        .spawn()
+        .await;
+    let metrics_addr = app.metrics_addr.expect("a metrics listener");
+    assert_ne!(metrics_addr, app.addr);
+    let public = reqwest::get(app.url("/metrics")).await.unwrap();
+    assert_eq!(public.status(), 404, "not on the public listener");
+    let own = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    has(&own.text().await.unwrap(), "opsbot_build_info{");
+    let healthz = reqwest::get(format!("http://{metrics_addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), 404, "only /metrics there");
+}

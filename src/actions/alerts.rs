@@ -12,7 +12,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
-use crate::domain::{Alert, AlertId, AlertStatus, IncomingAlert, Matcher, Platform, clip};
+use crate::domain::{
+    Alert, AlertId, AlertStatus, IncomingAlert, Matcher, Platform, clip, group_key_labels,
+};
 use crate::ports::{
     ChatAction, ChatOutbound, Clock, GroupNotifier, OutboundError, OutboundMessage, OutboundTarget,
     Store, StoreError,
@@ -617,10 +619,12 @@ pub fn render_group(
     if sorted.len() > max_listed {
         summarise(&mut out, &sorted[max_listed..]);
     }
+    // The key stays the group's identity; people read its labels.
+    let group = group_key_labels(group_key).unwrap_or_else(|| group_key.to_owned());
     let _ = write!(
         out,
         "\nGroup {}. /ack ID to acknowledge, /silence MATCHERS DURATION to silence.",
-        shown(group_key)
+        shown(&group)
     );
     out
 }

@@ -189,6 +189,11 @@ impl Config {
     pub fn catalog_dir(&self) -> PathBuf {
         self.base_dir.join(&self.catalog.dir)
     }
+
+    /// `log.file` resolved against the config file's folder.
+    pub fn log_file(&self) -> Option<PathBuf> {
+        self.log.file.as_ref().map(|f| self.base_dir.join(f))
+    }
 }
 
 /// Why the config file could not be read, with the fix for the common case: no file there.

@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub request_timeout: HumanDuration,
     /// Connections served at once; one more is answered 503 and closed.
     pub max_connections: usize,
+    /// Serve `/metrics` on this address instead of `listen` (so the public listener carrying
+    /// the webhooks does not expose it).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +58,7 @@ impl Default for ServerConfig {
             header_read_timeout: secs(10),
             request_timeout: secs(30),
             max_connections: 512,
+            metrics_listen: None,
         }
     }
 }
@@ -91,8 +95,11 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter, e.g. `info` or `opsbot=debug,sqlx=warn`; checked when read, so a
     /// filter `serve` would refuse (or one that silently logs nothing) stops every command.
+    /// `RUST_LOG` overrides it.
     #[serde(deserialize_with = "log_level")]
     pub level: String,
+    /// Append logs to this file (relative to the config file) instead of stderr.
+    pub file: Option<PathBuf>,
 }
 
 impl Default for LogConfig {
@@ -100,6 +107,7 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Text,
             level: "info".into(),
+            file: None,
         }
     }
 }

@@ -46,6 +46,61 @@ impl IncomingAlert {
     }
 }
 
+/// The labels in an Alertmanager group key, for people to read: `{}/{alertname="X"}:{service="y"}`
+/// (route matchers, then the group's labels) reads `alertname=X service=y`; a matcher other
+/// than `=` keeps its operator (`severity=~critical|page`) and a value with spaces its quotes.
+/// `None` when the key holds no `name="value"` (the generic webhook's own group names).
+pub fn group_key_labels(key: &str) -> Option<String> {
+    let mut pairs: Vec<String> = Vec::new();
+    let mut rest = key;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        rest = &rest[start..];
+        let name_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let (name, after) = rest.split_at(name_len);
+        let op = ["=~", "!=", "!~", "="]
+            .into_iter()
+            .find(|op| after.starts_with(*op) && after[op.len()..].starts_with('"'));
+        let Some(op) = op else {
+            rest = after;
+            continue;
+        };
+        let (value, after) = quoted(&after[op.len()..]);
+        rest = after;
+        let value = if value.is_empty() || value.contains(char::is_whitespace) {
+            format!("{value:?}")
+        } else {
+            value
+        };
+        let pair = format!("{name}{op}{value}");
+        if !pairs.contains(&pair) {
+            pairs.push(pair);
+        }
+    }
+    (!pairs.is_empty()).then(|| pairs.join(" "))
+}
+
+/// The Go-quoted string at the start of `s` (which starts with `"`), unescaped, and what
+/// follows it; an unterminated string runs to the end.
+fn quoted(s: &str) -> (String, &str) {
+    let mut value = String::new();
+    let mut chars = s.char_indices().skip(1);
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return (value, &s[i + 1..]),
+            '\\' => match chars.next() {
+                Some((_, 'n')) => value.push('\n'),
+                Some((_, 't')) => value.push('\t'),
+                Some((_, escaped)) => value.push(escaped),
+                None => break,
+            },
+            c => value.push(c),
+        }
+    }
+    (value, "")
+}
+
 /// A stored alert.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Alert {
@@ -170,6 +225,24 @@ impl Silence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_key_reads_as_its_labels() {
+        let read = |k: &str| group_key_labels(k);
+        assert_eq!(
+            read(r#"{}/{alertname="X"}:{service="y"}"#).as_deref(),
+            Some("alertname=X service=y")
+        );
+        assert_eq!(
+            read(
+                r#"{}/{severity=~"critical|page"}:{alertname="Disk\"full\"", team="data platform"}"#
+            )
+            .as_deref(),
+            Some(r#"severity=~critical|page alertname=Disk"full" team="data platform""#)
+        );
+        assert_eq!(read("hook:DiskFull"), None);
+        assert_eq!(read(r#"{}:{a="x"#).as_deref(), Some("a=x"));
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -18,7 +18,9 @@ mod text;
 mod time;
 
 pub use action::{ActionKind, BoundArgs, exec_location};
-pub use alert::{Alert, AlertSource, AlertStatus, IncomingAlert, Matcher, Silence};
+pub use alert::{
+    Alert, AlertSource, AlertStatus, IncomingAlert, Matcher, Silence, group_key_labels,
+};
 pub use audit::{
     AuditEntry, AuditRecord, ChainBreak, ChainBreakKind, ChainVerifier, GENESIS_HASH, Outcome,
     chain_hash,

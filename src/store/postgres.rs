@@ -35,7 +35,11 @@ impl PostgresStore {
         max_connections: u32,
         schema: Option<&str>,
     ) -> Result<Self, StoreError> {
-        let mut options = PgConnectOptions::from_str(url).map_err(backend)?;
+        // NOTICEs are chatter ("relation already exists, skipping" from every start's
+        // migrations, logged by sqlx at INFO); warnings and errors still arrive.
+        let mut options = PgConnectOptions::from_str(url)
+            .map_err(backend)?
+            .options([("client_min_messages", "warning")]);
         if let Some(schema) = schema {
             options = options.options([("search_path", schema)]);
         }

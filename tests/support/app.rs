@@ -24,6 +24,8 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     pub alerts: Arc<opsbot::actions::alerts::AlertService>,
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `server.metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub dir: TempDir,
     /// The app's periodic sweep (tests run it by hand), posting through the app's outbound.
     pub sweeper: opsbot::sweeper::Sweeper,
@@ -139,6 +141,13 @@ async fn start(app: App, dir: TempDir) -> TestApp {
     let listener = app.bind().await.expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
     let shutdown = CancellationToken::new();
+    let metrics = app.bind_metrics().await.expect("bind the metrics listener");
+    let metrics_addr = metrics
+        .as_ref()
+        .map(|l| l.local_addr().expect("local addr"));
+    if let Some(listener) = metrics {
+        app.spawn_metrics(listener, &shutdown);
+    }
     app.spawn_adapters(&shutdown);
     tokio::spawn(opsbot::http::serve(
         listener,
@@ -150,6 +159,7 @@ async fn start(app: App, dir: TempDir) -> TestApp {
         store: app.store.clone(),
         alerts: app.alerts.clone(),
         addr,
+        metrics_addr,
         dir,
         sweeper: app.sweeper(),
         shutdown,
@@ -181,9 +191,10 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// What `/metrics` shows now.
+    /// What `/metrics` shows now (on its own listener when there is one).
     pub async fn metrics(&self) -> String {
-        let response = reqwest::get(self.url("/metrics"))
+        let addr = self.metrics_addr.unwrap_or(self.addr);
+        let response = reqwest::get(format!("http://{addr}/metrics"))
             .await
             .expect("GET /metrics");
         response.text().await.expect("metrics body")

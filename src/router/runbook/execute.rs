@@ -35,7 +35,8 @@ impl RunbookService {
             output: redact(&outcome.output, &rendered.secret_values),
             truncated: outcome.truncated,
         };
-        self.metrics.run_finished(state.as_str());
+        self.metrics
+            .run_finished(&run.new.command, state, outcome.duration);
         let recorded = self.record(id, state, &result).await;
         let code_label = match kind {
             ActionKind::Exec { .. } => "exit",
