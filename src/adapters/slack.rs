@@ -22,7 +22,7 @@ use slack_morphism::prelude::*;
 use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 
 use super::inbound::{Answer, InChannel, Inbound, STORE_UNREACHABLE};
-use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, RunId, UserRef};
+use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, RunId, UserRef, Visibility};
 use crate::ports::{
     ChatAction, ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Sent, StoreError,
 };
@@ -94,12 +94,13 @@ fn slack_error(e: SlackClientError) -> OutboundError {
         SlackClientError::RateLimitError(r) => {
             OutboundError::RetryAfter(r.retry_after.unwrap_or(std::time::Duration::from_secs(1)))
         }
+        // A private channel the bot is not in looks like no channel at all.
         SlackClientError::ApiError(api)
-            if matches!(
-                api.code.as_str(),
-                "channel_not_found" | "not_in_channel" | "is_archived"
-            ) =>
+            if matches!(api.code.as_str(), "channel_not_found" | "not_in_channel") =>
         {
+            OutboundError::NotInChannel(api.code)
+        }
+        SlackClientError::ApiError(api) if api.code == "is_archived" => {
             OutboundError::Undeliverable(api.code)
         }
         SlackClientError::ApiError(api)
@@ -383,14 +384,57 @@ impl Answer for SlackAnswer<'_> {
                 .deliver(ev, message, approval)
                 .await;
         };
-        // No buttons here: a `response_url` answer is never an approval request.
-        let msg = SlackApiPostWebhookMessageRequest::new(content(message).0);
-        self.state
-            .api
-            .client
-            .respond_to_event(url, &msg)
+        self.state.api.respond(url, message).await.map(|()| None)
+    }
+
+    async fn tell_requester(
+        &self,
+        _ev: &InboundEvent,
+        message: &OutboundMessage,
+    ) -> Option<Result<(), OutboundError>> {
+        let url = self.response_url?;
+        let private = message.clone().with_visibility(Visibility::Requester);
+        Some(self.state.api.respond(url, &private).await)
+    }
+}
+
+/// A `response_url` answer. slack-morphism's webhook request has no `response_type`, and
+/// without one Slack shows the answer to the asker only: this adds it.
+#[derive(serde::Serialize)]
+struct ResponseUrlMessage {
+    #[serde(flatten)]
+    content: SlackMessageContent,
+    response_type: &'static str,
+}
+
+impl SlackApi {
+    /// Answers a slash command through its `response_url`, in the channel or to the asker only
+    /// as the message's visibility says. No buttons: such an answer is never an approval request.
+    async fn respond(
+        &self,
+        url: &SlackResponseUrl,
+        message: &OutboundMessage,
+    ) -> Result<(), OutboundError> {
+        let body = ResponseUrlMessage {
+            content: content(message).0,
+            response_type: match message.visibility {
+                Visibility::Channel => "in_channel",
+                Visibility::Requester => "ephemeral",
+            },
+        };
+        let span = tracing::debug_span!("Slack response_url");
+        let context = SlackClientApiCallContext {
+            rate_control_params: None,
+            token: None,
+            tracing_span: &span,
+            is_sensitive_url: true,
+        };
+        self.client
+            .http_api
+            .connector
+            .http_post_uri::<_, SlackApiPostWebhookMessageResponse>(url.0.clone(), &body, context)
             .await
-            .map(|_| None)
+            .map(|_| ())
             .map_err(slack_error)
     }
 }
