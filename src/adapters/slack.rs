@@ -6,6 +6,7 @@
 //! come are dropped by event id (stored, so they hold across restarts and replicas).
 //! `socket` receives the same over Slack Socket Mode, for installs without a public endpoint.
 
+pub mod manifest;
 pub mod socket;
 
 use std::sync::Arc;
