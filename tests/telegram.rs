@@ -33,6 +33,8 @@ struct Fake {
     documents: Mutex<Vec<i64>>,
     /// While set, `getMe` fails as an unreachable Bot API would (502 through a proxy).
     me_unavailable: std::sync::atomic::AtomicBool,
+    /// While set, sends are refused as for a chat the bot is not (or no longer) in.
+    chat_not_found: std::sync::atomic::AtomicBool,
 }
 
 impl Fake {
@@ -142,6 +144,15 @@ async fn bot_api(
                 updates = take(&fake);
             }
             ok(Value::Array(updates))
+        }
+        "sendmessage" | "senddocument"
+            if fake
+                .chat_not_found
+                .load(std::sync::atomic::Ordering::SeqCst) =>
+        {
+            axum::Json(json!({
+                "ok": false, "error_code": 400, "description": "Bad Request: chat not found",
+            }))
         }
         "sendmessage" | "senddocument" => {
             {
@@ -738,4 +749,37 @@ async fn mentions_and_links_in_arguments_and_alerts_stay_plain_text() {
         })
         .await;
     assert_plain(&group);
+}
+
+#[tokio::test]
+async fn an_approval_request_telegram_refuses_as_chat_not_found_is_cancelled_and_logged() {
+    let (logs, _capturing) = support::Captured::start("warn");
+    let (app, fake) = app_with("").await;
+    fake.chat_not_found
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    fake.push(command(1, ALICE, "/rollback@opsbot_test api"));
+    let store = &app.store;
+    support::eventually("the request to be cancelled", support::WAIT, async || {
+        let run = store.run(opsbot::domain::RunId(1)).await.unwrap();
+        run.is_some_and(|r| r.state == opsbot::domain::RunState::Cancelled)
+    })
+    .await;
+    let audit = app.store.recent_audit(1).await.unwrap();
+    assert!(
+        audit[0]
+            .entry
+            .detail
+            .contains("could not be posted in the channel"),
+        "{:?}",
+        audit[0].entry
+    );
+    app.wait_idle().await;
+    let logged = logs.text();
+    assert!(
+        logged.contains("WARN")
+            && logged.contains(&audit[0].entry.request_id.to_string())
+            && logged.contains("Add opsbot to this chat again"),
+        "{logged}"
+    );
+    assert_eq!(runs(&app), 0);
 }
