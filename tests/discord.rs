@@ -975,27 +975,6 @@ async fn an_approval_request_discord_refuses_with_missing_access_is_cancelled_an
     )
     .to_string();
     assert_eq!(post_signed(&bot, &body).await.status(), 200);
-    let store = &bot.store;
-    support::eventually("the request to be cancelled", SLOW, async || {
-        let run = store.run(opsbot::domain::RunId(1)).await.unwrap();
-        run.is_some_and(|r| r.state == opsbot::domain::RunState::Cancelled)
-    })
-    .await;
-    let audit = bot.store.recent_audit(1).await.unwrap();
-    assert!(
-        audit[0]
-            .entry
-            .detail
-            .contains("could not be posted in the channel"),
-        "{:?}",
-        audit[0].entry
-    );
-    bot.wait_idle().await;
-    let logged = logs.text();
-    assert!(
-        logged.contains("WARN")
-            && logged.contains(&audit[0].entry.request_id.to_string())
-            && logged.contains("View Channel and Send Messages"),
-        "{logged}"
-    );
+    let request_id = support::assert_request_withdrawn_unposted(&bot).await;
+    support::assert_warned(&logs.text(), &request_id, "View Channel and Send Messages");
 }

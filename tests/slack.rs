@@ -700,21 +700,6 @@ async fn an_approval_request_slack_refuses_as_not_in_channel_is_cancelled_and_th
         "{text}"
     );
     assert_eq!(answer["response_type"], "ephemeral", "{answer:#}");
-    let run = app
-        .store
-        .run(opsbot::domain::RunId(1))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(run.state, opsbot::domain::RunState::Cancelled);
-    let audit = app.store.recent_audit(1).await.unwrap();
-    assert!(
-        audit[0]
-            .entry
-            .detail
-            .contains("could not be posted in the channel (not_in_channel)"),
-        "{:?}",
-        audit[0].entry
-    );
+    support::assert_request_withdrawn_unposted(&app).await;
     assert_eq!(runs(&app), 0);
 }

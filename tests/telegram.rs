@@ -758,28 +758,7 @@ async fn an_approval_request_telegram_refuses_as_chat_not_found_is_cancelled_and
     fake.chat_not_found
         .store(true, std::sync::atomic::Ordering::SeqCst);
     fake.push(command(1, ALICE, "/rollback@opsbot_test api"));
-    let store = &app.store;
-    support::eventually("the request to be cancelled", support::WAIT, async || {
-        let run = store.run(opsbot::domain::RunId(1)).await.unwrap();
-        run.is_some_and(|r| r.state == opsbot::domain::RunState::Cancelled)
-    })
-    .await;
-    let audit = app.store.recent_audit(1).await.unwrap();
-    assert!(
-        audit[0]
-            .entry
-            .detail
-            .contains("could not be posted in the channel"),
-        "{:?}",
-        audit[0].entry
-    );
-    app.wait_idle().await;
-    let logged = logs.text();
-    assert!(
-        logged.contains("WARN")
-            && logged.contains(&audit[0].entry.request_id.to_string())
-            && logged.contains("Add opsbot to this chat again"),
-        "{logged}"
-    );
+    let request_id = support::assert_request_withdrawn_unposted(&app).await;
+    support::assert_warned(&logs.text(), &request_id, "Add opsbot to this chat again");
     assert_eq!(runs(&app), 0);
 }
