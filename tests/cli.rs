@@ -828,3 +828,24 @@ fn the_checked_in_slack_manifest_is_the_generated_one() {
         "regenerate it: opsbot slack-manifest --config config.example.toml > docs/slack-app-manifest.json"
     );
 }
+
+#[test]
+fn slack_manifest_names_commands_with_the_configured_prefix() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(format!("{root}/config.example.toml")).unwrap();
+    let config = example.replace(
+        "dir = \"examples/demo\"",
+        &format!("dir = \"{root}/examples/demo\""),
+    ) + "\n[slack]\nsigning_secret = \"8f742231b10e8888abcd99yyyzzz85a5\"\nbot_token = \"xoxb-t\"\ncommand_prefix = \"ops-\"\n";
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = opsbot(&["slack-manifest", "--config", path.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let commands = manifest["features"]["slash_commands"].as_array().unwrap();
+    for c in commands {
+        assert!(c["command"].as_str().unwrap().starts_with("/ops-"), "{c}");
+    }
+    assert!(commands.iter().any(|c| c["command"] == "/ops-rollback"));
+}

@@ -703,3 +703,19 @@ async fn an_approval_request_slack_refuses_as_not_in_channel_is_cancelled_and_th
     support::assert_request_withdrawn_unposted(&app).await;
     assert_eq!(runs(&app), 0);
 }
+
+#[tokio::test]
+async fn with_a_command_prefix_slash_commands_arrive_under_their_prefixed_names() {
+    let (base, seen) = fake_slack().await;
+    let app = slack_support::app_with_slack(&format!(
+        "signing_secret = \"{SECRET}\"\nbot_token = \"xoxb-test-token\"\napi_url = \"{base}/api/\"\ncommand_prefix = \"ops-\"\n"
+    ))
+    .await;
+    let answer = answered(&app, &base, &seen, "UALICE", "/ops-whoami", "", 1).await;
+    let text = answer["text"].as_str().unwrap();
+    assert!(text.contains("alice"), "{text}");
+    assert_eq!(
+        app.store.recent_audit(1).await.unwrap()[0].entry.command,
+        "whoami"
+    );
+}

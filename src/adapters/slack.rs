@@ -236,6 +236,8 @@ pub struct SlackState {
     /// message the bot sends; `response_url` answers do not count against channel limits.
     pub outbound: Arc<dyn ChatOutbound>,
     pub verifier: SlackEventSignatureVerifier,
+    /// `slack.command_prefix`: slash commands arrive as `/{prefix}status`.
+    command_prefix: Arc<str>,
 }
 
 impl SlackState {
@@ -252,6 +254,23 @@ impl SlackState {
             verifier: SlackEventSignatureVerifier::new(&SlackSigningSecret::new(
                 signing_secret.expose_secret().to_owned(),
             )),
+            command_prefix: Arc::from(""),
+        }
+    }
+
+    pub fn with_command_prefix(mut self, prefix: &str) -> Self {
+        self.command_prefix = Arc::from(prefix);
+        self
+    }
+
+    /// The command as opsbot knows it: `/ops-status` is `/status` under prefix `ops-`.
+    fn unprefixed<'a>(&self, command: &'a str) -> std::borrow::Cow<'a, str> {
+        match command
+            .strip_prefix('/')
+            .and_then(|c| c.strip_prefix(&*self.command_prefix))
+        {
+            Some(name) if !self.command_prefix.is_empty() => format!("/{name}").into(),
+            _ => command.into(),
         }
     }
 
@@ -319,7 +338,11 @@ fn command_key(cmd: &SlackCommandEvent) -> String {
 
 /// A slash command (HTTP or Socket Mode): routed, then answered through `response_url`.
 fn on_command(state: &SlackState, cmd: SlackCommandEvent) {
-    let text = format!("{} {}", cmd.command.0, cmd.text.clone().unwrap_or_default());
+    let text = format!(
+        "{} {}",
+        state.unprefixed(&cmd.command.0),
+        cmd.text.clone().unwrap_or_default()
+    );
     let ev = InboundEvent::new(
         UserRef::new(Platform::Slack, &cmd.user_id.0),
         ChannelRef::named(&cmd.channel_id.0, cmd.channel_name.clone()),

@@ -41,8 +41,9 @@ pub enum Delivery<'a> {
     SocketMode,
 }
 
-/// The manifest (JSON, which Slack accepts like YAML) for bot `name` serving `catalog`.
-pub fn manifest(name: &str, catalog: &Catalog, delivery: &Delivery) -> Value {
+/// The manifest (JSON, which Slack accepts like YAML) for bot `name` serving `catalog`, each
+/// command named `/{prefix}{name}`.
+pub fn manifest(name: &str, catalog: &Catalog, delivery: &Delivery, prefix: &str) -> Value {
     let url = |path: &str| match delivery {
         Delivery::Http { base_url } => Some(format!("{}{path}", base_url.trim_end_matches('/'))),
         Delivery::SocketMode => None,
@@ -59,7 +60,7 @@ pub fn manifest(name: &str, catalog: &Catalog, delivery: &Delivery) -> Value {
         .chain(runbooks)
         .map(|(command, summary, usage)| {
             let mut c = json!({
-                "command": format!("/{command}"),
+                "command": format!("/{prefix}{command}"),
                 "description": clip(&summary),
                 "should_escape": false,
             });
@@ -137,5 +138,9 @@ pub fn for_config(
             base_url: url.unwrap_or(PLACEHOLDER_URL),
         },
     };
-    Ok(manifest(&config.bot.name, &catalog, &delivery))
+    let prefix = config
+        .slack
+        .as_ref()
+        .map_or("", |s| s.command_prefix.as_str());
+    Ok(manifest(&config.bot.name, &catalog, &delivery, prefix))
 }
