@@ -640,6 +640,7 @@ impl Adapters {
     ) -> Result<Adapters, StartupError> {
         let slack = (config.slack.as_ref().zip(apis.slack)).map(|(cfg, api)| {
             SlackState::new(inbound.clone(), api, outbound.clone(), &cfg.signing_secret)
+                .with_command_prefix(&cfg.command_prefix)
         });
         let telegram = (config.telegram.as_ref().zip(apis.telegram)).map(|(cfg, api)| {
             TelegramInbound::new(inbound.clone(), api, outbound.clone(), cfg.delivery.clone())

@@ -67,6 +67,15 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Print the Slack app manifest (JSON): every built-in and runbook as a slash command, the
+    /// scopes and events opsbot uses, its request URLs. Print and apply it again after adding a runbook.
+    SlackManifest {
+        /// Public base URL of `opsbot serve` (default: https://OPSBOT_HOST, or none in Socket Mode).
+        #[arg(long, value_name = "https://host")]
+        url: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Print recent audit records, newest first, or verify the hash chain.
     Audit {
         /// How many records to print.
@@ -138,6 +147,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Postmortem { id, config } => postmortem(&config, id).await,
+        Command::SlackManifest { url, config } => {
+            let manifest =
+                crate::adapters::slack::manifest::for_config(&load(&config)?, url.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(&manifest)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit {
             limit,
             verify,

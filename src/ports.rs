@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{
     Alert, AlertId, AuditEntry, AuditRecord, Incident, IncidentId, IncomingAlert, NewRun, Platform,
-    RateQuota, Run, RunId, RunResult, RunState, Silence, TimelineEntry, UserRef, Vote, VoteTally,
+    RateQuota, Run, RunId, RunResult, RunState, Silence, TimelineEntry, UserRef, Visibility, Vote,
+    VoteTally,
 };
 
 /// Failure of the store boundary. The message is for logs, never for chat.
@@ -298,6 +299,17 @@ pub enum OutboundError {
     /// Will never succeed (no adapter for that platform, channel gone): not retried.
     #[error("undeliverable: {0}")]
     Undeliverable(String),
+    /// The bot may not post in that channel (not a member of it, no access, removed from the
+    /// chat): not retried, and the person who asked is told how to let it in.
+    #[error("opsbot cannot post in this channel: {0}")]
+    NotInChannel(String),
+}
+
+impl OutboundError {
+    /// Sending the same again will fail the same way.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Undeliverable(_) | Self::NotInChannel(_))
+    }
 }
 
 /// How soon a message must leave: urgent ones (P1 incidents, critical alerts) overtake
@@ -325,6 +337,8 @@ pub struct OutboundMessage {
     pub text: String,
     pub actions: Vec<ChatAction>,
     pub priority: Priority,
+    /// Who a reply is for; the bot's own posts (alerts, notices) always go to the channel.
+    pub visibility: Visibility,
 }
 
 impl OutboundMessage {
@@ -342,6 +356,11 @@ impl OutboundMessage {
 
     pub fn with_actions(mut self, actions: Vec<ChatAction>) -> Self {
         self.actions = actions;
+        self
+    }
+
+    pub fn with_visibility(mut self, visibility: Visibility) -> Self {
+        self.visibility = visibility;
         self
     }
 }

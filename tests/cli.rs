@@ -1133,3 +1133,106 @@ async fn migrations_on_postgres_log_no_notices() {
     }
     support::drop_postgres_schema(&schema).await;
 }
+
+/// `opsbot slack-manifest` on the shipped example config, parsed.
+fn slack_manifest(extra: &[&str]) -> serde_json::Value {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let config = format!("{root}/config.example.toml");
+    let mut args = vec!["slack-manifest", "--config", &config];
+    args.extend_from_slice(extra);
+    let out = opsbot(&args, b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("the manifest is JSON")
+}
+
+#[test]
+fn slack_manifest_declares_every_command_the_scopes_and_the_request_urls() {
+    let manifest = slack_manifest(&["--url", "https://bot.example.com/"]);
+    let commands: Vec<&str> = manifest["features"]["slash_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert_eq!(c["url"], "https://bot.example.com/slack/commands", "{c}");
+            c["command"].as_str().unwrap()
+        })
+        .collect();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let runbooks = std::fs::read_dir(format!("{root}/commands"))
+        .unwrap()
+        .map(|f| {
+            let name = f.unwrap().file_name().to_string_lossy().into_owned();
+            name.trim_end_matches(".toml").to_owned()
+        });
+    let builtins = opsbot::router::builtins::NAMES
+        .iter()
+        .map(|n| n.to_string());
+    for name in builtins.chain(runbooks) {
+        assert!(
+            commands.contains(&format!("/{name}").as_str()),
+            "/{name} missing: {commands:?}"
+        );
+    }
+    let scopes = &manifest["oauth_config"]["scopes"]["bot"];
+    for scope in [
+        "commands",
+        "chat:write",
+        "reactions:read",
+        "channels:read",
+        "groups:read",
+    ] {
+        assert!(
+            scopes.as_array().unwrap().iter().any(|s| s == scope),
+            "{scope}: {scopes}"
+        );
+    }
+    let settings = &manifest["settings"];
+    assert_eq!(
+        settings["interactivity"]["request_url"],
+        "https://bot.example.com/slack/interactivity"
+    );
+    assert_eq!(
+        settings["event_subscriptions"]["request_url"],
+        "https://bot.example.com/slack/events"
+    );
+    assert_eq!(
+        settings["event_subscriptions"]["bot_events"],
+        serde_json::json!(["reaction_added", "reaction_removed"])
+    );
+    assert_eq!(settings["socket_mode_enabled"], false);
+}
+
+#[test]
+fn the_checked_in_slack_manifest_is_the_generated_one() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let shipped: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/docs/slack-app-manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        shipped,
+        slack_manifest(&[]),
+        "regenerate it: opsbot slack-manifest --config config.example.toml > docs/slack-app-manifest.json"
+    );
+}
+
+#[test]
+fn slack_manifest_names_commands_with_the_configured_prefix() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(format!("{root}/config.example.toml")).unwrap();
+    let config = example.replace(
+        "dir = \"examples/demo\"",
+        &format!("dir = \"{root}/examples/demo\""),
+    ) + "\n[slack]\nsigning_secret = \"8f742231b10e8888abcd99yyyzzz85a5\"\nbot_token = \"xoxb-t\"\ncommand_prefix = \"ops-\"\n";
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = opsbot(&["slack-manifest", "--config", path.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let commands = manifest["features"]["slash_commands"].as_array().unwrap();
+    for c in commands {
+        assert!(c["command"].as_str().unwrap().starts_with("/ops-"), "{c}");
+    }
+    assert!(commands.iter().any(|c| c["command"] == "/ops-rollback"));
+}

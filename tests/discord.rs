@@ -961,3 +961,20 @@ async fn mentions_in_arguments_and_alerts_ping_nobody() {
         .await;
     assert_quiet(&edit);
 }
+
+#[tokio::test]
+async fn an_approval_request_discord_refuses_with_missing_access_is_cancelled_and_logged() {
+    let (logs, _capturing) = support::Captured::start("warn");
+    let (fake, bot) = team_with_discord(false, &[("rollback.toml", RUNBOOK)]).await;
+    fake.state.missing_access.store(true, Ordering::SeqCst);
+    let body = interaction(
+        "1100000000000000051",
+        ALICE,
+        "rollback",
+        json!([{ "name": "service", "type": 3, "value": "api" }]),
+    )
+    .to_string();
+    assert_eq!(post_signed(&bot, &body).await.status(), 200);
+    let request_id = support::assert_request_withdrawn_unposted(&bot).await;
+    support::assert_warned(&logs.text(), &request_id, "View Channel and Send Messages");
+}

@@ -612,3 +612,110 @@ async fn mentions_and_links_in_arguments_and_alerts_reach_slack_escaped() {
     );
     assert_inert(group);
 }
+
+/// Sends slash command `n` and returns the body of its `response_url` answer.
+async fn answered(
+    app: &TestApp,
+    base: &str,
+    seen: &Seen,
+    user: &str,
+    cmd: &str,
+    text: &str,
+    n: u32,
+) -> serde_json::Value {
+    let body = slash(base, user, cmd, text, n);
+    assert_eq!(signed(app, "/slack/commands", &body).await.status(), 200);
+    let at = format!("response_url/{n}");
+    let log = wait_for(seen, &at, |l| l.iter().any(|(p, _)| p == &at)).await;
+    log.into_iter().find(|(p, _)| p == &at).unwrap().1
+}
+
+#[tokio::test]
+async fn shared_outcomes_are_posted_in_the_channel_and_private_answers_stay_ephemeral() {
+    let (base, seen) = fake_slack().await;
+    let app = app(&base).await;
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // Changes the channel's state: everyone sees it.
+        (
+            "UBOB",
+            "/incident",
+            "open P2 \"checkout slow\"",
+            "in_channel",
+        ),
+        // Look-ups, dry runs and refusals: only the person who typed them.
+        ("UBOB", "/incident", "status", "ephemeral"),
+        ("UALICE", "/help", "", "ephemeral"),
+        ("UALICE", "/whoami", "", "ephemeral"),
+        ("UALICE", "/status", "", "ephemeral"),
+        ("UALICE", "/rollback", "api --dry-run", "ephemeral"),
+        ("UALICE", "/ack", "1", "ephemeral"),
+        ("UBOB", "/ack", "not-a-number", "ephemeral"),
+    ];
+    for (n, (user, cmd, text, expected)) in cases.iter().enumerate() {
+        let answer = answered(&app, &base, &seen, user, cmd, text, n as u32 + 1).await;
+        assert_eq!(
+            answer["response_type"], *expected,
+            "{cmd} {text}: {answer:#}"
+        );
+    }
+}
+
+/// A fake Slack that refuses every `chat.postMessage` with `error` (the bot is not in the
+/// channel) and records `response_url` answers.
+async fn slack_refusing_posts(error: &'static str) -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let api = axum::Router::new()
+        .route(
+            "/api/chat.postMessage",
+            axum::routing::post(move || async move {
+                axum::Json(serde_json::json!({ "ok": false, "error": error }))
+            }),
+        )
+        .route(
+            "/respond/{id}",
+            axum::routing::post(
+                move |axum::extract::Path(id): axum::extract::Path<String>, body: String| {
+                    let s = s.clone();
+                    async move {
+                        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                        s.lock().unwrap().push((format!("response_url/{id}"), v));
+                        axum::Json(serde_json::json!({ "ok": true }))
+                    }
+                },
+            ),
+        );
+    (support::serve_fake(api).await, seen)
+}
+
+#[tokio::test]
+async fn an_approval_request_slack_refuses_as_not_in_channel_is_cancelled_and_the_requester_told_how_to_invite_opsbot()
+ {
+    let (base, seen) = slack_refusing_posts("not_in_channel").await;
+    let app = app(&base).await;
+    let answer = answered(&app, &base, &seen, "UALICE", "/rollback", "api", 1).await;
+    let text = answer["text"].as_str().unwrap();
+    assert!(
+        text.contains("Request #1 was cancelled") && text.contains("/invite @opsbot"),
+        "{text}"
+    );
+    assert_eq!(answer["response_type"], "ephemeral", "{answer:#}");
+    support::assert_request_withdrawn_unposted(&app).await;
+    assert_eq!(runs(&app), 0);
+}
+
+#[tokio::test]
+async fn with_a_command_prefix_slash_commands_arrive_under_their_prefixed_names() {
+    let (base, seen) = fake_slack().await;
+    let app = slack_support::app_with_slack(&format!(
+        "signing_secret = \"{SECRET}\"\nbot_token = \"xoxb-test-token\"\napi_url = \"{base}/api/\"\ncommand_prefix = \"ops-\"\n"
+    ))
+    .await;
+    let answer = answered(&app, &base, &seen, "UALICE", "/ops-whoami", "", 1).await;
+    let text = answer["text"].as_str().unwrap();
+    assert!(text.contains("alice"), "{text}");
+    assert_eq!(
+        app.store.recent_audit(1).await.unwrap()[0].entry.command,
+        "whoami"
+    );
+}

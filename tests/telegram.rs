@@ -33,6 +33,8 @@ struct Fake {
     documents: Mutex<Vec<i64>>,
     /// While set, `getMe` fails as an unreachable Bot API would (502 through a proxy).
     me_unavailable: std::sync::atomic::AtomicBool,
+    /// While set, sends are refused as for a chat the bot is not (or no longer) in.
+    chat_not_found: std::sync::atomic::AtomicBool,
 }
 
 impl Fake {
@@ -142,6 +144,15 @@ async fn bot_api(
                 updates = take(&fake);
             }
             ok(Value::Array(updates))
+        }
+        "sendmessage" | "senddocument"
+            if fake
+                .chat_not_found
+                .load(std::sync::atomic::Ordering::SeqCst) =>
+        {
+            axum::Json(json!({
+                "ok": false, "error_code": 400, "description": "Bad Request: chat not found",
+            }))
         }
         "sendmessage" | "senddocument" => {
             {
@@ -738,4 +749,16 @@ async fn mentions_and_links_in_arguments_and_alerts_stay_plain_text() {
         })
         .await;
     assert_plain(&group);
+}
+
+#[tokio::test]
+async fn an_approval_request_telegram_refuses_as_chat_not_found_is_cancelled_and_logged() {
+    let (logs, _capturing) = support::Captured::start("warn");
+    let (app, fake) = app_with("").await;
+    fake.chat_not_found
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    fake.push(command(1, ALICE, "/rollback@opsbot_test api"));
+    let request_id = support::assert_request_withdrawn_unposted(&app).await;
+    support::assert_warned(&logs.text(), &request_id, "Add opsbot to this chat again");
+    assert_eq!(runs(&app), 0);
 }

@@ -270,7 +270,7 @@ impl AlertService {
         let mut all_done = true;
         for n in &self.notifiers {
             if let Err(e) = n.group_changed(view.key, &view.alerts).await {
-                all_done &= matches!(e, OutboundError::Undeliverable(_));
+                all_done &= e.is_permanent();
                 failures.note(e, "webhook");
             }
         }
@@ -304,7 +304,7 @@ struct Failures<'a> {
 impl Failures<'_> {
     fn note(&mut self, e: OutboundError, what: &str) {
         match e {
-            OutboundError::Undeliverable(why) => {
+            OutboundError::Undeliverable(why) | OutboundError::NotInChannel(why) => {
                 self.metrics.outbound_failure("undeliverable");
                 error!(group = %self.group_key, target = %what, reason = %why, "alert group message cannot be delivered")
             }
@@ -464,7 +464,10 @@ async fn notify_worker(
                 service.delivered(&group);
             }
             if let Err(e) = result {
-                if let RefreshError::Outbound(OutboundError::Undeliverable(why)) = &e {
+                if let RefreshError::Outbound(
+                    OutboundError::Undeliverable(why) | OutboundError::NotInChannel(why),
+                ) = &e
+                {
                     error!(group = %group, reason = %why, "alert group message cannot be delivered");
                     continue;
                 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use crate::domain::{InboundEvent, Platform, RunId};
+use crate::domain::{InboundEvent, Platform, RequestId, RunId};
 use crate::ports::{ChatOutbound, DeliveryLog, OutboundError, OutboundMessage, OutboundTarget};
 use crate::router::Router;
 
@@ -37,6 +37,16 @@ pub trait Answer: Send + Sync {
 
     /// `message_id`, in the channel of `ev`, now stands for approval request `run`.
     async fn bound(&self, _ev: &InboundEvent, _run: RunId, _message_id: &str) {}
+
+    /// Tells only the person who sent `ev`, by a way that needs no post in its channel
+    /// (Slack's `response_url`); `None` where the platform has none.
+    async fn tell_requester(
+        &self,
+        _ev: &InboundEvent,
+        _message: &OutboundMessage,
+    ) -> Option<Result<(), OutboundError>> {
+        None
+    }
 }
 
 /// The usual answer: a message in the event's channel (and thread), through the paced outbound.
@@ -60,6 +70,24 @@ pub fn reply_target(ev: &InboundEvent) -> OutboundTarget {
         platform: ev.platform,
         channel_id: ev.channel.id.clone(),
         thread: ev.thread.clone(),
+    }
+}
+
+/// How to let the bot into the channel of `ev`, on its platform.
+fn let_in(ev: &InboundEvent, bot: &str) -> String {
+    match ev.platform {
+        Platform::Slack => format!(
+            "Invite @{bot} to #{channel}: type /invite @{bot} there",
+            channel = ev.channel.name
+        ),
+        Platform::Discord => format!(
+            "Give {bot} the View Channel and Send Messages permissions in #{}",
+            ev.channel.name
+        ),
+        Platform::Telegram => {
+            format!("Add {bot} to this chat again (it was removed or never added)")
+        }
+        Platform::Console => format!("{bot} cannot write to this console"),
     }
 }
 
@@ -134,6 +162,10 @@ impl Inbound {
                 "the approval request has no message to react to; /approve still works"
             ),
             Ok(None) => {}
+            Err(OutboundError::NotInChannel(why)) => {
+                self.not_in_channel(ev, &response.request_id, run, &why, answer)
+                    .await
+            }
             Err(e) => tracing::error!(
                 request_id = %response.request_id,
                 platform = %ev.platform,
@@ -141,6 +173,52 @@ impl Inbound {
                 error = %e,
                 "could not deliver a reply"
             ),
+        }
+    }
+
+    /// The platform refused the answer because opsbot may not post in the channel: a pending
+    /// request is cancelled (approvers could never see it), and the requester is told why and
+    /// how to let opsbot in, by whatever way still reaches them; else it is logged.
+    async fn not_in_channel(
+        &self,
+        ev: &InboundEvent,
+        request_id: &RequestId,
+        run: Option<RunId>,
+        why: &str,
+        answer: &dyn Answer,
+    ) {
+        let fix = let_in(ev, self.router.bot_name());
+        let text = match run {
+            Some(run) => {
+                match self
+                    .router
+                    .withdraw_unposted(run, request_id.clone(), why)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(run = %run, %request_id, error = %e, "could not cancel a request that could not be posted")
+                    }
+                }
+                format!(
+                    "Request #{run} was cancelled, nothing ran: approvers could not see it because opsbot cannot post in this channel. {fix}, then request it again."
+                )
+            }
+            None => format!("opsbot cannot post in this channel, so its answer was lost. {fix}."),
+        };
+        let told = answer
+            .tell_requester(ev, &OutboundMessage::text(text))
+            .await;
+        if !matches!(told, Some(Ok(()))) {
+            tracing::warn!(
+                %request_id,
+                run = ?run,
+                platform = %ev.platform,
+                channel = %ev.channel.id,
+                reason = why,
+                fix = %fix,
+                "opsbot may not post in this channel and has no other way to tell the requester"
+            );
         }
     }
 

@@ -6,6 +6,7 @@
 //! come are dropped by event id (stored, so they hold across restarts and replicas).
 //! `socket` receives the same over Slack Socket Mode, for installs without a public endpoint.
 
+pub mod manifest;
 pub mod socket;
 
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use slack_morphism::prelude::*;
 use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 
 use super::inbound::{Answer, InChannel, Inbound, STORE_UNREACHABLE};
-use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, RunId, UserRef};
+use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, RunId, UserRef, Visibility};
 use crate::ports::{
     ChatAction, ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Sent, StoreError,
 };
@@ -94,12 +95,13 @@ fn slack_error(e: SlackClientError) -> OutboundError {
         SlackClientError::RateLimitError(r) => {
             OutboundError::RetryAfter(r.retry_after.unwrap_or(std::time::Duration::from_secs(1)))
         }
+        // A private channel the bot is not in looks like no channel at all.
         SlackClientError::ApiError(api)
-            if matches!(
-                api.code.as_str(),
-                "channel_not_found" | "not_in_channel" | "is_archived"
-            ) =>
+            if matches!(api.code.as_str(), "channel_not_found" | "not_in_channel") =>
         {
+            OutboundError::NotInChannel(api.code)
+        }
+        SlackClientError::ApiError(api) if api.code == "is_archived" => {
             OutboundError::Undeliverable(api.code)
         }
         SlackClientError::ApiError(api)
@@ -234,6 +236,8 @@ pub struct SlackState {
     /// message the bot sends; `response_url` answers do not count against channel limits.
     pub outbound: Arc<dyn ChatOutbound>,
     pub verifier: SlackEventSignatureVerifier,
+    /// `slack.command_prefix`: slash commands arrive as `/{prefix}status`.
+    command_prefix: Arc<str>,
 }
 
 impl SlackState {
@@ -250,6 +254,23 @@ impl SlackState {
             verifier: SlackEventSignatureVerifier::new(&SlackSigningSecret::new(
                 signing_secret.expose_secret().to_owned(),
             )),
+            command_prefix: Arc::from(""),
+        }
+    }
+
+    pub fn with_command_prefix(mut self, prefix: &str) -> Self {
+        self.command_prefix = Arc::from(prefix);
+        self
+    }
+
+    /// The command as opsbot knows it: `/ops-status` is `/status` under prefix `ops-`.
+    fn unprefixed<'a>(&self, command: &'a str) -> std::borrow::Cow<'a, str> {
+        match command
+            .strip_prefix('/')
+            .and_then(|c| c.strip_prefix(&*self.command_prefix))
+        {
+            Some(name) if !self.command_prefix.is_empty() => format!("/{name}").into(),
+            _ => command.into(),
         }
     }
 
@@ -317,7 +338,11 @@ fn command_key(cmd: &SlackCommandEvent) -> String {
 
 /// A slash command (HTTP or Socket Mode): routed, then answered through `response_url`.
 fn on_command(state: &SlackState, cmd: SlackCommandEvent) {
-    let text = format!("{} {}", cmd.command.0, cmd.text.clone().unwrap_or_default());
+    let text = format!(
+        "{} {}",
+        state.unprefixed(&cmd.command.0),
+        cmd.text.clone().unwrap_or_default()
+    );
     let ev = InboundEvent::new(
         UserRef::new(Platform::Slack, &cmd.user_id.0),
         ChannelRef::named(&cmd.channel_id.0, cmd.channel_name.clone()),
@@ -383,14 +408,57 @@ impl Answer for SlackAnswer<'_> {
                 .deliver(ev, message, approval)
                 .await;
         };
-        // No buttons here: a `response_url` answer is never an approval request.
-        let msg = SlackApiPostWebhookMessageRequest::new(content(message).0);
-        self.state
-            .api
-            .client
-            .respond_to_event(url, &msg)
+        self.state.api.respond(url, message).await.map(|()| None)
+    }
+
+    async fn tell_requester(
+        &self,
+        _ev: &InboundEvent,
+        message: &OutboundMessage,
+    ) -> Option<Result<(), OutboundError>> {
+        let url = self.response_url?;
+        let private = message.clone().with_visibility(Visibility::Requester);
+        Some(self.state.api.respond(url, &private).await)
+    }
+}
+
+/// A `response_url` answer. slack-morphism's webhook request has no `response_type`, and
+/// without one Slack shows the answer to the asker only: this adds it.
+#[derive(serde::Serialize)]
+struct ResponseUrlMessage {
+    #[serde(flatten)]
+    content: SlackMessageContent,
+    response_type: &'static str,
+}
+
+impl SlackApi {
+    /// Answers a slash command through its `response_url`, in the channel or to the asker only
+    /// as the message's visibility says. No buttons: such an answer is never an approval request.
+    async fn respond(
+        &self,
+        url: &SlackResponseUrl,
+        message: &OutboundMessage,
+    ) -> Result<(), OutboundError> {
+        let body = ResponseUrlMessage {
+            content: content(message).0,
+            response_type: match message.visibility {
+                Visibility::Channel => "in_channel",
+                Visibility::Requester => "ephemeral",
+            },
+        };
+        let span = tracing::debug_span!("Slack response_url");
+        let context = SlackClientApiCallContext {
+            rate_control_params: None,
+            token: None,
+            tracing_span: &span,
+            is_sensitive_url: true,
+        };
+        self.client
+            .http_api
+            .connector
+            .http_post_uri::<_, SlackApiPostWebhookMessageResponse>(url.0.clone(), &body, context)
             .await
-            .map(|_| None)
+            .map(|_| ())
             .map_err(slack_error)
     }
 }

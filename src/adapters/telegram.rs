@@ -83,16 +83,19 @@ impl TelegramApi {
             RequestError::MigrateToChatId(id) => OutboundError::Undeliverable(format!(
                 "the group became supergroup {id}; update the channel id"
             )),
+            // Removed from the chat, or never in it: someone must add the bot back.
             RequestError::Api(
                 ApiError::ChatNotFound
                 | ApiError::BotBlocked
                 | ApiError::BotKicked
                 | ApiError::BotKickedFromSupergroup
                 | ApiError::BotKickedFromChannel
-                | ApiError::GroupDeactivated
+                | ApiError::NotEnoughRightsToPostMessages,
+            ) => OutboundError::NotInChannel(self.describe(&e)),
+            RequestError::Api(
+                ApiError::GroupDeactivated
                 | ApiError::UserDeactivated
                 | ApiError::CantTalkWithBots
-                | ApiError::NotEnoughRightsToPostMessages
                 | ApiError::InvalidToken,
             ) => OutboundError::Undeliverable(self.describe(&e)),
             RequestError::Network(_) | RequestError::Io(_) => {

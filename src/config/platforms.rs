@@ -143,6 +143,9 @@ pub struct SlackConfig {
     /// Web API base URL; only tests point it elsewhere.
     pub api_url: String,
     pub receive: SlackReceive,
+    /// Put before every slash command's name in Slack (`ops-` makes `/status` `/ops-status`),
+    /// so opsbot's commands do not collide with other apps'; empty by default.
+    pub command_prefix: String,
 }
 
 /// `[slack]` as written: `socket_mode` and the `app_token` it needs are separate keys.
@@ -157,6 +160,8 @@ struct RawSlack {
     #[serde(default)]
     socket_mode: bool,
     app_token: Option<SecretString>,
+    #[serde(default)]
+    command_prefix: String,
 }
 
 impl TryFrom<RawSlack> for SlackConfig {
@@ -183,11 +188,21 @@ impl TryFrom<RawSlack> for SlackConfig {
             Some(app_token) if raw.socket_mode => SlackReceive::SocketMode { app_token },
             _ => SlackReceive::Http,
         };
+        let prefix = &raw.command_prefix;
+        if !prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "slack.command_prefix {prefix:?} may hold only lowercase letters, digits, - and _ (Slack's rule for command names), e.g. \"ops-\""
+            ));
+        }
         Ok(SlackConfig {
             signing_secret: raw.signing_secret,
             bot_token: raw.bot_token,
             api_url: raw.api_url,
             receive,
+            command_prefix: raw.command_prefix,
         })
     }
 }

@@ -151,4 +151,17 @@ impl ChannelRef {
 pub struct Reply {
     pub text: String,
     pub request_id: RequestId,
+    pub visibility: Visibility,
+}
+
+/// Who a reply is for. Outcomes the channel shares (an incident opened, an alert acked or
+/// silenced, a runbook requested or run) are for the channel; answers only the asker needs
+/// (help, whoami, look-ups, refusals, dry runs) are for the requester, where the platform can
+/// show a message to one person (Slack); elsewhere both appear in the channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Visibility {
+    Channel,
+    /// Private unless the core decided otherwise: a reply nobody classified stays with its asker.
+    #[default]
+    Requester,
 }

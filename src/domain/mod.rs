@@ -26,7 +26,7 @@ pub use audit::{
     chain_hash,
 };
 pub use emoji::normalize_emoji;
-pub use event::{ChannelRef, EventPayload, InboundEvent, Reply, RequestId};
+pub use event::{ChannelRef, EventPayload, InboundEvent, Reply, RequestId, Visibility};
 pub use identity::{Directory, Person, Platform, Requester, Role, UserRef};
 pub use ids::{AlertId, IncidentId, RunId};
 pub use incident::{

@@ -302,6 +302,17 @@ pub enum IncidentCmd {
     Timeline,
 }
 
+impl IncidentCmd {
+    /// Everything but the look-ups changes the incident (and so concerns the whole channel).
+    pub fn changes_state(&self) -> bool {
+        match self {
+            Self::Open { .. } | Self::Lead { .. } | Self::Update { .. } => true,
+            Self::Link { .. } | Self::Resolve => true,
+            Self::Status | Self::Timeline => false,
+        }
+    }
+}
+
 pub const AUDIT_DEFAULT: u32 = 10;
 pub const AUDIT_MAX: u32 = 100;
 

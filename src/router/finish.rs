@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::domain::{AuditEntry, InboundEvent, Outcome, Reply, RequestId, RunId};
+use crate::domain::{AuditEntry, InboundEvent, Outcome, Reply, RequestId, RunId, Visibility};
 
 use super::{Attempt, Done, Refusal, Response, Router, builtins, internal_error_text, on_timeline};
 
@@ -81,6 +81,11 @@ impl Router {
             reply: text.map(|text| Reply {
                 text,
                 request_id: request_id.clone(),
+                // Refusals and failures are the requester's business only.
+                visibility: match outcome {
+                    Outcome::Ok => attempt.visibility,
+                    _ => Visibility::Requester,
+                },
             }),
             request_id,
             pending_run: pending_run.filter(|_| outcome == Outcome::Ok),

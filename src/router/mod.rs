@@ -29,7 +29,7 @@ use crate::actions::health::HealthChecks;
 use crate::catalog::Catalog;
 use crate::domain::{
     BoundArgs, Directory, EventPayload, InboundEvent, Outcome, RateQuota, Reply, RequestId,
-    Requester, ResponseTargets, RunId,
+    Requester, ResponseTargets, RunId, Visibility,
 };
 use crate::metrics::Metrics;
 use crate::ports::{
@@ -100,7 +100,7 @@ impl Response {
     /// buttons (they run `/approve ID` and `/deny ID` as whoever presses them).
     pub fn message(&self) -> Option<OutboundMessage> {
         let reply = self.reply.as_ref()?;
-        let message = OutboundMessage::text(reply.text.clone());
+        let message = OutboundMessage::text(reply.text.clone()).with_visibility(reply.visibility);
         Some(match self.pending_run {
             Some(run) => message.with_actions(vec![
                 ChatAction {
@@ -194,6 +194,8 @@ impl<T> OrNoSuch<T> for Result<Option<T>, StoreError> {
 struct Attempt {
     command: String,
     args: String,
+    /// Who sees the answer if the command succeeds (a refusal is always the requester's).
+    visibility: Visibility,
 }
 
 /// How long a "slow down" notice silences further notices to the same person for the same limit.
@@ -257,12 +259,27 @@ impl Router {
         self.runbooks.bind_message(run, message_id).await
     }
 
+    /// Cancels (audited) a pending request whose approval message the platform refused to post.
+    pub async fn withdraw_unposted(
+        &self,
+        run: RunId,
+        request_id: RequestId,
+        why: &str,
+    ) -> Result<bool, StoreError> {
+        self.runbooks.withdraw_unposted(run, request_id, why).await
+    }
+
     /// Work accepted from a platform and not yet answered: a command being handled and its
     /// answer being posted. Adapters run that work through it (`spawn`, or hold a `token()`)
     /// so that shutdown can wait for it: the platform was told "received" and will not send
     /// the event again.
     pub fn in_flight(&self) -> &TaskTracker {
         &self.in_flight
+    }
+
+    /// The name people address the bot by (in hints such as "invite @opsbot").
+    pub fn bot_name(&self) -> &str {
+        &self.deps.bot_name
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -294,6 +311,7 @@ impl Router {
                 let attempt = Attempt {
                     command: "?".into(),
                     args: format!("<{byte_len} bytes, not UTF-8>"),
+                    visibility: Visibility::Requester,
                 };
                 let refusal = Refusal::Invalid(
                     "that message is not valid UTF-8 text, so I ignored it.".into(),
@@ -326,6 +344,7 @@ impl Router {
                     reply: Some(Reply {
                         text: e.to_string(),
                         request_id: request_id.clone(),
+                        visibility: Visibility::Requester,
                     }),
                     request_id,
                     pending_run: None,
@@ -335,6 +354,7 @@ impl Router {
                 let attempt = Attempt {
                     command: "?".into(),
                     args: text.chars().take(200).collect(),
+                    visibility: Visibility::Requester,
                 };
                 return self
                     .finish(
@@ -350,6 +370,7 @@ impl Router {
         let attempt = Attempt {
             command: parsed.name.clone(),
             args: parsed.arg_text.chars().take(500).collect(),
+            visibility: self.visibility(&parsed),
         };
         let result = self.pipeline(ev, &request_id, &parsed).await;
         self.finish(ev, request_id, started, attempt, result).await
@@ -415,6 +436,33 @@ impl Router {
                     .request_runbook(ev, request_id, requester, spec, args, mode)
                     .await
             }
+        }
+    }
+}
+
+impl Router {
+    /// Who sees `parsed`'s answer when it succeeds: the channel for what changes shared state
+    /// (the built-ins that go on the timeline, `/incident` except its look-ups, runbook
+    /// requests and runs), the requester for look-ups and dry runs.
+    fn visibility(&self, parsed: &ParsedCommand) -> Visibility {
+        let shared = if let Some(b) = builtins::find(&parsed.name) {
+            b.on_timeline
+                || matches!(
+                    b.bind_words(&parsed.words),
+                    Ok(BuiltinCall::Incident(cmd)) if cmd.changes_state()
+                )
+        } else if self.deps.catalog.get(&parsed.name).is_some() {
+            !matches!(
+                runbook::split_mode(&parsed.words),
+                Ok((runbook::RunMode::DryRun, _))
+            )
+        } else {
+            false
+        };
+        if shared {
+            Visibility::Channel
+        } else {
+            Visibility::Requester
         }
     }
 }

@@ -3,7 +3,7 @@
 //! nothing: reactions on other messages are ordinary chat. Refused reactions are rate limited
 //! on their own budget, since toggling one costs nothing.
 
-use crate::domain::{InboundEvent, RequestId, Requester, normalize_emoji};
+use crate::domain::{InboundEvent, RequestId, Requester, Visibility, normalize_emoji};
 
 use std::time::Instant;
 
@@ -23,9 +23,11 @@ impl Router {
             emoji, message_id, ..
         } = reaction;
         let requester = self.deps.directory.resolve(&ev.user);
+        // A vote or an ack by reaction is shared like the command it stands for.
         let attempt = |command: String| Attempt {
             command,
             args: format!("{emoji} on message {message_id}"),
+            visibility: Visibility::Channel,
         };
         let silent = |request_id| Response {
             request_id,

@@ -43,6 +43,8 @@ pub struct FakeState {
     /// Edits of an interaction's original response still to refuse with 404, as Discord does
     /// before it has processed the deferral.
     pub unknown_webhook: AtomicUsize,
+    /// Refuse every edit of an interaction's response with 403 Missing Access (50001).
+    pub missing_access: std::sync::atomic::AtomicBool,
     pub next_id: AtomicU64,
     /// IDENTIFY payloads received on the gateway.
     pub identified: Mutex<Vec<Value>>,
@@ -140,6 +142,15 @@ pub async fn rest(
             (
                 StatusCode::NOT_FOUND,
                 axum::Json(json!({ "code": 10015, "message": "Unknown Webhook" })),
+            )
+                .into_response()
+        }
+        ("PATCH", ["webhooks", _, _, "messages", "@original"])
+            if fake.missing_access.load(Ordering::SeqCst) =>
+        {
+            (
+                StatusCode::FORBIDDEN,
+                axum::Json(json!({ "code": 50001, "message": "Missing Access" })),
             )
                 .into_response()
         }

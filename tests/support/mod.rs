@@ -324,3 +324,30 @@ pub async fn serve_fake(app: axum::Router) -> String {
     tokio::spawn(async move { axum::serve(listener, app).await });
     base
 }
+
+/// Waits until request #1 is cancelled because its approval request could not be posted,
+/// checks its audit record, and returns that record's request id.
+pub async fn assert_request_withdrawn_unposted(app: &TestApp) -> String {
+    let store = &app.store;
+    eventually("the request to be cancelled", WAIT, async || {
+        let run = store.run(opsbot::domain::RunId(1)).await.unwrap();
+        run.is_some_and(|r| r.state == opsbot::domain::RunState::Cancelled)
+    })
+    .await;
+    let audit = app.store.recent_audit(1).await.unwrap();
+    let entry = &audit[0].entry;
+    assert!(
+        entry.detail.contains("could not be posted in the channel"),
+        "{entry:?}"
+    );
+    app.wait_idle().await;
+    entry.request_id.to_string()
+}
+
+/// `logged` has a warning naming `request_id` and saying `fix`.
+pub fn assert_warned(logged: &str, request_id: &str, fix: &str) {
+    assert!(
+        logged.contains("WARN") && logged.contains(request_id) && logged.contains(fix),
+        "{logged}"
+    );
+}

@@ -238,13 +238,29 @@ fn describe(e: &serenity::Error) -> String {
     }
 }
 
+/// Discord's JSON error codes for a channel the bot may not see or post in.
+const MISSING_ACCESS: isize = 50001;
+const MISSING_PERMISSIONS: isize = 50013;
+const UNKNOWN_CHANNEL: isize = 10003;
+
 fn outbound_error(e: serenity::Error) -> OutboundError {
-    let status = match &e {
-        serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) => Some(r.status_code.as_u16()),
-        _ => None,
+    let (status, code) = match &e {
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) => {
+            (Some(r.status_code.as_u16()), Some(r.error.code))
+        }
+        _ => (None, None),
     };
     match status {
         Some(429) => OutboundError::RetryAfter(RETRY_AFTER_UNKNOWN),
+        // The bot cannot see or write in the channel: the requester must let it in.
+        Some(403 | 404)
+            if matches!(
+                code,
+                Some(MISSING_ACCESS | MISSING_PERMISSIONS | UNKNOWN_CHANNEL)
+            ) =>
+        {
+            OutboundError::NotInChannel(describe(&e))
+        }
         // Unknown channel or message, missing access or permissions: retrying will not help.
         Some(403 | 404) => OutboundError::Undeliverable(describe(&e)),
         Some(500..=599) => OutboundError::Unavailable(describe(&e)),
@@ -589,7 +605,7 @@ impl Answer for Deferred<'_> {
             .state
             .edit_deferred(self.cmd, interaction_edit(message))
             .await
-            .map_err(|e| OutboundError::Failed(describe(&e)))?;
+            .map_err(outbound_error)?;
         if approval.is_some() {
             self.state.replies.remember(edited.id, &self.cmd.token);
         }

@@ -101,6 +101,40 @@ impl RunbookService {
 }
 
 impl RunbookService {
+    /// Cancels pending request `id` whose message could not be posted (`why`: the bot may not
+    /// post in its channel), so it does not wait for approvals nobody can see; audited under
+    /// the request id that created it. False when it was no longer pending.
+    pub async fn withdraw_unposted(
+        &self,
+        id: RunId,
+        request_id: RequestId,
+        why: &str,
+    ) -> Result<bool, StoreError> {
+        let Some(run) = self.store.run(id).await? else {
+            return Ok(false);
+        };
+        let now = self.now();
+        let cancelled = self
+            .store
+            .transition(id, RunState::Pending, RunState::Cancelled, now, None)
+            .await?;
+        if cancelled {
+            let detail = format!(
+                "cancelled #{id}: the approval request could not be posted in the channel ({why}); nothing ran"
+            );
+            let entry = run_audit_entry(
+                &run,
+                request_id,
+                "opsbot".into(),
+                now,
+                Outcome::Failed,
+                detail,
+            );
+            self.store.append_audit(entry).await?;
+        }
+        Ok(cancelled)
+    }
+
     /// The interruption goes in the audit log like the start it cuts short. Best effort: the
     /// state change is already stored, and a sweep must not stop at one audit failure.
     async fn audit_interruption(&self, run: &Run, was: RunState, now: DateTime<Utc>) {
