@@ -22,7 +22,7 @@ pub use serve::ServerLimits;
 
 use crate::adapters::{discord, slack, telegram};
 use crate::hooks::HookState;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Refusal, Webhook};
 use crate::ports::Store;
 
 /// Largest request body a chat platform's endpoint accepts.
@@ -63,18 +63,23 @@ pub fn routes(state: HttpState) -> Router {
     let mut app = app.with_state(state.clone()).merge(hooks);
     if let Some(telegram) = state.telegram {
         let routes = Router::new().route("/telegram/webhook", post(telegram::webhook));
-        app = app.merge(platform(routes, telegram));
+        app = app.merge(platform(
+            routes,
+            telegram,
+            Webhook::Telegram,
+            &state.metrics,
+        ));
     }
     if let Some(slack) = state.slack {
         let routes = Router::new()
             .route("/slack/commands", post(slack::command))
             .route("/slack/events", post(slack::events))
             .route("/slack/interactivity", post(slack::interactivity));
-        app = app.merge(platform(routes, slack));
+        app = app.merge(platform(routes, slack, Webhook::Slack, &state.metrics));
     }
     if let Some(discord) = state.discord {
         let routes = Router::new().route("/discord/interactions", post(discord::interactions));
-        app = app.merge(platform(routes, discord));
+        app = app.merge(platform(routes, discord, Webhook::Discord, &state.metrics));
     }
     app.layer(middleware::from_fn_with_state(
         state.limits.request,
@@ -104,11 +109,39 @@ async fn answer_within(State(limit): State<Duration>, request: Request, next: Ne
 }
 
 /// A chat platform's inbound routes with their state. Their requests are small; the body
-/// limit stops anyone who can reach the endpoint from making opsbot buffer more.
-fn platform<S: Clone + Send + Sync + 'static>(routes: Router<S>, state: S) -> Router {
+/// limit stops anyone who can reach the endpoint from making opsbot buffer more. What they
+/// refuse is counted here, once for every platform, from the status they answered.
+fn platform<S: Clone + Send + Sync + 'static>(
+    routes: Router<S>,
+    state: S,
+    endpoint: Webhook,
+    metrics: &Arc<Metrics>,
+) -> Router {
     routes
         .layer(DefaultBodyLimit::max(PLATFORM_MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            (endpoint, metrics.clone()),
+            count_refused,
+        ))
         .with_state(state)
+}
+
+async fn count_refused(
+    State((endpoint, metrics)): State<(Webhook, Arc<Metrics>)>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let reason = match response.status() {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Some(endpoint.refusals()[0]),
+        StatusCode::PAYLOAD_TOO_LARGE => Some(Refusal::TooLarge),
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Some(Refusal::BadJson),
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        metrics.webhook_refused(endpoint, reason);
+    }
+    response
 }
 
 /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.

@@ -51,13 +51,19 @@ struct BuildLabels {
     profile: &'static str,
 }
 
-/// The alert intake endpoints whose refusals are counted.
+/// The inbound endpoints whose refusals are counted: alert intake and the chat platforms'.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Webhook {
     /// `/hooks/alertmanager` (bearer token).
     Alertmanager,
     /// `/hooks/alert` (HMAC signature).
     Alert,
+    /// `/slack/*` (signing secret).
+    Slack,
+    /// `/discord/interactions` (Ed25519 signature).
+    Discord,
+    /// `/telegram/webhook` (secret token).
+    Telegram,
 }
 
 /// Why a webhook was refused.
@@ -78,14 +84,18 @@ impl Webhook {
         match self {
             Webhook::Alertmanager => "alertmanager",
             Webhook::Alert => "alert",
+            Webhook::Slack => "slack",
+            Webhook::Discord => "discord",
+            Webhook::Telegram => "telegram",
         }
     }
 
-    /// The refusals this endpoint can give: only one of them checks a token.
-    fn refusals(self) -> [Refusal; 3] {
+    /// The refusals this endpoint can give, its own authentication first ("bad_json" is any
+    /// payload that is not what the endpoint takes).
+    pub fn refusals(self) -> [Refusal; 3] {
         let auth = match self {
-            Webhook::Alertmanager => Refusal::Token,
-            Webhook::Alert => Refusal::Signature,
+            Webhook::Alertmanager | Webhook::Telegram => Refusal::Token,
+            Webhook::Alert | Webhook::Slack | Webhook::Discord => Refusal::Signature,
         };
         [auth, Refusal::TooLarge, Refusal::BadJson]
     }
@@ -255,7 +265,16 @@ impl Metrics {
             let _ = self.not_delivered.get_or_create(&platform_label(*platform));
             let _ = self.adapter_up.get_or_create(&platform_label(*platform));
         }
-        for endpoint in [Webhook::Alertmanager, Webhook::Alert] {
+        let chat = platforms.iter().filter_map(|p| match p {
+            Platform::Slack => Some(Webhook::Slack),
+            Platform::Discord => Some(Webhook::Discord),
+            Platform::Telegram => Some(Webhook::Telegram),
+            Platform::Console => None,
+        });
+        for endpoint in [Webhook::Alertmanager, Webhook::Alert]
+            .into_iter()
+            .chain(chat)
+        {
             for reason in endpoint.refusals() {
                 let _ = self.webhook_refused.get_or_create(&RefusalLabels {
                     endpoint: endpoint.as_str(),

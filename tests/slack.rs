@@ -195,6 +195,11 @@ async fn bad_signatures_and_replayed_timestamps_are_refused_and_change_nothing()
         "nothing reached the router"
     );
     assert!(seen.lock().unwrap().is_empty());
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"opsbot_webhook_refused_total{endpoint="slack",reason="signature"} 4"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
