@@ -67,10 +67,16 @@ pub struct AlertService {
     backlog: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Last group text each notifier was sent, so unchanged groups are not re-sent.
     notified: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Group messages posted or edited whose id and text the store has not taken yet, by
+    /// (group, platform, channel).
+    unrecorded: std::sync::Mutex<std::collections::HashMap<Slot, (String, String)>>,
     clock: Arc<dyn Clock>,
     routing: AlertRouting,
     changed: mpsc::UnboundedSender<String>,
 }
+
+/// One group's message in one channel: (group key, platform, channel id).
+type Slot = (String, Platform, String);
 
 /// Delay before a group whose notification failed is tried again.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
@@ -92,6 +98,7 @@ impl AlertService {
             outbound,
             notifiers,
             notified: std::sync::Mutex::new(std::collections::HashMap::new()),
+            unrecorded: std::sync::Mutex::new(std::collections::HashMap::new()),
             backlog: std::sync::Mutex::new(std::collections::HashMap::new()),
             clock,
             routing,
@@ -223,35 +230,57 @@ impl AlertService {
         failures: &mut Failures<'_>,
     ) -> Result<(), RefreshError> {
         self.link_to_open_incident(target, &view.alerts).await?;
-        let existing = self
+        let slot = (
+            view.key.to_owned(),
+            target.platform,
+            target.channel_id.clone(),
+        );
+        let stored = self
             .store
             .group_message(view.key, target.platform, &target.channel_id)
             .await?;
-        let delivered = match existing {
-            Some((_, last)) if last == view.text => return Ok(()),
-            Some((message_id, _)) => self
+        // A message posted whose id could not be stored (a full disk) is still that message:
+        // storing its id is what is retried, never the post.
+        let unrecorded = self
+            .unrecorded
+            .lock()
+            .expect("unrecorded poisoned")
+            .get(&slot)
+            .cloned();
+        let delivered = match (stored, unrecorded) {
+            (_, Some((message_id, last))) if last == view.text => Ok(message_id),
+            (Some((_, last)), None) if last == view.text => return Ok(()),
+            (_, Some((message_id, _))) | (Some((message_id, _)), None) => self
                 .outbound
                 .edit(target, &message_id, &view.message)
                 .await
                 .map(|()| message_id),
             // Nothing worth a new message: everything already resolved or silenced.
-            None if view.all_quiet => return Ok(()),
-            None => self.outbound.send(target, &view.message).await,
+            (None, None) if view.all_quiet => return Ok(()),
+            (None, None) => self.outbound.send(target, &view.message).await,
         };
         match delivered {
-            Ok(message_id) => {
-                self.store
-                    .set_group_message(
-                        view.key,
-                        target.platform,
-                        &target.channel_id,
-                        &message_id,
-                        &view.text,
-                    )
-                    .await?
-            }
+            Ok(message_id) => self.record(slot, message_id, &view.text).await?,
             Err(e) => failures.note(e, &format!("{}:{}", target.platform, target.channel_id)),
         }
+        Ok(())
+    }
+
+    /// Stores which message shows a group in a channel, remembering it in memory until the
+    /// store has it.
+    async fn record(&self, slot: Slot, message_id: String, text: &str) -> Result<(), RefreshError> {
+        self.unrecorded
+            .lock()
+            .expect("unrecorded poisoned")
+            .insert(slot.clone(), (message_id.clone(), text.to_owned()));
+        let (key, platform, channel_id) = &slot;
+        self.store
+            .set_group_message(key, *platform, channel_id, &message_id, text)
+            .await?;
+        self.unrecorded
+            .lock()
+            .expect("unrecorded poisoned")
+            .remove(&slot);
         Ok(())
     }
 
