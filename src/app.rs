@@ -206,7 +206,6 @@ impl App {
                 alertmanager_token: self.config.alerts.alertmanager_token.clone(),
                 webhook_secret: self.config.alerts.webhook_secret.clone(),
                 clock: self.clock.clone(),
-                metrics: self.metrics.clone(),
             },
             metrics_route: self.config.server.metrics_listen.is_none(),
             max_body_bytes: self.config.alerts.max_body_bytes,

@@ -20,7 +20,6 @@ use sha2::{Digest, Sha256};
 
 use crate::actions::alerts::AlertService;
 use crate::domain::{AlertSource, AlertStatus, IncomingAlert};
-use crate::metrics::{Metrics, Refusal, Webhook};
 use crate::ports::Clock;
 
 /// How far a signed webhook's timestamp may be from now (replay window).
@@ -32,25 +31,6 @@ pub struct HookState {
     pub alertmanager_token: Option<SecretString>,
     pub webhook_secret: Option<SecretString>,
     pub clock: Arc<dyn Clock>,
-    /// Counts refusals (`opsbot_webhook_refused_total`).
-    pub metrics: Arc<Metrics>,
-}
-
-impl HookState {
-    /// `answer`, counted as a refusal of `endpoint` for `reason`.
-    fn refuse(&self, endpoint: Webhook, reason: Refusal, answer: Response) -> Response {
-        self.metrics.webhook_refused(endpoint, reason);
-        answer
-    }
-
-    /// The body of `request` (see [`read_body`]); a refusal because it is too large is counted.
-    async fn body(&self, endpoint: Webhook, request: Request) -> Result<Bytes, Response> {
-        read_body(request).await.inspect_err(|answer| {
-            if answer.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                self.metrics.webhook_refused(endpoint, Refusal::TooLarge);
-            }
-        })
-    }
 }
 
 /// Alertmanager's webhook payload (version 4). Unknown fields are ignored: Alertmanager
@@ -131,32 +111,35 @@ pub async fn alertmanager(State(state): State<HookState>, request: Request) -> R
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !same(presented.as_bytes(), token.expose_secret().as_bytes()) {
-        let answer = reply(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        return state.refuse(Webhook::Alertmanager, Refusal::Token, answer);
+        return reply(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
-    let body = match state.body(Webhook::Alertmanager, request).await {
+    let body = match read_body(request).await {
         Ok(body) => body,
         Err(refused) => return refused,
     };
-    let bad_json = |message: String| {
-        let answer = reply(StatusCode::BAD_REQUEST, message);
-        state.refuse(Webhook::Alertmanager, Refusal::BadJson, answer)
-    };
     let payload: AmPayload = match serde_json::from_slice(&body) {
         Ok(p) => p,
-        Err(e) => return bad_json(format!("not an Alertmanager webhook payload: {e}")),
+        Err(e) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                format!("not an Alertmanager webhook payload: {e}"),
+            );
+        }
     };
     if payload.version != "4" {
-        return bad_json(format!(
-            "unsupported payload version {:?}; expected \"4\"",
-            payload.version
-        ));
+        return reply(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unsupported payload version {:?}; expected \"4\"",
+                payload.version
+            ),
+        );
     }
     let mut alerts = Vec::with_capacity(payload.alerts.len());
     for a in payload.alerts {
         let status = match a.status.parse::<AlertStatus>() {
             Ok(s) => s,
-            Err(e) => return bad_json(e),
+            Err(e) => return reply(StatusCode::BAD_REQUEST, e),
         };
         let fingerprint = a
             .fingerprint
@@ -237,34 +220,29 @@ pub async fn generic(State(state): State<HookState>, request: Request) -> Respon
     // What the headers alone can refuse is refused before the body is read.
     let headers = request.headers().clone();
     let header = |name: &str| header(&headers, name).unwrap_or("");
-    let unsigned = |message: &str| {
-        let answer = reply(StatusCode::UNAUTHORIZED, message);
-        state.refuse(Webhook::Alert, Refusal::Signature, answer)
-    };
     let Ok(timestamp) = header("x-opsbot-timestamp").parse::<i64>() else {
-        return unsigned("missing X-Opsbot-Timestamp");
+        return reply(StatusCode::UNAUTHORIZED, "missing X-Opsbot-Timestamp");
     };
     if state.clock.now().timestamp().abs_diff(timestamp) > SIGNATURE_WINDOW_SECS.unsigned_abs() {
-        return unsigned("timestamp outside the 5-minute window");
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            "timestamp outside the 5-minute window",
+        );
     }
-    let body = match state.body(Webhook::Alert, request).await {
+    let body = match read_body(request).await {
         Ok(body) => body,
         Err(refused) => return refused,
     };
     let expected = sign(secret.expose_secret().as_bytes(), timestamp, &body);
     if !same(header("x-opsbot-signature").as_bytes(), expected.as_bytes()) {
-        return unsigned("bad signature");
+        return reply(StatusCode::UNAUTHORIZED, "bad signature");
     }
-    let bad_json = |message: String| {
-        let answer = reply(StatusCode::BAD_REQUEST, message);
-        state.refuse(Webhook::Alert, Refusal::BadJson, answer)
-    };
     let alert: GenericAlert = match serde_json::from_slice(&body) {
         Ok(a) => a,
-        Err(e) => return bad_json(format!("not a valid alert: {e}")),
+        Err(e) => return reply(StatusCode::BAD_REQUEST, format!("not a valid alert: {e}")),
     };
     if alert.key.trim().is_empty() || alert.key.len() > 256 {
-        return bad_json("key must be 1-256 characters".into());
+        return reply(StatusCode::BAD_REQUEST, "key must be 1-256 characters");
     }
     let mut labels = alert.labels;
     labels

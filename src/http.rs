@@ -48,9 +48,17 @@ pub struct HttpState {
 
 pub fn routes(state: HttpState) -> Router {
     let store = Arc::new(StoreCheck::new(state.store.clone()));
+    let counted =
+        |endpoint| middleware::from_fn_with_state((endpoint, state.metrics.clone()), count_refused);
     let hooks = Router::new()
-        .route("/hooks/alertmanager", post(crate::hooks::alertmanager))
-        .route("/hooks/alert", post(crate::hooks::generic))
+        .route(
+            "/hooks/alertmanager",
+            post(crate::hooks::alertmanager).layer(counted(Webhook::Alertmanager)),
+        )
+        .route(
+            "/hooks/alert",
+            post(crate::hooks::generic).layer(counted(Webhook::Alert)),
+        )
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state.hooks.clone());
     let mut app = Router::new().route("/healthz", get(healthz)).route(
@@ -109,8 +117,8 @@ async fn answer_within(State(limit): State<Duration>, request: Request, next: Ne
 }
 
 /// A chat platform's inbound routes with their state. Their requests are small; the body
-/// limit stops anyone who can reach the endpoint from making opsbot buffer more. What they
-/// refuse is counted here, once for every platform, from the status they answered.
+/// limit stops anyone who can reach the endpoint from making opsbot buffer more; what they
+/// refuse is counted.
 fn platform<S: Clone + Send + Sync + 'static>(
     routes: Router<S>,
     state: S,
@@ -126,6 +134,9 @@ fn platform<S: Clone + Send + Sync + 'static>(
         .with_state(state)
 }
 
+/// Counts what an endpoint refused in `opsbot_webhook_refused_total`, from the status it
+/// answered: one place for the alert hooks and every chat platform alike (the layer is
+/// `from_fn_with_state((endpoint, metrics), count_refused)`).
 async fn count_refused(
     State((endpoint, metrics)): State<(Webhook, Arc<Metrics>)>,
     request: axum::extract::Request,
