@@ -190,15 +190,12 @@ impl Inbound {
         let fix = let_in(ev, self.router.bot_name());
         let text = match run {
             Some(run) => {
-                match self
+                if let Err(e) = self
                     .router
                     .withdraw_unposted(run, request_id.clone(), why)
                     .await
                 {
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::error!(run = %run, %request_id, error = %e, "could not cancel a request that could not be posted")
-                    }
+                    tracing::error!(run = %run, %request_id, error = %e, "could not cancel a request that could not be posted");
                 }
                 format!(
                     "Request #{run} was cancelled, nothing ran: approvers could not see it because opsbot cannot post in this channel. {fix}, then request it again."
