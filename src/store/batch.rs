@@ -122,28 +122,26 @@ type Delivery = (
 /// Alert deliveries that arrive while one is being stored are stored together, in one
 /// statement (per thousand alerts) and one commit.
 #[derive(Clone)]
-pub(crate) struct IngestBatcher {
-    tx: mpsc::Sender<Delivery>,
-    /// Set when deliveries are written as they come (see [`BatchWrite::merges_deliveries`]).
-    alone: Option<Arc<dyn BatchWrite>>,
+pub(crate) enum IngestBatcher {
+    /// Deliveries queue for one writer task, which merges what has queued up.
+    Merging(mpsc::Sender<Delivery>),
+    /// Each delivery is written as it comes (see [`BatchWrite::merges_deliveries`]).
+    Alone(Arc<dyn BatchWrite>),
 }
 
 impl IngestBatcher {
     pub fn spawn(writer: Arc<dyn BatchWrite>) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Delivery>(MAX_DELIVERIES * 4);
         if !writer.merges_deliveries() {
-            return Self {
-                tx,
-                alone: Some(writer),
-            };
+            return Self::Alone(writer);
         }
+        let (tx, mut rx) = mpsc::channel::<Delivery>(MAX_DELIVERIES * 4);
         tokio::spawn(async move {
             let mut queued = Vec::with_capacity(MAX_DELIVERIES);
             while rx.recv_many(&mut queued, MAX_DELIVERIES).await > 0 {
                 store_deliveries(writer.as_ref(), std::mem::take(&mut queued)).await;
             }
         });
-        Self { tx, alone: None }
+        Self::Merging(tx)
     }
 
     /// Stores `alerts`; returns once they are committed.
@@ -152,15 +150,13 @@ impl IngestBatcher {
         alerts: Vec<IncomingAlert>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        if let Some(writer) = &self.alone {
-            return writer.ingest(&sorted(alerts.iter()), now).await;
-        }
+        let tx = match self {
+            Self::Alone(writer) => return writer.ingest(&sorted(alerts.iter()), now).await,
+            Self::Merging(tx) => tx,
+        };
         let stopped = || StoreError::Unavailable("alert writer stopped".into());
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send((alerts, now, done))
-            .await
-            .map_err(|_| stopped())?;
+        tx.send((alerts, now, done)).await.map_err(|_| stopped())?;
         wait.await.map_err(|_| stopped())?
     }
 }
