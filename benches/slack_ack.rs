@@ -29,7 +29,9 @@
 //!
 //! Knobs: `SLACK_ACK_RATE` (requests/s, default 1000), `SLACK_ACK_SECS` (default 30),
 //! `SLACK_ACK_WARMUP_SECS` (default 1), `SLACK_ACK_USERS` (default 10),
-//! `SLACK_ACK_LOG` (opsbot's `log.level`, default `info` as in production).
+//! `SLACK_ACK_LOG` (opsbot's `log.level`, default `info` as in production),
+//! `SLACK_ACK_SERVER=floor` (the same load against `support/slack_floor.rs`, the least a server
+//! can do per command with opsbot's guarantees, instead of opsbot: the floor to compare with).
 //!
 //! Prints PASS/FAIL against the target. Exits non-zero if any command was not acked or not
 //! answered (a correctness failure); a latency miss only prints FAIL.
@@ -46,6 +48,9 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tempfile::TempDir;
+
+#[path = "support/slack_floor.rs"]
+mod floor;
 
 const SECRET: &str = "slack-ack-bench-signing-secret";
 const CHANNEL: &str = "C0LOADOPS";
@@ -317,6 +322,28 @@ api_url = "{fake_slack}/api/"
         }
     }
     let child = cmd.spawn().expect("start opsbot serve");
+    Opsbot {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        log,
+        _dir: dir,
+    }
+}
+
+/// The floor server (`support/slack_floor.rs`): this bench binary re-executed.
+fn start_floor() -> Opsbot {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let log = dir.path().join("floor.log");
+    let child = Command::new(std::env::current_exe().expect("own executable"))
+        .arg("--floor-server")
+        .arg(port.to_string())
+        .arg(dir.path().join("floor.db"))
+        .arg(&log)
+        .arg(SECRET)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the floor server");
     Opsbot {
         child,
         base: format!("http://127.0.0.1:{port}"),
@@ -660,7 +687,11 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn main() {
-    let bench = std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "--floor-server") {
+        return floor::main(&args[2..]);
+    }
+    let bench = args.iter().any(|a| a == "--bench");
     let rate: f64 = env_or("SLACK_ACK_RATE", if bench { 1000.0 } else { 200.0 });
     let secs: f64 = env_or("SLACK_ACK_SECS", if bench { 30.0 } else { 2.0 });
     let warmup_secs: f64 = env_or("SLACK_ACK_WARMUP_SECS", if bench { 1.0 } else { 0.5 });
@@ -686,7 +717,12 @@ fn main() {
         }
         let tracker = Arc::new(Tracker::new(total));
         let fake = fake_slack(tracker.clone()).await;
-        let mut bot = start_opsbot(&fake, users, &log_level);
+        let floor = std::env::var("SLACK_ACK_SERVER").is_ok_and(|s| s == "floor");
+        let mut bot = if floor {
+            start_floor()
+        } else {
+            start_opsbot(&fake, users, &log_level)
+        };
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -696,11 +732,18 @@ fn main() {
             .expect("http client");
         let ready = wait_ready(&mut bot, &client).await;
         let pid = bot.pid().to_string();
-        println!(
-            "slack_ack: opsbot serve (pid {pid}, {}) ready after {:.0} ms; {COMMAND} from {users} Slack users, no checks configured, log level {log_level}",
-            env!("CARGO_BIN_EXE_opsbot"),
-            ms(ready)
-        );
+        if floor {
+            println!(
+                "slack_ack: THE FLOOR SERVER (pid {pid}, benches/support/slack_floor.rs), not opsbot, ready after {:.0} ms; the lines below that say opsbot mean it",
+                ms(ready)
+            );
+        } else {
+            println!(
+                "slack_ack: opsbot serve (pid {pid}, {}) ready after {:.0} ms; {COMMAND} from {users} Slack users, no checks configured, log level {log_level}",
+                env!("CARGO_BIN_EXE_opsbot"),
+                ms(ready)
+            );
+        }
         let load = Arc::new(Load {
             url: format!("{}/slack/commands", bot.base),
             fake_slack: fake.clone(),
