@@ -35,6 +35,9 @@ struct Fake {
     me_unavailable: std::sync::atomic::AtomicBool,
     /// While set, sends are refused as for a chat the bot is not (or no longer) in.
     chat_not_found: std::sync::atomic::AtomicBool,
+    /// Who called `getUpdates`, in order: the name of the address each replica was given
+    /// (see [`fake_telegram_for`]).
+    pollers: Mutex<Vec<&'static str>>,
 }
 
 impl Fake {
@@ -91,7 +94,7 @@ impl Fake {
 }
 
 async fn bot_api(
-    axum::extract::State(fake): axum::extract::State<Arc<Fake>>,
+    axum::extract::State((fake, caller)): axum::extract::State<(Arc<Fake>, &'static str)>,
     axum::extract::Path((bot, method)): axum::extract::Path<(String, String)>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
@@ -131,6 +134,7 @@ async fn bot_api(
             "supports_inline_queries": false, "has_main_web_app": false,
         })),
         "getupdates" => {
+            fake.pollers.lock().unwrap().push(caller);
             let offset = body["offset"].as_i64().unwrap_or(0);
             let take = |fake: &Fake| {
                 let mut q = fake.updates.lock().unwrap();
@@ -190,11 +194,15 @@ async fn bot_api(
 
 async fn fake_telegram() -> (String, Arc<Fake>) {
     let fake = Arc::new(Fake::default());
+    (fake_telegram_for(&fake, "").await, fake)
+}
+
+/// Another address for the same fake Bot API, whose callers it records as `caller`.
+async fn fake_telegram_for(fake: &Arc<Fake>, caller: &'static str) -> String {
     let app = axum::Router::new()
         .route("/{bot}/{method}", axum::routing::post(bot_api))
-        .with_state(fake.clone());
-    let base = support::serve_fake(app).await;
-    (base, fake)
+        .with_state((fake.clone(), caller));
+    support::serve_fake(app).await
 }
 
 fn config(base: &str, extra: &str) -> String {
@@ -761,4 +769,96 @@ async fn an_approval_request_telegram_refuses_as_chat_not_found_is_cancelled_and
     let request_id = support::assert_request_withdrawn_unposted(&app).await;
     support::assert_warned(&logs.text(), &request_id, "Add opsbot to this chat again");
     assert_eq!(runs(&app), 0);
+}
+
+/// Two `opsbot serve` replicas on one Postgres schema polling one bot: one replica polls
+/// (Telegram would end the other's polls with 409s); after a kill -9 of that leader the other
+/// takes over polling within the lease time, and a command sent then is answered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_polls_and_another_takes_over_when_it_is_killed() {
+    let Some(schema) = support::fresh_postgres_schema().await else {
+        return;
+    };
+    let fake = Arc::new(Fake::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let base = fake_telegram_for(&fake, name).await;
+        let config = replica_config(dir.path(), name, &base, &schema);
+        replicas.push((name, support::Serve::start(&config, support::WAIT)));
+    }
+    let leader = fake
+        .wait_until("one replica polling a few times", |f| {
+            let pollers = f.pollers.lock().unwrap();
+            (pollers.len() >= 3).then(|| pollers[0])
+        })
+        .await;
+    let pollers: std::collections::BTreeSet<_> =
+        fake.pollers.lock().unwrap().iter().copied().collect();
+    assert_eq!(pollers.len(), 1, "only the leader polls: {pollers:?}");
+    let i = replicas
+        .iter()
+        .position(|(name, _)| *name == leader)
+        .unwrap();
+    let (_, mut killed) = replicas.remove(i);
+    let (survivor, follower) = replicas.pop().unwrap();
+    assert!(killed.readyz().await.contains(" leader (epoch 1)"));
+    let standby = follower.readyz().await;
+    assert!(
+        standby.starts_with("ready\n")
+            && standby.contains(" follower\n")
+            && standby.contains("adapter telegram: standby"),
+        "{standby}"
+    );
+
+    killed.kill();
+    let killed_at = std::time::Instant::now();
+    fake.wait_until("the survivor polling", |f| {
+        f.pollers.lock().unwrap().contains(&survivor).then_some(())
+    })
+    .await;
+    let took = killed_at.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "taken over after {took:?} (lease 2 s)"
+    );
+    let ready = follower.readyz().await;
+    assert!(ready.contains(" leader (epoch 2)"), "{ready}");
+    let metrics = reqwest::get(follower.url("/metrics")).await.unwrap();
+    assert!(metrics.text().await.unwrap().contains("opsbot_leader 1\n"));
+
+    fake.push(command(1, ALICE, "/whoami"));
+    fake.wait_for_text("the answer after failover", "You are alice")
+        .await;
+    // Polled twice more since: the update was confirmed, and nobody answered it again.
+    let polls = fake.pollers.lock().unwrap().len();
+    fake.wait_until("two more polls", |f| {
+        (f.pollers.lock().unwrap().len() >= polls + 2).then_some(())
+    })
+    .await;
+    let answers = fake.sent_texts();
+    assert_eq!(answers.len(), 1, "answered once: {answers:?}");
+    drop(follower);
+    support::drop_postgres_schema(&schema).await;
+}
+
+/// A replica `name`'s config in its own folder under `dir`: Telegram polling at `base`, the
+/// store in Postgres `schema`, a 2 s leader lease.
+fn replica_config(
+    dir: &std::path::Path,
+    name: &str,
+    base: &str,
+    schema: &str,
+) -> std::path::PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(folder.join("commands")).unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"{}\"\n\
+         [catalog]\ndir = \"commands\"\n[cluster]\nlease_secs = 2\n{}",
+        support::postgres_schema_url(schema),
+        config(base, "")
+    );
+    let path = folder.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
 }
