@@ -237,11 +237,6 @@ impl App {
         Some(election.spawn(shutdown.clone()))
     }
 
-    /// Whether this replica leads now.
-    pub fn leadership(&self) -> Leadership {
-        self.leader.current()
-    }
-
     /// Runs `work` only while this replica leads (`leader::run_while_leader`); meanwhile
     /// `standby` says what this replica shows for it.
     fn spawn_leader_only<F, Fut>(&self, shutdown: &CancellationToken, standby: Standby, mut work: F)

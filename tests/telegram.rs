@@ -771,38 +771,80 @@ async fn an_approval_request_telegram_refuses_as_chat_not_found_is_cancelled_and
     assert_eq!(runs(&app), 0);
 }
 
+/// Two `opsbot serve` replicas on one fresh Postgres schema polling one fake bot, once one
+/// of them (the leader) polls.
+struct Replicas {
+    fake: Arc<Fake>,
+    leader: support::Serve,
+    /// The other replica, and the name the fake knows its calls by.
+    follower: (&'static str, support::Serve),
+    schema: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Replicas {
+    /// `None` (after saying why) without Postgres, outside CI.
+    async fn start(lease_secs: u64) -> Option<Replicas> {
+        let schema = support::fresh_postgres_schema().await?;
+        let fake = Arc::new(Fake::default());
+        let dir = tempfile::tempdir().unwrap();
+        let mut replicas = Vec::new();
+        for name in ["a", "b"] {
+            let base = fake_telegram_for(&fake, name).await;
+            let config = replica_config(dir.path(), name, &base, &schema, lease_secs);
+            replicas.push((name, support::Serve::start(&config, support::WAIT)));
+        }
+        let leader = fake
+            .wait_until("one replica polling a few times", |f| {
+                let pollers = f.pollers.lock().unwrap();
+                (pollers.len() >= 3).then(|| pollers[0])
+            })
+            .await;
+        let pollers: std::collections::BTreeSet<_> =
+            fake.pollers.lock().unwrap().iter().copied().collect();
+        assert_eq!(pollers.len(), 1, "only the leader polls: {pollers:?}");
+        let i = replicas
+            .iter()
+            .position(|(name, _)| *name == leader)
+            .unwrap();
+        let (_, leader) = replicas.remove(i);
+        let follower = replicas.pop().unwrap();
+        Some(Replicas {
+            fake,
+            leader,
+            follower,
+            schema,
+            _dir: dir,
+        })
+    }
+
+    /// Waits for the follower to poll; how long that took from `since`.
+    async fn follower_polls(&self, since: std::time::Instant) -> Duration {
+        let name = self.follower.0;
+        self.fake
+            .wait_until("the other replica polling", |f| {
+                f.pollers.lock().unwrap().contains(&name).then_some(())
+            })
+            .await;
+        since.elapsed()
+    }
+
+    async fn cleanup(self) {
+        drop((self.leader, self.follower));
+        support::drop_postgres_schema(&self.schema).await;
+    }
+}
+
 /// Two `opsbot serve` replicas on one Postgres schema polling one bot: one replica polls
 /// (Telegram would end the other's polls with 409s); after a kill -9 of that leader the other
 /// takes over polling within the lease time, and a command sent then is answered once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_polls_and_another_takes_over_when_it_is_killed() {
-    let Some(schema) = support::fresh_postgres_schema().await else {
+    let Some(mut replicas) = Replicas::start(2).await else {
         return;
     };
-    let fake = Arc::new(Fake::default());
-    let dir = tempfile::tempdir().unwrap();
-    let mut replicas = Vec::new();
-    for name in ["a", "b"] {
-        let base = fake_telegram_for(&fake, name).await;
-        let config = replica_config(dir.path(), name, &base, &schema);
-        replicas.push((name, support::Serve::start(&config, support::WAIT)));
-    }
-    let leader = fake
-        .wait_until("one replica polling a few times", |f| {
-            let pollers = f.pollers.lock().unwrap();
-            (pollers.len() >= 3).then(|| pollers[0])
-        })
-        .await;
-    let pollers: std::collections::BTreeSet<_> =
-        fake.pollers.lock().unwrap().iter().copied().collect();
-    assert_eq!(pollers.len(), 1, "only the leader polls: {pollers:?}");
-    let i = replicas
-        .iter()
-        .position(|(name, _)| *name == leader)
-        .unwrap();
-    let (_, mut killed) = replicas.remove(i);
-    let (survivor, follower) = replicas.pop().unwrap();
-    assert!(killed.readyz().await.contains(" leader (epoch 1)"));
+    let (fake, follower) = (replicas.fake.clone(), &replicas.follower.1);
+    assert!(replicas.leader.readyz().await.contains(" leader (epoch 1)"));
     let standby = follower.readyz().await;
     assert!(
         standby.starts_with("ready\n")
@@ -811,17 +853,13 @@ async fn one_replica_polls_and_another_takes_over_when_it_is_killed() {
         "{standby}"
     );
 
-    killed.kill();
-    let killed_at = std::time::Instant::now();
-    fake.wait_until("the survivor polling", |f| {
-        f.pollers.lock().unwrap().contains(&survivor).then_some(())
-    })
-    .await;
-    let took = killed_at.elapsed();
+    replicas.leader.kill();
+    let took = replicas.follower_polls(std::time::Instant::now()).await;
     assert!(
         took < Duration::from_secs(6),
         "taken over after {took:?} (lease 2 s)"
     );
+    let follower = &replicas.follower.1;
     let ready = follower.readyz().await;
     assert!(ready.contains(" leader (epoch 2)"), "{ready}");
     let metrics = reqwest::get(follower.url("/metrics")).await.unwrap();
@@ -838,23 +876,41 @@ async fn one_replica_polls_and_another_takes_over_when_it_is_killed() {
     .await;
     let answers = fake.sent_texts();
     assert_eq!(answers.len(), 1, "answered once: {answers:?}");
-    drop(follower);
-    support::drop_postgres_schema(&schema).await;
+    replicas.cleanup().await;
+}
+
+/// A leader stopped with SIGTERM releases its lease: another replica polls within a third
+/// of the lease (its next attempt), not after the whole lease has lapsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_gracefully_hands_over_before_its_lease_lapses() {
+    let Some(replicas) = Replicas::start(12).await else {
+        return;
+    };
+    replicas.leader.terminate();
+    let took = replicas.follower_polls(std::time::Instant::now()).await;
+    assert!(
+        took < Duration::from_secs(8),
+        "taken over after {took:?} (lease 12 s)"
+    );
+    let ready = replicas.follower.1.readyz().await;
+    assert!(ready.contains(" leader (epoch 2)"), "{ready}");
+    replicas.cleanup().await;
 }
 
 /// A replica `name`'s config in its own folder under `dir`: Telegram polling at `base`, the
-/// store in Postgres `schema`, a 2 s leader lease.
+/// store in Postgres `schema`, a `lease_secs` leader lease.
 fn replica_config(
     dir: &std::path::Path,
     name: &str,
     base: &str,
     schema: &str,
+    lease_secs: u64,
 ) -> std::path::PathBuf {
     let folder = dir.join(name);
     std::fs::create_dir_all(folder.join("commands")).unwrap();
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"{}\"\n\
-         [catalog]\ndir = \"commands\"\n[cluster]\nlease_secs = 2\n{}",
+         [catalog]\ndir = \"commands\"\n[cluster]\nlease_secs = {lease_secs}\n{}",
         support::postgres_schema_url(schema),
         config(base, "")
     );

@@ -146,8 +146,8 @@ impl BatchWrite for Writer {
     /// Each statement is a round trip to SQLite's worker thread, and at a command at a time
     /// each batch is one record, so the usual path is one guarded INSERT that needs no
     /// transaction: it applies only if the chain still ends where this writer left it.
-    /// Another process on the same file (a `chat` beside `serve`) moves the head; then the
-    /// batch is chained again inside `BEGIN IMMEDIATE` after reading the head.
+    /// Another store on the same file (one opened `Access::Shared` beside `serve`) may move
+    /// the head; then the batch is chained again inside `BEGIN IMMEDIATE` after reading it.
     async fn write_batch(&self, entries: Vec<AuditEntry>) -> Result<Vec<AuditRecord>, StoreError> {
         let mut state = self.state.lock().await;
         let (conn, head) = &mut *state;

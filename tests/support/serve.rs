@@ -69,6 +69,15 @@ impl Serve {
         response.text().await.expect("readyz body")
     }
 
+    /// SIGTERM: a graceful shutdown.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {}", self.child.id());
+    }
+
     /// `kill -9`: the process gets no chance to clean up (or release anything).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
