@@ -38,6 +38,11 @@ struct Fake {
     /// Who called `getUpdates`, in order: the name of the address each replica was given
     /// (see [`fake_telegram_for`]).
     pollers: Mutex<Vec<&'static str>>,
+    /// Numbers each `getUpdates`; a poll still waiting when a newer one arrives is ended with
+    /// 409, as Telegram ends the older of two concurrent polls.
+    polls_started: std::sync::atomic::AtomicU64,
+    /// How many polls were ended that way.
+    conflicts: std::sync::atomic::AtomicUsize,
 }
 
 impl Fake {
@@ -134,7 +139,9 @@ async fn bot_api(
             "supports_inline_queries": false, "has_main_web_app": false,
         })),
         "getupdates" => {
+            use std::sync::atomic::Ordering::SeqCst;
             fake.pollers.lock().unwrap().push(caller);
+            let mine = fake.polls_started.fetch_add(1, SeqCst) + 1;
             let offset = body["offset"].as_i64().unwrap_or(0);
             let take = |fake: &Fake| {
                 let mut q = fake.updates.lock().unwrap();
@@ -146,6 +153,13 @@ async fn bot_api(
                 let _ =
                     tokio::time::timeout(Duration::from_millis(500), fake.arrived.notified()).await;
                 updates = take(&fake);
+            }
+            if fake.polls_started.load(SeqCst) != mine {
+                fake.conflicts.fetch_add(1, SeqCst);
+                return axum::Json(json!({
+                    "ok": false, "error_code": 409,
+                    "description": "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+                }));
             }
             ok(Value::Array(updates))
         }
@@ -876,6 +890,8 @@ async fn one_replica_polls_and_another_takes_over_when_it_is_killed() {
     .await;
     let answers = fake.sent_texts();
     assert_eq!(answers.len(), 1, "answered once: {answers:?}");
+    let conflicts = fake.conflicts.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(conflicts, 0, "no poll was ended by another");
     replicas.cleanup().await;
 }
 
