@@ -413,6 +413,7 @@ impl App {
             %addr,
             commands = self.router.catalog().len(),
             store = self.config.store_location(),
+            replica = %self.replica,
             "opsbot serving HTTP"
         );
         let http = tokio::spawn(http::serve(listener, self.http_state(), shutdown.clone()));

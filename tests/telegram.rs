@@ -43,6 +43,8 @@ struct Fake {
     polls_started: std::sync::atomic::AtomicU64,
     /// How many polls were ended that way.
     conflicts: std::sync::atomic::AtomicUsize,
+    /// Who pinged `GET /heartbeat` (a replica's `health.heartbeat_url`), in order.
+    heartbeats: Mutex<Vec<&'static str>>,
 }
 
 impl Fake {
@@ -213,8 +215,15 @@ async fn fake_telegram() -> (String, Arc<Fake>) {
 
 /// Another address for the same fake Bot API, whose callers it records as `caller`.
 async fn fake_telegram_for(fake: &Arc<Fake>, caller: &'static str) -> String {
+    let heartbeat = |axum::extract::State((fake, caller)): axum::extract::State<(
+        Arc<Fake>,
+        &'static str,
+    )>| async move {
+        fake.heartbeats.lock().unwrap().push(caller);
+    };
     let app = axum::Router::new()
         .route("/{bot}/{method}", axum::routing::post(bot_api))
+        .route("/heartbeat", axum::routing::get(heartbeat))
         .with_state((fake.clone(), caller));
     support::serve_fake(app).await
 }
@@ -832,6 +841,18 @@ impl Replicas {
         })
     }
 
+    /// Waits for `replica` to have pinged the heartbeat `n` times; how many times the other
+    /// replica has by then.
+    async fn heartbeats(&self, replica: &'static str, n: usize) -> usize {
+        self.fake
+            .wait_until("heartbeat pings", |f| {
+                let pings = f.heartbeats.lock().unwrap();
+                let mine = pings.iter().filter(|p| **p == replica).count();
+                (mine >= n).then_some(pings.len() - mine)
+            })
+            .await
+    }
+
     /// Waits for the follower to poll; how long that took from `since`.
     async fn follower_polls(&self, since: std::time::Instant) -> Duration {
         let name = self.follower.0;
@@ -850,8 +871,9 @@ impl Replicas {
 }
 
 /// Two `opsbot serve` replicas on one Postgres schema polling one bot: one replica polls
-/// (Telegram would end the other's polls with 409s); after a kill -9 of that leader the other
-/// takes over polling within the lease time, and a command sent then is answered once.
+/// (Telegram would end the other's polls with 409s) and pings the heartbeat; after a kill -9
+/// of that leader the other takes over both within the lease time, and a command sent then
+/// is answered once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_polls_and_another_takes_over_when_it_is_killed() {
     let Some(mut replicas) = Replicas::start(2).await else {
@@ -859,6 +881,12 @@ async fn one_replica_polls_and_another_takes_over_when_it_is_killed() {
     };
     let (fake, follower) = (replicas.fake.clone(), &replicas.follower.1);
     assert!(replicas.leader.readyz().await.contains(" leader (epoch 1)"));
+    let leader = fake.pollers.lock().unwrap()[0];
+    assert_eq!(
+        replicas.heartbeats(leader, 3).await,
+        0,
+        "the leader pings alone"
+    );
     let standby = follower.readyz().await;
     assert!(
         standby.starts_with("ready\n")
@@ -876,6 +904,7 @@ async fn one_replica_polls_and_another_takes_over_when_it_is_killed() {
     let follower = &replicas.follower.1;
     let ready = follower.readyz().await;
     assert!(ready.contains(" leader (epoch 2)"), "{ready}");
+    replicas.heartbeats(replicas.follower.0, 1).await;
     let metrics = reqwest::get(follower.url("/metrics")).await.unwrap();
     assert!(metrics.text().await.unwrap().contains("opsbot_leader 1\n"));
 
@@ -913,8 +942,8 @@ async fn a_leader_stopped_gracefully_hands_over_before_its_lease_lapses() {
     replicas.cleanup().await;
 }
 
-/// A replica `name`'s config in its own folder under `dir`: Telegram polling at `base`, the
-/// store in Postgres `schema`, a `lease_secs` leader lease.
+/// A replica `name`'s config in its own folder under `dir`: Telegram polling and the
+/// heartbeat at `base`, the store in Postgres `schema`, a `lease_secs` leader lease.
 fn replica_config(
     dir: &std::path::Path,
     name: &str,
@@ -926,7 +955,8 @@ fn replica_config(
     std::fs::create_dir_all(folder.join("commands")).unwrap();
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"{}\"\n\
-         [catalog]\ndir = \"commands\"\n[cluster]\nlease_secs = {lease_secs}\n{}",
+         [catalog]\ndir = \"commands\"\n[cluster]\nlease_secs = {lease_secs}\n\
+         [health]\nheartbeat_url = \"{base}/heartbeat\"\nheartbeat_every = \"200ms\"\n{}",
         support::postgres_schema_url(schema),
         config(base, "")
     );
