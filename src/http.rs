@@ -238,6 +238,9 @@ async fn readyz(state: HttpState, store: Arc<StoreCheck>) -> impl IntoResponse {
         if ready { "ready" } else { "not ready" },
         state.replica
     );
+    if let Some(leading) = state.leader.leading_for() {
+        body.push_str(&format!("leading for: {}s\n", leading.as_secs()));
+    }
     if notifications_stalled {
         body.push_str(&format!(
             "alert notifications: stalled ({waiting} group(s) waiting, oldest {}s)\n",

@@ -49,6 +49,8 @@ impl std::fmt::Display for Leadership {
 #[derive(Clone)]
 pub struct LeaderGate {
     rx: watch::Receiver<Leadership>,
+    /// When leadership last changed (for "leading for" in `/readyz`).
+    since: Since,
     /// Keeps a fixed gate's channel open (see [`LeaderGate::always`]).
     _fixed: Option<Arc<watch::Sender<Leadership>>>,
 }
@@ -60,12 +62,19 @@ impl LeaderGate {
         let (tx, rx) = watch::channel(Leadership::Leader { epoch: Epoch(1) });
         Self {
             rx,
+            since: Since::now(),
             _fixed: Some(Arc::new(tx)),
         }
     }
 
     pub fn current(&self) -> Leadership {
         *self.rx.borrow()
+    }
+
+    /// How long this replica has led, if it leads.
+    pub fn leading_for(&self) -> Option<Duration> {
+        self.current().epoch()?;
+        Some(self.since.elapsed())
     }
 
     /// Waits until leadership differs from `from`; `None` once it can no longer change.
@@ -77,6 +86,24 @@ impl LeaderGate {
     }
 }
 
+/// When something last changed, shared by whoever changes it and those who read it.
+#[derive(Clone)]
+struct Since(Arc<std::sync::Mutex<Instant>>);
+
+impl Since {
+    fn now() -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Instant::now())))
+    }
+
+    fn reset(&self) {
+        *self.0.lock().expect("since poisoned") = Instant::now();
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.0.lock().expect("since poisoned").elapsed()
+    }
+}
+
 /// Holds (or waits for) the leader lease for this replica, named `holder`.
 pub struct Election {
     store: Arc<dyn LeaseStore>,
@@ -84,6 +111,7 @@ pub struct Election {
     holder: String,
     ttl: Duration,
     tx: watch::Sender<Leadership>,
+    since: Since,
 }
 
 impl Election {
@@ -95,14 +123,21 @@ impl Election {
         ttl: Duration,
     ) -> (Self, LeaderGate) {
         let (tx, rx) = watch::channel(Leadership::Follower);
+        let since = Since::now();
+        let gate = LeaderGate {
+            rx,
+            since: since.clone(),
+            _fixed: None,
+        };
         let election = Self {
             store,
             clock,
             holder,
             ttl,
             tx,
+            since,
         };
-        (election, LeaderGate { rx, _fixed: None })
+        (election, gate)
     }
 
     /// Starts electing. The task ends after `shutdown`, having stopped leader-only work (the
@@ -118,7 +153,6 @@ impl Election {
     }
 
     async fn run(self, shutdown: CancellationToken) {
-        let tx = &self.tx;
         let period = self.ttl / 3;
         // This replica's term: its epoch and, on its own monotonic clock, when it must have
         // stepped down unless renewed (a store that stalls must never leave two leaders).
@@ -134,13 +168,13 @@ impl Election {
             let now = term.map_or(Leadership::Follower, |(epoch, _)| Leadership::Leader {
                 epoch,
             });
-            publish(tx, now);
+            self.publish(now);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(started + period) => {}
             }
         }
-        publish(tx, Leadership::Follower);
+        self.publish(Leadership::Follower);
         if let Some((epoch, _)) = term {
             self.release(epoch, period).await;
         }
@@ -164,6 +198,23 @@ impl Election {
         }
     }
 
+    /// Sends `now` if it changed, and says so in the log.
+    fn publish(&self, now: Leadership) {
+        let changed = self.tx.send_if_modified(|was| {
+            let changed = *was != now;
+            *was = now;
+            changed
+        });
+        if !changed {
+            return;
+        }
+        self.since.reset();
+        match now {
+            Leadership::Leader { epoch } => tracing::info!(%epoch, "this replica is the leader"),
+            Leadership::Follower => tracing::info!("this replica is a follower"),
+        }
+    }
+
     async fn release(&self, epoch: Epoch, within: Duration) {
         let release = self.store.release(LEASE_NAME, &self.holder, epoch);
         match tokio::time::timeout(within, release).await {
@@ -171,21 +222,6 @@ impl Election {
             Ok(Ok(false)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot release the leader lease"),
             Err(_) => tracing::warn!("the store did not answer releasing the leader lease"),
-        }
-    }
-}
-
-/// Sends `now` if it changed, and says so in the log.
-fn publish(tx: &watch::Sender<Leadership>, now: Leadership) {
-    let changed = tx.send_if_modified(|was| {
-        let changed = *was != now;
-        *was = now;
-        changed
-    });
-    if changed {
-        match now {
-            Leadership::Leader { epoch } => tracing::info!(%epoch, "this replica is the leader"),
-            Leadership::Follower => tracing::info!("this replica is a follower"),
         }
     }
 }
@@ -321,8 +357,11 @@ mod tests {
         let (gate, _task) = elect(&store, &shutdown);
         at(start, Duration::from_millis(10)).await;
         assert_eq!(gate.current(), LEADER_1);
+        at(start, Duration::from_millis(2_010)).await;
+        assert_eq!(gate.leading_for(), Some(Duration::from_millis(2_010)));
         at(start, Duration::from_millis(3_010)).await;
         assert_eq!(gate.current(), Leadership::Follower);
+        assert_eq!(gate.leading_for(), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -903,7 +903,10 @@ async fn one_replica_polls_and_another_takes_over_when_it_is_killed() {
     );
     let follower = &replicas.follower.1;
     let ready = follower.readyz().await;
-    assert!(ready.contains(" leader (epoch 2)"), "{ready}");
+    assert!(
+        ready.contains(" leader (epoch 2)\nleading for: "),
+        "{ready}"
+    );
     replicas.heartbeats(replicas.follower.0, 1).await;
     let metrics = reqwest::get(follower.url("/metrics")).await.unwrap();
     assert!(metrics.text().await.unwrap().contains("opsbot_leader 1\n"));
