@@ -24,6 +24,7 @@ use crate::config::{Config, LimiterBackend, SlackReceive};
 use crate::domain::{Platform, ResponseTargets};
 use crate::hooks::HookState;
 use crate::http::{self, HttpState, ServerLimits};
+use crate::leader::{Election, LeaderGate, Leadership, run_while_leader};
 use crate::limiter::{MemoryLimiter, RedisLimiter};
 use crate::liveness::{AdapterState, Liveness};
 use crate::metrics::Metrics;
@@ -35,6 +36,7 @@ use crate::ports::{
 use crate::router::authz::BuiltinAccess;
 use crate::router::{ApprovalSettings, GlobalLimits, Router, RouterDeps};
 use crate::runner::ProcessRunner;
+use crate::store::Access;
 use crate::sweeper::Sweeper;
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,13 @@ pub struct App {
     adapters: Adapters,
     health: Arc<HealthChecks>,
     clock: Arc<dyn Clock>,
+    /// Whether this replica leads: it alone runs the work that must happen once per cluster.
+    leader: LeaderGate,
+    /// The election on Postgres, until [`App::start_election`] starts it (SQLite has none:
+    /// its one process always leads).
+    election: std::sync::Mutex<Option<Election>>,
+    /// This process's name among replicas (`hostname:pid:random`).
+    replica: Arc<str>,
 }
 
 /// The `[alerts]` routes as the alert service uses them.
@@ -123,6 +132,11 @@ pub struct Overrides {
     pub env: Option<EnvLookup>,
     /// Where the bot's own messages (alert groups) go; default: the console.
     pub outbound: Option<Arc<dyn ChatOutbound>>,
+    /// This store instead of opening `store.database_url`: two routers on one SQLite store,
+    /// which one process alone may open.
+    pub store: Option<Arc<dyn Store>>,
+    /// How `store.database_url` is opened: as its one user (`serve`, `chat`) or a reader.
+    pub access: Access,
 }
 
 /// The parts most others are built on.
@@ -142,8 +156,13 @@ impl App {
         let env = (overrides.env).unwrap_or_else(|| Arc::new(|name| std::env::var(name).ok()));
         let catalog = load_catalog(&config, &*env)?;
         let checks = crate::probes::build_checks(&config.checks).map_err(StartupError::Config)?;
-        let store =
-            crate::store::connect(&config.store.database_url, config.store.max_connections).await?;
+        let store = match overrides.store {
+            Some(store) => store,
+            None => {
+                let (url, max) = (&config.store.database_url, config.store.max_connections);
+                crate::store::connect(url, max, overrides.access).await?
+            }
+        };
         let limiter = rate_limiter(&config.limits.backend).await?;
         let metrics = Arc::new(Metrics::new());
         metrics.known(
@@ -176,6 +195,8 @@ impl App {
         let router = Arc::new(Router::new(deps?));
         let inbound = Inbound::new(router.clone(), core.store.clone());
         let adapters = Adapters::new(&config, apis, &inbound, &core.outbound)?;
+        let replica: Arc<str> = replica_name().into();
+        let (leader, election) = leadership(&config, &core, &replica);
         Ok(App {
             config,
             router,
@@ -188,7 +209,60 @@ impl App {
             adapters,
             health,
             clock: core.clock,
+            leader,
+            election: std::sync::Mutex::new(election),
+            replica,
         })
+    }
+
+    /// An app for a command that reads beside a running `serve` (`postmortem`): its SQLite
+    /// store is opened without the lock `serve` holds.
+    pub async fn build_reader(config: Config) -> Result<App, StartupError> {
+        let overrides = Overrides {
+            access: Access::Shared,
+            ..Overrides::default()
+        };
+        Self::build_with(config, overrides).await
+    }
+
+    /// Starts electing the leader among the replicas on this store (Postgres; once, later
+    /// calls do nothing). The task ends after `shutdown`, once it has released the lease.
+    pub fn start_election(&self, shutdown: &CancellationToken) -> Option<JoinHandle<()>> {
+        let election = self.election.lock().expect("election poisoned").take()?;
+        tracing::info!(
+            replica = %self.replica,
+            lease_secs = self.config.cluster.lease_secs,
+            "electing the leader among the replicas on this store"
+        );
+        Some(election.spawn(shutdown.clone()))
+    }
+
+    /// Runs `work` only while this replica leads (`leader::run_while_leader`); meanwhile
+    /// `standby` says what this replica shows for it.
+    fn spawn_leader_only<F, Fut>(&self, shutdown: &CancellationToken, standby: Standby, mut work: F)
+    where
+        F: FnMut(CancellationToken) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let liveness = self.liveness.clone();
+        let show = move || match standby {
+            Standby::Loop(name) => liveness.forget(name),
+            Standby::Adapter(name) => liveness.set_adapter(name, AdapterState::Standby),
+        };
+        if self.leader.current() == Leadership::Follower {
+            show();
+        }
+        let gate = self.leader.clone();
+        tokio::spawn(run_while_leader(gate, shutdown.clone(), move |token| {
+            let (work, show) = (work(token.clone()), show.clone());
+            async move {
+                work.await;
+                // Stopped, not failed: an adapter that gave up keeps saying why.
+                if token.is_cancelled() {
+                    show();
+                }
+            }
+        }));
     }
 
     /// The periodic sweep, posting its notices through this app's outbound.
@@ -211,6 +285,8 @@ impl App {
             max_body_bytes: self.config.alerts.max_body_bytes,
             limits: self.server_limits(),
             liveness: self.liveness.clone(),
+            leader: self.leader.clone(),
+            replica: self.replica.clone(),
             telegram: a.telegram.clone().filter(|t| t.serves_webhook()),
             slack: a.slack.clone(),
             discord: a.discord.clone().filter(|d| d.serves_interactions()),
@@ -228,7 +304,10 @@ impl App {
 
     /// Connects the chat platforms that receive by connecting out (Telegram polling or
     /// webhook registration, the Discord gateway, Slack Socket Mode); each retries on its own and never stops
-    /// the others or `serve`.
+    /// the others or `serve`. Telegram polling and the Discord gateway run on the leader
+    /// alone (Telegram ends all but one poller with 409s; one gateway session per bot is
+    /// enough); Slack Socket Mode spreads events over every open connection, and webhooks
+    /// reach whichever replica they are sent to.
     pub fn spawn_adapters(&self, shutdown: &CancellationToken) {
         let a = &self.adapters;
         if a.slack.is_some() {
@@ -248,31 +327,46 @@ impl App {
                 shutdown.clone(),
             ));
         }
-        if let Some(inbound) = &a.telegram {
-            tokio::spawn(crate::adapters::telegram::run(
-                inbound.clone(),
-                self.liveness.clone(),
-                shutdown.clone(),
-            ));
+        if let Some(inbound) = a.telegram.clone() {
+            let liveness = self.liveness.clone();
+            let webhook = inbound.serves_webhook();
+            let run = move |token| {
+                crate::adapters::telegram::run(inbound.clone(), liveness.clone(), token)
+            };
+            if webhook {
+                tokio::spawn(run(shutdown.clone()));
+            } else {
+                self.spawn_leader_only(shutdown, Standby::Adapter("telegram"), run);
+            }
         }
-        self.spawn_discord(shutdown.clone());
+        self.spawn_discord(shutdown);
     }
 
-    /// Connects the Discord gateway when Discord is configured with `gateway = true` (the
-    /// default). It reconnects by itself and never stops `serve`.
-    pub fn spawn_discord(&self, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
-        let cfg = self.config.discord.as_ref().filter(|d| d.gateway)?;
-        let state = self.adapters.discord.clone()?;
-        tracing::info!(
-            application_id = cfg.application_id,
-            "connecting the Discord gateway"
-        );
-        Some(crate::adapters::discord::spawn_gateway(
-            state,
-            cfg,
-            self.liveness.clone(),
-            shutdown,
-        ))
+    /// Connects the Discord gateway, on the leader, when Discord is configured with
+    /// `gateway = true` (the default). It reconnects by itself and never stops `serve`.
+    fn spawn_discord(&self, shutdown: &CancellationToken) {
+        let Some(cfg) = self.config.discord.clone().filter(|d| d.gateway) else {
+            return;
+        };
+        let Some(state) = self.adapters.discord.clone() else {
+            return;
+        };
+        let liveness = self.liveness.clone();
+        self.spawn_leader_only(shutdown, Standby::Adapter("discord"), move |token| {
+            tracing::info!(
+                application_id = cfg.application_id,
+                "connecting the Discord gateway"
+            );
+            let gateway = crate::adapters::discord::spawn_gateway(
+                state.clone(),
+                &cfg,
+                liveness.clone(),
+                token,
+            );
+            async move {
+                let _ = gateway.await;
+            }
+        });
     }
 
     /// Binds the configured HTTP address.
@@ -319,14 +413,16 @@ impl App {
             %addr,
             commands = self.router.catalog().len(),
             store = self.config.store_location(),
+            replica = %self.replica,
             "opsbot serving HTTP"
         );
         let http = tokio::spawn(http::serve(listener, self.http_state(), shutdown.clone()));
         if let Some(listener) = metrics_listener {
             self.spawn_metrics(listener, &shutdown);
         }
+        let election = self.start_election(&shutdown);
         self.spawn_adapters(&shutdown);
-        tokio::spawn(self.sweeper().run(self.liveness.clone(), shutdown.clone()));
+        self.spawn_sweeper(&shutdown);
         tokio::spawn(crate::memory::trim_forever(shutdown.clone()));
         self.spawn_health(&shutdown);
         self.spawn_console();
@@ -341,32 +437,43 @@ impl App {
                 "HTTP server did not stop within the grace period"
             );
         }
+        // Released at once, so another replica need not wait for the lease to lapse.
+        if let Some(election) = election {
+            let _ = tokio::time::timeout_at(deadline, election).await;
+        }
         self.drain(deadline).await;
         Ok(())
     }
 
-    /// The scheduled health checks and the heartbeat ping, when configured.
+    /// The periodic sweep, on the leader (on SQLite, the one process).
+    fn spawn_sweeper(&self, shutdown: &CancellationToken) {
+        let (sweeper, liveness) = (self.sweeper(), self.liveness.clone());
+        self.spawn_leader_only(shutdown, Standby::Loop("sweeper"), move |token| {
+            sweeper.clone().run(liveness.clone(), token)
+        });
+    }
+
+    /// The scheduled health checks and the heartbeat ping, when configured, on the leader.
+    /// A new leader's monitor starts from the alerts already firing in the store.
     fn spawn_health(&self, shutdown: &CancellationToken) {
         let h = &self.config.health;
         if let Some(every) = h.every {
-            let monitor = HealthMonitor::new(h.fail_after, &h.severity);
-            tokio::spawn(monitor_forever(
-                self.health.clone(),
-                monitor,
-                self.alerts.clone(),
-                self.clock.clone(),
-                every.0,
-                self.liveness.clone(),
-                shutdown.clone(),
-            ));
+            let (fail_after, severity) = (h.fail_after, h.severity.clone());
+            let (checks, alerts) = (self.health.clone(), self.alerts.clone());
+            let (clock, liveness) = (self.clock.clone(), self.liveness.clone());
+            let monitor = move |token| {
+                let monitor = HealthMonitor::new(fail_after, &severity);
+                let (checks, alerts) = (checks.clone(), alerts.clone());
+                let (clock, liveness) = (clock.clone(), liveness.clone());
+                monitor_forever(checks, monitor, alerts, clock, every.0, liveness, token)
+            };
+            self.spawn_leader_only(shutdown, Standby::Loop("health scheduler"), monitor);
         }
         if let Some(url) = h.heartbeat_url.clone() {
-            tokio::spawn(heartbeat_forever(
-                url,
-                h.heartbeat_every.0,
-                self.liveness.clone(),
-                shutdown.clone(),
-            ));
+            let (every, liveness) = (h.heartbeat_every.0, self.liveness.clone());
+            self.spawn_leader_only(shutdown, Standby::Loop("heartbeat"), move |token| {
+                heartbeat_forever(url.clone(), every, liveness.clone(), token)
+            });
         }
     }
 
@@ -438,8 +545,10 @@ impl App {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "/metrics unavailable in this chat session"),
         }
-        // Notices for other platforms' channels go there, not to this terminal.
-        tokio::spawn(self.sweeper().run(self.liveness.clone(), shutdown.clone()));
+        // Notices for other platforms' channels go there, not to this terminal. On Postgres,
+        // chat takes no part in the election (it would stop the leader's polling while it
+        // led), so sweeps are left to the `serve` replicas.
+        self.spawn_sweeper(&shutdown);
         let channel = channel.unwrap_or(&self.config.console.channel);
         let console = Console::new(self.inbound.clone(), name, channel);
         if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
@@ -456,6 +565,45 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// What a replica shows for leader-only work while it does not lead.
+#[derive(Clone, Copy)]
+enum Standby {
+    /// A loop that reports to liveness: forgotten, so not called stalled.
+    Loop(&'static str),
+    /// A chat adapter: shown on standby.
+    Adapter(&'static str),
+}
+
+/// How this process takes part in leadership: on SQLite it is the store's one user (the
+/// lock says so), so it always leads with no lease traffic; on Postgres it is elected.
+fn leadership(config: &Config, core: &Core, replica: &str) -> (LeaderGate, Option<Election>) {
+    if config
+        .store
+        .database_url
+        .expose_secret()
+        .starts_with("sqlite:")
+    {
+        return (LeaderGate::always(), None);
+    }
+    let store: Arc<dyn crate::ports::LeaseStore> = core.store.clone();
+    let ttl = config.cluster.lease();
+    let (election, gate) = Election::new(store, core.clock.clone(), replica.to_owned(), ttl);
+    (gate, Some(election))
+}
+
+/// This process's name among replicas: `hostname:pid:random` (the random part tells apart
+/// processes that reuse a pid, as containers do).
+fn replica_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &random[..8])
 }
 
 /// Why `chat` goes on without HTTP, and what that changes: health checks of that address

@@ -10,6 +10,7 @@ use crate::app::{App, load_catalog};
 use crate::config::Config;
 use crate::domain::ChainVerifier;
 use crate::ports::Store;
+use crate::store::Access;
 use crate::telemetry::Plan;
 
 #[derive(Parser, Debug)]
@@ -142,7 +143,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate(arg) => {
             let config = load(&arg)?;
             init_logs(&config, true)?;
-            crate::store::connect(&config.store.database_url, config.store.max_connections).await?;
+            let (url, max) = (&config.store.database_url, config.store.max_connections);
+            // Exclusive: the schema must not change under a running `serve`.
+            crate::store::connect(url, max, Access::Exclusive).await?;
             println!("ok: migrations applied");
             Ok(ExitCode::SUCCESS)
         }
@@ -160,9 +163,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let config = load(&config)?;
             init_logs(&config, true)?;
-            let store =
-                crate::store::connect(&config.store.database_url, config.store.max_connections)
-                    .await?;
+            let (url, max) = (&config.store.database_url, config.store.max_connections);
+            // A reader: verifying the chain must work while `serve` runs.
+            let store = crate::store::connect(url, max, Access::Shared).await?;
             if verify {
                 verify_audit(store.as_ref()).await
             } else {
@@ -239,7 +242,7 @@ async fn check_config(arg: &ConfigArg, connect: bool) -> anyhow::Result<ExitCode
 async fn postmortem(arg: &ConfigArg, id: i64) -> anyhow::Result<ExitCode> {
     let config = load(arg)?;
     init_logs(&config, true)?;
-    let app = App::build(config).await?;
+    let app = App::build_reader(config).await?;
     let Some(incident) = app.store.incident(id.into()).await? else {
         eprintln!("error: there is no incident #{id}");
         return Ok(ExitCode::FAILURE);

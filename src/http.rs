@@ -1,5 +1,5 @@
 //! The HTTP server (axum): `/healthz` (process is up), `/readyz` (store writable, loops and
-//! adapters alive) and `/metrics` (OpenMetrics text), alert intake under `/hooks/*` (see
+//! adapters alive, leader or follower) and `/metrics` (OpenMetrics text), alert intake under `/hooks/*` (see
 //! `hooks`) and the chat platforms' endpoints; every request is answered within
 //! `server.request_timeout`. With `server.metrics_listen`, `/metrics` has a listener of its
 //! own instead (`serve_metrics`). Connections are accepted and limited in `serve`.
@@ -34,6 +34,9 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub hooks: HookState,
     pub liveness: Arc<crate::liveness::Liveness>,
+    /// Whether this replica leads, and its name among replicas, shown by `/readyz`.
+    pub leader: crate::leader::LeaderGate,
+    pub replica: Arc<str>,
     pub telegram: Option<telegram::TelegramInbound>,
     pub slack: Option<slack::SlackState>,
     /// Set when `discord.public_key` is configured: serves `/discord/interactions`.
@@ -226,10 +229,18 @@ async fn readyz(state: HttpState, store: Arc<StoreCheck>) -> impl IntoResponse {
     let (waiting, oldest) = state.hooks.alerts.backlog();
     let notifications_stalled = oldest.is_some_and(|age| age > NOTIFY_STALL);
     let ready = store == "ok" && stalled.is_empty() && !notifications_stalled;
+    // Leading or following, a replica is as ready as its store: a follower's leader-only
+    // loops are stopped on purpose, not stalled.
+    let leadership = state.leader.current();
+    state.metrics.set_leader(leadership.epoch().is_some());
     let mut body = format!(
-        "{}\nstore: {store}\n",
-        if ready { "ready" } else { "not ready" }
+        "{}\nstore: {store}\nreplica: {} {leadership}\n",
+        if ready { "ready" } else { "not ready" },
+        state.replica
     );
+    if let Some(leading) = state.leader.leading_for() {
+        body.push_str(&format!("leading for: {}s\n", leading.as_secs()));
+    }
     if notifications_stalled {
         body.push_str(&format!(
             "alert notifications: stalled ({waiting} group(s) waiting, oldest {}s)\n",
@@ -252,6 +263,9 @@ async fn readyz(state: HttpState, store: Arc<StoreCheck>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     state.metrics.adapters_up(state.liveness.platforms_up());
+    state
+        .metrics
+        .set_leader(state.leader.current().epoch().is_some());
     (
         [(
             header::CONTENT_TYPE,

@@ -13,6 +13,7 @@ pub mod config;
 pub mod domain;
 pub mod hooks;
 pub mod http;
+pub mod leader;
 pub mod limiter;
 pub mod liveness;
 pub mod memory;

@@ -1,6 +1,7 @@
 //! Liveness of the background loops (health-check scheduler, sweeper, heartbeat): each
 //! loop reports every tick, and `/readyz` calls a loop stalled when it has not ticked for
-//! three of its intervals (plus a second of slack). Also the connection state of each chat
+//! three of its intervals (plus a second of slack); a loop stopped because this replica no
+//! longer leads is forgotten, not stalled. Also the connection state of each chat
 //! adapter, which `/readyz` shows without failing on it: one platform being down must not
 //! take opsbot (and with it the other platforms' endpoints) out of service.
 
@@ -20,6 +21,8 @@ pub enum AdapterState {
     Retrying(String),
     /// Gave up (for example a rejected token); needs a config fix and a restart.
     Off(String),
+    /// Receives only on the leader, and another replica leads (see `leader.rs`).
+    Standby,
 }
 
 impl std::fmt::Display for AdapterState {
@@ -29,6 +32,7 @@ impl std::fmt::Display for AdapterState {
             AdapterState::Up => f.write_str("up"),
             AdapterState::Retrying(why) => write!(f, "retrying ({why})"),
             AdapterState::Off(why) => write!(f, "off ({why})"),
+            AdapterState::Standby => f.write_str("standby (another replica leads and receives)"),
         }
     }
 }
@@ -57,14 +61,16 @@ impl Liveness {
             .collect()
     }
 
-    /// Per platform with an adapter, whether all of its adapters are up. Adapter names start
-    /// with their platform's name (`slack`, `slack socket`, `discord interactions`).
+    /// Per platform with an adapter, whether all of its adapters are up (or on standby: on a
+    /// follower that is as it should be). Adapter names start with their platform's name
+    /// (`slack`, `slack socket`, `discord interactions`).
     pub fn platforms_up(&self) -> BTreeMap<Platform, bool> {
         let mut up = BTreeMap::new();
         for (name, state) in self.adapters() {
             let first = name.split(' ').next().unwrap_or_default();
             if let Ok(platform) = first.parse::<Platform>() {
-                *up.entry(platform).or_insert(true) &= state == AdapterState::Up;
+                let fine = matches!(state, AdapterState::Up | AdapterState::Standby);
+                *up.entry(platform).or_insert(true) &= fine;
             }
         }
         up
@@ -80,6 +86,12 @@ impl Liveness {
             .lock()
             .expect("liveness poisoned")
             .insert(name, (at, every));
+    }
+
+    /// Forgets `name`'s ticks: it stopped on purpose (a leader-only loop on a replica that no
+    /// longer leads), so it is not stalled.
+    pub fn forget(&self, name: &'static str) {
+        self.loops.lock().expect("liveness poisoned").remove(name);
     }
 
     /// `(loop, seconds since its last tick)` for every loop that has stalled.
@@ -114,6 +126,17 @@ mod tests {
         assert_eq!(up.get(&Platform::Slack), Some(&false));
         assert_eq!(up.get(&Platform::Console), Some(&true));
         assert_eq!(up.get(&Platform::Telegram), None);
+    }
+
+    #[test]
+    fn a_follower_is_not_stalled_or_down_for_what_only_the_leader_runs() {
+        let l = Liveness::default();
+        let start = Instant::now();
+        l.tick_at("sweeper", Duration::from_secs(15), start);
+        l.forget("sweeper");
+        assert!(l.stalled_at(start + Duration::from_secs(600)).is_empty());
+        l.set_adapter("telegram", AdapterState::Standby);
+        assert_eq!(l.platforms_up().get(&Platform::Telegram), Some(&true));
     }
 
     #[test]

@@ -130,6 +130,7 @@ pub struct Metrics {
     alert_backlog: Gauge,
     adapter_up: Family<PlatformLabel, Gauge>,
     webhook_refused: Family<RefusalLabels, Counter>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -156,6 +157,7 @@ impl Metrics {
             alert_backlog: Gauge::default(),
             adapter_up: Family::default(),
             webhook_refused: Family::default(),
+            leader: Gauge::default(),
             registry: Mutex::new(Registry::with_prefix("opsbot")),
         };
         metrics.register(&mut metrics.registry.lock().expect("metrics registry poisoned"));
@@ -224,6 +226,11 @@ impl Metrics {
             "webhook_refused",
             "Alert webhooks refused, by endpoint and reason (token, signature, too_large, bad_json)",
             self.webhook_refused.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica leads (polls Telegram, holds the Discord gateway, runs scheduled checks, the heartbeat and sweeps), else 0; one replica of a cluster should show 1",
+            self.leader.clone(),
         );
     }
 
@@ -339,6 +346,11 @@ impl Metrics {
     }
 
     /// Whether each platform's adapters are all up now (from `Liveness`, read at scrape).
+    /// Whether this replica leads now.
+    pub fn set_leader(&self, leads: bool) {
+        self.leader.set(i64::from(leads));
+    }
+
     pub fn adapters_up(&self, platforms: impl IntoIterator<Item = (Platform, bool)>) {
         for (platform, up) in platforms {
             self.adapter_up

@@ -231,15 +231,19 @@ fn unset_variables(spec: &CommandSpec, env: &dyn Fn(&str) -> Option<String>) -> 
 /// connects to Redis when it holds the rate limits; the error says the real cause.
 pub async fn connect(config: &Config) -> anyhow::Result<Vec<String>> {
     let mut reached = Vec::new();
-    crate::store::connect(&config.store.database_url, config.store.max_connections)
-        .await
-        .map_err(|e| {
-            let why = match e {
-                crate::ports::StoreError::Unavailable(why) => why,
-                other => format!("{:#}", anyhow::Error::new(other)),
-            };
-            anyhow::anyhow!("cannot open the store ({}): {why}", config.store_location())
-        })?;
+    crate::store::connect(
+        &config.store.database_url,
+        config.store.max_connections,
+        crate::store::Access::Shared,
+    )
+    .await
+    .map_err(|e| {
+        let why = match e {
+            crate::ports::StoreError::Unavailable(why) => why,
+            other => format!("{:#}", anyhow::Error::new(other)),
+        };
+        anyhow::anyhow!("cannot open the store ({}): {why}", config.store_location())
+    })?;
     reached.push(format!("store reachable: {}", config.store_location()));
     if let LimiterBackend::Redis { url } = &config.limits.backend {
         crate::limiter::RedisLimiter::connect(url.expose_secret(), "opsbot:rl:")

@@ -2,8 +2,9 @@
 //! interrupted runs and overdue incidents, sends reminders, and posts every notice it decides
 //! on through the outbound port to the channel the notice concerns, whatever its platform.
 //!
-//! Nothing else sweeps: a notice is claimed by the store exactly once (conditional updates),
-//! so a second sweeper that kept only some platforms' notices would silently drop the rest.
+//! It runs on the leader only (`app.rs`, `leader::run_while_leader`). Nothing else sweeps:
+//! a notice is claimed by the store exactly once (conditional updates), so a second sweeper
+//! that kept only some platforms' notices would silently drop the rest.
 
 use std::sync::Arc;
 use std::time::Duration;

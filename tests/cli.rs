@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use support::{ROLLBACK, TEAM, eventually, satisfies};
+use support::{ROLLBACK, Serve, TEAM, eventually, satisfies, wait_for_line};
 
 /// How long a spawned `opsbot serve` may take to start, answer or stop.
 const SLOW: std::time::Duration = std::time::Duration::from_secs(30);
@@ -336,26 +336,6 @@ fn json_logs_carry_request_ids_and_never_a_secret() {
         let id = v["span"]["request_id"].as_str().unwrap_or_default();
         assert_eq!(id.len(), 12, "request id in every command log line: {v}");
     }
-}
-
-/// Reads `reader` line by line on a thread until `want` matches a line; gives up at the deadline.
-fn wait_for_line(
-    reader: impl std::io::Read + Send + 'static,
-    want: impl Fn(&str) -> bool + Send + 'static,
-) -> std::sync::mpsc::Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(reader)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if want(&line) {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    rx
 }
 
 #[tokio::test]
@@ -1235,4 +1215,53 @@ fn slack_manifest_names_commands_with_the_configured_prefix() {
         assert!(c["command"].as_str().unwrap().starts_with("/ops-"), "{c}");
     }
     assert!(commands.iter().any(|c| c["command"] == "/ops-rollback"));
+}
+
+/// One process at a time may use a SQLite file: a second `serve` (or a `chat`) on it exits
+/// non-zero naming the file, while readers (`audit --verify`, `postmortem`,
+/// `check-config --connect`) still work beside the running `serve`.
+#[tokio::test]
+async fn a_second_process_on_a_sqlite_file_is_refused_and_readers_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 1);
+    let cfg = config.to_str().unwrap();
+    let serve = Serve::start(&config, SLOW);
+    let db = dir.path().join("opsbot.db").display().to_string();
+    for args in [
+        &["serve", "--config", cfg][..],
+        &["chat", "--as", "alice", "--config", cfg][..],
+        &["migrate", "--config", cfg][..],
+    ] {
+        let out = opsbot(args, b"/whoami\n");
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must be refused: {stderr}");
+        assert!(
+            stderr.contains(&format!("another opsbot is using the SQLite database {db}")),
+            "{args:?}: {stderr}"
+        );
+        assert!(text(&out.stdout).is_empty(), "{args:?} answered nothing");
+    }
+    let out = opsbot(&["audit", "--verify", "--config", cfg], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("audit chain intact"));
+    let out = opsbot(&["check-config", "--connect", "--config", cfg], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = opsbot(&["postmortem", "1", "--config", cfg], b"");
+    assert!(
+        text(&out.stderr).contains("there is no incident #1"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        reqwest::get(serve.url("/readyz")).await.unwrap().status(),
+        200,
+        "serve kept serving"
+    );
+    drop(serve);
+    let out = opsbot(&["chat", "--as", "alice", "--config", cfg], b"/whoami\n");
+    assert!(
+        text(&out.stdout).contains("You are alice"),
+        "free once serve is gone: {}",
+        text(&out.stderr)
+    );
 }

@@ -17,7 +17,7 @@ use opsbot::domain::{EventPayload, Outcome, RunId, RunState};
 use opsbot::ports::{Clock, FakeClock};
 use opsbot::router::Response;
 use opsbot::router::runbook::LEASE;
-use support::{TestApp, event};
+use support::{TestApp, TestAppBuilder, event};
 use tempfile::TempDir;
 
 /// Everyone who may approve `/deploy`; racers cycle through them, so each approves several
@@ -108,14 +108,32 @@ timeout = "30s"
 
 /// One replica on `database_url`, with its own config folder and (optionally) a fake clock.
 async fn replica(counter: &Counter, database_url: &str, clock: Option<Arc<FakeClock>>) -> TestApp {
-    let runbook = counter.runbook();
+    on(counter, database_url, clock).spawn().await
+}
+
+fn on(counter: &Counter, database_url: &str, clock: Option<Arc<FakeClock>>) -> TestAppBuilder {
     TestApp::builder()
         .config(&config())
-        .command("deploy.toml", &runbook)
+        .command("deploy.toml", &counter.runbook())
         .database(database_url)
         .clock(clock)
-        .spawn()
-        .await
+}
+
+/// Another router on `first`'s store: one process alone may open a SQLite file, so SQLite's
+/// "replicas" are routers sharing its one store (what two Postgres replicas share is the
+/// database itself).
+async fn beside(
+    first: &TestApp,
+    counter: &Counter,
+    database_url: &str,
+    clock: Option<Arc<FakeClock>>,
+) -> TestApp {
+    let builder = on(counter, database_url, clock);
+    if database_url.starts_with("sqlite:") {
+        builder.store(first.store.clone()).spawn().await
+    } else {
+        builder.spawn().await
+    }
 }
 
 fn text(r: &Response) -> &str {
@@ -237,16 +255,15 @@ async fn restart_mid_run(counter: &Counter, database_url: &str) -> RunId {
     // The approval and process start as `approve`/`execute` record them; then the process dies.
     move_under_lease(&first, &clock, id, RunState::Pending, RunState::Approved).await;
     move_under_lease(&first, &clock, id, RunState::Approved, RunState::Running).await;
+    let second = beside(&first, counter, database_url, Some(clock.clone())).await;
     drop(first);
-
-    let second = replica(counter, database_url, Some(clock.clone())).await;
     let early = second.router.sweep().await.expect("sweep");
     assert!(early.is_empty(), "the lease has not lapsed yet: {early:?}");
     assert_eq!(state(&second, id).await, RunState::Running);
 
     clock.advance(LEASE + Duration::from_secs(1));
     // Two restarted replicas sweep at once; the request is reported by exactly one of them.
-    let third = replica(counter, database_url, Some(clock.clone())).await;
+    let third = beside(&second, counter, database_url, Some(clock.clone())).await;
     let (x, y) = tokio::join!(second.router.sweep(), third.router.sweep());
     let notices: Vec<_> = x
         .expect("sweep")
@@ -374,7 +391,7 @@ async fn sqlite_concurrent_approvals_on_two_replicas_execute_once() {
     let counter = Counter::new();
     let url = counter.sqlite_url();
     let a = replica(&counter, &url, None).await;
-    let b = replica(&counter, &url, None).await;
+    let b = beside(&a, &counter, &url, None).await;
     race(&a, &b, &counter).await;
 }
 

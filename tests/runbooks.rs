@@ -557,7 +557,8 @@ async fn a_runbook_changed_after_the_request_does_not_run() {
     let id = request(&first).await;
     // opsbot restarts with an edited runbook (now with --force) on the same database.
     let after = before.replace("\"--to={to}\"", "\"--to={to}\", \"--force\"");
-    let second = on_db(&after).spawn().await;
+    // The same store: one process at a time may open a SQLite file.
+    let second = on_db(&after).store(first.store.clone()).spawn().await;
     counting_script(second.dir.path());
     let reply = text(&second, "bob", &format!("/approve {id}")).await;
     assert!(

@@ -11,7 +11,7 @@ use chrono::Utc;
 use opsbot::domain::{
     AuditEntry, AuditRecord, ChainBreak, ChainBreakKind, ChainVerifier, Outcome, RequestId,
 };
-use opsbot::ports::Store;
+use opsbot::ports::{Clock, Epoch, FakeClock, Store};
 use opsbot::store::{PostgresStore, SqliteStore};
 use tempfile::TempDir;
 
@@ -130,6 +130,93 @@ on_both_backends! {
     empty_alert_ingest_is_a_no_op => sqlite_empty_alert_ingest_is_a_no_op, postgres_empty_alert_ingest_is_a_no_op;
     firing_alerts_are_counted_by_severity => sqlite_firing_alerts_are_counted_by_severity, postgres_firing_alerts_are_counted_by_severity;
     a_refused_delivery_fails_alone => sqlite_a_refused_delivery_fails_alone, postgres_a_refused_delivery_fails_alone;
+    a_lease_has_one_holder_and_each_new_one_a_larger_epoch => sqlite_a_lease_has_one_holder_and_each_new_one_a_larger_epoch, postgres_a_lease_has_one_holder_and_each_new_one_a_larger_epoch;
+    holders_racing_for_a_free_lease_get_one_epoch => sqlite_holders_racing_for_a_free_lease_get_one_epoch, postgres_holders_racing_for_a_free_lease_get_one_epoch;
+}
+
+const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `holder` asks for the `leader` lease at `clock`'s time.
+async fn lease(store: &dyn Store, holder: &str, clock: &FakeClock) -> Option<Epoch> {
+    store
+        .acquire_or_renew("leader", holder, LEASE_TTL, clock.now())
+        .await
+        .expect("lease statement")
+}
+
+async fn a_lease_has_one_holder_and_each_new_one_a_larger_epoch(b: &Backend) {
+    let store = b.store();
+    let store = &*store;
+    let clock = FakeClock::new(Utc::now());
+    assert_eq!(
+        lease(store, "a", &clock).await,
+        Some(Epoch(1)),
+        "a free lease"
+    );
+    assert_eq!(lease(store, "b", &clock).await, None, "held by a");
+    clock.advance(LEASE_TTL / 2);
+    assert_eq!(
+        lease(store, "a", &clock).await,
+        Some(Epoch(1)),
+        "renewing keeps the epoch"
+    );
+    // The renewal counts from its own time: b is still refused after the first term's end.
+    clock.advance(LEASE_TTL * 3 / 4);
+    assert_eq!(lease(store, "b", &clock).await, None, "renewed by a");
+    clock.advance(LEASE_TTL);
+    assert_eq!(
+        lease(store, "b", &clock).await,
+        Some(Epoch(2)),
+        "expired: b takes over"
+    );
+    assert_eq!(lease(store, "a", &clock).await, None, "a lost it");
+    assert!(
+        !store.release("leader", "a", Epoch(1)).await.unwrap(),
+        "a stale holder cannot release its successor's lease"
+    );
+    assert!(
+        !store.release("leader", "b", Epoch(1)).await.unwrap(),
+        "wrong epoch"
+    );
+    assert_eq!(lease(store, "a", &clock).await, None, "still b's");
+    assert!(store.release("leader", "b", Epoch(2)).await.unwrap());
+    assert_eq!(
+        lease(store, "a", &clock).await,
+        Some(Epoch(3)),
+        "released: taken at once, with the next epoch"
+    );
+    clock.advance(LEASE_TTL * 2);
+    assert_eq!(
+        lease(store, "a", &clock).await,
+        Some(Epoch(4)),
+        "a lapsed lease is a new term even for its last holder"
+    );
+    assert_eq!(
+        store
+            .acquire_or_renew("other", "b", LEASE_TTL, clock.now())
+            .await
+            .unwrap(),
+        Some(Epoch(1)),
+        "each lease name is its own"
+    );
+}
+
+async fn holders_racing_for_a_free_lease_get_one_epoch(b: &Backend) {
+    let store = b.store();
+    let clock = Arc::new(FakeClock::new(Utc::now()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let (store, clock) = (store.clone(), clock.clone());
+        tasks.spawn(async move { (i, lease(&*store, &format!("r{i}"), &clock).await) });
+    }
+    let mut winners = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let (i, Some(epoch)) = joined.expect("lease task") {
+            winners.push((i, epoch));
+        }
+    }
+    assert_eq!(winners.len(), 1, "one holder at a time: {winners:?}");
+    assert_eq!(winners[0].1, Epoch(1));
 }
 
 fn firing(fingerprint: &str, labels: &[(&str, &str)]) -> opsbot::domain::IncomingAlert {
@@ -490,15 +577,42 @@ async fn postgres_two_replicas_extend_one_chain() {
     support::drop_postgres_schema(&schema).await;
 }
 
-/// Two processes on one SQLite file (`serve` and `chat`): each writer's remembered chain head
-/// goes stale whenever the other appends, and neither may fork the chain.
+/// Two stores on one SQLite file (a `serve` and a reader beside it that writes): each
+/// writer's remembered chain head goes stale whenever the other appends, and neither may
+/// fork the chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_sqlite_stores_on_one_file_extend_one_chain() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("audit.db").display());
     let a = SqliteStore::open(&url).await.expect("store a");
-    let b = SqliteStore::open(&url).await.expect("store b");
+    let b = SqliteStore::open_shared(&url).await.expect("store b");
     two_writers_extend_one_chain([Arc::new(a), Arc::new(b)]).await;
+}
+
+/// One process at a time may open a SQLite file as its user; a reader may open it beside it,
+/// and once the first is gone the file is free again.
+#[tokio::test]
+async fn a_second_exclusive_sqlite_store_on_one_file_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("opsbot.db");
+    let url = format!("sqlite://{}", db.display());
+    let first = SqliteStore::open(&url).await.expect("first store");
+    let Err(refused) = SqliteStore::open(&url).await else {
+        panic!("a second exclusive store on {url} must be refused");
+    };
+    let message = refused.to_string();
+    assert!(
+        message.contains("another opsbot is using the SQLite database")
+            && message.contains(&db.display().to_string()),
+        "{message}"
+    );
+    let reader = SqliteStore::open_shared(&url)
+        .await
+        .expect("a reader beside it");
+    drop((first, reader));
+    SqliteStore::open(&url)
+        .await
+        .expect("free again once the first is gone");
 }
 
 async fn two_writers_extend_one_chain(replicas: [Arc<dyn Store>; 2]) {

@@ -35,6 +35,16 @@ struct Fake {
     me_unavailable: std::sync::atomic::AtomicBool,
     /// While set, sends are refused as for a chat the bot is not (or no longer) in.
     chat_not_found: std::sync::atomic::AtomicBool,
+    /// Who called `getUpdates`, in order: the name of the address each replica was given
+    /// (see [`fake_telegram_for`]).
+    pollers: Mutex<Vec<&'static str>>,
+    /// Numbers each `getUpdates`; a poll still waiting when a newer one arrives is ended with
+    /// 409, as Telegram ends the older of two concurrent polls.
+    polls_started: std::sync::atomic::AtomicU64,
+    /// How many polls were ended that way.
+    conflicts: std::sync::atomic::AtomicUsize,
+    /// Who pinged `GET /heartbeat` (a replica's `health.heartbeat_url`), in order.
+    heartbeats: Mutex<Vec<&'static str>>,
 }
 
 impl Fake {
@@ -91,7 +101,7 @@ impl Fake {
 }
 
 async fn bot_api(
-    axum::extract::State(fake): axum::extract::State<Arc<Fake>>,
+    axum::extract::State((fake, caller)): axum::extract::State<(Arc<Fake>, &'static str)>,
     axum::extract::Path((bot, method)): axum::extract::Path<(String, String)>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
@@ -131,6 +141,9 @@ async fn bot_api(
             "supports_inline_queries": false, "has_main_web_app": false,
         })),
         "getupdates" => {
+            use std::sync::atomic::Ordering::SeqCst;
+            fake.pollers.lock().unwrap().push(caller);
+            let mine = fake.polls_started.fetch_add(1, SeqCst) + 1;
             let offset = body["offset"].as_i64().unwrap_or(0);
             let take = |fake: &Fake| {
                 let mut q = fake.updates.lock().unwrap();
@@ -142,6 +155,13 @@ async fn bot_api(
                 let _ =
                     tokio::time::timeout(Duration::from_millis(500), fake.arrived.notified()).await;
                 updates = take(&fake);
+            }
+            if fake.polls_started.load(SeqCst) != mine {
+                fake.conflicts.fetch_add(1, SeqCst);
+                return axum::Json(json!({
+                    "ok": false, "error_code": 409,
+                    "description": "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+                }));
             }
             ok(Value::Array(updates))
         }
@@ -190,11 +210,22 @@ async fn bot_api(
 
 async fn fake_telegram() -> (String, Arc<Fake>) {
     let fake = Arc::new(Fake::default());
+    (fake_telegram_for(&fake, "").await, fake)
+}
+
+/// Another address for the same fake Bot API, whose callers it records as `caller`.
+async fn fake_telegram_for(fake: &Arc<Fake>, caller: &'static str) -> String {
+    let heartbeat = |axum::extract::State((fake, caller)): axum::extract::State<(
+        Arc<Fake>,
+        &'static str,
+    )>| async move {
+        fake.heartbeats.lock().unwrap().push(caller);
+    };
     let app = axum::Router::new()
         .route("/{bot}/{method}", axum::routing::post(bot_api))
-        .with_state(fake.clone());
-    let base = support::serve_fake(app).await;
-    (base, fake)
+        .route("/heartbeat", axum::routing::get(heartbeat))
+        .with_state((fake.clone(), caller));
+    support::serve_fake(app).await
 }
 
 fn config(base: &str, extra: &str) -> String {
@@ -761,4 +792,178 @@ async fn an_approval_request_telegram_refuses_as_chat_not_found_is_cancelled_and
     let request_id = support::assert_request_withdrawn_unposted(&app).await;
     support::assert_warned(&logs.text(), &request_id, "Add opsbot to this chat again");
     assert_eq!(runs(&app), 0);
+}
+
+/// Two `opsbot serve` replicas on one fresh Postgres schema polling one fake bot, once one
+/// of them (the leader) polls.
+struct Replicas {
+    fake: Arc<Fake>,
+    leader: support::Serve,
+    /// The other replica, and the name the fake knows its calls by.
+    follower: (&'static str, support::Serve),
+    schema: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Replicas {
+    /// `None` (after saying why) without Postgres, outside CI.
+    async fn start(lease_secs: u64) -> Option<Replicas> {
+        let schema = support::fresh_postgres_schema().await?;
+        let fake = Arc::new(Fake::default());
+        let dir = tempfile::tempdir().unwrap();
+        let mut replicas = Vec::new();
+        for name in ["a", "b"] {
+            let base = fake_telegram_for(&fake, name).await;
+            let config = replica_config(dir.path(), name, &base, &schema, lease_secs);
+            replicas.push((name, support::Serve::start(&config, support::WAIT)));
+        }
+        let leader = fake
+            .wait_until("one replica polling a few times", |f| {
+                let pollers = f.pollers.lock().unwrap();
+                (pollers.len() >= 3).then(|| pollers[0])
+            })
+            .await;
+        let pollers: std::collections::BTreeSet<_> =
+            fake.pollers.lock().unwrap().iter().copied().collect();
+        assert_eq!(pollers.len(), 1, "only the leader polls: {pollers:?}");
+        let i = replicas
+            .iter()
+            .position(|(name, _)| *name == leader)
+            .unwrap();
+        let (_, leader) = replicas.remove(i);
+        let follower = replicas.pop().unwrap();
+        Some(Replicas {
+            fake,
+            leader,
+            follower,
+            schema,
+            _dir: dir,
+        })
+    }
+
+    /// Waits for `replica` to have pinged the heartbeat `n` times; how many times the other
+    /// replica has by then.
+    async fn heartbeats(&self, replica: &'static str, n: usize) -> usize {
+        self.fake
+            .wait_until("heartbeat pings", |f| {
+                let pings = f.heartbeats.lock().unwrap();
+                let mine = pings.iter().filter(|p| **p == replica).count();
+                (mine >= n).then_some(pings.len() - mine)
+            })
+            .await
+    }
+
+    /// Waits for the follower to poll; how long that took from `since`.
+    async fn follower_polls(&self, since: std::time::Instant) -> Duration {
+        let name = self.follower.0;
+        self.fake
+            .wait_until("the other replica polling", |f| {
+                f.pollers.lock().unwrap().contains(&name).then_some(())
+            })
+            .await;
+        since.elapsed()
+    }
+
+    async fn cleanup(self) {
+        drop((self.leader, self.follower));
+        support::drop_postgres_schema(&self.schema).await;
+    }
+}
+
+/// Two `opsbot serve` replicas on one Postgres schema polling one bot: one replica polls
+/// (Telegram would end the other's polls with 409s) and pings the heartbeat; after a kill -9
+/// of that leader the other takes over both within the lease time, and a command sent then
+/// is answered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_polls_and_another_takes_over_when_it_is_killed() {
+    let Some(mut replicas) = Replicas::start(2).await else {
+        return;
+    };
+    let (fake, follower) = (replicas.fake.clone(), &replicas.follower.1);
+    assert!(replicas.leader.readyz().await.contains(" leader (epoch 1)"));
+    let leader = fake.pollers.lock().unwrap()[0];
+    assert_eq!(
+        replicas.heartbeats(leader, 3).await,
+        0,
+        "the leader pings alone"
+    );
+    let standby = follower.readyz().await;
+    assert!(
+        standby.starts_with("ready\n")
+            && standby.contains(" follower\n")
+            && standby.contains("adapter telegram: standby"),
+        "{standby}"
+    );
+
+    replicas.leader.kill();
+    let took = replicas.follower_polls(std::time::Instant::now()).await;
+    assert!(
+        took < Duration::from_secs(6),
+        "taken over after {took:?} (lease 2 s)"
+    );
+    let follower = &replicas.follower.1;
+    let ready = follower.readyz().await;
+    assert!(
+        ready.contains(" leader (epoch 2)\nleading for: "),
+        "{ready}"
+    );
+    replicas.heartbeats(replicas.follower.0, 1).await;
+    let metrics = reqwest::get(follower.url("/metrics")).await.unwrap();
+    assert!(metrics.text().await.unwrap().contains("opsbot_leader 1\n"));
+
+    fake.push(command(1, ALICE, "/whoami"));
+    fake.wait_for_text("the answer after failover", "You are alice")
+        .await;
+    // Polled twice more since: the update was confirmed, and nobody answered it again.
+    let polls = fake.pollers.lock().unwrap().len();
+    fake.wait_until("two more polls", |f| {
+        (f.pollers.lock().unwrap().len() >= polls + 2).then_some(())
+    })
+    .await;
+    let answers = fake.sent_texts();
+    assert_eq!(answers.len(), 1, "answered once: {answers:?}");
+    let conflicts = fake.conflicts.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(conflicts, 0, "no poll was ended by another");
+    replicas.cleanup().await;
+}
+
+/// A leader stopped with SIGTERM releases its lease: another replica polls within a third
+/// of the lease (its next attempt), not after the whole lease has lapsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_gracefully_hands_over_before_its_lease_lapses() {
+    let Some(replicas) = Replicas::start(12).await else {
+        return;
+    };
+    replicas.leader.terminate();
+    let took = replicas.follower_polls(std::time::Instant::now()).await;
+    assert!(
+        took < Duration::from_secs(8),
+        "taken over after {took:?} (lease 12 s)"
+    );
+    let ready = replicas.follower.1.readyz().await;
+    assert!(ready.contains(" leader (epoch 2)"), "{ready}");
+    replicas.cleanup().await;
+}
+
+/// A replica `name`'s config in its own folder under `dir`: Telegram polling and the
+/// heartbeat at `base`, the store in Postgres `schema`, a `lease_secs` leader lease.
+fn replica_config(
+    dir: &std::path::Path,
+    name: &str,
+    base: &str,
+    schema: &str,
+    lease_secs: u64,
+) -> std::path::PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(folder.join("commands")).unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"{}\"\n\
+         [catalog]\ndir = \"commands\"\n[cluster]\nlease_secs = {lease_secs}\n\
+         [health]\nheartbeat_url = \"{base}/heartbeat\"\nheartbeat_every = \"200ms\"\n{}",
+        support::postgres_schema_url(schema),
+        config(base, "")
+    );
+    let path = folder.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
 }

@@ -23,8 +23,9 @@ pub use alerts::{AlertRouteConfig, AlertsConfig, NotifyWebhookConfig, RouteTarge
 pub use checks::{CheckConfig, CheckProbe};
 pub use platforms::{DiscordConfig, SlackConfig, SlackReceive, TelegramConfig, TelegramDelivery};
 pub use sections::{
-    ApprovalsConfig, BotConfig, BuiltinsConfig, CatalogConfig, ConsoleConfig, HealthConfig,
-    IncidentsConfig, LimiterBackend, LimitsConfig, LogConfig, LogFormat, ServerConfig, StoreConfig,
+    ApprovalsConfig, BotConfig, BuiltinsConfig, CatalogConfig, ClusterConfig, ConsoleConfig,
+    HealthConfig, IncidentsConfig, LimiterBackend, LimitsConfig, LogConfig, LogFormat,
+    ServerConfig, StoreConfig,
 };
 
 /// Shortest accepted shared secret (tokens, HMAC keys).
@@ -66,6 +67,7 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub incidents: IncidentsConfig,
     pub health: HealthConfig,
+    pub cluster: ClusterConfig,
     /// Telegram bot credentials; absent = no Telegram adapter.
     pub telegram: Option<TelegramConfig>,
     /// Slack app credentials; absent = no Slack adapter.
@@ -133,6 +135,7 @@ impl Config {
             return Err("store.database_url must start with sqlite: or postgres://".into());
         }
         self.server.validate()?;
+        self.cluster.validate()?;
         // An empty or trivial shared secret authenticates anyone (a missing Kubernetes secret
         // key becomes an empty variable): refuse to start instead.
         let mut secrets: Vec<(&str, &SecretString)> = Vec::new();

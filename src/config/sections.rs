@@ -1,5 +1,6 @@
 //! The plain settings sections (`[bot]`, `[server]`, `[log]`, `[store]`, `[limits]`,
-//! `[catalog]`, `[console]`, `[builtins]`, `[health]`, `[incidents]`, `[approvals]`): each
+//! `[catalog]`, `[console]`, `[builtins]`, `[health]`, `[incidents]`, `[approvals]`,
+//! `[cluster]`): each
 //! is a struct whose `Default` is the documented default, so an omitted key or section
 //! takes it.
 
@@ -322,6 +323,43 @@ impl Default for HealthConfig {
             heartbeat_url: None,
             heartbeat_every: secs(60),
         }
+    }
+}
+
+/// Replicas on one Postgres: how the one that does the once-per-cluster work is chosen.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How long the leader's lease lasts (renewed every third of it): when the leader dies,
+    /// another replica takes over polling, scheduled checks and sweeps within about this long.
+    pub lease_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { lease_secs: 10 }
+    }
+}
+
+impl ClusterConfig {
+    /// Shortest and longest lease accepted: under 2 s a renewal every third of it leaves no
+    /// room for a slow store; over 10 minutes a dead leader's work waits too long.
+    const LEASE_SECS: std::ops::RangeInclusive<u64> = 2..=600;
+
+    pub(super) fn validate(&self) -> Result<(), String> {
+        if Self::LEASE_SECS.contains(&self.lease_secs) {
+            return Ok(());
+        }
+        Err(format!(
+            "cluster.lease_secs must be between {} and {} (seconds); it is {}",
+            Self::LEASE_SECS.start(),
+            Self::LEASE_SECS.end(),
+            self.lease_secs
+        ))
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
     }
 }
 

@@ -20,6 +20,28 @@ fn empty_config_uses_safe_defaults() {
 }
 
 #[test]
+fn the_leader_lease_defaults_to_10s_and_refuses_what_cannot_work() {
+    assert_eq!(load("").unwrap().cluster.lease_secs, 10);
+    assert_eq!(
+        load("[cluster]\nlease_secs = 2\n")
+            .unwrap()
+            .cluster
+            .lease_secs,
+        2
+    );
+    for bad in [0, 1, 601] {
+        let msg = load_err(&format!("[cluster]\nlease_secs = {bad}\n"));
+        assert!(
+            msg.contains("cluster.lease_secs must be between 2 and 600"),
+            "{msg}"
+        );
+    }
+    let env = vec![("OPSBOT_CLUSTER__LEASE_SECS".to_owned(), "4".to_owned())];
+    let c = Config::from_toml(Path::new("c.toml"), "", &env).unwrap();
+    assert_eq!(c.cluster.lease(), std::time::Duration::from_secs(4));
+}
+
+#[test]
 fn unknown_key_names_file_and_line() {
     let msg = load_err("[server]\nlisten = \"127.0.0.1:1\"\nlistn = 3\n");
     assert!(msg.starts_with("opsbot.toml:3:"), "{msg}");

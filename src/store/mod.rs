@@ -14,6 +14,7 @@ pub(crate) mod alerts;
 mod audit;
 mod batch;
 pub(crate) mod incidents;
+mod leases;
 pub mod postgres;
 pub(crate) mod runs;
 mod sql;
@@ -44,6 +45,19 @@ pub struct SqlStore<DB: Database> {
     writes: Arc<dyn BatchWrite>,
     /// Stops the backend's background work (SQLite's checkpointer) when the store goes away.
     _background: Option<DropGuard>,
+    /// SQLite's `<db>.lock`, locked while an exclusive store lives (see `sqlite.rs`).
+    _lock: Option<std::fs::File>,
+}
+
+/// Whether a process opens the store as its one user or beside one. Only SQLite tells them
+/// apart (Postgres serves every replica alike).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Access {
+    /// `serve`, `chat` and `migrate`: refused while another such process has the SQLite file.
+    #[default]
+    Exclusive,
+    /// Readers (`audit`, `postmortem`, `check-config --connect`): work beside a running `serve`.
+    Shared,
 }
 
 pub type SqliteStore = SqlStore<sqlx::Sqlite>;
@@ -72,6 +86,7 @@ impl<DB: Database> SqlStore<DB> {
             ingest: IngestBatcher::spawn(writes.clone()),
             writes,
             _background: None,
+            _lock: None,
         })
     }
 }
@@ -92,10 +107,11 @@ impl<DB: Backend> OnPool<DB> for SqlStore<DB> {
 pub async fn connect(
     database_url: &SecretString,
     max_connections: u32,
+    access: Access,
 ) -> Result<Arc<dyn Store>, StoreError> {
     let url = database_url.expose_secret();
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url).await?))
+        Ok(Arc::new(SqliteStore::open_as(url, access).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(
             PostgresStore::connect(url, max_connections, None).await?,

@@ -1,6 +1,12 @@
-//! SQLite backend, the embedded default: one file, WAL mode, `BEGIN IMMEDIATE` for writes so
-//! several opsbot processes on one file (a `serve` and a `chat`) queue instead of failing.
+//! SQLite backend, the embedded default: one file, WAL mode, one process. A store opened
+//! [`Access::Exclusive`] (`serve`, `chat`, `migrate`) holds an OS lock on `<db>.lock` for its
+//! life, so a second such process on the file refuses to start instead of running the
+//! cluster-wide work (polling, sweeps, scheduled checks) twice; readers (`audit`,
+//! `postmortem`, `check-config --connect`) open it [`Access::Shared`] beside it, and their
+//! writes queue behind `BEGIN IMMEDIATE`.
 
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -15,7 +21,7 @@ use super::alerts::{record_delivery, upsert_on};
 use super::audit::{append_to_chain, insert_records};
 use super::batch::{BatchWrite, extend_chain};
 use super::sql::execute;
-use super::{SqliteStore, backend};
+use super::{Access, SqliteStore, backend};
 use crate::domain::{AuditEntry, AuditRecord, IncomingAlert, Platform};
 use crate::ports::StoreError;
 
@@ -37,8 +43,18 @@ struct Writer {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `url` (`sqlite://path.db`) and migrates it.
+    /// Opens (creating if needed) the database at `url` (`sqlite://path.db`) for this process
+    /// alone, and migrates it; refuses if another process holds it.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_as(url, Access::Exclusive).await
+    }
+
+    /// Opens the database beside a process that may hold it exclusively (a reader).
+    pub async fn open_shared(url: &str) -> Result<Self, StoreError> {
+        Self::open_as(url, Access::Shared).await
+    }
+
+    pub async fn open_as(url: &str, access: Access) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(backend)?
             .create_if_missing(true)
@@ -61,6 +77,13 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(backend)?;
+        // After the pool (which says why a file cannot be opened at all), before migrating.
+        // An in-memory database is this process's alone anyway.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let lock = match access {
+            Access::Exclusive if !in_memory => Some(lock_beside(options.get_filename())?),
+            _ => None,
+        };
         let writer = Writer {
             state: tokio::sync::Mutex::new((options.connect().await.map_err(backend)?, None)),
         };
@@ -69,8 +92,36 @@ impl SqliteStore {
         tokio::spawn(checkpoint_forever(store.pool.clone(), stop.clone()));
         Ok(Self {
             _background: Some(stop.drop_guard()),
+            _lock: lock,
             ..store
         })
+    }
+}
+
+/// Takes the OS lock on `<db>.lock` beside the database file. The kernel drops it when the file closes, so a killed opsbot never leaves it behind; the
+/// file is opened close-on-exec, so runbook processes do not inherit it.
+fn lock_beside(db: &Path) -> Result<File, StoreError> {
+    let mut path = db.as_os_str().to_owned();
+    path.push(".lock");
+    let path = PathBuf::from(path);
+    let cannot =
+        |e: std::io::Error| StoreError::Unavailable(format!("cannot lock {}: {e}", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(cannot)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
+            "another opsbot is using the SQLite database {} (it holds {}): stop it first; \
+             only one `serve` or `chat` may use a SQLite file at a time (`audit` and \
+             `postmortem` may read beside it); run replicas on Postgres",
+            db.display(),
+            path.display()
+        ))),
+        Err(TryLockError::Error(e)) => Err(cannot(e)),
     }
 }
 
@@ -95,8 +146,8 @@ impl BatchWrite for Writer {
     /// Each statement is a round trip to SQLite's worker thread, and at a command at a time
     /// each batch is one record, so the usual path is one guarded INSERT that needs no
     /// transaction: it applies only if the chain still ends where this writer left it.
-    /// Another process on the same file (a `chat` beside `serve`) moves the head; then the
-    /// batch is chained again inside `BEGIN IMMEDIATE` after reading the head.
+    /// Another store on the same file (one opened `Access::Shared` beside `serve`) may move
+    /// the head; then the batch is chained again inside `BEGIN IMMEDIATE` after reading it.
     async fn write_batch(&self, entries: Vec<AuditEntry>) -> Result<Vec<AuditRecord>, StoreError> {
         let mut state = self.state.lock().await;
         let (conn, head) = &mut *state;

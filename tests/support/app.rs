@@ -89,6 +89,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// Uses this store itself (another app's: two routers on one SQLite store, which only
+    /// one process, and so one open store, may hold).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.overrides.store = Some(store);
+        self
+    }
+
     /// Stored timestamps come from `clock` (when given) instead of the system clock.
     pub fn clock(mut self, clock: impl Into<Option<Arc<FakeClock>>>) -> Self {
         if let Some(clock) = clock.into() {
@@ -148,6 +155,7 @@ async fn start(app: App, dir: TempDir) -> TestApp {
     if let Some(listener) = metrics {
         app.spawn_metrics(listener, &shutdown);
     }
+    app.start_election(&shutdown);
     app.spawn_adapters(&shutdown);
     tokio::spawn(opsbot::http::serve(
         listener,

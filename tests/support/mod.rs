@@ -7,14 +7,17 @@ use std::path::Path;
 mod app;
 mod logs;
 mod outbound;
+mod serve;
 mod wait;
 // Each test binary uses a different part of the harness.
 #[allow(unused_imports)]
-pub use app::{COUNTING_ACT, TestApp, event};
+pub use app::{COUNTING_ACT, TestApp, TestAppBuilder, event};
 #[allow(unused_imports)] // only the platform tests capture logs
 pub use logs::Captured;
 #[allow(unused_imports)]
 pub use outbound::{Outbound, RecordingOutbound};
+#[allow(unused_imports)]
+pub use serve::{Serve, wait_for_line};
 #[allow(unused_imports)]
 pub use wait::{WAIT, eventually, satisfies};
 

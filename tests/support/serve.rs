@@ -1,0 +1,92 @@
+//! Real `opsbot serve` processes, for tests that need several (replicas on one database) or
+//! a process to kill: started with JSON logs, their HTTP address read from their log, and
+//! killed (SIGKILL) when dropped so a failed test leaves none behind.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+/// Reads `reader` line by line on a thread and sends each line `want` accepts.
+pub fn wait_for_line(
+    reader: impl std::io::Read + Send + 'static,
+    want: impl Fn(&str) -> bool + Send + 'static,
+) -> Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(reader)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if want(&line) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx
+}
+
+/// One `opsbot serve`, serving HTTP at `addr`.
+pub struct Serve {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Serve {
+    /// Starts `opsbot serve --config CONFIG` and waits (up to `within`) for it to log the
+    /// address it serves HTTP on.
+    pub fn start(config: &Path, within: Duration) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_opsbot"))
+            .args(["serve", "--config", config.to_str().expect("UTF-8 path")])
+            .env_remove("OPSBOT_CONFIG")
+            .env("OPSBOT_LOG__FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start opsbot serve");
+        let serving = wait_for_line(child.stderr.take().expect("stderr"), |l| {
+            l.contains("opsbot serving HTTP")
+        });
+        let line = serving
+            .recv_timeout(within)
+            .expect("opsbot serve logs its address");
+        let log: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+        let addr = log["addr"].as_str().expect("addr in the log").to_owned();
+        Serve { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// What `/readyz` answers now.
+    pub async fn readyz(&self) -> String {
+        let response = reqwest::get(self.url("/readyz"))
+            .await
+            .expect("GET /readyz");
+        response.text().await.expect("readyz body")
+    }
+
+    /// SIGTERM: a graceful shutdown.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {}", self.child.id());
+    }
+
+    /// `kill -9`: the process gets no chance to clean up (or release anything).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
