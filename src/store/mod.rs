@@ -15,6 +15,7 @@ mod audit;
 mod batch;
 pub(crate) mod incidents;
 mod leases;
+pub mod nodelay;
 pub mod postgres;
 pub(crate) mod runs;
 mod sql;

@@ -44,9 +44,19 @@ impl PostgresStore {
             options = options.options([("search_path", schema)]);
         }
         first_connection(&options).await?;
+        // sqlx leaves Nagle's algorithm on (see `nodelay`).
+        let tcp_port = options.get_socket().is_none().then(|| options.get_port());
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |_, _| {
+                Box::pin(async move {
+                    if let Some(port) = tcp_port {
+                        super::nodelay::set_on_sockets_to(port);
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(backend)?;
