@@ -34,11 +34,18 @@ fn main() {
         .args(["serve", "--config", config.to_str().expect("utf-8 path")])
         .current_dir(dir.path())
         .env("OPSBOT_SERVER__LISTEN", "127.0.0.1:0")
-        .env("OPSBOT_STORE__DATABASE_URL", "sqlite://bench.db")
+        // Absolute: a relative path is taken from the config file's directory, the repository.
+        .env(
+            "OPSBOT_STORE__DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("bench.db").display()),
+        )
         .env("OPSBOT_LIMITS__GLOBAL", "1000000/s")
         .env("OPSBOT_LIMITS__PER_USER", "1000000/s")
         .env("OPSBOT_LIMITS__PER_CHANNEL", "1000000/s")
         .env("OPSBOT_LOG__FORMAT", "json")
+        // With the console on a terminal, `serve` logs only warnings unless told otherwise;
+        // the bench reads the address from the info line (on the stderr pipe, not the pty).
+        .env("RUST_LOG", "info")
         .stdin(slave.try_clone().expect("dup pty"))
         .stdout(slave)
         .stderr(Stdio::piped())
