@@ -131,6 +131,7 @@ pub struct Metrics {
     adapter_up: Family<PlatformLabel, Gauge>,
     webhook_refused: Family<RefusalLabels, Counter>,
     leader: Gauge,
+    audit_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -158,6 +159,7 @@ impl Metrics {
             adapter_up: Family::default(),
             webhook_refused: Family::default(),
             leader: Gauge::default(),
+            audit_failures: Counter::default(),
             registry: Mutex::new(Registry::with_prefix("opsbot")),
         };
         metrics.register(&mut metrics.registry.lock().expect("metrics registry poisoned"));
@@ -232,6 +234,11 @@ impl Metrics {
             "1 while this replica leads (polls Telegram, holds the Discord gateway, runs scheduled checks, the heartbeat and sweeps), else 0; one replica of a cluster should show 1",
             self.leader.clone(),
         );
+        registry.register(
+            "audit_append_failures",
+            "Audit records the store did not take; the request was not acted on (or, for a run already started, its result is reported with the gap)",
+            self.audit_failures.clone(),
+        );
     }
 
     /// Creates at zero every series whose labels are known at start: each command (built-ins
@@ -289,6 +296,11 @@ impl Metrics {
                 });
             }
         }
+    }
+
+    /// An audit record the store refused.
+    pub fn audit_append_failed(&self) {
+        self.audit_failures.inc();
     }
 
     pub fn observe_command(&self, command: &str, outcome: Outcome, elapsed: Duration) {

@@ -222,6 +222,7 @@ async fn known_series_are_at_zero_before_their_first_event() {
         // Slack receives on its HTTP routes from the start; the console is not read here.
         r#"opsbot_adapter_up{platform="slack"} 1"#,
         r#"opsbot_adapter_up{platform="console"} 0"#,
+        "opsbot_audit_append_failures_total 0",
     ] {
         has(&body, line);
     }
@@ -329,4 +330,28 @@ async fn metrics_listen_serves_metrics_apart_from_the_public_listener() {
         .await
         .unwrap();
     assert_eq!(healthz.status(), 404, "only /metrics there");
+}
+
+/// A refused audit append withholds the action and is counted, so it can be alerted on
+/// (deploy/prometheus/opsbot-rules.yaml).
+#[tokio::test]
+async fn a_refused_audit_append_is_counted() {
+    let app = TestApp::builder().config(TEAM).spawn().await;
+    let db = support::sqlite_in(app.dir.path()).await;
+    support::exec(
+        &db,
+        "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .await;
+    let reply = app.reply("alice", "/whoami").await;
+    assert!(
+        reply.contains("could not record this request in the audit log"),
+        "{reply}"
+    );
+    assert!(
+        app.metrics()
+            .await
+            .contains("opsbot_audit_append_failures_total 1"),
+        "counted"
+    );
 }

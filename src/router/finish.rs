@@ -105,6 +105,7 @@ impl Router {
             return (outcome, text);
         };
         error!(request_id = %request_id, error = format!("{:#}", anyhow::Error::new(e)), "audit append failed");
+        self.deps.metrics.audit_append_failed();
         let text = match (ran, text) {
             // The action already ran (its start is audited): report it, flag the gap.
             (Some(run), Some(result)) => format!(
