@@ -131,6 +131,10 @@ pub struct Metrics {
     adapter_up: Family<PlatformLabel, Gauge>,
     webhook_refused: Family<RefusalLabels, Counter>,
     leader: Gauge,
+    outbox_pending: Gauge,
+    outbox_oldest: Gauge,
+    outbox_retried: Counter,
+    outbox_given_up: Counter,
 }
 
 impl Default for Metrics {
@@ -158,6 +162,10 @@ impl Metrics {
             adapter_up: Family::default(),
             webhook_refused: Family::default(),
             leader: Gauge::default(),
+            outbox_pending: Gauge::default(),
+            outbox_oldest: Gauge::default(),
+            outbox_retried: Counter::default(),
+            outbox_given_up: Counter::default(),
             registry: Mutex::new(Registry::with_prefix("opsbot")),
         };
         metrics.register(&mut metrics.registry.lock().expect("metrics registry poisoned"));
@@ -231,6 +239,26 @@ impl Metrics {
             "leader",
             "1 while this replica leads (polls Telegram, holds the Discord gateway, runs scheduled checks, the heartbeat and sweeps), else 0; one replica of a cluster should show 1",
             self.leader.clone(),
+        );
+        registry.register(
+            "outbox_pending",
+            "Chat messages queued in the outbox and not yet delivered (the whole cluster's, read from the store)",
+            self.outbox_pending.clone(),
+        );
+        registry.register(
+            "outbox_oldest_age_seconds",
+            "How long the oldest undelivered message in the outbox has waited (0 when none)",
+            self.outbox_oldest.clone(),
+        );
+        registry.register(
+            "outbox_retried",
+            "Outbox deliveries that failed and were scheduled again (after Retry-After or a backoff)",
+            self.outbox_retried.clone(),
+        );
+        registry.register(
+            "outbox_given_up",
+            "Outbox messages given up on (the platform will never take them, or too many attempts), each logged with its text",
+            self.outbox_given_up.clone(),
         );
     }
 
@@ -357,6 +385,22 @@ impl Metrics {
                 .get_or_create(&platform_label(platform))
                 .set(i64::from(up));
         }
+    }
+
+    /// The outbox as the store shows it now: how many wait, the oldest for how long.
+    pub fn outbox(&self, pending: u64, oldest: Duration) {
+        self.outbox_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.outbox_oldest
+            .set(i64::try_from(oldest.as_secs()).unwrap_or(i64::MAX));
+    }
+
+    pub fn outbox_retried(&self) {
+        self.outbox_retried.inc();
+    }
+
+    pub fn outbox_given_up(&self) {
+        self.outbox_given_up.inc();
     }
 
     /// OpenMetrics text for `/metrics`.
