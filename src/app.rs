@@ -269,9 +269,9 @@ impl App {
         }));
     }
 
-    /// The periodic sweep, posting its notices through this app's outbound.
+    /// The periodic sweep, queuing its notices for this app's deliverer.
     pub fn sweeper(&self) -> Sweeper {
-        Sweeper::new(self.router.clone(), self.outbound.clone())
+        Sweeper::new(self.router.clone(), self.outbox.clone())
     }
 
     /// The outbox's deliverer, posting through this app's outbound.
@@ -462,7 +462,7 @@ impl App {
     }
 
     /// The outbox's deliverer, on the leader (on SQLite, the one process).
-    fn spawn_outbox(&self, shutdown: &CancellationToken) {
+    pub fn spawn_outbox(&self, shutdown: &CancellationToken) {
         let (deliverer, liveness) = (self.deliverer(), self.liveness.clone());
         self.spawn_leader_only(shutdown, Standby::Loop("outbox"), move |token| {
             deliverer.clone().run(liveness.clone(), token)

@@ -155,6 +155,9 @@ pub trait Probe: Send + Sync {
     async fn probe(&self) -> ProbeReport;
 }
 
+/// The message a sweep's move of a run (from the state given) tells the run's channel.
+pub type RunNotice<'a> = dyn Fn(&Run, RunState) -> Queued + Send + Sync + 'a;
+
 /// Durable runbook requests. Every state change is one conditional update: it succeeds
 /// only from the expected state, which is what makes execution happen at most once.
 #[async_trait]
@@ -195,10 +198,19 @@ pub trait RunStore: Send + Sync {
     async fn renew_lease(&self, id: RunId, until: DateTime<Utc>) -> Result<(), StoreError>;
     /// Marks approved/running requests whose lease lapsed (their process died) `interrupted`;
     /// each with the state it was in, so the notice can say whether anything had started.
-    async fn interrupt_stale(&self, now: DateTime<Utc>)
-    -> Result<Vec<(Run, RunState)>, StoreError>;
-    /// Marks pending requests past their expiry `expired`.
-    async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Run>, StoreError>;
+    /// `notice` is queued in the outbox in the same transaction, for each.
+    async fn interrupt_stale(
+        &self,
+        now: DateTime<Utc>,
+        notice: &RunNotice<'_>,
+    ) -> Result<Vec<(Run, RunState)>, StoreError>;
+    /// Marks pending requests past their expiry `expired`, queuing `notice` (called with
+    /// `Pending`, the state each left) in the same transaction.
+    async fn expire_due(
+        &self,
+        now: DateTime<Utc>,
+        notice: &RunNotice<'_>,
+    ) -> Result<Vec<Run>, StoreError>;
 }
 
 /// How an action run ended.
@@ -504,7 +516,14 @@ pub trait IncidentStore: Send + Sync {
     async fn linked_alerts(&self, id: IncidentId) -> Result<Vec<Alert>, StoreError>;
     /// Open, unacknowledged incidents not yet reminded about (for response-target reminders).
     async fn unacked_incidents(&self) -> Result<Vec<Incident>, StoreError>;
-    async fn mark_reminded(&self, id: IncidentId, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Records the reminder and queues its `notice` in the outbox, in one transaction; false
+    /// (nothing queued) if the incident was reminded about already.
+    async fn mark_reminded(
+        &self,
+        id: IncidentId,
+        at: DateTime<Utc>,
+        notice: &Queued,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Systems told about alert groups besides chat (signed outbound webhooks).
