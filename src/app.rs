@@ -29,6 +29,7 @@ use crate::limiter::{MemoryLimiter, RedisLimiter};
 use crate::liveness::{AdapterState, Liveness};
 use crate::metrics::Metrics;
 use crate::notify::{AlertmanagerSilences, SignedWebhook};
+use crate::outbox::{Deliverer, OutboxSignal};
 use crate::ports::{
     ChatOutbound, Clock, EnvLookup, GroupNotifier, OutboundTarget, RateLimiter, SilenceSync, Store,
     StoreError, SystemClock,
@@ -85,6 +86,8 @@ pub struct App {
     election: std::sync::Mutex<Option<Election>>,
     /// This process's name among replicas (`hostname:pid:random`).
     replica: Arc<str>,
+    /// Wakes this process's outbox deliverer when something is queued here.
+    outbox: OutboxSignal,
 }
 
 /// The `[alerts]` routes as the alert service uses them.
@@ -212,6 +215,7 @@ impl App {
             leader,
             election: std::sync::Mutex::new(election),
             replica,
+            outbox: OutboxSignal::default(),
         })
     }
 
@@ -265,9 +269,20 @@ impl App {
         }));
     }
 
-    /// The periodic sweep, posting its notices through this app's outbound.
+    /// The periodic sweep, queuing its notices for this app's deliverer.
     pub fn sweeper(&self) -> Sweeper {
-        Sweeper::new(self.router.clone(), self.outbound.clone())
+        Sweeper::new(self.router.clone(), self.outbox.clone())
+    }
+
+    /// The outbox's deliverer, posting through this app's outbound.
+    pub fn deliverer(&self) -> Deliverer {
+        Deliverer::new(
+            self.store.clone(),
+            self.outbound.clone(),
+            self.clock.clone(),
+            self.outbox.clone(),
+            self.metrics.clone(),
+        )
     }
 
     pub fn http_state(&self) -> HttpState {
@@ -422,6 +437,7 @@ impl App {
         }
         let election = self.start_election(&shutdown);
         self.spawn_adapters(&shutdown);
+        self.spawn_outbox(&shutdown);
         self.spawn_sweeper(&shutdown);
         tokio::spawn(crate::memory::trim_forever(shutdown.clone()));
         self.spawn_health(&shutdown);
@@ -443,6 +459,14 @@ impl App {
         }
         self.drain(deadline).await;
         Ok(())
+    }
+
+    /// The outbox's deliverer, on the leader (on SQLite, the one process).
+    pub fn spawn_outbox(&self, shutdown: &CancellationToken) {
+        let (deliverer, liveness) = (self.deliverer(), self.liveness.clone());
+        self.spawn_leader_only(shutdown, Standby::Loop("outbox"), move |token| {
+            deliverer.clone().run(liveness.clone(), token)
+        });
     }
 
     /// The periodic sweep, on the leader (on SQLite, the one process).
@@ -547,7 +571,8 @@ impl App {
         }
         // Notices for other platforms' channels go there, not to this terminal. On Postgres,
         // chat takes no part in the election (it would stop the leader's polling while it
-        // led), so sweeps are left to the `serve` replicas.
+        // led), so sweeps and the outbox are left to the `serve` replicas.
+        self.spawn_outbox(&shutdown);
         self.spawn_sweeper(&shutdown);
         let channel = channel.unwrap_or(&self.config.console.channel);
         let console = Console::new(self.inbound.clone(), name, channel);

@@ -247,6 +247,12 @@ async fn readyz(state: HttpState, store: Arc<StoreCheck>) -> impl IntoResponse {
             oldest.unwrap_or_default().as_secs()
         ));
     }
+    if let Some((pending, oldest)) = outbox_depth(&state).await {
+        body.push_str(&format!(
+            "outbox: {pending} pending, oldest {}s\n",
+            oldest.as_secs()
+        ));
+    }
     for (name, secs) in stalled {
         body.push_str(&format!("{name}: stalled ({secs}s since last run)\n"));
     }
@@ -261,7 +267,26 @@ async fn readyz(state: HttpState, store: Arc<StoreCheck>) -> impl IntoResponse {
     (status, body)
 }
 
+/// How many messages the outbox holds (the cluster's, from the store) and how long the
+/// oldest has waited, also set in the metrics; `None` if the store does not answer in time.
+/// Shown, never a reason to be unready: a platform that refuses posts must not take the
+/// replica's webhooks out of service.
+async fn outbox_depth(state: &HttpState) -> Option<(u64, Duration)> {
+    let depth = state.store.outbox_depth();
+    let depth = tokio::time::timeout(Duration::from_secs(2), depth)
+        .await
+        .ok()?
+        .ok()?;
+    let now = state.hooks.clock.now();
+    let age = (depth.oldest)
+        .and_then(|t| (now - t).to_std().ok())
+        .unwrap_or_default();
+    state.metrics.outbox(depth.pending, age);
+    Some((depth.pending, age))
+}
+
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    let _ = outbox_depth(&state).await;
     state.metrics.adapters_up(state.liveness.platforms_up());
     state
         .metrics

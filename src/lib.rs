@@ -19,6 +19,7 @@ pub mod liveness;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
+pub mod outbox;
 pub mod periodic;
 pub mod ports;
 pub mod preflight;

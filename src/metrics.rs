@@ -132,6 +132,10 @@ pub struct Metrics {
     webhook_refused: Family<RefusalLabels, Counter>,
     leader: Gauge,
     audit_failures: Counter,
+    outbox_pending: Gauge,
+    outbox_oldest: Gauge,
+    outbox_retried: Counter,
+    outbox_given_up: Counter,
 }
 
 impl Default for Metrics {
@@ -160,6 +164,10 @@ impl Metrics {
             webhook_refused: Family::default(),
             leader: Gauge::default(),
             audit_failures: Counter::default(),
+            outbox_pending: Gauge::default(),
+            outbox_oldest: Gauge::default(),
+            outbox_retried: Counter::default(),
+            outbox_given_up: Counter::default(),
             registry: Mutex::new(Registry::with_prefix("opsbot")),
         };
         metrics.register(&mut metrics.registry.lock().expect("metrics registry poisoned"));
@@ -238,6 +246,26 @@ impl Metrics {
             "audit_append_failures",
             "Audit records the store did not take; the request was not acted on (or, for a run already started, its result is reported with the gap)",
             self.audit_failures.clone(),
+        );
+        registry.register(
+            "outbox_pending",
+            "Chat messages queued in the outbox and not yet delivered (the whole cluster's, read from the store)",
+            self.outbox_pending.clone(),
+        );
+        registry.register(
+            "outbox_oldest_age_seconds",
+            "How long the oldest undelivered message in the outbox has waited (0 when none)",
+            self.outbox_oldest.clone(),
+        );
+        registry.register(
+            "outbox_retried",
+            "Outbox deliveries that failed and were scheduled again (after Retry-After or a backoff)",
+            self.outbox_retried.clone(),
+        );
+        registry.register(
+            "outbox_given_up",
+            "Outbox messages given up on (the platform will never take them, or too many attempts), each logged with its text",
+            self.outbox_given_up.clone(),
         );
     }
 
@@ -369,6 +397,22 @@ impl Metrics {
                 .get_or_create(&platform_label(platform))
                 .set(i64::from(up));
         }
+    }
+
+    /// The outbox as the store shows it now: how many wait, the oldest for how long.
+    pub fn outbox(&self, pending: u64, oldest: Duration) {
+        self.outbox_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.outbox_oldest
+            .set(i64::try_from(oldest.as_secs()).unwrap_or(i64::MAX));
+    }
+
+    pub fn outbox_retried(&self) {
+        self.outbox_retried.inc();
+    }
+
+    pub fn outbox_given_up(&self) {
+        self.outbox_given_up.inc();
     }
 
     /// OpenMetrics text for `/metrics`.

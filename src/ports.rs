@@ -28,7 +28,7 @@ pub enum StoreError {
 /// Durable state. One trait, one behaviour, whichever backend is behind it.
 #[async_trait]
 pub trait Store:
-    RunStore + AlertStore + IncidentStore + DeliveryLog + LeaseStore + Send + Sync
+    RunStore + AlertStore + IncidentStore + DeliveryLog + LeaseStore + OutboxStore + Send + Sync
 {
     /// Appends to the hash-chained audit log; returns once the record is committed.
     async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord, StoreError>;
@@ -155,6 +155,9 @@ pub trait Probe: Send + Sync {
     async fn probe(&self) -> ProbeReport;
 }
 
+/// The message a sweep's move of a run (from the state given) tells the run's channel.
+pub type RunNotice<'a> = dyn Fn(&Run, RunState) -> Queued + Send + Sync + 'a;
+
 /// Durable runbook requests. Every state change is one conditional update: it succeeds
 /// only from the expected state, which is what makes execution happen at most once.
 #[async_trait]
@@ -195,10 +198,19 @@ pub trait RunStore: Send + Sync {
     async fn renew_lease(&self, id: RunId, until: DateTime<Utc>) -> Result<(), StoreError>;
     /// Marks approved/running requests whose lease lapsed (their process died) `interrupted`;
     /// each with the state it was in, so the notice can say whether anything had started.
-    async fn interrupt_stale(&self, now: DateTime<Utc>)
-    -> Result<Vec<(Run, RunState)>, StoreError>;
-    /// Marks pending requests past their expiry `expired`.
-    async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Run>, StoreError>;
+    /// `notice` is queued in the outbox in the same transaction, for each.
+    async fn interrupt_stale(
+        &self,
+        now: DateTime<Utc>,
+        notice: &RunNotice<'_>,
+    ) -> Result<Vec<(Run, RunState)>, StoreError>;
+    /// Marks pending requests past their expiry `expired`, queuing `notice` (called with
+    /// `Pending`, the state each left) in the same transaction.
+    async fn expire_due(
+        &self,
+        now: DateTime<Utc>,
+        notice: &RunNotice<'_>,
+    ) -> Result<Vec<Run>, StoreError>;
 }
 
 /// How an action run ended.
@@ -411,6 +423,75 @@ pub trait ChatOutbound: Send + Sync {
     async fn edit(&self, to: &OutboundTarget, id: &str, message: &OutboundMessage) -> Sent<()>;
 }
 
+/// A chat message the bot decided to post, queued in the outbox until the leader delivers it.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    pub to: OutboundTarget,
+    /// Its priority is the lane it takes (urgent overtakes routine in its channel).
+    pub message: OutboundMessage,
+}
+
+/// An outbox row's number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OutboxId(pub i64);
+
+impl std::fmt::Display for OutboxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A queued message a deliverer has claimed.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub id: OutboxId,
+    pub queued: Queued,
+    /// Delivery attempts so far, this one included.
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How much waits in the outbox.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxDepth {
+    pub pending: u64,
+    /// When the oldest pending message was queued.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// The durable outbox: messages are queued when decided and delivered later, by one
+/// deliverer at a time. Every change is conditional on the row still being pending.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Queues a message, due at once.
+    async fn enqueue(&self, queued: &Queued, now: DateTime<Utc>) -> Result<OutboxId, StoreError>;
+    /// Claims up to `limit` pending messages due at `now`, urgent ones first, then oldest:
+    /// each is not due again before `now + hold`, and counts one more attempt. One
+    /// conditional update, so two deliverers never claim one row in the same hold.
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        hold: Duration,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError>;
+    /// Records that the platform took it as `message_id`; false if it was not pending.
+    async fn mark_delivered(&self, id: OutboxId, message_id: &str) -> Result<bool, StoreError>;
+    /// Leaves it pending, due again at `at`, with the reason it failed.
+    async fn retry_at(
+        &self,
+        id: OutboxId,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<bool, StoreError>;
+    /// Stops trying (the platform will never take it), with the reason.
+    async fn give_up(&self, id: OutboxId, error: &str) -> Result<bool, StoreError>;
+    /// How many messages are pending and since when.
+    async fn outbox_depth(&self) -> Result<OutboxDepth, StoreError>;
+    /// Forgets delivered and given-up messages queued before `before`, a bounded batch per
+    /// call; returns how many.
+    async fn forget_outbox_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
 /// Durable incidents and their timelines.
 #[async_trait]
 pub trait IncidentStore: Send + Sync {
@@ -435,7 +516,14 @@ pub trait IncidentStore: Send + Sync {
     async fn linked_alerts(&self, id: IncidentId) -> Result<Vec<Alert>, StoreError>;
     /// Open, unacknowledged incidents not yet reminded about (for response-target reminders).
     async fn unacked_incidents(&self) -> Result<Vec<Incident>, StoreError>;
-    async fn mark_reminded(&self, id: IncidentId, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Records the reminder and queues its `notice` in the outbox, in one transaction; false
+    /// (nothing queued) if the incident was reminded about already.
+    async fn mark_reminded(
+        &self,
+        id: IncidentId,
+        at: DateTime<Utc>,
+        notice: &Queued,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Systems told about alert groups besides chat (signed outbound webhooks).

@@ -1,6 +1,7 @@
 //! The periodic sweep's one home: every 15 s it expires stale approval requests, reports
-//! interrupted runs and overdue incidents, sends reminders, and posts every notice it decides
-//! on through the outbound port to the channel the notice concerns, whatever its platform.
+//! interrupted runs and overdue incidents and sends reminders. The store queues each notice
+//! in the outbox with the change that decides it; the sweep wakes the deliverer
+//! (`crate::outbox`), which posts it to the channel it concerns, whatever its platform.
 //!
 //! It runs on the leader only (`app.rs`, `leader::run_while_leader`). Nothing else sweeps:
 //! a notice is claimed by the store exactly once (conditional updates), so a second sweeper
@@ -12,8 +13,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::liveness::Liveness;
-use crate::ports::{ChatOutbound, OutboundMessage, OutboundTarget, StoreError};
-use crate::router::{Notice, Router};
+use crate::outbox::OutboxSignal;
+use crate::ports::StoreError;
+use crate::router::Router;
 
 /// How often expired and interrupted runbook requests are looked for.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
@@ -21,28 +23,20 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
 #[derive(Clone)]
 pub struct Sweeper {
     router: Arc<Router>,
-    outbound: Arc<dyn ChatOutbound>,
+    outbox: OutboxSignal,
 }
 
 impl Sweeper {
-    pub fn new(router: Arc<Router>, outbound: Arc<dyn ChatOutbound>) -> Self {
-        Self { router, outbound }
+    pub fn new(router: Arc<Router>, outbox: OutboxSignal) -> Self {
+        Self { router, outbox }
     }
 
-    /// One sweep: decides the notices and hands each to the outbound in its own task (one
-    /// rate-limited channel must not hold up the others or the next sweep; the outbound logs
-    /// and counts a failure). Returns how many notices were sent off.
+    /// One sweep: decides the notices (queued in the outbox as they are decided) and wakes
+    /// the deliverer. Returns how many notices were queued.
     pub async fn sweep_once(&self) -> Result<usize, StoreError> {
-        // Held for the whole sweep, so shutdown also waits for the notices it decides on.
-        let _guard = self.router.in_flight().token();
-        let notices = self.router.sweep().await?;
-        let count = notices.len();
-        for n in notices {
-            let (to, message) = addressed(n);
-            let outbound = self.outbound.clone();
-            self.router
-                .in_flight()
-                .spawn(async move { outbound.send(&to, &message).await });
+        let count = self.router.sweep().await?.len();
+        if count > 0 {
+            self.outbox.wake();
         }
         Ok(count)
     }
@@ -60,15 +54,4 @@ impl Sweeper {
             }
         }
     }
-}
-
-fn addressed(n: Notice) -> (OutboundTarget, OutboundMessage) {
-    let to = OutboundTarget {
-        platform: n.platform,
-        channel_id: n.channel_id,
-        thread: n.thread,
-    };
-    let message = OutboundMessage::text(n.text);
-    let message = if n.urgent { message.urgent() } else { message };
-    (to, message)
 }

@@ -216,6 +216,23 @@ async fn unacknowledged_incidents_and_critical_alerts_are_reminded_once_per_inte
         app.router.sweep().await.unwrap().is_empty(),
         "reminded once"
     );
+    // Queued with the reminder's claim, then posted by the outbox's deliverer, urgent (P1).
+    let overdue = |m: &[Outbound]| {
+        m.iter()
+            .filter(
+                |x| matches!(x, Outbound::Post { text, .. } if text.starts_with("⏰ Incident #1")),
+            )
+            .count()
+    };
+    chat.wait_until("the overdue notice posted", |m| overdue(m) == 1)
+        .await;
+    assert!(
+        chat.urgent
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|t| t.starts_with("⏰ Incident #1"))
+    );
 
     // The critical alert was re-announced with the on-call mention, once per interval.
     let reminders = |m: &[Outbound]| {
@@ -235,6 +252,11 @@ async fn unacknowledged_incidents_and_critical_alerts_are_reminded_once_per_inte
     clock.advance(Duration::from_secs(11 * 60));
     app.router.sweep().await.unwrap();
     assert_eq!(reminders(&chat.messages()), 2);
+    assert_eq!(
+        overdue(&chat.messages()),
+        1,
+        "the overdue notice was posted once"
+    );
 }
 
 /// The incident service's own reminder pass (what the sweep posts for incidents): only

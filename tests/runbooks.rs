@@ -373,6 +373,24 @@ async fn expired_requests_say_so_and_cannot_be_approved() {
     )));
     assert_eq!(state(&app, second).await, RunState::Expired);
     assert_eq!(runs_logged(app.dir.path()), 0);
+    // Queued in the outbox with the expiry itself, once, whatever happens to this process.
+    let pool = support::sqlite_in(app.dir.path()).await;
+    let queued: Vec<(String, String)> = sqlx::query_as("SELECT channel_id, body FROM outbox")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].0, "ops");
+    assert!(
+        queued[0].1.contains(&format!("Request #{second} (")),
+        "{queued:?}"
+    );
+    app.router.sweep().await.unwrap();
+    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "a later sweep queues nothing more");
 }
 
 #[tokio::test]

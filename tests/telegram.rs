@@ -927,6 +927,49 @@ async fn one_replica_polls_and_another_takes_over_when_it_is_killed() {
     replicas.cleanup().await;
 }
 
+/// A notice queued (decided) while the leader could not post it (frozen, then killed with
+/// -9) is posted once, by the replica that takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_decided_before_the_leader_is_killed_is_posted_once_by_the_next() {
+    use opsbot::ports::{OutboundMessage, OutboundTarget, OutboxStore, Queued};
+    let Some(mut replicas) = Replicas::start(2).await else {
+        return;
+    };
+    let url = support::postgres_url();
+    let store = opsbot::store::PostgresStore::connect(&url, 2, Some(&replicas.schema))
+        .await
+        .expect("connect to the replicas' schema");
+    replicas.leader.freeze();
+    let notice = Queued {
+        to: OutboundTarget {
+            platform: opsbot::domain::Platform::Telegram,
+            channel_id: CHAT.to_string(),
+            thread: None,
+        },
+        message: OutboundMessage::text("decided before the kill"),
+    };
+    store.enqueue(&notice, chrono::Utc::now()).await.unwrap();
+    replicas.leader.kill();
+    let fake = replicas.fake.clone();
+    fake.wait_for_text("the notice, from the new leader", "decided before the kill")
+        .await;
+    support::eventually(
+        "the post recorded as delivered",
+        support::WAIT,
+        async || store.outbox_depth().await.unwrap().pending == 0,
+    )
+    .await;
+    let ready = replicas.follower.1.readyz().await;
+    assert!(
+        ready.contains(" leader (epoch 2)") && ready.contains("outbox: 0 pending"),
+        "{ready}"
+    );
+    let posts = fake.sent_texts();
+    assert_eq!(posts, ["decided before the kill"], "posted once");
+    store.pool().close().await;
+    replicas.cleanup().await;
+}
+
 /// A leader stopped with SIGTERM releases its lease: another replica polls within a third
 /// of the lease (its next attempt), not after the whole lease has lapsed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

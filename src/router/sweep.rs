@@ -1,6 +1,7 @@
 //! What the periodic sweep decides, across the services: runbook requests that expired or
 //! were interrupted, alert reminders, platform event ids old enough to forget, incidents past
-//! their acknowledgement target. Posting the notices is `crate::sweeper`'s job.
+//! their acknowledgement target, outbox rows delivered long ago. The store queues each notice
+//! in the outbox with the change that decides it; `crate::outbox` posts them.
 
 use tracing::warn;
 
@@ -9,8 +10,11 @@ use crate::ports::StoreError;
 use super::runbook::EVENT_ID_RETENTION;
 use super::{Notice, Router};
 
+/// How long delivered and given-up outbox rows are kept (to look into a delivery).
+const OUTBOX_RETENTION: chrono::Duration = chrono::Duration::days(7);
+
 impl Router {
-    /// One sweep; returns what to post. Never re-runs anything.
+    /// One sweep; returns the notices it queued. Never re-runs anything.
     pub async fn sweep(&self) -> Result<Vec<Notice>, StoreError> {
         let now = self.deps.clock.now();
         let mut notices = self.runbooks.sweep_runs(now).await?;
@@ -24,6 +28,14 @@ impl Router {
             .await
         {
             warn!(error = %e, "forgetting old platform event ids failed");
+        }
+        if let Err(e) = self
+            .deps
+            .store
+            .forget_outbox_before(now - OUTBOX_RETENTION)
+            .await
+        {
+            warn!(error = %e, "forgetting delivered outbox messages failed");
         }
         notices.extend(self.incidents.overdue(now).await?);
         Ok(notices)

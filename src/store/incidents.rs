@@ -5,10 +5,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::alerts::{SELECT_ALERT, alerts_where};
+use super::outbox::insert_queued;
+use super::runs::micros;
 use super::sql::{Arg, Backend, Q, changed_one, execute, fetch_all, fetch_optional};
-use super::{OnPool, SqlStore};
+use super::{OnPool, SqlStore, backend};
 use crate::domain::{Alert, AlertId, Incident, IncidentId, Platform, TimelineEntry};
-use crate::ports::{IncidentStore, StoreError};
+use crate::ports::{IncidentStore, Queued, StoreError};
 
 pub(crate) const SELECT_INCIDENT: &str = "SELECT id, title, severity, status, commander, platform, channel_id, \
      opened_by, opened_at, acked_at, resolved_at FROM incidents";
@@ -205,15 +207,25 @@ impl<DB: Backend> IncidentStore for SqlStore<DB> {
         rows.into_iter().map(IncidentRow::into_incident).collect()
     }
 
-    async fn mark_reminded(&self, id: IncidentId, at: DateTime<Utc>) -> Result<(), StoreError> {
-        let id = id.0;
-        stamp(
-            self,
-            "UPDATE incidents SET reminded_at = $1 WHERE id = $2",
-            id,
-            at,
+    async fn mark_reminded(
+        &self,
+        id: IncidentId,
+        at: DateTime<Utc>,
+        notice: &Queued,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let q = sqlx::query(
+            "UPDATE incidents SET reminded_at = $1 WHERE id = $2 AND reminded_at IS NULL",
         )
-        .await
+        .arg(&micros(at))
+        .arg(&id.0);
+        // Reminded already (by an earlier leader): dropping the transaction queues nothing.
+        if !changed_one(DB::on_conn(&mut tx), q).await? {
+            return Ok(false);
+        }
+        insert_queued(DB::on_conn(&mut tx), notice, at).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
     }
 }
 

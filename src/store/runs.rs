@@ -6,10 +6,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::outbox::insert_queued;
 use super::sql::{Arg, Backend, changed_one, execute, fetch_all, fetch_one, fetch_optional};
-use super::{OnPool, SqlStore};
+use super::{OnPool, SqlStore, backend};
 use crate::domain::{NewRun, Platform, Run, RunId, RunResult, RunState, UserRef, Vote, VoteTally};
-use crate::ports::{RunStore, StoreError};
+use crate::ports::{RunNotice, RunStore, StoreError};
 
 /// Columns in the order [`RunRow`] reads them.
 pub(crate) const SELECT_RUN: &str = "SELECT id, command, args, rendered, action_hash, requester, requester_name, \
@@ -252,6 +253,7 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
     async fn interrupt_stale(
         &self,
         now: DateTime<Utc>,
+        notice: &RunNotice<'_>,
     ) -> Result<Vec<(Run, RunState)>, StoreError> {
         // One update per earlier state: RETURNING shows only the new one, and whether the
         // process had started is what the people in the channel need to know.
@@ -261,30 +263,48 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
                 "UPDATE runs SET state = 'interrupted', updated_at = $1, lease_until = NULL \
                  WHERE state = '{was}' AND lease_until < $1"
             );
-            let runs = runs_moved(self, &update, now).await?;
+            let runs = runs_moved(self, &update, now, was, notice).await?;
             moved.extend(runs.into_iter().map(|run| (run, was)));
         }
         Ok(moved)
     }
 
-    async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Run>, StoreError> {
+    async fn expire_due(
+        &self,
+        now: DateTime<Utc>,
+        notice: &RunNotice<'_>,
+    ) -> Result<Vec<Run>, StoreError> {
         runs_moved(
             self,
             "UPDATE runs SET state = 'expired', updated_at = $1 \
              WHERE state = 'pending' AND expires_at <= $1",
             now,
+            RunState::Pending,
+            notice,
         )
         .await
     }
 }
 
-/// Runs a sweep `update` (its one parameter is `now`) and returns the runs it moved.
+/// Runs a sweep `update` (its one parameter is `now`) of runs in state `was` and returns the
+/// runs it moved, each with its `notice` queued in the same transaction: a move is never
+/// committed without the message that tells the channel about it.
 async fn runs_moved<DB: Backend>(
     store: &SqlStore<DB>,
     update: &str,
     now: DateTime<Utc>,
+    was: RunState,
+    notice: &RunNotice<'_>,
 ) -> Result<Vec<Run>, StoreError> {
+    let mut tx = store.pool.begin().await.map_err(backend)?;
     let q = sqlx::query(sqlx::AssertSqlSafe(format!("{update} {RETURNING_RUN}"))).arg(&micros(now));
-    let rows: Vec<RunRow> = fetch_all(store.ex(), q).await?;
-    rows.into_iter().map(RunRow::into_run).collect()
+    let rows: Vec<RunRow> = fetch_all(DB::on_conn(&mut tx), q).await?;
+    let runs = (rows.into_iter())
+        .map(RunRow::into_run)
+        .collect::<Result<Vec<_>, _>>()?;
+    for run in &runs {
+        insert_queued(DB::on_conn(&mut tx), &notice(run, was), now).await?;
+    }
+    tx.commit().await.map_err(backend)?;
+    Ok(runs)
 }

@@ -8,6 +8,7 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::alerts::{AlertRow, DueRow, SilenceRow};
 use super::incidents::{IncidentRow, TimelineRow};
+use super::outbox::{DepthRow, OutboxRow};
 use super::runs::RunRow;
 use super::{AuditRow, backend};
 use crate::ports::StoreError;
@@ -96,6 +97,8 @@ pub(crate) trait Backend:
     + ReadRow<SilenceRow>
     + ReadRow<IncidentRow>
     + ReadRow<TimelineRow>
+    + ReadRow<OutboxRow>
+    + ReadRow<DepthRow>
 {
     /// An alert row's `severity` label as text, or NULL (labels are a JSON object in TEXT;
     /// the one expression the backends spell differently).

@@ -157,6 +157,7 @@ async fn start(app: App, dir: TempDir) -> TestApp {
     }
     app.start_election(&shutdown);
     app.spawn_adapters(&shutdown);
+    app.spawn_outbox(&shutdown);
     tokio::spawn(opsbot::http::serve(
         listener,
         app.http_state(),

@@ -71,11 +71,20 @@ impl Serve {
 
     /// SIGTERM: a graceful shutdown.
     pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// SIGSTOP: the process is frozen where it is, holding whatever it held.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM {}", self.child.id());
+        assert!(status.success(), "kill {signal} {}", self.child.id());
     }
 
     /// `kill -9`: the process gets no chance to clean up (or release anything).

@@ -186,29 +186,36 @@ impl IncidentService {
     }
 
     /// Open incidents past their acknowledgement target and not yet reminded: marks each
-    /// reminded (so every replica's sweep posts it once) and returns the ⏰ notice for its
-    /// channel.
+    /// reminded and queues its ⏰ notice in the outbox in one transaction (so it is posted
+    /// once, whoever sweeps), and returns the notices queued.
     pub async fn overdue(&self, now: DateTime<Utc>) -> Result<Vec<Notice>, StoreError> {
         let mut notices = Vec::new();
         for i in self.incidents.unacked_incidents().await? {
             let due = i.severity.ack_due(i.opened_at, &self.targets);
-            if now >= due {
-                self.incidents.mark_reminded(i.id, now).await?;
-                notices.push(Notice {
-                    platform: i.platform,
-                    channel_id: i.channel_id.clone(),
-                    thread: None,
-                    text: format!(
-                        "⏰ Incident #{} ({} \"{}\") passed its acknowledgement target at {} UTC without an update. \
-                         {}: /incident update \"...\" to acknowledge.",
-                        i.id,
-                        i.severity,
-                        i.title,
-                        due.format("%H:%M"),
-                        i.commander
-                    ),
-                    urgent: i.severity == Severity::P1,
-                });
+            if now < due {
+                continue;
+            }
+            let notice = Notice {
+                platform: i.platform,
+                channel_id: i.channel_id.clone(),
+                thread: None,
+                text: format!(
+                    "⏰ Incident #{} ({} \"{}\") passed its acknowledgement target at {} UTC without an update. \
+                     {}: /incident update \"...\" to acknowledge.",
+                    i.id,
+                    i.severity,
+                    i.title,
+                    due.format("%H:%M"),
+                    i.commander
+                ),
+                urgent: i.severity == Severity::P1,
+            };
+            if self
+                .incidents
+                .mark_reminded(i.id, now, &notice.queued())
+                .await?
+            {
+                notices.push(notice);
             }
         }
         Ok(notices)

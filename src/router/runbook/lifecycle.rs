@@ -63,41 +63,51 @@ impl RunbookService {
     }
 
     /// Expires pending requests past their deadline and marks requests whose process died
-    /// `interrupted`; returns what to post. Never re-runs anything.
+    /// `interrupted`; the store queues each notice in the outbox with the move it tells of,
+    /// and they are returned too. Never re-runs anything.
     pub async fn sweep_runs(&self, now: DateTime<Utc>) -> Result<Vec<Notice>, StoreError> {
         let mut notices = Vec::new();
-        for (run, was) in self.store.interrupt_stale(now).await? {
+        let queued = |run: &Run, was: RunState| interruption_notice(run, was).queued();
+        for (run, was) in self.store.interrupt_stale(now, &queued).await? {
             self.audit_interruption(&run, was, now).await;
-            let what = command_line(&run.new.command, &run.new.args);
-            let text = if was == RunState::Running {
-                format!(
-                    "⚠️ Request #{} ({what}) was interrupted: opsbot stopped while it was running, \
-                     and its process was stopped with it, so it may have done only part of its work. \
-                     It will not be re-run automatically; check the system and request it again if needed.",
-                    run.id
-                )
-            } else {
-                format!(
-                    "⚠️ Request #{} ({what}) was interrupted: opsbot stopped after it was approved \
-                     and before it started, so nothing ran. Request it again if it is still needed.",
-                    run.id
-                )
-            };
-            notices.push(notice(&run, text));
+            notices.push(interruption_notice(&run, was));
         }
-        for run in self.store.expire_due(now).await? {
+        let queued = |run: &Run, _: RunState| expiry_notice(run).queued();
+        for run in self.store.expire_due(now, &queued).await? {
             self.retire_request(&run, EXPIRED);
-            notices.push(notice(
-                &run,
-                format!(
-                    "Request #{} ({}) expired without enough approvals; nothing ran.",
-                    run.id,
-                    command_line(&run.new.command, &run.new.args)
-                ),
-            ));
+            notices.push(expiry_notice(&run));
         }
         Ok(notices)
     }
+}
+
+/// What the channel is told about a run interrupted while in state `was`.
+fn interruption_notice(run: &Run, was: RunState) -> Notice {
+    let what = command_line(&run.new.command, &run.new.args);
+    let text = if was == RunState::Running {
+        format!(
+            "⚠️ Request #{} ({what}) was interrupted: opsbot stopped while it was running, \
+             and its process was stopped with it, so it may have done only part of its work. \
+             It will not be re-run automatically; check the system and request it again if needed.",
+            run.id
+        )
+    } else {
+        format!(
+            "⚠️ Request #{} ({what}) was interrupted: opsbot stopped after it was approved \
+             and before it started, so nothing ran. Request it again if it is still needed.",
+            run.id
+        )
+    };
+    notice(run, text)
+}
+
+fn expiry_notice(run: &Run) -> Notice {
+    let text = format!(
+        "Request #{} ({}) expired without enough approvals; nothing ran.",
+        run.id,
+        command_line(&run.new.command, &run.new.args)
+    );
+    notice(run, text)
 }
 
 impl RunbookService {

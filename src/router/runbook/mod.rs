@@ -16,13 +16,13 @@ use crate::actions::render::{RenderedAction, redact, render};
 use crate::catalog::{ApprovalSpec, Catalog, CommandSpec};
 use crate::domain::{
     ActionKind, AuditEntry, BoundArgs, Directory, InboundEvent, NewRun, Outcome, Person, Platform,
-    RequestId, Requester, Role, Run, RunId, RunResult, RunState, Vote, human_duration,
+    RequestId, Requester, Role, Run, RunId, RunResult, RunState, Visibility, Vote, human_duration,
     normalize_emoji,
 };
 use crate::metrics::Metrics;
 use crate::ports::{
     ActionOutcome, ActionRunner, ChatOutbound, Clock, EnvLookup, OutboundMessage, OutboundTarget,
-    Store, StoreError,
+    Queued, Store, StoreError,
 };
 
 use super::parse::Word;
@@ -69,6 +69,25 @@ pub struct Notice {
     pub text: String,
     /// Overtakes routine messages waiting for the channel (a P1 incident past its target).
     pub urgent: bool,
+}
+
+impl Notice {
+    /// The notice as the outbox queues it.
+    pub fn queued(&self) -> Queued {
+        let message = OutboundMessage::text(self.text.clone()).with_visibility(Visibility::Channel);
+        Queued {
+            to: OutboundTarget {
+                platform: self.platform,
+                channel_id: self.channel_id.clone(),
+                thread: self.thread.clone(),
+            },
+            message: if self.urgent {
+                message.urgent()
+            } else {
+                message
+            },
+        }
+    }
 }
 
 /// An audit record about `run` (its start, how it ended, its interruption), in the run's own

@@ -1,0 +1,233 @@
+//! The outbox's deliverer: posts the messages queued in the store (`ports::OutboxStore`)
+//! through the paced `ChatOutbound`, on the leader alone. It wakes when a producer signals
+//! ([`OutboxSignal`]) and otherwise polls every [`POLL_EVERY`]; each claimed message is
+//! sent in its own task (one slow channel holds up no other), then marked delivered with the
+//! platform's id, retried later with backoff, or given up when the platform will never take
+//! it. A post whose id the store refused is never posted again: its id is kept here and
+//! storing it is what is retried.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::liveness::Liveness;
+use crate::metrics::Metrics;
+use crate::ports::{
+    ChatOutbound, Claimed, Clock, OutboundError, OutboxId, OutboxStore, StoreError,
+};
+
+/// How often the outbox is looked at without a signal (rows due for a retry, rows queued by
+/// another replica).
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+/// How long a claimed message is not due again. Long enough for the channel's pacing (a
+/// Telegram group takes 20 a minute); a claim seen again while its send is still under way
+/// here is skipped, so the hold only matters after this process is gone.
+pub const CLAIM_HOLD: Duration = Duration::from_secs(120);
+/// Messages claimed per pass.
+const CLAIM_BATCH: u32 = 100;
+/// Attempts before a message that keeps failing is given up (about 40 minutes of backoff).
+pub const MAX_ATTEMPTS: u32 = 12;
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Wakes the deliverer when a producer has queued something, so a message does not wait for
+/// the next poll.
+#[derive(Clone, Default)]
+pub struct OutboxSignal(Arc<Notify>);
+
+impl OutboxSignal {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Delivers the outbox. Clones share what they remember (sends under way, ids to store).
+#[derive(Clone)]
+pub struct Deliverer(Arc<Inner>);
+
+struct Inner {
+    store: Arc<dyn OutboxStore>,
+    outbound: Arc<dyn ChatOutbound>,
+    clock: Arc<dyn Clock>,
+    signal: OutboxSignal,
+    metrics: Arc<Metrics>,
+    /// Messages being sent, or sent with their id not yet stored: never sent again.
+    busy: Mutex<HashSet<OutboxId>>,
+    /// Posted messages whose id the store has not taken yet.
+    unrecorded: Mutex<HashMap<OutboxId, String>>,
+}
+
+/// What became of one attempt.
+enum Settled {
+    Delivered(String),
+    Retry(DateTime<Utc>, String),
+    GiveUp(String),
+}
+
+impl Deliverer {
+    pub fn new(
+        store: Arc<dyn OutboxStore>,
+        outbound: Arc<dyn ChatOutbound>,
+        clock: Arc<dyn Clock>,
+        signal: OutboxSignal,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            store,
+            outbound,
+            clock,
+            signal,
+            metrics,
+            busy: Mutex::default(),
+            unrecorded: Mutex::default(),
+        }))
+    }
+
+    /// Delivers until `shutdown` (or until this replica stops leading), then waits for the
+    /// sends it started; a send cut short stays queued for the next leader.
+    pub async fn run(self, liveness: Arc<Liveness>, shutdown: CancellationToken) {
+        let tasks = TaskTracker::new();
+        loop {
+            match self.deliver_due(&tasks, &shutdown).await {
+                Ok(_) => liveness.tick("outbox", POLL_EVERY),
+                Err(e) => warn!(error = %e, "reading the outbox failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.0.signal.0.notified() => {}
+                _ = tokio::time::sleep(POLL_EVERY) => {}
+            }
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    /// One pass: stores the ids still unrecorded, claims the messages due and starts sending
+    /// each in `tasks`; returns how many started.
+    pub async fn deliver_due(
+        &self,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Result<usize, StoreError> {
+        self.record_unrecorded().await;
+        let now = self.0.clock.now();
+        let claimed = self.0.store.claim_due(now, CLAIM_HOLD, CLAIM_BATCH).await?;
+        let mut started = 0;
+        for c in claimed {
+            // Still being sent here (a slow channel outlasted the hold): not again.
+            if !self.0.busy.lock().expect("outbox poisoned").insert(c.id) {
+                continue;
+            }
+            started += 1;
+            let (this, shutdown) = (self.clone(), shutdown.clone());
+            tasks.spawn(async move { this.deliver(c, shutdown).await });
+        }
+        Ok(started)
+    }
+
+    async fn deliver(self, c: Claimed, shutdown: CancellationToken) {
+        let sent = tokio::select! {
+            _ = shutdown.cancelled() => {
+                self.release(c.id);
+                return;
+            }
+            sent = self.0.outbound.send(&c.queued.to, &c.queued.message) => sent,
+        };
+        let stored = match self.settle(&c, sent) {
+            Settled::Delivered(message_id) => {
+                self.remember_posted(c.id, message_id);
+                return self.record_unrecorded().await;
+            }
+            Settled::Retry(at, why) => self.0.store.retry_at(c.id, at, &why).await,
+            Settled::GiveUp(why) => self.0.store.give_up(c.id, &why).await,
+        };
+        if let Err(e) = stored {
+            // The row stays pending and comes back after its hold: one more attempt.
+            warn!(outbox = %c.id, error = %e, "could not record a failed chat delivery");
+        }
+        self.release(c.id);
+    }
+
+    /// What to do after one send, counted and logged.
+    fn settle(&self, c: &Claimed, sent: Result<String, OutboundError>) -> Settled {
+        let error = match sent {
+            Ok(message_id) => return Settled::Delivered(message_id),
+            Err(e) => e,
+        };
+        let (to, why) = (&c.queued.to, error.to_string());
+        if error.is_permanent() || c.attempts >= MAX_ATTEMPTS {
+            self.0.metrics.outbox_given_up();
+            warn!(outbox = %c.id, platform = %to.platform, channel = %to.channel_id,
+                attempts = c.attempts, error = %why, text = %c.queued.message.text,
+                "giving up on a queued chat message");
+            return Settled::GiveUp(why);
+        }
+        self.0.metrics.outbox_retried();
+        let wait = match error {
+            OutboundError::RetryAfter(d) => d.max(Duration::from_secs(1)),
+            _ => backoff(c.attempts),
+        };
+        info!(outbox = %c.id, channel = %to.channel_id, attempts = c.attempts,
+            retry_in_secs = wait.as_secs(), error = %why, "queued chat message not delivered yet");
+        let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+        Settled::Retry(self.0.clock.now() + wait, why)
+    }
+
+    /// Stores the ids of posted messages the store has not taken yet; those it takes (or
+    /// that are no longer pending) are done with.
+    async fn record_unrecorded(&self) {
+        let waiting: Vec<(OutboxId, String)> = {
+            let map = self.0.unrecorded.lock().expect("outbox poisoned");
+            map.iter().map(|(id, m)| (*id, m.clone())).collect()
+        };
+        for (id, message_id) in waiting {
+            match self.0.store.mark_delivered(id, &message_id).await {
+                Ok(_) => {
+                    self.0
+                        .unrecorded
+                        .lock()
+                        .expect("outbox poisoned")
+                        .remove(&id);
+                    self.release(id);
+                }
+                Err(e) => {
+                    warn!(outbox = %id, error = %e, "posted, but the store did not take its id; trying again")
+                }
+            }
+        }
+    }
+
+    /// Posted: from now on only its id is stored, however often that fails.
+    fn remember_posted(&self, id: OutboxId, message_id: String) {
+        let mut unrecorded = self.0.unrecorded.lock().expect("outbox poisoned");
+        unrecorded.insert(id, message_id);
+    }
+
+    fn release(&self, id: OutboxId) {
+        self.0.busy.lock().expect("outbox poisoned").remove(&id);
+    }
+}
+
+/// 1 s after the first failure, doubling up to [`MAX_BACKOFF`].
+fn backoff(attempts: u32) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << doublings).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(MAX_ATTEMPTS), MAX_BACKOFF);
+    }
+}

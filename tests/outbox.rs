@@ -1,0 +1,283 @@
+//! The outbox's deliverer against a real SQLite store and a scripted chat platform, pass by
+//! pass (`Deliverer::deliver_due`) with a fake clock: retries, a deliverer that dies with a
+//! message in flight, and a post whose id the store refuses.
+
+mod support;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use opsbot::domain::Platform;
+use opsbot::metrics::Metrics;
+use opsbot::outbox::{CLAIM_HOLD, Deliverer, OutboxSignal};
+use opsbot::ports::{
+    ChatOutbound, Claimed, Clock, FakeClock, OutboundError, OutboundMessage, OutboundTarget,
+    OutboxDepth, OutboxId, OutboxStore, Queued, Sent, StoreError,
+};
+use opsbot::store::SqliteStore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What the scripted platform does with the next post.
+enum Answer {
+    Fail(OutboundError),
+    /// Never answers (the process dies while the post is on its way).
+    Hang,
+}
+
+/// A chat platform that answers posts from a script (then accepts every post) and records
+/// the posts it accepted.
+#[derive(Default)]
+struct Scripted {
+    script: Mutex<VecDeque<Answer>>,
+    posted: Mutex<Vec<String>>,
+    attempts: Mutex<usize>,
+}
+
+impl Scripted {
+    fn new(script: impl IntoIterator<Item = Answer>) -> Arc<Self> {
+        Arc::new(Self {
+            script: Mutex::new(script.into_iter().collect()),
+            ..Self::default()
+        })
+    }
+
+    fn posted(&self) -> Vec<String> {
+        self.posted.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl ChatOutbound for Scripted {
+    async fn send(&self, _to: &OutboundTarget, message: &OutboundMessage) -> Sent {
+        *self.attempts.lock().unwrap() += 1;
+        let next = self.script.lock().unwrap().pop_front();
+        match next {
+            Some(Answer::Fail(e)) => Err(e),
+            Some(Answer::Hang) => std::future::pending().await,
+            None => {
+                let mut posted = self.posted.lock().unwrap();
+                posted.push(message.text.clone());
+                Ok(format!("m{}", posted.len()))
+            }
+        }
+    }
+
+    async fn edit(&self, _: &OutboundTarget, _: &str, _: &OutboundMessage) -> Sent<()> {
+        Ok(())
+    }
+}
+
+struct Setup {
+    store: Arc<SqliteStore>,
+    clock: Arc<FakeClock>,
+    metrics: Arc<Metrics>,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+        let store = SqliteStore::open(&url).await.expect("open sqlite store");
+        Self {
+            store: Arc::new(store),
+            clock: Arc::new(FakeClock::new(Utc::now())),
+            metrics: Arc::new(Metrics::new()),
+            _dir: dir,
+        }
+    }
+
+    fn deliverer(&self, store: Arc<dyn OutboxStore>, chat: Arc<Scripted>) -> Deliverer {
+        let clock: Arc<dyn Clock> = self.clock.clone();
+        let signal = OutboxSignal::default();
+        Deliverer::new(store, chat, clock, signal, self.metrics.clone())
+    }
+
+    async fn queue(&self, text: &str) -> OutboxId {
+        let queued = Queued {
+            to: OutboundTarget {
+                platform: Platform::Slack,
+                channel_id: "C1".into(),
+                thread: None,
+            },
+            message: OutboundMessage::text(text),
+        };
+        self.store.enqueue(&queued, self.clock.now()).await.unwrap()
+    }
+
+    async fn depth(&self) -> u64 {
+        self.store.outbox_depth().await.unwrap().pending
+    }
+}
+
+/// One pass of `deliverer`, waiting for the sends it started.
+async fn pass(deliverer: &Deliverer) {
+    let tasks = TaskTracker::new();
+    let token = CancellationToken::new();
+    deliverer.deliver_due(&tasks, &token).await.expect("pass");
+    tasks.close();
+    tasks.wait().await;
+}
+
+#[tokio::test]
+async fn a_failed_delivery_is_retried_later_and_posted_once() {
+    let s = Setup::new().await;
+    let chat = Scripted::new([Answer::Fail(OutboundError::Unavailable("502".into()))]);
+    let d = s.deliverer(s.store.clone(), chat.clone());
+    s.queue("expired").await;
+    pass(&d).await;
+    assert!(chat.posted().is_empty());
+    assert_eq!(s.depth().await, 1, "still queued after a failure");
+    pass(&d).await;
+    assert_eq!(
+        *chat.attempts.lock().unwrap(),
+        1,
+        "not due again before its backoff"
+    );
+    s.clock.advance(Duration::from_secs(1));
+    pass(&d).await;
+    assert_eq!(chat.posted(), ["expired"]);
+    assert_eq!(s.depth().await, 0);
+    s.clock.advance(CLAIM_HOLD * 2);
+    pass(&d).await;
+    assert_eq!(chat.posted(), ["expired"], "delivered once");
+    let metrics = s.metrics.encode();
+    assert!(
+        metrics.contains("opsbot_outbox_retried_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("opsbot_outbox_given_up_total 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_message_the_platform_will_never_take_is_given_up() {
+    let s = Setup::new().await;
+    let chat = Scripted::new([Answer::Fail(OutboundError::NotInChannel(
+        "not_in_channel".into(),
+    ))]);
+    let d = s.deliverer(s.store.clone(), chat.clone());
+    s.queue("nobody sees this").await;
+    pass(&d).await;
+    s.clock.advance(CLAIM_HOLD * 2);
+    pass(&d).await;
+    assert_eq!(*chat.attempts.lock().unwrap(), 1, "not tried again");
+    assert_eq!(s.depth().await, 0);
+    assert!(
+        s.metrics
+            .encode()
+            .contains("opsbot_outbox_given_up_total 1")
+    );
+}
+
+#[tokio::test]
+async fn a_message_decided_before_a_crash_is_posted_once_by_the_next_deliverer() {
+    let s = Setup::new().await;
+    s.queue("decided, never posted").await;
+    s.queue("in flight when it died").await;
+    // The first deliverer takes the first message's turn and dies while posting the second.
+    let dying = Scripted::new([
+        Answer::Fail(OutboundError::Unavailable("x".into())),
+        Answer::Hang,
+    ]);
+    let first = s.deliverer(s.store.clone(), dying.clone());
+    let (tasks, token) = (TaskTracker::new(), CancellationToken::new());
+    first.deliver_due(&tasks, &token).await.unwrap();
+    support::eventually("both sends started", support::WAIT, async || {
+        (*dying.attempts.lock().unwrap() == 2).then_some(())
+    })
+    .await;
+    token.cancel();
+    tasks.close();
+    tasks.wait().await;
+    drop(first);
+
+    let chat = Scripted::new([]);
+    let next = s.deliverer(s.store.clone(), chat.clone());
+    s.clock.advance(Duration::from_secs(1));
+    pass(&next).await;
+    assert_eq!(
+        chat.posted().len(),
+        1,
+        "the one that failed, once its backoff is over"
+    );
+    s.clock.advance(CLAIM_HOLD);
+    pass(&next).await;
+    s.clock.advance(CLAIM_HOLD * 2);
+    pass(&next).await;
+    let mut posted = chat.posted();
+    posted.sort();
+    assert_eq!(posted, ["decided, never posted", "in flight when it died"]);
+    assert_eq!(s.depth().await, 0);
+}
+
+/// The outbox of a store that refuses to record the first `refusals` deliveries.
+struct RefusesMarks {
+    store: Arc<SqliteStore>,
+    refusals: Mutex<u32>,
+}
+
+#[async_trait]
+impl OutboxStore for RefusesMarks {
+    async fn enqueue(&self, q: &Queued, now: DateTime<Utc>) -> Result<OutboxId, StoreError> {
+        self.store.enqueue(q, now).await
+    }
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        hold: Duration,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        self.store.claim_due(now, hold, limit).await
+    }
+    async fn mark_delivered(&self, id: OutboxId, message_id: &str) -> Result<bool, StoreError> {
+        let refused = {
+            let mut refusals = self.refusals.lock().unwrap();
+            let refuse = *refusals > 0;
+            *refusals = refusals.saturating_sub(1);
+            refuse
+        };
+        if refused {
+            return Err(StoreError::Unavailable("disk full".into()));
+        }
+        self.store.mark_delivered(id, message_id).await
+    }
+    async fn retry_at(&self, id: OutboxId, at: DateTime<Utc>, e: &str) -> Result<bool, StoreError> {
+        self.store.retry_at(id, at, e).await
+    }
+    async fn give_up(&self, id: OutboxId, e: &str) -> Result<bool, StoreError> {
+        self.store.give_up(id, e).await
+    }
+    async fn outbox_depth(&self) -> Result<OutboxDepth, StoreError> {
+        self.store.outbox_depth().await
+    }
+    async fn forget_outbox_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.store.forget_outbox_before(before).await
+    }
+}
+
+#[tokio::test]
+async fn a_post_whose_id_the_store_refuses_is_not_posted_again() {
+    let s = Setup::new().await;
+    let refusing = Arc::new(RefusesMarks {
+        store: s.store.clone(),
+        refusals: Mutex::new(2),
+    });
+    let chat = Scripted::new([]);
+    let d = s.deliverer(refusing.clone(), chat.clone());
+    s.queue("posted once").await;
+    pass(&d).await;
+    for _ in 0..3 {
+        s.clock.advance(CLAIM_HOLD * 2);
+        pass(&d).await;
+    }
+    assert_eq!(chat.posted(), ["posted once"]);
+    assert_eq!(*refusing.refusals.lock().unwrap(), 0);
+    assert_eq!(s.depth().await, 0, "its id stored in the end");
+}
