@@ -6,7 +6,45 @@
 mod slack_support;
 mod support;
 
-use slack_support::{Seen, fake_web_api, wait_for};
+use std::time::Duration;
+
+use slack_support::{Seen, wait_for};
+
+/// How long the fake Slack takes to answer `chat.postMessage`: a post in flight on one
+/// replica while the other looks for the group's message (a real post takes 100+ ms).
+const POST_TAKES: Duration = Duration::from_millis(300);
+
+/// A fake Slack Web API on 127.0.0.1:0 recording every call (method, JSON body) in `seen`;
+/// the Nth `chat.*` call gets `ts` 1700000000.00000N, and posts are answered slowly.
+async fn slow_slack(seen: Seen) -> String {
+    use axum::extract::{Path, State};
+    async fn api(
+        State(seen): State<Seen>,
+        Path(method): Path<String>,
+        body: String,
+    ) -> axum::Json<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let ts = {
+            let mut log = seen.lock().unwrap();
+            log.push((method.clone(), v.clone()));
+            let n = log.iter().filter(|(m, _)| m.starts_with("chat.")).count();
+            format!("1700000000.{n:06}")
+        };
+        if method == "chat.postMessage" {
+            tokio::time::sleep(POST_TAKES).await;
+        }
+        axum::Json(serde_json::json!({
+            "ok": true,
+            "channel": v["channel"],
+            "ts": ts,
+            "message": { "ts": ts, "text": v["text"] },
+        }))
+    }
+    let app = axum::Router::new()
+        .route("/api/{method}", axum::routing::post(api))
+        .with_state(seen);
+    support::serve_fake(app).await
+}
 
 /// A replica `name`'s config in its own folder under `dir`: Slack's Web API at `slack`,
 /// every alert group to channel `CALERTS`, the store in Postgres `schema`, a 2 s lease.
@@ -48,7 +86,7 @@ async fn one_message_per_group_across_replicas_edited_for_the_followers_changes(
         return;
     };
     let seen = Seen::default();
-    let slack = fake_web_api(None, seen.clone()).await;
+    let slack = slow_slack(seen.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let replicas: Vec<support::Serve> = ["a", "b"]
         .iter()

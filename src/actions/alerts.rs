@@ -220,13 +220,13 @@ impl AlertService {
         for g in groups {
             backlog.entry(g.clone()).or_insert_with(Instant::now);
         }
+        self.metrics.alert_backlog(backlog.len());
     }
 
     fn delivered(&self, group_key: &str) {
-        self.backlog
-            .lock()
-            .expect("backlog poisoned")
-            .remove(group_key);
+        let mut backlog = self.backlog.lock().expect("backlog poisoned");
+        backlog.remove(group_key);
+        self.metrics.alert_backlog(backlog.len());
     }
 
     /// Brings every message of one group up to date.
@@ -628,6 +628,7 @@ impl Delivery {
             service.delivering.store(false, Ordering::SeqCst);
             // Another replica delivers now: nothing here is waiting any more.
             service.backlog.lock().expect("backlog poisoned").clear();
+            service.metrics.alert_backlog(0);
         }
     }
 }
