@@ -184,7 +184,8 @@ impl App {
             clock: overrides.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             outbound,
         };
-        let alerts = alert_service(&config, &core);
+        let replica: Arc<str> = replica_name().into();
+        let alerts = alert_service(&config, &core, &replica);
         let health = Arc::new(HealthChecks::new(checks));
         let deps = router_deps(
             &config,
@@ -198,8 +199,12 @@ impl App {
         let router = Arc::new(Router::new(deps?));
         let inbound = Inbound::new(router.clone(), core.store.clone());
         let adapters = Adapters::new(&config, apis, &inbound, &core.outbound)?;
-        let replica: Arc<str> = replica_name().into();
         let (leader, election) = leadership(&config, &core, &replica);
+        // A reader beside a running `serve` (its SQLite gate says "leader") leaves delivery
+        // to that `serve`.
+        if overrides.access == Access::Exclusive {
+            spawn_alert_delivery(&alerts, &leader);
+        }
         Ok(App {
             config,
             router,
@@ -724,7 +729,17 @@ fn platform_outbound(config: &Config, apis: &Apis, metrics: Arc<Metrics>) -> Arc
     Arc::new(Throttled::new(Arc::new(platforms), spacing).with_metrics(metrics))
 }
 
-fn alert_service(config: &Config, core: &Core) -> Arc<AlertService> {
+/// Alert group messages are delivered by the leader alone (on SQLite, the one process),
+/// whichever replica stored the change; the loop ends when the service is dropped.
+fn spawn_alert_delivery(alerts: &Arc<AlertService>, leader: &LeaderGate) {
+    let delivery = alerts.delivery();
+    let stopped = delivery.stopped();
+    tokio::spawn(run_while_leader(leader.clone(), stopped, move |token| {
+        delivery.clone().run(token)
+    }));
+}
+
+fn alert_service(config: &Config, core: &Core, replica: &str) -> Arc<AlertService> {
     let notifiers: Vec<Arc<dyn GroupNotifier>> = (config.alerts.webhooks.iter())
         .map(|w| {
             Arc::new(SignedWebhook::new(w.url.clone(), w.secret.clone())) as Arc<dyn GroupNotifier>
@@ -737,6 +752,7 @@ fn alert_service(config: &Config, core: &Core) -> Arc<AlertService> {
         notifiers,
         core.clock.clone(),
         alert_routing(config),
+        replica,
     )
 }
 

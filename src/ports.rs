@@ -282,6 +282,25 @@ pub trait AlertStore: Send + Sync {
         message_id: &str,
         text: &str,
     ) -> Result<(), StoreError>;
+    /// Marks groups as changed, so the replica that delivers brings their messages up to
+    /// date: for changes other than `ingest_alerts`, which marks its groups in the same
+    /// statement (or transaction) that stores the alerts.
+    async fn mark_groups_changed(&self, group_keys: &[String]) -> Result<(), StoreError>;
+    /// Up to `limit` groups changed since their messages were last brought up to date, each
+    /// with the version that [`AlertStore::group_delivered`] then records.
+    async fn pending_groups(&self, limit: u32) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Records that a group's messages show every change up to `version` (never lowers it).
+    async fn group_delivered(&self, group_key: &str, version: i64) -> Result<(), StoreError>;
+    /// Claims the post of a group's first message in one channel (a conditional insert): true
+    /// if no one held the claim, `claim.holder` already did, or it was taken before
+    /// `claim.stale_before` (its holder died between claim and post).
+    async fn claim_group_post(
+        &self,
+        group_key: &str,
+        platform: Platform,
+        channel_id: &str,
+        claim: &PostClaim<'_>,
+    ) -> Result<bool, StoreError>;
     /// Firing, unacknowledged alerts last notified (or started) before `due_before`.
     async fn alerts_due_reminder(
         &self,
@@ -306,6 +325,15 @@ pub trait AlertStore: Send + Sync {
     /// Ends a silence now; false if there was no active silence with that id.
     async fn end_silence(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError>;
     async fn active_silences(&self, at: DateTime<Utc>) -> Result<Vec<Silence>, StoreError>;
+}
+
+/// Who claims a group's first post, when, and before when another's claim is stale.
+#[derive(Clone, Copy, Debug)]
+pub struct PostClaim<'a> {
+    /// The replica's name (`hostname:pid:random`): its own claim it may take again.
+    pub holder: &'a str,
+    pub at: DateTime<Utc>,
+    pub stale_before: DateTime<Utc>,
 }
 
 /// How many alerts are firing in all, and by severity label (`none` without one; values cut

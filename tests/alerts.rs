@@ -865,3 +865,104 @@ async fn a_posted_group_message_whose_id_cannot_be_stored_is_not_posted_again() 
         .count();
     assert_eq!(posts, 1, "{:?}", chat.messages());
 }
+
+/// A chat platform whose first post waits until `release` is notified: a replica caught in
+/// the middle of posting a group's first message.
+#[derive(Default)]
+struct SlowPosts {
+    posts: std::sync::atomic::AtomicUsize,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl opsbot::ports::ChatOutbound for SlowPosts {
+    async fn send(
+        &self,
+        _: &opsbot::ports::OutboundTarget,
+        _: &opsbot::ports::OutboundMessage,
+    ) -> opsbot::ports::Sent {
+        let n = self.posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n == 0 {
+            self.release.notified().await;
+        }
+        Ok(format!("m{n}"))
+    }
+
+    async fn edit(
+        &self,
+        _: &opsbot::ports::OutboundTarget,
+        _: &str,
+        _: &opsbot::ports::OutboundMessage,
+    ) -> opsbot::ports::Sent<()> {
+        Ok(())
+    }
+}
+
+/// Two replicas refreshing one new group at once (a leadership handover: the old leader
+/// still posting, the new one starting): the claim on the first post lets one post, the
+/// other tries again later and then edits that message.
+#[tokio::test]
+async fn two_refreshers_of_a_new_group_post_it_once() {
+    use opsbot::actions::alerts::{AlertRouting, AlertService, RefreshError, console_target};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("opsbot.db").display());
+    let store = opsbot::store::connect(&url.into(), 4, opsbot::store::Access::Exclusive)
+        .await
+        .unwrap();
+    let chat = Arc::new(SlowPosts::default());
+    let replica = |name: &str| {
+        AlertService::start(
+            store.clone(),
+            Arc::new(opsbot::metrics::Metrics::new()),
+            chat.clone(),
+            Vec::new(),
+            Arc::new(opsbot::ports::SystemClock),
+            AlertRouting {
+                default: Some(console_target("ops")),
+                max_listed: 10,
+                ..AlertRouting::default()
+            },
+            name,
+        )
+    };
+    let (old_leader, new_leader) = (replica("host:1:a"), replica("host:2:b"));
+    let alert = opsbot::domain::IncomingAlert {
+        source: opsbot::domain::AlertSource::Webhook,
+        fingerprint: "f1".into(),
+        group_key: "g".into(),
+        status: AlertStatus::Firing,
+        labels: [("alertname".to_owned(), "DiskFull".to_owned())].into(),
+        annotations: Default::default(),
+        starts_at: chrono::Utc::now(),
+        ends_at: None,
+        generator_url: None,
+    };
+    old_leader.ingest(vec![alert]).await.unwrap();
+    let posting = tokio::spawn({
+        let old_leader = old_leader.clone();
+        async move { old_leader.refresh_group("g").await }
+    });
+    let posts = || chat.posts.load(std::sync::atomic::Ordering::SeqCst);
+    eventually("the old leader to be posting", WAIT, async || {
+        satisfies(posts(), |n| *n == 1)
+    })
+    .await;
+    let second = new_leader.refresh_group("g").await;
+    assert!(
+        matches!(second, Err(RefreshError::Claimed(_))),
+        "{second:?}"
+    );
+    chat.release.notify_one();
+    posting.await.unwrap().unwrap();
+    assert_eq!(posts(), 1);
+    assert_eq!(
+        store
+            .group_message("g", opsbot::domain::Platform::Console, "ops")
+            .await
+            .unwrap()
+            .map(|(id, _)| id),
+        Some("m0".to_owned())
+    );
+    new_leader.refresh_group("g").await.unwrap();
+    assert_eq!(posts(), 1, "the new leader found the message to edit");
+}

@@ -1,15 +1,19 @@
 //! Alert handling: ingest (store first, then notify), routing alert groups to channels by
 //! label matchers, and keeping one chat message per group and channel up to date (edited in
-//! place, summarised when the group is too large). Notification runs in one background
-//! worker fed with "this group changed" signals, so bursts of deliveries coalesce into a
-//! few edits and the HTTP answer never waits for chat.
+//! place, summarised when the group is too large). Delivery runs on one replica (the
+//! leader, see [`Delivery`]) in one loop fed with "this group changed" signals from this
+//! process and with the groups the store marks as changed by any replica, so bursts of
+//! deliveries coalesce into a few edits and the HTTP answer never waits for chat; a group's
+//! first post is claimed in the store, so it gets one message across replicas.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use crate::domain::{
@@ -17,7 +21,7 @@ use crate::domain::{
 };
 use crate::ports::{
     ChatAction, ChatOutbound, Clock, GroupNotifier, OutboundError, OutboundMessage, OutboundTarget,
-    Store, StoreError,
+    PostClaim, Store, StoreError,
 };
 
 /// A routing rule: groups whose common labels match every matcher go to `target`.
@@ -72,7 +76,19 @@ pub struct AlertService {
     unrecorded: std::sync::Mutex<std::collections::HashMap<Slot, (String, String)>>,
     clock: Arc<dyn Clock>,
     routing: AlertRouting,
+    /// In-process "this group changed" signals to the delivery loop, sent only while it runs
+    /// (a follower's would pile up unread; the store's marks reach the leader instead).
     changed: mpsc::UnboundedSender<String>,
+    /// The receiving end, held by the one delivery loop running (one term at a time).
+    inbox: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>>,
+    /// Whether this replica's delivery loop runs (it leads).
+    delivering: Arc<AtomicBool>,
+    /// Groups whose delivery failed, not to be tried again before then (Retry-After).
+    retry_at: std::sync::Mutex<HashMap<String, Instant>>,
+    /// This replica's name, which its claims on first posts carry.
+    holder: String,
+    /// Cancelled when the service is dropped: ends its delivery loop.
+    stopped: CancellationToken,
 }
 
 /// One group's message in one channel: (group key, platform, channel id).
@@ -81,8 +97,22 @@ type Slot = (String, Platform, String);
 /// Delay before a group whose notification failed is tried again.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
 
+/// How often the delivering replica asks the store for groups changed by other replicas
+/// (or left undelivered by a leader that died).
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// Pending groups read from the store per round.
+const PENDING_BATCH: u32 = 1000;
+
+/// Age after which another replica's claim on a group's first post is taken over: longer
+/// than any post takes (pacing and Retry-After included), so it only frees the claims of
+/// replicas that died between claim and post. A newer leader does not take a claim at once:
+/// the old leader may be finishing that very post during the handover.
+const CLAIM_STALE: Duration = Duration::from_secs(60);
+
 impl AlertService {
-    /// Builds the service and starts its notification worker.
+    /// Builds the service for the replica named `holder`. Nothing is delivered until its
+    /// [`Delivery`] runs (on the leader).
     pub fn start(
         store: Arc<dyn Store>,
         metrics: Arc<crate::metrics::Metrics>,
@@ -90,22 +120,35 @@ impl AlertService {
         notifiers: Vec<Arc<dyn GroupNotifier>>,
         clock: Arc<dyn Clock>,
         routing: AlertRouting,
+        holder: &str,
     ) -> Arc<Self> {
         let (changed, rx) = mpsc::unbounded_channel();
-        let service = Arc::new(Self {
+        Arc::new(Self {
             store,
             metrics,
             outbound,
             notifiers,
-            notified: std::sync::Mutex::new(std::collections::HashMap::new()),
-            unrecorded: std::sync::Mutex::new(std::collections::HashMap::new()),
-            backlog: std::sync::Mutex::new(std::collections::HashMap::new()),
+            notified: std::sync::Mutex::new(HashMap::new()),
+            unrecorded: std::sync::Mutex::new(HashMap::new()),
+            backlog: std::sync::Mutex::new(HashMap::new()),
             clock,
             routing,
             changed,
-        });
-        tokio::spawn(notify_worker(Arc::downgrade(&service), rx));
-        service
+            inbox: Arc::new(tokio::sync::Mutex::new(rx)),
+            delivering: Arc::new(AtomicBool::new(false)),
+            retry_at: std::sync::Mutex::new(HashMap::new()),
+            holder: holder.to_owned(),
+            stopped: CancellationToken::new(),
+        })
+    }
+
+    /// The delivery loop's handle, to run on the replica that delivers (see [`Delivery`]).
+    pub fn delivery(self: &Arc<Self>) -> Delivery {
+        Delivery {
+            service: Arc::downgrade(self),
+            inbox: self.inbox.clone(),
+            stopped: self.stopped.clone(),
+        }
     }
 
     /// Stores the alerts (one transaction) and schedules their groups' messages. Returns
@@ -116,9 +159,10 @@ impl AlertService {
         alerts.dedup_by(|a, b| a.fingerprint == b.fingerprint);
         self.store.ingest_alerts(&alerts, self.clock.now()).await?;
         self.metrics.alerts_received(alerts.len());
+        // The store marked the groups changed with the alerts; this is the fast path.
         let groups: BTreeSet<&str> = alerts.iter().map(|a| a.group_key.as_str()).collect();
         for g in groups {
-            self.touch(g);
+            self.signal(g);
         }
         Ok(alerts.len())
     }
@@ -135,17 +179,34 @@ impl AlertService {
             .collect())
     }
 
-    /// Schedules a refresh of a group's messages (after an ack, resolve or silence).
+    /// Schedules a refresh of a group's messages (after an ack, resolve or silence): marked
+    /// changed in the store, so the replica that delivers learns of it wherever it runs, then
+    /// signalled here. In the background, because the change is already stored.
     pub fn touch(&self, group_key: &str) {
-        self.backlog
-            .lock()
-            .expect("backlog poisoned")
-            .entry(group_key.to_owned())
-            .or_insert_with(std::time::Instant::now);
-        let _ = self.changed.send(group_key.to_owned());
+        let (store, group) = (self.store.clone(), group_key.to_owned());
+        let (changed, delivering) = (self.changed.clone(), self.delivering.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .mark_groups_changed(std::slice::from_ref(&group))
+                .await
+            {
+                warn!(group = %group, error = %e, "could not mark an alert group changed");
+            }
+            if delivering.load(Ordering::SeqCst) {
+                let _ = changed.send(group);
+            }
+        });
     }
 
-    /// How many groups wait for delivery, and for how long the oldest has waited.
+    /// Tells this process's delivery loop, if it runs, that a group changed.
+    fn signal(&self, group_key: &str) {
+        if self.delivering.load(Ordering::SeqCst) {
+            let _ = self.changed.send(group_key.to_owned());
+        }
+    }
+
+    /// How many groups wait for delivery, and for how long the oldest has waited: on the
+    /// replica that delivers (elsewhere none).
     pub fn backlog(&self) -> (usize, Option<Duration>) {
         let backlog = self.backlog.lock().expect("backlog poisoned");
         let oldest = backlog.values().min().map(|t| t.elapsed());
@@ -153,11 +214,19 @@ impl AlertService {
         (backlog.len(), oldest)
     }
 
+    /// Counts `groups` as waiting, keeping when each started to.
+    fn waiting<'g>(&self, groups: impl Iterator<Item = &'g String>) {
+        let mut backlog = self.backlog.lock().expect("backlog poisoned");
+        for g in groups {
+            backlog.entry(g.clone()).or_insert_with(Instant::now);
+        }
+        self.metrics.alert_backlog(backlog.len());
+    }
+
     fn delivered(&self, group_key: &str) {
-        self.backlog
-            .lock()
-            .expect("backlog poisoned")
-            .remove(group_key);
+        let mut backlog = self.backlog.lock().expect("backlog poisoned");
+        backlog.remove(group_key);
+        self.metrics.alert_backlog(backlog.len());
     }
 
     /// Brings every message of one group up to date.
@@ -257,13 +326,37 @@ impl AlertService {
                 .map(|()| message_id),
             // Nothing worth a new message: everything already resolved or silenced.
             (None, None) if view.all_quiet => return Ok(()),
-            (None, None) => self.outbound.send(target, &view.message).await,
+            (None, None) => {
+                if !self.claim_post(view.key, target).await? {
+                    failures.claimed(target);
+                    return Ok(());
+                }
+                self.outbound.send(target, &view.message).await
+            }
         };
         match delivered {
             Ok(message_id) => self.record(slot, message_id, &view.text).await?,
             Err(e) => failures.note(e, &format!("{}:{}", target.platform, target.channel_id)),
         }
         Ok(())
+    }
+
+    /// Claims the post of the group's first message in one channel; false while another
+    /// replica holds the claim (it is posting, or was until it died: see [`CLAIM_STALE`]).
+    async fn claim_post(
+        &self,
+        group_key: &str,
+        target: &OutboundTarget,
+    ) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let claim = PostClaim {
+            holder: &self.holder,
+            at: now,
+            stale_before: now - chrono::Duration::from_std(CLAIM_STALE).unwrap_or_default(),
+        };
+        (self.store)
+            .claim_group_post(group_key, target.platform, &target.channel_id, &claim)
+            .await
     }
 
     /// Stores which message shows a group in a channel, remembering it in memory until the
@@ -331,6 +424,13 @@ struct Failures<'a> {
 }
 
 impl Failures<'_> {
+    /// Another replica holds the claim on the group's first post here: tried again later,
+    /// to edit its message once stored (or to post, once the claim is stale).
+    fn claimed(&mut self, target: &OutboundTarget) {
+        let what = format!("{}:{}", target.platform, target.channel_id);
+        self.retry.get_or_insert(RefreshError::Claimed(what));
+    }
+
     fn note(&mut self, e: OutboundError, what: &str) {
         match e {
             OutboundError::Undeliverable(why) | OutboundError::NotInChannel(why) => {
@@ -475,45 +575,143 @@ pub enum RefreshError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Outbound(#[from] OutboundError),
+    #[error("another replica is posting this group's first message in {0}")]
+    Claimed(String),
 }
 
-async fn notify_worker(
+/// The delivery loop of one [`AlertService`], run by the replica that delivers (the
+/// leader; on SQLite the one process) for as long as it does: each round it brings up to
+/// date the groups signalled in this process and those the store marks as changed (by any
+/// replica, or left undelivered by a previous leader), then records them delivered. Holds
+/// the service weakly: it ends when the service is dropped.
+#[derive(Clone)]
+pub struct Delivery {
     service: std::sync::Weak<AlertService>,
-    mut rx: mpsc::UnboundedReceiver<String>,
-) {
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 1024).await > 0 {
-        let Some(service) = service.upgrade() else {
+    inbox: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>>,
+    stopped: CancellationToken,
+}
+
+impl Delivery {
+    /// Cancelled once the service is dropped.
+    pub fn stopped(&self) -> CancellationToken {
+        self.stopped.clone()
+    }
+
+    /// Delivers until `token` is cancelled (leadership lost) or the service is dropped. The
+    /// first round runs at once: what changed while no one delivered goes out first. A
+    /// refresh under way when `token` is cancelled finishes (claims keep it from posting a
+    /// group a second time).
+    pub async fn run(self, token: CancellationToken) {
+        let mut inbox = self.inbox.lock().await;
+        let Some(service) = self.service.upgrade() else {
             return;
         };
-        let groups: BTreeSet<String> = batch.drain(..).collect();
-        for group in groups {
-            let result = service.refresh_group(&group).await;
-            if result.is_ok() {
-                service.delivered(&group);
+        service.delivering.store(true, Ordering::SeqCst);
+        drop(service);
+        let mut poll = tokio::time::interval(POLL_EVERY);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = self.stopped.cancelled() => break,
+                n = inbox.recv_many(&mut batch, 1024) => if n == 0 { break },
+                _ = poll.tick() => {}
             }
-            if let Err(e) = result {
-                if let RefreshError::Outbound(
-                    OutboundError::Undeliverable(why) | OutboundError::NotInChannel(why),
-                ) = &e
-                {
-                    error!(group = %group, reason = %why, "alert group message cannot be delivered");
-                    continue;
-                }
-                let delay = match &e {
-                    RefreshError::Outbound(OutboundError::RetryAfter(d)) => *d,
-                    _ => RETRY_DELAY,
-                };
-                warn!(group = %group, error = %e, retry_in_ms = delay.as_millis() as u64, "alert notification failed; will retry");
-                let tx = service.changed.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    if tx.send(group).is_err() {
-                        error!("alert notifier stopped with a group still undelivered");
-                    }
-                });
+            let Some(service) = self.service.upgrade() else {
+                return;
+            };
+            let signalled: BTreeSet<String> = batch.drain(..).collect();
+            service.deliver_round(signalled, &token).await;
+        }
+        if let Some(service) = self.service.upgrade() {
+            service.delivering.store(false, Ordering::SeqCst);
+            // Another replica delivers now: nothing here is waiting any more.
+            service.backlog.lock().expect("backlog poisoned").clear();
+            service.metrics.alert_backlog(0);
+        }
+    }
+}
+
+impl AlertService {
+    /// One delivery round: the groups `signalled`, those the store holds as changed, and
+    /// those whose retry is due; each refreshed unless its retry is not due yet.
+    async fn deliver_round(&self, signalled: BTreeSet<String>, token: &CancellationToken) {
+        let mut due: BTreeMap<String, Option<i64>> =
+            signalled.into_iter().map(|g| (g, None)).collect();
+        match self.store.pending_groups(PENDING_BATCH).await {
+            Ok(pending) => due.extend(pending.into_iter().map(|(g, v)| (g, Some(v)))),
+            Err(e) => warn!(error = %e, "could not read which alert groups changed"),
+        }
+        let now = Instant::now();
+        let waiting: HashSet<String> = {
+            let retry_at = self.retry_at.lock().expect("retry_at poisoned");
+            for g in retry_at.keys() {
+                due.entry(g.clone()).or_default();
+            }
+            (retry_at.iter())
+                .filter(|(_, at)| **at > now)
+                .map(|(g, _)| g.clone())
+                .collect()
+        };
+        self.waiting(due.keys());
+        for (group, version) in due {
+            if token.is_cancelled() {
+                return;
+            }
+            if !waiting.contains(&group) {
+                self.deliver_group(&group, version).await;
             }
         }
+    }
+
+    /// Refreshes one group; once done, records it delivered up to `version` (when it was
+    /// read from the store), or else schedules it again.
+    async fn deliver_group(&self, group: &str, version: Option<i64>) {
+        let e = match self.refresh_group(group).await {
+            Ok(()) => return self.done(group, version).await,
+            Err(e) => e,
+        };
+        if let RefreshError::Outbound(
+            OutboundError::Undeliverable(why) | OutboundError::NotInChannel(why),
+        ) = &e
+        {
+            error!(group = %group, reason = %why, "alert group message cannot be delivered");
+            return self.done(group, version).await;
+        }
+        let delay = match &e {
+            RefreshError::Outbound(OutboundError::RetryAfter(d)) => *d,
+            _ => RETRY_DELAY,
+        };
+        warn!(group = %group, error = %e, retry_in_ms = delay.as_millis() as u64, "alert notification failed; will retry");
+        (self.retry_at.lock().expect("retry_at poisoned"))
+            .insert(group.to_owned(), Instant::now() + delay);
+        let (tx, group) = (self.changed.clone(), group.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(group);
+        });
+    }
+
+    async fn done(&self, group: &str, version: Option<i64>) {
+        self.retry_at
+            .lock()
+            .expect("retry_at poisoned")
+            .remove(group);
+        self.delivered(group);
+        let Some(version) = version else {
+            return;
+        };
+        if let Err(e) = self.store.group_delivered(group, version).await {
+            // Delivered again next round: unchanged text sends nothing.
+            warn!(group = %group, error = %e, "could not record an alert group delivered");
+        }
+    }
+}
+
+impl Drop for AlertService {
+    fn drop(&mut self) {
+        self.stopped.cancel();
     }
 }
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::sql::{Arg, Backend, changed_one, execute, fetch_all, fetch_one, fetch_optional};
 use super::{OnPool, SqlStore};
 use crate::domain::{Alert, AlertId, IncomingAlert, Matcher, Platform, Silence};
-use crate::ports::{AlertStore, DeliveryLog, FiringCount, StoreError};
+use crate::ports::{AlertStore, DeliveryLog, FiringCount, PostClaim, StoreError};
 
 pub(crate) const SELECT_ALERT: &str = "SELECT id, fingerprint, source, group_key, status, labels, annotations, \
      starts_at, ends_at, generator_url, first_seen, last_seen, acked_by, acked_at, resolved_at FROM alerts";
@@ -128,12 +128,13 @@ const FORGET_BATCH: i64 = 5000;
 /// One multi-row upsert of `alerts` (distinct fingerprints: Postgres refuses to update a row
 /// twice in one statement). A resolved alert that fires again starts a new episode, so its
 /// acknowledgement is cleared.
-fn upsert_alerts<DB: Backend>(
+fn push_upsert<DB: Backend>(
+    q: &mut sqlx::QueryBuilder<DB>,
     alerts: &[&IncomingAlert],
     now: DateTime<Utc>,
-) -> sqlx::QueryBuilder<DB> {
+) {
     let now = now.timestamp_micros();
-    let mut q = sqlx::QueryBuilder::new(
+    q.push(
         "INSERT INTO alerts (fingerprint, source, group_key, status, labels, annotations, starts_at, \
          ends_at, generator_url, first_seen, last_seen, resolved_at) ",
     );
@@ -170,6 +171,43 @@ fn upsert_alerts<DB: Backend>(
            starts_at = excluded.starts_at, \
            status = excluded.status",
     );
+}
+
+/// Bumps a group's version (a new group starts pending at 1 with 0 delivered).
+const BUMP_GROUP: &str =
+    " ON CONFLICT (group_key) DO UPDATE SET version = alert_groups.version + 1";
+
+/// The upsert of `alerts` as one statement; where the backend allows (Postgres), the same
+/// statement also marks every group it touched as changed, in group order (so concurrent
+/// deliveries lock group rows in one order).
+fn upsert_alerts<DB: Backend>(
+    alerts: &[&IncomingAlert],
+    now: DateTime<Utc>,
+) -> sqlx::QueryBuilder<DB> {
+    if !DB::WRITABLE_CTE {
+        let mut q = sqlx::QueryBuilder::new("");
+        push_upsert(&mut q, alerts, now);
+        return q;
+    }
+    let mut q = sqlx::QueryBuilder::new("WITH stored AS (");
+    push_upsert(&mut q, alerts, now);
+    q.push(
+        " RETURNING group_key) INSERT INTO alert_groups (group_key, version, delivered) \
+         SELECT DISTINCT group_key, 1, 0 FROM stored ORDER BY group_key",
+    );
+    q.push(BUMP_GROUP);
+    q
+}
+
+/// Marks `groups` as changed, in one statement.
+fn mark_groups<DB: Backend>(groups: &std::collections::BTreeSet<&str>) -> sqlx::QueryBuilder<DB> {
+    let mut q =
+        sqlx::QueryBuilder::new("INSERT INTO alert_groups (group_key, version, delivered) ");
+    q.push_values(groups, |mut row, g| {
+        DB::push(&mut row, *g);
+        row.push("1").push("0");
+    });
+    q.push(BUMP_GROUP);
     q
 }
 
@@ -190,15 +228,16 @@ pub(crate) async fn record_delivery<DB: Backend>(
     changed_one(DB::on_conn(conn), q).await
 }
 
-/// Stores `alerts` (distinct fingerprints) on `conn`: one statement per chunk (each
-/// statement is a round trip to the driver); a single chunk is atomic on its own, several
-/// share a transaction.
+/// Stores `alerts` (distinct fingerprints) on `conn` and marks their groups as changed:
+/// one statement per chunk (each statement is a round trip to the driver), which on Postgres
+/// marks the groups too; a single such chunk is atomic on its own. Otherwise (several chunks,
+/// or SQLite's separate marking statement) they share a transaction.
 pub(crate) async fn upsert_on<DB: Backend>(
     conn: &mut DB::Connection,
     alerts: &[&IncomingAlert],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    if alerts.len() <= UPSERT_CHUNK {
+    if DB::WRITABLE_CTE && alerts.len() <= UPSERT_CHUNK {
         return execute(DB::on_conn(conn), upsert_alerts(alerts, now).build())
             .await
             .map(drop);
@@ -208,6 +247,10 @@ pub(crate) async fn upsert_on<DB: Backend>(
         .map_err(super::backend)?;
     for chunk in alerts.chunks(UPSERT_CHUNK) {
         execute(DB::on_conn(&mut tx), upsert_alerts(chunk, now).build()).await?;
+    }
+    if !DB::WRITABLE_CTE {
+        let groups = alerts.iter().map(|a| a.group_key.as_str()).collect();
+        execute(DB::on_conn(&mut tx), mark_groups(&groups).build()).await?;
     }
     tx.commit().await.map_err(super::backend)
 }
@@ -354,6 +397,58 @@ impl<DB: Backend> AlertStore for SqlStore<DB> {
         .arg(message_id)
         .arg(text);
         execute(self.ex(), q).await.map(drop)
+    }
+
+    async fn mark_groups_changed(&self, group_keys: &[String]) -> Result<(), StoreError> {
+        let groups: std::collections::BTreeSet<&str> =
+            group_keys.iter().map(String::as_str).collect();
+        if groups.is_empty() {
+            return Ok(());
+        }
+        execute(self.ex(), mark_groups(&groups).build())
+            .await
+            .map(drop)
+    }
+
+    async fn pending_groups(&self, limit: u32) -> Result<Vec<(String, i64)>, StoreError> {
+        let q = sqlx::query(
+            "SELECT group_key, version FROM alert_groups WHERE version > delivered \
+             ORDER BY group_key LIMIT $1",
+        )
+        .arg(&i64::from(limit));
+        fetch_all(self.ex(), q).await
+    }
+
+    async fn group_delivered(&self, group_key: &str, version: i64) -> Result<(), StoreError> {
+        let q = sqlx::query(
+            "UPDATE alert_groups SET delivered = $2 WHERE group_key = $1 AND delivered < $2",
+        )
+        .arg(group_key)
+        .arg(&version);
+        execute(self.ex(), q).await.map(drop)
+    }
+
+    async fn claim_group_post(
+        &self,
+        group_key: &str,
+        platform: Platform,
+        channel_id: &str,
+        claim: &PostClaim<'_>,
+    ) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "INSERT INTO alert_post_claims (group_key, platform, channel_id, claimed_by, claimed_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (group_key, platform, channel_id) \
+             DO UPDATE SET claimed_by = excluded.claimed_by, claimed_at = excluded.claimed_at \
+             WHERE alert_post_claims.claimed_by = excluded.claimed_by \
+             OR alert_post_claims.claimed_at < $6",
+        )
+        .arg(group_key)
+        .arg(platform.as_str())
+        .arg(channel_id)
+        .arg(claim.holder)
+        .arg(&claim.at.timestamp_micros())
+        .arg(&claim.stale_before.timestamp_micros());
+        changed_one(self.ex(), q).await
     }
 
     async fn alerts_due_reminder(

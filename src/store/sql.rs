@@ -89,6 +89,7 @@ pub(crate) trait Backend:
     + ReadRow<(String,)>
     + ReadRow<(i64, String)>
     + ReadRow<(String, String)>
+    + ReadRow<(String, i64)>
     + ReadRow<(i64, String, i64)>
     + ReadRow<AuditRow>
     + ReadRow<RunRow>
@@ -103,13 +104,19 @@ pub(crate) trait Backend:
     /// An alert row's `severity` label as text, or NULL (labels are a JSON object in TEXT;
     /// the one expression the backends spell differently).
     const SEVERITY: &'static str;
+    /// Whether a `WITH` may hold an `INSERT ... RETURNING` whose rows a second `INSERT`
+    /// reads: Postgres's data-modifying CTEs, which let one statement (one round trip) store
+    /// alerts and mark their groups; SQLite, in-process, takes a second statement instead.
+    const WRITABLE_CTE: bool;
 }
 
 impl Backend for sqlx::Sqlite {
     const SEVERITY: &'static str = "json_extract(labels, '$.severity')";
+    const WRITABLE_CTE: bool = false;
 }
 impl Backend for sqlx::Postgres {
     const SEVERITY: &'static str = "(labels::json ->> 'severity')";
+    const WRITABLE_CTE: bool = true;
 }
 
 /// The one thing the backends' query results do not share a trait for.
