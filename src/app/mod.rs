@@ -1,6 +1,13 @@
 //! Startup wiring: builds the store, limiter, catalogue, health checks and router from a
 //! validated config, and runs the `serve` and `chat` modes with graceful shutdown.
-//! This is the only place that knows which backend sits behind each port.
+//! This is the only place that knows which backend sits behind each port; [`leading`] runs
+//! what only the leader runs and [`chat`] wires the chat platforms.
+
+mod chat;
+mod leading;
+
+use chat::*;
+use leading::*;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -234,46 +241,6 @@ impl App {
         Self::build_with(config, overrides).await
     }
 
-    /// Starts electing the leader among the replicas on this store (Postgres; once, later
-    /// calls do nothing). The task ends after `shutdown`, once it has released the lease.
-    pub fn start_election(&self, shutdown: &CancellationToken) -> Option<JoinHandle<()>> {
-        let election = self.election.lock().expect("election poisoned").take()?;
-        tracing::info!(
-            replica = %self.replica,
-            lease_secs = self.config.cluster.lease_secs,
-            "electing the leader among the replicas on this store"
-        );
-        Some(election.spawn(shutdown.clone()))
-    }
-
-    /// Runs `work` only while this replica leads (`leader::run_while_leader`); meanwhile
-    /// `standby` says what this replica shows for it.
-    fn spawn_leader_only<F, Fut>(&self, shutdown: &CancellationToken, standby: Standby, mut work: F)
-    where
-        F: FnMut(CancellationToken) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let liveness = self.liveness.clone();
-        let show = move || match standby {
-            Standby::Loop(name) => liveness.forget(name),
-            Standby::Adapter(name) => liveness.set_adapter(name, AdapterState::Standby),
-        };
-        if self.leader.current() == Leadership::Follower {
-            show();
-        }
-        let gate = self.leader.clone();
-        tokio::spawn(run_while_leader(gate, shutdown.clone(), move |token| {
-            let (work, show) = (work(token.clone()), show.clone());
-            async move {
-                work.await;
-                // Stopped, not failed: an adapter that gave up keeps saying why.
-                if token.is_cancelled() {
-                    show();
-                }
-            }
-        }));
-    }
-
     /// The periodic sweep, queuing its notices for this app's deliverer.
     pub fn sweeper(&self) -> Sweeper {
         Sweeper::new(self.router.clone(), self.outbox.clone())
@@ -320,73 +287,6 @@ impl App {
             request: s.request_timeout.0,
             max_connections: s.max_connections,
         }
-    }
-
-    /// Connects the chat platforms that receive by connecting out (Telegram polling or
-    /// webhook registration, the Discord gateway, Slack Socket Mode); each retries on its own and never stops
-    /// the others or `serve`. Telegram polling and the Discord gateway run on the leader
-    /// alone (Telegram ends all but one poller with 409s; one gateway session per bot is
-    /// enough); Slack Socket Mode spreads events over every open connection, and webhooks
-    /// reach whichever replica they are sent to.
-    pub fn spawn_adapters(&self, shutdown: &CancellationToken) {
-        let a = &self.adapters;
-        if a.slack.is_some() {
-            self.liveness.set_adapter("slack", AdapterState::Up);
-        }
-        if a.discord.as_ref().is_some_and(|d| d.serves_interactions()) {
-            self.liveness
-                .set_adapter("discord interactions", AdapterState::Up);
-        }
-        let socket_mode = self.config.slack.as_ref().map(|s| &s.receive);
-        if let (Some(state), Some(SlackReceive::SocketMode { app_token })) = (&a.slack, socket_mode)
-        {
-            tokio::spawn(crate::adapters::slack::socket::run(
-                state.clone(),
-                app_token.clone(),
-                self.liveness.clone(),
-                shutdown.clone(),
-            ));
-        }
-        if let Some(inbound) = a.telegram.clone() {
-            let liveness = self.liveness.clone();
-            let webhook = inbound.serves_webhook();
-            let run = move |token| {
-                crate::adapters::telegram::run(inbound.clone(), liveness.clone(), token)
-            };
-            if webhook {
-                tokio::spawn(run(shutdown.clone()));
-            } else {
-                self.spawn_leader_only(shutdown, Standby::Adapter("telegram"), run);
-            }
-        }
-        self.spawn_discord(shutdown);
-    }
-
-    /// Connects the Discord gateway, on the leader, when Discord is configured with
-    /// `gateway = true` (the default). It reconnects by itself and never stops `serve`.
-    fn spawn_discord(&self, shutdown: &CancellationToken) {
-        let Some(cfg) = self.config.discord.clone().filter(|d| d.gateway) else {
-            return;
-        };
-        let Some(state) = self.adapters.discord.clone() else {
-            return;
-        };
-        let liveness = self.liveness.clone();
-        self.spawn_leader_only(shutdown, Standby::Adapter("discord"), move |token| {
-            tracing::info!(
-                application_id = cfg.application_id,
-                "connecting the Discord gateway"
-            );
-            let gateway = crate::adapters::discord::spawn_gateway(
-                state.clone(),
-                &cfg,
-                liveness.clone(),
-                token,
-            );
-            async move {
-                let _ = gateway.await;
-            }
-        });
     }
 
     /// Binds the configured HTTP address.
@@ -464,46 +364,6 @@ impl App {
         }
         self.drain(deadline).await;
         Ok(())
-    }
-
-    /// The outbox's deliverer, on the leader (on SQLite, the one process).
-    pub fn spawn_outbox(&self, shutdown: &CancellationToken) {
-        let (deliverer, liveness) = (self.deliverer(), self.liveness.clone());
-        self.spawn_leader_only(shutdown, Standby::Loop("outbox"), move |token| {
-            deliverer.clone().run(liveness.clone(), token)
-        });
-    }
-
-    /// The periodic sweep, on the leader (on SQLite, the one process).
-    fn spawn_sweeper(&self, shutdown: &CancellationToken) {
-        let (sweeper, liveness) = (self.sweeper(), self.liveness.clone());
-        self.spawn_leader_only(shutdown, Standby::Loop("sweeper"), move |token| {
-            sweeper.clone().run(liveness.clone(), token)
-        });
-    }
-
-    /// The scheduled health checks and the heartbeat ping, when configured, on the leader.
-    /// A new leader's monitor starts from the alerts already firing in the store.
-    fn spawn_health(&self, shutdown: &CancellationToken) {
-        let h = &self.config.health;
-        if let Some(every) = h.every {
-            let (fail_after, severity) = (h.fail_after, h.severity.clone());
-            let (checks, alerts) = (self.health.clone(), self.alerts.clone());
-            let (clock, liveness) = (self.clock.clone(), self.liveness.clone());
-            let monitor = move |token| {
-                let monitor = HealthMonitor::new(fail_after, &severity);
-                let (checks, alerts) = (checks.clone(), alerts.clone());
-                let (clock, liveness) = (clock.clone(), liveness.clone());
-                monitor_forever(checks, monitor, alerts, clock, every.0, liveness, token)
-            };
-            self.spawn_leader_only(shutdown, Standby::Loop("health scheduler"), monitor);
-        }
-        if let Some(url) = h.heartbeat_url.clone() {
-            let (every, liveness) = (h.heartbeat_every.0, self.liveness.clone());
-            self.spawn_leader_only(shutdown, Standby::Loop("heartbeat"), move |token| {
-                heartbeat_forever(url.clone(), every, liveness.clone(), token)
-            });
-        }
     }
 
     /// The console on stdin in `serve`, when enabled with a user.
@@ -597,45 +457,6 @@ impl App {
     }
 }
 
-/// What a replica shows for leader-only work while it does not lead.
-#[derive(Clone, Copy)]
-enum Standby {
-    /// A loop that reports to liveness: forgotten, so not called stalled.
-    Loop(&'static str),
-    /// A chat adapter: shown on standby.
-    Adapter(&'static str),
-}
-
-/// How this process takes part in leadership: on SQLite it is the store's one user (the
-/// lock says so), so it always leads with no lease traffic; on Postgres it is elected.
-fn leadership(config: &Config, core: &Core, replica: &str) -> (LeaderGate, Option<Election>) {
-    if config
-        .store
-        .database_url
-        .expose_secret()
-        .starts_with("sqlite:")
-    {
-        return (LeaderGate::always(), None);
-    }
-    let store: Arc<dyn crate::ports::LeaseStore> = core.store.clone();
-    let ttl = config.cluster.lease();
-    let (election, gate) = Election::new(store, core.clock.clone(), replica.to_owned(), ttl);
-    (gate, Some(election))
-}
-
-/// This process's name among replicas: `hostname:pid:random` (the random part tells apart
-/// processes that reuse a pid, as containers do).
-fn replica_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into());
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}:{}:{}", std::process::id(), &random[..8])
-}
-
 /// Why `chat` goes on without HTTP, and what that changes: health checks of that address
 /// now reach whatever holds it (usually a running `opsbot serve`), not this session.
 fn chat_without_http(e: &StartupError) -> String {
@@ -655,21 +476,6 @@ fn chat_without_http(e: &StartupError) -> String {
     )
 }
 
-/// The chat platforms this config receives on: those configured, and the console when
-/// `serve` reads it.
-fn chat_platforms(config: &Config) -> Vec<Platform> {
-    let console = config.console.enabled && config.console.user.is_some();
-    [
-        (Platform::Console, console),
-        (Platform::Slack, config.slack.is_some()),
-        (Platform::Discord, config.discord.is_some()),
-        (Platform::Telegram, config.telegram.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(platform, on)| on.then_some(platform))
-    .collect()
-}
-
 async fn rate_limiter(backend: &LimiterBackend) -> Result<Arc<dyn RateLimiter>, StartupError> {
     Ok(match backend {
         LimiterBackend::Memory => Arc::new(MemoryLimiter::new()),
@@ -679,64 +485,6 @@ async fn rate_limiter(backend: &LimiterBackend) -> Result<Arc<dyn RateLimiter>, 
                 .map_err(|e| StartupError::Limiter(e.0))?,
         ),
     })
-}
-
-/// The API clients of the configured chat platforms: the outbound sends through them and
-/// the adapters answer through them.
-struct Apis {
-    slack: Option<Arc<SlackApi>>,
-    telegram: Option<Arc<TelegramApi>>,
-    discord: Option<Arc<DiscordApi>>,
-}
-
-impl Apis {
-    fn new(config: &Config) -> Result<Apis, StartupError> {
-        let slack = (config.slack.as_ref())
-            .map(|s| SlackApi::new(&s.api_url, &s.bot_token).map(Arc::new))
-            .transpose()
-            .map_err(StartupError::Config)?;
-        let telegram = (config.telegram.as_ref())
-            .map(|t| TelegramApi::new(&t.api_url, &t.bot_token).map(Arc::new))
-            .transpose()
-            .map_err(StartupError::Config)?;
-        let discord = (config.discord.as_ref()).map(|d| Arc::new(DiscordApi::new(d)));
-        Ok(Apis {
-            slack,
-            telegram,
-            discord,
-        })
-    }
-}
-
-/// Every configured platform (and the console) behind one outbound, paced per platform.
-fn platform_outbound(config: &Config, apis: &Apis, metrics: Arc<Metrics>) -> Arc<dyn ChatOutbound> {
-    let mut platforms =
-        PlatformOutbound::default().with(Platform::Console, Arc::new(ConsoleOutbound::default()));
-    if let Some(api) = &apis.slack {
-        platforms = platforms.with(Platform::Slack, api.clone());
-    }
-    if let Some(api) = &apis.telegram {
-        platforms = platforms.with(Platform::Telegram, api.clone());
-    }
-    if let Some(api) = &apis.discord {
-        platforms = platforms.with(Platform::Discord, api.clone());
-    }
-    let telegram_interval = config.telegram.as_ref().map(|t| t.send_interval.0);
-    let spacing = move |platform| match (platform, telegram_interval) {
-        (Platform::Telegram, Some(interval)) => interval,
-        _ => default_spacing(platform),
-    };
-    Arc::new(Throttled::new(Arc::new(platforms), spacing).with_metrics(metrics))
-}
-
-/// Alert group messages are delivered by the leader alone (on SQLite, the one process),
-/// whichever replica stored the change; the loop ends when the service is dropped.
-fn spawn_alert_delivery(alerts: &Arc<AlertService>, leader: &LeaderGate) {
-    let delivery = alerts.delivery();
-    let stopped = delivery.stopped();
-    tokio::spawn(run_while_leader(leader.clone(), stopped, move |token| {
-        delivery.clone().run(token)
-    }));
 }
 
 fn alert_service(config: &Config, core: &Core, replica: &str) -> Arc<AlertService> {
@@ -810,103 +558,6 @@ fn router_deps(
         env,
         base_dir: config.base_dir.clone(),
     })
-}
-
-/// The receiving side of each configured chat platform.
-struct Adapters {
-    slack: Option<SlackState>,
-    telegram: Option<TelegramInbound>,
-    discord: Option<DiscordState>,
-}
-
-impl Adapters {
-    fn new(
-        config: &Config,
-        apis: Apis,
-        inbound: &Inbound,
-        outbound: &Arc<dyn ChatOutbound>,
-    ) -> Result<Adapters, StartupError> {
-        let slack = (config.slack.as_ref().zip(apis.slack)).map(|(cfg, api)| {
-            SlackState::new(inbound.clone(), api, outbound.clone(), &cfg.signing_secret)
-                .with_command_prefix(&cfg.command_prefix)
-        });
-        let telegram = (config.telegram.as_ref().zip(apis.telegram)).map(|(cfg, api)| {
-            TelegramInbound::new(inbound.clone(), api, outbound.clone(), cfg.delivery.clone())
-        });
-        let discord = match config.discord.as_ref().zip(apis.discord) {
-            Some((cfg, api)) => {
-                let a = &config.approvals;
-                let hints = [a.approve_emoji.first(), a.deny_emoji.first()];
-                let hints: Vec<String> = hints.into_iter().flatten().cloned().collect();
-                Some(
-                    DiscordState::new(inbound.clone(), &api, outbound.clone(), cfg, &hints)
-                        .map_err(StartupError::Config)?,
-                )
-            }
-            None => None,
-        };
-        Ok(Adapters {
-            slack,
-            telegram,
-            discord,
-        })
-    }
-
-    fn none(&self) -> bool {
-        self.slack.is_none() && self.telegram.is_none() && self.discord.is_none()
-    }
-}
-
-/// Runs the health checks on a schedule and turns state changes into alerts.
-async fn monitor_forever(
-    checks: Arc<HealthChecks>,
-    mut monitor: HealthMonitor,
-    alerts: Arc<AlertService>,
-    clock: Arc<dyn Clock>,
-    every: std::time::Duration,
-    liveness: Arc<Liveness>,
-    shutdown: CancellationToken,
-) {
-    match alerts.firing_fingerprints("check:").await {
-        Ok(firing) => monitor.seed_firing(firing.iter().map(|f| &f["check:".len()..])),
-        Err(e) => tracing::warn!(error = %e, "could not read firing health-check alerts"),
-    }
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                let results = checks.run(None).await;
-                let changes = monitor.observe(&results, clock.now());
-                if !changes.is_empty()
-                    && let Err(e) = alerts.ingest(changes.clone()).await
-                {
-                    tracing::error!(error = %e, "could not store health-check alerts; will retry");
-                    monitor.revert(&changes);
-                }
-                liveness.tick("health scheduler", every);
-            }
-        }
-    }
-}
-
-/// Pings the configured heartbeat URL, an external dead-man's switch for opsbot itself.
-async fn heartbeat_forever(
-    url: secrecy::SecretString,
-    every: std::time::Duration,
-    liveness: Arc<Liveness>,
-    shutdown: CancellationToken,
-) {
-    let (client, url, liveness) = (&reqwest::Client::new(), &url, &liveness);
-    crate::periodic::every(every, &shutdown, move || async move {
-        match client.get(url.expose_secret()).timeout(every).send().await {
-            Ok(r) if r.status().is_success() => liveness.tick("heartbeat", every),
-            Ok(r) => tracing::warn!(status = r.status().as_u16(), "heartbeat ping rejected"),
-            Err(e) => tracing::warn!(error = %e.without_url(), "heartbeat ping failed"),
-        }
-    })
-    .await;
 }
 
 async fn wait_for_signal() {
