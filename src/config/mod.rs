@@ -5,6 +5,7 @@
 
 mod alerts;
 mod checks;
+mod oncall;
 mod people;
 mod platforms;
 mod sections;
@@ -21,6 +22,7 @@ use crate::domain::{Directory, line_col};
 
 pub use alerts::{AlertRouteConfig, AlertsConfig, NotifyWebhookConfig, RouteTarget};
 pub use checks::{CheckConfig, CheckProbe};
+pub use oncall::{OncallConfig, ScheduleConfig};
 pub use platforms::{DiscordConfig, SlackConfig, SlackReceive, TelegramConfig, TelegramDelivery};
 pub use sections::{
     ApprovalsConfig, BotConfig, BuiltinsConfig, CatalogConfig, ClusterConfig, ConsoleConfig,
@@ -68,6 +70,8 @@ pub struct Config {
     pub incidents: IncidentsConfig,
     pub health: HealthConfig,
     pub cluster: ClusterConfig,
+    /// On-call schedules (`[[oncall.schedules]]`).
+    pub oncall: OncallConfig,
     /// Telegram bot credentials; absent = no Telegram adapter.
     pub telegram: Option<TelegramConfig>,
     /// Slack app credentials; absent = no Slack adapter.
@@ -162,6 +166,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_oncall()?;
         let mut names = BTreeSet::new();
         for (i, check) in self.checks.iter().enumerate() {
             if !names.insert(check.name.as_str()) {
@@ -169,6 +174,30 @@ impl Config {
                     "checks[{i}] ({:?}): check name is used twice",
                     check.name
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Schedules named once, and every person they list known in `[[people]]`.
+    fn validate_oncall(&self) -> Result<(), String> {
+        let mut names = BTreeSet::new();
+        for s in &self.oncall.schedules {
+            let s = &s.schedule;
+            if !names.insert(s.name.as_str()) {
+                return Err(format!("oncall: schedule {} is defined twice", s.name));
+            }
+            for layer in &s.layers {
+                if let Some(who) = layer
+                    .people
+                    .iter()
+                    .find(|p| self.directory.person(p).is_none())
+                {
+                    return Err(format!(
+                        "oncall: schedule {} layer {} names {who:?}, who is not in [[people]]",
+                        s.name, layer.name
+                    ));
+                }
             }
         }
         Ok(())

@@ -13,6 +13,7 @@ mod event;
 mod identity;
 mod ids;
 mod incident;
+mod oncall;
 mod run;
 mod text;
 mod time;
@@ -32,6 +33,7 @@ pub use ids::{AlertId, IncidentId, RunId};
 pub use incident::{
     Incident, IncidentStatus, ResponseTargets, Severity, TimelineEntry, TimelineKind,
 };
+pub use oncall::{Handoff, Layer, OnCall, Override, Schedule, Window};
 pub use run::{NewRun, Run, RunResult, RunState, Vote, VoteTally};
 pub use text::{clip, line_col};
 pub use time::{HumanDuration, RateQuota, human_duration, parse_duration};
