@@ -127,6 +127,7 @@ pub struct Metrics {
     run_duration: Family<CommandLabels, Histogram>,
     outbound_failures: Family<KindLabel, Counter>,
     not_delivered: Family<PlatformLabel, Counter>,
+    unreachable: Family<PlatformLabel, Counter>,
     alert_backlog: Gauge,
     adapter_up: Family<PlatformLabel, Gauge>,
     webhook_refused: Family<RefusalLabels, Counter>,
@@ -159,6 +160,7 @@ impl Metrics {
             }),
             outbound_failures: Family::default(),
             not_delivered: Family::default(),
+            unreachable: Family::default(),
             alert_backlog: Gauge::default(),
             adapter_up: Family::default(),
             webhook_refused: Family::default(),
@@ -221,6 +223,11 @@ impl Metrics {
             "messages_not_delivered",
             "Bot messages given up on after the outbound's own retries, each logged with its text (alert group messages are tried again later by the alert service)",
             self.not_delivered.clone(),
+        );
+        registry.register(
+            "mentions_unreachable",
+            "People a message meant to mention who have no identity on its platform (named in plain text instead)",
+            self.unreachable.clone(),
         );
         registry.register(
             "alert_backlog_groups",
@@ -305,6 +312,7 @@ impl Metrics {
         }
         for platform in platforms {
             let _ = self.not_delivered.get_or_create(&platform_label(*platform));
+            let _ = self.unreachable.get_or_create(&platform_label(*platform));
             let _ = self.adapter_up.get_or_create(&platform_label(*platform));
         }
         let chat = platforms.iter().filter_map(|p| match p {
@@ -361,6 +369,13 @@ impl Metrics {
     pub fn outbound_failure(&self, kind: &'static str) {
         self.outbound_failures
             .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    /// A person to mention has no identity on `platform`.
+    pub fn mention_unreachable(&self, platform: Platform) {
+        self.unreachable
+            .get_or_create(&platform_label(platform))
             .inc();
     }
 

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Alert, AlertId, AuditEntry, AuditRecord, Incident, IncidentId, IncomingAlert, NewRun, Platform,
-    RateQuota, Run, RunId, RunResult, RunState, Silence, TimelineEntry, UserRef, Visibility, Vote,
-    VoteTally,
+    Alert, AlertId, AuditEntry, AuditRecord, Incident, IncidentId, IncomingAlert, Mention,
+    MentionOf, NewRun, Override, Platform, RateQuota, Run, RunId, RunResult, RunState, Silence,
+    TimelineEntry, UserRef, Visibility, Vote, VoteTally,
 };
 
 /// Failure of the store boundary. The message is for logs, never for chat.
@@ -28,7 +28,15 @@ pub enum StoreError {
 /// Durable state. One trait, one behaviour, whichever backend is behind it.
 #[async_trait]
 pub trait Store:
-    RunStore + AlertStore + IncidentStore + DeliveryLog + LeaseStore + OutboxStore + Send + Sync
+    RunStore
+    + AlertStore
+    + IncidentStore
+    + DeliveryLog
+    + LeaseStore
+    + OutboxStore
+    + OncallStore
+    + Send
+    + Sync
 {
     /// Appends to the hash-chained audit log; returns once the record is committed.
     async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord, StoreError>;
@@ -411,6 +419,8 @@ pub struct OutboundMessage {
     pub priority: Priority,
     /// Who a reply is for; the bot's own posts (alerts, notices) always go to the channel.
     pub visibility: Visibility,
+    /// Spans of `text` that ping someone on the target platform; everything else is plain.
+    pub mentions: Vec<Mention>,
 }
 
 impl OutboundMessage {
@@ -434,6 +444,20 @@ impl OutboundMessage {
     pub fn with_visibility(mut self, visibility: Visibility) -> Self {
         self.visibility = visibility;
         self
+    }
+
+    /// Appends `@name`, pinging `who` where given (an id on the target platform); without
+    /// one, the name stays plain text.
+    pub fn push_mention(&mut self, name: &str, who: Option<MentionOf>) {
+        let start = self.text.len();
+        self.text.push('@');
+        self.text.push_str(name);
+        if let Some(of) = who {
+            self.mentions.push(Mention {
+                range: start..self.text.len(),
+                of,
+            });
+        }
     }
 }
 
@@ -518,6 +542,21 @@ pub trait OutboxStore: Send + Sync {
     /// Forgets delivered and given-up messages queued before `before`, a bounded batch per
     /// call; returns how many.
     async fn forget_outbox_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// On-call overrides made from chat.
+#[async_trait]
+pub trait OncallStore: Send + Sync {
+    /// Stores an override (who made it and why, for the record); returns its number.
+    async fn add_override(
+        &self,
+        o: &Override,
+        by: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError>;
+    /// Overrides that end after `at` (under way or to come), oldest first.
+    async fn overrides_ending_after(&self, at: DateTime<Utc>) -> Result<Vec<Override>, StoreError>;
 }
 
 /// Durable incidents and their timelines.

@@ -914,7 +914,8 @@ fn invalid_discord_settings_refuse_to_start_with_a_clear_message() {
 /// Asserts that a message the bot sent or edited quotes `INJECTION` and pings nobody.
 fn assert_quiet(call: &Call) {
     assert!(
-        content_of(call).contains("<https://evil.example|Approve> @everyone"),
+        // Shown, with a zero-width space that keeps `@everyone` from reading as a mention.
+        content_of(call).contains("<https://evil.example|Approve> @\u{200B}everyone"),
         "{call:?}"
     );
     assert_eq!(

@@ -3,5 +3,6 @@
 
 pub mod alerts;
 pub mod health;
+pub mod oncall;
 pub mod postmortem;
 pub mod render;

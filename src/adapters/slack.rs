@@ -23,7 +23,10 @@ use slack_morphism::prelude::*;
 use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 
 use super::inbound::{Answer, InChannel, Inbound, STORE_UNREACHABLE};
-use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, RunId, UserRef, Visibility};
+use crate::domain::{
+    ChannelRef, EventPayload, InboundEvent, MentionOf, Platform, RunId, Segment, UserRef,
+    Visibility, segments,
+};
 use crate::ports::{
     ChatAction, ChatOutbound, OutboundError, OutboundMessage, OutboundTarget, Sent, StoreError,
 };
@@ -130,17 +133,34 @@ const TEXT_MAX: usize = 40_000;
 /// Prefix of the `action_id` of opsbot's buttons; the command itself travels in `value`.
 const ACTION_ID_PREFIX: &str = "opsbot_command_";
 
-/// `text` as Slack shows it literally, within `max` characters. opsbot's messages are plain
-/// text that quotes outside text (arguments, alert labels, script output), and Slack reads
-/// `<!channel>`, `<@U1>` and `<https://x|label>` in `text` and mrkdwn as pings and links:
-/// escaping `&`, `<` and `>` (Slack's documented escaping) keeps them inert. The core never
-/// means Slack markup (bare URLs are still linked by Slack). Every message opsbot sends to
-/// Slack passes through here.
-fn literal(text: &str, max: usize) -> String {
-    let escaped = text
-        .replace('&', "&amp;")
+/// `text` as Slack shows it literally. opsbot's messages are plain text that quotes outside
+/// text (arguments, alert labels, script output), and Slack reads `<!channel>`, `<@U1>` and
+/// `<https://x|label>` in `text` and mrkdwn as pings and links: escaping `&`, `<` and `>`
+/// (Slack's documented escaping) keeps them inert. The core never means Slack markup (bare
+/// URLs are still linked by Slack); its mentions are rendered by [`markup`] alone.
+fn literal(text: &str) -> String {
+    text.replace('&', "&amp;")
         .replace('<', "&lt;")
-        .replace('>', "&gt;");
+        .replace('>', "&gt;")
+}
+
+/// The message's text as Slack markup: literal text, and the message's own mentions as
+/// `<@U…>` (a person) or `<!subteam^S…>` (a user group). Every message opsbot sends to
+/// Slack passes through here.
+fn markup(message: &OutboundMessage) -> String {
+    segments(&message.text, &message.mentions)
+        .into_iter()
+        .map(|s| match s {
+            Segment::Text(t) => literal(t),
+            Segment::Mention(_, MentionOf::User(id)) => format!("<@{id}>"),
+            Segment::Mention(_, MentionOf::Group(id)) => format!("<!subteam^{id}>"),
+        })
+        .collect()
+}
+
+/// `escaped` within `max` characters, cut with an ellipsis; an escape or a mention cut in
+/// half is dropped rather than shown as text.
+fn within(escaped: String, max: usize) -> String {
     if escaped.chars().count() <= max {
         return escaped;
     }
@@ -149,11 +169,15 @@ fn literal(text: &str, max: usize) -> String {
         .nth(max.saturating_sub(1))
         .map_or(escaped.len(), |(i, _)| i);
     let mut head = &escaped[..cut];
-    // An escape cut in half would show as text: drop what is left of it.
     if let Some(amp) = head.rfind('&')
         && !head[amp..].contains(';')
     {
         head = &head[..amp];
+    }
+    if let Some(open) = head.rfind('<')
+        && !head[open..].contains('>')
+    {
+        head = &head[..open];
     }
     format!("{head}…")
 }
@@ -161,7 +185,7 @@ fn literal(text: &str, max: usize) -> String {
 /// The message as Slack content: its literal text (the notification and screen-reader
 /// fallback), and as Block Kit that text with one button per action when it fits a section.
 fn content(message: &OutboundMessage) -> (SlackMessageContent, Option<Vec<SlackBlock>>) {
-    let text = literal(&message.text, TEXT_MAX);
+    let text = within(markup(message), TEXT_MAX);
     let blocks = blocks(&text, &message.actions);
     (SlackMessageContent::new().with_text(text), blocks)
 }

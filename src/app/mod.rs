@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actions::alerts::{AlertRoute, AlertRouting, AlertService, Escalation};
 use crate::actions::health::{HealthChecks, HealthMonitor};
+use crate::actions::oncall::{OnCall, ScheduleEntry};
 use crate::adapters::PlatformOutbound;
 use crate::adapters::console::{Console, ConsoleOutbound};
 use crate::adapters::discord::{DiscordApi, DiscordState};
@@ -28,7 +29,7 @@ use crate::adapters::telegram::{TelegramApi, TelegramInbound};
 use crate::adapters::throttle::{Throttled, default_spacing};
 use crate::catalog::{Catalog, CatalogErrors};
 use crate::config::{Config, LimiterBackend, SlackReceive};
-use crate::domain::{Platform, ResponseTargets};
+use crate::domain::{Directory, Platform, ResponseTargets};
 use crate::hooks::HookState;
 use crate::http::{self, HttpState, ServerLimits};
 use crate::leader::{Election, LeaderGate, Leadership, run_while_leader};
@@ -504,6 +505,26 @@ fn alert_service(config: &Config, core: &Core, replica: &str) -> Arc<AlertServic
     )
 }
 
+fn oncall(config: &Config, core: &Core, directory: Arc<Directory>) -> OnCall {
+    let schedules = (config.oncall.schedules.iter())
+        .map(|s| ScheduleEntry {
+            schedule: s.schedule.clone(),
+            announce: s.announce.as_ref().map(|t| OutboundTarget {
+                platform: t.platform,
+                channel_id: t.channel.clone(),
+                thread: None,
+            }),
+        })
+        .collect();
+    OnCall::new(
+        schedules,
+        directory,
+        core.store.clone(),
+        core.clock.clone(),
+        core.metrics.clone(),
+    )
+}
+
 /// What the router is given: the config's policies as the router's types, and the ports.
 fn router_deps(
     config: &Config,
@@ -515,15 +536,18 @@ fn router_deps(
     env: EnvLookup,
 ) -> Result<RouterDeps, StartupError> {
     let (l, b, a) = (&config.limits, &config.builtins, &config.approvals);
+    let directory = Arc::new(config.directory.clone());
     Ok(RouterDeps {
         bot_name: config.bot.name.clone(),
         catalog: Arc::new(catalog),
-        directory: Arc::new(config.directory.clone()),
+        oncall: Arc::new(oncall(config, core, directory.clone())),
+        directory,
         access: BuiltinAccess {
             status: b.status_roles.clone(),
             audit: b.audit_roles.clone(),
             alerts: b.alerts_roles.clone(),
             respond: b.responder_roles.clone(),
+            oncall: b.oncall_roles.clone(),
         },
         alerts,
         silence_sync: (config.alerts.alertmanager_url.as_deref())

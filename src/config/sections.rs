@@ -297,6 +297,8 @@ pub struct BuiltinsConfig {
     pub alerts_roles: Vec<Role>,
     /// May act on alerts (`/ack`, `/silence`, `/unsilence`, `/resolve`).
     pub responder_roles: Vec<Role>,
+    /// May stand someone in on a schedule (`/oncall override`).
+    pub oncall_roles: Vec<Role>,
 }
 
 /// Scheduled health checks and the bot's own dead-man's switch.

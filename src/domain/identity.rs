@@ -152,6 +152,8 @@ impl Requester {
 pub struct Directory {
     by_identity: HashMap<UserRef, Arc<Person>>,
     by_name: HashMap<String, Arc<Person>>,
+    /// Each person's identities, to reach them on a platform.
+    identities: HashMap<String, Vec<UserRef>>,
 }
 
 impl Directory {
@@ -170,6 +172,8 @@ impl Directory {
             }
             self.by_identity.insert(id.clone(), person.clone());
         }
+        self.identities
+            .insert(person.name.clone(), identities.to_vec());
         self.by_name.insert(person.name.clone(), person);
         Ok(())
     }
@@ -186,6 +190,15 @@ impl Directory {
 
     pub fn person(&self, name: &str) -> Option<&Arc<Person>> {
         self.by_name.get(name)
+    }
+
+    /// The person's id on `platform`, to mention them there; `None` when they have none.
+    pub fn identity_on(&self, name: &str, platform: Platform) -> Option<&str> {
+        self.identities
+            .get(name)?
+            .iter()
+            .find(|u| u.platform == platform)
+            .map(|u| u.user_id.as_str())
     }
 
     /// Everyone in the directory, in no particular order.

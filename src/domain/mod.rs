@@ -13,6 +13,7 @@ mod event;
 mod identity;
 mod ids;
 mod incident;
+mod mention;
 mod oncall;
 mod run;
 mod text;
@@ -33,6 +34,7 @@ pub use ids::{AlertId, IncidentId, RunId};
 pub use incident::{
     Incident, IncidentStatus, ResponseTargets, Severity, TimelineEntry, TimelineKind,
 };
+pub use mention::{Mention, MentionOf, Segment, segments};
 pub use oncall::{Handoff, Layer, OnCall, Override, Schedule, Window};
 pub use run::{NewRun, Run, RunResult, RunState, Vote, VoteTally};
 pub use text::{clip, line_col};

@@ -45,6 +45,8 @@ pub enum RoleList {
     Audit,
     Alerts,
     Respond,
+    /// `/oncall override`.
+    OnCall,
 }
 
 /// Roles granted the built-ins that are not open to everyone.
@@ -56,6 +58,8 @@ pub struct BuiltinAccess {
     pub alerts: Vec<Role>,
     /// `/ack`, `/silence`, `/unsilence`, `/resolve`.
     pub respond: Vec<Role>,
+    /// `/oncall override`.
+    pub oncall: Vec<Role>,
 }
 
 impl BuiltinAccess {
@@ -65,6 +69,7 @@ impl BuiltinAccess {
             RoleList::Audit => &self.audit,
             RoleList::Alerts => &self.alerts,
             RoleList::Respond => &self.respond,
+            RoleList::OnCall => &self.oncall,
         }
     }
 }
@@ -140,6 +145,22 @@ pub fn authorize(
         target,
         person: Some(person),
     })
+}
+
+/// A further check for a built-in's subcommand that needs more than the built-in itself
+/// (`/oncall override`): the person must hold a role of `list`; empty grants nobody.
+pub fn authorize_sub(
+    authorized: &Authorized<Target>,
+    list: RoleList,
+    what: &str,
+    access: &BuiltinAccess,
+) -> Result<(), String> {
+    let needed = access.roles(list);
+    match authorized.person() {
+        Some(person) if person.has_any_role(needed) => Ok(()),
+        Some(person) => Err(role_denial(what, needed, person)),
+        None => Err(format!("/{what} is open only to people opsbot knows.")),
+    }
 }
 
 /// Whether `authorize` would allow it, for listing commands in `/help`.

@@ -221,6 +221,22 @@ pub const BUILTINS: &[BuiltinSpec] = &[
         params: &[opt("id", "the incident number (default: this channel's)")],
         bind: bind::postmortem,
     },
+    BuiltinSpec {
+        name: "oncall",
+        usage: "/oncall [override SCHEDULE PERSON DURATION [REASON]]",
+        summary: "show who is on call and the next handoffs, or stand someone in (override)",
+        // Overriding needs `builtins.oncall_roles` too, checked by the handler.
+        access: Access::Roles(RoleList::Alerts),
+        on_timeline: false,
+        params: &[Param {
+            required: false,
+            ..raw(
+                "args",
+                "override SCHEDULE PERSON DURATION [REASON], or nothing to show",
+            )
+        }],
+        bind: bind::oncall,
+    },
 ];
 
 /// The names the built-ins own: the catalogue refuses command files that take one.
@@ -287,6 +303,19 @@ pub enum BuiltinCall {
     Incident(IncidentCmd),
     Postmortem {
         incident: Option<IncidentId>,
+    },
+    OnCall(OnCallCmd),
+}
+
+/// `/oncall` subcommands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OnCallCmd {
+    Show,
+    Override {
+        schedule: String,
+        person: String,
+        duration: Duration,
+        reason: String,
     },
 }
 

@@ -26,6 +26,7 @@ use tracing::{Instrument, info_span};
 
 use crate::actions::alerts::{AlertService, Escalation};
 use crate::actions::health::HealthChecks;
+use crate::actions::oncall::OnCall;
 use crate::catalog::Catalog;
 use crate::domain::{
     BoundArgs, Directory, EventPayload, InboundEvent, Outcome, RateQuota, Reply, RequestId,
@@ -70,6 +71,8 @@ pub struct RouterDeps {
     pub alerts: Arc<AlertService>,
     pub response_targets: ResponseTargets,
     pub escalation: Escalation,
+    /// Schedules, overrides and mentions of the people on call.
+    pub oncall: Arc<OnCall>,
     /// Writes silences back to Alertmanager, when `alerts.alertmanager_url` is set.
     pub silence_sync: Option<Arc<dyn SilenceSync>>,
     pub runner: Arc<dyn ActionRunner>,

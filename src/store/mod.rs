@@ -16,6 +16,7 @@ mod batch;
 pub(crate) mod incidents;
 mod leases;
 pub mod nodelay;
+mod oncall;
 pub(crate) mod outbox;
 pub mod postgres;
 pub(crate) mod runs;

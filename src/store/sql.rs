@@ -8,6 +8,7 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::alerts::{AlertRow, DueRow, SilenceRow};
 use super::incidents::{IncidentRow, TimelineRow};
+use super::oncall::OverrideRow;
 use super::outbox::{DepthRow, OutboxRow};
 use super::runs::RunRow;
 use super::{AuditRow, backend};
@@ -100,6 +101,7 @@ pub(crate) trait Backend:
     + ReadRow<TimelineRow>
     + ReadRow<OutboxRow>
     + ReadRow<DepthRow>
+    + ReadRow<OverrideRow>
 {
     /// An alert row's `severity` label as text, or NULL (labels are a JSON object in TEXT;
     /// the one expression the backends spell differently).

@@ -9,6 +9,7 @@
 mod commands;
 mod gateway;
 mod interactions;
+mod mentions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use serenity::all::{
     ApplicationId, ButtonStyle, ChannelId, Command, CommandDataOptionValue, CommandInteraction,
-    ComponentInteraction, CreateActionRow, CreateAllowedMentions, CreateAttachment, CreateButton,
+    ComponentInteraction, CreateActionRow, CreateAttachment, CreateButton,
     CreateInteractionResponse, CreateInteractionResponseMessage, CreateMessage, EditAttachments,
     EditInteractionResponse, EditMessage, GuildId, HttpError, InteractionId, MessageId,
     MessageReference, MessageReferenceKind, Reaction, ReactionType, User, UserId,
@@ -119,10 +120,10 @@ impl InteractionReplies {
 /// long version's file goes away; the same for buttons that no longer apply.
 macro_rules! edit_of {
     ($builder:ident, $message:expr) => {{
-        let (content, file) = body(&$message.text);
+        let (content, file) = body(&mentions::rendered(&$message));
         $builder::new()
             .content(content)
-            .allowed_mentions(quiet())
+            .allowed_mentions(mentions::allowed(&$message))
             .attachments(
                 file.into_iter()
                     .fold(EditAttachments::new(), EditAttachments::add),
@@ -151,11 +152,6 @@ fn channel_of(to: &OutboundTarget) -> Result<ChannelId, OutboundError> {
         .ok_or_else(|| {
             OutboundError::Undeliverable(format!("{:?} is not a Discord channel id", to.channel_id))
         })
-}
-
-/// The bot never pings anyone: names render, nobody (and no @everyone in script output) is notified.
-fn quiet() -> CreateAllowedMentions {
-    CreateAllowedMentions::new()
 }
 
 /// Text for one message: as is when it fits, else a head that says the full text is attached.
@@ -275,10 +271,10 @@ fn outbound_error(e: serenity::Error) -> OutboundError {
 impl ChatOutbound for DiscordApi {
     async fn send(&self, to: &OutboundTarget, message: &OutboundMessage) -> Sent {
         let channel = channel_of(to)?;
-        let (content, file) = body(&message.text);
+        let (content, file) = body(&mentions::rendered(message));
         let mut msg = CreateMessage::new()
             .content(content)
-            .allowed_mentions(quiet());
+            .allowed_mentions(mentions::allowed(message));
         if let Some(file) = file {
             msg = msg.add_file(file);
         }

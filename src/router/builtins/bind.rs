@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{AUDIT_DEFAULT, AUDIT_MAX, BuiltinCall, BuiltinSpec, IncidentCmd};
+use super::{AUDIT_DEFAULT, AUDIT_MAX, BuiltinCall, BuiltinSpec, IncidentCmd, OnCallCmd};
 use crate::domain::{AlertId, IncidentId, Matcher, Severity, parse_duration};
 use crate::router::parse::Word;
 
@@ -124,6 +124,21 @@ pub(super) fn silence(a: &Args) -> Result<BuiltinCall, String> {
         duration,
         reason,
     })
+}
+
+/// Nothing (show), or `override SCHEDULE PERSON DURATION [REASON]`.
+pub(super) fn oncall(a: &Args) -> Result<BuiltinCall, String> {
+    let cmd = match a.words[..] {
+        [] => OnCallCmd::Show,
+        ["override", schedule, person, duration, ref reason @ ..] => OnCallCmd::Override {
+            schedule: schedule.to_owned(),
+            person: person.to_owned(),
+            duration: parse_duration(duration).map_err(|e| a.wrong(e))?,
+            reason: reason.join(" "),
+        },
+        _ => return Err(a.wrong("expected nothing, or override SCHEDULE PERSON DURATION")),
+    };
+    Ok(BuiltinCall::OnCall(cmd))
 }
 
 pub(super) fn incident(a: &Args) -> Result<BuiltinCall, String> {

@@ -4,11 +4,13 @@
 
 use std::fmt::Write as _;
 
-use super::{BUILTINS, BuiltinCall, find};
+use super::{BUILTINS, BuiltinCall, OnCallCmd, find};
 use crate::actions::health;
+use crate::actions::oncall::OverrideError;
 use crate::catalog::{ArgKind, CommandSpec};
 use crate::domain::{AuditRecord, InboundEvent, RequestId, Requester, clip};
-use crate::router::authz::{Authorized, Target, may_run};
+use crate::ports::StoreError;
+use crate::router::authz::{Authorized, RoleList, Target, authorize_sub, may_run};
 use crate::router::runbook::Ending;
 use crate::router::{Done, Refusal, Router};
 
@@ -72,8 +74,43 @@ impl Router {
                 return self.incidents.command(ev, requester, cmd).await;
             }
             BuiltinCall::Postmortem { incident } => self.incidents.postmortem(ev, incident).await?,
+            BuiltinCall::OnCall(cmd) => self.oncall(requester, authorized, cmd).await?,
         };
         Ok(Done::text(text))
+    }
+
+    async fn oncall(
+        &self,
+        requester: &Requester,
+        authorized: &Authorized<Target>,
+        cmd: OnCallCmd,
+    ) -> Result<String, Refusal> {
+        let oncall = &self.deps.oncall;
+        let failed = |e: StoreError| Refusal::Failed(anyhow::Error::new(e).context("on-call"));
+        match cmd {
+            OnCallCmd::Show => oncall.show().await.map_err(failed),
+            OnCallCmd::Override {
+                schedule,
+                person,
+                duration,
+                reason,
+            } => {
+                authorize_sub(
+                    authorized,
+                    RoleList::OnCall,
+                    "oncall override",
+                    &self.deps.access,
+                )
+                .map_err(Refusal::Denied)?;
+                oncall
+                    .add_override(&schedule, &person, duration, &requester.name(), &reason)
+                    .await
+                    .map_err(|e| match e {
+                        OverrideError::Store(e) => failed(e),
+                        invalid => Refusal::Invalid(invalid.to_string()),
+                    })
+            }
+        }
     }
 
     async fn status(&self, check: Option<&str>) -> Result<String, Refusal> {

@@ -8,6 +8,8 @@
 //! who pressed it. Updates are deduplicated by `update_id` in the store, so a webhook retry
 //! or a replayed poll never acts twice.
 
+mod mentions;
+
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
@@ -206,8 +208,12 @@ fn head(text: &str, max: usize) -> String {
 impl ChatOutbound for TelegramApi {
     async fn send(&self, to: &OutboundTarget, message: &OutboundMessage) -> Sent {
         let chat = chat_id(to)?;
-        let sent = if utf16_len(&message.text) <= MAX_TEXT_UNITS {
-            let mut req = self.bot.send_message(chat, message.text.clone());
+        let (text, entities) = mentions::rendered(message);
+        let sent = if utf16_len(&text) <= MAX_TEXT_UNITS {
+            let mut req = self.bot.send_message(chat, text);
+            if !entities.is_empty() {
+                req = req.entities(entities);
+            }
             if let Some(reply) = reply_to(to) {
                 req = req.reply_parameters(reply);
             }
@@ -217,8 +223,9 @@ impl ChatOutbound for TelegramApi {
             req.await
         } else {
             // Too long for one message: the full text as a file, its start as the caption.
-            let caption = caption_of(&message.text);
-            let file = InputFile::memory(message.text.clone().into_bytes()).file_name("output.txt");
+            // Mentions are not carried into a file's caption: the names stay plain there.
+            let caption = caption_of(&text);
+            let file = InputFile::memory(text.into_bytes()).file_name("output.txt");
             let mut req = self.bot.send_document(chat, file).caption(caption);
             if let Some(reply) = reply_to(to) {
                 req = req.reply_parameters(reply);
@@ -238,9 +245,13 @@ impl ChatOutbound for TelegramApi {
             OutboundError::Undeliverable(format!("{id:?} is not a Telegram message id"))
         })?;
         // An edit without a keyboard removes the one the message had.
-        let mut req =
-            self.bot
-                .edit_message_text(chat, MessageId(id), head(&message.text, MAX_TEXT_UNITS));
+        let (text, entities) = mentions::rendered(message);
+        let shown = head(&text, MAX_TEXT_UNITS);
+        let entities = mentions::within(entities, utf16_len(&shown));
+        let mut req = self.bot.edit_message_text(chat, MessageId(id), shown);
+        if !entities.is_empty() {
+            req = req.entities(entities);
+        }
         if let Some(markup) = keyboard(message) {
             req = req.reply_markup(markup);
         }
@@ -254,7 +265,7 @@ impl ChatOutbound for TelegramApi {
                 let mut req = self
                     .bot
                     .edit_message_caption(chat, MessageId(id))
-                    .caption(caption_of(&message.text));
+                    .caption(caption_of(&text));
                 if let Some(markup) = keyboard(message) {
                     req = req.reply_markup(markup);
                 }

@@ -1,0 +1,172 @@
+//! On-call: who is on call now (schedules plus the overrides stored from chat), the
+//! `/oncall` answer, overrides, and mentions of a person on the platform a message goes
+//! to. A person with no identity there is named in plain text and counted as unreachable.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::{Directory, MentionOf, Override, Platform, Schedule, human_duration};
+use crate::metrics::Metrics;
+use crate::ports::{Clock, OutboundMessage, OutboundTarget, Store, StoreError};
+
+/// A schedule and where its handoffs are announced.
+#[derive(Clone, Debug)]
+pub struct ScheduleEntry {
+    pub schedule: Schedule,
+    pub announce: Option<OutboundTarget>,
+}
+
+/// Longest override `/oncall override` accepts: longer stand-ins belong in the rotation.
+pub const OVERRIDE_MAX: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// Handoffs `/oncall` lists per schedule.
+const NEXT_HANDOFFS: usize = 3;
+
+pub struct OnCall {
+    schedules: Vec<ScheduleEntry>,
+    directory: Arc<Directory>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+/// Why an override was refused: every variant is for the person who asked.
+#[derive(Debug, thiserror::Error)]
+pub enum OverrideError {
+    #[error("there is no on-call schedule named {0:?}; schedules: {1}")]
+    UnknownSchedule(String, String),
+    #[error("{0:?} is not in opsbot's directory of people")]
+    UnknownPerson(String),
+    #[error("an override lasts from 1 minute to {}", human_duration(OVERRIDE_MAX))]
+    Duration,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl OnCall {
+    pub fn new(
+        schedules: Vec<ScheduleEntry>,
+        directory: Arc<Directory>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            schedules,
+            directory,
+            store,
+            clock,
+            metrics,
+        }
+    }
+
+    pub fn schedules(&self) -> &[ScheduleEntry] {
+        &self.schedules
+    }
+
+    fn schedule(&self, name: &str) -> Option<&Schedule> {
+        self.schedules
+            .iter()
+            .map(|s| &s.schedule)
+            .find(|s| s.name == name)
+    }
+
+    /// The primary on-call of `schedule` now, overrides included.
+    pub async fn primary(&self, schedule: &str) -> Result<Option<String>, StoreError> {
+        let Some(s) = self.schedule(schedule) else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let overrides = self.store.overrides_ending_after(now).await?;
+        Ok(s.primary(now, &overrides))
+    }
+
+    /// `/oncall`: who is on call on every layer of every schedule, and the next handoffs.
+    pub async fn show(&self) -> Result<String, StoreError> {
+        if self.schedules.is_empty() {
+            return Ok("No on-call schedules are configured ([[oncall.schedules]]).".into());
+        }
+        let now = self.clock.now();
+        let overrides = self.store.overrides_ending_after(now).await?;
+        let mut out = String::new();
+        for entry in &self.schedules {
+            let s = &entry.schedule;
+            let _ = writeln!(out, "📟 {} ({})", s.name, s.time_zone);
+            for on in s.on_call(now, &overrides) {
+                let who = on.person.as_deref().unwrap_or("nobody (outside its hours)");
+                let note = if on.overridden { " (override)" } else { "" };
+                let _ = writeln!(out, "  {}: {who}{note}", on.layer);
+            }
+            for h in s.handoffs(now, NEXT_HANDOFFS) {
+                let local = h.at.with_timezone(&s.time_zone).format("%a %d %b %H:%M %Z");
+                let _ = writeln!(out, "  next: {local} {} {} → {}", h.layer, h.from, h.to);
+            }
+        }
+        Ok(out.trim_end().to_owned())
+    }
+
+    /// Stores an override of `schedule`'s primary layer by `person` for `duration` from
+    /// now; returns what the channel is told.
+    pub async fn add_override(
+        &self,
+        schedule: &str,
+        person: &str,
+        duration: Duration,
+        by: &str,
+        reason: &str,
+    ) -> Result<String, OverrideError> {
+        let s = self.schedule(schedule).ok_or_else(|| {
+            let names: Vec<&str> = self
+                .schedules
+                .iter()
+                .map(|s| s.schedule.name.as_str())
+                .collect();
+            OverrideError::UnknownSchedule(schedule.to_owned(), names.join(", "))
+        })?;
+        let person = self
+            .directory
+            .person(person)
+            .ok_or_else(|| OverrideError::UnknownPerson(person.to_owned()))?;
+        if duration < Duration::from_secs(60) || duration > OVERRIDE_MAX {
+            return Err(OverrideError::Duration);
+        }
+        let now = self.clock.now();
+        let layer = s.layers[0].name.clone();
+        let o = Override {
+            schedule: s.name.clone(),
+            layer: layer.clone(),
+            person: person.name.clone(),
+            from: now,
+            until: now
+                + chrono::Duration::from_std(duration).map_err(|_| OverrideError::Duration)?,
+        };
+        let id = self.store.add_override(&o, by, reason, now).await?;
+        let until = o
+            .until
+            .with_timezone(&s.time_zone)
+            .format("%a %d %b %H:%M %Z");
+        Ok(format!(
+            "Override #{id}: {} is {} on-call {layer} until {until}.",
+            o.person, s.name
+        ))
+    }
+
+    /// Appends a mention of `person` for a message to `platform`: a native ping when they
+    /// have an identity there, else their name in plain text (and counted).
+    pub fn mention(&self, message: &mut OutboundMessage, person: &str, platform: Platform) {
+        let who = match platform {
+            // The console has no pings; a name is all it shows.
+            Platform::Console => None,
+            Platform::Slack | Platform::Discord | Platform::Telegram => {
+                let id = self.directory.identity_on(person, platform);
+                if id.is_none() {
+                    self.metrics.mention_unreachable(platform);
+                    tracing::warn!(%person, %platform, "cannot mention: no identity on this platform");
+                }
+                id.map(|id| MentionOf::User(id.to_owned()))
+            }
+        };
+        message.push_mention(person, who);
+    }
+}

@@ -1,0 +1,85 @@
+//! What a Telegram message pings: the people the core mentioned, as `text_mention` entities
+//! (offsets and lengths in UTF-16 code units, as the Bot API counts), and nobody else. The
+//! text is sent without a parse mode, so outside text is never markup; Telegram still links
+//! `@username` by itself, so an `@` in outside text is followed by a word joiner (invisible)
+//! that keeps it from being read as a username.
+
+use teloxide::types::{MessageEntity, User, UserId};
+
+use crate::domain::{MentionOf, Segment, segments};
+use crate::ports::OutboundMessage;
+
+const WORD_JOINER: &str = "@\u{2060}";
+
+/// The text to send and its mention entities.
+pub(super) fn rendered(message: &OutboundMessage) -> (String, Vec<MessageEntity>) {
+    let mut text = String::with_capacity(message.text.len());
+    let mut entities = Vec::new();
+    for s in segments(&message.text, &message.mentions) {
+        match s {
+            Segment::Mention(name, MentionOf::User(id)) if let Ok(id) = id.parse::<u64>() => {
+                let offset = text.encode_utf16().count();
+                text.push_str(name);
+                let length = name.encode_utf16().count();
+                entities.push(MessageEntity::text_mention(
+                    person(id, name),
+                    offset,
+                    length,
+                ));
+            }
+            // Telegram has no user groups; the name stays plain (and inert).
+            Segment::Mention(t, _) | Segment::Text(t) => {
+                text.push_str(&t.replace('@', WORD_JOINER))
+            }
+        }
+    }
+    (text, entities)
+}
+
+/// The entities that lie wholly within the first `units` UTF-16 units (the text was cut).
+pub(super) fn within(entities: Vec<MessageEntity>, units: usize) -> Vec<MessageEntity> {
+    entities
+        .into_iter()
+        .filter(|e| e.offset + e.length <= units)
+        .collect()
+}
+
+/// The user a mention points at: Telegram needs only the id; the rest is display.
+fn person(id: u64, name: &str) -> User {
+    User {
+        id: UserId(id),
+        is_bot: false,
+        first_name: name.trim_start_matches('@').to_owned(),
+        last_name: None,
+        username: None,
+        language_code: None,
+        is_premium: false,
+        added_to_attachment_menu: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use teloxide::types::MessageEntityKind;
+
+    use super::*;
+
+    #[test]
+    fn a_mention_after_an_emoji_is_offset_in_utf16_units() {
+        let mut m = OutboundMessage::text("🔥 api down (label @everyone) — ");
+        m.push_mention("alice", Some(MentionOf::User("4242".into())));
+        let (text, entities) = rendered(&m);
+        assert!(!text.contains("@everyone"), "{text}");
+        let e = &entities[0];
+        let prefix: String = text.chars().take_while(|_| true).collect();
+        let units: Vec<u16> = prefix.encode_utf16().collect();
+        let shown = String::from_utf16(&units[e.offset..e.offset + e.length]).unwrap();
+        assert_eq!(shown, "@alice");
+        // The fire emoji is 2 UTF-16 units but 1 char: offsets must count units.
+        assert_eq!(e.offset, text.encode_utf16().count() - "@alice".len());
+        match &e.kind {
+            MessageEntityKind::TextMention { user } => assert_eq!(user.id, UserId(4242)),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! On-call through the router: `/oncall` answers who is on call across a DST change, and an
+//! override from chat is role-gated, audited, stored, wins for its duration, then expires.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use opsbot::ports::FakeClock;
+use support::{TestApp, person};
+
+const ONCALL: &str = r#"
+[builtins]
+alerts_roles = ["sre", "viewer"]
+oncall_roles = ["sre-lead"]
+
+[[oncall.schedules]]
+name = "sre"
+time_zone = "Europe/Berlin"
+[[oncall.schedules.layers]]
+name = "primary"
+people = ["alice", "bob"]
+shift = "weekly"
+handoff = "09:00"
+start = "2026-03-16"
+[[oncall.schedules.layers]]
+name = "secondary"
+people = ["bob", "alice"]
+shift = "weekly"
+handoff = "09:00"
+start = "2026-03-16"
+"#;
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+async fn app(clock: Arc<FakeClock>) -> TestApp {
+    let people = [
+        person("alice", &["sre"], &["console:alice"]),
+        person("bob", &["sre", "sre-lead"], &["console:bob"]),
+        person("carol", &["viewer"], &["console:carol"]),
+    ];
+    TestApp::builder()
+        .config(&format!("{}{ONCALL}", people.concat()))
+        .clock(clock)
+        .spawn()
+        .await
+}
+
+#[tokio::test]
+async fn oncall_shows_the_rotation_and_the_next_handoff_in_local_time_across_dst() {
+    // Tuesday 24 March 2026, CET: bob's week (alice had the first one from 16 March).
+    let clock = Arc::new(FakeClock::new(at("2026-03-24T12:00:00Z")));
+    let app = app(clock).await;
+    let text = app.reply("carol", "/oncall").await;
+    assert!(text.contains("📟 sre (Europe/Berlin)"), "{text}");
+    assert!(text.contains("primary: bob\n"), "{text}");
+    assert!(text.contains("secondary: alice\n"), "{text}");
+    // The next handoff is Monday 30 March at 09:00 local, already summer time (CEST).
+    assert!(
+        text.contains("next: Mon 30 Mar 09:00 CEST primary bob → alice"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_override_is_role_gated_audited_and_wins_until_it_expires() {
+    let clock = Arc::new(FakeClock::new(at("2026-03-24T12:00:00Z")));
+    let app = app(clock.clone()).await;
+
+    let denied = app
+        .reply("alice", "/oncall override sre carol 2h dentist")
+        .await;
+    assert!(
+        denied.contains("needs one of the roles sre-lead"),
+        "{denied}"
+    );
+    let unknown = app.reply("bob", "/oncall override sre mallory 2h").await;
+    assert!(
+        unknown.contains("\"mallory\" is not in opsbot's directory"),
+        "{unknown}"
+    );
+    let too_long = app.reply("bob", "/oncall override sre carol 30d").await;
+    assert!(
+        too_long.contains("an override lasts from 1 minute to"),
+        "{too_long}"
+    );
+
+    let ok = app
+        .reply("bob", "/oncall override sre carol 2h covering for bob")
+        .await;
+    assert!(
+        ok.starts_with("Override #1: carol is sre on-call primary until Tue 24 Mar 15:00 CET"),
+        "{ok}"
+    );
+    let during = app.reply("carol", "/oncall").await;
+    assert!(during.contains("primary: carol (override)"), "{during}");
+
+    let audit = app.store.recent_audit(10).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.entry.command == "oncall" && r.entry.actor == "console:bob"),
+        "the override is in the audit log: {audit:?}"
+    );
+
+    clock.advance(Duration::from_secs(2 * 3600));
+    let after = app.reply("carol", "/oncall").await;
+    assert!(after.contains("primary: bob\n"), "{after}");
+}
