@@ -7,6 +7,7 @@ use std::path::Path;
 mod app;
 mod logs;
 mod outbound;
+mod proxy;
 mod serve;
 mod wait;
 // Each test binary uses a different part of the harness.
@@ -16,6 +17,8 @@ pub use app::{COUNTING_ACT, TestApp, TestAppBuilder, event};
 pub use logs::Captured;
 #[allow(unused_imports)]
 pub use outbound::{Outbound, RecordingOutbound};
+#[allow(unused_imports)]
+pub use proxy::Proxy;
 #[allow(unused_imports)]
 pub use serve::{Serve, wait_for_line};
 #[allow(unused_imports)]
@@ -192,6 +195,21 @@ pub fn postgres_schema_url(schema: &str) -> String {
     format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }
 
+/// `host:port` of the test Postgres, from its URL: what a [`Proxy`] forwards to.
+pub fn postgres_addr() -> String {
+    let url = url::Url::parse(&postgres_url()).expect("a Postgres URL");
+    let host = url.host_str().unwrap_or("127.0.0.1");
+    format!("{host}:{}", url.port().unwrap_or(5432))
+}
+
+/// [`postgres_schema_url`] reaching the server through `via` (a [`Proxy`]).
+pub fn postgres_schema_url_via(schema: &str, via: std::net::SocketAddr) -> String {
+    let mut url = url::Url::parse(&postgres_schema_url(schema)).expect("a Postgres URL");
+    url.set_host(Some(&via.ip().to_string())).expect("a host");
+    url.set_port(Some(via.port())).expect("a port");
+    url.to_string()
+}
+
 /// Writes an executable (mode 0755) script `name` into `dir` and returns its absolute path.
 pub fn write_executable(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
@@ -248,6 +266,11 @@ pub async fn fire_alerts(base: &str, fixture: &str) {
 
 /// Delivers Alertmanager webhook `body` to the app at `base` and checks it was accepted.
 pub async fn deliver_alerts(base: &str, body: String) {
+    assert_eq!(alerts_answer(base, body).await, 200, "alert accepted");
+}
+
+/// Delivers Alertmanager webhook `body` to the app at `base`; the HTTP status it answered.
+pub async fn alerts_answer(base: &str, body: String) -> u16 {
     let resp = reqwest::Client::new()
         .post(format!("{base}/hooks/alertmanager"))
         .bearer_auth(PLATFORM_AM_TOKEN)
@@ -255,7 +278,7 @@ pub async fn deliver_alerts(base: &str, body: String) {
         .send()
         .await
         .expect("deliver the alert");
-    assert_eq!(resp.status(), 200, "alert accepted");
+    resp.status().as_u16()
 }
 
 /// Outside text that chat platforms would read as pings and a disguised link.

@@ -54,6 +54,32 @@ impl Delivery {
             service.backlog.lock().expect("backlog poisoned").clear();
             service.metrics.alert_backlog(0);
         }
+        self.record_while_following();
+    }
+
+    /// After stepping down, keeps storing the ids of messages posted here that the store
+    /// refused (leadership is often lost to the same outage): they are known only to this
+    /// process, and the next leader, finding no message once this replica's claim is stale,
+    /// would post the group again. Ends once all are stored, or this replica delivers again
+    /// (its refresh stores them then), or the service is dropped.
+    fn record_while_following(&self) {
+        let (service, stopped) = (self.service.clone(), self.stopped.clone());
+        tokio::spawn(async move {
+            let mut poll = tokio::time::interval(POLL_EVERY);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stopped.cancelled() => return,
+                    _ = poll.tick() => {}
+                }
+                let Some(service) = service.upgrade() else {
+                    return;
+                };
+                if service.delivering.load(Ordering::SeqCst) || service.record_unrecorded().await {
+                    return;
+                }
+            }
+        });
     }
 }
 

@@ -154,6 +154,33 @@ impl AlertService {
         Ok(())
     }
 
+    /// Stores every message id the store has not taken yet; true once none is left. An id
+    /// replaced meanwhile (the message edited again) stays to be stored.
+    pub(super) async fn record_unrecorded(&self) -> bool {
+        let pending: Vec<(Slot, (String, String))> = (self.unrecorded.lock())
+            .expect("unrecorded poisoned")
+            .iter()
+            .map(|(slot, shown)| (slot.clone(), shown.clone()))
+            .collect();
+        for (slot, shown) in pending {
+            let (key, platform, channel_id) = &slot;
+            let (message_id, text) = &shown;
+            let stored = self
+                .store
+                .set_group_message(key, *platform, channel_id, message_id, text)
+                .await;
+            if let Err(e) = stored {
+                warn!(group = %key, error = %e, "could not store an alert group message's id; will retry");
+                return false;
+            }
+            let mut unrecorded = self.unrecorded.lock().expect("unrecorded poisoned");
+            if unrecorded.get(&slot) == Some(&shown) {
+                unrecorded.remove(&slot);
+            }
+        }
+        true
+    }
+
     /// Tells the group webhooks, once per text: only when every one took it (or can never
     /// take it) is the text remembered as notified.
     async fn notify_hooks(&self, view: &GroupView<'_>, failures: &mut Failures<'_>) {
