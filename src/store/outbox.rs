@@ -135,14 +135,20 @@ pub(crate) async fn insert_queued<'e, DB: Backend>(
     Ok(OutboxId(id))
 }
 
-/// Claims by moving the due time forward; the outer `state`/`next_attempt_at` test is
-/// checked again on the row a concurrent claim just changed (Postgres re-reads it after the
-/// other transaction commits; SQLite runs one writer at a time), so a row goes to one claim.
-const CLAIM: &str = "UPDATE outbox SET next_attempt_at = $1, attempts = attempts + 1 \
-     WHERE state = 'pending' AND next_attempt_at <= $2 AND id IN ( \
-       SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2 \
-       ORDER BY urgent DESC, id LIMIT $3) \
-     RETURNING id, platform, channel_id, thread, body, urgent, attempts, created_at";
+/// Claims by moving the due time forward. On Postgres the subquery locks the rows it picks
+/// and skips those a concurrent claim holds, so racing claimers take disjoint rows and each
+/// still fills its batch; the outer `state`/`next_attempt_at` test is the guard that holds
+/// on both backends (SQLite runs one writer at a time), so a row goes to one claim.
+fn claim_sql<DB: Backend>() -> String {
+    format!(
+        "UPDATE outbox SET next_attempt_at = $1, attempts = attempts + 1 \
+         WHERE state = 'pending' AND next_attempt_at <= $2 AND id IN ( \
+           SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2 \
+           ORDER BY urgent DESC, id LIMIT $3{}) \
+         RETURNING id, platform, channel_id, thread, body, urgent, attempts, created_at",
+        DB::SKIP_LOCKED
+    )
+}
 
 #[async_trait]
 impl<DB: Backend> OutboxStore for SqlStore<DB> {
@@ -158,7 +164,7 @@ impl<DB: Backend> OutboxStore for SqlStore<DB> {
     ) -> Result<Vec<Claimed>, StoreError> {
         let hold = chrono::Duration::from_std(hold)
             .map_err(|e| StoreError::Corrupt(format!("outbox hold {hold:?}: {e}")))?;
-        let q = sqlx::query(CLAIM)
+        let q = sqlx::query(sqlx::AssertSqlSafe(claim_sql::<DB>()))
             .arg(&micros(now + hold))
             .arg(&micros(now))
             .arg(&i64::from(limit));
