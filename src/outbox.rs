@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
+pub use crate::ports::OutboxSignal;
 use crate::ports::{
     ChatOutbound, Claimed, Clock, OutboundError, OutboxId, OutboxStore, StoreError,
 };
@@ -34,17 +34,6 @@ const CLAIM_BATCH: u32 = 100;
 /// Attempts before a message that keeps failing is given up (about 40 minutes of backoff).
 pub const MAX_ATTEMPTS: u32 = 12;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-/// Wakes the deliverer when a producer has queued something, so a message does not wait for
-/// the next poll.
-#[derive(Clone, Default)]
-pub struct OutboxSignal(Arc<Notify>);
-
-impl OutboxSignal {
-    pub fn wake(&self) {
-        self.0.notify_one();
-    }
-}
 
 /// Delivers the outbox. Clones share what they remember (sends under way, ids to store).
 #[derive(Clone)]
@@ -99,7 +88,7 @@ impl Deliverer {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.0.signal.0.notified() => {}
+                _ = self.0.signal.woken() => {}
                 _ = tokio::time::sleep(POLL_EVERY) => {}
             }
         }

@@ -306,12 +306,14 @@ pub trait AlertStore: Send + Sync {
         &self,
         due_before: DateTime<Utc>,
     ) -> Result<Vec<(Alert, u32)>, StoreError>;
-    /// Records a reminder; false if someone else (another replica) sent it first.
+    /// Records a reminder and queues its `notices` (one per channel) in the outbox, in one
+    /// transaction; false (nothing queued) if someone else (another replica) sent it first.
     async fn mark_alert_reminded(
         &self,
         id: AlertId,
         previous: u32,
         at: DateTime<Utc>,
+        notices: &[Queued],
     ) -> Result<bool, StoreError>;
     /// The alert group shown in that chat message, if any.
     async fn group_by_message(
@@ -457,6 +459,23 @@ pub struct Queued {
     pub to: OutboundTarget,
     /// Its priority is the lane it takes (urgent overtakes routine in its channel).
     pub message: OutboundMessage,
+}
+
+/// Wakes the outbox's deliverer when a producer has queued something, so a message does not
+/// wait for the next poll. Producers hold a clone; waking a deliverer that does not run here
+/// (a follower) does nothing.
+#[derive(Clone, Debug, Default)]
+pub struct OutboxSignal(std::sync::Arc<tokio::sync::Notify>);
+
+impl OutboxSignal {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+
+    /// Until the next [`OutboxSignal::wake`] (or one made since the last wait).
+    pub async fn woken(&self) {
+        self.0.notified().await;
+    }
 }
 
 /// An outbox row's number.

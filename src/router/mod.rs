@@ -33,8 +33,8 @@ use crate::domain::{
 };
 use crate::metrics::Metrics;
 use crate::ports::{
-    ActionRunner, ChatAction, ChatOutbound, Clock, EnvLookup, OutboundMessage, RateLimiter,
-    SilenceSync, Store, StoreError,
+    ActionRunner, ChatAction, ChatOutbound, Clock, EnvLookup, OutboundMessage, OutboxSignal,
+    RateLimiter, SilenceSync, Store, StoreError,
 };
 
 use alerting::AlertCommands;
@@ -75,6 +75,8 @@ pub struct RouterDeps {
     pub runner: Arc<dyn ActionRunner>,
     /// Edits the bot's own messages (an approval request once it is decided).
     pub outbound: Arc<dyn ChatOutbound>,
+    /// Wakes the outbox's deliverer after something is queued with a decision.
+    pub outbox: OutboxSignal,
     pub approvals: ApprovalSettings,
     /// Reads opsbot's environment (pass-through variables and secrets for runbooks).
     pub env: EnvLookup,
