@@ -1,5 +1,5 @@
-//! The outbox's deliverer: posts the messages queued in the store (`ports::OutboxStore`)
-//! through the paced `ChatOutbound`, on the leader alone. It wakes when a producer signals
+//! The outbox's deliverer: posts the messages queued in the store (`ports::OutboxStore`),
+//! and makes the edits queued there, through the paced `ChatOutbound`, on the leader alone. It wakes when a producer signals
 //! ([`OutboxSignal`]) and otherwise polls every [`POLL_EVERY`]; each claimed message is
 //! sent in its own task (one slow channel holds up no other), then marked delivered with the
 //! platform's id, retried later with backoff, or given up when the platform will never take
@@ -125,7 +125,7 @@ impl Deliverer {
                 self.release(c.id);
                 return;
             }
-            sent = self.0.outbound.send(&c.queued.to, &c.queued.message) => sent,
+            sent = self.send(&c) => sent,
         };
         let stored = match self.settle(&c, sent) {
             Settled::Delivered(message_id) => {
@@ -140,6 +140,15 @@ impl Deliverer {
             warn!(outbox = %c.id, error = %e, "could not record a failed chat delivery");
         }
         self.release(c.id);
+    }
+
+    /// Posts the message, or edits the one it replaces (whose id then stays its id).
+    async fn send(&self, c: &Claimed) -> Result<String, OutboundError> {
+        let (to, message) = (&c.queued.to, &c.queued.message);
+        match &c.queued.edit_of {
+            None => self.0.outbound.send(to, message).await,
+            Some(id) => (self.0.outbound.edit(to, id, message).await).map(|()| id.clone()),
+        }
     }
 
     /// What to do after one send, counted and logged.

@@ -453,12 +453,35 @@ pub trait ChatOutbound: Send + Sync {
     async fn edit(&self, to: &OutboundTarget, id: &str, message: &OutboundMessage) -> Sent<()>;
 }
 
-/// A chat message the bot decided to post, queued in the outbox until the leader delivers it.
+/// A chat message the bot decided to post (or an edit of one it posted), queued in the
+/// outbox until the leader delivers it.
 #[derive(Clone, Debug)]
 pub struct Queued {
     pub to: OutboundTarget,
     /// Its priority is the lane it takes (urgent overtakes routine in its channel).
     pub message: OutboundMessage,
+    /// The platform's id of the message in `to` this replaces; `None` posts a new one.
+    pub edit_of: Option<String>,
+}
+
+impl Queued {
+    /// A new message for `to`.
+    pub fn post(to: OutboundTarget, message: OutboundMessage) -> Self {
+        Self {
+            to,
+            message,
+            edit_of: None,
+        }
+    }
+
+    /// `message` replacing message `id` in `to` (text and buttons).
+    pub fn edit(to: OutboundTarget, id: impl Into<String>, message: OutboundMessage) -> Self {
+        Self {
+            to,
+            message,
+            edit_of: Some(id.into()),
+        }
+    }
 }
 
 /// Wakes the outbox's deliverer when a producer has queued something, so a message does not

@@ -88,6 +88,7 @@ on_both_backends! {
     the_outbox_hands_each_message_to_one_claim => sqlite_the_outbox_hands_each_message_to_one_claim, postgres_the_outbox_hands_each_message_to_one_claim;
     claims_racing_for_the_outbox_share_no_row => sqlite_claims_racing_for_the_outbox_share_no_row, postgres_claims_racing_for_the_outbox_share_no_row;
     an_alert_reminder_is_queued_with_its_claim => sqlite_an_alert_reminder_is_queued_with_its_claim, postgres_an_alert_reminder_is_queued_with_its_claim;
+    a_queued_edit_supersedes_the_pending_edits_of_its_message => sqlite_a_queued_edit_supersedes_the_pending_edits_of_its_message, postgres_a_queued_edit_supersedes_the_pending_edits_of_its_message;
 }
 
 const HOLD: std::time::Duration = std::time::Duration::from_secs(60);
@@ -100,6 +101,7 @@ fn queued(channel: &str, text: &str) -> Queued {
             thread: Some("1.2".into()),
         },
         message: OutboundMessage::text(text),
+        edit_of: None,
     }
 }
 
@@ -253,4 +255,43 @@ async fn an_alert_reminder_is_queued_with_its_claim(b: &Backend) {
         (store.alerts_due_reminder(clock.now()).await.unwrap()).is_empty(),
         "reminded"
     );
+}
+
+/// Only the newest pending edit of a message is sent: queuing one retires the older pending
+/// edits of that message (not those of another message, nor posts), and a claimed edit says
+/// which message it replaces.
+async fn a_queued_edit_supersedes_the_pending_edits_of_its_message(b: &Backend) {
+    let store = b.store();
+    let clock = FakeClock::new(Utc::now());
+    let edit = |channel: &str, of: &str, text: &str| {
+        let q = queued(channel, text);
+        Queued::edit(q.to, of, q.message)
+    };
+    let enqueue = async |q: Queued| store.enqueue(&q, clock.now()).await.unwrap();
+    enqueue(queued("C1", "a post")).await;
+    enqueue(edit("C1", "m1", "approved")).await;
+    enqueue(edit("C1", "m2", "other message")).await;
+    enqueue(edit("C2", "m1", "same id, other channel")).await;
+    let newest = enqueue(edit("C1", "m1", "ran")).await;
+    assert_eq!(store.outbox_depth().await.unwrap().pending, 4);
+    let claimed = claim(&*store, &clock).await;
+    let texts: Vec<(&str, Option<&str>)> = (claimed.iter())
+        .map(|c| (c.queued.message.text.as_str(), c.queued.edit_of.as_deref()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("a post", None),
+            ("other message", Some("m2")),
+            ("same id, other channel", Some("m1")),
+            ("ran", Some("m1")),
+        ]
+    );
+    assert_eq!(claimed[3].id, newest);
+    // An edit queued while an older one is claimed (being sent) supersedes it too: the
+    // older one's delivery is then not recorded, and the newer one is sent after it.
+    let newer = enqueue(edit("C1", "m1", "finished")).await;
+    assert!(!store.mark_delivered(newest, "m1").await.unwrap());
+    let again = claim(&*store, &clock).await;
+    assert_eq!(again.iter().map(|c| c.id).collect::<Vec<_>>(), [newer]);
 }

@@ -552,7 +552,6 @@ fn router_deps(
         health,
         metrics: core.metrics.clone(),
         runner: Arc::new(ProcessRunner::new().map_err(StartupError::Config)?),
-        outbound: core.outbound.clone(),
         outbox: core.outbox.clone(),
         approvals: ApprovalSettings {
             approve_emoji: a.approve_emoji.clone(),

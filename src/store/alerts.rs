@@ -487,7 +487,7 @@ impl<DB: Backend> AlertStore for SqlStore<DB> {
             return Ok(false);
         }
         for notice in notices {
-            insert_queued(DB::on_conn(&mut tx), notice, at).await?;
+            insert_queued::<DB>(&mut tx, notice, at).await?;
         }
         tx.commit().await.map_err(backend)?;
         Ok(true)

@@ -36,10 +36,7 @@ impl AlertService {
             }
             let message = reminder(&alert, reminders, escalation, now);
             let notices: Vec<Queued> = (self.routing.targets(&alert.incoming.labels).into_iter())
-                .map(|to| Queued {
-                    to,
-                    message: message.clone(),
-                })
+                .map(|to| Queued::post(to, message.clone()))
                 .collect();
             if (self.store)
                 .mark_alert_reminded(alert.id, reminders, now, &notices)

@@ -4,10 +4,12 @@
 use super::*;
 
 impl RunbookService {
-    /// Replaces the message of a request that is no longer pending (its buttons included)
-    /// with what became of it, so nobody presses Approve on a request that was decided. In
-    /// the background and best effort: the decision is already stored and answered, and a
-    /// failed edit is only logged. The console shows no buttons and is left alone.
+    /// Queues, in the outbox, an edit replacing the message of a request that is no longer
+    /// pending (its buttons included) with what became of it, so nobody presses Approve on a
+    /// request that was decided; the deliverer (on the leader) makes it, retrying as it does
+    /// posts, and a newer edit of the message supersedes one still waiting. Queued in the
+    /// background, after the decision is stored and answered: a store that refuses it is
+    /// only logged. The console shows no buttons and is left alone.
     pub(super) fn retire_request(&self, run: &Run, outcome: &str) {
         if run.new.platform == Platform::Console {
             return;
@@ -24,7 +26,9 @@ impl RunbookService {
             run.new.requester_name,
             run.new.rendered
         ));
-        let (store, outbound, id) = (self.store.clone(), self.outbound.clone(), run.id);
+        let message = message.with_visibility(Visibility::Channel);
+        let (store, outbox, id) = (self.store.clone(), self.outbox.clone(), run.id);
+        let now = self.now();
         let bound = run.message_id.clone();
         self.in_flight.spawn(async move {
             // A request is bound to its message once, after it is posted. If it was not yet
@@ -44,8 +48,11 @@ impl RunbookService {
             let Some(message_id) = message_id else {
                 return;
             };
-            if let Err(e) = outbound.edit(&to, &message_id, &message).await {
-                warn!(run = %id, error = %e, "could not update the message of a decided request");
+            match store.enqueue(&Queued::edit(to, message_id, message), now).await {
+                Ok(_) => outbox.wake(),
+                Err(e) => {
+                    warn!(run = %id, error = %e, "could not queue the update of a decided request's message")
+                }
             }
         });
     }
