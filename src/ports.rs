@@ -155,8 +155,9 @@ pub trait Probe: Send + Sync {
     async fn probe(&self) -> ProbeReport;
 }
 
-/// The message a sweep's move of a run (from the state given) tells the run's channel.
-pub type RunNotice<'a> = dyn Fn(&Run, RunState) -> Queued + Send + Sync + 'a;
+/// The messages a sweep's move of a run (from the state given) queues: what the run's channel
+/// is told, and the edit retiring its request's buttons where there are any.
+pub type RunNotice<'a> = dyn Fn(&Run, RunState) -> Vec<Queued> + Send + Sync + 'a;
 
 /// Durable runbook requests. Every state change is one conditional update: it succeeds
 /// only from the expected state, which is what makes execution happen at most once.
@@ -198,14 +199,14 @@ pub trait RunStore: Send + Sync {
     async fn renew_lease(&self, id: RunId, until: DateTime<Utc>) -> Result<(), StoreError>;
     /// Marks approved/running requests whose lease lapsed (their process died) `interrupted`;
     /// each with the state it was in, so the notice can say whether anything had started.
-    /// `notice` is queued in the outbox in the same transaction, for each.
+    /// `notice`'s messages are queued in the outbox in the same transaction, for each.
     async fn interrupt_stale(
         &self,
         now: DateTime<Utc>,
         notice: &RunNotice<'_>,
     ) -> Result<Vec<(Run, RunState)>, StoreError>;
-    /// Marks pending requests past their expiry `expired`, queuing `notice` (called with
-    /// `Pending`, the state each left) in the same transaction.
+    /// Marks pending requests past their expiry `expired`, queuing `notice`'s messages (called
+    /// with `Pending`, the state each left) in the same transaction.
     async fn expire_due(
         &self,
         now: DateTime<Utc>,
