@@ -1,5 +1,5 @@
-//! The outbox's deliverer: posts the messages queued in the store (`ports::OutboxStore`)
-//! through the paced `ChatOutbound`, on the leader alone. It wakes when a producer signals
+//! The outbox's deliverer: posts the messages queued in the store (`ports::OutboxStore`),
+//! and makes the edits queued there, through the paced `ChatOutbound`, on the leader alone. It wakes when a producer signals
 //! ([`OutboxSignal`]) and otherwise polls every [`POLL_EVERY`]; each claimed message is
 //! sent in its own task (one slow channel holds up no other), then marked delivered with the
 //! platform's id, retried later with backoff, or given up when the platform will never take
@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
+pub use crate::ports::OutboxSignal;
 use crate::ports::{
     ChatOutbound, Claimed, Clock, OutboundError, OutboxId, OutboxStore, StoreError,
 };
@@ -34,17 +34,6 @@ const CLAIM_BATCH: u32 = 100;
 /// Attempts before a message that keeps failing is given up (about 40 minutes of backoff).
 pub const MAX_ATTEMPTS: u32 = 12;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-/// Wakes the deliverer when a producer has queued something, so a message does not wait for
-/// the next poll.
-#[derive(Clone, Default)]
-pub struct OutboxSignal(Arc<Notify>);
-
-impl OutboxSignal {
-    pub fn wake(&self) {
-        self.0.notify_one();
-    }
-}
 
 /// Delivers the outbox. Clones share what they remember (sends under way, ids to store).
 #[derive(Clone)]
@@ -99,7 +88,7 @@ impl Deliverer {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.0.signal.0.notified() => {}
+                _ = self.0.signal.woken() => {}
                 _ = tokio::time::sleep(POLL_EVERY) => {}
             }
         }
@@ -136,7 +125,7 @@ impl Deliverer {
                 self.release(c.id);
                 return;
             }
-            sent = self.0.outbound.send(&c.queued.to, &c.queued.message) => sent,
+            sent = self.send(&c) => sent,
         };
         let stored = match self.settle(&c, sent) {
             Settled::Delivered(message_id) => {
@@ -151,6 +140,15 @@ impl Deliverer {
             warn!(outbox = %c.id, error = %e, "could not record a failed chat delivery");
         }
         self.release(c.id);
+    }
+
+    /// Posts the message, or edits the one it replaces (whose id then stays its id).
+    async fn send(&self, c: &Claimed) -> Result<String, OutboundError> {
+        let (to, message) = (&c.queued.to, &c.queued.message);
+        match &c.queued.edit_of {
+            None => self.0.outbound.send(to, message).await,
+            Some(id) => (self.0.outbound.edit(to, id, message).await).map(|()| id.clone()),
+        }
     }
 
     /// What to do after one send, counted and logged.

@@ -163,8 +163,9 @@ pub trait Probe: Send + Sync {
     async fn probe(&self) -> ProbeReport;
 }
 
-/// The message a sweep's move of a run (from the state given) tells the run's channel.
-pub type RunNotice<'a> = dyn Fn(&Run, RunState) -> Queued + Send + Sync + 'a;
+/// The messages a sweep's move of a run (from the state given) queues: what the run's channel
+/// is told, and the edit retiring its request's buttons where there are any.
+pub type RunNotice<'a> = dyn Fn(&Run, RunState) -> Vec<Queued> + Send + Sync + 'a;
 
 /// Durable runbook requests. Every state change is one conditional update: it succeeds
 /// only from the expected state, which is what makes execution happen at most once.
@@ -206,14 +207,14 @@ pub trait RunStore: Send + Sync {
     async fn renew_lease(&self, id: RunId, until: DateTime<Utc>) -> Result<(), StoreError>;
     /// Marks approved/running requests whose lease lapsed (their process died) `interrupted`;
     /// each with the state it was in, so the notice can say whether anything had started.
-    /// `notice` is queued in the outbox in the same transaction, for each.
+    /// `notice`'s messages are queued in the outbox in the same transaction, for each.
     async fn interrupt_stale(
         &self,
         now: DateTime<Utc>,
         notice: &RunNotice<'_>,
     ) -> Result<Vec<(Run, RunState)>, StoreError>;
-    /// Marks pending requests past their expiry `expired`, queuing `notice` (called with
-    /// `Pending`, the state each left) in the same transaction.
+    /// Marks pending requests past their expiry `expired`, queuing `notice`'s messages (called
+    /// with `Pending`, the state each left) in the same transaction.
     async fn expire_due(
         &self,
         now: DateTime<Utc>,
@@ -314,12 +315,14 @@ pub trait AlertStore: Send + Sync {
         &self,
         due_before: DateTime<Utc>,
     ) -> Result<Vec<(Alert, u32)>, StoreError>;
-    /// Records a reminder; false if someone else (another replica) sent it first.
+    /// Records a reminder and queues its `notices` (one per channel) in the outbox, in one
+    /// transaction; false (nothing queued) if someone else (another replica) sent it first.
     async fn mark_alert_reminded(
         &self,
         id: AlertId,
         previous: u32,
         at: DateTime<Utc>,
+        notices: &[Queued],
     ) -> Result<bool, StoreError>;
     /// The alert group shown in that chat message, if any.
     async fn group_by_message(
@@ -475,12 +478,52 @@ pub trait ChatOutbound: Send + Sync {
     async fn edit(&self, to: &OutboundTarget, id: &str, message: &OutboundMessage) -> Sent<()>;
 }
 
-/// A chat message the bot decided to post, queued in the outbox until the leader delivers it.
+/// A chat message the bot decided to post (or an edit of one it posted), queued in the
+/// outbox until the leader delivers it.
 #[derive(Clone, Debug)]
 pub struct Queued {
     pub to: OutboundTarget,
     /// Its priority is the lane it takes (urgent overtakes routine in its channel).
     pub message: OutboundMessage,
+    /// The platform's id of the message in `to` this replaces; `None` posts a new one.
+    pub edit_of: Option<String>,
+}
+
+impl Queued {
+    /// A new message for `to`.
+    pub fn post(to: OutboundTarget, message: OutboundMessage) -> Self {
+        Self {
+            to,
+            message,
+            edit_of: None,
+        }
+    }
+
+    /// `message` replacing message `id` in `to` (text and buttons).
+    pub fn edit(to: OutboundTarget, id: impl Into<String>, message: OutboundMessage) -> Self {
+        Self {
+            to,
+            message,
+            edit_of: Some(id.into()),
+        }
+    }
+}
+
+/// Wakes the outbox's deliverer when a producer has queued something, so a message does not
+/// wait for the next poll. Producers hold a clone; waking a deliverer that does not run here
+/// (a follower) does nothing.
+#[derive(Clone, Debug, Default)]
+pub struct OutboxSignal(std::sync::Arc<tokio::sync::Notify>);
+
+impl OutboxSignal {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+
+    /// Until the next [`OutboxSignal::wake`] (or one made since the last wait).
+    pub async fn woken(&self) {
+        self.0.notified().await;
+    }
 }
 
 /// An outbox row's number.

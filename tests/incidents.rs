@@ -382,3 +382,51 @@ async fn alerts_routed_to_an_incident_channel_are_linked_automatically() {
         "{timeline}"
     );
 }
+
+/// A reminder is queued with its claim: the chat platform failing when it is decided (before,
+/// the claim was stored and the post lost) only delays it, and it is posted once.
+#[tokio::test]
+async fn an_alert_reminder_claimed_while_chat_fails_is_posted_once_chat_recovers() {
+    let clock = Arc::new(FakeClock::new(Utc::now()));
+    let (app, chat) = app(clock.clone()).await;
+    fire(&app).await;
+    chat.wait_until("alert posted", |m| !m.is_empty()).await;
+    *chat.fail_with_retry_after.lock().unwrap() = Some(Duration::from_secs(1));
+    clock.advance(Duration::from_secs(11 * 60));
+    app.sweeper.sweep_once().await.unwrap();
+    let urgent = |chat: &RecordingOutbound| {
+        let urgent = chat.urgent.lock().unwrap();
+        urgent
+            .iter()
+            .filter(|t| t.starts_with("⏰ Reminder 1:"))
+            .count()
+    };
+    support::eventually("a delivery attempt", support::WAIT, async || {
+        (urgent(&chat) > 0).then_some(())
+    })
+    .await;
+    assert_eq!(app.store.outbox_depth().await.unwrap().pending, 1);
+    app.sweeper.sweep_once().await.unwrap();
+    assert_eq!(
+        app.store.outbox_depth().await.unwrap().pending,
+        1,
+        "claimed once"
+    );
+
+    *chat.fail_with_retry_after.lock().unwrap() = None;
+    clock.advance(Duration::from_secs(2));
+    let reminders = |m: &[Outbound]| {
+        m.iter()
+            .filter(
+                |x| matches!(x, Outbound::Post { text, .. } if text.starts_with("⏰ Reminder 1:")),
+            )
+            .count()
+    };
+    chat.wait_until("the reminder posted", |m| reminders(m) == 1)
+        .await;
+    support::eventually("the outbox drained", support::WAIT, async || {
+        (app.store.outbox_depth().await.unwrap().pending == 0).then_some(())
+    })
+    .await;
+    assert_eq!(reminders(&chat.messages()), 1);
+}

@@ -35,6 +35,8 @@ struct Scripted {
     script: Mutex<VecDeque<Answer>>,
     posted: Mutex<Vec<String>>,
     attempts: Mutex<usize>,
+    /// (message id, new text) of each edit made.
+    edited: Mutex<Vec<(String, String)>>,
 }
 
 impl Scripted {
@@ -66,7 +68,13 @@ impl ChatOutbound for Scripted {
         }
     }
 
-    async fn edit(&self, _: &OutboundTarget, _: &str, _: &OutboundMessage) -> Sent<()> {
+    async fn edit(&self, _: &OutboundTarget, id: &str, message: &OutboundMessage) -> Sent<()> {
+        *self.attempts.lock().unwrap() += 1;
+        if let Some(Answer::Fail(e)) = self.script.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        let edit = (id.to_owned(), message.text.clone());
+        self.edited.lock().unwrap().push(edit);
         Ok(())
     }
 }
@@ -105,6 +113,7 @@ impl Setup {
                 thread: None,
             },
             message: OutboundMessage::text(text),
+            edit_of: None,
         };
         self.store.enqueue(&queued, self.clock.now()).await.unwrap()
     }
@@ -280,4 +289,43 @@ async fn a_post_whose_id_the_store_refuses_is_not_posted_again() {
     assert_eq!(chat.posted(), ["posted once"]);
     assert_eq!(*refusing.refusals.lock().unwrap(), 0);
     assert_eq!(s.depth().await, 0, "its id stored in the end");
+}
+
+#[tokio::test]
+async fn a_queued_edit_replaces_its_message_and_only_the_newest_is_made() {
+    let s = Setup::new().await;
+    let chat = Scripted::new([Answer::Fail(OutboundError::Unavailable("502".into()))]);
+    let d = s.deliverer(s.store.clone(), chat.clone());
+    let edit = |text: &str| {
+        let to = OutboundTarget {
+            platform: Platform::Slack,
+            channel_id: "C1".into(),
+            thread: None,
+        };
+        Queued::edit(to, "m7", OutboundMessage::text(text))
+    };
+    s.store
+        .enqueue(&edit("approved"), s.clock.now())
+        .await
+        .unwrap();
+    pass(&d).await;
+    assert!(
+        chat.edited.lock().unwrap().is_empty(),
+        "the first attempt failed"
+    );
+    s.store
+        .enqueue(&edit("ran: ok"), s.clock.now())
+        .await
+        .unwrap();
+    s.clock.advance(Duration::from_secs(2));
+    pass(&d).await;
+    s.clock.advance(CLAIM_HOLD * 2);
+    pass(&d).await;
+    assert_eq!(
+        *chat.edited.lock().unwrap(),
+        [("m7".to_owned(), "ran: ok".to_owned())],
+        "the older edit, still waiting for its retry, was superseded"
+    );
+    assert!(chat.posted().is_empty(), "an edit posts nothing");
+    assert_eq!(s.depth().await, 0);
 }

@@ -12,10 +12,7 @@ use opsbot::domain::Platform;
 use opsbot::domain::{
     AuditEntry, AuditRecord, ChainBreak, ChainBreakKind, ChainVerifier, Outcome, RequestId,
 };
-use opsbot::ports::{
-    ChatAction, Claimed, Clock, Epoch, FakeClock, OutboundMessage, OutboundTarget, OutboxDepth,
-    OutboxId, Priority, Queued, Store,
-};
+use opsbot::ports::{Clock, Epoch, FakeClock, Store};
 use opsbot::store::{PostgresStore, SqliteStore};
 use tempfile::TempDir;
 
@@ -136,120 +133,6 @@ on_both_backends! {
     a_refused_delivery_fails_alone => sqlite_a_refused_delivery_fails_alone, postgres_a_refused_delivery_fails_alone;
     a_lease_has_one_holder_and_each_new_one_a_larger_epoch => sqlite_a_lease_has_one_holder_and_each_new_one_a_larger_epoch, postgres_a_lease_has_one_holder_and_each_new_one_a_larger_epoch;
     holders_racing_for_a_free_lease_get_one_epoch => sqlite_holders_racing_for_a_free_lease_get_one_epoch, postgres_holders_racing_for_a_free_lease_get_one_epoch;
-    the_outbox_hands_each_message_to_one_claim => sqlite_the_outbox_hands_each_message_to_one_claim, postgres_the_outbox_hands_each_message_to_one_claim;
-    claims_racing_for_the_outbox_share_no_row => sqlite_claims_racing_for_the_outbox_share_no_row, postgres_claims_racing_for_the_outbox_share_no_row;
-}
-
-const HOLD: std::time::Duration = std::time::Duration::from_secs(60);
-
-fn queued(channel: &str, text: &str) -> Queued {
-    Queued {
-        to: OutboundTarget {
-            platform: Platform::Slack,
-            channel_id: channel.into(),
-            thread: Some("1.2".into()),
-        },
-        message: OutboundMessage::text(text),
-    }
-}
-
-async fn claim(store: &dyn Store, clock: &FakeClock) -> Vec<Claimed> {
-    store.claim_due(clock.now(), HOLD, 10).await.expect("claim")
-}
-
-async fn the_outbox_hands_each_message_to_one_claim(b: &Backend) {
-    let store = b.store();
-    let store = &*store;
-    let clock = FakeClock::new(Utc::now());
-    let routine = store
-        .enqueue(&queued("C1", "first"), clock.now())
-        .await
-        .unwrap();
-    let action = ChatAction {
-        label: "Ack #3".into(),
-        command: "/ack 3".into(),
-        danger: false,
-    };
-    let mut urgent = queued("C2", "urgent");
-    urgent.message = urgent.message.urgent().with_actions(vec![action.clone()]);
-    let urgent = store.enqueue(&urgent, clock.now()).await.unwrap();
-    let depth = store.outbox_depth().await.unwrap();
-    assert_eq!(depth.pending, 2);
-    assert_eq!(
-        depth.oldest.map(|t| t.timestamp_micros()),
-        Some(clock.now().timestamp_micros())
-    );
-
-    let claimed = claim(store, &clock).await;
-    let ids: Vec<OutboxId> = claimed.iter().map(|c| c.id).collect();
-    assert_eq!(ids, [urgent, routine], "urgent first, then oldest");
-    let first = &claimed[0];
-    assert_eq!(first.attempts, 1);
-    assert_eq!(first.queued.to.channel_id, "C2");
-    assert_eq!(first.queued.to.thread.as_deref(), Some("1.2"));
-    assert_eq!(first.queued.message.text, "urgent");
-    assert_eq!(first.queued.message.priority, Priority::Urgent);
-    assert_eq!(first.queued.message.actions, [action]);
-    assert!(
-        claim(store, &clock).await.is_empty(),
-        "held by the first claim"
-    );
-
-    assert!(store.mark_delivered(urgent, "ts-1").await.unwrap());
-    assert!(
-        !store.mark_delivered(urgent, "ts-2").await.unwrap(),
-        "already done"
-    );
-    let later = clock.now() + chrono::Duration::seconds(5);
-    assert!(store.retry_at(routine, later, "503").await.unwrap());
-    clock.advance(std::time::Duration::from_secs(4));
-    assert!(claim(store, &clock).await.is_empty(), "not due yet");
-    clock.advance(std::time::Duration::from_secs(1));
-    let again = claim(store, &clock).await;
-    assert_eq!(
-        again.iter().map(|c| (c.id, c.attempts)).collect::<Vec<_>>(),
-        [(routine, 2)]
-    );
-    assert!(store.give_up(routine, "channel_not_found").await.unwrap());
-    assert!(
-        !store.retry_at(routine, later, "x").await.unwrap(),
-        "given up stays given up"
-    );
-    clock.advance(HOLD * 2);
-    assert!(claim(store, &clock).await.is_empty(), "nothing pending");
-    assert_eq!(store.outbox_depth().await.unwrap(), OutboxDepth::default());
-    assert_eq!(store.forget_outbox_before(clock.now()).await.unwrap(), 2);
-}
-
-async fn claims_racing_for_the_outbox_share_no_row(b: &Backend) {
-    let store = b.store();
-    let clock = Arc::new(FakeClock::new(Utc::now()));
-    for i in 0..40 {
-        store
-            .enqueue(&queued("C1", &format!("n{i}")), clock.now())
-            .await
-            .unwrap();
-    }
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..8 {
-        let (store, clock) = (store.clone(), clock.clone());
-        tasks.spawn(async move { claim(&*store, &clock).await });
-    }
-    let mut seen = Vec::new();
-    while let Some(claimed) = tasks.join_next().await {
-        seen.extend(claimed.expect("claim task").into_iter().map(|c| c.id));
-    }
-    // On Postgres a claimer that lost a row to another in the race gets fewer rows (READ
-    // COMMITTED re-checks the row and skips it), never the same one: what is left goes to
-    // the next pass.
-    while seen.len() < 40 {
-        let next = claim(&*store, &clock).await;
-        assert!(!next.is_empty(), "rows left unclaimable: {seen:?}");
-        seen.extend(next.into_iter().map(|c| c.id));
-    }
-    let distinct: BTreeSet<OutboxId> = seen.iter().copied().collect();
-    assert_eq!(distinct.len(), seen.len(), "a row claimed twice: {seen:?}");
-    assert_eq!(seen.len(), 40, "every row claimed once");
 }
 
 const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -770,7 +653,6 @@ async fn two_writers_extend_one_chain(replicas: [Arc<dyn Store>; 2]) {
 }
 
 async fn old_event_ids_are_forgotten(b: &Backend) {
-    use opsbot::domain::Platform;
     let store = b.store();
     let t0 = chrono::Utc::now();
     let later = t0 + chrono::Duration::hours(2);

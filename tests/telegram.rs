@@ -946,6 +946,7 @@ async fn a_notice_decided_before_the_leader_is_killed_is_posted_once_by_the_next
             thread: None,
         },
         message: OutboundMessage::text("decided before the kill"),
+        edit_of: None,
     };
     store.enqueue(&notice, chrono::Utc::now()).await.unwrap();
     replicas.leader.kill();

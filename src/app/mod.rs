@@ -156,6 +156,8 @@ struct Core {
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     outbound: Arc<dyn ChatOutbound>,
+    /// Wakes this process's outbox deliverer; the router's producers hold a clone.
+    outbox: OutboxSignal,
 }
 
 impl App {
@@ -191,6 +193,7 @@ impl App {
             metrics,
             clock: overrides.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             outbound,
+            outbox: OutboxSignal::default(),
         };
         let replica: Arc<str> = replica_name().into();
         let alerts = alert_service(&config, &core, &replica);
@@ -228,7 +231,7 @@ impl App {
             leader,
             election: std::sync::Mutex::new(election),
             replica,
-            outbox: OutboxSignal::default(),
+            outbox: core.outbox,
         })
     }
 
@@ -573,7 +576,7 @@ fn router_deps(
         health,
         metrics: core.metrics.clone(),
         runner: Arc::new(ProcessRunner::new().map_err(StartupError::Config)?),
-        outbound: core.outbound.clone(),
+        outbox: core.outbox.clone(),
         approvals: ApprovalSettings {
             approve_emoji: a.approve_emoji.clone(),
             deny_emoji: a.deny_emoji.clone(),

@@ -34,7 +34,7 @@ use crate::domain::{
 };
 use crate::metrics::Metrics;
 use crate::ports::{
-    ActionRunner, ChatAction, ChatOutbound, Clock, EnvLookup, OutboundMessage, RateLimiter,
+    ActionRunner, ChatAction, Clock, EnvLookup, OutboundMessage, OutboxSignal, RateLimiter,
     SilenceSync, Store, StoreError,
 };
 
@@ -76,8 +76,9 @@ pub struct RouterDeps {
     /// Writes silences back to Alertmanager, when `alerts.alertmanager_url` is set.
     pub silence_sync: Option<Arc<dyn SilenceSync>>,
     pub runner: Arc<dyn ActionRunner>,
-    /// Edits the bot's own messages (an approval request once it is decided).
-    pub outbound: Arc<dyn ChatOutbound>,
+    /// Wakes the outbox's deliverer after something is queued (a decided request's edit, an
+    /// alert reminder).
+    pub outbox: OutboxSignal,
     pub approvals: ApprovalSettings,
     /// Reads opsbot's environment (pass-through variables and secrets for runbooks).
     pub env: EnvLookup,
@@ -225,7 +226,7 @@ impl Router {
             catalog: deps.catalog.clone(),
             directory: deps.directory.clone(),
             clock: deps.clock.clone(),
-            outbound: deps.outbound.clone(),
+            outbox: deps.outbox.clone(),
             metrics: deps.metrics.clone(),
             approvals: deps.approvals.clone(),
             env: deps.env.clone(),

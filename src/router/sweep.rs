@@ -1,5 +1,6 @@
 //! What the periodic sweep decides, across the services: runbook requests that expired or
-//! were interrupted, alert reminders, platform event ids old enough to forget, incidents past
+//! were interrupted, alert reminders (queued with their claim; the deliverer woken here, as
+//! they are not among the notices returned), platform event ids old enough to forget, incidents past
 //! their acknowledgement target, outbox rows delivered long ago. The store queues each notice
 //! in the outbox with the change that decides it; `crate::outbox` posts them.
 
@@ -18,8 +19,10 @@ impl Router {
     pub async fn sweep(&self) -> Result<Vec<Notice>, StoreError> {
         let now = self.deps.clock.now();
         let mut notices = self.runbooks.sweep_runs(now).await?;
-        if let Err(e) = self.deps.alerts.remind(&self.deps.escalation).await {
-            warn!(error = %e, "alert reminders failed");
+        match self.deps.alerts.remind(&self.deps.escalation).await {
+            Ok(0) => {}
+            Ok(_) => self.deps.outbox.wake(),
+            Err(e) => warn!(error = %e, "alert reminders failed"),
         }
         if let Err(e) = self
             .deps

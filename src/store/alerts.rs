@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::outbox::insert_queued;
 use super::sql::{Arg, Backend, changed_one, execute, fetch_all, fetch_one, fetch_optional};
-use super::{OnPool, SqlStore};
+use super::{OnPool, SqlStore, backend};
 use crate::domain::{Alert, AlertId, IncomingAlert, Matcher, Platform, Silence};
-use crate::ports::{AlertStore, DeliveryLog, FiringCount, PostClaim, StoreError};
+use crate::ports::{AlertStore, DeliveryLog, FiringCount, PostClaim, Queued, StoreError};
 
 pub(crate) const SELECT_ALERT: &str = "SELECT id, fingerprint, source, group_key, status, labels, annotations, \
      starts_at, ends_at, generator_url, first_seen, last_seen, acked_by, acked_at, resolved_at FROM alerts";
@@ -472,15 +473,24 @@ impl<DB: Backend> AlertStore for SqlStore<DB> {
         id: AlertId,
         previous: u32,
         at: DateTime<Utc>,
+        notices: &[Queued],
     ) -> Result<bool, StoreError> {
-        let id = id.0;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         let q = sqlx::query(
             "UPDATE alerts SET reminded_at = $1, reminders = reminders + 1 WHERE id = $2 AND reminders = $3",
         )
         .arg(&at.timestamp_micros())
-        .arg(&id)
+        .arg(&id.0)
         .arg(&(previous as i32));
-        changed_one(self.ex(), q).await
+        // Claimed by another replica: dropping the transaction queues nothing.
+        if !changed_one(DB::on_conn(&mut tx), q).await? {
+            return Ok(false);
+        }
+        for notice in notices {
+            insert_queued::<DB>(&mut tx, notice, at).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
     }
 
     async fn group_by_message(

@@ -223,7 +223,7 @@ impl<DB: Backend> IncidentStore for SqlStore<DB> {
         if !changed_one(DB::on_conn(&mut tx), q).await? {
             return Ok(false);
         }
-        insert_queued(DB::on_conn(&mut tx), notice, at).await?;
+        insert_queued::<DB>(&mut tx, notice, at).await?;
         tx.commit().await.map_err(backend)?;
         Ok(true)
     }

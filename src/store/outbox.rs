@@ -8,11 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::Executor;
 
 use super::runs::micros;
 use super::sql::{Arg, Backend, changed_one, execute, fetch_all, fetch_one};
-use super::{OnPool, SqlStore};
+use super::{OnPool, SqlStore, backend};
 use crate::domain::Visibility;
 use crate::ports::{
     ChatAction, Claimed, OutboundMessage, OutboundTarget, OutboxDepth, OutboxId, OutboxStore,
@@ -80,6 +79,7 @@ pub(crate) struct OutboxRow {
     urgent: bool,
     attempts: i32,
     created_at: i64,
+    edit_of: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -105,6 +105,7 @@ impl OutboxRow {
                     thread: self.thread,
                 },
                 message: body.into_message(self.urgent),
+                edit_of: self.edit_of,
             },
             attempts: u32::try_from(self.attempts).map_err(|e| corrupt(id, e))?,
             created_at: DateTime::from_timestamp_micros(self.created_at).ok_or_else(|| {
@@ -114,40 +115,62 @@ impl OutboxRow {
     }
 }
 
-/// Queues `queued` on `ex` (a pool, or the transaction that decided it), due at `now`.
-pub(crate) async fn insert_queued<'e, DB: Backend>(
-    ex: impl Executor<'e, Database = DB>,
+/// Queues `queued` on `conn` (a connection, or the transaction that decided it), due at
+/// `now`. An edit first retires the pending edits of the same message it makes pointless.
+pub(crate) async fn insert_queued<DB: Backend>(
+    conn: &mut DB::Connection,
     queued: &Queued,
     now: DateTime<Utc>,
 ) -> Result<OutboxId, StoreError> {
     let to = &queued.to;
+    if let Some(message_id) = &queued.edit_of {
+        let q = sqlx::query(
+            "UPDATE outbox SET state = 'done', last_error = 'superseded' \
+             WHERE state = 'pending' AND edit_of = $1 AND platform = $2 AND channel_id = $3",
+        )
+        .arg(message_id.as_str())
+        .arg(to.platform.as_str())
+        .arg(to.channel_id.as_str());
+        execute(DB::on_conn(conn), q).await?;
+    }
     let q = sqlx::query(
-        "INSERT INTO outbox (platform, channel_id, thread, body, urgent, created_at, next_attempt_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+        "INSERT INTO outbox (platform, channel_id, thread, body, urgent, created_at, next_attempt_at, edit_of) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $7) RETURNING id",
     )
     .arg(to.platform.as_str())
     .arg(to.channel_id.as_str())
     .arg(&to.thread)
     .arg(&Body::of(&queued.message))
     .arg(&(queued.message.priority == Priority::Urgent))
-    .arg(&micros(now));
-    let (id,): (i64,) = fetch_one(ex, q).await?;
+    .arg(&micros(now))
+    .arg(&queued.edit_of);
+    let (id,): (i64,) = fetch_one(DB::on_conn(conn), q).await?;
     Ok(OutboxId(id))
 }
 
-/// Claims by moving the due time forward; the outer `state`/`next_attempt_at` test is
-/// checked again on the row a concurrent claim just changed (Postgres re-reads it after the
-/// other transaction commits; SQLite runs one writer at a time), so a row goes to one claim.
-const CLAIM: &str = "UPDATE outbox SET next_attempt_at = $1, attempts = attempts + 1 \
-     WHERE state = 'pending' AND next_attempt_at <= $2 AND id IN ( \
-       SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2 \
-       ORDER BY urgent DESC, id LIMIT $3) \
-     RETURNING id, platform, channel_id, thread, body, urgent, attempts, created_at";
+/// Claims by moving the due time forward. On Postgres the subquery locks the rows it picks
+/// and skips those a concurrent claim holds, so racing claimers take disjoint rows and each
+/// still fills its batch; the outer `state`/`next_attempt_at` test is the guard that holds
+/// on both backends (SQLite runs one writer at a time), so a row goes to one claim.
+fn claim_sql<DB: Backend>() -> String {
+    format!(
+        "UPDATE outbox SET next_attempt_at = $1, attempts = attempts + 1 \
+         WHERE state = 'pending' AND next_attempt_at <= $2 AND id IN ( \
+           SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2 \
+           ORDER BY urgent DESC, id LIMIT $3{}) \
+         RETURNING id, platform, channel_id, thread, body, urgent, attempts, created_at, edit_of",
+        DB::SKIP_LOCKED
+    )
+}
 
 #[async_trait]
 impl<DB: Backend> OutboxStore for SqlStore<DB> {
     async fn enqueue(&self, queued: &Queued, now: DateTime<Utc>) -> Result<OutboxId, StoreError> {
-        insert_queued(self.ex(), queued, now).await
+        // One transaction, so an edit and the older edits it supersedes change together.
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let id = insert_queued::<DB>(&mut tx, queued, now).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(id)
     }
 
     async fn claim_due(
@@ -158,7 +181,7 @@ impl<DB: Backend> OutboxStore for SqlStore<DB> {
     ) -> Result<Vec<Claimed>, StoreError> {
         let hold = chrono::Duration::from_std(hold)
             .map_err(|e| StoreError::Corrupt(format!("outbox hold {hold:?}: {e}")))?;
-        let q = sqlx::query(CLAIM)
+        let q = sqlx::query(sqlx::AssertSqlSafe(claim_sql::<DB>()))
             .arg(&micros(now + hold))
             .arg(&micros(now))
             .arg(&i64::from(limit));

@@ -303,7 +303,9 @@ async fn runs_moved<DB: Backend>(
         .map(RunRow::into_run)
         .collect::<Result<Vec<_>, _>>()?;
     for run in &runs {
-        insert_queued(DB::on_conn(&mut tx), &notice(run, was), now).await?;
+        for queued in notice(run, was) {
+            insert_queued::<DB>(&mut tx, &queued, now).await?;
+        }
     }
     tx.commit().await.map_err(backend)?;
     Ok(runs)

@@ -110,15 +110,22 @@ pub(crate) trait Backend:
     /// reads: Postgres's data-modifying CTEs, which let one statement (one round trip) store
     /// alerts and mark their groups; SQLite, in-process, takes a second statement instead.
     const WRITABLE_CTE: bool;
+    /// What ends a `SELECT` that picks rows to claim: Postgres locks them and passes over
+    /// rows another claimer holds (`FOR UPDATE SKIP LOCKED`), so racing claimers each get
+    /// other rows, without waiting for or losing any to the race; SQLite runs one writer
+    /// at a time and has no such clause.
+    const SKIP_LOCKED: &'static str;
 }
 
 impl Backend for sqlx::Sqlite {
     const SEVERITY: &'static str = "json_extract(labels, '$.severity')";
     const WRITABLE_CTE: bool = false;
+    const SKIP_LOCKED: &'static str = "";
 }
 impl Backend for sqlx::Postgres {
     const SEVERITY: &'static str = "(labels::json ->> 'severity')";
     const WRITABLE_CTE: bool = true;
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
 }
 
 /// The one thing the backends' query results do not share a trait for.

@@ -4,27 +4,19 @@
 use super::*;
 
 impl RunbookService {
-    /// Replaces the message of a request that is no longer pending (its buttons included)
-    /// with what became of it, so nobody presses Approve on a request that was decided. In
-    /// the background and best effort: the decision is already stored and answered, and a
-    /// failed edit is only logged. The console shows no buttons and is left alone.
+    /// Queues, in the outbox, an edit replacing the message of a request that is no longer
+    /// pending (its buttons included) with what became of it, so nobody presses Approve on a
+    /// request that was decided; the deliverer (on the leader) makes it, retrying as it does
+    /// posts, and a newer edit of the message supersedes one still waiting. Queued in the
+    /// background, after the decision is stored and answered: a store that refuses it is
+    /// only logged. The console shows no buttons and is left alone.
     pub(super) fn retire_request(&self, run: &Run, outcome: &str) {
         if run.new.platform == Platform::Console {
             return;
         }
-        let to = OutboundTarget {
-            platform: run.new.platform,
-            channel_id: run.new.channel_id.clone(),
-            thread: run.new.thread.clone(),
-        };
-        let message = OutboundMessage::text(format!(
-            "Request #{}: {} requested by {} — {outcome}\nWould run:\n```\n{}\n```",
-            run.id,
-            command_line(&run.new.command, &run.new.args),
-            run.new.requester_name,
-            run.new.rendered
-        ));
-        let (store, outbound, id) = (self.store.clone(), self.outbound.clone(), run.id);
+        let (to, message) = retired(run, outcome);
+        let (store, outbox, id) = (self.store.clone(), self.outbox.clone(), run.id);
+        let now = self.now();
         let bound = run.message_id.clone();
         self.in_flight.spawn(async move {
             // A request is bound to its message once, after it is posted. If it was not yet
@@ -44,8 +36,11 @@ impl RunbookService {
             let Some(message_id) = message_id else {
                 return;
             };
-            if let Err(e) = outbound.edit(&to, &message_id, &message).await {
-                warn!(run = %id, error = %e, "could not update the message of a decided request");
+            match store.enqueue(&Queued::edit(to, message_id, message), now).await {
+                Ok(_) => outbox.wake(),
+                Err(e) => {
+                    warn!(run = %id, error = %e, "could not queue the update of a decided request's message")
+                }
             }
         });
     }
@@ -67,18 +62,47 @@ impl RunbookService {
     /// and they are returned too. Never re-runs anything.
     pub async fn sweep_runs(&self, now: DateTime<Utc>) -> Result<Vec<Notice>, StoreError> {
         let mut notices = Vec::new();
-        let queued = |run: &Run, was: RunState| interruption_notice(run, was).queued();
+        let queued = |run: &Run, was: RunState| vec![interruption_notice(run, was).queued()];
         for (run, was) in self.store.interrupt_stale(now, &queued).await? {
             self.audit_interruption(&run, was, now).await;
             notices.push(interruption_notice(&run, was));
         }
-        let queued = |run: &Run, _: RunState| expiry_notice(run).queued();
+        // An expired request's buttons are retired with its expiry, when its message is
+        // bound; one bound later is retired by `bind_message`.
+        let queued = |run: &Run, _: RunState| {
+            let retire = (run.message_id.clone())
+                .filter(|_| run.new.platform != Platform::Console)
+                .map(|id| {
+                    let (to, message) = retired(run, EXPIRED);
+                    Queued::edit(to, id, message)
+                });
+            [expiry_notice(run).queued()]
+                .into_iter()
+                .chain(retire)
+                .collect()
+        };
         for run in self.store.expire_due(now, &queued).await? {
-            self.retire_request(&run, EXPIRED);
             notices.push(expiry_notice(&run));
         }
         Ok(notices)
     }
+}
+
+/// Where a decided request's message is and what it says once its buttons are gone.
+fn retired(run: &Run, outcome: &str) -> (OutboundTarget, OutboundMessage) {
+    let to = OutboundTarget {
+        platform: run.new.platform,
+        channel_id: run.new.channel_id.clone(),
+        thread: run.new.thread.clone(),
+    };
+    let message = OutboundMessage::text(format!(
+        "Request #{}: {} requested by {} — {outcome}\nWould run:\n```\n{}\n```",
+        run.id,
+        command_line(&run.new.command, &run.new.args),
+        run.new.requester_name,
+        run.new.rendered
+    ));
+    (to, message.with_visibility(Visibility::Channel))
 }
 
 /// What the channel is told about a run interrupted while in state `was`.

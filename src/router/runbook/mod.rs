@@ -21,7 +21,7 @@ use crate::domain::{
 };
 use crate::metrics::Metrics;
 use crate::ports::{
-    ActionOutcome, ActionRunner, ChatOutbound, Clock, EnvLookup, OutboundMessage, OutboundTarget,
+    ActionOutcome, ActionRunner, Clock, EnvLookup, OutboundMessage, OutboundTarget, OutboxSignal,
     Queued, Store, StoreError,
 };
 
@@ -75,18 +75,19 @@ impl Notice {
     /// The notice as the outbox queues it.
     pub fn queued(&self) -> Queued {
         let message = OutboundMessage::text(self.text.clone()).with_visibility(Visibility::Channel);
-        Queued {
-            to: OutboundTarget {
-                platform: self.platform,
-                channel_id: self.channel_id.clone(),
-                thread: self.thread.clone(),
-            },
-            message: if self.urgent {
+        let to = OutboundTarget {
+            platform: self.platform,
+            channel_id: self.channel_id.clone(),
+            thread: self.thread.clone(),
+        };
+        Queued::post(
+            to,
+            if self.urgent {
                 message.urgent()
             } else {
                 message
             },
-        }
+        )
     }
 }
 
@@ -186,15 +187,15 @@ mod request;
 mod votes;
 
 /// Runbook requests and runs, with only what they need: the runs (and the audit log, for
-/// a run's start), the runner, the catalogue and directory, the clock, the outbound (to
-/// retire a decided request's buttons) and the approval settings.
+/// a run's start; the outbox, where a decided request's edit is queued), the runner, the
+/// catalogue and directory, the clock, the outbox's wake-up and the approval settings.
 pub struct RunbookService {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) runner: Arc<dyn ActionRunner>,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) directory: Arc<Directory>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) outbound: Arc<dyn ChatOutbound>,
+    pub(crate) outbox: OutboxSignal,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) approvals: ApprovalSettings,
     /// Reads opsbot's environment (pass-through variables and secrets for runbooks).

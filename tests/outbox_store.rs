@@ -1,0 +1,297 @@
+//! The outbox in the store, one suite run against both backends (SQLite on a temp file,
+//! Postgres on a fresh schema per test, skipped with a reason when it is unreachable, a
+//! failure with `CI=true`): claims, racing claimers, and the producers that queue a message
+//! in the transaction that decides it.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::Utc;
+use opsbot::domain::{AlertSource, AlertStatus, IncomingAlert, Platform};
+use opsbot::ports::{
+    ChatAction, Claimed, Clock, FakeClock, OutboundMessage, OutboundTarget, OutboxDepth, OutboxId,
+    Priority, Queued, Store,
+};
+use opsbot::store::{PostgresStore, SqliteStore};
+use tempfile::TempDir;
+
+/// A store under test; the temp folder or the Postgres schema it lives in.
+struct Backend {
+    store: Arc<dyn Store>,
+    postgres: Option<(Arc<PostgresStore>, String)>,
+    _dir: Option<TempDir>,
+}
+
+impl Backend {
+    async fn sqlite() -> Backend {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+        let store = SqliteStore::open(&url).await.expect("open sqlite store");
+        Backend {
+            store: Arc::new(store),
+            postgres: None,
+            _dir: Some(dir),
+        }
+    }
+
+    /// `None` (after printing why) when Postgres is unreachable outside CI.
+    async fn postgres() -> Option<Backend> {
+        let schema = support::fresh_postgres_schema().await?;
+        let store = PostgresStore::connect(&support::postgres_url(), 8, Some(&schema))
+            .await
+            .expect("connect postgres store");
+        let store = Arc::new(store);
+        Some(Backend {
+            store: store.clone(),
+            postgres: Some((store, schema)),
+            _dir: None,
+        })
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Drops a passing test's Postgres schema (a failing test's is kept for inspection).
+    async fn cleanup(self) {
+        if let Some((store, schema)) = self.postgres {
+            store.pool().close().await;
+            support::drop_postgres_schema(&schema).await;
+        }
+    }
+}
+
+/// Defines `sqlite_<case>` and `postgres_<case>` tests running the shared `case(&Backend)`.
+macro_rules! on_both_backends {
+    ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $sqlite() {
+            let backend = Backend::sqlite().await;
+            $case(&backend).await;
+            backend.cleanup().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $postgres() {
+            let Some(backend) = Backend::postgres().await else {
+                return;
+            };
+            $case(&backend).await;
+            backend.cleanup().await;
+        }
+    )*};
+}
+
+on_both_backends! {
+    the_outbox_hands_each_message_to_one_claim => sqlite_the_outbox_hands_each_message_to_one_claim, postgres_the_outbox_hands_each_message_to_one_claim;
+    claims_racing_for_the_outbox_share_no_row => sqlite_claims_racing_for_the_outbox_share_no_row, postgres_claims_racing_for_the_outbox_share_no_row;
+    an_alert_reminder_is_queued_with_its_claim => sqlite_an_alert_reminder_is_queued_with_its_claim, postgres_an_alert_reminder_is_queued_with_its_claim;
+    a_queued_edit_supersedes_the_pending_edits_of_its_message => sqlite_a_queued_edit_supersedes_the_pending_edits_of_its_message, postgres_a_queued_edit_supersedes_the_pending_edits_of_its_message;
+}
+
+const HOLD: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn queued(channel: &str, text: &str) -> Queued {
+    Queued {
+        to: OutboundTarget {
+            platform: Platform::Slack,
+            channel_id: channel.into(),
+            thread: Some("1.2".into()),
+        },
+        message: OutboundMessage::text(text),
+        edit_of: None,
+    }
+}
+
+async fn claim(store: &dyn Store, clock: &FakeClock) -> Vec<Claimed> {
+    store.claim_due(clock.now(), HOLD, 10).await.expect("claim")
+}
+
+async fn the_outbox_hands_each_message_to_one_claim(b: &Backend) {
+    let store = b.store();
+    let store = &*store;
+    let clock = FakeClock::new(Utc::now());
+    let routine = store
+        .enqueue(&queued("C1", "first"), clock.now())
+        .await
+        .unwrap();
+    let action = ChatAction {
+        label: "Ack #3".into(),
+        command: "/ack 3".into(),
+        danger: false,
+    };
+    let mut urgent = queued("C2", "urgent");
+    urgent.message = urgent.message.urgent().with_actions(vec![action.clone()]);
+    let urgent = store.enqueue(&urgent, clock.now()).await.unwrap();
+    let depth = store.outbox_depth().await.unwrap();
+    assert_eq!(depth.pending, 2);
+    assert_eq!(
+        depth.oldest.map(|t| t.timestamp_micros()),
+        Some(clock.now().timestamp_micros())
+    );
+
+    let claimed = claim(store, &clock).await;
+    let ids: Vec<OutboxId> = claimed.iter().map(|c| c.id).collect();
+    assert_eq!(ids, [urgent, routine], "urgent first, then oldest");
+    let first = &claimed[0];
+    assert_eq!(first.attempts, 1);
+    assert_eq!(first.queued.to.channel_id, "C2");
+    assert_eq!(first.queued.to.thread.as_deref(), Some("1.2"));
+    assert_eq!(first.queued.message.text, "urgent");
+    assert_eq!(first.queued.message.priority, Priority::Urgent);
+    assert_eq!(first.queued.message.actions, [action]);
+    assert!(
+        claim(store, &clock).await.is_empty(),
+        "held by the first claim"
+    );
+
+    assert!(store.mark_delivered(urgent, "ts-1").await.unwrap());
+    assert!(
+        !store.mark_delivered(urgent, "ts-2").await.unwrap(),
+        "already done"
+    );
+    let later = clock.now() + chrono::Duration::seconds(5);
+    assert!(store.retry_at(routine, later, "503").await.unwrap());
+    clock.advance(std::time::Duration::from_secs(4));
+    assert!(claim(store, &clock).await.is_empty(), "not due yet");
+    clock.advance(std::time::Duration::from_secs(1));
+    let again = claim(store, &clock).await;
+    assert_eq!(
+        again.iter().map(|c| (c.id, c.attempts)).collect::<Vec<_>>(),
+        [(routine, 2)]
+    );
+    assert!(store.give_up(routine, "channel_not_found").await.unwrap());
+    assert!(
+        !store.retry_at(routine, later, "x").await.unwrap(),
+        "given up stays given up"
+    );
+    clock.advance(HOLD * 2);
+    assert!(claim(store, &clock).await.is_empty(), "nothing pending");
+    assert_eq!(store.outbox_depth().await.unwrap(), OutboxDepth::default());
+    assert_eq!(store.forget_outbox_before(clock.now()).await.unwrap(), 2);
+}
+
+async fn claims_racing_for_the_outbox_share_no_row(b: &Backend) {
+    let store = b.store();
+    let clock = Arc::new(FakeClock::new(Utc::now()));
+    for i in 0..40 {
+        store
+            .enqueue(&queued("C1", &format!("n{i}")), clock.now())
+            .await
+            .unwrap();
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (store, clock) = (store.clone(), clock.clone());
+        tasks.spawn(async move { claim(&*store, &clock).await });
+    }
+    let mut seen = Vec::new();
+    while let Some(claimed) = tasks.join_next().await {
+        seen.extend(claimed.expect("claim task").into_iter().map(|c| c.id));
+    }
+    // Eight claimers of ten rows each can take all forty in the race: on Postgres a claimer
+    // skips rows another one has locked and goes on to the next (`SKIP LOCKED`), on SQLite
+    // they take turns. None is left for a later pass.
+    assert!(
+        claim(&*store, &clock).await.is_empty(),
+        "rows left over by the race: {seen:?}"
+    );
+    let distinct: BTreeSet<OutboxId> = seen.iter().copied().collect();
+    assert_eq!(distinct.len(), seen.len(), "a row claimed twice: {seen:?}");
+    assert_eq!(seen.len(), 40, "every row claimed once");
+}
+
+fn critical(fingerprint: &str) -> IncomingAlert {
+    IncomingAlert {
+        source: AlertSource::Webhook,
+        fingerprint: fingerprint.into(),
+        group_key: "g".into(),
+        status: AlertStatus::Firing,
+        labels: [("severity".to_owned(), "critical".to_owned())].into(),
+        annotations: Default::default(),
+        starts_at: Utc::now(),
+        ends_at: None,
+        generator_url: None,
+    }
+}
+
+/// The claim and its messages commit together: the winner's messages are queued, a claim
+/// that lost (another replica reminded first) queues nothing.
+async fn an_alert_reminder_is_queued_with_its_claim(b: &Backend) {
+    let store = b.store();
+    let clock = FakeClock::new(Utc::now());
+    store
+        .ingest_alerts(&[critical("f1")], clock.now())
+        .await
+        .unwrap();
+    clock.advance(std::time::Duration::from_secs(600));
+    let due = store.alerts_due_reminder(clock.now()).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let (alert, reminders) = (&due[0].0, due[0].1);
+    assert_eq!(reminders, 0);
+    let notices = [queued("C1", "⏰ Reminder 1"), queued("C2", "⏰ Reminder 1")];
+    let remind = async |notices: &[Queued]| {
+        (store.mark_alert_reminded(alert.id, reminders, clock.now(), notices))
+            .await
+            .unwrap()
+    };
+    assert!(remind(&notices).await, "the first claim wins");
+    assert!(
+        !remind(&notices[..1]).await,
+        "a second claim of that reminder loses"
+    );
+    let claimed = claim(&*store, &clock).await;
+    let to: Vec<&str> = (claimed.iter())
+        .map(|c| c.queued.to.channel_id.as_str())
+        .collect();
+    assert_eq!(
+        to,
+        ["C1", "C2"],
+        "queued once per channel, by the winner only"
+    );
+    assert!(
+        (store.alerts_due_reminder(clock.now()).await.unwrap()).is_empty(),
+        "reminded"
+    );
+}
+
+/// Only the newest pending edit of a message is sent: queuing one retires the older pending
+/// edits of that message (not those of another message, nor posts), and a claimed edit says
+/// which message it replaces.
+async fn a_queued_edit_supersedes_the_pending_edits_of_its_message(b: &Backend) {
+    let store = b.store();
+    let clock = FakeClock::new(Utc::now());
+    let edit = |channel: &str, of: &str, text: &str| {
+        let q = queued(channel, text);
+        Queued::edit(q.to, of, q.message)
+    };
+    let enqueue = async |q: Queued| store.enqueue(&q, clock.now()).await.unwrap();
+    enqueue(queued("C1", "a post")).await;
+    enqueue(edit("C1", "m1", "approved")).await;
+    enqueue(edit("C1", "m2", "other message")).await;
+    enqueue(edit("C2", "m1", "same id, other channel")).await;
+    let newest = enqueue(edit("C1", "m1", "ran")).await;
+    assert_eq!(store.outbox_depth().await.unwrap().pending, 4);
+    let claimed = claim(&*store, &clock).await;
+    let texts: Vec<(&str, Option<&str>)> = (claimed.iter())
+        .map(|c| (c.queued.message.text.as_str(), c.queued.edit_of.as_deref()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("a post", None),
+            ("other message", Some("m2")),
+            ("same id, other channel", Some("m1")),
+            ("ran", Some("m1")),
+        ]
+    );
+    assert_eq!(claimed[3].id, newest);
+    // An edit queued while an older one is claimed (being sent) supersedes it too: the
+    // older one's delivery is then not recorded, and the newer one is sent after it.
+    let newer = enqueue(edit("C1", "m1", "finished")).await;
+    assert!(!store.mark_delivered(newest, "m1").await.unwrap());
+    let again = claim(&*store, &clock).await;
+    assert_eq!(again.iter().map(|c| c.id).collect::<Vec<_>>(), [newer]);
+}
