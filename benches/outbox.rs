@@ -12,6 +12,10 @@
 //! receipt, and also from the insert's commit. Target: p99 < 50 ms. The store is wrapped to
 //! count and time the deliverer's claims and id writes, which shows where time goes.
 //!
+//! `OUTBOX_WAKE=0` queues without waking the deliverer, as a producer in another replica
+//! does (a signal reaches only the deliverer in its own process): what is left is the
+//! deliverer's poll.
+//!
 //! `cargo bench --bench outbox`. Knobs: `OUTBOX_RATE`, `OUTBOX_SECS`, `OUTBOX_CHANNELS`,
 //! `OUTBOX_WORKERS` (tokio workers, default 1 as `serve` runs), `OPSBOT_BENCH_POSTGRES_URL`
 //! (the server's URL without a database, default `postgres://postgres@127.0.0.1:5432`; a
@@ -96,6 +100,8 @@ struct Producer {
     signal: OutboxSignal,
     tracker: Arc<Tracker>,
     channels: usize,
+    /// False: a producer in another replica, whose signal cannot reach this deliverer.
+    wake: bool,
 }
 
 impl Producer {
@@ -113,7 +119,9 @@ impl Producer {
             Ok(_) => {
                 self.tracker
                     .stamp(&self.tracker.slots[i].committed, Instant::now());
-                self.signal.wake();
+                if self.wake {
+                    self.signal.wake();
+                }
             }
             Err(e) => {
                 self.tracker.enqueue_errors.fetch_add(1, Ordering::Relaxed);
@@ -296,11 +304,17 @@ async fn run(
         signal,
         tracker: tracker.clone(),
         channels,
+        wake: knob("OUTBOX_WAKE", 1u8) != 0,
     });
     println!(
-        "outbox: Postgres, {} CPUs, {workers} tokio worker(s); {rate:.0} messages/s over {channels} channels, {} measured after {warmup} of warm-up; load average {}",
+        "outbox: Postgres, {} CPUs, {workers} tokio worker(s); {rate:.0} messages/s over {channels} channels, {} measured after {warmup} of warm-up; {}; load average {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         total - warmup,
+        if producer.wake {
+            "each queued message wakes the deliverer"
+        } else {
+            "no wake-ups (producers in another replica): the deliverer polls"
+        },
         timed::loadavg()
     );
     offer(&producer, 0..warmup, rate).await;
