@@ -348,7 +348,13 @@ async fn send_one(l: &Load, i: usize, due: Instant) {
             }
         }
         Err(e) => {
-            l.tracker.sample(format!("request {i}: {e}"));
+            let mut why = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                why = format!("{why}: {c}");
+                cause = c.source();
+            }
+            l.tracker.sample(format!("request {i}: {why}"));
             ERROR
         }
     };
@@ -623,7 +629,10 @@ async fn measure(run: &Run, shared: Option<&Shared>) -> bool {
     let fake = fake_slack(tracker.clone()).await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Under opsbot's keep-alive limit (`server.header_read_timeout`, 10 s), as a client or
+        // load balancer in front of it must be: a connection the server is closing as it is
+        // reused fails the request that went out on it.
+        .pool_idle_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .timeout(REQUEST_TIMEOUT)
         .build()
@@ -648,6 +657,11 @@ async fn measure(run: &Run, shared: Option<&Shared>) -> bool {
 
     let rss_before: Vec<u64> = pids.iter().map(|p| rss_kib(p).0).collect();
     let cpu_before = cpu_of(&pids);
+    let pg = match shared {
+        Some(s) => serve::backends(&s.database_url).await,
+        None => Vec::new(),
+    };
+    let pg_before = cpu_of(&pg);
     let (self_cpu_before, _) = cpu_time("self");
     let machine_before = machine_jiffies();
     let wall = Instant::now();
@@ -665,6 +679,7 @@ async fn measure(run: &Run, shared: Option<&Shared>) -> bool {
     let cpu_load = cpu_of(&pids);
     let answer_wait = wait_answers(&tracker, warmup..total).await;
     let cpu_after = cpu_of(&pids);
+    let pg_cpu = cpu_of(&pg).saturating_sub(pg_before);
     let (self_cpu_after, _) = cpu_time("self");
     let machine_after = machine_jiffies();
 
@@ -711,6 +726,14 @@ async fn measure(run: &Run, shared: Option<&Shared>) -> bool {
         100.0 * busy / all,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
+    if !pg.is_empty() {
+        println!(
+            "slack_ack: Postgres: {} server processes on the run's database, CPU {:.2} s ({:.0} µs per command; the server's WAL writer and checkpointer not counted)",
+            pg.len(),
+            pg_cpu.as_secs_f64(),
+            pg_cpu.as_secs_f64() * 1e6 / measured.max(1) as f64
+        );
+    }
     for sample in tracker.samples.lock().unwrap().iter() {
         println!("slack_ack: sample problem: {sample}");
     }

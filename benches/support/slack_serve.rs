@@ -210,6 +210,22 @@ pub async fn drop_database(server: &str, name: &str) {
     }
 }
 
+/// Pids of the Postgres server processes serving the database at `database_url` (the
+/// server runs on this machine, so their CPU time is in `/proc`).
+pub async fn backends(database_url: &str) -> Vec<String> {
+    use sqlx::Connection as _;
+    let Ok(mut c) = sqlx::PgConnection::connect(database_url).await else {
+        return Vec::new();
+    };
+    let q = "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    let pids: Vec<i32> = sqlx::query_scalar(q)
+        .fetch_all(&mut c)
+        .await
+        .unwrap_or_default();
+    pids.iter().map(i32::to_string).collect()
+}
+
 pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
