@@ -33,31 +33,37 @@
 //! `SLACK_ACK_SERVER=floor` (the same load against `support/slack_floor.rs`, the least a server
 //! can do per command with opsbot's guarantees, instead of opsbot: the floor to compare with).
 //!
+//! Replicas (issue 14): `SLACK_ACK_REPLICAS=2` starts two `opsbot serve` on one Postgres
+//! database (made for the run on `SLACK_ACK_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432`, and dropped after it) with the rate limits in Redis
+//! (`SLACK_ACK_REDIS_URL`, default `redis://127.0.0.1:6379`), and request *i* goes to replica
+//! *i mod N* (round robin); the target is the same. `SLACK_ACK_STORE=postgres` puts a single
+//! replica on Postgres and Redis too (the comparison that separates the backend from the
+//! second process); replicas always are.
+//!
 //! Prints PASS/FAIL against the target. Exits non-zero if any command was not acked or not
 //! answered (a correctness failure); a latency miss only prints FAIL.
 //! Without `--bench` (e.g. `cargo test --benches`) it runs 2 s at 200/s as a smoke test.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tempfile::TempDir;
 
 #[path = "support/slack_floor.rs"]
 mod floor;
+#[path = "support/slack_serve.rs"]
+mod serve;
 
-const SECRET: &str = "slack-ack-bench-signing-secret";
+use serve::{Opsbot, SECRET, Shared, cpu_time, rss_kib, user_id};
 const CHANNEL: &str = "C0LOADOPS";
 const COMMAND: &str = "/status";
 const EXPECTED_ANSWER: &str = "No health checks are configured.";
 const TARGET_P99: Duration = Duration::from_millis(10);
-const READY_DEADLINE: Duration = Duration::from_secs(30);
 const ACK_DEADLINE: Duration = Duration::from_secs(30);
 const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
 /// Per-request client timeout: far above Slack's 3 s, so a slow ack is measured, not lost.
@@ -202,223 +208,8 @@ async fn fake_slack(tracker: Arc<Tracker>) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
-// opsbot serve, as a child process
-// ---------------------------------------------------------------------------------------
-
-struct Opsbot {
-    child: Child,
-    base: String,
-    log: PathBuf,
-    _dir: TempDir,
-}
-
-impl Opsbot {
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// SIGTERM, then SIGKILL if it has not stopped within `grace`.
-    fn stop(&mut self, grace: Duration) -> String {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return format!("had already exited ({status})");
-        }
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return format!("stopped on SIGTERM ({status})");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        format!("did not stop within {grace:?} of SIGTERM; killed")
-    }
-}
-
-impl Drop for Opsbot {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn user_id(u: usize) -> String {
-    format!("U0LOAD{u:03}")
-}
-
-/// A free loopback port: bind :0, read the port, drop the socket. Racy (another process may
-/// take it before opsbot binds), which is acceptable for a bench; `serve` then fails to start
-/// and the readiness wait says so.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-fn start_opsbot(fake_slack: &str, users: usize, log_level: &str) -> Opsbot {
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir_all(dir.path().join("commands")).expect("commands dir");
-    let db = dir.path().join("opsbot.db");
-    let port = free_port();
-    let people: String = (0..users)
-        .map(|u| {
-            format!(
-                "[[people]]\nname = \"load{u}\"\nroles = [\"sre\"]\nidentities = [\"slack:{}\"]\n\n",
-                user_id(u)
-            )
-        })
-        .collect();
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{port}"
-shutdown_grace = "5s"
-[log]
-format = "text"
-level = "{log_level}"
-[store]
-database_url = "sqlite://{db}"
-[limits]
-backend = "memory"
-global = "1000000/s"
-per_user = "1000000/s"
-per_channel = "1000000/s"
-per_command = "1000000/s"
-[catalog]
-dir = "commands"
-[console]
-enabled = false
-[builtins]
-status_roles = ["sre"]
-[slack]
-signing_secret = "{SECRET}"
-bot_token = "xoxb-slack-ack-bench"
-api_url = "{fake_slack}/api/"
-
-{people}"#,
-        db = db.display()
-    );
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, text).expect("write config");
-    let log = dir.path().join("opsbot.log");
-    let log_file = std::fs::File::create(&log).expect("log file");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_opsbot"));
-    cmd.arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("log file"))
-        .stderr(log_file);
-    // Overrides from the caller's environment would change what is measured.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OPSBOT_") {
-            cmd.env_remove(k);
-        }
-    }
-    let child = cmd.spawn().expect("start opsbot serve");
-    Opsbot {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        log,
-        _dir: dir,
-    }
-}
-
-/// The floor server (`support/slack_floor.rs`): this bench binary re-executed.
-fn start_floor() -> Opsbot {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let log = dir.path().join("floor.log");
-    let child = Command::new(std::env::current_exe().expect("own executable"))
-        .arg("--floor-server")
-        .arg(port.to_string())
-        .arg(dir.path().join("floor.db"))
-        .arg(&log)
-        .arg(SECRET)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start the floor server");
-    Opsbot {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        log,
-        _dir: dir,
-    }
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Polls `/readyz` until it answers 200; panics with opsbot's log on exit or deadline.
-async fn wait_ready(bot: &mut Opsbot, client: &reqwest::Client) -> Duration {
-    let start = Instant::now();
-    let url = format!("{}/readyz", bot.base);
-    loop {
-        if let Ok(Some(status)) = bot.child.try_wait() {
-            panic!(
-                "opsbot serve exited ({status}) before it was ready; log:\n{}",
-                tail(&bot.log, 30)
-            );
-        }
-        if let Ok(r) = client.get(&url).send().await
-            && r.status().is_success()
-        {
-            return start.elapsed();
-        }
-        if start.elapsed() > READY_DEADLINE {
-            panic!(
-                "opsbot serve not ready after {READY_DEADLINE:?}; log:\n{}",
-                tail(&bot.log, 30)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // /proc
 // ---------------------------------------------------------------------------------------
-
-/// (user + system CPU time, threads) of a process.
-fn cpu_time(pid: &str) -> (Duration, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) in parentheses.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state): utime is field 14, stime 15, num_threads 20.
-    let field = |n: usize| {
-        f.get(n - 3)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // SAFETY: sysconf reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let ticks = field(14) + field(15);
-    (Duration::from_nanos(ticks * 1_000_000_000 / hz), field(20))
-}
-
-/// `VmRSS` and `VmHWM` (peak RSS) in KiB.
-fn rss_kib(pid: &str) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let get = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (get("VmRSS:"), get("VmHWM:"))
-}
 
 /// Busy and total jiffies of the whole machine (`/proc/stat`'s first line).
 fn machine_jiffies() -> (u64, u64) {
@@ -472,7 +263,8 @@ fn slash_body(fake_slack: &str, user: &str, n: usize) -> String {
 }
 
 struct Load {
-    url: String,
+    /// `/slack/commands` of each replica: request i goes to `urls[i % len]`.
+    urls: Vec<String>,
     fake_slack: String,
     users: usize,
     client: reqwest::Client,
@@ -531,7 +323,7 @@ async fn send_one(l: &Load, i: usize, due: Instant) {
     let signature = sign(ts, &body);
     let res = l
         .client
-        .post(&l.url)
+        .post(&l.urls[i % l.urls.len()])
         .header("content-type", "application/x-www-form-urlencoded")
         .header("x-slack-request-timestamp", ts.to_string())
         .header("x-slack-signature", signature)
@@ -556,7 +348,13 @@ async fn send_one(l: &Load, i: usize, due: Instant) {
             }
         }
         Err(e) => {
-            l.tracker.sample(format!("request {i}: {e}"));
+            let mut why = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                why = format!("{why}: {c}");
+                cause = c.source();
+            }
+            l.tracker.sample(format!("request {i}: {why}"));
             ERROR
         }
     };
@@ -679,11 +477,40 @@ fn summarize(label: &str, tracker: &Tracker, range: std::ops::Range<usize>) -> S
     s
 }
 
+/// Ack latency (from due time) of the requests each of `n` replicas got (round robin).
+fn by_replica(tracker: &Tracker, range: std::ops::Range<usize>, n: usize) {
+    for r in 0..n {
+        let acks = range
+            .clone()
+            .filter(|i| i % n == r)
+            .map(|i| &tracker.slots[i])
+            .filter(|s| s.status.load(Ordering::Relaxed) != PENDING)
+            .map(|s| Duration::from_nanos(s.ack_ns.load(Ordering::Relaxed)));
+        println!(
+            "measured: replica {r}: ack latency (from due time) {}",
+            dist(acks)
+        );
+    }
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// What one run offers and against what.
+struct Run {
+    bench: bool,
+    rate: f64,
+    secs: f64,
+    users: usize,
+    log_level: String,
+    warmup: usize,
+    measured: usize,
+    replicas: usize,
+    floor: bool,
 }
 
 fn main() {
@@ -695,179 +522,292 @@ fn main() {
     let rate: f64 = env_or("SLACK_ACK_RATE", if bench { 1000.0 } else { 200.0 });
     let secs: f64 = env_or("SLACK_ACK_SECS", if bench { 30.0 } else { 2.0 });
     let warmup_secs: f64 = env_or("SLACK_ACK_WARMUP_SECS", if bench { 1.0 } else { 0.5 });
-    let users: usize = env_or("SLACK_ACK_USERS", 10usize).max(1);
-    let log_level: String = env_or("SLACK_ACK_LOG", "info".to_owned());
-    let warmup = (rate * warmup_secs).round() as usize;
-    let measured = (rate * secs).round() as usize;
-    let total = warmup + measured;
-
+    let replicas: usize = env_or("SLACK_ACK_REPLICAS", 1usize).max(1);
+    let floor = std::env::var("SLACK_ACK_SERVER").is_ok_and(|s| s == "floor");
+    assert!(!(floor && replicas > 1), "the floor server runs alone");
+    let postgres = replicas > 1 || std::env::var("SLACK_ACK_STORE").is_ok_and(|s| s == "postgres");
+    let run = Run {
+        bench,
+        rate,
+        secs,
+        users: env_or("SLACK_ACK_USERS", 10usize).max(1),
+        log_level: env_or("SLACK_ACK_LOG", "info".to_owned()),
+        warmup: (rate * warmup_secs).round() as usize,
+        measured: (rate * secs).round() as usize,
+        replicas,
+        floor,
+    };
+    let server: String = env_or(
+        "SLACK_ACK_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432".to_owned(),
+    );
+    let redis_url: String = env_or("SLACK_ACK_REDIS_URL", "redis://127.0.0.1:6379".to_owned());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let failed = rt.block_on(async {
-        let started = Instant::now();
-        println!(
-            "slack_ack: {} CPUs shared by opsbot serve and this load generator; load average before: {}",
-            std::thread::available_parallelism().map_or(0, |n| n.get()),
-            loadavg()
-        );
-        if !bench {
-            println!("slack_ack: quick run without --bench (2 s at 200/s): not a measurement");
+        if !postgres {
+            return measure(&run, None).await;
         }
-        let tracker = Arc::new(Tracker::new(total));
-        let fake = fake_slack(tracker.clone()).await;
-        let floor = std::env::var("SLACK_ACK_SERVER").is_ok_and(|s| s == "floor");
-        let mut bot = if floor {
-            start_floor()
-        } else {
-            start_opsbot(&fake, users, &log_level)
+        let name = format!("slack_ack_{}", uuid::Uuid::new_v4().simple());
+        let shared = Shared {
+            database_url: serve::fresh_database(&server, &name).await,
+            redis_url,
         };
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .expect("http client");
-        let ready = wait_ready(&mut bot, &client).await;
-        let pid = bot.pid().to_string();
-        if floor {
-            println!(
-                "slack_ack: THE FLOOR SERVER (pid {pid}, benches/support/slack_floor.rs), not opsbot, ready after {:.0} ms; the lines below that say opsbot mean it",
-                ms(ready)
-            );
-        } else {
-            println!(
-                "slack_ack: opsbot serve (pid {pid}, {}) ready after {:.0} ms; {COMMAND} from {users} Slack users, no checks configured, log level {log_level}",
-                env!("CARGO_BIN_EXE_opsbot"),
-                ms(ready)
-            );
-        }
-        let load = Arc::new(Load {
-            url: format!("{}/slack/commands", bot.base),
-            fake_slack: fake.clone(),
-            users,
-            client,
-            tracker: tracker.clone(),
-        });
-
-        if warmup > 0 {
-            run_load(&load, 0..warmup, rate).await;
-            wait_answers(&tracker, 0..warmup).await;
-            summarize("warm-up", &tracker, 0..warmup);
-        }
-
-        let (rss_before, _) = rss_kib(&pid);
-        let (cpu_before, _) = cpu_time(&pid);
-        let (self_cpu_before, _) = cpu_time("self");
-        let machine_before = machine_jiffies();
-        let wall = Instant::now();
-        println!(
-            "slack_ack: offering {measured} requests at {rate:.0}/s for {secs:.0} s (open loop, latency from each request's due time)"
-        );
-        let sending = run_load(&load, warmup..total, rate).await;
-        let load_wall = wall.elapsed();
-        let (cpu_load, threads) = cpu_time(&pid);
-        let answer_wait = wait_answers(&tracker, warmup..total).await;
-        let (rss, hwm) = rss_kib(&pid);
-        let (cpu_after, _) = cpu_time(&pid);
-        let (self_cpu_after, _) = cpu_time("self");
-        let machine_after = machine_jiffies();
-
-        println!(
-            "slack_ack: sending took {:.3} s ({:.0} req/s offered); all acks in after {:.3} s; all answers in {:.0} ms after that (20 ms polling)",
-            sending.as_secs_f64(),
-            measured as f64 / sending.as_secs_f64().max(1e-9),
-            load_wall.as_secs_f64(),
-            ms(answer_wait)
-        );
-        let s = summarize("measured", &tracker, warmup..total);
-        let dup = tracker.duplicate_answers.load(Ordering::Relaxed);
-        let wrong = tracker.wrong_answers.load(Ordering::Relaxed);
-        let unknown = tracker.unknown_answers.load(Ordering::Relaxed);
-        let api = tracker.api_calls.load(Ordering::Relaxed);
-        println!(
-            "slack_ack: answers overall: duplicates {dup}, wrong text {wrong}, unknown request {unknown}; Web API calls {api}; opsbot answered over {} connections",
-            tracker.answer_peers.lock().unwrap().len()
-        );
-        let cpu = cpu_after.saturating_sub(cpu_before);
-        let busy = machine_after.0.saturating_sub(machine_before.0) as f64;
-        let all = machine_after.1.saturating_sub(machine_before.1).max(1) as f64;
-        let self_cpu = self_cpu_after.saturating_sub(self_cpu_before);
-        let span = wall.elapsed().as_secs_f64();
-        println!(
-            "slack_ack: opsbot RSS {:.1} MiB (before the load {:.1} MiB, peak {:.1} MiB), {threads} threads",
-            rss as f64 / 1024.0,
-            rss_before as f64 / 1024.0,
-            hwm as f64 / 1024.0
-        );
-        println!(
-            "slack_ack: opsbot CPU {:.2} s over {span:.1} s ({:.0} % of one core; {:.0} µs per command; {:.2} s by the end of the acks); load generator + fake Slack {:.2} s; machine busy {:.0} % of {} cores",
-            cpu.as_secs_f64(),
-            100.0 * cpu.as_secs_f64() / span,
-            cpu.as_secs_f64() * 1e6 / measured.max(1) as f64,
-            cpu_load.saturating_sub(cpu_before).as_secs_f64(),
-            self_cpu.as_secs_f64(),
-            100.0 * busy / all,
-            std::thread::available_parallelism().map_or(0, |n| n.get()),
-        );
-        match client_metrics(&bot.base).await {
-            Ok(m) => println!("slack_ack: opsbot /metrics opsbot_commands_total: {m}"),
-            Err(e) => println!("slack_ack: /metrics unavailable: {e}"),
-        }
-        for sample in tracker.samples.lock().unwrap().iter() {
-            println!("slack_ack: sample problem: {sample}");
-        }
-        let log = std::fs::read_to_string(&bot.log).unwrap_or_default();
-        let problems: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-            .collect();
-        println!(
-            "slack_ack: opsbot log: {} lines, {} WARN/ERROR{}",
-            log.lines().count(),
-            problems.len(),
-            problems
-                .first()
-                .map(|l| format!("; first: {l}"))
-                .unwrap_or_default()
-        );
-        println!("slack_ack: opsbot {}", bot.stop(Duration::from_secs(10)));
-
-        let all_acked = s.acked == s.sent;
-        let all_answered = s.answered == s.sent && wrong == 0 && dup == 0;
-        let fast = s.p99 < TARGET_P99;
-        let verdict = |ok: bool| if ok { "MET" } else { "MISSED" };
-        println!(
-            "slack_ack: target every command acked (200): {} ({} of {})",
-            verdict(all_acked),
-            s.acked,
-            s.sent
-        );
-        println!(
-            "slack_ack: target p99 ack latency < {:.0} ms at {rate:.0}/s: {} (p99 {:.2} ms)",
-            ms(TARGET_P99),
-            verdict(fast),
-            ms(s.p99)
-        );
-        println!(
-            "slack_ack: every command answered through response_url: {} ({} of {})",
-            verdict(all_answered),
-            s.answered,
-            s.sent
-        );
-        println!(
-            "slack_ack: {} ({measured} signed {COMMAND} at {rate:.0}/s for {secs:.0} s; total runtime {:.1} s; load average at the end: {})",
-            if all_acked && fast && all_answered { "PASS" } else { "FAIL" },
-            started.elapsed().as_secs_f64(),
-            loadavg()
-        );
-        !(all_acked && all_answered)
+        let failed = measure(&run, Some(&shared)).await;
+        serve::drop_database(&server, &name).await;
+        failed
     });
     if failed {
         std::process::exit(1);
     }
+}
+
+/// Starts the servers (replicas one after the other, so one applies the migrations first)
+/// and waits until each is ready.
+async fn start_servers(
+    run: &Run,
+    fake: &str,
+    shared: Option<&Shared>,
+    client: &reqwest::Client,
+) -> Vec<Opsbot> {
+    let mut bots = Vec::new();
+    for _ in 0..run.replicas {
+        let mut bot = if run.floor {
+            serve::start_floor()
+        } else {
+            serve::start_opsbot(fake, run.users, &run.log_level, shared)
+        };
+        let ready = serve::wait_ready(&mut bot, client).await;
+        if run.floor {
+            println!(
+                "slack_ack: THE FLOOR SERVER (pid {}, benches/support/slack_floor.rs), not opsbot, ready after {:.0} ms; the lines below that say opsbot mean it",
+                bot.pid(),
+                ms(ready)
+            );
+        } else {
+            println!(
+                "slack_ack: opsbot serve (pid {}, {}) on {} ready after {:.0} ms; {COMMAND} from {} Slack users, no checks configured, log level {}",
+                bot.pid(),
+                env!("CARGO_BIN_EXE_opsbot"),
+                if shared.is_some() {
+                    "Postgres + Redis"
+                } else {
+                    "SQLite"
+                },
+                ms(ready),
+                run.users,
+                run.log_level
+            );
+        }
+        bots.push(bot);
+    }
+    bots
+}
+
+/// CPU time used by all of `pids` so far.
+fn cpu_of(pids: &[String]) -> Duration {
+    pids.iter().map(|p| cpu_time(p).0).sum()
+}
+
+/// Runs the warm-up and the measured load; true if a command was not acked or not answered.
+async fn measure(run: &Run, shared: Option<&Shared>) -> bool {
+    let (rate, warmup, measured) = (run.rate, run.warmup, run.measured);
+    let total = warmup + measured;
+    let started = Instant::now();
+    println!(
+        "slack_ack: {} CPUs shared by {} opsbot serve, the database and this load generator; load average before: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        run.replicas,
+        loadavg()
+    );
+    if !run.bench {
+        println!("slack_ack: quick run without --bench (2 s at 200/s): not a measurement");
+    }
+    let tracker = Arc::new(Tracker::new(total));
+    let fake = fake_slack(tracker.clone()).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        // Under opsbot's keep-alive limit (`server.header_read_timeout`, 10 s), as a client or
+        // load balancer in front of it must be: a connection the server is closing as it is
+        // reused fails the request that went out on it.
+        .pool_idle_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("http client");
+    let mut bots = start_servers(run, &fake, shared, &client).await;
+    let pids: Vec<String> = bots.iter().map(|b| b.pid().to_string()).collect();
+    let load = Arc::new(Load {
+        urls: (bots.iter())
+            .map(|b| format!("{}/slack/commands", b.base))
+            .collect(),
+        fake_slack: fake.clone(),
+        users: run.users,
+        client,
+        tracker: tracker.clone(),
+    });
+
+    if warmup > 0 {
+        run_load(&load, 0..warmup, rate).await;
+        wait_answers(&tracker, 0..warmup).await;
+        summarize("warm-up", &tracker, 0..warmup);
+    }
+
+    let rss_before: Vec<u64> = pids.iter().map(|p| rss_kib(p).0).collect();
+    let cpu_before = cpu_of(&pids);
+    let pg = match shared {
+        Some(s) => serve::backends(&s.database_url).await,
+        None => Vec::new(),
+    };
+    let pg_before = cpu_of(&pg);
+    let (self_cpu_before, _) = cpu_time("self");
+    let machine_before = machine_jiffies();
+    let wall = Instant::now();
+    println!(
+        "slack_ack: offering {measured} requests at {rate:.0}/s for {:.0} s{} (open loop, latency from each request's due time)",
+        run.secs,
+        if bots.len() > 1 {
+            format!(", round robin over {} replicas", bots.len())
+        } else {
+            String::new()
+        }
+    );
+    let sending = run_load(&load, warmup..total, rate).await;
+    let load_wall = wall.elapsed();
+    let cpu_load = cpu_of(&pids);
+    let answer_wait = wait_answers(&tracker, warmup..total).await;
+    let cpu_after = cpu_of(&pids);
+    let pg_cpu = cpu_of(&pg).saturating_sub(pg_before);
+    let (self_cpu_after, _) = cpu_time("self");
+    let machine_after = machine_jiffies();
+
+    println!(
+        "slack_ack: sending took {:.3} s ({:.0} req/s offered); all acks in after {:.3} s; all answers in {:.0} ms after that (20 ms polling)",
+        sending.as_secs_f64(),
+        measured as f64 / sending.as_secs_f64().max(1e-9),
+        load_wall.as_secs_f64(),
+        ms(answer_wait)
+    );
+    let s = summarize("measured", &tracker, warmup..total);
+    if bots.len() > 1 {
+        by_replica(&tracker, warmup..total, bots.len());
+    }
+    let dup = tracker.duplicate_answers.load(Ordering::Relaxed);
+    let wrong = tracker.wrong_answers.load(Ordering::Relaxed);
+    let unknown = tracker.unknown_answers.load(Ordering::Relaxed);
+    let api = tracker.api_calls.load(Ordering::Relaxed);
+    println!(
+        "slack_ack: answers overall: duplicates {dup}, wrong text {wrong}, unknown request {unknown}; Web API calls {api}; opsbot answered over {} connections",
+        tracker.answer_peers.lock().unwrap().len()
+    );
+    let cpu = cpu_after.saturating_sub(cpu_before);
+    let busy = machine_after.0.saturating_sub(machine_before.0) as f64;
+    let all = machine_after.1.saturating_sub(machine_before.1).max(1) as f64;
+    let self_cpu = self_cpu_after.saturating_sub(self_cpu_before);
+    let span = wall.elapsed().as_secs_f64();
+    for (r, pid) in pids.iter().enumerate() {
+        let ((rss, hwm), (_, threads)) = (rss_kib(pid), cpu_time(pid));
+        println!(
+            "slack_ack: opsbot {r} RSS {:.1} MiB (before the load {:.1} MiB, peak {:.1} MiB), {threads} threads",
+            rss as f64 / 1024.0,
+            rss_before[r] as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        );
+    }
+    println!(
+        "slack_ack: opsbot CPU {:.2} s over {span:.1} s ({:.0} % of one core; {:.0} µs per command; {:.2} s by the end of the acks); load generator + fake Slack {:.2} s; machine busy {:.0} % of {} cores",
+        cpu.as_secs_f64(),
+        100.0 * cpu.as_secs_f64() / span,
+        cpu.as_secs_f64() * 1e6 / measured.max(1) as f64,
+        cpu_load.saturating_sub(cpu_before).as_secs_f64(),
+        self_cpu.as_secs_f64(),
+        100.0 * busy / all,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    if !pg.is_empty() {
+        println!(
+            "slack_ack: Postgres: {} server processes on the run's database, CPU {:.2} s ({:.0} µs per command; the server's WAL writer and checkpointer not counted)",
+            pg.len(),
+            pg_cpu.as_secs_f64(),
+            pg_cpu.as_secs_f64() * 1e6 / measured.max(1) as f64
+        );
+    }
+    for sample in tracker.samples.lock().unwrap().iter() {
+        println!("slack_ack: sample problem: {sample}");
+    }
+    for (r, bot) in bots.iter_mut().enumerate() {
+        report_process(r, bot).await;
+    }
+    verdict(run, &s, wrong, dup, started)
+}
+
+/// What one server counted and logged, and how it stopped.
+async fn report_process(r: usize, bot: &mut Opsbot) {
+    match client_metrics(&bot.base).await {
+        Ok(m) => println!("slack_ack: opsbot {r} /metrics opsbot_commands_total: {m}"),
+        Err(e) => println!("slack_ack: opsbot {r} /metrics unavailable: {e}"),
+    }
+    let log = std::fs::read_to_string(&bot.log).unwrap_or_default();
+    let problems: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    println!(
+        "slack_ack: opsbot {r} log: {} lines, {} WARN/ERROR{}",
+        log.lines().count(),
+        problems.len(),
+        problems
+            .first()
+            .map(|l| format!("; first: {l}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "slack_ack: opsbot {r} {}",
+        bot.stop(Duration::from_secs(10))
+    );
+}
+
+/// Prints the verdict; true if a command was not acked or not answered.
+fn verdict(run: &Run, s: &Summary, wrong: usize, dup: usize, started: Instant) -> bool {
+    let rate = run.rate;
+    let all_acked = s.acked == s.sent;
+    let all_answered = s.answered == s.sent && wrong == 0 && dup == 0;
+    let fast = s.p99 < TARGET_P99;
+    let verdict = |ok: bool| if ok { "MET" } else { "MISSED" };
+    println!(
+        "slack_ack: target every command acked (200): {} ({} of {})",
+        verdict(all_acked),
+        s.acked,
+        s.sent
+    );
+    println!(
+        "slack_ack: target p99 ack latency < {:.0} ms at {rate:.0}/s: {} (p99 {:.2} ms)",
+        ms(TARGET_P99),
+        verdict(fast),
+        ms(s.p99)
+    );
+    println!(
+        "slack_ack: every command answered through response_url: {} ({} of {})",
+        verdict(all_answered),
+        s.answered,
+        s.sent
+    );
+    println!(
+        "slack_ack: {} ({} signed {COMMAND} at {rate:.0}/s for {:.0} s over {} server(s); total runtime {:.1} s; load average at the end: {})",
+        if all_acked && fast && all_answered {
+            "PASS"
+        } else {
+            "FAIL"
+        },
+        run.measured,
+        run.secs,
+        run.replicas,
+        started.elapsed().as_secs_f64(),
+        loadavg()
+    );
+    !(all_acked && all_answered)
 }
 
 /// Sums `opsbot_commands_total` by (command, outcome).
@@ -878,7 +818,8 @@ async fn client_metrics(base: &str) -> Result<String, reqwest::Error> {
         .await?;
     let parts: Vec<String> = text
         .lines()
-        .filter(|l| l.starts_with("opsbot_commands_total{"))
+        // Every known label combination is exported from zero: show the ones counted.
+        .filter(|l| l.starts_with("opsbot_commands_total{") && !l.ends_with(" 0"))
         .map(|l| l.replace("opsbot_commands_total", ""))
         .collect();
     Ok(if parts.is_empty() {

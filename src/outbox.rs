@@ -82,9 +82,21 @@ impl Deliverer {
     pub async fn run(self, liveness: Arc<Liveness>, shutdown: CancellationToken) {
         let tasks = TaskTracker::new();
         loop {
-            match self.deliver_due(&tasks, &shutdown).await {
-                Ok(_) => liveness.tick("outbox", POLL_EVERY),
-                Err(e) => warn!(error = %e, "reading the outbox failed"),
+            let full = match self.deliver_due(&tasks, &shutdown).await {
+                Ok(started) => {
+                    liveness.tick("outbox", POLL_EVERY);
+                    started >= CLAIM_BATCH as usize
+                }
+                Err(e) => {
+                    warn!(error = %e, "reading the outbox failed");
+                    false
+                }
+            };
+            // A full batch may have left more due behind it (a backlog, or rows queued by
+            // other replicas, whose signals never reach this one): claim again now rather
+            // than a poll later, which would cap delivery at one batch a second.
+            if full && !shutdown.is_cancelled() {
+                continue;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -128,10 +140,7 @@ impl Deliverer {
             sent = self.send(&c) => sent,
         };
         let stored = match self.settle(&c, sent) {
-            Settled::Delivered(message_id) => {
-                self.remember_posted(c.id, message_id);
-                return self.record_unrecorded().await;
-            }
+            Settled::Delivered(message_id) => return self.record_posted(c.id, message_id).await,
             Settled::Retry(at, why) => self.0.store.retry_at(c.id, at, &why).await,
             Settled::GiveUp(why) => self.0.store.give_up(c.id, &why).await,
         };
@@ -174,6 +183,19 @@ impl Deliverer {
             retry_in_secs = wait.as_secs(), error = %why, "queued chat message not delivered yet");
         let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
         Settled::Retry(self.0.clock.now() + wait, why)
+    }
+
+    /// Stores the id of the message this task just posted. Only its own: ids left from
+    /// earlier failures are the next pass's, so concurrent sends do not each write them all
+    /// again. If the store fails, the id waits in memory for the next pass.
+    async fn record_posted(&self, id: OutboxId, message_id: String) {
+        match self.0.store.mark_delivered(id, &message_id).await {
+            Ok(_) => self.release(id),
+            Err(e) => {
+                warn!(outbox = %id, error = %e, "posted, but the store did not take its id; trying again");
+                self.remember_posted(id, message_id);
+            }
+        }
     }
 
     /// Stores the ids of posted messages the store has not taken yet; those it takes (or
