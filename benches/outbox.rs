@@ -107,14 +107,14 @@ struct Producer {
 impl Producer {
     /// Queues message `i` as a producer would: commit, then wake the deliverer.
     async fn decide(&self, i: usize) {
-        let queued = Queued {
-            to: OutboundTarget {
+        let queued = Queued::post(
+            OutboundTarget {
                 platform: Platform::Slack,
                 channel_id: format!("C0BENCH{:03}", i % self.channels),
                 thread: None,
             },
-            message: OutboundMessage::text(format!("{PREFIX}{i}")),
-        };
+            OutboundMessage::text(format!("{PREFIX}{i}")),
+        );
         match self.store.enqueue(&queued, chrono::Utc::now()).await {
             Ok(_) => {
                 self.tracker
