@@ -1,6 +1,9 @@
 //! On-call through the router: `/oncall` answers who is on call across a DST change, and an
-//! override from chat is role-gated, audited, stored, wins for its duration, then expires.
+//! override from chat is role-gated, audited, stored, wins for its duration, then expires;
+//! reminders of critical alerts ping the primary on-call natively on Slack and nobody else.
 
+#[path = "support/slack.rs"]
+mod slack_support;
 mod support;
 
 use std::sync::Arc;
@@ -109,4 +112,79 @@ async fn an_override_is_role_gated_audited_and_wins_until_it_expires() {
     clock.advance(Duration::from_secs(2 * 3600));
     let after = app.reply("carol", "/oncall").await;
     assert!(after.contains("primary: bob\n"), "{after}");
+}
+
+#[tokio::test]
+async fn a_reminder_pings_the_primary_on_call_on_slack_and_nobody_else() {
+    let clock = Arc::new(FakeClock::new(at("2026-03-24T12:00:00Z")));
+    let seen = slack_support::Seen::default();
+    let base = slack_support::fake_web_api(None, seen.clone()).await;
+    let people = [
+        person("alice", &["sre"], &["console:alice", "slack:UALICE01"]),
+        person(
+            "bob",
+            &["sre", "sre-lead"],
+            &["console:bob", "slack:UBOB01"],
+        ),
+        // No Slack identity: named in plain text there, and counted.
+        person("carol", &["viewer"], &["console:carol"]),
+    ];
+    let config = format!(
+        "{}{ONCALL}\n[slack]\nsigning_secret = \"slack-signing-secret-0123\"\n\
+         bot_token = \"xoxb-test-token\"\napi_url = \"{base}/api/\"\n{}\
+         remind_every = \"10m\"\noncall_role = \"sre\"\noncall_schedule = \"sre\"\n",
+        people.concat(),
+        support::alerts_routed_to("slack", "COPS"),
+    );
+    let app = TestApp::builder()
+        .config(&config)
+        .clock(clock.clone())
+        .spawn()
+        .await;
+    support::deliver_alerts(&app.url(""), support::alert_carrying(support::INJECTION)).await;
+    slack_support::wait_for(&seen, "the group message", |l| !l.is_empty()).await;
+
+    let reminders = |l: &[(String, serde_json::Value)]| -> Vec<String> {
+        l.iter()
+            .filter(|(p, b)| {
+                p == "chat.postMessage" && b["text"].as_str().unwrap().contains("Reminder")
+            })
+            .map(|(_, b)| b["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    clock.advance(Duration::from_secs(11 * 60));
+    app.router.sweep().await.unwrap();
+    let log = slack_support::wait_for(&seen, "a reminder", |l| reminders(l).len() == 1).await;
+    let text = &reminders(&log)[0];
+    assert!(
+        text.starts_with("⏰ Reminder 1: <@UBOB01>: alert #1"),
+        "{text}"
+    );
+    for raw in ["<!channel>", "<!here>", "<@U1>", "<https://evil.example"] {
+        assert!(!text.contains(raw), "{raw} reached Slack: {text}");
+    }
+    assert_eq!(
+        text.matches("<@").count(),
+        1,
+        "only the on-call is pinged: {text}"
+    );
+
+    // carol stands in: she has no Slack identity, so she is named, not pinged.
+    let ok = app.reply("bob", "/oncall override sre carol 1h").await;
+    assert!(ok.starts_with("Override #1"), "{ok}");
+    clock.advance(Duration::from_secs(11 * 60));
+    app.router.sweep().await.unwrap();
+    let log =
+        slack_support::wait_for(&seen, "a second reminder", |l| reminders(l).len() == 2).await;
+    let text = &reminders(&log)[1];
+    assert!(
+        text.starts_with("⏰ Reminder 2: @carol: alert #1"),
+        "{text}"
+    );
+    assert!(!text.contains("<@"), "{text}");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("opsbot_mentions_unreachable_total{platform=\"slack\"} 1"),
+        "{metrics}"
+    );
 }

@@ -558,6 +558,7 @@ fn router_deps(
         escalation: Escalation {
             remind_every: config.alerts.remind_every.map(|d| d.0),
             oncall: config.alerts.oncall_role.clone(),
+            schedule: config.alerts.oncall_schedule.clone(),
         },
         response_targets: ResponseTargets {
             p1: config.incidents.p1_ack_within.0,

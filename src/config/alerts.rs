@@ -28,8 +28,10 @@ pub struct AlertsConfig {
     pub webhooks: Vec<NotifyWebhookConfig>,
     /// Re-announce unacknowledged critical alerts this often (e.g. "15m"); unset: never.
     pub remind_every: Option<HumanDuration>,
-    /// Role mentioned in those reminders (the on-call rotation).
+    /// Role named in those reminders when no schedule is set.
     pub oncall_role: Option<String>,
+    /// Schedule whose primary on-call those reminders mention (pinged on each platform).
+    pub oncall_schedule: Option<String>,
     pub routes: Vec<AlertRouteConfig>,
 }
 
@@ -45,6 +47,7 @@ impl Default for AlertsConfig {
             webhooks: Vec::new(),
             remind_every: None,
             oncall_role: None,
+            oncall_schedule: None,
             routes: Vec::new(),
         }
     }

@@ -200,6 +200,13 @@ impl Config {
                 }
             }
         }
+        if let Some(name) = &self.alerts.oncall_schedule
+            && !names.contains(name.as_str())
+        {
+            return Err(format!(
+                "alerts.oncall_schedule names {name:?}, which is not in [[oncall.schedules]]"
+            ));
+        }
         Ok(())
     }
 

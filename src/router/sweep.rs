@@ -19,7 +19,12 @@ impl Router {
     pub async fn sweep(&self) -> Result<Vec<Notice>, StoreError> {
         let now = self.deps.clock.now();
         let mut notices = self.runbooks.sweep_runs(now).await?;
-        match self.deps.alerts.remind(&self.deps.escalation).await {
+        match self
+            .deps
+            .alerts
+            .remind(&self.deps.escalation, &self.deps.oncall)
+            .await
+        {
             Ok(0) => {}
             Ok(_) => self.deps.outbox.wake(),
             Err(e) => warn!(error = %e, "alert reminders failed"),

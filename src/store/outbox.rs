@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::runs::micros;
 use super::sql::{Arg, Backend, changed_one, execute, fetch_all, fetch_one};
 use super::{OnPool, SqlStore, backend};
-use crate::domain::Visibility;
+use crate::domain::{Mention, Visibility};
 use crate::ports::{
     ChatAction, Claimed, OutboundMessage, OutboundTarget, OutboxDepth, OutboxId, OutboxStore,
     Priority, Queued, StoreError,
@@ -29,6 +29,9 @@ struct Body {
     text: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     actions: Vec<Action>,
+    /// Who the message pings on its platform (spans of `text`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mentions: Vec<Mention>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -50,6 +53,7 @@ impl Body {
                     danger: a.danger,
                 })
                 .collect(),
+            mentions: message.mentions.clone(),
         };
         serde_json::to_string(&body).expect("strings and bools always serialize")
     }
@@ -62,9 +66,10 @@ impl Body {
                 danger: a.danger,
             })
             .collect();
-        let message = OutboundMessage::text(self.text)
+        let mut message = OutboundMessage::text(self.text)
             .with_actions(actions)
             .with_visibility(Visibility::Channel);
+        message.mentions = self.mentions;
         if urgent { message.urgent() } else { message }
     }
 }

@@ -1,9 +1,11 @@
-//! Reminders for firing, unacknowledged critical alerts, mentioning the on-call role: each
+//! Reminders for firing, unacknowledged critical alerts, mentioning the schedule's primary
+//! on-call natively on each platform (or naming the on-call role): each
 //! queued in the outbox with the claim that decides it, so a crash after the claim still
 //! posts it and a replica that lost the claim queues nothing.
 
 use super::render::ack_action;
 use super::*;
+use crate::actions::oncall::OnCall;
 use crate::ports::Queued;
 
 /// Re-notification of unacknowledged critical alerts.
@@ -11,8 +13,10 @@ use crate::ports::Queued;
 pub struct Escalation {
     /// How often an unacknowledged critical alert is re-announced; `None` disables it.
     pub remind_every: Option<Duration>,
-    /// Mentioned in reminders (the on-call role).
+    /// Named in reminders (the on-call role) when no schedule says who is on call.
     pub oncall: Option<String>,
+    /// The schedule whose primary on-call reminders mention.
+    pub schedule: Option<String>,
 }
 
 impl AlertService {
@@ -20,9 +24,17 @@ impl AlertService {
     /// is due, mentioning the on-call role, for the outbox's deliverer (the caller wakes it).
     /// Each reminder is claimed with a conditional update that queues its messages in the
     /// same transaction, so replicas never double-post. Returns how many were queued.
-    pub async fn remind(&self, escalation: &Escalation) -> Result<usize, StoreError> {
+    pub async fn remind(
+        &self,
+        escalation: &Escalation,
+        oncall: &OnCall,
+    ) -> Result<usize, StoreError> {
         let Some(every) = escalation.remind_every else {
             return Ok(0);
+        };
+        let primary = match &escalation.schedule {
+            Some(schedule) => oncall.primary(schedule).await?,
+            None => None,
         };
         let now = self.clock.now();
         let due_before = now - chrono::Duration::from_std(every).unwrap_or_default();
@@ -34,9 +46,21 @@ impl AlertService {
             if !alert.is_critical() || silenced {
                 continue;
             }
-            let message = reminder(&alert, reminders, escalation, now);
             let notices: Vec<Queued> = (self.routing.targets(&alert.incoming.labels).into_iter())
-                .map(|to| Queued::post(to, message.clone()))
+                .map(|to| {
+                    let mut message =
+                        OutboundMessage::text(format!("⏰ Reminder {}:", reminders + 1));
+                    match (&primary, &escalation.oncall) {
+                        (Some(person), _) => {
+                            message.text.push(' ');
+                            oncall.mention(&mut message, person, to.platform);
+                            message.text.push(':');
+                        }
+                        (None, Some(role)) => message.text.push_str(&format!(" @{role}:")),
+                        (None, None) => {}
+                    }
+                    Queued::post(to, reminder(message, &alert, now))
+                })
                 .collect();
             if (self.store)
                 .mark_alert_reminded(alert.id, reminders, now, &notices)
@@ -49,20 +73,16 @@ impl AlertService {
     }
 }
 
-/// The `reminders + 1`th reminder of `alert`.
+/// The reminder of `alert`, after `head` (its number and who it is for).
 fn reminder(
+    mut head: OutboundMessage,
     alert: &Alert,
-    reminders: u32,
-    escalation: &Escalation,
     now: chrono::DateTime<chrono::Utc>,
 ) -> OutboundMessage {
     let age = (now - alert.incoming.starts_at).num_minutes().max(0);
-    let mention = (escalation.oncall.as_deref())
-        .map(|r| format!(" @{r}:"))
-        .unwrap_or_default();
-    let text = format!(
-        "⏰ Reminder {}:{mention} alert #{} {} [{}] has been firing for {age}m without acknowledgement. /ack {} to take it.",
-        reminders + 1,
+    let _ = write!(
+        head.text,
+        " alert #{} {} [{}] has been firing for {age}m without acknowledgement. /ack {} to take it.",
         alert.id,
         shown(alert.incoming.alertname()),
         shown(alert.severity()),
@@ -70,8 +90,7 @@ fn reminder(
     );
     // Only unacknowledged critical alerts are reminded about: always urgent. The bot's own
     // post goes to the channel, whatever the default visibility.
-    OutboundMessage::text(text)
-        .with_actions(vec![ack_action(alert.id)])
+    head.with_actions(vec![ack_action(alert.id)])
         .with_visibility(crate::domain::Visibility::Channel)
         .urgent()
 }
