@@ -106,6 +106,41 @@ impl Deliverer {
         }
         tasks.close();
         tasks.wait().await;
+        // Stepped down with posts whose ids the store refused: the next leader would post
+        // them again once their claim lapses, so keep storing them here until it does.
+        if !self
+            .0
+            .unrecorded
+            .lock()
+            .expect("outbox poisoned")
+            .is_empty()
+        {
+            tokio::spawn(self.record_while_claimed());
+        }
+    }
+
+    /// Retries storing the ids of posted messages for as long as their claim holds.
+    async fn record_while_claimed(self) {
+        let until = tokio::time::Instant::now() + CLAIM_HOLD;
+        loop {
+            self.record_unrecorded().await;
+            if self
+                .0
+                .unrecorded
+                .lock()
+                .expect("outbox poisoned")
+                .is_empty()
+            {
+                return;
+            }
+            if tokio::time::Instant::now() >= until {
+                warn!(
+                    "stopped storing the ids of posted outbox messages: their claim has lapsed, so the next leader may post them again"
+                );
+                return;
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
     }
 
     /// One pass: stores the ids still unrecorded, claims the messages due and starts sending

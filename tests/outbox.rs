@@ -292,6 +292,35 @@ async fn a_post_whose_id_the_store_refuses_is_not_posted_again() {
 }
 
 #[tokio::test]
+async fn a_deliverer_that_steps_down_keeps_storing_the_id_of_what_it_posted() {
+    let s = Setup::new().await;
+    let refusing = Arc::new(RefusesMarks {
+        store: s.store.clone(),
+        refusals: Mutex::new(1),
+    });
+    let chat = Scripted::new([]);
+    let d = s.deliverer(refusing.clone(), chat.clone());
+    s.queue("posted once").await;
+    let leading = CancellationToken::new();
+    let liveness = Arc::new(opsbot::liveness::Liveness::default());
+    let run = tokio::spawn(d.clone().run(liveness, leading.clone()));
+    support::eventually("posted", support::WAIT, async || {
+        (chat.posted().len() == 1).then_some(())
+    })
+    .await;
+    // Leadership lost while the store still refuses the id.
+    leading.cancel();
+    run.await.unwrap();
+    support::eventually(
+        "its id stored after stepping down",
+        support::WAIT,
+        async || (s.depth().await == 0).then_some(()),
+    )
+    .await;
+    assert_eq!(chat.posted(), ["posted once"]);
+}
+
+#[tokio::test]
 async fn a_queued_edit_replaces_its_message_and_only_the_newest_is_made() {
     let s = Setup::new().await;
     let chat = Scripted::new([Answer::Fail(OutboundError::Unavailable("502".into()))]);
