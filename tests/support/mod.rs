@@ -360,12 +360,15 @@ pub async fn assert_request_withdrawn_unposted(app: &TestApp) -> String {
         run.is_some_and(|r| r.state == opsbot::domain::RunState::Cancelled)
     })
     .await;
-    let audit = app.store.recent_audit(1).await.unwrap();
-    let entry = &audit[0].entry;
-    assert!(
-        entry.detail.contains("could not be posted in the channel"),
-        "{entry:?}"
-    );
+    // The withdrawal is audited just after the request moves to cancelled: wait for it.
+    let entry = eventually("the withdrawal audited", WAIT, async || {
+        let audit = app.store.recent_audit(1).await.unwrap();
+        let entry = audit[0].entry.clone();
+        satisfies(entry, |e| {
+            e.detail.contains("could not be posted in the channel")
+        })
+    })
+    .await;
     app.wait_idle().await;
     entry.request_id.to_string()
 }
