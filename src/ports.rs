@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Alert, AlertId, AuditEntry, AuditRecord, Incident, IncidentId, IncomingAlert, Mention,
+    Alert, AlertId, AuditEntry, AuditRecord, Handoff, Incident, IncidentId, IncomingAlert, Mention,
     MentionOf, NewRun, Override, Platform, RateQuota, Run, RunId, RunResult, RunState, Silence,
     TimelineEntry, UserRef, Visibility, Vote, VoteTally,
 };
@@ -600,6 +600,15 @@ pub trait OncallStore: Send + Sync {
     ) -> Result<i64, StoreError>;
     /// Overrides that end after `at` (under way or to come), oldest first.
     async fn overrides_ending_after(&self, at: DateTime<Utc>) -> Result<Vec<Override>, StoreError>;
+    /// Claims the announcement of a handoff and queues `notices` with the claim, in one
+    /// transaction; false (nothing queued) when it was announced already.
+    async fn claim_handoff(
+        &self,
+        schedule: &str,
+        handoff: &Handoff,
+        now: DateTime<Utc>,
+        notices: &[Queued],
+    ) -> Result<bool, StoreError>;
 }
 
 /// Durable incidents and their timelines.

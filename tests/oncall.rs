@@ -188,3 +188,57 @@ async fn a_reminder_pings_the_primary_on_call_on_slack_and_nobody_else() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_handoff_is_announced_once_mentioning_who_takes_over() {
+    // Monday 30 March 2026, a minute before the 09:00 CEST (07:00 UTC) handoff.
+    let clock = Arc::new(FakeClock::new(at("2026-03-30T06:59:00Z")));
+    let seen = slack_support::Seen::default();
+    let base = slack_support::fake_web_api(None, seen.clone()).await;
+    let people = [
+        person("alice", &["sre"], &["console:alice", "slack:UALICE01"]),
+        person(
+            "bob",
+            &["sre", "sre-lead"],
+            &["console:bob", "slack:UBOB01"],
+        ),
+    ];
+    let schedules = ONCALL.replace(
+        "time_zone = \"Europe/Berlin\"\n",
+        "time_zone = \"Europe/Berlin\"\nannounce = { platform = \"slack\", channel = \"COPS\" }\n",
+    );
+    let config = format!(
+        "{}{schedules}\n[slack]\nsigning_secret = \"slack-signing-secret-0123\"\n\
+         bot_token = \"xoxb-test-token\"\napi_url = \"{base}/api/\"\n",
+        people.concat(),
+    );
+    let app = TestApp::builder()
+        .config(&config)
+        .clock(clock.clone())
+        .spawn()
+        .await;
+    let posts = |l: &[(String, serde_json::Value)]| -> Vec<String> {
+        l.iter()
+            .filter(|(p, _)| p == "chat.postMessage")
+            .map(|(_, b)| b["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    app.router.sweep().await.unwrap();
+    clock.advance(Duration::from_secs(60));
+    app.router.sweep().await.unwrap();
+    let log = slack_support::wait_for(&seen, "both handoffs", |l| posts(l).len() == 2).await;
+    let mut texts = posts(&log);
+    texts.sort();
+    assert_eq!(
+        texts,
+        [
+            "📟 sre primary: <@UALICE01> is on call now, taking over from bob.",
+            "📟 sre secondary: <@UBOB01> is on call now, taking over from alice.",
+        ]
+    );
+    // Later sweeps (on any replica, after a restart) find them announced.
+    clock.advance(Duration::from_secs(60));
+    app.router.sweep().await.unwrap();
+    app.wait_idle().await;
+    assert_eq!(posts(&seen.lock().unwrap()).len(), 2);
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::domain::{Directory, MentionOf, Override, Platform, Schedule, human_duration};
 use crate::metrics::Metrics;
-use crate::ports::{Clock, OutboundMessage, OutboundTarget, Store, StoreError};
+use crate::ports::{Clock, OutboundMessage, OutboundTarget, Queued, Store, StoreError};
 
 /// A schedule and where its handoffs are announced.
 #[derive(Clone, Debug)]
@@ -19,6 +19,10 @@ pub struct ScheduleEntry {
 
 /// Longest override `/oncall override` accepts: longer stand-ins belong in the rotation.
 pub const OVERRIDE_MAX: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// How far back the sweep looks for handoffs to announce: one missed while opsbot was down
+/// longer than this is not announced late (`/oncall` still shows who is on call).
+const HANDOFF_LOOKBACK: chrono::Duration = chrono::Duration::hours(1);
 
 /// Handoffs `/oncall` lists per schedule.
 const NEXT_HANDOFFS: usize = 3;
@@ -150,6 +154,36 @@ impl OnCall {
             "Override #{id}: {} is {} on-call {layer} until {until}.",
             o.person, s.name
         ))
+    }
+
+    /// Queues an announcement of each handoff of the last hour not yet announced, in the
+    /// schedule's channel, mentioning who takes over; each is claimed in the store with its
+    /// message, so it is announced once across replicas and restarts. Returns how many.
+    pub async fn announce_handoffs(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let mut announced = 0;
+        for entry in &self.schedules {
+            let Some(to) = &entry.announce else {
+                continue;
+            };
+            let s = &entry.schedule;
+            let due = s.handoffs(now - HANDOFF_LOOKBACK, s.layers.len() * 4);
+            for h in due.iter().filter(|h| h.at <= now) {
+                let mut message = OutboundMessage::text(format!("📟 {} {}: ", s.name, h.layer));
+                self.mention(&mut message, &h.to, to.platform);
+                let _ = write!(
+                    message.text,
+                    " is on call now, taking over from {}.",
+                    h.from
+                );
+                let message = message.with_visibility(crate::domain::Visibility::Channel);
+                let queued = [Queued::post(to.clone(), message)];
+                if self.store.claim_handoff(&s.name, h, now, &queued).await? {
+                    announced += 1;
+                }
+            }
+        }
+        Ok(announced)
     }
 
     /// Appends a mention of `person` for a message to `platform`: a native ping when they

@@ -1,5 +1,5 @@
 //! What the periodic sweep decides, across the services: runbook requests that expired or
-//! were interrupted, alert reminders (queued with their claim; the deliverer woken here, as
+//! were interrupted, alert reminders and on-call handoffs (queued with their claim; the deliverer woken here, as
 //! they are not among the notices returned), platform event ids old enough to forget, incidents past
 //! their acknowledgement target, outbox rows delivered long ago. The store queues each notice
 //! in the outbox with the change that decides it; `crate::outbox` posts them.
@@ -28,6 +28,11 @@ impl Router {
             Ok(0) => {}
             Ok(_) => self.deps.outbox.wake(),
             Err(e) => warn!(error = %e, "alert reminders failed"),
+        }
+        match self.deps.oncall.announce_handoffs().await {
+            Ok(0) => {}
+            Ok(_) => self.deps.outbox.wake(),
+            Err(e) => warn!(error = %e, "announcing on-call handoffs failed"),
         }
         if let Err(e) = self
             .deps

@@ -3,11 +3,12 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::outbox::insert_queued;
 use super::runs::micros;
-use super::sql::{Arg, Backend, fetch_all, fetch_optional};
-use super::{OnPool, SqlStore};
-use crate::domain::Override;
-use crate::ports::{OncallStore, StoreError};
+use super::sql::{Arg, Backend, changed_one, fetch_all, fetch_optional};
+use super::{OnPool, SqlStore, backend};
+use crate::domain::{Handoff, Override};
+use crate::ports::{OncallStore, Queued, StoreError};
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct OverrideRow {
@@ -74,5 +75,32 @@ impl<DB: Backend> OncallStore for SqlStore<DB> {
         .arg(&micros(at));
         let rows: Vec<OverrideRow> = fetch_all(self.ex(), q).await?;
         rows.into_iter().map(OverrideRow::into_override).collect()
+    }
+
+    async fn claim_handoff(
+        &self,
+        schedule: &str,
+        handoff: &Handoff,
+        now: DateTime<Utc>,
+        notices: &[Queued],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let q = sqlx::query(
+            "INSERT INTO oncall_handoffs (schedule, layer, at, announced_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (schedule, layer, at) DO NOTHING",
+        )
+        .arg(schedule)
+        .arg(handoff.layer.as_str())
+        .arg(&micros(handoff.at))
+        .arg(&micros(now));
+        // Announced already (here or by another replica): dropping the transaction queues nothing.
+        if !changed_one(DB::on_conn(&mut tx), q).await? {
+            return Ok(false);
+        }
+        for notice in notices {
+            insert_queued::<DB>(&mut tx, notice, now).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
     }
 }
