@@ -242,3 +242,52 @@ async fn a_handoff_is_announced_once_mentioning_who_takes_over() {
     app.wait_idle().await;
     assert_eq!(posts(&seen.lock().unwrap()).len(), 2);
 }
+
+#[tokio::test]
+async fn a_handoff_an_override_covers_pings_nobody() {
+    let clock = Arc::new(FakeClock::new(at("2026-03-30T06:59:00Z")));
+    let chat = Arc::new(support::RecordingOutbound::default());
+    let people = [
+        person("alice", &["sre"], &["console:alice"]),
+        person("bob", &["sre", "sre-lead"], &["console:bob"]),
+        person("carol", &["viewer"], &["console:carol"]),
+    ];
+    let schedules = ONCALL.replace(
+        "time_zone = \"Europe/Berlin\"\n",
+        "time_zone = \"Europe/Berlin\"\nannounce = { platform = \"console\", channel = \"ops\" }\n",
+    );
+    let app = TestApp::builder()
+        .config(&format!("{}{schedules}", people.concat()))
+        .clock(clock.clone())
+        .outbound(chat.clone())
+        .spawn()
+        .await;
+    // bob stays primary over the handoff to alice: only the secondary changes hands.
+    let ok = app.reply("bob", "/oncall override sre bob 2h").await;
+    assert!(ok.starts_with("Override #1"), "{ok}");
+    clock.advance(Duration::from_secs(60));
+    app.router.sweep().await.unwrap();
+    let announced = |m: &[support::Outbound]| {
+        m.iter()
+            .filter_map(|x| match x {
+                support::Outbound::Post { text, .. } if text.starts_with("📟") => {
+                    Some(text.clone())
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let msgs = chat
+        .wait_until("the secondary handoff", |m| announced(m).len() == 1)
+        .await;
+    assert_eq!(
+        announced(&msgs),
+        ["📟 sre secondary: @bob is on call now, taking over from alice."]
+    );
+    app.wait_idle().await;
+    assert_eq!(
+        announced(&chat.messages()).len(),
+        1,
+        "the overridden primary handoff is not announced"
+    );
+}

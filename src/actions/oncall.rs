@@ -168,14 +168,25 @@ impl OnCall {
             };
             let s = &entry.schedule;
             let due = s.handoffs(now - HANDOFF_LOOKBACK, s.layers.len() * 4);
+            let overrides = self
+                .store
+                .overrides_ending_after(now - HANDOFF_LOOKBACK)
+                .await?;
             for h in due.iter().filter(|h| h.at <= now) {
+                // An override, or the layer's hours, may keep the incoming person off call:
+                // then nobody new is on call, and nobody is pinged.
+                let on = s.on_call(h.at, &overrides);
+                let actual = on.iter().find(|o| o.layer == h.layer);
+                if actual.is_none_or(|o| o.overridden || o.person.as_deref() != Some(&*h.to)) {
+                    continue;
+                }
                 let mut message = OutboundMessage::text(format!("📟 {} {}: ", s.name, h.layer));
                 self.mention(&mut message, &h.to, to.platform);
-                let _ = write!(
-                    message.text,
-                    " is on call now, taking over from {}.",
-                    h.from
-                );
+                message.text.push_str(" is on call now");
+                if !h.from.is_empty() {
+                    let _ = write!(message.text, ", taking over from {}", h.from);
+                }
+                message.text.push('.');
                 let message = message.with_visibility(crate::domain::Visibility::Channel);
                 let queued = [Queued::post(to.clone(), message)];
                 if self.store.claim_handoff(&s.name, h, now, &queued).await? {

@@ -36,12 +36,11 @@ pub(super) fn rendered(message: &OutboundMessage) -> (String, Vec<MessageEntity>
     (text, entities)
 }
 
-/// The entities that lie wholly within the first `units` UTF-16 units (the text was cut).
-pub(super) fn within(entities: Vec<MessageEntity>, units: usize) -> Vec<MessageEntity> {
-    entities
-        .into_iter()
-        .filter(|e| e.offset + e.length <= units)
-        .collect()
+/// The message's text with no mention at all, for where entities cannot go (a file's
+/// caption, a cut edit): every `@`, the mentions' own included, kept from reading as a
+/// username, so a name never pings whoever holds it on Telegram.
+pub(super) fn unmentioned(message: &OutboundMessage) -> String {
+    message.text.replace('@', WORD_JOINER)
 }
 
 /// The user a mention points at: Telegram needs only the id; the rest is display.

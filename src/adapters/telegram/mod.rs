@@ -224,6 +224,7 @@ impl ChatOutbound for TelegramApi {
         } else {
             // Too long for one message: the full text as a file, its start as the caption.
             // Mentions are not carried into a file's caption: the names stay plain there.
+            let text = mentions::unmentioned(message);
             let caption = caption_of(&text);
             let file = InputFile::memory(text.into_bytes()).file_name("output.txt");
             let mut req = self.bot.send_document(chat, file).caption(caption);
@@ -245,9 +246,12 @@ impl ChatOutbound for TelegramApi {
             OutboundError::Undeliverable(format!("{id:?} is not a Telegram message id"))
         })?;
         // An edit without a keyboard removes the one the message had.
-        let (text, entities) = mentions::rendered(message);
+        let (mut text, mut entities) = mentions::rendered(message);
+        if utf16_len(&text) > MAX_TEXT_UNITS {
+            // Cut: its mentions are not carried (a cut entity would point past the text).
+            (text, entities) = (mentions::unmentioned(message), Vec::new());
+        }
         let shown = head(&text, MAX_TEXT_UNITS);
-        let entities = mentions::within(entities, utf16_len(&shown));
         let mut req = self.bot.edit_message_text(chat, MessageId(id), shown);
         if !entities.is_empty() {
             req = req.entities(entities);
@@ -265,7 +269,7 @@ impl ChatOutbound for TelegramApi {
                 let mut req = self
                     .bot
                     .edit_message_caption(chat, MessageId(id))
-                    .caption(caption_of(&text));
+                    .caption(caption_of(&mentions::unmentioned(message)));
                 if let Some(markup) = keyboard(message) {
                     req = req.reply_markup(markup);
                 }
