@@ -13,8 +13,8 @@
 //! count and time the deliverer's claims and id writes, which shows where time goes.
 //!
 //! `OUTBOX_WAKE=0` queues without waking the deliverer, as a producer in another replica
-//! does (a signal reaches only the deliverer in its own process): what is left is the
-//! deliverer's poll.
+//! does (its in-process signal reaches only its own deliverer): what is left is the store's
+//! `NOTIFY` at commit, heard through `watch_queued`, backed by the deliverer's poll.
 //!
 //! `cargo bench --bench outbox`. Knobs: `OUTBOX_RATE`, `OUTBOX_SECS`, `OUTBOX_CHANNELS`,
 //! `OUTBOX_WORKERS` (tokio workers, default 1 as `serve` runs), `OPSBOT_BENCH_POSTGRES_URL`

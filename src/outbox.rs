@@ -11,10 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::domain::Platform;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 pub use crate::ports::OutboxSignal;
@@ -49,6 +51,25 @@ struct Inner {
     busy: Mutex<HashSet<OutboxId>>,
     /// Posted messages whose id the store has not taken yet.
     unrecorded: Mutex<HashMap<OutboxId, String>>,
+    /// The edit of each message sent last (or being sent): the next edit of it waits for that
+    /// one to finish, so edits land in the order they were queued and the newest stays.
+    last_edit: Mutex<HashMap<EditKey, (OutboxId, oneshot::Receiver<()>)>>,
+}
+
+/// One message on one platform, as edits name it.
+type EditKey = (Platform, String, String);
+
+/// An edit's place in line behind the edits of the same message claimed before it.
+struct EditTurn {
+    key: EditKey,
+    previous: Option<oneshot::Receiver<()>>,
+    done: oneshot::Sender<()>,
+}
+
+fn edit_key(c: &Claimed) -> Option<EditKey> {
+    let to = &c.queued.to;
+    let message = c.queued.edit_of.clone()?;
+    Some((to.platform, to.channel_id.clone(), message))
 }
 
 /// What became of one attempt.
@@ -74,6 +95,7 @@ impl Deliverer {
             metrics,
             busy: Mutex::default(),
             unrecorded: Mutex::default(),
+            last_edit: Mutex::default(),
         }))
     }
 
@@ -81,6 +103,9 @@ impl Deliverer {
     /// sends it started; a send cut short stays queued for the next leader.
     pub async fn run(self, liveness: Arc<Liveness>, shutdown: CancellationToken) {
         let tasks = TaskTracker::new();
+        let watch = (self.0.store)
+            .watch_queued(self.0.signal.clone())
+            .map(tokio::spawn);
         loop {
             let full = match self.deliver_due(&tasks, &shutdown).await {
                 Ok(started) => {
@@ -103,6 +128,9 @@ impl Deliverer {
                 _ = self.0.signal.woken() => {}
                 _ = tokio::time::sleep(POLL_EVERY) => {}
             }
+        }
+        if let Some(watch) = watch {
+            watch.abort();
         }
         tasks.close();
         tasks.wait().await;
@@ -160,20 +188,48 @@ impl Deliverer {
                 continue;
             }
             started += 1;
+            let after = self.queue_edit(&c);
             let (this, shutdown) = (self.clone(), shutdown.clone());
-            tasks.spawn(async move { this.deliver(c, shutdown).await });
+            tasks.spawn(async move { this.deliver(c, after, shutdown).await });
         }
         Ok(started)
     }
 
-    async fn deliver(self, c: Claimed, shutdown: CancellationToken) {
+    /// For an edit: what it must wait for (the previous edit of its message, when one is
+    /// still being sent) and what tells the next edit it is done.
+    fn queue_edit(&self, c: &Claimed) -> Option<EditTurn> {
+        let key = edit_key(c)?;
+        let (done, finished) = oneshot::channel();
+        let mut last = self.0.last_edit.lock().expect("outbox poisoned");
+        let previous = last.insert(key.clone(), (c.id, finished)).map(|(_, rx)| rx);
+        Some(EditTurn {
+            key,
+            previous,
+            done,
+        })
+    }
+
+    async fn deliver(self, c: Claimed, turn: Option<EditTurn>, shutdown: CancellationToken) {
+        let (previous, finished) = match turn {
+            Some(t) => (t.previous, Some((t.key, t.done))),
+            None => (None, None),
+        };
         let sent = tokio::select! {
             _ = shutdown.cancelled() => {
                 self.release(c.id);
                 return;
             }
-            sent = self.send(&c) => sent,
+            sent = async {
+                if let Some(previous) = previous {
+                    // Sent or dropped: either way that edit is no longer under way.
+                    let _ = previous.await;
+                }
+                self.send(&c).await
+            } => sent,
         };
+        if let Some((key, done)) = finished {
+            self.edit_sent(&key, c.id, done);
+        }
         let stored = match self.settle(&c, sent) {
             Settled::Delivered(message_id) => return self.record_posted(c.id, message_id).await,
             Settled::Retry(at, why) => self.0.store.retry_at(c.id, at, &why).await,
@@ -261,6 +317,16 @@ impl Deliverer {
     fn remember_posted(&self, id: OutboxId, message_id: String) {
         let mut unrecorded = self.0.unrecorded.lock().expect("outbox poisoned");
         unrecorded.insert(id, message_id);
+    }
+
+    /// Lets the next edit of the message go, and forgets the message if none is queued.
+    fn edit_sent(&self, key: &EditKey, id: OutboxId, done: oneshot::Sender<()>) {
+        let mut last = self.0.last_edit.lock().expect("outbox poisoned");
+        if last.get(key).is_some_and(|(last_id, _)| *last_id == id) {
+            last.remove(key);
+        }
+        drop(last);
+        let _ = done.send(());
     }
 
     fn release(&self, id: OutboxId) {

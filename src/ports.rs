@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 
 use crate::domain::{
     Alert, AlertId, AuditEntry, AuditRecord, Handoff, Incident, IncidentId, IncomingAlert, Mention,
@@ -585,6 +586,13 @@ pub trait OutboxStore: Send + Sync {
     /// Forgets delivered and given-up messages queued before `before`, a bounded batch per
     /// call; returns how many.
     async fn forget_outbox_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// A task that wakes `signal` whenever any process queues a message in this store, so a
+    /// deliverer hears at once of rows another replica queued (their in-process signals never
+    /// reach it); it runs until dropped. `None` where every producer is in this process
+    /// (SQLite), whose own signals say it all.
+    fn watch_queued(&self, _signal: OutboxSignal) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
 }
 
 /// On-call overrides made from chat.

@@ -26,6 +26,8 @@ enum Answer {
     Fail(OutboundError),
     /// Never answers (the process dies while the post is on its way).
     Hang,
+    /// Takes the edit once the gate opens (a slow platform).
+    Gate(Arc<tokio::sync::Notify>),
 }
 
 /// A chat platform that answers posts from a script (then accepts every post) and records
@@ -60,7 +62,7 @@ impl ChatOutbound for Scripted {
         match next {
             Some(Answer::Fail(e)) => Err(e),
             Some(Answer::Hang) => std::future::pending().await,
-            None => {
+            Some(Answer::Gate(_)) | None => {
                 let mut posted = self.posted.lock().unwrap();
                 posted.push(message.text.clone());
                 Ok(format!("m{}", posted.len()))
@@ -70,8 +72,12 @@ impl ChatOutbound for Scripted {
 
     async fn edit(&self, _: &OutboundTarget, id: &str, message: &OutboundMessage) -> Sent<()> {
         *self.attempts.lock().unwrap() += 1;
-        if let Some(Answer::Fail(e)) = self.script.lock().unwrap().pop_front() {
-            return Err(e);
+        let next = self.script.lock().unwrap().pop_front();
+        match next {
+            Some(Answer::Fail(e)) => return Err(e),
+            Some(Answer::Gate(gate)) => gate.notified().await,
+            Some(Answer::Hang) => std::future::pending().await,
+            None => {}
         }
         let edit = (id.to_owned(), message.text.clone());
         self.edited.lock().unwrap().push(edit);
@@ -121,6 +127,16 @@ impl Setup {
     async fn depth(&self) -> u64 {
         self.store.outbox_depth().await.unwrap().pending
     }
+}
+
+/// An edit of the message `m7` in Slack channel C1.
+fn edit_m7(text: &str) -> Queued {
+    let to = OutboundTarget {
+        platform: Platform::Slack,
+        channel_id: "C1".into(),
+        thread: None,
+    };
+    Queued::edit(to, "m7", OutboundMessage::text(text))
 }
 
 /// One pass of `deliverer`, waiting for the sends it started.
@@ -325,16 +341,8 @@ async fn a_queued_edit_replaces_its_message_and_only_the_newest_is_made() {
     let s = Setup::new().await;
     let chat = Scripted::new([Answer::Fail(OutboundError::Unavailable("502".into()))]);
     let d = s.deliverer(s.store.clone(), chat.clone());
-    let edit = |text: &str| {
-        let to = OutboundTarget {
-            platform: Platform::Slack,
-            channel_id: "C1".into(),
-            thread: None,
-        };
-        Queued::edit(to, "m7", OutboundMessage::text(text))
-    };
     s.store
-        .enqueue(&edit("approved"), s.clock.now())
+        .enqueue(&edit_m7("approved"), s.clock.now())
         .await
         .unwrap();
     pass(&d).await;
@@ -343,7 +351,7 @@ async fn a_queued_edit_replaces_its_message_and_only_the_newest_is_made() {
         "the first attempt failed"
     );
     s.store
-        .enqueue(&edit("ran: ok"), s.clock.now())
+        .enqueue(&edit_m7("ran: ok"), s.clock.now())
         .await
         .unwrap();
     s.clock.advance(Duration::from_secs(2));
@@ -357,4 +365,47 @@ async fn a_queued_edit_replaces_its_message_and_only_the_newest_is_made() {
     );
     assert!(chat.posted().is_empty(), "an edit posts nothing");
     assert_eq!(s.depth().await, 0);
+}
+
+#[tokio::test]
+async fn an_edit_waits_for_the_previous_edit_of_its_message_so_the_newest_lands_last() {
+    let s = Setup::new().await;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let chat = Scripted::new([Answer::Gate(gate.clone())]);
+    let d = s.deliverer(s.store.clone(), chat.clone());
+    let (tasks, token) = (TaskTracker::new(), CancellationToken::new());
+    s.store
+        .enqueue(&edit_m7("approved"), s.clock.now())
+        .await
+        .unwrap();
+    d.deliver_due(&tasks, &token).await.unwrap();
+    // The newer edit is claimed while the older one is still on its way to a slow platform.
+    s.store
+        .enqueue(&edit_m7("ran: ok"), s.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(d.deliver_due(&tasks, &token).await.unwrap(), 1);
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        *chat.attempts.lock().unwrap(),
+        1,
+        "the newer edit waits its turn"
+    );
+    gate.notify_one();
+    tasks.close();
+    tasks.wait().await;
+    let edited: Vec<String> = chat
+        .edited
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, t)| t.clone())
+        .collect();
+    assert_eq!(
+        edited,
+        ["approved", "ran: ok"],
+        "the message ends as last queued"
+    );
 }

@@ -12,7 +12,7 @@ use chrono::Utc;
 use opsbot::domain::{AlertSource, AlertStatus, IncomingAlert, Platform};
 use opsbot::ports::{
     ChatAction, Claimed, Clock, FakeClock, OutboundMessage, OutboundTarget, OutboxDepth, OutboxId,
-    Priority, Queued, Store,
+    OutboxSignal, OutboxStore, Priority, Queued, Store,
 };
 use opsbot::store::{PostgresStore, SqliteStore};
 use tempfile::TempDir;
@@ -89,6 +89,7 @@ on_both_backends! {
     claims_racing_for_the_outbox_share_no_row => sqlite_claims_racing_for_the_outbox_share_no_row, postgres_claims_racing_for_the_outbox_share_no_row;
     an_alert_reminder_is_queued_with_its_claim => sqlite_an_alert_reminder_is_queued_with_its_claim, postgres_an_alert_reminder_is_queued_with_its_claim;
     a_queued_edit_supersedes_the_pending_edits_of_its_message => sqlite_a_queued_edit_supersedes_the_pending_edits_of_its_message, postgres_a_queued_edit_supersedes_the_pending_edits_of_its_message;
+    a_message_queued_by_another_replica_wakes_the_deliverer => sqlite_a_message_queued_by_another_replica_wakes_the_deliverer, postgres_a_message_queued_by_another_replica_wakes_the_deliverer;
 }
 
 const HOLD: std::time::Duration = std::time::Duration::from_secs(60);
@@ -294,4 +295,36 @@ async fn a_queued_edit_supersedes_the_pending_edits_of_its_message(b: &Backend) 
     assert!(!store.mark_delivered(newest, "m1").await.unwrap());
     let again = claim(&*store, &clock).await;
     assert_eq!(again.iter().map(|c| c.id).collect::<Vec<_>>(), [newer]);
+}
+
+/// Waits for `signal`; the deadline only keeps a broken watcher from hanging the suite.
+async fn woken(signal: &OutboxSignal, what: &str) {
+    tokio::time::timeout(std::time::Duration::from_secs(30), signal.woken())
+        .await
+        .unwrap_or_else(|_| panic!("never woken: {what}"));
+}
+
+async fn a_message_queued_by_another_replica_wakes_the_deliverer(b: &Backend) {
+    let signal = OutboxSignal::default();
+    let Some((_, schema)) = &b.postgres else {
+        // One process has the file: what it queues, it signals itself.
+        assert!(b.store().watch_queued(signal).is_none());
+        return;
+    };
+    let watch = b
+        .store()
+        .watch_queued(signal.clone())
+        .expect("Postgres watches");
+    let watch = tokio::spawn(watch);
+    woken(&signal, "listening").await;
+    let other = PostgresStore::connect(&support::postgres_url(), 2, Some(schema))
+        .await
+        .expect("connect the other replica's store");
+    other
+        .enqueue(&queued("C1", "queued on a follower"), Utc::now())
+        .await
+        .unwrap();
+    woken(&signal, "a row queued by the other store").await;
+    watch.abort();
+    other.pool().close().await;
 }

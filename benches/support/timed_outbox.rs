@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use opsbot::ports::{Claimed, OutboxDepth, OutboxId, OutboxStore, Queued, StoreError};
+use futures_util::future::BoxFuture;
+use opsbot::ports::{
+    Claimed, OutboxDepth, OutboxId, OutboxSignal, OutboxStore, Queued, StoreError,
+};
 
 #[derive(Default)]
 struct Calls {
@@ -121,6 +124,10 @@ impl OutboxStore for Timed {
 
     async fn forget_outbox_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.inner.forget_outbox_before(before).await
+    }
+
+    fn watch_queued(&self, signal: OutboxSignal) -> Option<BoxFuture<'static, ()>> {
+        self.inner.watch_queued(signal)
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::runs::micros;
@@ -14,8 +15,8 @@ use super::sql::{Arg, Backend, changed_one, execute, fetch_all, fetch_one};
 use super::{OnPool, SqlStore, backend};
 use crate::domain::{Mention, Visibility};
 use crate::ports::{
-    ChatAction, Claimed, OutboundMessage, OutboundTarget, OutboxDepth, OutboxId, OutboxStore,
-    Priority, Queued, StoreError,
+    ChatAction, Claimed, OutboundMessage, OutboundTarget, OutboxDepth, OutboxId, OutboxSignal,
+    OutboxStore, Priority, Queued, StoreError,
 };
 
 /// How many finished rows one call of `forget_outbox_before` deletes at most, so pruning a
@@ -255,5 +256,9 @@ impl<DB: Backend> OutboxStore for SqlStore<DB> {
         .arg(&micros(before))
         .arg(&FORGET_BATCH);
         execute(self.ex(), q).await
+    }
+
+    fn watch_queued(&self, signal: OutboxSignal) -> Option<BoxFuture<'static, ()>> {
+        DB::watch_queued(&self.pool, signal)
     }
 }

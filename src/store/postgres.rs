@@ -8,14 +8,18 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Connection as _;
 use sqlx::Postgres;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use tracing::debug;
 
 use super::alerts::{record_delivery, upsert_on};
 use super::audit::append_to_chain;
 use super::batch::BatchWrite;
 use super::{PostgresStore, backend};
 use crate::domain::{AuditEntry, AuditRecord, IncomingAlert, Platform};
-use crate::ports::StoreError;
+use crate::ports::{OutboxSignal, StoreError};
+
+/// The channel the outbox's trigger notifies on each insert (migration 0021), one per schema.
+const OUTBOX_CHANNEL: &str = "SELECT 'opsbot_outbox_' || left(md5(current_schema()), 16)";
 
 /// How long the first connection may take before the server counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -154,5 +158,42 @@ impl BatchWrite for Writer {
     ) -> Result<bool, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(backend)?;
         record_delivery::<Postgres>(&mut conn, platform, event_id, at).await
+    }
+}
+
+/// Wakes `signal` on every notification of the outbox's channel ([`OUTBOX_CHANNEL`]), and after each reconnection
+/// (what was queued while the connection was down went unheard), until dropped. Listens on a
+/// connection of its own, outside the pool the store's statements share. A listener that
+/// cannot connect tries again every second; the deliverer's poll covers the gap.
+pub(super) fn forward_queued(
+    pool: &PgPool,
+    signal: OutboxSignal,
+) -> impl Future<Output = ()> + Send + 'static {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    async move {
+        loop {
+            if let Err(e) = forward_until_error(&own, &signal).await {
+                debug!(error = %e, "listening for queued outbox messages failed; retrying");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+async fn forward_until_error(pool: &PgPool, signal: &OutboxSignal) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    let channel: String = sqlx::query_scalar(OUTBOX_CHANNEL)
+        .fetch_one(&mut listener)
+        .await?;
+    listener.listen(&channel).await?;
+    signal.wake();
+    loop {
+        // `None`: the connection was lost and made again (eager reconnect).
+        listener.try_recv().await?;
+        signal.wake();
     }
 }

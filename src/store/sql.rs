@@ -12,7 +12,9 @@ use super::oncall::OverrideRow;
 use super::outbox::{DepthRow, OutboxRow};
 use super::runs::RunRow;
 use super::{AuditRow, backend};
-use crate::ports::StoreError;
+use futures_util::future::BoxFuture;
+
+use crate::ports::{OutboxSignal, StoreError};
 
 /// A query being built for `DB`.
 pub(crate) type Q<'q, DB> = Query<'q, DB, <DB as Database>::Arguments>;
@@ -115,17 +117,25 @@ pub(crate) trait Backend:
     /// other rows, without waiting for or losing any to the race; SQLite runs one writer
     /// at a time and has no such clause.
     const SKIP_LOCKED: &'static str;
+    /// See [`crate::ports::OutboxStore::watch_queued`].
+    fn watch_queued(pool: &Pool<Self>, signal: OutboxSignal) -> Option<BoxFuture<'static, ()>>;
 }
 
 impl Backend for sqlx::Sqlite {
     const SEVERITY: &'static str = "json_extract(labels, '$.severity')";
     const WRITABLE_CTE: bool = false;
     const SKIP_LOCKED: &'static str = "";
+    fn watch_queued(_: &Pool<Self>, _: OutboxSignal) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
 }
 impl Backend for sqlx::Postgres {
     const SEVERITY: &'static str = "(labels::json ->> 'severity')";
     const WRITABLE_CTE: bool = true;
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    fn watch_queued(pool: &Pool<Self>, signal: OutboxSignal) -> Option<BoxFuture<'static, ()>> {
+        Some(Box::pin(super::postgres::forward_queued(pool, signal)))
+    }
 }
 
 /// The one thing the backends' query results do not share a trait for.
