@@ -14,75 +14,9 @@ use opsbot::ports::{
     ChatAction, Claimed, Clock, FakeClock, OutboundMessage, OutboundTarget, OutboxDepth, OutboxId,
     OutboxSignal, OutboxStore, Priority, Queued, Store,
 };
-use opsbot::store::{PostgresStore, SqliteStore};
-use tempfile::TempDir;
+use opsbot::store::PostgresStore;
 
-/// A store under test; the temp folder or the Postgres schema it lives in.
-struct Backend {
-    store: Arc<dyn Store>,
-    postgres: Option<(Arc<PostgresStore>, String)>,
-    _dir: Option<TempDir>,
-}
-
-impl Backend {
-    async fn sqlite() -> Backend {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
-        let store = SqliteStore::open(&url).await.expect("open sqlite store");
-        Backend {
-            store: Arc::new(store),
-            postgres: None,
-            _dir: Some(dir),
-        }
-    }
-
-    /// `None` (after printing why) when Postgres is unreachable outside CI.
-    async fn postgres() -> Option<Backend> {
-        let schema = support::fresh_postgres_schema().await?;
-        let store = PostgresStore::connect(&support::postgres_url(), 8, Some(&schema))
-            .await
-            .expect("connect postgres store");
-        let store = Arc::new(store);
-        Some(Backend {
-            store: store.clone(),
-            postgres: Some((store, schema)),
-            _dir: None,
-        })
-    }
-
-    fn store(&self) -> Arc<dyn Store> {
-        self.store.clone()
-    }
-
-    /// Drops a passing test's Postgres schema (a failing test's is kept for inspection).
-    async fn cleanup(self) {
-        if let Some((store, schema)) = self.postgres {
-            store.pool().close().await;
-            support::drop_postgres_schema(&schema).await;
-        }
-    }
-}
-
-/// Defines `sqlite_<case>` and `postgres_<case>` tests running the shared `case(&Backend)`.
-macro_rules! on_both_backends {
-    ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $sqlite() {
-            let backend = Backend::sqlite().await;
-            $case(&backend).await;
-            backend.cleanup().await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $postgres() {
-            let Some(backend) = Backend::postgres().await else {
-                return;
-            };
-            $case(&backend).await;
-            backend.cleanup().await;
-        }
-    )*};
-}
+use support::{Backend, on_both_backends};
 
 on_both_backends! {
     the_outbox_hands_each_message_to_one_claim => sqlite_the_outbox_hands_each_message_to_one_claim, postgres_the_outbox_hands_each_message_to_one_claim;
@@ -306,7 +240,7 @@ async fn woken(signal: &OutboxSignal, what: &str) {
 
 async fn a_message_queued_by_another_replica_wakes_the_deliverer(b: &Backend) {
     let signal = OutboxSignal::default();
-    let Some((_, schema)) = &b.postgres else {
+    let Some(schema) = b.schema() else {
         // One process has the file: what it queues, it signals itself.
         assert!(b.store().watch_queued(signal).is_none());
         return;

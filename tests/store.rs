@@ -14,110 +14,8 @@ use opsbot::domain::{
 };
 use opsbot::ports::{Clock, Epoch, FakeClock, Store};
 use opsbot::store::{PostgresStore, SqliteStore};
-use tempfile::TempDir;
 
-/// A store under test plus raw access to its database, for tampering.
-enum Backend {
-    Sqlite {
-        store: Arc<SqliteStore>,
-        _dir: TempDir,
-    },
-    Postgres {
-        store: Arc<PostgresStore>,
-        schema: String,
-    },
-}
-
-impl Backend {
-    async fn sqlite() -> Backend {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
-        let store = SqliteStore::open(&url).await.expect("open sqlite store");
-        Backend::Sqlite {
-            store: Arc::new(store),
-            _dir: dir,
-        }
-    }
-
-    /// `None` (after printing why) when Postgres is unreachable outside CI.
-    async fn postgres() -> Option<Backend> {
-        let schema = support::fresh_postgres_schema().await?;
-        let store = PostgresStore::connect(&support::postgres_url(), 8, Some(&schema))
-            .await
-            .expect("connect postgres store");
-        Some(Backend::Postgres {
-            store: Arc::new(store),
-            schema,
-        })
-    }
-
-    fn store(&self) -> Arc<dyn Store> {
-        match self {
-            Backend::Sqlite { store, .. } => store.clone(),
-            Backend::Postgres { store, .. } => store.clone(),
-        }
-    }
-
-    /// Runs one statement directly against the database, bypassing the store.
-    async fn exec(&self, sql: &str) -> Result<u64, sqlx::Error> {
-        let sql = sqlx::AssertSqlSafe(sql.to_owned());
-        match self {
-            Backend::Sqlite { store, .. } => Ok(sqlx::query(sql)
-                .execute(store.pool())
-                .await?
-                .rows_affected()),
-            Backend::Postgres { store, .. } => Ok(sqlx::query(sql)
-                .execute(store.pool())
-                .await?
-                .rows_affected()),
-        }
-    }
-
-    /// What an attacker with database access would do first: remove the append-only guard.
-    async fn disable_append_only(&self) {
-        let statements: &[&str] = match self {
-            Backend::Sqlite { .. } => &[
-                "DROP TRIGGER audit_log_no_update",
-                "DROP TRIGGER audit_log_no_delete",
-            ],
-            Backend::Postgres { .. } => {
-                &["ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete"]
-            }
-        };
-        for sql in statements {
-            self.exec(sql).await.expect(sql);
-        }
-    }
-
-    /// Drops a passing test's Postgres schema (a failing test's is kept for inspection).
-    async fn cleanup(self) {
-        if let Backend::Postgres { store, schema } = self {
-            store.pool().close().await;
-            support::drop_postgres_schema(&schema).await;
-        }
-    }
-}
-
-/// Defines `sqlite_<case>` and `postgres_<case>` tests running the shared `case(&Backend)`.
-macro_rules! on_both_backends {
-    ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $sqlite() {
-            let backend = Backend::sqlite().await;
-            $case(&backend).await;
-            backend.cleanup().await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $postgres() {
-            let Some(backend) = Backend::postgres().await else {
-                return;
-            };
-            $case(&backend).await;
-            backend.cleanup().await;
-        }
-    )*};
-}
+use support::{Backend, on_both_backends};
 
 on_both_backends! {
     write_probe_answers => sqlite_write_probe_answers, postgres_write_probe_answers;
@@ -473,7 +371,7 @@ async fn altered_record_is_detected(b: &Backend) {
     let store = b.store();
     let appended = append_n(&*store, 5).await;
     assert_ne!(appended[2].entry.outcome, Outcome::Denied);
-    b.disable_append_only().await;
+    disable_append_only(b).await;
     let changed = b
         .exec("UPDATE audit_log SET outcome = 'denied' WHERE seq = 3")
         .await
@@ -491,7 +389,7 @@ async fn altered_record_is_detected(b: &Backend) {
 async fn deleted_record_is_detected(b: &Backend) {
     let store = b.store();
     append_n(&*store, 5).await;
-    b.disable_append_only().await;
+    disable_append_only(b).await;
     let deleted = b
         .exec("DELETE FROM audit_log WHERE seq = 3")
         .await
@@ -729,4 +627,20 @@ async fn the_sqlite_wal_shrinks_after_a_burst() {
         },
     )
     .await;
+}
+
+/// What an attacker with database access would do first: remove the append-only guard.
+async fn disable_append_only(b: &Backend) {
+    let statements: &[&str] = match b {
+        Backend::Sqlite { .. } => &[
+            "DROP TRIGGER audit_log_no_update",
+            "DROP TRIGGER audit_log_no_delete",
+        ],
+        Backend::Postgres { .. } => {
+            &["ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete"]
+        }
+    };
+    for sql in statements {
+        b.exec(sql).await.expect(sql);
+    }
 }

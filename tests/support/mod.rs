@@ -5,6 +5,7 @@
 use std::path::Path;
 
 mod app;
+mod backends;
 mod logs;
 mod outbound;
 mod proxy;
@@ -13,6 +14,8 @@ mod wait;
 // Each test binary uses a different part of the harness.
 #[allow(unused_imports)]
 pub use app::{COUNTING_ACT, TestApp, TestAppBuilder, event};
+#[allow(unused_imports)]
+pub(crate) use backends::{Backend, on_both_backends};
 #[allow(unused_imports)] // only the platform tests capture logs
 pub use logs::Captured;
 #[allow(unused_imports)]
