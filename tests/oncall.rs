@@ -189,20 +189,12 @@ async fn a_reminder_pings_the_primary_on_call_on_slack_and_nobody_else() {
     );
 }
 
-#[tokio::test]
-async fn a_handoff_is_announced_once_mentioning_who_takes_over() {
-    // Monday 30 March 2026, a minute before the 09:00 CEST (07:00 UTC) handoff.
+/// An app at Monday 30 March 2026, a minute before the 09:00 CEST (07:00 UTC) handoff, that
+/// announces the `sre` schedule's handoffs in Slack channel COPS (the Slack fake).
+async fn announcing_in_slack(people: &[String]) -> (TestApp, Arc<FakeClock>, slack_support::Seen) {
     let clock = Arc::new(FakeClock::new(at("2026-03-30T06:59:00Z")));
     let seen = slack_support::Seen::default();
     let base = slack_support::fake_web_api(None, seen.clone()).await;
-    let people = [
-        person("alice", &["sre"], &["console:alice", "slack:UALICE01"]),
-        person(
-            "bob",
-            &["sre", "sre-lead"],
-            &["console:bob", "slack:UBOB01"],
-        ),
-    ];
     let schedules = ONCALL.replace(
         "time_zone = \"Europe/Berlin\"\n",
         "time_zone = \"Europe/Berlin\"\nannounce = { platform = \"slack\", channel = \"COPS\" }\n",
@@ -217,17 +209,32 @@ async fn a_handoff_is_announced_once_mentioning_who_takes_over() {
         .clock(clock.clone())
         .spawn()
         .await;
-    let posts = |l: &[(String, serde_json::Value)]| -> Vec<String> {
-        l.iter()
-            .filter(|(p, _)| p == "chat.postMessage")
-            .map(|(_, b)| b["text"].as_str().unwrap().to_owned())
-            .collect()
-    };
+    (app, clock, seen)
+}
+
+fn slack_posts(l: &[(String, serde_json::Value)]) -> Vec<String> {
+    l.iter()
+        .filter(|(p, _)| p == "chat.postMessage")
+        .map(|(_, b)| b["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_handoff_is_announced_once_mentioning_who_takes_over() {
+    let people = [
+        person("alice", &["sre"], &["console:alice", "slack:UALICE01"]),
+        person(
+            "bob",
+            &["sre", "sre-lead"],
+            &["console:bob", "slack:UBOB01"],
+        ),
+    ];
+    let (app, clock, seen) = announcing_in_slack(&people).await;
     app.router.sweep().await.unwrap();
     clock.advance(Duration::from_secs(60));
     app.router.sweep().await.unwrap();
-    let log = slack_support::wait_for(&seen, "both handoffs", |l| posts(l).len() == 2).await;
-    let mut texts = posts(&log);
+    let log = slack_support::wait_for(&seen, "both handoffs", |l| slack_posts(l).len() == 2).await;
+    let mut texts = slack_posts(&log);
     texts.sort();
     assert_eq!(
         texts,
@@ -240,7 +247,36 @@ async fn a_handoff_is_announced_once_mentioning_who_takes_over() {
     clock.advance(Duration::from_secs(60));
     app.router.sweep().await.unwrap();
     app.wait_idle().await;
-    assert_eq!(posts(&seen.lock().unwrap()).len(), 2);
+    assert_eq!(slack_posts(&seen.lock().unwrap()).len(), 2);
+}
+
+#[tokio::test]
+async fn a_handoff_to_someone_without_an_identity_there_is_counted_unreachable_once() {
+    let people = [
+        person("alice", &["sre"], &["console:alice"]),
+        person(
+            "bob",
+            &["sre", "sre-lead"],
+            &["console:bob", "slack:UBOB01"],
+        ),
+    ];
+    let (app, clock, seen) = announcing_in_slack(&people).await;
+    clock.advance(Duration::from_secs(60));
+    for _ in 0..3 {
+        app.router.sweep().await.unwrap();
+        clock.advance(Duration::from_secs(30));
+    }
+    let log = slack_support::wait_for(&seen, "both handoffs", |l| slack_posts(l).len() == 2).await;
+    assert!(
+        slack_posts(&log)
+            .contains(&"📟 sre primary: @alice is on call now, taking over from bob.".to_owned()),
+        "{log:?}"
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("opsbot_mentions_unreachable_total{platform=\"slack\"} 1"),
+        "announced once, counted once, however many sweeps built it: {metrics}"
+    );
 }
 
 #[tokio::test]

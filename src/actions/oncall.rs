@@ -181,7 +181,8 @@ impl OnCall {
                     continue;
                 }
                 let mut message = OutboundMessage::text(format!("📟 {} {}: ", s.name, h.layer));
-                self.mention(&mut message, &h.to, to.platform);
+                // Counted once announced: the sweep builds this again until the claim holds.
+                let reached = self.mention_uncounted(&mut message, &h.to, to.platform);
                 message.text.push_str(" is on call now");
                 if !h.from.is_empty() {
                     let _ = write!(message.text, ", taking over from {}", h.from);
@@ -191,6 +192,9 @@ impl OnCall {
                 let queued = [Queued::post(to.clone(), message)];
                 if self.store.claim_handoff(&s.name, h, now, &queued).await? {
                     announced += 1;
+                    if !reached {
+                        self.count_unreachable(&h.to, to.platform);
+                    }
                 }
             }
         }
@@ -200,18 +204,37 @@ impl OnCall {
     /// Appends a mention of `person` for a message to `platform`: a native ping when they
     /// have an identity there, else their name in plain text (and counted).
     pub fn mention(&self, message: &mut OutboundMessage, person: &str, platform: Platform) {
+        if !self.mention_uncounted(message, person, platform) {
+            self.count_unreachable(person, platform);
+        }
+    }
+
+    /// [`OnCall::mention`] for a message that may never be sent (a claim not yet won);
+    /// false when `person` could not be pinged there, for the caller to count once sent.
+    fn mention_uncounted(
+        &self,
+        message: &mut OutboundMessage,
+        person: &str,
+        platform: Platform,
+    ) -> bool {
         let who = match platform {
-            // The console has no pings; a name is all it shows.
-            Platform::Console => None,
+            // The console has no pings; a name is all it shows, and all it can.
+            Platform::Console => {
+                message.push_mention(person, None);
+                return true;
+            }
             Platform::Slack | Platform::Discord | Platform::Telegram => {
-                let id = self.directory.identity_on(person, platform);
-                if id.is_none() {
-                    self.metrics.mention_unreachable(platform);
-                    tracing::warn!(%person, %platform, "cannot mention: no identity on this platform");
-                }
-                id.map(|id| MentionOf::User(id.to_owned()))
+                (self.directory.identity_on(person, platform))
+                    .map(|id| MentionOf::User(id.to_owned()))
             }
         };
+        let reached = who.is_some();
         message.push_mention(person, who);
+        reached
+    }
+
+    fn count_unreachable(&self, person: &str, platform: Platform) {
+        self.metrics.mention_unreachable(platform);
+        tracing::warn!(%person, %platform, "cannot mention: no identity on this platform");
     }
 }

@@ -94,7 +94,10 @@ impl Schedule {
                     },
                     None => OnCall {
                         layer: layer.name.clone(),
-                        person: layer.person_at(local).map(str::to_owned),
+                        person: (layer.on_duty(local))
+                            .then(|| layer.person(self.shift_index(layer, at)?))
+                            .flatten()
+                            .map(str::to_owned),
                         overridden: false,
                     },
                 }
@@ -110,10 +113,9 @@ impl Schedule {
     /// The next `n` rotation handoffs after `after`, over all layers, soonest first. A
     /// handoff between two shifts of the same person (a one-person rotation) is none.
     pub fn handoffs(&self, after: DateTime<Utc>, n: usize) -> Vec<Handoff> {
-        let local = after.with_timezone(&self.time_zone).naive_local();
         let mut out: Vec<Handoff> = Vec::new();
         for layer in &self.layers {
-            let first = layer.shift_index(local).unwrap_or(-1) + 1;
+            let first = self.shift_index(layer, after).unwrap_or(-1) + 1;
             let mut found = 0;
             // People who repeat (one-person rotations) hand off to themselves: bounded scan.
             let span = (n * layer.people.len().max(1) + 1) as i64;
@@ -153,18 +155,23 @@ impl Schedule {
             }
         }
     }
+
+    /// The number of `layer`'s shift under way at `at`; `None` before the first. Instants
+    /// are compared, not wall clocks: in the autumn's repeated hour the clock reads an
+    /// earlier time again after the handoff has happened, and the outgoing person must not
+    /// come back for it.
+    fn shift_index(&self, layer: &Layer, at: DateTime<Utc>) -> Option<i64> {
+        let local = at.with_timezone(&self.time_zone).naive_local();
+        let days = (local.date() - layer.start).num_days();
+        let mut k = days.div_euclid(i64::from(layer.shift_days.max(1)));
+        if at < self.instant(layer.shift_start(k)) {
+            k -= 1;
+        }
+        (k >= 0).then_some(k)
+    }
 }
 
 impl Layer {
-    /// The number of the shift under way at local time `local`; `None` before the first.
-    fn shift_index(&self, local: NaiveDateTime) -> Option<i64> {
-        let mut days = (local.date() - self.start).num_days();
-        if local.time() < self.handoff {
-            days -= 1;
-        }
-        (days >= 0).then(|| days.div_euclid(i64::from(self.shift_days.max(1))))
-    }
-
     fn shift_start(&self, k: i64) -> NaiveDateTime {
         let days = k * i64::from(self.shift_days.max(1));
         (self.start + Duration::days(days)).and_time(self.handoff)
@@ -178,11 +185,9 @@ impl Layer {
         Some(&self.people[i])
     }
 
-    fn person_at(&self, local: NaiveDateTime) -> Option<&str> {
-        if !self.restrictions.is_empty() && !self.restrictions.iter().any(|w| w.contains(local)) {
-            return None;
-        }
-        self.person(self.shift_index(local)?)
+    /// Inside the layer's restrictions (always, without any).
+    fn on_duty(&self, local: NaiveDateTime) -> bool {
+        self.restrictions.is_empty() || self.restrictions.iter().any(|w| w.contains(local))
     }
 }
 
@@ -270,6 +275,31 @@ mod tests {
         let h = s.handoffs(utc("2026-10-22T00:00:00Z"), 10);
         let monday = h.iter().find(|h| h.layer == "primary").unwrap();
         assert_eq!(monday.at, utc("2026-10-26T08:00:00Z"));
+    }
+
+    #[test]
+    fn a_handoff_in_the_repeated_autumn_hour_is_not_undone_when_the_clock_goes_back() {
+        let mut s = weekly_berlin();
+        s.layers[1].handoff = t(2, 30);
+        // 25 October 2026: 02:30 CEST (00:30 UTC) is the handoff; at 01:00 UTC the clock
+        // has gone back to 02:00 CET and reads 02:00-02:30 a second time.
+        let secondary = |at| s.on_call(utc(at), &[])[1].person.clone();
+        let before = secondary("2026-10-25T00:29:00Z");
+        let after = secondary("2026-10-25T00:30:00Z");
+        assert_ne!(before, after, "a daily handoff at 00:30 UTC");
+        assert_eq!(
+            secondary("2026-10-25T01:15:00Z"),
+            after,
+            "02:15 CET, the second time"
+        );
+        assert_eq!(secondary("2026-10-25T01:31:00Z"), after);
+        let h = s.handoffs(utc("2026-10-25T00:31:00Z"), 10);
+        let next = h.iter().find(|h| h.layer == "secondary").unwrap();
+        assert_eq!(
+            next.at,
+            utc("2026-10-26T01:30:00Z"),
+            "02:30 CET the next day"
+        );
     }
 
     #[test]
