@@ -187,7 +187,8 @@ mod request;
 mod votes;
 
 /// Runbook requests and runs, with only what they need: the runs (and the audit log, for
-/// a run's start; the outbox, where a decided request's edit is queued), the runner, the
+/// a run's start; the outbox, where a run's result and a decided request's edit are
+/// queued with the move that decides them), the runner, the
 /// catalogue and directory, the clock, the outbox's wake-up and the approval settings.
 /// Cheap to clone (shared handles), for the runs it finishes in the background.
 #[derive(Clone)]
