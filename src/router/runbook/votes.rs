@@ -138,8 +138,30 @@ impl RunbookService {
                 "{by} approved #{id}; it is already approved and running."
             )));
         }
+        self.run_approved(
+            ev,
+            request_id,
+            run,
+            rendered,
+            format!("{by} ({total}/{needed})"),
+        )
+        .await
+    }
+
+    /// Runs a request just approved by `by` (name and tally). On the console the result is
+    /// the answer; elsewhere the approver is answered once it has started, and its result is
+    /// posted in the channel when it ends.
+    async fn run_approved(
+        &self,
+        ev: &InboundEvent,
+        request_id: &RequestId,
+        run: Run,
+        rendered: RenderedAction,
+        by: String,
+    ) -> Result<Done, Refusal> {
+        let id = run.id;
         let running = format!(
-            "Approved by {by} ({total}/{needed}), running {}",
+            "Approved by {by}, running {}",
             command_line(&run.new.command, &run.new.args)
         );
         if run.new.platform == Platform::Console {
