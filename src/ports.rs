@@ -164,9 +164,15 @@ pub trait Probe: Send + Sync {
     async fn probe(&self) -> ProbeReport;
 }
 
-/// The messages a sweep's move of a run (from the state given) queues: what the run's channel
-/// is told, and the edit retiring its request's buttons where there are any.
+/// The messages a move of a run (from the state given) queues with it: what the run's channel
+/// is told (a sweep's notice, a run's result), and the edit retiring its request's buttons
+/// where there are any.
 pub type RunNotice<'a> = dyn Fn(&Run, RunState) -> Vec<Queued> + Send + Sync + 'a;
+
+/// A [`RunNotice`] for a move nobody needs to hear about.
+pub fn untold(_: &Run, _: RunState) -> Vec<Queued> {
+    Vec::new()
+}
 
 /// Durable runbook requests. Every state change is one conditional update: it succeeds
 /// only from the expected state, which is what makes execution happen at most once.
@@ -197,13 +203,28 @@ pub trait RunStore: Send + Sync {
         at: DateTime<Utc>,
         lease_until: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError>;
-    /// Records the result and moves `running -> to`; false if it was not running.
+    /// [`RunStore::transition`] that decides something the chat must see: `notice`'s
+    /// messages (given the run as moved, its message id as stored at that moment, and `from`)
+    /// are queued in the outbox in the same transaction. False, and nothing changed or
+    /// queued, if it was not in `from`.
+    async fn transition_queuing(
+        &self,
+        id: RunId,
+        (from, to): (RunState, RunState),
+        at: DateTime<Utc>,
+        lease_until: Option<DateTime<Utc>>,
+        notice: &RunNotice<'_>,
+    ) -> Result<bool, StoreError>;
+    /// Records the result and moves `running -> to`, queuing `notice`'s messages (given the
+    /// run as finished and `Running`) in the outbox in the same transaction; false, and
+    /// nothing changed or queued, if it was not running.
     async fn finish_run(
         &self,
         id: RunId,
         to: RunState,
         result: &RunResult,
         at: DateTime<Utc>,
+        notice: &RunNotice<'_>,
     ) -> Result<bool, StoreError>;
     async fn renew_lease(&self, id: RunId, until: DateTime<Utc>) -> Result<(), StoreError>;
     /// Marks approved/running requests whose lease lapsed (their process died) `interrupted`;

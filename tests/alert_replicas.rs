@@ -95,17 +95,7 @@ async fn one_message_per_group_across_replicas_edited_for_the_followers_changes(
             support::Serve::start(&config, support::WAIT)
         })
         .collect();
-    let follower = support::eventually("one replica to lead", support::WAIT, async || {
-        let mut states = Vec::new();
-        for r in &replicas {
-            states.push(r.readyz().await.contains(" leader (epoch"));
-        }
-        support::satisfies(states, |s| s.iter().filter(|l| **l).count() == 1)
-    })
-    .await
-    .iter()
-    .position(|leads| !leads)
-    .unwrap();
+    let follower = 1 - support::the_leader(&replicas, support::WAIT).await;
 
     let (a, b) = (replicas[0].url(""), replicas[1].url(""));
     tokio::join!(

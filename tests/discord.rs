@@ -239,15 +239,19 @@ async fn rollback_requested_by_slash_command_runs_once_after_an_approvers_reacti
         fake.posts_containing(&format!("discord:{BOT}")).is_empty(),
         "the bot's own reaction was not taken as a vote"
     );
+    bot.wait_idle().await;
     let audit = bot.store.recent_audit(20).await.unwrap();
-    let bobs: Vec<_> = audit
+    let mut bobs: Vec<_> = audit
         .iter()
         .filter(|r| r.entry.actor == format!("discord:{BOB}"))
         .map(|r| r.entry.command.as_str())
         .collect();
-    // Newest first: his approval, how the run it started ended, and its start; the other
-    // server's ✅ left no trace.
-    assert_eq!(bobs, ["approve", "rollback", "rollback"]);
+    // Oldest first, the run's start, then his approval (answered once the run started) and
+    // how the run ended, in either order; the other server's ✅ left no trace.
+    bobs.reverse();
+    assert_eq!(bobs[0], "rollback", "{bobs:?}");
+    bobs[1..].sort_unstable();
+    assert_eq!(bobs, ["rollback", "approve", "rollback"]);
 }
 
 /// Alice asks for a rollback with a slash command; the approval request's id once bound.

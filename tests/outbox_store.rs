@@ -1,7 +1,8 @@
 //! The outbox in the store, one suite run against both backends (SQLite on a temp file,
 //! Postgres on a fresh schema per test, skipped with a reason when it is unreachable, a
 //! failure with `CI=true`): claims, racing claimers, and the producers that queue a message
-//! in the transaction that decides it.
+//! in the transaction that decides it (alert reminders, a request's decision and a run's
+//! result).
 
 mod support;
 
@@ -9,7 +10,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::Utc;
-use opsbot::domain::{AlertSource, AlertStatus, IncomingAlert, Platform};
+use opsbot::domain::{
+    AlertSource, AlertStatus, IncomingAlert, NewRun, Platform, Run, RunResult, RunState, UserRef,
+};
 use opsbot::ports::{
     ChatAction, Claimed, Clock, FakeClock, OutboundMessage, OutboundTarget, OutboxDepth, OutboxId,
     OutboxSignal, OutboxStore, Priority, Queued, Store,
@@ -24,6 +27,8 @@ on_both_backends! {
     an_alert_reminder_is_queued_with_its_claim => sqlite_an_alert_reminder_is_queued_with_its_claim, postgres_an_alert_reminder_is_queued_with_its_claim;
     a_queued_edit_supersedes_the_pending_edits_of_its_message => sqlite_a_queued_edit_supersedes_the_pending_edits_of_its_message, postgres_a_queued_edit_supersedes_the_pending_edits_of_its_message;
     a_message_queued_by_another_replica_wakes_the_deliverer => sqlite_a_message_queued_by_another_replica_wakes_the_deliverer, postgres_a_message_queued_by_another_replica_wakes_the_deliverer;
+    a_runs_result_commits_with_its_final_transition => sqlite_a_runs_result_commits_with_its_final_transition, postgres_a_runs_result_commits_with_its_final_transition;
+    a_requests_decision_queues_its_edit_once => sqlite_a_requests_decision_queues_its_edit_once, postgres_a_requests_decision_queues_its_edit_once;
 }
 
 const HOLD: std::time::Duration = std::time::Duration::from_secs(60);
@@ -261,4 +266,144 @@ async fn a_message_queued_by_another_replica_wakes_the_deliverer(b: &Backend) {
     woken(&signal, "a row queued by the other store").await;
     watch.abort();
     other.pool().close().await;
+}
+
+/// A Slack request for `/rollback service=api` in `COPS`, in `state`.
+fn new_run(state: RunState, now: chrono::DateTime<Utc>) -> NewRun {
+    NewRun {
+        command: "rollback".into(),
+        args: vec![("service".into(), "api".into())],
+        rendered: "./act.sh api".into(),
+        action_hash: "h".into(),
+        requester: UserRef::new(Platform::Slack, "UALICE"),
+        requester_name: "alice".into(),
+        platform: Platform::Slack,
+        channel_id: "COPS".into(),
+        channel_name: "ops".into(),
+        thread: None,
+        approvals_needed: 1,
+        state,
+        break_glass: None,
+        created_at: now,
+        expires_at: now + chrono::Duration::minutes(10),
+    }
+}
+
+/// What the router queues with a move (a result, or a retired request's edit), made from the
+/// run as the store moved it: its state, the state it left and its message id at that moment.
+fn told(run: &Run, was: RunState) -> Vec<Queued> {
+    let to = OutboundTarget {
+        platform: run.new.platform,
+        channel_id: run.new.channel_id.clone(),
+        thread: run.message_id.clone(),
+    };
+    let text = format!("#{} {was} -> {}", run.id, run.state);
+    vec![Queued::post(to, OutboundMessage::text(text))]
+}
+
+/// The result of a run is queued only by the final transition that records it, in its
+/// transaction: when the outbox cannot take it, the result is not recorded either (the run
+/// stays running), and a second recording neither moves the run nor queues anything.
+async fn a_runs_result_commits_with_its_final_transition(b: &Backend) {
+    let store = b.store();
+    let clock = FakeClock::new(Utc::now());
+    let now = clock.now();
+    let lease = now + chrono::Duration::minutes(1);
+    let run = store
+        .create_run(new_run(RunState::Approved, now), lease)
+        .await
+        .unwrap();
+    store.set_run_message(run.id, "1700.1").await.unwrap();
+    let started = store.transition(
+        run.id,
+        RunState::Approved,
+        RunState::Running,
+        now,
+        Some(lease),
+    );
+    assert!(started.await.unwrap());
+    let result = RunResult {
+        code: Some(0),
+        duration: std::time::Duration::from_millis(1200),
+        output: "rolled back api".into(),
+        truncated: false,
+    };
+    let finish =
+        async || (store.finish_run(run.id, RunState::Succeeded, &result, clock.now(), &told)).await;
+
+    b.exec("ALTER TABLE outbox RENAME TO outbox_away")
+        .await
+        .expect("rename the outbox away");
+    assert!(
+        finish().await.is_err(),
+        "the result's post could not be queued"
+    );
+    b.exec("ALTER TABLE outbox_away RENAME TO outbox")
+        .await
+        .expect("rename the outbox back");
+    let stored = store.run(run.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, RunState::Running, "rolled back with its post");
+    assert_eq!(stored.result, None);
+    assert_eq!(store.outbox_depth().await.unwrap().pending, 0);
+
+    assert!(finish().await.unwrap(), "recorded");
+    assert!(!finish().await.unwrap(), "recorded once");
+    let claimed = claim(&*store, &clock).await;
+    let posts: Vec<_> = (claimed.iter())
+        .map(|c| {
+            (
+                c.queued.message.text.as_str(),
+                c.queued.to.thread.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        posts,
+        [(
+            format!("#{} running -> succeeded", run.id).as_str(),
+            Some("1700.1")
+        )],
+        "one post, in reply to the request's message"
+    );
+    let stored = store.run(run.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, RunState::Succeeded);
+    assert_eq!(stored.result, Some(result));
+}
+
+/// A decision on a pending request queues its message with it, from the run as the decision
+/// found it (the message id bound by then), and only the decision that wins queues anything.
+async fn a_requests_decision_queues_its_edit_once(b: &Backend) {
+    let store = b.store();
+    let clock = FakeClock::new(Utc::now());
+    let now = clock.now();
+    let run = store
+        .create_run(new_run(RunState::Pending, now), now)
+        .await
+        .unwrap();
+    store.set_run_message(run.id, "1700.2").await.unwrap();
+    let decide = async |to: RunState| {
+        (store.transition_queuing(run.id, (RunState::Pending, to), now, None, &told))
+            .await
+            .unwrap()
+    };
+    assert!(decide(RunState::Denied).await, "the first decision wins");
+    assert!(!decide(RunState::Approved).await, "a later one loses");
+    let claimed = claim(&*store, &clock).await;
+    let texts: Vec<_> = (claimed.iter())
+        .map(|c| {
+            (
+                c.queued.message.text.as_str(),
+                c.queued.to.thread.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [(
+            format!("#{} pending -> denied", run.id).as_str(),
+            Some("1700.2")
+        )]
+    );
+    let stored = store.run(run.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, RunState::Denied);
 }

@@ -888,3 +888,114 @@ async fn encoded_and_case_changed_secrets_are_redacted_from_output() {
         assert!(!reply.contains(leaked), "{leaked} in {reply}");
     }
 }
+
+/// A chat app (requests from Slack's `COPS`) whose bot posts land in `chat`, with alice
+/// (deployer) and bob (sre-lead); `act.sh` waits for a `go` file when `held`.
+async fn chat_app(chat: Arc<support::RecordingOutbound>, held: bool) -> TestApp {
+    let act = if held {
+        "#!/bin/sh\nwhile [ ! -f go ]; do sleep 0.01; done\necho rolled back $1\n"
+    } else {
+        "#!/bin/sh\necho rolled back $1\n"
+    };
+    TestApp::builder()
+        .config(&support::deployer_and_lead("slack:UALICE", "slack:UBOB"))
+        .command("rollback.toml", support::ROLLBACK_NEEDING_ONE_LEAD)
+        .script("act.sh", act)
+        .outbound(chat)
+        .spawn()
+        .await
+}
+
+/// `who` (a Slack user) says `text` in `COPS`; the reply's text.
+async fn on_slack(app: &TestApp, who: &str, text: &str) -> String {
+    let ev = opsbot::domain::InboundEvent::new(
+        opsbot::domain::UserRef::new(opsbot::domain::Platform::Slack, who),
+        opsbot::domain::ChannelRef::id_only("COPS"),
+        EventPayload::Command(text.to_owned()),
+    );
+    let response = app.router.handle(&ev).await;
+    response.reply.map(|r| r.text).unwrap_or_default()
+}
+
+fn posts_containing(chat: &support::RecordingOutbound, needle: &str) -> Vec<String> {
+    (chat.messages().into_iter())
+        .filter_map(|m| match m {
+            support::Outbound::Post { text, .. } if text.contains(needle) => Some(text),
+            _ => None,
+        })
+        .collect()
+}
+
+/// On a chat platform the approver is told the run started, and the result is posted once,
+/// in the channel, by the outbox: not in the approver's answer.
+#[tokio::test]
+async fn an_approved_runs_result_goes_to_the_channel_through_the_outbox() {
+    let chat = Arc::new(support::RecordingOutbound::default());
+    let app = chat_app(chat.clone(), false).await;
+    let asked = on_slack(&app, "UALICE", "/rollback api").await;
+    assert!(
+        asked.starts_with("Request #1: /rollback service=api"),
+        "{asked}"
+    );
+    app.router.bind_message(RunId(1), "1700.1").await.unwrap();
+
+    let ack = on_slack(&app, "UBOB", "/approve 1").await;
+    assert_eq!(
+        ack,
+        "Approved by bob (1/1), running /rollback service=api; the result will be posted in reply to request #1."
+    );
+    chat.wait_until("the result", |_| {
+        !posts_containing(&chat, "succeeded").is_empty()
+    })
+    .await;
+    app.wait_idle().await;
+    let results = posts_containing(&chat, "rolled back api");
+    assert_eq!(results.len(), 1, "posted once: {:?}", chat.messages());
+    assert!(
+        results[0].starts_with("✅ #1 /rollback service=api succeeded (exit 0)"),
+        "{}",
+        results[0]
+    );
+    assert_eq!(state(&app, RunId(1)).await, RunState::Succeeded);
+    let audit = app.store.recent_audit(1).await.unwrap();
+    assert!(
+        audit[0]
+            .entry
+            .detail
+            .starts_with("run #1 succeeded (exit 0)"),
+        "how it ended is the newest record: {:?}",
+        audit[0].entry
+    );
+}
+
+/// A run whose lease lapsed while it ran (marked interrupted) cannot record its result, so
+/// nothing was queued with it: the result is still posted, saying it was not recorded.
+#[tokio::test]
+async fn a_result_that_could_not_be_recorded_is_still_posted() {
+    let chat = Arc::new(support::RecordingOutbound::default());
+    let app = chat_app(chat.clone(), true).await;
+    on_slack(&app, "UALICE", "/rollback api").await;
+    let ack = on_slack(&app, "UBOB", "/approve 1").await;
+    assert!(ack.starts_with("Approved by bob (1/1), running"), "{ack}");
+    assert_eq!(state(&app, RunId(1)).await, RunState::Running);
+    let now = Utc::now();
+    let taken = app.store.transition(
+        RunId(1),
+        RunState::Running,
+        RunState::Interrupted,
+        now,
+        None,
+    );
+    assert!(taken.await.unwrap());
+    std::fs::write(app.dir.path().join("go"), "").unwrap();
+
+    let posted = chat
+        .wait_until("the unrecorded result", |_| {
+            !posts_containing(&chat, "could not be recorded").is_empty()
+        })
+        .await;
+    let result = posts_containing(&chat, "rolled back api");
+    assert_eq!(result.len(), 1, "{posted:?}");
+    assert!(result[0].contains("succeeded"), "{}", result[0]);
+    assert_eq!(state(&app, RunId(1)).await, RunState::Interrupted);
+}

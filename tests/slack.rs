@@ -270,11 +270,14 @@ async fn rollback_approved_by_reaction_runs_once_and_answers_in_the_thread() {
     assert_eq!(result["thread_ts"], ts);
     assert!(result["text"].as_str().unwrap().contains("rolled back api"));
     assert_eq!(runs(&app), 1, "ran exactly once");
+    app.wait_idle().await;
     assert_eq!(
         count_texts(&seen, "Approved by bob"),
         1,
         "the redelivered event caused nothing"
     );
+    // The approver is told it started; the result is posted once, by the outbox.
+    assert_eq!(count_texts(&seen, "rolled back api"), 1, "{seen:?}");
 }
 
 /// A Block Kit button press as Slack posts it to the interactivity URL.

@@ -132,23 +132,8 @@ async fn two_replicas(
             support::Serve::start(&config, support::WAIT)
         })
         .collect();
-    let leader = leaders(&replicas, support::WAIT).await;
+    let leader = support::the_leader(&replicas, support::WAIT).await;
     (replicas, leader)
-}
-
-/// Waits until exactly one of `replicas` leads; its index.
-async fn leaders(replicas: &[support::Serve], within: Duration) -> usize {
-    support::eventually("one replica to lead", within, async || {
-        let mut states = Vec::new();
-        for r in replicas {
-            states.push(r.readyz().await.contains(" leader (epoch"));
-        }
-        support::satisfies(states, |s| s.iter().filter(|l| **l).count() == 1)
-    })
-    .await
-    .iter()
-    .position(|leads| *leads)
-    .unwrap()
 }
 
 /// A recorded Alertmanager delivery made about group `name` (an alert name of its own, and
@@ -556,7 +541,7 @@ async fn postgres_unreachable_for_30s_refuses_intake_then_both_replicas_deliver_
     );
     tokio::time::sleep_until(back).await;
     proxies[follower].restore();
-    let now_leads = leaders(&replicas, RECOVERY).await;
+    let now_leads = support::the_leader(&replicas, RECOVERY).await;
     assert_eq!(now_leads, follower, "the replica back first leads");
     proxies[leader].restore();
 

@@ -438,7 +438,15 @@ async fn rollback_approved_by_a_reaction_runs_once_and_posts_its_output() {
     let output = fake
         .wait_for_text("the run's output", "rolled back api")
         .await;
-    assert!(output.contains("Approved by bob"), "{output}");
+    assert!(
+        output.contains("#1 /rollback service=api succeeded"),
+        "{output}"
+    );
+    fake.wait_for_text(
+        "the approval's acknowledgement",
+        "Approved by bob (1/1), running /rollback service=api; the result will be posted in reply to request #1.",
+    )
+    .await;
     assert_eq!(runs(&app), 1, "exactly once");
     let reply = fake
         .calls("sendMessage")

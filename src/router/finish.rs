@@ -107,9 +107,9 @@ impl Router {
         error!(request_id = %request_id, error = format!("{:#}", anyhow::Error::new(e)), "audit append failed");
         self.deps.metrics.audit_append_failed();
         let text = match (ran, text) {
-            // The action already ran (its start is audited): report it, flag the gap.
+            // The action already started (its start is audited): report it, flag the gap.
             (Some(run), Some(result)) => format!(
-                "{result}\n(The result of #{run} could not be written to the audit log; request id {request_id}.)"
+                "{result}\n(#{run} started and its start is audited, but this answer could not be written to the audit log; request id {request_id}.)"
             ),
             _ => format!(
                 "I could not record this request in the audit log, so I did not act on it (request id {request_id})."

@@ -128,7 +128,8 @@ struct Done {
     text: String,
     detail: String,
     pending_run: Option<RunId>,
-    /// The request whose action ran while handling this command (its start is already audited).
+    /// The request whose action this command started (its start is already audited); it may
+    /// still be running, finished in the background.
     ran: Option<RunId>,
 }
 

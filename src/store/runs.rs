@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::outbox::insert_queued;
-use super::sql::{Arg, Backend, changed_one, execute, fetch_all, fetch_one, fetch_optional};
+use super::sql::{Arg, Backend, Q, changed_one, execute, fetch_all, fetch_one, fetch_optional};
 use super::{OnPool, SqlStore, backend};
 use crate::domain::{NewRun, Platform, Run, RunId, RunResult, RunState, UserRef, Vote, VoteTally};
 use crate::ports::{RunNotice, RunStore, StoreError};
@@ -205,17 +205,21 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
         at: DateTime<Utc>,
         lease_until: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError> {
-        let id = id.0;
-        let q = sqlx::query(
-            "UPDATE runs SET state = $1, updated_at = $2, lease_until = COALESCE($3, lease_until) \
-             WHERE id = $4 AND state = $5",
-        )
-        .arg(to.as_str())
-        .arg(&micros(at))
-        .arg(&lease_until.map(micros))
-        .arg(&id)
-        .arg(from.as_str());
+        let q = transition_args(sqlx::query(TRANSITION), id, (from, to), at, lease_until);
         changed_one(self.ex(), q).await
+    }
+
+    async fn transition_queuing(
+        &self,
+        id: RunId,
+        (from, to): (RunState, RunState),
+        at: DateTime<Utc>,
+        lease_until: Option<DateTime<Utc>>,
+        notice: &RunNotice<'_>,
+    ) -> Result<bool, StoreError> {
+        let update = sqlx::query(sqlx::AssertSqlSafe(format!("{TRANSITION} {RETURNING_RUN}")));
+        let update = transition_args(update, id, (from, to), at, lease_until);
+        moved_one(self, update, at, from, notice).await
     }
 
     async fn finish_run(
@@ -224,20 +228,20 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
         to: RunState,
         result: &RunResult,
         at: DateTime<Utc>,
+        notice: &RunNotice<'_>,
     ) -> Result<bool, StoreError> {
-        let id = id.0;
-        let q = sqlx::query(
+        let update = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE runs SET state = $1, updated_at = $2, result_code = $3, duration_ms = $4, output = $5, \
-             truncated = $6, lease_until = NULL WHERE id = $7 AND state = 'running'",
-        )
+             truncated = $6, lease_until = NULL WHERE id = $7 AND state = 'running' {RETURNING_RUN}"
+        )))
         .arg(to.as_str())
         .arg(&micros(at))
         .arg(&result.code)
         .arg(&(result.duration.as_millis() as i64))
         .arg(result.output.as_str())
         .arg(&result.truncated)
-        .arg(&id);
-        changed_one(self.ex(), q).await
+        .arg(&id.0);
+        moved_one(self, update, at, RunState::Running, notice).await
     }
 
     async fn renew_lease(&self, id: RunId, until: DateTime<Utc>) -> Result<(), StoreError> {
@@ -286,6 +290,24 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
     }
 }
 
+/// The conditional move of one run, `$1`..`$5` as [`transition_args`] binds them.
+const TRANSITION: &str = "UPDATE runs SET state = $1, updated_at = $2, \
+     lease_until = COALESCE($3, lease_until) WHERE id = $4 AND state = $5";
+
+fn transition_args<DB: Backend>(
+    q: Q<'_, DB>,
+    id: RunId,
+    (from, to): (RunState, RunState),
+    at: DateTime<Utc>,
+    lease_until: Option<DateTime<Utc>>,
+) -> Q<'_, DB> {
+    q.arg(to.as_str())
+        .arg(&micros(at))
+        .arg(&lease_until.map(micros))
+        .arg(&id.0)
+        .arg(from.as_str())
+}
+
 /// Runs a sweep `update` (its one parameter is `now`) of runs in state `was` and returns the
 /// runs it moved, each with its `notice` queued in the same transaction: a move is never
 /// committed without the message that tells the channel about it.
@@ -296,9 +318,34 @@ async fn runs_moved<DB: Backend>(
     was: RunState,
     notice: &RunNotice<'_>,
 ) -> Result<Vec<Run>, StoreError> {
-    let mut tx = store.pool.begin().await.map_err(backend)?;
     let q = sqlx::query(sqlx::AssertSqlSafe(format!("{update} {RETURNING_RUN}"))).arg(&micros(now));
-    let rows: Vec<RunRow> = fetch_all(DB::on_conn(&mut tx), q).await?;
+    moved_with_notices(store, q, now, was, notice).await
+}
+
+/// Runs `update` (a conditional move of one run, `RETURNING` it) and queues its `notice` in
+/// the same transaction; false, with nothing queued, when it moved nothing.
+async fn moved_one<DB: Backend>(
+    store: &SqlStore<DB>,
+    update: Q<'_, DB>,
+    now: DateTime<Utc>,
+    was: RunState,
+    notice: &RunNotice<'_>,
+) -> Result<bool, StoreError> {
+    let moved = moved_with_notices(store, update, now, was, notice).await?;
+    Ok(!moved.is_empty())
+}
+
+/// Runs `update` (which returns the runs it moved from `was`) and queues each moved run's
+/// `notice` in one transaction.
+async fn moved_with_notices<DB: Backend>(
+    store: &SqlStore<DB>,
+    update: Q<'_, DB>,
+    now: DateTime<Utc>,
+    was: RunState,
+    notice: &RunNotice<'_>,
+) -> Result<Vec<Run>, StoreError> {
+    let mut tx = store.pool.begin().await.map_err(backend)?;
+    let rows: Vec<RunRow> = fetch_all(DB::on_conn(&mut tx), update).await?;
     let runs = (rows.into_iter())
         .map(RunRow::into_run)
         .collect::<Result<Vec<_>, _>>()?;

@@ -383,3 +383,18 @@ pub fn assert_warned(logged: &str, request_id: &str, fix: &str) {
         "{logged}"
     );
 }
+
+/// Waits (up to `within`) until exactly one of `replicas` leads, as `/readyz` says; its index.
+pub async fn the_leader(replicas: &[Serve], within: std::time::Duration) -> usize {
+    eventually("one replica to lead", within, async || {
+        let mut states = Vec::new();
+        for r in replicas {
+            states.push(r.readyz().await.contains(" leader (epoch"));
+        }
+        satisfies(states, |s| s.iter().filter(|l| **l).count() == 1)
+    })
+    .await
+    .iter()
+    .position(|leads| *leads)
+    .unwrap()
+}

@@ -1,6 +1,6 @@
-//! What the Slack tests share (HTTP in tests/slack.rs, Socket Mode in tests/slack_socket.rs):
-//! a fake Slack Web API, the rollback runbook and its people, and polling with a deadline.
-//! Included with `#[path]` by those two only.
+//! What the Slack tests share (HTTP in tests/slack.rs, Socket Mode in tests/slack_socket.rs,
+//! two replicas in tests/result_failover.rs): a fake Slack Web API, the rollback runbook and
+//! its people, and polling with a deadline. Included with `#[path]` by those only.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};

@@ -4,6 +4,17 @@
 use super::*;
 use crate::domain::exec_location;
 
+/// Where a run's result goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ResultTo {
+    /// The reply to whoever made it run: a command run at once answers its own requester, and
+    /// the console's channel is the terminal of the person typing.
+    Reply,
+    /// The request's channel, in reply to the request's message: queued in the outbox by the
+    /// run's final transition, so a result decided is a result posted, by the leader, once.
+    Channel,
+}
+
 impl RunbookService {
     /// Runs an `approved` request: `approved -> running` (only one caller can win), the action
     /// under its timeout with the lease renewed, then the result recorded and rendered. Also
@@ -15,11 +26,44 @@ impl RunbookService {
         run: &Run,
         rendered: &RenderedAction,
     ) -> Result<(String, String), Refusal> {
-        let id = run.id;
         if !self.start(ev, request_id, run, rendered).await? {
-            let text = format!("Request #{id} is already running or done.");
+            let text = format!("Request #{} is already running or done.", run.id);
             return Ok((text, "already running or done".into()));
         }
+        Ok(self
+            .run_started(ev, request_id, run, rendered, ResultTo::Reply)
+            .await)
+    }
+
+    /// Runs a request `start` moved to `running` in the router's in-flight work (shutdown
+    /// waits for it), so the approver is answered at once; its result goes to the channel.
+    pub(super) fn run_in_background(
+        &self,
+        ev: &InboundEvent,
+        request_id: &RequestId,
+        run: Run,
+        rendered: RenderedAction,
+    ) {
+        let this = self.clone();
+        let (ev, request_id) = (ev.clone(), request_id.clone());
+        let work = async move {
+            (this.run_started(&ev, &request_id, &run, &rendered, ResultTo::Channel)).await;
+        };
+        self.in_flight
+            .spawn(work.instrument(tracing::Span::current()));
+    }
+
+    /// Runs a request already `running`, records its result (with its post, for `to` the
+    /// channel) and audits how it ended. The result's text, and how it ended in a few words.
+    async fn run_started(
+        &self,
+        ev: &InboundEvent,
+        request_id: &RequestId,
+        run: &Run,
+        rendered: &RenderedAction,
+        to: ResultTo,
+    ) -> (String, String) {
+        let id = run.id;
         let kind = self.resolve_paths(&rendered.kind);
         let outcome = self.run_under_lease(id, &kind).await;
         let state = if outcome.timed_out {
@@ -37,14 +81,10 @@ impl RunbookService {
         };
         self.metrics
             .run_finished(&run.new.command, state, outcome.duration);
-        let recorded = self.record(id, state, &result).await;
         let code_label = match kind {
             ActionKind::Exec { .. } => "exit",
             ActionKind::Http { .. } => "HTTP",
         };
-        let ended = self
-            .audit_outcome(ev, request_id, run, state, &result, code_label)
-            .await;
         let (command, args) = (&run.new.command, &run.new.args);
         let mut text = render_result(
             id,
@@ -55,18 +95,47 @@ impl RunbookService {
             kind.timeout(),
             code_label,
         );
+        let recorded = {
+            let post = |finished: &Run, _: RunState| match to {
+                ResultTo::Reply => Vec::new(),
+                ResultTo::Channel => vec![result_post(finished, &text)],
+            };
+            self.record(id, state, &result, &post).await
+        };
+        let ended = self
+            .audit_outcome(ev, request_id, run, state, &result, code_label)
+            .await;
         if !recorded {
             text.push_str(
                 "\n(This result could not be recorded on the request; see opsbot's log.)",
             );
         }
-        Ok((text, ended))
+        if to == ResultTo::Channel {
+            self.result_queued(run, &text, recorded).await;
+        }
+        (text, ended)
+    }
+
+    /// Wakes the deliverer for a result its final transition queued; a result that could not
+    /// be recorded (so nothing was queued with it) is queued on its own, as the only way
+    /// left to tell the channel.
+    async fn result_queued(&self, run: &Run, text: &str, recorded: bool) {
+        if !recorded
+            && let Err(e) = self
+                .store
+                .enqueue(&result_post(run, text), self.now())
+                .await
+        {
+            error!(run = %run.id, error = %e, "the result of a run could not be recorded or queued for its channel");
+            return;
+        }
+        self.outbox.wake();
     }
 
     /// `approved -> running`, then the start audited. False when another caller won; `Err`
     /// (with the request closed as failed) when the start could not be audited: then nothing
     /// runs.
-    async fn start(
+    pub(super) async fn start(
         &self,
         ev: &InboundEvent,
         request_id: &RequestId,
@@ -110,7 +179,7 @@ impl RunbookService {
         // Approved -> running happened above; close the record so it is not left running.
         let _ = self
             .store
-            .finish_run(id, RunState::Failed, &failed, self.now())
+            .finish_run(id, RunState::Failed, &failed, self.now(), &untold)
             .await;
         Err(Refusal::Failed(
             anyhow::Error::new(e).context("auditing run start"),
@@ -179,9 +248,19 @@ impl RunbookService {
         ended
     }
 
-    /// Records the result (`running -> state`); false when it could not be.
-    async fn record(&self, id: RunId, state: RunState, result: &RunResult) -> bool {
-        match self.store.finish_run(id, state, result, self.now()).await {
+    /// Records the result (`running -> state`) with `notice`'s messages; false when it could
+    /// not be.
+    async fn record(
+        &self,
+        id: RunId,
+        state: RunState,
+        result: &RunResult,
+        notice: &RunNotice<'_>,
+    ) -> bool {
+        match (self.store)
+            .finish_run(id, state, result, self.now(), notice)
+            .await
+        {
             Ok(true) => true,
             Ok(false) => {
                 // The lease lapsed (renewals failed) and a sweeper marked it interrupted.
@@ -224,6 +303,20 @@ impl RunbookService {
             other @ ActionKind::Http { .. } => other.clone(),
         }
     }
+}
+
+/// The post of a run's result in its request's channel: in reply to the request's message
+/// (as stored when the result was recorded), else in the request's thread.
+fn result_post(run: &Run, text: &str) -> Queued {
+    let to = OutboundTarget {
+        platform: run.new.platform,
+        channel_id: run.new.channel_id.clone(),
+        thread: run.message_id.clone().or_else(|| run.new.thread.clone()),
+    };
+    Queued::post(
+        to,
+        OutboundMessage::text(text.to_owned()).with_visibility(Visibility::Channel),
+    )
 }
 
 /// Longest output posted in chat (under Slack's 40,000-character message limit; adapters of

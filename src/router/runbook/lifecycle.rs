@@ -1,58 +1,62 @@
-//! What happens to requests around their decision: binding to the chat message, retiring a
-//! decided request's buttons, and the sweep's part (expiry, interrupted runs).
+//! What happens to requests around their decision: deciding with the edit that retires the
+//! request's buttons, binding to the chat message, and the sweep's part (expiry, interrupted
+//! runs).
 
 use super::*;
 
 impl RunbookService {
-    /// Queues, in the outbox, an edit replacing the message of a request that is no longer
-    /// pending (its buttons included) with what became of it, so nobody presses Approve on a
-    /// request that was decided; the deliverer (on the leader) makes it, retrying as it does
-    /// posts, and a newer edit of the message supersedes one still waiting. Queued in the
-    /// background, after the decision is stored and answered: a store that refuses it is
-    /// only logged. The console shows no buttons and is left alone.
-    pub(super) fn retire_request(&self, run: &Run, outcome: &str) {
-        if run.new.platform == Platform::Console {
-            return;
+    /// Moves pending request `run` to `to` (conditional: false, and nothing queued, when
+    /// another decision won) and, in the same transaction, queues in the outbox the edit that
+    /// replaces its message (its buttons included) with `outcome`, so nobody presses Approve
+    /// on a request that was decided. The message id is the one stored when the move commits;
+    /// a request bound later still is retired by `bind_message`. The deliverer (on the leader)
+    /// makes the edit, retrying as it does posts; a newer edit of the message supersedes one
+    /// still waiting. The console shows no buttons and is left alone.
+    pub(super) async fn decide(
+        &self,
+        run: &Run,
+        to: RunState,
+        lease_until: Option<DateTime<Utc>>,
+        outcome: &str,
+        what: &'static str,
+    ) -> Result<bool, Refusal> {
+        let retire = |moved: &Run, _: RunState| retirement(moved, outcome).into_iter().collect();
+        let moved = self
+            .store
+            .transition_queuing(
+                run.id,
+                (RunState::Pending, to),
+                self.now(),
+                lease_until,
+                &retire,
+            )
+            .await
+            .or_refuse(what)?;
+        if moved {
+            self.outbox.wake();
         }
-        let (to, message) = retired(run, outcome);
-        let (store, outbox, id) = (self.store.clone(), self.outbox.clone(), run.id);
-        let now = self.now();
-        let bound = run.message_id.clone();
-        self.in_flight.spawn(async move {
-            // A request is bound to its message once, after it is posted. If it was not yet
-            // when the command started, read it now: it may have been bound since (a typed
-            // /approve can beat the request's own post). If it is bound later still,
-            // `bind_message` retires it.
-            let message_id = match bound {
-                Some(bound) => Some(bound),
-                None => match store.run(id).await {
-                    Ok(run) => run.and_then(|r| r.message_id),
-                    Err(e) => {
-                        warn!(run = %id, error = %e, "could not load a decided request to update its message");
-                        None
-                    }
-                },
-            };
-            let Some(message_id) = message_id else {
-                return;
-            };
-            match store.enqueue(&Queued::edit(to, message_id, message), now).await {
-                Ok(_) => outbox.wake(),
-                Err(e) => {
-                    warn!(run = %id, error = %e, "could not queue the update of a decided request's message")
-                }
-            }
-        });
+        Ok(moved)
     }
 
     /// Records the chat message approvers react to, once the adapter has posted it.
     pub async fn bind_message(&self, run: RunId, message_id: &str) -> Result<(), StoreError> {
         self.store.set_run_message(run, message_id).await?;
-        // Decided before its message was bound: nothing has retired the buttons yet.
-        if let Some(run) = self.store.run(run).await?
-            && run.state != RunState::Pending
-        {
-            self.retire_request(&run, &format!("{}.", run.state));
+        // Decided before its message was bound: its decision could not retire the buttons.
+        let Some(run) = self.store.run(run).await? else {
+            return Ok(());
+        };
+        if run.state == RunState::Pending {
+            return Ok(());
+        }
+        let Some(edit) = retirement(&run, &format!("{}.", run.state)) else {
+            return Ok(());
+        };
+        // The binding stands; only the edit is missing, and /approve refuses a decided request.
+        match self.store.enqueue(&edit, self.now()).await {
+            Ok(_) => self.outbox.wake(),
+            Err(e) => {
+                warn!(run = %run.id, error = %e, "could not queue the update of a decided request's message")
+            }
         }
         Ok(())
     }
@@ -70,15 +74,9 @@ impl RunbookService {
         // An expired request's buttons are retired with its expiry, when its message is
         // bound; one bound later is retired by `bind_message`.
         let queued = |run: &Run, _: RunState| {
-            let retire = (run.message_id.clone())
-                .filter(|_| run.new.platform != Platform::Console)
-                .map(|id| {
-                    let (to, message) = retired(run, EXPIRED);
-                    Queued::edit(to, id, message)
-                });
             [expiry_notice(run).queued()]
                 .into_iter()
-                .chain(retire)
+                .chain(retirement(run, EXPIRED))
                 .collect()
         };
         for run in self.store.expire_due(now, &queued).await? {
@@ -86,6 +84,17 @@ impl RunbookService {
         }
         Ok(notices)
     }
+}
+
+/// The edit of a decided request's message saying `outcome`, once the message is bound; the
+/// console's requests have no buttons to retire.
+fn retirement(run: &Run, outcome: &str) -> Option<Queued> {
+    let id = run.message_id.clone()?;
+    if run.new.platform == Platform::Console {
+        return None;
+    }
+    let (to, message) = retired(run, outcome);
+    Some(Queued::edit(to, id, message))
 }
 
 /// Where a decided request's message is and what it says once its buttons are gone.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, warn};
+use tracing::{Instrument, error, warn};
 
 use crate::actions::render::{RenderedAction, redact, render};
 use crate::catalog::{ApprovalSpec, Catalog, CommandSpec};
@@ -22,7 +22,7 @@ use crate::domain::{
 use crate::metrics::Metrics;
 use crate::ports::{
     ActionOutcome, ActionRunner, Clock, EnvLookup, OutboundMessage, OutboundTarget, OutboxSignal,
-    Queued, Store, StoreError,
+    Queued, RunNotice, Store, StoreError, untold,
 };
 
 use super::parse::Word;
@@ -187,8 +187,11 @@ mod request;
 mod votes;
 
 /// Runbook requests and runs, with only what they need: the runs (and the audit log, for
-/// a run's start; the outbox, where a decided request's edit is queued), the runner, the
+/// a run's start; the outbox, where a run's result and a decided request's edit are
+/// queued with the move that decides them), the runner, the
 /// catalogue and directory, the clock, the outbox's wake-up and the approval settings.
+/// Cheap to clone (shared handles), for the runs it finishes in the background.
+#[derive(Clone)]
 pub struct RunbookService {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) runner: Arc<dyn ActionRunner>,
@@ -202,7 +205,7 @@ pub struct RunbookService {
     pub(crate) env: EnvLookup,
     /// Folder relative runbook paths resolve against (the config file's folder).
     pub(crate) base_dir: std::path::PathBuf,
-    /// The router's in-flight work, so shutdown waits for buttons being retired.
+    /// The router's in-flight work, so shutdown waits for approved runs it finishes there.
     pub(crate) in_flight: TaskTracker,
 }
 

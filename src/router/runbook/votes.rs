@@ -48,14 +48,8 @@ impl RunbookService {
             }
         }
         if self.now() >= run.new.expires_at {
-            let expired = self
-                .store
-                .transition(id, RunState::Pending, RunState::Expired, self.now(), None)
-                .await
-                .or_refuse("expiring run")?;
-            if expired {
-                self.retire_request(&run, EXPIRED);
-            }
+            self.decide(&run, RunState::Expired, None, EXPIRED, "expiring run")
+                .await?;
             return Err(Refusal::Invalid(format!(
                 "request #{id} expired at {} UTC and can no longer be approved; request it again.",
                 run.new.expires_at.format("%H:%M:%S")
@@ -90,24 +84,15 @@ impl RunbookService {
     }
 
     pub(super) async fn cancel_changed(&self, run: &Run) -> Result<(), Refusal> {
-        let cancelled = self
-            .store
-            .transition(
-                run.id,
-                RunState::Pending,
-                RunState::Cancelled,
-                self.now(),
-                None,
-            )
-            .await
-            .or_refuse("cancelling changed run")?;
-        if cancelled {
-            self.retire_request(
-                run,
-                "cancelled: the runbook changed since it was requested; nothing ran.",
-            );
-        }
-        Ok(())
+        self.decide(
+            run,
+            RunState::Cancelled,
+            None,
+            "cancelled: the runbook changed since it was requested; nothing ran.",
+            "cancelling changed run",
+        )
+        .await
+        .map(drop)
     }
 
     /// An approval, by `/approve ID` or a reaction.
@@ -134,36 +119,70 @@ impl RunbookService {
             Ok(total) => total,
             Err(not_yet) => return Ok(not_yet),
         };
-        let now = self.now();
-        let won = self
-            .claim(
-                id,
-                RunState::Pending,
-                RunState::Approved,
-                now,
-                "approving run",
-            )
-            .await?;
+        let (now, by) = (self.now(), &person.name);
+        let outcome = format!(
+            "✅ approved by {by} at {} UTC; the result follows.",
+            now.format("%H:%M")
+        );
+        let won = (self.decide(
+            &run,
+            RunState::Approved,
+            Some(now + lease()),
+            &outcome,
+            "approving run",
+        ))
+        .await?;
         if !won {
             // Another approval (here or on another replica) got there first and runs it.
             return Ok(Done::text(format!(
-                "{} approved #{id}; it is already approved and running.",
-                person.name
+                "{by} approved #{id}; it is already approved and running."
             )));
         }
-        let at = now.format("%H:%M");
-        let by = &person.name;
-        self.retire_request(
-            &run,
-            &format!("✅ approved by {by} at {at} UTC; the result follows."),
+        self.run_approved(
+            ev,
+            request_id,
+            run,
+            rendered,
+            format!("{by} ({total}/{needed})"),
+        )
+        .await
+    }
+
+    /// Runs a request just approved by `by` (name and tally). On the console the result is
+    /// the answer; elsewhere the approver is answered once it has started, and its result is
+    /// posted in the channel when it ends.
+    async fn run_approved(
+        &self,
+        ev: &InboundEvent,
+        request_id: &RequestId,
+        run: Run,
+        rendered: RenderedAction,
+        by: String,
+    ) -> Result<Done, Refusal> {
+        let id = run.id;
+        let running = format!(
+            "Approved by {by}, running {}",
+            command_line(&run.new.command, &run.new.args)
         );
-        let (result, ended) = self.execute(ev, request_id, &run, &rendered).await?;
+        if run.new.platform == Platform::Console {
+            // The console's channel is the terminal of whoever typed: the result is the reply.
+            let (result, ended) = self.execute(ev, request_id, &run, &rendered).await?;
+            return Ok(Done {
+                text: format!("{running}…\n{result}"),
+                detail: format!("approved and ran #{id}: {ended}"),
+                pending_run: None,
+                ran: Some(id),
+            });
+        }
+        if !self.start(ev, request_id, &run, &rendered).await? {
+            return Ok(Done::text(format!(
+                "Request #{id} is already running or done."
+            )));
+        }
+        self.run_in_background(ev, request_id, run, rendered);
         Ok(Done {
-            text: format!(
-                "Approved by {by} ({total}/{needed}), running {}…\n{result}",
-                command_line(&run.new.command, &run.new.args)
-            ),
-            detail: format!("approved and ran #{id}: {ended}"),
+            text: format!("{running}; the result will be posted in reply to request #{id}."),
+            detail: format!("approved #{id}; running, its result goes to the channel"),
             pending_run: None,
             ran: Some(id),
         })
@@ -287,17 +306,11 @@ impl RunbookService {
             Ending::Cancelled => RunState::Cancelled,
         };
         let id = run.id;
-        let ended = self
-            .store
-            .transition(id, RunState::Pending, state, self.now(), None)
-            .await
-            .or_refuse("ending a pending run")?;
-        if !ended {
+        if !(self.decide(&run, state, None, &outcome, "ending a pending run")).await? {
             return Err(Refusal::Invalid(format!(
                 "request #{id} is no longer pending."
             )));
         }
-        self.retire_request(&run, &outcome);
         Ok(Done {
             text: format!("Request #{id} {state} by {by}; nothing will run."),
             detail: format!("{state} #{id}"),
