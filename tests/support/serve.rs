@@ -1,11 +1,16 @@
 //! Real `opsbot serve` processes, for tests that need several (replicas on one database) or
 //! a process to kill: started with JSON logs, their HTTP address read from their log, and
-//! killed (SIGKILL) when dropped so a failed test leaves none behind.
+//! killed (SIGKILL) when dropped so a failed test leaves none behind. A failing test prints
+//! the last lines each of its replicas logged.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Log lines of a replica kept for a failing test to show.
+const KEPT_LINES: usize = 300;
 
 /// Reads `reader` line by line on a thread and sends each line `want` accepts.
 pub fn wait_for_line(
@@ -31,6 +36,8 @@ pub fn wait_for_line(
 pub struct Serve {
     pub child: Child,
     pub addr: String,
+    /// Its latest log lines (up to [`KEPT_LINES`]).
+    log: Arc<Mutex<std::collections::VecDeque<String>>>,
 }
 
 impl Serve {
@@ -46,15 +53,22 @@ impl Serve {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start opsbot serve");
-        let serving = wait_for_line(child.stderr.take().expect("stderr"), |l| {
+        let log = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let kept = log.clone();
+        let serving = wait_for_line(child.stderr.take().expect("stderr"), move |l| {
+            let mut kept = kept.lock().unwrap();
+            if kept.len() == KEPT_LINES {
+                kept.pop_front();
+            }
+            kept.push_back(l.to_owned());
             l.contains("opsbot serving HTTP")
         });
         let line = serving
             .recv_timeout(within)
             .expect("opsbot serve logs its address");
-        let log: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
-        let addr = log["addr"].as_str().expect("addr in the log").to_owned();
-        Serve { child, addr }
+        let first: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+        let addr = first["addr"].as_str().expect("addr in the log").to_owned();
+        Serve { child, addr, log }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -97,5 +111,16 @@ impl Serve {
 impl Drop for Serve {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!(
+                "--- last {} log lines of opsbot serve at {}:",
+                log.len(),
+                self.addr
+            );
+            for line in log.iter() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
