@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::domain::Platform;
+use crate::domain::{Platform, clip};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 pub use crate::ports::OutboxSignal;
@@ -221,8 +221,9 @@ impl Deliverer {
             }
             sent = async {
                 if let Some(previous) = previous {
-                    // Sent or dropped: either way that edit is no longer under way.
-                    let _ = previous.await;
+                    // Sent or dropped: either way that edit is no longer under way. One
+                    // stuck on the platform holds this one no longer than its own claim.
+                    let _ = tokio::time::timeout(CLAIM_HOLD, previous).await;
                 }
                 self.send(&c).await
             } => sent,
@@ -261,7 +262,7 @@ impl Deliverer {
         if error.is_permanent() || c.attempts >= MAX_ATTEMPTS {
             self.0.metrics.outbox_given_up();
             warn!(outbox = %c.id, platform = %to.platform, channel = %to.channel_id,
-                attempts = c.attempts, error = %why, text = %c.queued.message.text,
+                attempts = c.attempts, error = %why, text = %clip(&c.queued.message.text, 200),
                 "giving up on a queued chat message");
             return Settled::GiveUp(why);
         }

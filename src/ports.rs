@@ -189,7 +189,17 @@ pub trait RunStore: Send + Sync {
         channel_id: &str,
         message_id: &str,
     ) -> Result<Option<Run>, StoreError>;
-    async fn set_run_message(&self, id: RunId, message_id: &str) -> Result<(), StoreError>;
+    /// Records the chat message approvers react to and, in the same transaction, queues
+    /// `notice(run, Pending)` for the run as it then stands (a request decided before its
+    /// message was bound has its buttons retired here; its decision could not). False when
+    /// there is no such run.
+    async fn set_run_message(
+        &self,
+        id: RunId,
+        message_id: &str,
+        at: DateTime<Utc>,
+        notice: &RunNotice<'_>,
+    ) -> Result<bool, StoreError>;
     /// Records a vote (once per approver) and returns the tally.
     async fn add_vote(&self, id: RunId, vote: &Vote) -> Result<VoteTally, StoreError>;
     /// Withdraws a vote while the request is still pending; true if one was withdrawn.

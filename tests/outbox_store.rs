@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use opsbot::domain::{
-    AlertSource, AlertStatus, IncomingAlert, NewRun, Platform, Run, RunResult, RunState, UserRef,
+    AlertSource, AlertStatus, IncomingAlert, NewRun, Platform, Run, RunId, RunResult, RunState,
+    UserRef,
 };
 use opsbot::ports::{
     ChatAction, Claimed, Clock, FakeClock, OutboundMessage, OutboundTarget, OutboxDepth, OutboxId,
-    OutboxSignal, OutboxStore, Priority, Queued, Store,
+    OutboxSignal, OutboxStore, Priority, Queued, Store, untold,
 };
 use opsbot::store::PostgresStore;
 
@@ -29,6 +30,7 @@ on_both_backends! {
     a_message_queued_by_another_replica_wakes_the_deliverer => sqlite_a_message_queued_by_another_replica_wakes_the_deliverer, postgres_a_message_queued_by_another_replica_wakes_the_deliverer;
     a_runs_result_commits_with_its_final_transition => sqlite_a_runs_result_commits_with_its_final_transition, postgres_a_runs_result_commits_with_its_final_transition;
     a_requests_decision_queues_its_edit_once => sqlite_a_requests_decision_queues_its_edit_once, postgres_a_requests_decision_queues_its_edit_once;
+    a_request_decided_before_its_message_is_bound_is_told_by_the_binding => sqlite_a_request_decided_before_its_message_is_bound_is_told_by_the_binding, postgres_a_request_decided_before_its_message_is_bound_is_told_by_the_binding;
 }
 
 const HOLD: std::time::Duration = std::time::Duration::from_secs(60);
@@ -313,7 +315,10 @@ async fn a_runs_result_commits_with_its_final_transition(b: &Backend) {
         .create_run(new_run(RunState::Approved, now), lease)
         .await
         .unwrap();
-    store.set_run_message(run.id, "1700.1").await.unwrap();
+    store
+        .set_run_message(run.id, "1700.1", now, &untold)
+        .await
+        .unwrap();
     let started = store.transition(
         run.id,
         RunState::Approved,
@@ -380,7 +385,10 @@ async fn a_requests_decision_queues_its_edit_once(b: &Backend) {
         .create_run(new_run(RunState::Pending, now), now)
         .await
         .unwrap();
-    store.set_run_message(run.id, "1700.2").await.unwrap();
+    store
+        .set_run_message(run.id, "1700.2", now, &untold)
+        .await
+        .unwrap();
     let decide = async |to: RunState| {
         (store.transition_queuing(run.id, (RunState::Pending, to), now, None, &told))
             .await
@@ -406,4 +414,60 @@ async fn a_requests_decision_queues_its_edit_once(b: &Backend) {
     );
     let stored = store.run(run.id).await.unwrap().unwrap();
     assert_eq!(stored.state, RunState::Denied);
+}
+
+/// A request decided before its message was bound: the decision had no message to edit, so
+/// the binding queues the edit, in its own transaction, and a pending request's binding
+/// queues nothing.
+async fn a_request_decided_before_its_message_is_bound_is_told_by_the_binding(b: &Backend) {
+    let store = b.store();
+    let clock = FakeClock::new(Utc::now());
+    let now = clock.now();
+    // As `bind_message` does: a decided request's message is retired, a pending one's kept.
+    let retire = |r: &Run, _: RunState| match r.state {
+        RunState::Pending => Vec::new(),
+        decided => {
+            let Some(id) = r.message_id.clone() else {
+                return Vec::new();
+            };
+            let to = OutboundTarget {
+                platform: r.new.platform,
+                channel_id: r.new.channel_id.clone(),
+                thread: None,
+            };
+            vec![Queued::edit(
+                to,
+                &id,
+                OutboundMessage::text(decided.to_string()),
+            )]
+        }
+    };
+    let new = || store.create_run(new_run(RunState::Pending, now), now);
+    let (pending, run) = (new().await.unwrap(), new().await.unwrap());
+    assert!(
+        store
+            .set_run_message(pending.id, "1700.5", now, &retire)
+            .await
+            .unwrap()
+    );
+    let denied = (RunState::Pending, RunState::Denied);
+    let moved = store.transition_queuing(run.id, denied, now, None, &retire);
+    assert!(moved.await.unwrap());
+    assert!(
+        claim(&*store, &clock).await.is_empty(),
+        "nothing to edit yet"
+    );
+    assert!(
+        store
+            .set_run_message(run.id, "1700.6", now, &retire)
+            .await
+            .unwrap()
+    );
+    let claimed = claim(&*store, &clock).await;
+    let edits: Vec<_> = (claimed.iter())
+        .map(|c| (c.queued.edit_of.as_deref(), c.queued.message.text.as_str()))
+        .collect();
+    assert_eq!(edits, [(Some("1700.6"), "denied")]);
+    let unknown = store.set_run_message(RunId(9999), "1700.7", now, &retire);
+    assert!(!unknown.await.unwrap(), "no such run");
 }

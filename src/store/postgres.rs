@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Connection as _;
 use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::alerts::{record_delivery, upsert_on};
 use super::audit::append_to_chain;
@@ -175,21 +175,32 @@ pub(super) fn forward_queued(
         .idle_timeout(None)
         .connect_lazy_with((*pool.connect_options()).clone());
     async move {
+        let mut failing = false;
         loop {
-            if let Err(e) = forward_until_error(&own, &signal).await {
+            if let Err(e) = forward_until_error(&own, &signal, &mut failing).await {
+                // Once per outage: the poll still delivers, only later.
+                if !failing {
+                    warn!(error = %e, "cannot listen for outbox messages queued by other replicas; they go out at the next poll; retrying");
+                }
                 debug!(error = %e, "listening for queued outbox messages failed; retrying");
+                failing = true;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }
 
-async fn forward_until_error(pool: &PgPool, signal: &OutboxSignal) -> Result<(), sqlx::Error> {
+async fn forward_until_error(
+    pool: &PgPool,
+    signal: &OutboxSignal,
+    failing: &mut bool,
+) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     let channel: String = sqlx::query_scalar(OUTBOX_CHANNEL)
         .fetch_one(&mut listener)
         .await?;
     listener.listen(&channel).await?;
+    *failing = false;
     signal.wake();
     loop {
         // `None`: the connection was lost and made again (eager reconnect).

@@ -156,12 +156,22 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
         row.map(RunRow::into_run).transpose()
     }
 
-    async fn set_run_message(&self, id: RunId, message_id: &str) -> Result<(), StoreError> {
-        let id = id.0;
-        let q = sqlx::query("UPDATE runs SET message_id = $1 WHERE id = $2")
-            .arg(message_id)
-            .arg(&id);
-        execute(self.ex(), q).await.map(drop)
+    async fn set_run_message(
+        &self,
+        id: RunId,
+        message_id: &str,
+        at: DateTime<Utc>,
+        notice: &RunNotice<'_>,
+    ) -> Result<bool, StoreError> {
+        // The update locks the row (Postgres) or holds the writer (SQLite) until the notice
+        // is queued, so a decision committing meanwhile either sees this message id and
+        // retires it itself, or is seen here as decided: one of the two queues the edit.
+        let update = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE runs SET message_id = $1 WHERE id = $2 {RETURNING_RUN}"
+        )))
+        .arg(message_id)
+        .arg(&id.0);
+        moved_one(self, update, at, RunState::Pending, notice).await
     }
 
     async fn add_vote(&self, id: RunId, vote: &Vote) -> Result<VoteTally, StoreError> {

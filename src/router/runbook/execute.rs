@@ -120,11 +120,17 @@ impl RunbookService {
     /// be recorded (so nothing was queued with it) is queued on its own, as the only way
     /// left to tell the channel.
     async fn result_queued(&self, run: &Run, text: &str, recorded: bool) {
-        if !recorded
-            && let Err(e) = self
-                .store
-                .enqueue(&result_post(run, text), self.now())
-                .await
+        if recorded {
+            self.outbox.wake();
+            return;
+        }
+        // Bound to its message since the run started, perhaps: reply to it if so.
+        let latest = self.store.run(run.id).await.ok().flatten();
+        let run = latest.as_ref().unwrap_or(run);
+        if let Err(e) = self
+            .store
+            .enqueue(&result_post(run, text), self.now())
+            .await
         {
             error!(run = %run.id, error = %e, "the result of a run could not be recorded or queued for its channel");
             return;
@@ -249,7 +255,9 @@ impl RunbookService {
     }
 
     /// Records the result (`running -> state`) with `notice`'s messages; false when it could
-    /// not be.
+    /// not be. A store error is retried a few times with backoff, reading the run back first:
+    /// a commit whose answer was lost may have landed, and recording (or queuing) it again
+    /// would post the result twice.
     async fn record(
         &self,
         id: RunId,
@@ -257,28 +265,38 @@ impl RunbookService {
         result: &RunResult,
         notice: &RunNotice<'_>,
     ) -> bool {
-        match (self.store)
-            .finish_run(id, state, result, self.now(), notice)
-            .await
-        {
-            Ok(true) => true,
-            Ok(false) => {
-                // The lease lapsed (renewals failed) and a sweeper marked it interrupted.
-                warn!(
+        let mut wait = Duration::from_millis(250);
+        for attempt in 1..=RECORD_TRIES {
+            match (self.store)
+                .finish_run(id, state, result, self.now(), notice)
+                .await
+            {
+                Ok(true) => return true,
+                Ok(false) => {
+                    // The lease lapsed (renewals failed) and a sweeper marked it interrupted.
+                    warn!(
+                        run = %id,
+                        "run finished after being marked interrupted; result not recorded"
+                    );
+                    return false;
+                }
+                Err(e) => error!(
                     run = %id,
-                    "run finished after being marked interrupted; result not recorded"
-                );
-                false
-            }
-            Err(e) => {
-                error!(
-                    run = %id,
+                    attempt,
                     error = format!("{:#}", anyhow::Error::new(e)),
                     "recording run result failed"
-                );
-                false
+                ),
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+            match self.store.run(id).await {
+                // Only this caller moves it from running to `state`: that commit landed.
+                Ok(Some(now)) if now.state == state => return true,
+                Ok(Some(now)) if now.state != RunState::Running => return false,
+                _ => {}
             }
         }
+        false
     }
 
     /// Relative working directories and programs resolve against the config's folder.
@@ -306,12 +324,18 @@ impl RunbookService {
 }
 
 /// The post of a run's result in its request's channel: in reply to the request's message
-/// (as stored when the result was recorded), else in the request's thread.
+/// (as stored when the result was recorded), else in the request's thread. On Slack a
+/// thread hangs off a top-level message, never off a reply: a request made in a thread is
+/// answered in that thread.
 fn result_post(run: &Run, text: &str) -> Queued {
+    let (message, thread) = (run.message_id.clone(), run.new.thread.clone());
     let to = OutboundTarget {
         platform: run.new.platform,
         channel_id: run.new.channel_id.clone(),
-        thread: run.message_id.clone().or_else(|| run.new.thread.clone()),
+        thread: match run.new.platform {
+            Platform::Slack => thread.or(message),
+            Platform::Discord | Platform::Telegram | Platform::Console => message.or(thread),
+        },
     };
     Queued::post(
         to,
@@ -323,6 +347,9 @@ fn result_post(run: &Run, text: &str) -> Queued {
 /// platforms with smaller limits send long text as a file). The stored result keeps up to
 /// the runner's cap.
 const POSTED_OUTPUT_CHARS: usize = 30_000;
+
+/// Tries at recording a run's result when the store fails (about 4 s in all).
+const RECORD_TRIES: u32 = 4;
 
 fn render_result(
     id: RunId,

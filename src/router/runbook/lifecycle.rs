@@ -38,25 +38,21 @@ impl RunbookService {
         Ok(moved)
     }
 
-    /// Records the chat message approvers react to, once the adapter has posted it.
+    /// Records the chat message approvers react to, once the adapter has posted it. A request
+    /// decided before its message was bound (its decision had no message to retire) has the
+    /// message's buttons retired in the binding's own transaction.
     pub async fn bind_message(&self, run: RunId, message_id: &str) -> Result<(), StoreError> {
-        self.store.set_run_message(run, message_id).await?;
-        // Decided before its message was bound: its decision could not retire the buttons.
-        let Some(run) = self.store.run(run).await? else {
-            return Ok(());
+        let retire = |bound: &Run, _: RunState| match bound.state {
+            RunState::Pending => Vec::new(),
+            decided => retirement(bound, &format!("{decided}."))
+                .into_iter()
+                .collect(),
         };
-        if run.state == RunState::Pending {
-            return Ok(());
-        }
-        let Some(edit) = retirement(&run, &format!("{}.", run.state)) else {
-            return Ok(());
-        };
-        // The binding stands; only the edit is missing, and /approve refuses a decided request.
-        match self.store.enqueue(&edit, self.now()).await {
-            Ok(_) => self.outbox.wake(),
-            Err(e) => {
-                warn!(run = %run.id, error = %e, "could not queue the update of a decided request's message")
-            }
+        if (self.store)
+            .set_run_message(run, message_id, self.now(), &retire)
+            .await?
+        {
+            self.outbox.wake();
         }
         Ok(())
     }
