@@ -259,6 +259,9 @@ async fn readyz(state: HttpState, store: Arc<StoreCheck>) -> impl IntoResponse {
     for (name, adapter) in state.liveness.adapters() {
         body.push_str(&format!("adapter {name}: {adapter}\n"));
     }
+    for (name, pager) in state.liveness.pagers() {
+        body.push_str(&format!("pager {name}: {pager}\n"));
+    }
     let status = if ready {
         StatusCode::OK
     } else {
