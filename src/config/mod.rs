@@ -271,6 +271,21 @@ impl Config {
     }
 }
 
+/// A name chat commands, metric labels and environment variables carry as typed: letters,
+/// digits, `-` and `_` (`what` says whose, for the error).
+fn plain_name(name: &str, what: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+    {
+        return Err(format!(
+            "{what} name {name:?} must be letters, digits, - or _"
+        ));
+    }
+    Ok(())
+}
+
 /// Why the config file could not be read, with the fix for the common case: no file there.
 fn read_failure(e: &std::io::Error) -> String {
     match e.kind() {

@@ -95,15 +95,7 @@ impl TryFrom<RawService> for PagingServiceConfig {
 
     fn try_from(raw: RawService) -> Result<Self, String> {
         let name = raw.name.clone();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
-        {
-            return Err(format!(
-                "paging service name {name:?} must be letters, digits, - or _"
-            ));
-        }
+        super::plain_name(&name, "paging service")?;
         let kind = kind(raw).map_err(|e| format!("paging service {name}: {e}"))?;
         Ok(Self { name, kind })
     }
