@@ -133,21 +133,9 @@ impl Router {
     ) -> Result<Done, Refusal> {
         let (person, schedule) = self.page_target(who).await?;
         let by = requester.name();
-        let mut message = OutboundMessage::text("📟 ");
-        (self.deps.oncall).mention(&mut message, &person.name, ev.platform);
-        let _ = write!(message.text, ": {by} pages you");
-        if let Some(schedule) = schedule {
-            let _ = write!(message.text, " (on call for {schedule})");
-        }
-        let _ = write!(message.text, ": {reason}");
-        let to = OutboundTarget {
-            platform: ev.platform,
-            channel_id: ev.channel.id.clone(),
-            thread: ev.thread.clone(),
-        };
-        let message = message.with_visibility(Visibility::Channel).urgent();
+        let notice = self.page_notice(ev, &person.name, schedule, &by, reason);
         (self.deps.store)
-            .enqueue(&Queued::post(to, message), self.deps.clock.now())
+            .enqueue(&notice, self.deps.clock.now())
             .await
             .or_refuse("queuing a page's mention")?;
         self.deps.outbox.wake();
@@ -166,12 +154,8 @@ impl Router {
             source: "opsbot".into(),
             severity: PageSeverity::Critical,
         };
-        let (text, detail) = match self
-            .deps
-            .pager
-            .page(service, PageAction::Trigger, &page)
-            .await
-        {
+        let paged = self.deps.pager.page(service, PageAction::Trigger, &page);
+        let (text, detail) = match paged.await {
             Ok(()) => (
                 format!("Paged {name} via {service} and mentioned them here."),
                 format!("paged via {service}"),
@@ -187,6 +171,31 @@ impl Router {
             detail,
             ..Done::text(text)
         })
+    }
+
+    /// The channel's message: a native mention of `name`, who asked, and the reason as
+    /// plain text (the adapters keep outside text from pinging anyone).
+    fn page_notice(
+        &self,
+        ev: &InboundEvent,
+        name: &str,
+        schedule: Option<&str>,
+        by: &str,
+        reason: &str,
+    ) -> Queued {
+        let mut message = OutboundMessage::text("📟 ");
+        (self.deps.oncall).mention(&mut message, name, ev.platform);
+        let _ = write!(message.text, ": {by} pages you");
+        if let Some(schedule) = schedule {
+            let _ = write!(message.text, " (on call for {schedule})");
+        }
+        let _ = write!(message.text, ": {reason}");
+        let to = OutboundTarget {
+            platform: ev.platform,
+            channel_id: ev.channel.id.clone(),
+            thread: ev.thread.clone(),
+        };
+        Queued::post(to, message.with_visibility(Visibility::Channel).urgent())
     }
 
     /// Who `/page WHO` means: a schedule's primary on call now (and the schedule), or a
