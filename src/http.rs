@@ -1,5 +1,5 @@
 //! The HTTP server (axum): `/healthz` (process is up), `/readyz` (store writable, loops and
-//! adapters alive, leader or follower) and `/metrics` (OpenMetrics text), alert intake under `/hooks/*` (see
+//! adapters alive, paging services' last results, leader or follower) and `/metrics` (OpenMetrics text), alert intake under `/hooks/*` (see
 //! `hooks`) and the chat platforms' endpoints; every request is answered within
 //! `server.request_timeout`. With `server.metrics_listen`, `/metrics` has a listener of its
 //! own instead (`serve_metrics`). Connections are accepted and limited in `serve`.
@@ -258,6 +258,9 @@ async fn readyz(state: HttpState, store: Arc<StoreCheck>) -> impl IntoResponse {
     }
     for (name, adapter) in state.liveness.adapters() {
         body.push_str(&format!("adapter {name}: {adapter}\n"));
+    }
+    for (name, pager) in state.liveness.pagers() {
+        body.push_str(&format!("pager {name}: {pager}\n"));
     }
     let status = if ready {
         StatusCode::OK

@@ -3,11 +3,14 @@
 //! three of its intervals (plus a second of slack); a loop stopped because this replica no
 //! longer leads is forgotten, not stalled. Also the connection state of each chat
 //! adapter, which `/readyz` shows without failing on it: one platform being down must not
-//! take opsbot (and with it the other platforms' endpoints) out of service.
+//! take opsbot (and with it the other platforms' endpoints) out of service. Likewise how
+//! each paging service answered last.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use crate::domain::Platform;
 
@@ -37,10 +40,37 @@ impl std::fmt::Display for AdapterState {
     }
 }
 
+/// How a paging service has answered lately: shown by `/readyz`, never a reason to be
+/// unready (a refused routing key must not take the replica's webhooks out of service).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PagerState {
+    /// When it last took a page.
+    pub last_ok: Option<DateTime<Utc>>,
+    /// When it last failed one for good (after retries), and why (no secret in it).
+    pub last_failure: Option<(DateTime<Utc>, String)>,
+}
+
+impl std::fmt::Display for PagerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = |t: &DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        match (&self.last_ok, &self.last_failure) {
+            (None, None) => f.write_str("no page sent yet"),
+            (Some(ok), None) => write!(f, "ok (last page {})", at(ok)),
+            (ok, Some((failed, why))) if ok.is_none_or(|ok| ok < *failed) => {
+                write!(f, "failing (last failure {}: {why})", at(failed))
+            }
+            (_, Some((failed, why))) => {
+                write!(f, "ok (last failure {}: {why})", at(failed))
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Liveness {
     loops: Mutex<BTreeMap<&'static str, (Instant, Duration)>>,
     adapters: Mutex<BTreeMap<&'static str, AdapterState>>,
+    pagers: Mutex<BTreeMap<String, PagerState>>,
 }
 
 impl Liveness {
@@ -74,6 +104,28 @@ impl Liveness {
             }
         }
         up
+    }
+
+    /// Shows `service` in `/readyz` before its first page.
+    pub fn known_pager(&self, service: &str) {
+        let mut pagers = self.pagers.lock().expect("liveness poisoned");
+        pagers.entry(service.to_owned()).or_default();
+    }
+
+    /// A page to `service` went through (`Ok`) or failed for good, at `at`.
+    pub fn pager_result(&self, service: &str, at: DateTime<Utc>, result: Result<(), String>) {
+        let mut pagers = self.pagers.lock().expect("liveness poisoned");
+        let state = pagers.entry(service.to_owned()).or_default();
+        match result {
+            Ok(()) => state.last_ok = Some(at),
+            Err(why) => state.last_failure = Some((at, why)),
+        }
+    }
+
+    /// Every paging service's state, by name.
+    pub fn pagers(&self) -> Vec<(String, PagerState)> {
+        let pagers = self.pagers.lock().expect("liveness poisoned");
+        pagers.iter().map(|(n, s)| (n.clone(), s.clone())).collect()
     }
 
     /// Records that `name`, which should tick every `every`, just did.
@@ -137,6 +189,28 @@ mod tests {
         assert!(l.stalled_at(start + Duration::from_secs(600)).is_empty());
         l.set_adapter("telegram", AdapterState::Standby);
         assert_eq!(l.platforms_up().get(&Platform::Telegram), Some(&true));
+    }
+
+    #[test]
+    fn a_pager_is_failing_until_a_page_goes_through_after_its_failure() {
+        let l = Liveness::default();
+        l.known_pager("pd");
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(l.pagers()[0].1.to_string(), "no page sent yet");
+        l.pager_result(
+            "pd",
+            t("2026-12-01T10:00:00Z"),
+            Err("answered HTTP 400".into()),
+        );
+        assert_eq!(
+            l.pagers()[0].1.to_string(),
+            "failing (last failure 2026-12-01T10:00:00Z: answered HTTP 400)"
+        );
+        l.pager_result("pd", t("2026-12-01T10:05:00Z"), Ok(()));
+        assert_eq!(
+            l.pagers()[0].1.to_string(),
+            "ok (last failure 2026-12-01T10:00:00Z: answered HTTP 400)"
+        );
     }
 
     #[test]

@@ -45,6 +45,39 @@ struct RefusalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PageLabels {
+    service: String,
+    action: &'static str,
+    outcome: &'static str,
+}
+
+/// How one page ended (after the pager's own retries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageOutcome {
+    /// The service took it.
+    Sent,
+    /// The service refused it for good (a 4xx such as PagerDuty's 400): never retried.
+    Rejected,
+    /// Still failing (transport, 429, 5xx) when the attempts ran out.
+    Failed,
+}
+
+impl PageOutcome {
+    const ALL: [PageOutcome; 3] = [Self::Sent, Self::Rejected, Self::Failed];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// The `action` label values of `opsbot_pages_total`.
+pub const PAGE_ACTIONS: [&str; 3] = ["trigger", "acknowledge", "resolve"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     /// `release` or `debug`: a debug build in production is worth noticing.
@@ -137,6 +170,7 @@ pub struct Metrics {
     outbox_oldest: Gauge,
     outbox_retried: Counter,
     outbox_given_up: Counter,
+    pages: Family<PageLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -170,6 +204,7 @@ impl Metrics {
             outbox_oldest: Gauge::default(),
             outbox_retried: Counter::default(),
             outbox_given_up: Counter::default(),
+            pages: Family::default(),
             registry: Mutex::new(Registry::with_prefix("opsbot")),
         };
         metrics.register(&mut metrics.registry.lock().expect("metrics registry poisoned"));
@@ -273,6 +308,11 @@ impl Metrics {
             "outbox_given_up",
             "Outbox messages given up on (the platform will never take them, or too many attempts), each logged with its text",
             self.outbox_given_up.clone(),
+        );
+        registry.register(
+            "pages",
+            "Pages sent to paging services ([[paging.services]]), by service, action (trigger, acknowledge, resolve) and outcome (sent, rejected: refused for good, failed: still failing after the retries); see /readyz for the last failure",
+            self.pages.clone(),
         );
     }
 
@@ -430,6 +470,26 @@ impl Metrics {
         self.outbox_given_up.inc();
     }
 
+    /// Creates every configured paging service's series at zero.
+    pub fn known_pagers<'a>(&self, services: impl IntoIterator<Item = &'a str>) {
+        for service in services {
+            for action in PAGE_ACTIONS {
+                for outcome in PageOutcome::ALL {
+                    let _ = self
+                        .pages
+                        .get_or_create(&page_labels(service, action, outcome));
+                }
+            }
+        }
+    }
+
+    /// One page to `service` (a configured one: the label stays bounded) ended in `outcome`.
+    pub fn page(&self, service: &str, action: &'static str, outcome: PageOutcome) {
+        self.pages
+            .get_or_create(&page_labels(service, action, outcome))
+            .inc();
+    }
+
     /// OpenMetrics text for `/metrics`.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -444,6 +504,14 @@ fn command_labels(command: &str, outcome: &'static str) -> CommandLabels {
     CommandLabels {
         command: command.to_owned(),
         outcome,
+    }
+}
+
+fn page_labels(service: &str, action: &'static str, outcome: PageOutcome) -> PageLabels {
+    PageLabels {
+        service: service.to_owned(),
+        action,
+        outcome: outcome.as_str(),
     }
 }
 

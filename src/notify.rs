@@ -1,5 +1,7 @@
 //! Outbound HTTP integrations at the edge: signed notification webhooks for alert groups
-//! (`[[alerts.webhooks]]`) and silence write-back to Alertmanager's v2 API.
+//! (`[[alerts.webhooks]]`) and silence write-back to Alertmanager's v2 API; the one
+//! [`deliver`] (timeout, status → `OutboundError`) and [`signed`] request every outbound
+//! integration, paging included (`paging.rs`), goes through.
 
 use std::time::Duration;
 
@@ -30,8 +32,11 @@ fn status_error(resp: &reqwest::Response) -> OutboundError {
 }
 
 /// Sends `req` with the one timeout every integration uses; any answer but a success is an
-/// error (retryable for 429 and 5xx).
-async fn deliver(req: reqwest::RequestBuilder) -> Result<reqwest::Response, OutboundError> {
+/// error: `RetryAfter` for 429 and 5xx, `Failed` for transport errors (both worth another
+/// try), `Undeliverable` for any other status.
+pub(crate) async fn deliver(
+    req: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, OutboundError> {
     let resp = req
         .timeout(Duration::from_secs(10))
         .send()
@@ -44,8 +49,7 @@ async fn deliver(req: reqwest::RequestBuilder) -> Result<reqwest::Response, Outb
     }
 }
 
-/// POSTs each changed alert group as JSON, signed like inbound webhooks:
-/// `X-Opsbot-Timestamp` and `X-Opsbot-Signature: v1=hex(HMAC-SHA256(secret, "{ts}.{body}"))`.
+/// POSTs each changed alert group as JSON, signed like inbound webhooks ([`signed`]).
 pub struct SignedWebhook {
     client: reqwest::Client,
     url: SecretString,
@@ -79,18 +83,28 @@ impl GroupNotifier for SignedWebhook {
             })).collect::<Vec<_>>(),
         })
         .to_string();
-        let ts = chrono::Utc::now().timestamp();
-        let signature =
-            crate::hooks::sign(self.secret.expose_secret().as_bytes(), ts, body.as_bytes());
-        let req = self
-            .client
-            .post(self.url.expose_secret())
-            .header("content-type", "application/json")
-            .header("x-opsbot-timestamp", ts.to_string())
-            .header("x-opsbot-signature", signature)
-            .body(body);
-        deliver(req).await.map(drop)
+        deliver(signed(&self.client, &self.url, &self.secret, body))
+            .await
+            .map(drop)
     }
+}
+
+/// A POST of the JSON `body` to `url`, signed for receivers to verify:
+/// `X-Opsbot-Timestamp` and `X-Opsbot-Signature: v1=hex(HMAC-SHA256(secret, "{ts}.{body}"))`.
+pub(crate) fn signed(
+    client: &reqwest::Client,
+    url: &SecretString,
+    secret: &SecretString,
+    body: String,
+) -> reqwest::RequestBuilder {
+    let ts = chrono::Utc::now().timestamp();
+    let signature = crate::hooks::sign(secret.expose_secret().as_bytes(), ts, body.as_bytes());
+    client
+        .post(url.expose_secret())
+        .header("content-type", "application/json")
+        .header("x-opsbot-timestamp", ts.to_string())
+        .header("x-opsbot-signature", signature)
+        .body(body)
 }
 
 /// Alertmanager's `/api/v2/silences`.

@@ -38,9 +38,10 @@ use crate::liveness::{AdapterState, Liveness};
 use crate::metrics::Metrics;
 use crate::notify::{AlertmanagerSilences, SignedWebhook};
 use crate::outbox::{Deliverer, OutboxSignal};
+use crate::paging::HttpPager;
 use crate::ports::{
-    ChatOutbound, Clock, EnvLookup, GroupNotifier, OutboundTarget, RateLimiter, SilenceSync, Store,
-    StoreError, SystemClock,
+    ChatOutbound, Clock, EnvLookup, GroupNotifier, OutboundTarget, Pager, RateLimiter, SilenceSync,
+    Store, StoreError, SystemClock,
 };
 use crate::router::authz::BuiltinAccess;
 use crate::router::{ApprovalSettings, GlobalLimits, Router, RouterDeps};
@@ -158,6 +159,10 @@ struct Core {
     outbound: Arc<dyn ChatOutbound>,
     /// Wakes this process's outbox deliverer; the router's producers hold a clone.
     outbox: OutboxSignal,
+    /// `/readyz`'s view of the loops, adapters and paging services.
+    liveness: Arc<Liveness>,
+    /// Pages through the `[[paging.services]]`.
+    pager: Arc<dyn Pager>,
 }
 
 impl App {
@@ -188,12 +193,22 @@ impl App {
         let apis = Apis::new(&config)?;
         let outbound = (overrides.outbound)
             .unwrap_or_else(|| platform_outbound(&config, &apis, metrics.clone()));
+        let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let liveness = Arc::new(Liveness::default());
+        let pager = Arc::new(HttpPager::new(
+            config.paging.services.clone(),
+            metrics.clone(),
+            liveness.clone(),
+            clock.clone(),
+        ));
         let core = Core {
             store,
             metrics,
-            clock: overrides.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            clock,
             outbound,
             outbox: OutboxSignal::default(),
+            liveness,
+            pager,
         };
         let replica: Arc<str> = replica_name().into();
         let alerts = alert_service(&config, &core, &replica);
@@ -222,7 +237,7 @@ impl App {
             store: core.store,
             metrics: core.metrics,
             alerts,
-            liveness: Arc::new(Liveness::default()),
+            liveness: core.liveness,
             inbound,
             outbound: core.outbound,
             adapters,
@@ -551,8 +566,10 @@ fn router_deps(
             alerts: b.alerts_roles.clone(),
             respond: b.responder_roles.clone(),
             oncall: b.oncall_roles.clone(),
+            page: b.page_roles.clone(),
         },
         alerts,
+        pager: core.pager.clone(),
         silence_sync: (config.alerts.alertmanager_url.as_deref())
             .map(|url| Arc::new(AlertmanagerSilences::new(url)) as Arc<dyn SilenceSync>),
         escalation: Escalation {

@@ -6,6 +6,7 @@
 mod alerts;
 mod checks;
 mod oncall;
+mod paging;
 mod people;
 mod platforms;
 mod sections;
@@ -23,6 +24,7 @@ use crate::domain::{Directory, line_col};
 pub use alerts::{AlertRouteConfig, AlertsConfig, NotifyWebhookConfig, RouteTarget};
 pub use checks::{CheckConfig, CheckProbe};
 pub use oncall::{OncallConfig, ScheduleConfig};
+pub use paging::{PAGERDUTY_URL, PagingConfig, PagingKind, PagingServiceConfig};
 pub use platforms::{DiscordConfig, SlackConfig, SlackReceive, TelegramConfig, TelegramDelivery};
 pub use sections::{
     ApprovalsConfig, BotConfig, BuiltinsConfig, CatalogConfig, ClusterConfig, ConsoleConfig,
@@ -72,6 +74,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// On-call schedules (`[[oncall.schedules]]`).
     pub oncall: OncallConfig,
+    /// Paging services (`[[paging.services]]`).
+    pub paging: PagingConfig,
     /// Telegram bot credentials; absent = no Telegram adapter.
     pub telegram: Option<TelegramConfig>,
     /// Slack app credentials; absent = no Slack adapter.
@@ -167,6 +171,7 @@ impl Config {
             }
         }
         self.validate_oncall()?;
+        self.validate_paging()?;
         let mut names = BTreeSet::new();
         for (i, check) in self.checks.iter().enumerate() {
             if !names.insert(check.name.as_str()) {
@@ -210,6 +215,37 @@ impl Config {
         Ok(())
     }
 
+    /// Services named once, and every person's `page` one of them.
+    fn validate_paging(&self) -> Result<(), String> {
+        let mut names = BTreeSet::new();
+        for s in &self.paging.services {
+            if !names.insert(s.name.as_str()) {
+                return Err(format!("paging: service {} is defined twice", s.name));
+            }
+            if let Some((key, _)) = (s.kind.secrets().into_iter())
+                .find(|(_, v)| v.expose_secret().trim().len() < MIN_SECRET_LEN)
+            {
+                return Err(format!(
+                    "paging service {}: {key} must be at least {MIN_SECRET_LEN} characters",
+                    s.name
+                ));
+            }
+        }
+        let mut people: Vec<_> = self.directory.people().collect();
+        people.sort_by(|a, b| a.name.cmp(&b.name));
+        for p in people {
+            if let Some(page) = &p.page
+                && !names.contains(page.as_str())
+            {
+                return Err(format!(
+                    "people: {}'s page = {page:?} is not in [[paging.services]]",
+                    p.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Where the store is, for people to read (start-up log, `check-config`): a SQLite file's
     /// path, or a Postgres server and database without credentials or options.
     pub fn store_location(&self) -> String {
@@ -233,6 +269,21 @@ impl Config {
     pub fn log_file(&self) -> Option<PathBuf> {
         self.log.file.as_ref().map(|f| self.base_dir.join(f))
     }
+}
+
+/// A name chat commands, metric labels and environment variables carry as typed: letters,
+/// digits, `-` and `_` (`what` says whose, for the error).
+fn plain_name(name: &str, what: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+    {
+        return Err(format!(
+            "{what} name {name:?} must be letters, digits, - or _"
+        ));
+    }
+    Ok(())
 }
 
 /// Why the config file could not be read, with the fix for the common case: no file there.
@@ -299,7 +350,7 @@ fn apply_override(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), C
     // string. Secret-looking keys always stay strings, so a numeric token is never re-typed
     // (and then quoted back in an error message).
     let last_key = path.last().map(String::as_str).unwrap_or_default();
-    let secret_like = ["token", "secret", "password", "url"]
+    let secret_like = ["token", "secret", "password", "url", "key"]
         .iter()
         .any(|w| last_key.contains(w));
     let value = if secret_like {
@@ -312,16 +363,42 @@ fn apply_override(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), C
     };
     let (last, parents) = path.split_last().expect("non-empty path");
     let mut cur = table;
-    for key in parents {
+    let mut keys = parents.iter();
+    while let Some(key) = keys.next() {
         let entry = cur
             .entry(key.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry
-            .as_table_mut()
-            .ok_or_else(|| err(format!("{key} is not a section")))?;
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            // `[[paging.services]]` and the like: the next word names an entry.
+            toml::Value::Array(entries) => {
+                let name = keys.next().ok_or_else(|| {
+                    err(format!(
+                        "{key} is a list: name one of its entries, as in OPSBOT_PAGING__SERVICES__NAME__KEY"
+                    ))
+                })?;
+                list_entry(entries, name)
+                    .ok_or_else(|| err(format!("{key} has no entry named {name}")))?
+            }
+            _ => return Err(err(format!("{key} is not a section"))),
+        };
     }
     cur.insert(last.clone(), value);
     Ok(())
+}
+
+/// The entry of a list of tables whose `name` is `word` as an environment variable spells it
+/// (any case, `_` for `-`).
+fn list_entry<'a>(entries: &'a mut [toml::Value], word: &str) -> Option<&'a mut toml::Table> {
+    let spelled = |name: &str| name.to_ascii_lowercase().replace('-', "_");
+    entries
+        .iter_mut()
+        .filter_map(toml::Value::as_table_mut)
+        .find(|t| {
+            t.get("name")
+                .and_then(toml::Value::as_str)
+                .is_some_and(|n| spelled(n) == word)
+        })
 }
 
 /// `sqlite://opsbot.db` (or `sqlite:opsbot.db`) names a file beside the config, like every

@@ -53,15 +53,7 @@ impl TryFrom<RawSchedule> for ScheduleConfig {
 
     fn try_from(raw: RawSchedule) -> Result<Self, String> {
         let name = raw.name;
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
-        {
-            return Err(format!(
-                "schedule name {name:?} must be letters, digits, - or _"
-            ));
-        }
+        super::plain_name(&name, "schedule")?;
         let time_zone = raw.time_zone.parse().map_err(|_| {
             format!(
                 "schedule {name}: unknown time zone {:?}; use an IANA name such as Europe/Berlin",

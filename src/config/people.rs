@@ -12,6 +12,8 @@ struct PersonConfig {
     roles: Vec<Role>,
     /// `console:alice`, `slack:U0123ABCD`, `discord:80351110224678912`, `telegram:123456789`.
     identities: Vec<UserRef>,
+    /// Their own paging service, a `[[paging.services]]` name (checked by `Config::validate`).
+    page: Option<String>,
 }
 
 /// Reads `[[people]]` into a directory; an empty name or an identity claimed twice is an
@@ -27,6 +29,7 @@ pub(super) fn directory<'de, D: Deserializer<'de>>(d: D) -> Result<Directory, D:
         let person = Person {
             name: p.name,
             roles: p.roles.into_iter().collect(),
+            page: p.page,
         };
         dir.insert(person, &p.identities)
             .map_err(|e| serde::de::Error::custom(format!("people: {e}")))?;

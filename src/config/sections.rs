@@ -299,6 +299,8 @@ pub struct BuiltinsConfig {
     pub responder_roles: Vec<Role>,
     /// May stand someone in on a schedule (`/oncall override`).
     pub oncall_roles: Vec<Role>,
+    /// May pull someone in with `/page` (a mention, and their paging service).
+    pub page_roles: Vec<Role>,
 }
 
 /// Scheduled health checks and the bot's own dead-man's switch.

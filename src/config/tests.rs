@@ -345,3 +345,117 @@ fn slack_tokens_in_each_others_place_are_named() {
         "{msg}"
     );
 }
+
+const PD_KEY: &str = "R0UT1NGkey0123456789abcdef012345";
+
+#[test]
+fn paging_services_parse_by_kind_with_pagerdutys_default_url() {
+    let c = load(&format!(
+        "[[paging.services]]\nname = \"pd-sre\"\nkind = \"pagerduty\"\nrouting_key = \"{PD_KEY}\"\n\
+         [[paging.services]]\nname = \"ntfy-bob\"\nkind = \"ntfy\"\nurl = \"https://ntfy.example.com/ops-oncall\"\n\
+         [[paging.services]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"https://hooks.example.com/p\"\nsecret = \"webhook-secret-0123\"\n\
+         [[people]]\nname = \"bob\"\nidentities = [\"console:bob\"]\npage = \"ntfy-bob\"\n"
+    ))
+    .unwrap();
+    let s = &c.paging.services;
+    assert!(
+        matches!(&s[0].kind, PagingKind::PagerDuty { url, .. } if url == "https://events.pagerduty.com")
+    );
+    assert!(matches!(&s[1].kind, PagingKind::Ntfy { token: None, .. }));
+    assert_eq!(s[2].kind.as_str(), "webhook");
+    let bob = c.directory.person("bob").unwrap();
+    assert_eq!(bob.page.as_deref(), Some("ntfy-bob"));
+    let debug = format!("{c:?}");
+    for secret in [PD_KEY, "ops-oncall", "webhook-secret-0123"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+}
+
+#[test]
+fn paging_errors_name_the_line_and_never_the_secret() {
+    let msg = load_err(
+        "[server]\nlisten = \"127.0.0.1:1\"\n[[paging.services]]\nname = \"pd\"\nkind = \"pagerduty\"\n",
+    );
+    assert!(msg.starts_with("opsbot.toml:3:"), "{msg}");
+    assert!(
+        msg.contains("paging service pd: kind = \"pagerduty\" needs routing_key"),
+        "{msg}"
+    );
+    let msg = load_err(
+        "[[paging.services]]\nname = \"n\"\nkind = \"ntfy\"\nurl = \"ftp://secret-topic\"\n",
+    );
+    assert!(msg.starts_with("opsbot.toml:1:"), "{msg}");
+    assert!(
+        msg.contains("url must be an http:// or https:// URL"),
+        "{msg}"
+    );
+    assert!(!msg.contains("secret-topic"), "{msg}");
+    let msg = load_err(
+        "[[paging.services]]\nname = \"n\"\nkind = \"ntfy\"\nurl = \"https://ntfy.example.com/\"\n",
+    );
+    assert!(msg.contains("url must name the topic"), "{msg}");
+    let msg = load_err("[[paging.services]]\nname = \"n\"\nkind = \"opsgenie\"\n");
+    assert!(
+        msg.contains("opsgenie") && msg.contains("pagerduty"),
+        "{msg}"
+    );
+    let msg = load_err(&format!(
+        "[[paging.services]]\nname = \"n\"\nkind = \"ntfy\"\nurl = \"https://n.example.com/t\"\nrouting_key = \"{PD_KEY}\"\n"
+    ));
+    assert!(
+        msg.contains("routing_key is not used by kind = \"ntfy\""),
+        "{msg}"
+    );
+    let msg = load_err(
+        "[[paging.services]]\nname = \"pd\"\nkind = \"pagerduty\"\nrouting_key = \"short\"\n",
+    );
+    assert!(
+        msg.contains("paging service pd: routing_key must be at least 12 characters"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_page_service_must_exist_and_be_named_once() {
+    let msg =
+        load_err("[[people]]\nname = \"bob\"\nidentities = [\"console:bob\"]\npage = \"nope\"\n");
+    assert!(
+        msg.contains("people: bob's page = \"nope\" is not in [[paging.services]]"),
+        "{msg}"
+    );
+    let service = format!(
+        "[[paging.services]]\nname = \"pd\"\nkind = \"pagerduty\"\nrouting_key = \"{PD_KEY}\"\n"
+    );
+    let msg = load_err(&format!("{service}{service}"));
+    assert!(msg.contains("paging: service pd is defined twice"), "{msg}");
+}
+
+#[test]
+fn an_entry_of_a_list_takes_overrides_by_its_name() {
+    let src = "[[paging.services]]\nname = \"pd-sre\"\nkind = \"pagerduty\"\n";
+    // A numeric-looking routing key stays a string (and is never quoted back).
+    let key = "12345678901234567890123456789012";
+    let c = Config::from_toml(
+        Path::new("c.toml"),
+        src,
+        &env(&[("OPSBOT_PAGING__SERVICES__PD_SRE__ROUTING_KEY", key)]),
+    )
+    .unwrap();
+    let PagingKind::PagerDuty { routing_key, .. } = &c.paging.services[0].kind else {
+        panic!("{:?}", c.paging.services[0]);
+    };
+    assert_eq!(routing_key.expose_secret(), key);
+    let msg = Config::from_toml(
+        Path::new("c.toml"),
+        src,
+        &env(&[("OPSBOT_PAGING__SERVICES__OTHER__ROUTING_KEY", key)]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains(
+            "OPSBOT_PAGING__SERVICES__OTHER__ROUTING_KEY: services has no entry named other"
+        ),
+        "{msg}"
+    );
+}

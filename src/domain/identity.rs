@@ -111,6 +111,9 @@ impl FromStr for Role {
 pub struct Person {
     pub name: String,
     pub roles: BTreeSet<Role>,
+    /// Their own paging service (a `[[paging.services]]` name, e.g. their ntfy topic):
+    /// `/page` and escalation reach their phone through it. `None`: chat mentions only.
+    pub page: Option<String>,
 }
 
 impl Person {
@@ -226,10 +229,12 @@ mod tests {
         let mut d = Directory::default();
         let id: UserRef = "console:alice".parse().unwrap();
         let alice = Person {
+            page: None,
             name: "alice".into(),
             roles: BTreeSet::new(),
         };
         let mallory = Person {
+            page: None,
             name: "mallory".into(),
             roles: BTreeSet::new(),
         };

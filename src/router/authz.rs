@@ -47,6 +47,8 @@ pub enum RoleList {
     Respond,
     /// `/oncall override`.
     OnCall,
+    /// `/page`.
+    Page,
 }
 
 /// Roles granted the built-ins that are not open to everyone.
@@ -60,6 +62,8 @@ pub struct BuiltinAccess {
     pub respond: Vec<Role>,
     /// `/oncall override`.
     pub oncall: Vec<Role>,
+    /// `/page`.
+    pub page: Vec<Role>,
 }
 
 impl BuiltinAccess {
@@ -70,6 +74,7 @@ impl BuiltinAccess {
             RoleList::Alerts => &self.alerts,
             RoleList::Respond => &self.respond,
             RoleList::OnCall => &self.oncall,
+            RoleList::Page => &self.page,
         }
     }
 }

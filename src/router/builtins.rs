@@ -237,6 +237,20 @@ pub const BUILTINS: &[BuiltinSpec] = &[
         }],
         bind: bind::oncall,
     },
+    BuiltinSpec {
+        name: "page",
+        usage: "/page PERSON|SCHEDULE \"reason\"",
+        summary: "pull someone in: mention them here (a schedule: its primary on call) and page their phone",
+        access: Access::Roles(RoleList::Page),
+        // A page is a step of the response, on the incident's timeline; the answer says to
+        // the channel whether it reached a phone.
+        on_timeline: true,
+        params: &[
+            req("who", "a person, or a schedule to page its primary on call"),
+            req("reason", "why (shown in chat and on their phone)"),
+        ],
+        bind: bind::page,
+    },
 ];
 
 /// The names the built-ins own: the catalogue refuses command files that take one.
@@ -305,6 +319,11 @@ pub enum BuiltinCall {
         incident: Option<IncidentId>,
     },
     OnCall(OnCallCmd),
+    Page {
+        /// A person's name or a schedule's, as typed (without a leading `@`).
+        who: String,
+        reason: String,
+    },
 }
 
 /// `/oncall` subcommands.

@@ -34,7 +34,7 @@ use crate::domain::{
 };
 use crate::metrics::Metrics;
 use crate::ports::{
-    ActionRunner, ChatAction, Clock, EnvLookup, OutboundMessage, OutboxSignal, RateLimiter,
+    ActionRunner, ChatAction, Clock, EnvLookup, OutboundMessage, OutboxSignal, Pager, RateLimiter,
     SilenceSync, Store, StoreError,
 };
 
@@ -73,6 +73,8 @@ pub struct RouterDeps {
     pub escalation: Escalation,
     /// Schedules, overrides and mentions of the people on call.
     pub oncall: Arc<OnCall>,
+    /// Pages people's phones through the `[[paging.services]]` (`/page`).
+    pub pager: Arc<dyn Pager>,
     /// Writes silences back to Alertmanager, when `alerts.alertmanager_url` is set.
     pub silence_sync: Option<Arc<dyn SilenceSync>>,
     pub runner: Arc<dyn ActionRunner>,

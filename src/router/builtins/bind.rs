@@ -141,6 +141,29 @@ pub(super) fn oncall(a: &Args) -> Result<BuiltinCall, String> {
     Ok(BuiltinCall::OnCall(cmd))
 }
 
+/// Longest `/page` reason: it is shown in chat and pushed to a phone.
+const PAGE_REASON_MAX: usize = 500;
+
+/// `PERSON|SCHEDULE REASON...`: the first word says who, the rest (quoted or not) why.
+pub(super) fn page(a: &Args) -> Result<BuiltinCall, String> {
+    let [who, ref reason @ ..] = a.words[..] else {
+        return Err(a.wrong("page whom?"));
+    };
+    let reason = reason.join(" ");
+    if reason.trim().is_empty() {
+        return Err(a.wrong("say why: the reason goes to their phone"));
+    }
+    if reason.chars().count() > PAGE_REASON_MAX {
+        return Err(format!(
+            "the reason is longer than {PAGE_REASON_MAX} characters"
+        ));
+    }
+    Ok(BuiltinCall::Page {
+        who: who.trim_start_matches('@').to_owned(),
+        reason,
+    })
+}
+
 pub(super) fn incident(a: &Args) -> Result<BuiltinCall, String> {
     incident_cmd(&a.words)
         .map(BuiltinCall::Incident)

@@ -1,18 +1,22 @@
 //! Running the built-ins: [`Router::run_builtin`] matches every [`BuiltinCall`], so a new
 //! built-in does not compile until it has a handler. The small handlers (help, whoami, status,
-//! audit) live here; alert, incident and approval ones in their own router modules.
+//! audit, oncall, page) live here; alert, incident and approval ones in their own router
+//! modules.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use super::{BUILTINS, BuiltinCall, OnCallCmd, find};
 use crate::actions::health;
 use crate::actions::oncall::OverrideError;
 use crate::catalog::{ArgKind, CommandSpec};
-use crate::domain::{AuditRecord, InboundEvent, RequestId, Requester, clip};
-use crate::ports::StoreError;
+use crate::domain::{AuditRecord, InboundEvent, Person, RequestId, Requester, Visibility, clip};
+use crate::ports::{
+    OutboundMessage, OutboundTarget, Page, PageAction, PageSeverity, Queued, StoreError,
+};
 use crate::router::authz::{Authorized, RoleList, Target, authorize_sub, may_run};
 use crate::router::runbook::Ending;
-use crate::router::{Done, Refusal, Router};
+use crate::router::{Done, OrRefuse, Refusal, Router};
 
 impl Router {
     pub(in crate::router) async fn run_builtin(
@@ -75,6 +79,9 @@ impl Router {
             }
             BuiltinCall::Postmortem { incident } => self.incidents.postmortem(ev, incident).await?,
             BuiltinCall::OnCall(cmd) => self.oncall(requester, authorized, cmd).await?,
+            BuiltinCall::Page { who, reason } => {
+                return self.page(ev, request_id, requester, &who, &reason).await;
+            }
         };
         Ok(Done::text(text))
     }
@@ -111,6 +118,115 @@ impl Router {
                     })
             }
         }
+    }
+
+    /// `/page`: mentions whom it names in this channel (a schedule: its primary on call now)
+    /// and pages their phone through their own paging service, when they have one. The
+    /// mention is queued in the outbox (urgent), so it is posted even if the answer is not.
+    async fn page(
+        &self,
+        ev: &InboundEvent,
+        request_id: &RequestId,
+        requester: &Requester,
+        who: &str,
+        reason: &str,
+    ) -> Result<Done, Refusal> {
+        let (person, schedule) = self.page_target(who).await?;
+        let by = requester.name();
+        let notice = self.page_notice(ev, &person.name, schedule, &by, reason);
+        (self.deps.store)
+            .enqueue(&notice, self.deps.clock.now())
+            .await
+            .or_refuse("queuing a page's mention")?;
+        self.deps.outbox.wake();
+        let name = &person.name;
+        let Some(service) = person.page.as_deref() else {
+            return Ok(Done::text(format!(
+                "Mentioned {name} here; they have no paging service, so nothing went to their phone."
+            )));
+        };
+        let page = Page {
+            dedup_key: format!("page-{request_id}"),
+            summary: format!(
+                "{by} pages {name} from {} #{}: {reason}",
+                ev.platform, ev.channel.name
+            ),
+            source: "opsbot".into(),
+            severity: PageSeverity::Critical,
+        };
+        let paged = self.deps.pager.page(service, PageAction::Trigger, &page);
+        let (text, detail) = match paged.await {
+            Ok(()) => (
+                format!("Paged {name} via {service} and mentioned them here."),
+                format!("paged via {service}"),
+            ),
+            Err(e) => (
+                format!(
+                    "Mentioned {name} here, but paging them via {service} failed (request id {request_id}); reach them another way."
+                ),
+                format!("paging via {service} failed: {e}"),
+            ),
+        };
+        Ok(Done {
+            detail,
+            ..Done::text(text)
+        })
+    }
+
+    /// The channel's message: a native mention of `name`, who asked, and the reason as
+    /// plain text (the adapters keep outside text from pinging anyone).
+    fn page_notice(
+        &self,
+        ev: &InboundEvent,
+        name: &str,
+        schedule: Option<&str>,
+        by: &str,
+        reason: &str,
+    ) -> Queued {
+        let mut message = OutboundMessage::text("📟 ");
+        (self.deps.oncall).mention(&mut message, name, ev.platform);
+        let _ = write!(message.text, ": {by} pages you");
+        if let Some(schedule) = schedule {
+            let _ = write!(message.text, " (on call for {schedule})");
+        }
+        let _ = write!(message.text, ": {reason}");
+        let to = OutboundTarget {
+            platform: ev.platform,
+            channel_id: ev.channel.id.clone(),
+            thread: ev.thread.clone(),
+        };
+        Queued::post(to, message.with_visibility(Visibility::Channel).urgent())
+    }
+
+    /// Who `/page WHO` means: a schedule's primary on call now (and the schedule), or a
+    /// person by name.
+    async fn page_target<'a>(
+        &self,
+        who: &'a str,
+    ) -> Result<(Arc<Person>, Option<&'a str>), Refusal> {
+        let oncall = &self.deps.oncall;
+        let known = |name: &str| self.deps.directory.person(name).cloned();
+        if oncall.schedules().iter().any(|s| s.schedule.name == who) {
+            let primary = (oncall.primary(who).await)
+                .or_refuse("finding who is on call")?
+                .ok_or_else(|| {
+                    Refusal::Invalid(format!(
+                        "nobody is on call for {who} right now; page a person by name."
+                    ))
+                })?;
+            let person = known(&primary).ok_or_else(|| {
+                Refusal::Failed(anyhow::anyhow!(
+                    "on-call {primary:?} is not in the directory"
+                ))
+            })?;
+            return Ok((person, Some(who)));
+        }
+        let person = known(who).ok_or_else(|| {
+            Refusal::Invalid(format!(
+                "there is no person or on-call schedule named {who:?}."
+            ))
+        })?;
+        Ok((person, None))
     }
 
     async fn status(&self, check: Option<&str>) -> Result<String, Refusal> {
