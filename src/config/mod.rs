@@ -5,6 +5,7 @@
 
 mod alerts;
 mod checks;
+mod escalation;
 mod oncall;
 mod people;
 mod platforms;
@@ -20,8 +21,9 @@ use serde::Deserialize;
 
 use crate::domain::{Directory, line_col};
 
-pub use alerts::{AlertRouteConfig, AlertsConfig, NotifyWebhookConfig, RouteTarget};
+pub use alerts::{AlertRouteConfig, AlertsConfig, DefaultRoute, NotifyWebhookConfig, RouteTarget};
 pub use checks::{CheckConfig, CheckProbe};
+pub use escalation::{EscalationConfig, PolicyConfig};
 pub use oncall::{OncallConfig, ScheduleConfig};
 pub use platforms::{DiscordConfig, SlackConfig, SlackReceive, TelegramConfig, TelegramDelivery};
 pub use sections::{
@@ -72,6 +74,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// On-call schedules (`[[oncall.schedules]]`).
     pub oncall: OncallConfig,
+    /// Escalation policies (`[[escalation.policies]]`) and Slack user groups for roles.
+    pub escalation: EscalationConfig,
     /// Telegram bot credentials; absent = no Telegram adapter.
     pub telegram: Option<TelegramConfig>,
     /// Slack app credentials; absent = no Slack adapter.
@@ -126,6 +130,9 @@ impl Config {
             path: path.to_owned(),
             message,
         })?;
+        config
+            .validate_escalation()
+            .map_err(|(message, needle)| located(path, src, message, &needle))?;
         Ok(config)
     }
 
@@ -232,6 +239,26 @@ impl Config {
     /// `log.file` resolved against the config file's folder.
     pub fn log_file(&self) -> Option<PathBuf> {
         self.log.file.as_ref().map(|f| self.base_dir.join(f))
+    }
+}
+
+/// An error about a name the config gives, at the first line holding `needle` (the quoted
+/// value), or without a line when the file has no such text (an environment override).
+fn located(path: &Path, src: &str, message: String, needle: &str) -> ConfigError {
+    match src.find(needle).filter(|_| !needle.is_empty()) {
+        Some(offset) => {
+            let (line, column) = line_col(src, offset);
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
+        }
+        None => ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        },
     }
 }
 
