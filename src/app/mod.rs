@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::alerts::{AlertRoute, AlertRouting, AlertService, Escalation};
+use crate::actions::escalation::{EscalationPorts, EscalationSettings, Escalations};
 use crate::actions::health::{HealthChecks, HealthMonitor};
 use crate::actions::oncall::{OnCall, ScheduleEntry};
 use crate::adapters::PlatformOutbound;
@@ -39,8 +40,8 @@ use crate::metrics::Metrics;
 use crate::notify::{AlertmanagerSilences, SignedWebhook};
 use crate::outbox::{Deliverer, OutboxSignal};
 use crate::ports::{
-    ChatOutbound, Clock, EnvLookup, GroupNotifier, OutboundTarget, RateLimiter, SilenceSync, Store,
-    StoreError, SystemClock,
+    ChatOutbound, Clock, EnvLookup, GroupNotifier, OutboundError, OutboundTarget, Page, PageAction,
+    Pager, RateLimiter, SilenceSync, Store, StoreError, SystemClock,
 };
 use crate::router::authz::BuiltinAccess;
 use crate::router::{ApprovalSettings, GlobalLimits, Router, RouterDeps};
@@ -113,6 +114,7 @@ fn alert_routing(config: &Config) -> AlertRouting {
             matchers: r.matchers.clone(),
             target: target(r.platform, &r.channel),
             continue_matching: r.continue_matching,
+            escalation: r.escalation.clone(),
         })
         .collect();
     AlertRouting {
@@ -121,6 +123,7 @@ fn alert_routing(config: &Config) -> AlertRouting {
             .default_route
             .as_ref()
             .map(|d| target(d.platform, &d.channel)),
+        default_escalation: (a.default_route.as_ref()).and_then(|d| d.escalation.clone()),
         max_listed: a.max_listed,
     }
 }
@@ -148,6 +151,21 @@ pub struct Overrides {
     pub store: Option<Arc<dyn Store>>,
     /// How `store.database_url` is opened: as its one user (`serve`, `chat`) or a reader.
     pub access: Access,
+    /// Where escalation steps send pages; default: no paging service (each page fails,
+    /// logged, and the step's chat message still goes out).
+    pub pager: Option<Arc<dyn Pager>>,
+}
+
+/// The pager while no paging service is wired: every page is undeliverable.
+struct NoPaging;
+
+#[async_trait::async_trait]
+impl Pager for NoPaging {
+    async fn page(&self, service: &str, _: PageAction, _: &Page) -> Result<(), OutboundError> {
+        Err(OutboundError::Undeliverable(format!(
+            "no paging service {service:?} is configured"
+        )))
+    }
 }
 
 /// The parts most others are built on.
@@ -197,14 +215,23 @@ impl App {
         };
         let replica: Arc<str> = replica_name().into();
         let alerts = alert_service(&config, &core, &replica);
+        let directory = Arc::new(config.directory.clone());
+        let oncall = Arc::new(oncall(&config, &core, directory.clone()));
+        let pager = (overrides.pager).unwrap_or_else(|| Arc::new(NoPaging));
+        let escalations = escalations(&config, &core, oncall.clone(), directory, pager);
+        alerts.escalate_with(escalations.clone());
         let health = Arc::new(HealthChecks::new(checks));
         let deps = router_deps(
             &config,
             &core,
             catalog,
-            alerts.clone(),
+            Services {
+                alerts: alerts.clone(),
+                oncall,
+                escalations,
+                health: health.clone(),
+            },
             limiter,
-            health.clone(),
             env,
         );
         let router = Arc::new(Router::new(deps?));
@@ -528,23 +555,61 @@ fn oncall(config: &Config, core: &Core, directory: Arc<Directory>) -> OnCall {
     )
 }
 
+fn escalations(
+    config: &Config,
+    core: &Core,
+    oncall: Arc<OnCall>,
+    directory: Arc<Directory>,
+    pager: Arc<dyn Pager>,
+) -> Arc<Escalations> {
+    let e = &config.escalation;
+    Arc::new(Escalations::new(
+        EscalationSettings {
+            policies: e.policies.iter().map(|p| p.policy.clone()).collect(),
+            by_severity: config.incidents.escalation.clone(),
+            slack_groups: e.slack_groups.clone(),
+        },
+        alert_routing(config),
+        EscalationPorts {
+            store: core.store.clone(),
+            clock: core.clock.clone(),
+            oncall,
+            directory,
+            pager,
+        },
+    ))
+}
+
+/// The services built before the router, which it holds.
+struct Services {
+    alerts: Arc<AlertService>,
+    oncall: Arc<OnCall>,
+    escalations: Arc<Escalations>,
+    health: Arc<HealthChecks>,
+}
+
 /// What the router is given: the config's policies as the router's types, and the ports.
 fn router_deps(
     config: &Config,
     core: &Core,
     catalog: Catalog,
-    alerts: Arc<AlertService>,
+    services: Services,
     limiter: Arc<dyn RateLimiter>,
-    health: Arc<HealthChecks>,
     env: EnvLookup,
 ) -> Result<RouterDeps, StartupError> {
     let (l, b, a) = (&config.limits, &config.builtins, &config.approvals);
-    let directory = Arc::new(config.directory.clone());
+    let Services {
+        alerts,
+        oncall,
+        escalations,
+        health,
+    } = services;
     Ok(RouterDeps {
         bot_name: config.bot.name.clone(),
         catalog: Arc::new(catalog),
-        oncall: Arc::new(oncall(config, core, directory.clone())),
-        directory,
+        oncall,
+        escalations,
+        directory: Arc::new(config.directory.clone()),
         access: BuiltinAccess {
             status: b.status_roles.clone(),
             audit: b.audit_roles.clone(),
