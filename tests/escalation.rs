@@ -417,3 +417,89 @@ async fn postgres_two_replicas_sweeping_at_once_take_each_step_once_and_a_new_on
     drop(c);
     support::drop_postgres_schema(&schema).await;
 }
+
+#[tokio::test]
+async fn an_unacknowledged_p1_incident_escalates_through_its_policy_until_updated() {
+    let clock = Arc::new(FakeClock::new(start()));
+    let (pager, chat) = (
+        Arc::new(FakePager::default()),
+        Arc::new(RecordingOutbound::default()),
+    );
+    let config = format!(
+        "{}{POLICY}\n[[escalation.policies]]\nname = \"sev1\"\nrepeat = 1\nrepeat_after = \"10m\"\n\
+         steps = [{{ after = \"0m\", notify = \"schedule:sre\" }}, \
+         {{ after = \"5m\", notify = [\"role:sre\", \"page:pagerduty-sre\"] }}]\n\
+         [incidents]\nescalation = {{ P1 = \"sev1\" }}\n",
+        people(false)
+    );
+    let app = TestApp::builder()
+        .config(&config)
+        .clock(clock.clone())
+        .pager(pager.clone())
+        .outbound(chat.clone())
+        .spawn()
+        .await;
+    let opened = app.reply("alice", "/incident open P1 db down").await;
+    assert!(opened.contains("Incident #1"), "{opened}");
+
+    // Past the 15-minute target: reminded once, and the policy's first step.
+    clock.advance(Duration::from_secs(15 * 60));
+    let notices = app.router.sweep().await.unwrap();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let m = chat
+        .wait_until("the first step", |m| steps(m).len() == 1)
+        .await;
+    assert_eq!(
+        steps(&m)[0],
+        "🚨 Escalation 1/4 (sev1): incident #1 (P1 \"db down\") is not acknowledged; \
+         /incident update \"...\" to acknowledge. @alice"
+    );
+    clock.advance(Duration::from_secs(5 * 60));
+    app.router.sweep().await.unwrap();
+    let m = chat
+        .wait_until("the second step", |m| steps(m).len() == 2)
+        .await;
+    assert!(
+        steps(&m)[1].ends_with(" @alice @bob (paging pagerduty-sre)"),
+        "{:?}",
+        steps(&m)
+    );
+    assert_eq!(
+        pager.pages(),
+        [(
+            "pagerduty-sre".to_owned(),
+            PageAction::Trigger,
+            "incident-1".to_owned()
+        )]
+    );
+    // The repeat: the steps again, 10 minutes after the last.
+    clock.advance(Duration::from_secs(10 * 60));
+    app.router.sweep().await.unwrap();
+    chat.wait_until("the repeat", |m| steps(m).len() == 3).await;
+
+    let ok = app.reply("bob", "/incident update \"failing over\"").await;
+    assert!(ok.contains("update from bob"), "{ok}");
+    app.router.sweep().await.unwrap();
+    assert_eq!(
+        pager.pages()[1..],
+        [(
+            "pagerduty-sre".to_owned(),
+            PageAction::Acknowledge,
+            "incident-1".to_owned()
+        )]
+    );
+    clock.advance(Duration::from_secs(3600));
+    app.router.sweep().await.unwrap();
+    app.wait_idle().await;
+    assert_eq!(steps(&chat.messages()).len(), 3, "nothing after the update");
+
+    let timeline = app.reply("bob", "/incident timeline").await;
+    assert!(
+        timeline.contains("escalation through sev1 step 1/4: notified schedule:sre"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("escalation through sev1 stopped after 3 step(s): acknowledged"),
+        "{timeline}"
+    );
+}

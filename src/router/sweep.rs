@@ -29,7 +29,6 @@ impl Router {
             Ok(_) => self.deps.outbox.wake(),
             Err(e) => warn!(error = %e, "alert reminders failed"),
         }
-        self.escalate().await;
         match self.deps.oncall.announce_handoffs().await {
             Ok(0) => {}
             Ok(_) => self.deps.outbox.wake(),
@@ -52,6 +51,8 @@ impl Router {
             warn!(error = %e, "forgetting delivered outbox messages failed");
         }
         notices.extend(self.incidents.overdue(now).await?);
+        // After `overdue`, which starts the escalations of incidents past their target.
+        self.escalate().await;
         Ok(notices)
     }
 
