@@ -122,16 +122,21 @@ impl Escalations {
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
         let subject = EscalationSubject::AlertGroup(group_key.to_owned());
-        if let Some(why) = group_stop_reason(alerts, silences, now) {
-            return self.stop(&subject, why).await;
+        // Read first: most refreshes change nothing here, and a read costs no write lock.
+        let active = self.store.active_escalation(&subject).await?.is_some();
+        match (group_stop_reason(alerts, silences, now), active) {
+            (Some(why), true) => self.stop(&subject, why).await,
+            (None, false) => {
+                let policy = (self.routing)
+                    .policy(&common_labels(alerts))
+                    .and_then(|name| self.policies.get(name));
+                if let Some(policy) = policy {
+                    self.start(&subject, policy, now).await?;
+                }
+                Ok(())
+            }
+            (Some(_), false) | (None, true) => Ok(()),
         }
-        let policy = (self.routing)
-            .policy(&common_labels(alerts))
-            .and_then(|name| self.policies.get(name));
-        if let Some(policy) = policy {
-            self.start(&subject, policy, now).await?;
-        }
-        Ok(())
     }
 
     /// An incident past its acknowledgement target at `due`: escalates through its

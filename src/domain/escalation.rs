@@ -332,6 +332,74 @@ mod tests {
         }
     }
 
+    fn alert(id: i64, status: AlertStatus, acked: bool) -> Alert {
+        let labels = [
+            ("alertname", "DiskFull"),
+            ("instance", &*format!("db-{id}")),
+        ];
+        Alert {
+            id: crate::domain::AlertId(id),
+            incoming: crate::domain::IncomingAlert {
+                source: crate::domain::AlertSource::Webhook,
+                fingerprint: format!("fp-{id}"),
+                group_key: "g".into(),
+                status,
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                annotations: BTreeMap::new(),
+                starts_at: t0(),
+                ends_at: None,
+                generator_url: None,
+            },
+            first_seen: t0(),
+            last_seen: t0(),
+            acked_by: acked.then(|| "alice".into()),
+            acked_at: acked.then(t0),
+            resolved_at: None,
+        }
+    }
+
+    #[test]
+    fn a_group_escalates_while_one_alert_needs_someone() {
+        use AlertStatus::{Firing, Resolved};
+        let silence = |instance: &str| Silence {
+            id: 1,
+            matchers: vec![format!("instance={instance}").parse().unwrap()],
+            created_by: "bob".into(),
+            reason: String::new(),
+            starts_at: t0(),
+            ends_at: at(60, 0),
+            upstream_id: None,
+        };
+        let now = at(1, 0);
+        let live = [alert(1, Firing, false), alert(2, Firing, true)];
+        assert_eq!(group_stop_reason(&live, &[], now), None);
+        assert_eq!(
+            group_stop_reason(&live[1..], &[], now),
+            Some(StopReason::Acknowledged)
+        );
+        assert_eq!(
+            group_stop_reason(&live[..1], &[silence("db-1")], now),
+            Some(StopReason::Silenced)
+        );
+        // One acked, the other silenced: someone has it.
+        assert_eq!(
+            group_stop_reason(&live, &[silence("db-1")], now),
+            Some(StopReason::Acknowledged)
+        );
+        // A silence that ended covers nothing.
+        assert_eq!(
+            group_stop_reason(&live[..1], &[silence("db-1")], at(61, 0)),
+            None
+        );
+        assert_eq!(
+            group_stop_reason(&[alert(3, Resolved, false)], &[], now),
+            Some(StopReason::Resolved)
+        );
+    }
+
     #[test]
     fn subjects_round_trip_through_their_stored_parts() {
         for s in [
