@@ -167,6 +167,24 @@ fn steps(m: &[Outbound]) -> Vec<String> {
         .collect()
 }
 
+/// A fake clock at [`start`], a fake pager and a recording chat.
+fn fakes() -> (Arc<FakeClock>, Arc<FakePager>, Arc<RecordingOutbound>) {
+    (
+        Arc::new(FakeClock::new(start())),
+        Arc::new(FakePager::default()),
+        Arc::new(RecordingOutbound::default()),
+    )
+}
+
+/// Fires the alert, waits for its escalation to start and sweeps: its first step is posted.
+async fn first_step(app: &TestApp, chat: &RecordingOutbound) -> Vec<Outbound> {
+    support::deliver_alerts(&app.url(""), alert("firing")).await;
+    escalating(app, true).await;
+    app.router.sweep().await.unwrap();
+    chat.wait_until("the first step", |m| steps(m).len() == 1)
+        .await
+}
+
 fn builder(
     clock: &Arc<FakeClock>,
     pager: &Arc<FakePager>,
@@ -276,18 +294,9 @@ async fn a_critical_alert_pings_the_primary_then_the_secondary_then_pages_until_
 
 #[tokio::test]
 async fn a_silence_stops_the_escalation_before_it_pages() {
-    let clock = Arc::new(FakeClock::new(start()));
-    let (pager, chat) = (
-        Arc::new(FakePager::default()),
-        Arc::new(RecordingOutbound::default()),
-    );
+    let (clock, pager, chat) = fakes();
     let app = builder(&clock, &pager, &chat).spawn().await;
-    support::deliver_alerts(&app.url(""), alert("firing")).await;
-    escalating(&app, true).await;
-    app.router.sweep().await.unwrap();
-    let m = chat
-        .wait_until("the first step", |m| steps(m).len() == 1)
-        .await;
+    let m = first_step(&app, &chat).await;
     assert!(steps(&m)[0].ends_with(" @alice"), "{:?}", steps(&m));
 
     let ok = app
@@ -304,11 +313,7 @@ async fn a_silence_stops_the_escalation_before_it_pages() {
 
 #[tokio::test]
 async fn a_resolution_stops_the_escalation_and_resolves_its_page() {
-    let clock = Arc::new(FakeClock::new(start()));
-    let (pager, chat) = (
-        Arc::new(FakePager::default()),
-        Arc::new(RecordingOutbound::default()),
-    );
+    let (clock, pager, chat) = fakes();
     let app = builder(&clock, &pager, &chat).spawn().await;
     support::deliver_alerts(&app.url(""), alert("firing")).await;
     escalating(&app, true).await;
@@ -340,17 +345,9 @@ async fn a_resolution_stops_the_escalation_and_resolves_its_page() {
 
 #[tokio::test]
 async fn a_restarted_app_continues_from_the_stored_step() {
-    let clock = Arc::new(FakeClock::new(start()));
-    let (pager, chat) = (
-        Arc::new(FakePager::default()),
-        Arc::new(RecordingOutbound::default()),
-    );
+    let (clock, pager, chat) = fakes();
     let first = builder(&clock, &pager, &chat).spawn().await;
-    support::deliver_alerts(&first.url(""), alert("firing")).await;
-    escalating(&first, true).await;
-    first.router.sweep().await.unwrap();
-    chat.wait_until("the first step", |m| steps(m).len() == 1)
-        .await;
+    first_step(&first, &chat).await;
     first.wait_idle().await;
 
     // A new app on the same store (one process alone may open the SQLite file): nothing of
@@ -382,11 +379,7 @@ async fn postgres_two_replicas_sweeping_at_once_take_each_step_once_and_a_new_on
         return;
     };
     let url = support::postgres_schema_url(&schema);
-    let clock = Arc::new(FakeClock::new(start()));
-    let (pager, chat) = (
-        Arc::new(FakePager::default()),
-        Arc::new(RecordingOutbound::default()),
-    );
+    let (clock, pager, chat) = fakes();
     let a = builder(&clock, &pager, &chat).database(&url).spawn().await;
     let b = builder(&clock, &pager, &chat).database(&url).spawn().await;
     support::deliver_alerts(&a.url(""), alert("firing")).await;
@@ -420,11 +413,7 @@ async fn postgres_two_replicas_sweeping_at_once_take_each_step_once_and_a_new_on
 
 #[tokio::test]
 async fn an_unacknowledged_p1_incident_escalates_through_its_policy_until_updated() {
-    let clock = Arc::new(FakeClock::new(start()));
-    let (pager, chat) = (
-        Arc::new(FakePager::default()),
-        Arc::new(RecordingOutbound::default()),
-    );
+    let (clock, pager, chat) = fakes();
     let config = format!(
         "{}{POLICY}\n[[escalation.policies]]\nname = \"sev1\"\nrepeat = 1\nrepeat_after = \"10m\"\n\
          steps = [{{ after = \"0m\", notify = \"schedule:sre\" }}, \
@@ -501,5 +490,54 @@ async fn an_unacknowledged_p1_incident_escalates_through_its_policy_until_update
     assert!(
         timeline.contains("escalation through sev1 stopped after 3 step(s): acknowledged"),
         "{timeline}"
+    );
+}
+
+/// Not a pass/fail test: prints how long the sweeper's per-second queries (steps due, pages
+/// to close) take with 10,000 escalations under way across 100 policies, due over the next
+/// hour. `cargo test --test escalation -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn timing_of_the_periodic_escalation_queries_with_10000_under_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("timing.db").display());
+    time_periodic_queries("SQLite", &url).await;
+    if let Some(schema) = support::fresh_postgres_schema().await {
+        time_periodic_queries("Postgres", &support::postgres_schema_url(&schema)).await;
+        support::drop_postgres_schema(&schema).await;
+    }
+}
+
+async fn time_periodic_queries(backend: &str, url: &str) {
+    let url = secrecy::SecretString::from(url.to_owned());
+    let store = opsbot::store::connect(&url, 8, opsbot::store::Access::Exclusive)
+        .await
+        .unwrap();
+    let now = start();
+    for i in 0..10_000 {
+        let subject = EscalationSubject::AlertGroup(format!("group-{i}"));
+        let due = now + chrono::Duration::seconds(i % 3600 + 1);
+        let policy = format!("policy-{}", i % 100);
+        store
+            .start_escalation(&subject, &policy, now, due)
+            .await
+            .unwrap();
+    }
+    let mut times = Vec::new();
+    for second in 0..300 {
+        let at = now + chrono::Duration::seconds(second);
+        let t = std::time::Instant::now();
+        let due = store.due_escalations(at, 500).await.unwrap();
+        store.pages_to_close(100).await.unwrap();
+        times.push(t.elapsed());
+        assert!(due.len() <= 500);
+    }
+    times.sort();
+    let pct = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
+    println!(
+        "{backend}: 10,000 escalations under way; one tick's queries p50 {:?}, p99 {:?}, max {:?}",
+        pct(50),
+        pct(99),
+        times[times.len() - 1]
     );
 }

@@ -409,27 +409,7 @@ impl Escalations {
             .collect();
         let targets = self.routing.targets(&common_labels(&alerts));
         let first = live[0];
-        let age = (now - first.incoming.starts_at).num_minutes().max(0);
-        let (text, dedup_key) = match live.as_slice() {
-            [one] => (
-                format!(
-                    "alert #{} {} [{}] firing for {age}m, not acknowledged; /ack {} to take it.",
-                    one.id,
-                    shown(one.incoming.alertname()),
-                    shown(one.severity()),
-                    one.id
-                ),
-                one.incoming.fingerprint.clone(),
-            ),
-            many => (
-                format!(
-                    "{} alerts of {} firing, not acknowledged; /ack ID to take one.",
-                    many.len(),
-                    shown(first.incoming.alertname())
-                ),
-                key.to_owned(),
-            ),
-        };
+        let (text, dedup_key) = describe(key, &live, now);
         let incident = self.incident_of(&targets).await?;
         Ok(Standing::Live(Box::new(Context {
             channel: targets
@@ -572,5 +552,32 @@ impl Escalations {
                 warn!(incident = %id, error = %e, "could not note an escalation on the timeline");
             }
         }
+    }
+}
+
+/// What a step says about a group's unacknowledged alerts, and the dedup key of its page:
+/// the alert's fingerprint when one is unacknowledged, the group's key when several are.
+fn describe(key: &str, live: &[&Alert], now: DateTime<Utc>) -> (String, String) {
+    let first = live[0];
+    let age = (now - first.incoming.starts_at).num_minutes().max(0);
+    match live {
+        [one] => (
+            format!(
+                "alert #{} {} [{}] firing for {age}m, not acknowledged; /ack {} to take it.",
+                one.id,
+                shown(one.incoming.alertname()),
+                shown(one.severity()),
+                one.id
+            ),
+            one.incoming.fingerprint.clone(),
+        ),
+        many => (
+            format!(
+                "{} alerts of {} firing, not acknowledged; /ack ID to take one.",
+                many.len(),
+                shown(first.incoming.alertname())
+            ),
+            key.to_owned(),
+        ),
     }
 }

@@ -61,15 +61,7 @@ impl TryFrom<RawPolicy> for PolicyConfig {
 
     fn try_from(raw: RawPolicy) -> Result<Self, String> {
         let name = raw.name;
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
-        {
-            return Err(format!(
-                "escalation policy name {name:?} must be letters, digits, - or _"
-            ));
-        }
+        super::oncall::plain_name("escalation policy", &name)?;
         if raw.steps.is_empty() {
             return Err(format!("escalation policy {name}: needs at least one step"));
         }

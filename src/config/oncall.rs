@@ -53,15 +53,7 @@ impl TryFrom<RawSchedule> for ScheduleConfig {
 
     fn try_from(raw: RawSchedule) -> Result<Self, String> {
         let name = raw.name;
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
-        {
-            return Err(format!(
-                "schedule name {name:?} must be letters, digits, - or _"
-            ));
-        }
+        plain_name("schedule", &name)?;
         let time_zone = raw.time_zone.parse().map_err(|_| {
             format!(
                 "schedule {name}: unknown time zone {:?}; use an IANA name such as Europe/Berlin",
@@ -91,6 +83,20 @@ impl TryFrom<RawSchedule> for ScheduleConfig {
             announce: raw.announce,
         })
     }
+}
+
+/// A name people type and other config refers to: letters, digits, `-` and `_`.
+pub(super) fn plain_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+    {
+        return Err(format!(
+            "{what} name {name:?} must be letters, digits, - or _"
+        ));
+    }
+    Ok(())
 }
 
 fn layer(l: RawLayer) -> Result<Layer, String> {
