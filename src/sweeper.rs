@@ -1,5 +1,6 @@
 //! The periodic sweep's one home: every 15 s it expires stale approval requests, reports
-//! interrupted runs and overdue incidents and sends reminders. The store queues each notice
+//! interrupted runs and overdue incidents and sends reminders; every second it takes the
+//! escalation steps that are due. The store queues each notice
 //! in the outbox with the change that decides it; the sweep wakes the deliverer
 //! (`crate::outbox`), which posts it to the channel it concerns, whatever its platform.
 //!
@@ -19,6 +20,9 @@ use crate::router::Router;
 
 /// How often expired and interrupted runbook requests are looked for.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
+
+/// How often due escalation steps are looked for: a step fires within this of its time.
+pub const ESCALATE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct Sweeper {
@@ -41,12 +45,16 @@ impl Sweeper {
         Ok(count)
     }
 
-    /// Sweeps every [`SWEEP_EVERY`] (the first at once) until shutdown.
+    /// Sweeps every [`SWEEP_EVERY`] (the first at once), and takes due escalation steps
+    /// every [`ESCALATE_EVERY`], until shutdown.
     pub async fn run(self, liveness: Arc<Liveness>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
+        let mut escalate = tokio::time::interval(ESCALATE_EVERY);
+        escalate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = escalate.tick() => self.router.escalate().await,
                 _ = tick.tick() => match self.sweep_once().await {
                     Ok(_) => liveness.tick("sweeper", SWEEP_EVERY),
                     Err(e) => tracing::warn!(error = %e, "sweeping runbook requests failed"),

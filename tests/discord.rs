@@ -983,3 +983,47 @@ async fn an_approval_request_discord_refuses_with_missing_access_is_cancelled_an
     let request_id = support::assert_request_withdrawn_unposted(&bot).await;
     support::assert_warned(&logs.text(), &request_id, "View Channel and Send Messages");
 }
+
+#[tokio::test]
+async fn an_escalation_step_allows_exactly_the_on_call_to_be_mentioned() {
+    let fake = fake_discord().await;
+    let config = format!(
+        "{}{}[alerts]\nalertmanager_token = \"am-token-abc123\"\n\
+         default_route = {{ platform = \"discord\", channel = \"{CHANNEL}\", escalation = \"dc\" }}\n\
+         [[oncall.schedules]]\nname = \"leads\"\ntime_zone = \"UTC\"\n\
+         [[oncall.schedules.layers]]\nname = \"primary\"\npeople = [\"bob\"]\nshift = \"weekly\"\n\
+         handoff = \"09:00\"\nstart = \"2026-01-05\"\n\
+         [[escalation.policies]]\nname = \"dc\"\nsteps = [{{ after = \"0m\", notify = \"schedule:leads\" }}]\n",
+        team(),
+        discord_section(&fake, false),
+    );
+    let bot = spawn_bot(&config, &[]).await;
+    support::fire_alerts(&bot.base(), "01-firing-single.json").await;
+    let is_step = |c: &Call| c.method == "POST" && content_of(c).starts_with("🚨");
+    let step = support::eventually("the escalation step", support::WAIT, async || {
+        bot.router.sweep().await.unwrap();
+        fake.calls().into_iter().find(is_step).ok_or(())
+    })
+    .await;
+    assert!(
+        content_of(&step).ends_with(&format!(" <@{BOB}>")),
+        "{step:?}"
+    );
+    assert_eq!(
+        step.body["allowed_mentions"]["users"],
+        json!([BOB]),
+        "{step:?}"
+    );
+    assert_eq!(
+        step.body["allowed_mentions"]["parse"],
+        json!([]),
+        "{step:?}"
+    );
+    bot.router.sweep().await.unwrap();
+    bot.wait_idle().await;
+    assert_eq!(
+        fake.calls().iter().filter(|c| is_step(c)).count(),
+        1,
+        "a policy without repeat fires once"
+    );
+}

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opsbot::ports::FakeClock;
+use opsbot::ports::{Clock, FakeClock};
 use serde_json::{Value, json};
 use support::TestApp;
 
@@ -1017,4 +1017,60 @@ fn replica_config(
     let path = folder.join("config.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+#[tokio::test]
+async fn an_escalation_step_mentions_the_person_at_the_utf16_offset_after_the_emoji() {
+    let clock = Arc::new(FakeClock::new(chrono::Utc::now()));
+    let routed = format!(
+        "[alerts]\nalertmanager_token = \"am-token-abc123\"\n\
+         default_route = {{ platform = \"telegram\", channel = \"{CHAT}\", escalation = \"tg\" }}\n\
+         [[escalation.policies]]\nname = \"tg\"\n\
+         steps = [{{ after = \"0m\", notify = \"person:bob\" }}, {{ after = \"5m\", notify = \"person:alice\" }}]\n"
+    );
+    let (app, fake) = app_with_clock(&routed, Some(clock.clone())).await;
+    support::fire_alerts(&app.url(""), "01-firing-single.json").await;
+    let escalations = |f: &Fake| -> Vec<Value> {
+        (f.calls("sendMessage").into_iter())
+            .filter(|b| b["text"].as_str().unwrap_or_default().starts_with("🚨"))
+            .collect()
+    };
+    // The escalation starts once the group's message is posted; sweep until its first step.
+    let step = support::eventually("the first step", support::WAIT, async || {
+        app.router.sweep().await.unwrap();
+        escalations(&fake).into_iter().next().ok_or(())
+    })
+    .await;
+    let text = step["text"].as_str().unwrap();
+    assert!(text.ends_with(" @bob"), "{text}");
+    let entities = step["entities"].as_array().expect("entities");
+    assert_eq!(entities.len(), 1, "only bob: {step:#}");
+    let e = &entities[0];
+    assert_eq!(e["type"], "text_mention");
+    assert_eq!(e["user"]["id"], BOB);
+    let at = text.rfind("@bob").unwrap();
+    // 🚨 is one char but two UTF-16 units: the offset counts units.
+    assert_eq!(e["offset"], text[..at].encode_utf16().count());
+    assert_eq!(e["length"], 4);
+
+    // bob presses the step's Ack button: no second step.
+    let button = &step["reply_markup"]["inline_keyboard"][0][0];
+    let data = button["callback_data"].as_str().unwrap().to_owned();
+    assert!(data.starts_with("/ack "), "{step:#}");
+    fake.push(button_press(1, BOB, 1002, &data));
+    fake.wait_until("the ack", |f| {
+        (f.sent_texts().into_iter()).find(|t| t.contains("acknowledged by bob"))
+    })
+    .await;
+    support::eventually("the escalation to stop", support::WAIT, async || {
+        let stopped = app
+            .store
+            .due_escalations(clock.now() + chrono::Duration::hours(1), 10);
+        stopped.await.unwrap().is_empty()
+    })
+    .await;
+    clock.advance(Duration::from_secs(10 * 60));
+    app.router.sweep().await.unwrap();
+    app.wait_idle().await;
+    assert_eq!(escalations(&fake).len(), 1, "no step after the ack");
 }

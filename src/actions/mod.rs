@@ -2,6 +2,7 @@
 //! remediation executor will live here too. Talks to the outside only through `ports`.
 
 pub mod alerts;
+pub mod escalation;
 pub mod health;
 pub mod oncall;
 pub mod postmortem;

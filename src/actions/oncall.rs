@@ -78,12 +78,27 @@ impl OnCall {
 
     /// The primary on-call of `schedule` now, overrides included.
     pub async fn primary(&self, schedule: &str) -> Result<Option<String>, StoreError> {
+        self.on_call_now(schedule, None).await
+    }
+
+    /// Who is on call on `layer` of `schedule` now (its first layer when `None`), overrides
+    /// included; `None` for nobody (outside the layer's hours, no such schedule or layer).
+    pub async fn on_call_now(
+        &self,
+        schedule: &str,
+        layer: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
         let Some(s) = self.schedule(schedule) else {
             return Ok(None);
         };
         let now = self.clock.now();
         let overrides = self.store.overrides_ending_after(now).await?;
-        Ok(s.primary(now, &overrides))
+        let on = s.on_call(now, &overrides);
+        Ok(match layer {
+            None => on.into_iter().next(),
+            Some(layer) => on.into_iter().find(|o| o.layer == layer),
+        }
+        .and_then(|o| o.person))
     }
 
     /// `/oncall`: who is on call on every layer of every schedule, and the next handoffs.

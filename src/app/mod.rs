@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::alerts::{AlertRoute, AlertRouting, AlertService, Escalation};
+use crate::actions::escalation::{EscalationPorts, EscalationSettings, Escalations};
 use crate::actions::health::{HealthChecks, HealthMonitor};
 use crate::actions::oncall::{OnCall, ScheduleEntry};
 use crate::adapters::PlatformOutbound;
@@ -114,6 +115,7 @@ fn alert_routing(config: &Config) -> AlertRouting {
             matchers: r.matchers.clone(),
             target: target(r.platform, &r.channel),
             continue_matching: r.continue_matching,
+            escalation: r.escalation.clone(),
         })
         .collect();
     AlertRouting {
@@ -122,6 +124,7 @@ fn alert_routing(config: &Config) -> AlertRouting {
             .default_route
             .as_ref()
             .map(|d| target(d.platform, &d.channel)),
+        default_escalation: (a.default_route.as_ref()).and_then(|d| d.escalation.clone()),
         max_listed: a.max_listed,
     }
 }
@@ -149,6 +152,8 @@ pub struct Overrides {
     pub store: Option<Arc<dyn Store>>,
     /// How `store.database_url` is opened: as its one user (`serve`, `chat`) or a reader.
     pub access: Access,
+    /// Where `/page` and escalation steps send pages instead of the `[[paging.services]]`.
+    pub pager: Option<Arc<dyn Pager>>,
 }
 
 /// The parts most others are built on.
@@ -195,12 +200,15 @@ impl App {
             .unwrap_or_else(|| platform_outbound(&config, &apis, metrics.clone()));
         let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let liveness = Arc::new(Liveness::default());
-        let pager = Arc::new(HttpPager::new(
-            config.paging.services.clone(),
-            metrics.clone(),
-            liveness.clone(),
-            clock.clone(),
-        ));
+        let pager: Arc<dyn Pager> = match overrides.pager {
+            Some(pager) => pager,
+            None => Arc::new(HttpPager::new(
+                config.paging.services.clone(),
+                metrics.clone(),
+                liveness.clone(),
+                clock.clone(),
+            )),
+        };
         let core = Core {
             store,
             metrics,
@@ -212,14 +220,22 @@ impl App {
         };
         let replica: Arc<str> = replica_name().into();
         let alerts = alert_service(&config, &core, &replica);
+        let directory = Arc::new(config.directory.clone());
+        let oncall = Arc::new(oncall(&config, &core, directory.clone()));
+        let escalations = escalations(&config, &core, oncall.clone(), directory);
+        alerts.escalate_with(escalations.clone());
         let health = Arc::new(HealthChecks::new(checks));
         let deps = router_deps(
             &config,
             &core,
             catalog,
-            alerts.clone(),
+            Services {
+                alerts: alerts.clone(),
+                oncall,
+                escalations,
+                health: health.clone(),
+            },
             limiter,
-            health.clone(),
             env,
         );
         let router = Arc::new(Router::new(deps?));
@@ -543,23 +559,60 @@ fn oncall(config: &Config, core: &Core, directory: Arc<Directory>) -> OnCall {
     )
 }
 
+fn escalations(
+    config: &Config,
+    core: &Core,
+    oncall: Arc<OnCall>,
+    directory: Arc<Directory>,
+) -> Arc<Escalations> {
+    let e = &config.escalation;
+    Arc::new(Escalations::new(
+        EscalationSettings {
+            policies: e.policies.iter().map(|p| p.policy.clone()).collect(),
+            by_severity: config.incidents.escalation.clone(),
+            slack_groups: e.slack_groups.clone(),
+        },
+        alert_routing(config),
+        EscalationPorts {
+            store: core.store.clone(),
+            clock: core.clock.clone(),
+            oncall,
+            directory,
+            pager: core.pager.clone(),
+        },
+    ))
+}
+
+/// The services built before the router, which it holds.
+struct Services {
+    alerts: Arc<AlertService>,
+    oncall: Arc<OnCall>,
+    escalations: Arc<Escalations>,
+    health: Arc<HealthChecks>,
+}
+
 /// What the router is given: the config's policies as the router's types, and the ports.
 fn router_deps(
     config: &Config,
     core: &Core,
     catalog: Catalog,
-    alerts: Arc<AlertService>,
+    services: Services,
     limiter: Arc<dyn RateLimiter>,
-    health: Arc<HealthChecks>,
     env: EnvLookup,
 ) -> Result<RouterDeps, StartupError> {
     let (l, b, a) = (&config.limits, &config.builtins, &config.approvals);
-    let directory = Arc::new(config.directory.clone());
+    let Services {
+        alerts,
+        oncall,
+        escalations,
+        health,
+    } = services;
     Ok(RouterDeps {
         bot_name: config.bot.name.clone(),
         catalog: Arc::new(catalog),
-        oncall: Arc::new(oncall(config, core, directory.clone())),
-        directory,
+        oncall,
+        escalations,
+        directory: Arc::new(config.directory.clone()),
         access: BuiltinAccess {
             status: b.status_roles.clone(),
             audit: b.audit_roles.clone(),

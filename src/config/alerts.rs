@@ -20,8 +20,8 @@ pub struct AlertsConfig {
     pub max_body_bytes: usize,
     /// Alerts listed in full in a group message; the rest are summarised.
     pub max_listed: usize,
-    /// Where groups go that match no route.
-    pub default_route: Option<RouteTarget>,
+    /// Where groups go that match no route (and the policy they escalate through).
+    pub default_route: Option<DefaultRoute>,
     /// Alertmanager's base URL; when set, silences made from chat are written back there.
     pub alertmanager_url: Option<String>,
     /// Signed notification webhooks told about every changed alert group.
@@ -68,6 +68,17 @@ pub struct RouteTarget {
     pub channel: String,
 }
 
+/// `default_route`: a channel, and optionally the escalation policy of what goes there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultRoute {
+    pub platform: Platform,
+    pub channel: String,
+    /// An `[[escalation.policies]]` name: groups routed here with a firing, unacknowledged
+    /// alert escalate through it.
+    pub escalation: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertRouteConfig {
@@ -79,6 +90,9 @@ pub struct AlertRouteConfig {
     /// Keep evaluating later routes after this one matched.
     #[serde(default, rename = "continue")]
     pub continue_matching: bool,
+    /// An `[[escalation.policies]]` name: groups this route matches (the first such route)
+    /// escalate through it while an alert in them is firing and unacknowledged.
+    pub escalation: Option<String>,
 }
 
 fn matchers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Matcher>, D::Error> {

@@ -5,6 +5,7 @@
 
 mod alerts;
 mod checks;
+mod escalation;
 mod oncall;
 mod paging;
 mod people;
@@ -21,8 +22,9 @@ use serde::Deserialize;
 
 use crate::domain::{Directory, line_col};
 
-pub use alerts::{AlertRouteConfig, AlertsConfig, NotifyWebhookConfig, RouteTarget};
+pub use alerts::{AlertRouteConfig, AlertsConfig, DefaultRoute, NotifyWebhookConfig, RouteTarget};
 pub use checks::{CheckConfig, CheckProbe};
+pub use escalation::{EscalationConfig, PolicyConfig};
 pub use oncall::{OncallConfig, ScheduleConfig};
 pub use paging::{PAGERDUTY_URL, PagingConfig, PagingKind, PagingServiceConfig};
 pub use platforms::{DiscordConfig, SlackConfig, SlackReceive, TelegramConfig, TelegramDelivery};
@@ -76,6 +78,8 @@ pub struct Config {
     pub oncall: OncallConfig,
     /// Paging services (`[[paging.services]]`).
     pub paging: PagingConfig,
+    /// Escalation policies (`[[escalation.policies]]`) and Slack user groups for roles.
+    pub escalation: EscalationConfig,
     /// Telegram bot credentials; absent = no Telegram adapter.
     pub telegram: Option<TelegramConfig>,
     /// Slack app credentials; absent = no Slack adapter.
@@ -130,6 +134,9 @@ impl Config {
             path: path.to_owned(),
             message,
         })?;
+        config
+            .validate_escalation()
+            .map_err(|(message, needle)| located(path, src, message, &needle))?;
         Ok(config)
     }
 
@@ -284,6 +291,26 @@ fn plain_name(name: &str, what: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// An error about a name the config gives, at the first line holding `needle` (the quoted
+/// value), or without a line when the file has no such text (an environment override).
+fn located(path: &Path, src: &str, message: String, needle: &str) -> ConfigError {
+    match src.find(needle).filter(|_| !needle.is_empty()) {
+        Some(offset) => {
+            let (line, column) = line_col(src, offset);
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
+        }
+        None => ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        },
+    }
 }
 
 /// Why the config file could not be read, with the fix for the common case: no file there.

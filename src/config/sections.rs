@@ -374,6 +374,10 @@ pub struct IncidentsConfig {
     pub p1_ack_within: HumanDuration,
     pub p2_ack_within: HumanDuration,
     pub p3_ack_within: HumanDuration,
+    /// The `[[escalation.policies]]` an unacknowledged incident escalates through once past
+    /// its target, per severity (`{ P1 = "sev1", P2 = "sev2" }`); unlisted: reminded once.
+    #[serde(deserialize_with = "super::escalation::by_severity")]
+    pub escalation: std::collections::BTreeMap<crate::domain::Severity, String>,
 }
 
 impl Default for IncidentsConfig {
@@ -382,6 +386,7 @@ impl Default for IncidentsConfig {
             p1_ack_within: secs(15 * 60),
             p2_ack_within: secs(3600),
             p3_ack_within: secs(4 * 3600),
+            escalation: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -9,6 +9,7 @@ mod action;
 mod alert;
 mod audit;
 mod emoji;
+mod escalation;
 mod event;
 mod identity;
 mod ids;
@@ -28,6 +29,10 @@ pub use audit::{
     chain_hash,
 };
 pub use emoji::normalize_emoji;
+pub use escalation::{
+    DueStep, EscalationPolicy, EscalationRecord, EscalationStep, EscalationSubject, Notify,
+    SentPage, StopReason, group_stop_reason,
+};
 pub use event::{ChannelRef, EventPayload, InboundEvent, Reply, RequestId, Visibility};
 pub use identity::{Directory, Person, Platform, Requester, Role, UserRef};
 pub use ids::{AlertId, IncidentId, RunId};

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info_span};
 
 use crate::actions::alerts::{AlertService, Escalation};
+use crate::actions::escalation::Escalations;
 use crate::actions::health::HealthChecks;
 use crate::actions::oncall::OnCall;
 use crate::catalog::Catalog;
@@ -75,6 +76,8 @@ pub struct RouterDeps {
     pub oncall: Arc<OnCall>,
     /// Pages people's phones through the `[[paging.services]]` (`/page`).
     pub pager: Arc<dyn Pager>,
+    /// Escalation policies walked for alert groups and overdue incidents.
+    pub escalations: Arc<Escalations>,
     /// Writes silences back to Alertmanager, when `alerts.alertmanager_url` is set.
     pub silence_sync: Option<Arc<dyn SilenceSync>>,
     pub runner: Arc<dyn ActionRunner>,
@@ -242,6 +245,7 @@ impl Router {
             deps.clock.clone(),
             deps.directory.clone(),
             deps.response_targets,
+            deps.escalations.clone(),
         );
         let alert_commands = AlertCommands::new(
             deps.store.clone(),

@@ -1,5 +1,5 @@
 //! What the periodic sweep decides, across the services: runbook requests that expired or
-//! were interrupted, alert reminders and on-call handoffs (queued with their claim; the deliverer woken here, as
+//! were interrupted, escalation steps due, alert reminders and on-call handoffs (queued with their claim; the deliverer woken here, as
 //! they are not among the notices returned), platform event ids old enough to forget, incidents past
 //! their acknowledgement target, outbox rows delivered long ago. The store queues each notice
 //! in the outbox with the change that decides it; `crate::outbox` posts them.
@@ -51,6 +51,18 @@ impl Router {
             warn!(error = %e, "forgetting delivered outbox messages failed");
         }
         notices.extend(self.incidents.overdue(now).await?);
+        // After `overdue`, which starts the escalations of incidents past their target.
+        self.escalate().await;
         Ok(notices)
+    }
+
+    /// Takes the escalation steps due now and closes the pages of stopped escalations (the
+    /// sweep does too; the sweeper also runs this alone every second, so steps fire on time).
+    pub async fn escalate(&self) {
+        match self.deps.escalations.tick().await {
+            Ok(0) => {}
+            Ok(_) => self.deps.outbox.wake(),
+            Err(e) => warn!(error = %e, "escalation steps failed"),
+        }
     }
 }

@@ -13,6 +13,7 @@
 pub(crate) mod alerts;
 mod audit;
 mod batch;
+pub(crate) mod escalations;
 pub(crate) mod incidents;
 mod leases;
 pub mod nodelay;

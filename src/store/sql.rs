@@ -7,6 +7,7 @@ use sqlx::query_builder::Separated;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::alerts::{AlertRow, DueRow, SilenceRow};
+use super::escalations::EscalationRow;
 use super::incidents::{IncidentRow, TimelineRow};
 use super::oncall::OverrideRow;
 use super::outbox::{DepthRow, OutboxRow};
@@ -104,6 +105,7 @@ pub(crate) trait Backend:
     + ReadRow<OutboxRow>
     + ReadRow<DepthRow>
     + ReadRow<OverrideRow>
+    + ReadRow<EscalationRow>
 {
     /// An alert row's `severity` label as text, or NULL (labels are a JSON object in TEXT;
     /// the one expression the backends spell differently).

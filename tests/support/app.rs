@@ -110,6 +110,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Escalation pages go to `pager` (a fake) instead of nowhere.
+    pub fn pager(mut self, pager: Arc<dyn opsbot::ports::Pager>) -> Self {
+        self.overrides.pager = Some(pager);
+        self
+    }
+
     /// The bot's own messages (alert groups) go to `chat` instead of the console.
     pub fn outbound(mut self, chat: Arc<dyn ChatOutbound>) -> Self {
         self.overrides.outbound = Some(chat);

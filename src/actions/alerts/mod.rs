@@ -19,8 +19,8 @@ pub use delivery::Delivery;
 pub use refresh::RefreshError;
 pub use remind::Escalation;
 pub use render::{
-    LINE_MAX, VALUE_MAX, ack_actions, alert_head, common_labels, console_target, push_line,
-    render_group, shown,
+    LINE_MAX, VALUE_MAX, ack_action, ack_actions, alert_head, common_labels, console_target,
+    push_line, render_group, shown,
 };
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -48,6 +48,8 @@ pub struct AlertRoute {
     pub target: OutboundTarget,
     /// Keep evaluating later routes after this one matched (Alertmanager's `continue`).
     pub continue_matching: bool,
+    /// The escalation policy of groups this route matches, if any.
+    pub escalation: Option<String>,
 }
 
 /// Where alert groups go.
@@ -55,6 +57,8 @@ pub struct AlertRoute {
 pub struct AlertRouting {
     pub routes: Vec<AlertRoute>,
     pub default: Option<OutboundTarget>,
+    /// The escalation policy of groups that go to `default`.
+    pub default_escalation: Option<String>,
     /// Alerts listed in full per message; the rest are summarised.
     pub max_listed: usize,
 }
@@ -76,6 +80,28 @@ impl AlertRouting {
             out.extend(self.default.clone());
         }
         out
+    }
+
+    /// The escalation policy of a group with these common labels: the first matching route
+    /// (within those that route it) that names one, else the default route's when no route
+    /// matches.
+    pub fn policy(&self, labels: &BTreeMap<String, String>) -> Option<&str> {
+        let mut matched = false;
+        for r in &self.routes {
+            if r.matchers.iter().all(|m| m.matches(labels)) {
+                matched = true;
+                if let Some(p) = &r.escalation {
+                    return Some(p);
+                }
+                if !r.continue_matching {
+                    break;
+                }
+            }
+        }
+        match matched {
+            true => None,
+            false => self.default_escalation.as_deref(),
+        }
     }
 }
 
@@ -106,6 +132,8 @@ pub struct AlertService {
     holder: String,
     /// Cancelled when the service is dropped: ends its delivery loop.
     stopped: CancellationToken,
+    /// Escalations started and stopped as groups change (set once at wiring).
+    escalations: std::sync::OnceLock<Arc<crate::actions::escalation::Escalations>>,
 }
 
 /// One group's message in one channel: (group key, platform, channel id).
@@ -156,7 +184,14 @@ impl AlertService {
             retry_at: std::sync::Mutex::new(HashMap::new()),
             holder: holder.to_owned(),
             stopped: CancellationToken::new(),
+            escalations: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Starts and stops escalations through `escalations` as groups change (ignored when
+    /// set already: one set of policies per service).
+    pub fn escalate_with(&self, escalations: Arc<crate::actions::escalation::Escalations>) {
+        let _ = self.escalations.set(escalations);
     }
 
     /// Stores the alerts (one transaction) and schedules their groups' messages. Returns

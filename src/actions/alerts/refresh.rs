@@ -22,6 +22,10 @@ impl AlertService {
         for target in self.routing.targets(&common_labels(&view.alerts)) {
             self.update_target(&view, &target, &mut failures).await?;
         }
+        // After the group's own message, so a first step never comes before it.
+        if let Some(escalations) = self.escalations.get() {
+            (escalations.group_changed(group_key, &view.alerts, &view.silences)).await?;
+        }
         self.notify_hooks(&view, &mut failures).await;
         match failures.retry {
             Some(e) => Err(e),
@@ -62,6 +66,7 @@ impl AlertService {
         Ok(Some(GroupView {
             key: group_key,
             alerts,
+            silences,
             text,
             message,
             all_quiet,
@@ -273,6 +278,8 @@ impl AlertService {
 struct GroupView<'k> {
     key: &'k str,
     alerts: Vec<Alert>,
+    /// Silences active when it was read.
+    silences: Vec<crate::domain::Silence>,
     text: String,
     message: OutboundMessage,
     /// Everything resolved or silenced.

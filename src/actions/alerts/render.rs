@@ -185,7 +185,7 @@ pub fn ack_actions(
         .collect()
 }
 
-pub(super) fn ack_action(alert_id: AlertId) -> ChatAction {
+pub fn ack_action(alert_id: AlertId) -> ChatAction {
     ChatAction {
         label: format!("Ack #{alert_id}"),
         command: format!("/ack {alert_id}"),

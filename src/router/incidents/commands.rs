@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{
     Alert, AlertId, AlertStatus, InboundEvent, Incident, IncidentId, IncidentStatus,
-    ResponseTargets, Severity, TimelineEntry, TimelineKind,
+    ResponseTargets, Severity, StopReason, TimelineEntry, TimelineKind,
 };
 
 use super::{IncidentService, ago, done};
@@ -120,7 +120,10 @@ impl IncidentService {
         self.incidents
             .ack_incident(incident.id, now)
             .await
-            .or_refuse("acknowledging incident")
+            .or_refuse("acknowledging incident")?;
+        self.stop_escalation(incident.id, StopReason::Acknowledged)
+            .await;
+        Ok(())
     }
 
     pub(super) async fn status(
@@ -194,6 +197,7 @@ impl IncidentService {
         {
             return Err(Refusal::Invalid(format!("incident #{} is not open.", i.id)));
         }
+        self.stop_escalation(i.id, StopReason::Resolved).await;
         self.note(i.id, TimelineKind::Resolved, me, "resolved".into())
             .await?;
         let acked = i.acked_at.unwrap_or(now);

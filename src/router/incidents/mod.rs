@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::actions::escalation::Escalations;
 use crate::actions::postmortem;
 use crate::domain::{
-    AlertId, Directory, InboundEvent, Incident, IncidentId, Requester, ResponseTargets, Severity,
-    TimelineEntry, TimelineKind, human_duration,
+    AlertId, Directory, EscalationSubject, InboundEvent, Incident, IncidentId, Requester,
+    ResponseTargets, Severity, StopReason, TimelineEntry, TimelineKind, human_duration,
 };
 use crate::ports::{AlertStore, Clock, IncidentStore, StoreError};
 
@@ -43,6 +44,8 @@ pub struct IncidentService {
     clock: Arc<dyn Clock>,
     directory: Arc<Directory>,
     targets: ResponseTargets,
+    /// Escalates overdue incidents through their severity's policy; stopped by an ack.
+    escalations: Arc<Escalations>,
 }
 
 impl IncidentService {
@@ -52,6 +55,7 @@ impl IncidentService {
         clock: Arc<dyn Clock>,
         directory: Arc<Directory>,
         targets: ResponseTargets,
+        escalations: Arc<Escalations>,
     ) -> Self {
         Self {
             incidents,
@@ -59,6 +63,16 @@ impl IncidentService {
             clock,
             directory,
             targets,
+            escalations,
+        }
+    }
+
+    /// Stops the incident's escalation, if one is under way. Best effort: the ack or
+    /// resolution is stored, and the escalation's next step stops on seeing it anyway.
+    async fn stop_escalation(&self, id: IncidentId, why: StopReason) {
+        let subject = EscalationSubject::Incident(id);
+        if let Err(e) = self.escalations.stop(&subject, why).await {
+            tracing::warn!(incident = %id, error = %e, "could not stop the incident's escalation");
         }
     }
 
@@ -187,7 +201,9 @@ impl IncidentService {
 
     /// Open incidents past their acknowledgement target and not yet reminded: marks each
     /// reminded and queues its ⏰ notice in the outbox in one transaction (so it is posted
-    /// once, whoever sweeps), and returns the notices queued.
+    /// once, whoever sweeps), and returns the notices queued. An incident whose severity has
+    /// an escalation policy starts escalating through it then, its steps counted from the
+    /// target (the escalation's own steps remind it again, until it is acknowledged).
     pub async fn overdue(&self, now: DateTime<Utc>) -> Result<Vec<Notice>, StoreError> {
         let mut notices = Vec::new();
         for i in self.incidents.unacked_incidents().await? {
@@ -195,6 +211,9 @@ impl IncidentService {
             if now < due {
                 continue;
             }
+            self.escalations
+                .incident_overdue(i.id, i.severity, due)
+                .await?;
             let notice = Notice {
                 platform: i.platform,
                 channel_id: i.channel_id.clone(),

@@ -1,0 +1,554 @@
+//! Escalation policies end to end, on a fake clock: a critical alert routed to a policy
+//! [primary at 0m, secondary at 5m, page at 15m] pings the primary on Slack at once, the
+//! secondary after 5 minutes and pages after 15; `/ack` acknowledges the page and stops
+//! the steps, and so do a silence and a resolution. The state is in the store: a restarted
+//! app continues from the stored step, and on Postgres two replicas sweeping at once take
+//! each step once.
+
+#[path = "support/slack.rs"]
+mod slack_support;
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use opsbot::domain::{AlertId, EscalationSubject};
+use opsbot::ports::{FakeClock, OutboundError, Page, PageAction, Pager};
+use support::{Outbound, RecordingOutbound, TestApp, TestAppBuilder, person};
+
+const GROUP: &str = "{}:{alertname=\"DiskFull\"}";
+
+const POLICY: &str = r#"
+[builtins]
+alerts_roles = ["sre"]
+responder_roles = ["sre"]
+
+[[oncall.schedules]]
+name = "sre"
+time_zone = "Europe/Berlin"
+[[oncall.schedules.layers]]
+name = "primary"
+people = ["alice", "bob"]
+shift = "weekly"
+handoff = "09:00"
+start = "2026-11-23"
+[[oncall.schedules.layers]]
+name = "secondary"
+people = ["bob", "alice"]
+shift = "weekly"
+handoff = "09:00"
+start = "2026-11-23"
+
+[[escalation.policies]]
+name = "critical"
+steps = [
+  { after = "0m", notify = "schedule:sre" },
+  { after = "5m", notify = "schedule:sre/secondary" },
+  { after = "15m", notify = "page:pagerduty-sre" },
+]
+[[paging.services]]
+name = "pagerduty-sre"
+kind = "pagerduty"
+routing_key = "R0123456789ABCDEF0123456789ABCDE"
+"#;
+
+/// Critical groups go to `channel` on `platform` and escalate; the rest only go there.
+fn routes(platform: &str, channel: &str) -> String {
+    format!(
+        "[alerts]\nalertmanager_token = \"am-token-abc123\"\n\
+         default_route = {{ platform = \"{platform}\", channel = \"{channel}\" }}\n\
+         [[alerts.routes]]\nmatchers = [\"severity=critical\"]\nplatform = \"{platform}\"\n\
+         channel = \"{channel}\"\nescalation = \"critical\"\n"
+    )
+}
+
+fn people(slack: bool) -> String {
+    let ids = |console: &'static str, slack_id: &'static str| -> Vec<&'static str> {
+        if slack {
+            vec![console, slack_id]
+        } else {
+            vec![console]
+        }
+    };
+    [
+        person("alice", &["sre"], &ids("console:alice", "slack:UALICE01")),
+        person("bob", &["sre"], &ids("console:bob", "slack:UBOB01")),
+    ]
+    .concat()
+}
+
+/// Monday 23 November 2026, 12:00 in Berlin: alice's first week as primary, bob secondary.
+fn start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-23T11:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn alert(status: &str) -> String {
+    serde_json::json!({
+        "receiver": "opsbot",
+        "status": status,
+        "alerts": [{
+            "status": status,
+            "labels": { "alertname": "DiskFull", "instance": "db-1", "severity": "critical" },
+            "annotations": { "summary": "disk full" },
+            "startsAt": "2026-11-23T10:59:00Z",
+            "endsAt": if status == "resolved" { "2026-11-23T12:00:00Z" } else { "0001-01-01T00:00:00Z" },
+            "fingerprint": "0123456789abcdef"
+        }],
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example:9093",
+        "version": "4",
+        "groupKey": GROUP,
+        "truncatedAlerts": 0
+    })
+    .to_string()
+}
+
+/// A paging service that records each page: (service, action, dedup key).
+#[derive(Default)]
+struct FakePager(Mutex<Vec<(String, PageAction, String)>>);
+
+#[async_trait]
+impl Pager for FakePager {
+    async fn page(
+        &self,
+        service: &str,
+        action: PageAction,
+        page: &Page,
+    ) -> Result<(), OutboundError> {
+        let mut pages = self.0.lock().unwrap();
+        pages.push((service.to_owned(), action, page.dedup_key.clone()));
+        Ok(())
+    }
+}
+
+impl FakePager {
+    fn pages(&self) -> Vec<(String, PageAction, String)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+fn subject() -> EscalationSubject {
+    EscalationSubject::AlertGroup(GROUP.into())
+}
+
+/// Waits until the group's escalation is under way (`true`) or stopped (`false`).
+async fn escalating(app: &TestApp, yes: bool) {
+    let what = if yes {
+        "the escalation to start"
+    } else {
+        "the escalation to stop"
+    };
+    support::eventually(what, support::WAIT, async || {
+        let active = app.store.active_escalation(&subject()).await.unwrap();
+        active.is_some() == yes
+    })
+    .await;
+}
+
+async fn fingerprint(app: &TestApp) -> String {
+    let a = app
+        .store
+        .alert(AlertId(1))
+        .await
+        .unwrap()
+        .expect("alert #1");
+    a.incoming.fingerprint
+}
+
+/// The escalation posts recorded, in order.
+fn steps(m: &[Outbound]) -> Vec<String> {
+    m.iter()
+        .filter_map(|x| match x {
+            Outbound::Post { text, .. } if text.starts_with("🚨 Escalation") => {
+                Some(text.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A fake clock at [`start`], a fake pager and a recording chat.
+fn fakes() -> (Arc<FakeClock>, Arc<FakePager>, Arc<RecordingOutbound>) {
+    (
+        Arc::new(FakeClock::new(start())),
+        Arc::new(FakePager::default()),
+        Arc::new(RecordingOutbound::default()),
+    )
+}
+
+/// Fires the alert, waits for its escalation to start and sweeps: its first step is posted.
+async fn first_step(app: &TestApp, chat: &RecordingOutbound) -> Vec<Outbound> {
+    support::deliver_alerts(&app.url(""), alert("firing")).await;
+    escalating(app, true).await;
+    app.router.sweep().await.unwrap();
+    chat.wait_until("the first step", |m| steps(m).len() == 1)
+        .await
+}
+
+fn builder(
+    clock: &Arc<FakeClock>,
+    pager: &Arc<FakePager>,
+    chat: &Arc<RecordingOutbound>,
+) -> TestAppBuilder {
+    TestApp::builder()
+        .config(&format!(
+            "{}{POLICY}{}",
+            people(false),
+            routes("console", "ops")
+        ))
+        .clock(clock.clone())
+        .pager(pager.clone())
+        .outbound(chat.clone())
+}
+
+#[tokio::test]
+async fn a_critical_alert_pings_the_primary_then_the_secondary_then_pages_until_acked() {
+    let clock = Arc::new(FakeClock::new(start()));
+    let seen = slack_support::Seen::default();
+    let base = slack_support::fake_web_api(None, seen.clone()).await;
+    let pager = Arc::new(FakePager::default());
+    let config = format!(
+        "{}{POLICY}\n[slack]\nsigning_secret = \"slack-signing-secret-0123\"\n\
+         bot_token = \"xoxb-test-token\"\napi_url = \"{base}/api/\"\n{}",
+        people(true),
+        routes("slack", "COPS"),
+    );
+    let app = TestApp::builder()
+        .config(&config)
+        .clock(clock.clone())
+        .pager(pager.clone())
+        .spawn()
+        .await;
+    let posts = |l: &[(String, serde_json::Value)]| -> Vec<String> {
+        l.iter()
+            .filter(|(p, b)| {
+                p == "chat.postMessage" && b["text"].as_str().unwrap().starts_with("🚨")
+            })
+            .map(|(_, b)| b["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    support::deliver_alerts(&app.url(""), alert("firing")).await;
+    escalating(&app, true).await;
+    app.router.sweep().await.unwrap();
+    let log = slack_support::wait_for(&seen, "the first step", |l| posts(l).len() == 1).await;
+    let first = &posts(&log)[0];
+    assert!(
+        first.starts_with("🚨 Escalation 1/3 (critical): alert #1 DiskFull [critical]"),
+        "{first}"
+    );
+    assert!(first.ends_with(" <@UALICE01>"), "{first}");
+    assert_eq!(first.matches("<@").count(), 1, "only the primary: {first}");
+
+    clock.advance(Duration::from_secs(4 * 60));
+    app.router.sweep().await.unwrap();
+    clock.advance(Duration::from_secs(60));
+    app.router.sweep().await.unwrap();
+    let log = slack_support::wait_for(&seen, "the second step", |l| posts(l).len() == 2).await;
+    let second = &posts(&log)[1];
+    assert!(second.starts_with("🚨 Escalation 2/3"), "{second}");
+    assert!(second.ends_with(" <@UBOB01>"), "{second}");
+    assert!(pager.pages().is_empty(), "no page before 15m");
+
+    clock.advance(Duration::from_secs(10 * 60));
+    app.router.sweep().await.unwrap();
+    let fp = fingerprint(&app).await;
+    assert_eq!(
+        pager.pages(),
+        [("pagerduty-sre".to_owned(), PageAction::Trigger, fp.clone())]
+    );
+
+    let ok = app.reply("alice", "/ack 1").await;
+    assert!(ok.contains("acknowledged by alice"), "{ok}");
+    escalating(&app, false).await;
+    app.router.sweep().await.unwrap();
+    assert_eq!(
+        pager.pages()[1..],
+        [("pagerduty-sre".to_owned(), PageAction::Acknowledge, fp)]
+    );
+    clock.advance(Duration::from_secs(3600));
+    app.router.sweep().await.unwrap();
+    app.router.sweep().await.unwrap();
+    app.wait_idle().await;
+    assert_eq!(
+        posts(&seen.lock().unwrap()).len(),
+        3,
+        "no step after the ack"
+    );
+    assert_eq!(pager.pages().len(), 2, "acknowledged once");
+
+    let audit = app.store.recent_audit(20).await.unwrap();
+    let escalated: Vec<&str> = (audit.iter().rev())
+        .filter(|r| r.entry.command == "escalate" && r.entry.actor == "opsbot:escalation")
+        .map(|r| r.entry.detail.as_str())
+        .collect();
+    assert_eq!(
+        escalated,
+        [
+            "escalation through critical step 1/3: notified schedule:sre",
+            "escalation through critical step 2/3: notified schedule:sre/secondary",
+            "escalation through critical step 3/3: notified page:pagerduty-sre",
+            "escalation through critical stopped after 3 step(s): acknowledged",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_silence_stops_the_escalation_before_it_pages() {
+    let (clock, pager, chat) = fakes();
+    let app = builder(&clock, &pager, &chat).spawn().await;
+    let m = first_step(&app, &chat).await;
+    assert!(steps(&m)[0].ends_with(" @alice"), "{:?}", steps(&m));
+
+    let ok = app
+        .reply("alice", "/silence alertname=DiskFull 2h disk swap")
+        .await;
+    assert!(ok.starts_with("Silence #1"), "{ok}");
+    escalating(&app, false).await;
+    clock.advance(Duration::from_secs(30 * 60));
+    app.router.sweep().await.unwrap();
+    app.wait_idle().await;
+    assert_eq!(steps(&chat.messages()).len(), 1);
+    assert!(pager.pages().is_empty(), "{:?}", pager.pages());
+}
+
+#[tokio::test]
+async fn a_resolution_stops_the_escalation_and_resolves_its_page() {
+    let (clock, pager, chat) = fakes();
+    let app = builder(&clock, &pager, &chat).spawn().await;
+    support::deliver_alerts(&app.url(""), alert("firing")).await;
+    escalating(&app, true).await;
+    clock.advance(Duration::from_secs(15 * 60));
+    // Long overdue (opsbot was down): every step is taken, in order, none skipped.
+    app.router.sweep().await.unwrap();
+    let m = chat
+        .wait_until("three steps", |m| steps(m).len() == 3)
+        .await;
+    let texts = steps(&m);
+    assert!(
+        texts[0].starts_with("🚨 Escalation 1/3") && texts[2].starts_with("🚨 Escalation 3/3"),
+        "{texts:?}"
+    );
+    let fp = fingerprint(&app).await;
+    assert_eq!(
+        pager.pages(),
+        [("pagerduty-sre".to_owned(), PageAction::Trigger, fp.clone())]
+    );
+
+    support::deliver_alerts(&app.url(""), alert("resolved")).await;
+    escalating(&app, false).await;
+    app.router.sweep().await.unwrap();
+    assert_eq!(
+        pager.pages()[1..],
+        [("pagerduty-sre".to_owned(), PageAction::Resolve, fp)]
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_app_continues_from_the_stored_step() {
+    let (clock, pager, chat) = fakes();
+    let first = builder(&clock, &pager, &chat).spawn().await;
+    first_step(&first, &chat).await;
+    first.wait_idle().await;
+
+    // A new app on the same store (one process alone may open the SQLite file): nothing of
+    // the escalation is in its memory.
+    let second = builder(&clock, &pager, &chat)
+        .store(first.store.clone())
+        .spawn()
+        .await;
+    drop(first);
+    second.router.sweep().await.unwrap();
+    clock.advance(Duration::from_secs(5 * 60));
+    second.router.sweep().await.unwrap();
+    let m = chat
+        .wait_until("the second step", |m| steps(m).len() == 2)
+        .await;
+    assert!(
+        steps(&m)[1].starts_with("🚨 Escalation 2/3"),
+        "{:?}",
+        steps(&m)
+    );
+    assert!(steps(&m)[1].ends_with(" @bob"), "{:?}", steps(&m));
+    second.wait_idle().await;
+    assert_eq!(steps(&chat.messages()).len(), 2, "nothing fired twice");
+}
+
+#[tokio::test]
+async fn postgres_two_replicas_sweeping_at_once_take_each_step_once_and_a_new_one_continues() {
+    let Some(schema) = support::fresh_postgres_schema().await else {
+        return;
+    };
+    let url = support::postgres_schema_url(&schema);
+    let (clock, pager, chat) = fakes();
+    let a = builder(&clock, &pager, &chat).database(&url).spawn().await;
+    let b = builder(&clock, &pager, &chat).database(&url).spawn().await;
+    support::deliver_alerts(&a.url(""), alert("firing")).await;
+    escalating(&a, true).await;
+    for minutes in [0, 5, 10] {
+        clock.advance(Duration::from_secs(minutes * 60));
+        for _ in 0..3 {
+            tokio::join!(a.router.escalate(), b.router.escalate());
+        }
+    }
+    let m = chat
+        .wait_until("three steps", |m| steps(m).len() >= 3)
+        .await;
+    a.wait_idle().await;
+    b.wait_idle().await;
+    let texts = steps(&chat.messages());
+    assert_eq!(texts.len(), 3, "each step once: {texts:?} ({m:?})");
+    assert_eq!(pager.pages().len(), 1, "one trigger: {:?}", pager.pages());
+    drop((a, b));
+
+    // A replica started later finds the escalation where they left it: stopped by the ack.
+    let c = builder(&clock, &pager, &chat).database(&url).spawn().await;
+    let ok = c.reply("bob", "/ack 1").await;
+    assert!(ok.contains("acknowledged by bob"), "{ok}");
+    escalating(&c, false).await;
+    c.router.escalate().await;
+    assert_eq!(pager.pages()[1].1, PageAction::Acknowledge);
+    drop(c);
+    support::drop_postgres_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn an_unacknowledged_p1_incident_escalates_through_its_policy_until_updated() {
+    let (clock, pager, chat) = fakes();
+    let config = format!(
+        "{}{POLICY}\n[[escalation.policies]]\nname = \"sev1\"\nrepeat = 1\nrepeat_after = \"10m\"\n\
+         steps = [{{ after = \"0m\", notify = \"schedule:sre\" }}, \
+         {{ after = \"5m\", notify = [\"role:sre\", \"page:pagerduty-sre\"] }}]\n\
+         [incidents]\nescalation = {{ P1 = \"sev1\" }}\n",
+        people(false)
+    );
+    let app = TestApp::builder()
+        .config(&config)
+        .clock(clock.clone())
+        .pager(pager.clone())
+        .outbound(chat.clone())
+        .spawn()
+        .await;
+    let opened = app.reply("alice", "/incident open P1 db down").await;
+    assert!(opened.contains("Incident #1"), "{opened}");
+
+    // Past the 15-minute target: reminded once, and the policy's first step.
+    clock.advance(Duration::from_secs(15 * 60));
+    let notices = app.router.sweep().await.unwrap();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let m = chat
+        .wait_until("the first step", |m| steps(m).len() == 1)
+        .await;
+    assert_eq!(
+        steps(&m)[0],
+        "🚨 Escalation 1/4 (sev1): incident #1 (P1 \"db down\") is not acknowledged; \
+         /incident update \"...\" to acknowledge. @alice"
+    );
+    clock.advance(Duration::from_secs(5 * 60));
+    app.router.sweep().await.unwrap();
+    let m = chat
+        .wait_until("the second step", |m| steps(m).len() == 2)
+        .await;
+    assert!(
+        steps(&m)[1].ends_with(" @alice @bob (paging pagerduty-sre)"),
+        "{:?}",
+        steps(&m)
+    );
+    assert_eq!(
+        pager.pages(),
+        [(
+            "pagerduty-sre".to_owned(),
+            PageAction::Trigger,
+            "incident-1".to_owned()
+        )]
+    );
+    // The repeat: the steps again, 10 minutes after the last.
+    clock.advance(Duration::from_secs(10 * 60));
+    app.router.sweep().await.unwrap();
+    chat.wait_until("the repeat", |m| steps(m).len() == 3).await;
+
+    let ok = app.reply("bob", "/incident update \"failing over\"").await;
+    assert!(ok.contains("update from bob"), "{ok}");
+    app.router.sweep().await.unwrap();
+    assert_eq!(
+        pager.pages()[1..],
+        [(
+            "pagerduty-sre".to_owned(),
+            PageAction::Acknowledge,
+            "incident-1".to_owned()
+        )]
+    );
+    clock.advance(Duration::from_secs(3600));
+    app.router.sweep().await.unwrap();
+    app.wait_idle().await;
+    assert_eq!(steps(&chat.messages()).len(), 3, "nothing after the update");
+
+    let timeline = app.reply("bob", "/incident timeline").await;
+    assert!(
+        timeline.contains("escalation through sev1 step 1/4: notified schedule:sre"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("escalation through sev1 stopped after 3 step(s): acknowledged"),
+        "{timeline}"
+    );
+}
+
+/// Not a pass/fail test: prints how long the sweeper's per-second queries (steps due, pages
+/// to close) take with 10,000 escalations under way across 100 policies, due over the next
+/// hour, each second's due steps taken as the sweeper would (about three a second).
+/// `cargo test --release --test escalation -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn timing_of_the_periodic_escalation_queries_with_10000_under_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("timing.db").display());
+    time_periodic_queries("SQLite", &url).await;
+    if let Some(schema) = support::fresh_postgres_schema().await {
+        time_periodic_queries("Postgres", &support::postgres_schema_url(&schema)).await;
+        support::drop_postgres_schema(&schema).await;
+    }
+}
+
+async fn time_periodic_queries(backend: &str, url: &str) {
+    let url = secrecy::SecretString::from(url.to_owned());
+    let store = opsbot::store::connect(&url, 8, opsbot::store::Access::Exclusive)
+        .await
+        .unwrap();
+    let now = start();
+    for i in 0..10_000 {
+        let subject = EscalationSubject::AlertGroup(format!("group-{i}"));
+        let due = now + chrono::Duration::seconds(i % 3600 + 1);
+        let policy = format!("policy-{}", i % 100);
+        store
+            .start_escalation(&subject, &policy, now, due)
+            .await
+            .unwrap();
+    }
+    let mut times = Vec::new();
+    for second in 0..300 {
+        let at = now + chrono::Duration::seconds(second);
+        let t = std::time::Instant::now();
+        let due = store.due_escalations(at, 500).await.unwrap();
+        store.pages_to_close(100).await.unwrap();
+        times.push(t.elapsed());
+        // As the sweeper would: each due step taken, the next an hour on.
+        for e in due {
+            let next = Some(at + chrono::Duration::hours(1));
+            (store.claim_escalation_step(e.id, e.next_step, next, &[], &[], at))
+                .await
+                .unwrap();
+        }
+    }
+    times.sort();
+    let pct = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
+    println!(
+        "{backend}: 10,000 escalations under way; one tick's queries p50 {:?}, p99 {:?}, max {:?}",
+        pct(50),
+        pct(99),
+        times[times.len() - 1]
+    );
+}
