@@ -10,7 +10,7 @@ use super::alerts::{AlertRow, DueRow, SilenceRow};
 use super::incidents::{IncidentRow, TimelineRow};
 use super::oncall::OverrideRow;
 use super::outbox::{DepthRow, OutboxRow};
-use super::runs::RunRow;
+use super::runs::{RunRow, StepRow};
 use super::{AuditRow, backend};
 use futures_util::future::BoxFuture;
 
@@ -96,6 +96,7 @@ pub(crate) trait Backend:
     + ReadRow<(i64, String, i64)>
     + ReadRow<AuditRow>
     + ReadRow<RunRow>
+    + ReadRow<StepRow>
     + ReadRow<AlertRow>
     + ReadRow<DueRow>
     + ReadRow<SilenceRow>
