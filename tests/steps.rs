@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use opsbot::catalog::Catalog;
 use opsbot::domain::{EventPayload, Platform, RunId, RunState, StepState};
+use opsbot::ports::FakeClock;
+use opsbot::router::runbook::LEASE;
 use support::{Outbound, RecordingOutbound, TestApp, person};
 
 /// A service whose `/health/api` answers 200 once the file `up` exists in the folder set in
@@ -86,8 +88,17 @@ timeout = "5s"
 const ROLLBACK: &str = "#!/bin/sh\necho rolled back >> rollback.log\necho undone\n";
 
 async fn console_app(restart: &str, restart_timeout: &str) -> TestApp {
+    console_app_at(restart, restart_timeout, None).await
+}
+
+async fn console_app_at(
+    restart: &str,
+    restart_timeout: &str,
+    clock: Option<Arc<FakeClock>>,
+) -> TestApp {
     let (addr, dir) = service().await;
     let app = TestApp::builder()
+        .clock(clock)
         .config(&person("alice", &["deployer"], &["console:alice"]))
         .command("restart.toml", &restart_file(addr, "", restart_timeout))
         .script("restart.sh", restart)
@@ -347,6 +358,45 @@ async fn progress_edits_reach_the_chat_and_the_result_lists_each_step() {
     assert_eq!(
         app.store.run(RunId(1)).await.unwrap().unwrap().state,
         RunState::Succeeded
+    );
+}
+
+/// A run whose process died during a step is marked interrupted by the sweep, naming the step.
+#[tokio::test]
+async fn an_interrupted_run_is_announced_at_its_step() {
+    let clock = Arc::new(FakeClock::new(chrono::Utc::now()));
+    let held = "#!/bin/sh\nwhile [ ! -f go ]; do sleep 0.01; done\n";
+    let app = Arc::new(console_app_at(held, "30s", Some(clock.clone())).await);
+    let running = tokio::spawn({
+        let app = app.clone();
+        async move { app.reply("alice", "/restart api").await }
+    });
+    support::eventually("the restart step to start", support::WAIT, async || {
+        let steps = app.store.run_steps(RunId(1)).await.unwrap();
+        steps.first().is_some_and(|s| s.state == StepState::Running)
+    })
+    .await;
+    clock.advance(LEASE + Duration::from_secs(1));
+    let notices = app.router.sweep().await.unwrap();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0]
+            .text
+            .contains("Request #1 (/restart service=api) was interrupted at step restart"),
+        "{}",
+        notices[0].text
+    );
+    std::fs::write(app.dir.path().join("go"), "").unwrap();
+    let reply = running.await.unwrap();
+    assert!(
+        reply.contains("stopped"),
+        "no step starts after the interruption: {reply}"
+    );
+    let steps = app.store.run_steps(RunId(1)).await.unwrap();
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert_eq!(
+        app.store.run(RunId(1)).await.unwrap().unwrap().state,
+        RunState::Interrupted
     );
 }
 
