@@ -96,8 +96,22 @@ async fn console_app_at(
     restart_timeout: &str,
     clock: Option<Arc<FakeClock>>,
 ) -> TestApp {
+    console_app_on(restart, restart_timeout, clock, None).await
+}
+
+/// The console app, on the Postgres database `database` when given.
+async fn console_app_on(
+    restart: &str,
+    restart_timeout: &str,
+    clock: Option<Arc<FakeClock>>,
+    database: Option<&str>,
+) -> TestApp {
     let (addr, dir) = service().await;
-    let app = TestApp::builder()
+    let mut builder = TestApp::builder();
+    if let Some(url) = database {
+        builder = builder.database(url);
+    }
+    let app = builder
         .clock(clock)
         .config(&person("alice", &["deployer"], &["console:alice"]))
         .command("restart.toml", &restart_file(addr, "", restart_timeout))
@@ -194,6 +208,20 @@ async fn steps_run_in_order_and_the_result_lists_each() {
 async fn a_failed_verification_rolls_back_and_reports_both() {
     // The restart "works" but the service never comes up.
     let app = console_app("#!/bin/sh\necho restarting\n", "10s").await;
+    failed_verification_rolls_back(&app).await;
+}
+
+#[tokio::test]
+async fn postgres_a_failed_verification_rolls_back_and_reports_both() {
+    let Some(schema) = support::fresh_postgres_schema().await else {
+        return;
+    };
+    let url = support::postgres_schema_url(&schema);
+    let app = console_app_on("#!/bin/sh\necho restarting\n", "10s", None, Some(&url)).await;
+    failed_verification_rolls_back(&app).await;
+}
+
+async fn failed_verification_rolls_back(app: &TestApp) {
     let reply = app.reply("alice", "/restart api").await;
     assert!(
         reply.starts_with("❌ #1 /restart service=api failed at step wait-healthy after"),
