@@ -176,6 +176,15 @@ pub fn untold(_: &Run, _: RunState) -> Vec<Queued> {
     Vec::new()
 }
 
+/// A step about to start: its place in the run's order, its name, and whether it is a
+/// rollback step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStart<'a> {
+    pub idx: u32,
+    pub name: &'a str,
+    pub rollback: bool,
+}
+
 /// Durable runbook requests. Every state change is one conditional update: it succeeds
 /// only from the expected state, which is what makes execution happen at most once.
 #[async_trait]
@@ -239,6 +248,28 @@ pub trait RunStore: Send + Sync {
         notice: &RunNotice<'_>,
     ) -> Result<bool, StoreError>;
     async fn renew_lease(&self, id: RunId, until: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Claims a step of running run `id` (and records it as the run's current step), queuing
+    /// `queued` in the same transaction; false, and nothing changed or queued, when the run
+    /// is not running or the step was claimed before.
+    async fn start_step(
+        &self,
+        id: RunId,
+        step: &StepStart<'_>,
+        at: DateTime<Utc>,
+        queued: &[Queued],
+    ) -> Result<bool, StoreError>;
+    /// Records how step `idx` ended (`running -> state`, conditional), queuing `queued` in
+    /// the same transaction; false, and nothing queued, when it was not running.
+    async fn finish_step(
+        &self,
+        id: RunId,
+        idx: u32,
+        ended: (crate::domain::StepState, &RunResult),
+        at: DateTime<Utc>,
+        queued: &[Queued],
+    ) -> Result<bool, StoreError>;
+    /// The steps run `id` has started, in order.
+    async fn run_steps(&self, id: RunId) -> Result<Vec<crate::domain::StepRecord>, StoreError>;
     /// Marks approved/running requests whose lease lapsed (their process died) `interrupted`;
     /// each with the state it was in, so the notice can say whether anything had started.
     /// `notice`'s messages are queued in the outbox in the same transaction, for each.

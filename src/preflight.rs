@@ -30,10 +30,12 @@ pub fn warnings(
     found.extend(break_glass_gaps(config, catalog));
     for spec in catalog.iter() {
         found.extend(approval_warning(config, spec));
-        if let ActionSpec::Exec(exec) = &spec.action {
-            found.extend(program_warning(spec, exec, &config.base_dir, env));
+        for (action, line) in spec.actions() {
+            if let ActionSpec::Exec(exec) = action {
+                found.extend(program_warning(spec, (exec, line), &config.base_dir, env));
+            }
+            found.extend(unset_variables(spec, (action, line), env));
         }
-        found.extend(unset_variables(spec, env));
     }
     found
 }
@@ -139,7 +141,7 @@ fn approval_warning(config: &Config, spec: &CommandSpec) -> Option<String> {
 /// A program that is not there (or may not be run) fails only after someone approved it.
 fn program_warning(
     spec: &CommandSpec,
-    exec: &ExecSpec,
+    (exec, line): (&ExecSpec, usize),
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<String> {
@@ -147,7 +149,7 @@ fn program_warning(
     let [Segment::Literal(written)] = exec.argv.first()?.0.as_slice() else {
         return None;
     };
-    let at = format!("{}:{}", spec.source.display(), spec.action_line);
+    let at = format!("{}:{line}", spec.source.display());
     let (dir, program) = exec_location(written, exec.workdir.as_deref(), base);
     if !dir.is_dir() {
         return Some(format!(
@@ -196,13 +198,17 @@ fn on_path(program: &str, path: &str) -> Result<PathBuf, ()> {
 }
 
 /// Variables a command file passes through or needs as secrets that are not set here.
-fn unset_variables(spec: &CommandSpec, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
-    let (passed, secrets): (&[String], &[String]) = match &spec.action {
+fn unset_variables(
+    spec: &CommandSpec,
+    (action, line): (&ActionSpec, usize),
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let (passed, secrets): (&[String], &[String]) = match action {
         ActionSpec::Exec(e) => (&e.env, &e.secrets),
         ActionSpec::Http(h) => (&[], &h.secrets),
     };
     let unset = |name: &&String| env(name).is_none_or(|v| v.is_empty());
-    let at = format!("{}:{}", spec.source.display(), spec.action_line);
+    let at = format!("{}:{line}", spec.source.display());
     let mut found: Vec<String> = secrets
         .iter()
         .filter(unset)

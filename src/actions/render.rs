@@ -8,18 +8,62 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{ActionSpec, CommandSpec, ExecSpec, HttpSpec, Segment, Template};
-use crate::domain::{ActionKind, BoundArgs};
+use std::time::Duration;
+
+use crate::catalog::{
+    ActionSpec, CommandSpec, ExecSpec, HttpSpec, Procedure, Segment, StepKind, StepSpec, Template,
+    WaitTarget, Workflow,
+};
+use crate::domain::{ActionKind, BoundArgs, human_duration};
 
 #[derive(Debug, Clone)]
 pub struct RenderedAction {
-    pub kind: ActionKind,
+    pub plan: Plan,
     /// Human-readable, secrets shown as `{secret:NAME}`.
     pub display: String,
     /// sha256 over the command name, approval policy and `display`.
     pub hash: String,
     /// Values to scrub from any output before it is stored or posted.
     pub secret_values: Vec<SecretString>,
+}
+
+/// What will run: one action, or steps with their rollback steps.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    Single(ActionKind),
+    Steps {
+        steps: Vec<RenderedStep>,
+        on_failure: Vec<RenderedStep>,
+    },
+}
+
+/// One step as it will run.
+#[derive(Debug, Clone)]
+pub struct RenderedStep {
+    pub name: String,
+    pub continue_on_error: bool,
+    pub work: StepWork,
+}
+
+#[derive(Debug, Clone)]
+pub enum StepWork {
+    Action(ActionKind),
+    /// Probes `target` every `interval` until it is up, for at most `deadline`.
+    WaitFor {
+        target: WaitProbe,
+        interval: Duration,
+        deadline: Duration,
+    },
+    Message(String),
+}
+
+/// What a `wait_for` step probes.
+#[derive(Debug, Clone)]
+pub enum WaitProbe {
+    /// A configured health check, by name.
+    Check(String),
+    /// A GET request (an `ActionKind::Http`), up when it answers 2xx.
+    Url(ActionKind),
 }
 
 /// Renders `spec` with `args`; `lookup_env` reads opsbot's environment (for pass-through
@@ -33,16 +77,120 @@ pub fn render(
         lookup_env,
         values: Vec::new(),
     };
-    let (kind, display) = match &spec.action {
-        ActionSpec::Exec(exec) => render_exec(exec, args, &mut secrets)?,
-        ActionSpec::Http(http) => render_http(http, args, &mut secrets)?,
+    let (plan, display) = match &spec.procedure {
+        Procedure::Single(action) => {
+            let (kind, display) = render_action(action, args, &mut secrets)?;
+            (Plan::Single(kind), display)
+        }
+        Procedure::Steps(w) => render_workflow(w, args, &mut secrets)?,
     };
     Ok(RenderedAction {
-        kind,
+        plan,
         hash: approval_hash(spec, &display),
         display,
         secret_values: secrets.values,
     })
+}
+
+fn render_action(
+    action: &ActionSpec,
+    args: &BoundArgs,
+    secrets: &mut Secrets,
+) -> Result<(ActionKind, String), String> {
+    match action {
+        ActionSpec::Exec(exec) => render_exec(exec, args, secrets),
+        ActionSpec::Http(http) => render_http(http, args, secrets),
+    }
+}
+
+/// Every step and rollback step, numbered, each as it will run: the display (and so the
+/// approval hash) covers all of them.
+fn render_workflow(
+    w: &Workflow,
+    args: &BoundArgs,
+    secrets: &mut Secrets,
+) -> Result<(Plan, String), String> {
+    let mut display = String::new();
+    let mut list = |specs: &[StepSpec], display: &mut String| {
+        let mut steps = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            let (step, shown) = render_step(spec, args, secrets)?;
+            let tail = if spec.continue_on_error {
+                " (continues on error)"
+            } else {
+                ""
+            };
+            let shown = shown.replace('\n', "\n     ");
+            let _ = writeln!(display, "{}. {}{tail}: {shown}", i + 1, spec.name);
+            steps.push(step);
+        }
+        Ok::<_, String>(steps)
+    };
+    let steps = list(&w.steps, &mut display)?;
+    let on_failure = if w.on_failure.is_empty() {
+        Vec::new()
+    } else {
+        display.push_str("on failure:\n");
+        list(&w.on_failure, &mut display)?
+    };
+    let display = display.trim_end().to_owned();
+    Ok((Plan::Steps { steps, on_failure }, display))
+}
+
+fn render_step(
+    spec: &StepSpec,
+    args: &BoundArgs,
+    secrets: &mut Secrets,
+) -> Result<(RenderedStep, String), String> {
+    let (work, shown) = match &spec.kind {
+        StepKind::Action(action) => {
+            let (kind, shown) = render_action(action, args, secrets)?;
+            (StepWork::Action(kind), shown)
+        }
+        StepKind::WaitFor(wait) => {
+            let (target, what) = match &wait.target {
+                WaitTarget::Check(name) => (
+                    WaitProbe::Check(name.clone()),
+                    format!("health check {name}"),
+                ),
+                WaitTarget::Url(url) => {
+                    let (filled, _) = fill(url, args, Escape::Url, &mut |_| Ok(String::new()))?;
+                    let (real, shown) = requested_url(&filled, &[])?;
+                    let get = ActionKind::Http {
+                        method: "GET".into(),
+                        url: SecretString::from(real),
+                        headers: Vec::new(),
+                        body: None,
+                        timeout: wait.timeout,
+                        expect_status: None,
+                    };
+                    (WaitProbe::Url(get), format!("GET {shown}"))
+                }
+            };
+            let shown = format!(
+                "wait for {what} to be up, every {}, for at most {}",
+                human_duration(wait.interval),
+                human_duration(wait.deadline)
+            );
+            let work = StepWork::WaitFor {
+                target,
+                interval: wait.interval,
+                deadline: wait.deadline,
+            };
+            (work, shown)
+        }
+        StepKind::Message(text) => {
+            let (text, _) = fill(text, args, Escape::Verbatim, &mut |_| Ok(String::new()))?;
+            let shown = format!("post {text:?}");
+            (StepWork::Message(text), shown)
+        }
+    };
+    let step = RenderedStep {
+        name: spec.name.clone(),
+        continue_on_error: spec.continue_on_error,
+        work,
+    };
+    Ok((step, shown))
 }
 
 /// Secrets read from opsbot's environment while rendering, kept to scrub output later.

@@ -137,6 +137,8 @@ pub fn load_catalog(
 ) -> Result<Catalog, CatalogErrors> {
     let catalog = Catalog::load_dir(&config.catalog_dir(), &crate::router::builtins::NAMES)?;
     catalog.check_secrets(env)?;
+    let checks: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
+    catalog.check_health_refs(&checks)?;
     Ok(catalog)
 }
 

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 pub use spec::{
     ActionSpec, ApprovalSpec, ArgKind, ArgSpec, ChannelPattern, CommandLimits, CommandSpec,
-    ExecSpec, HttpSpec, Segment, Template,
+    ExecSpec, HttpSpec, Procedure, Segment, StepKind, StepSpec, Template, WaitFor, WaitTarget,
+    Workflow,
 };
 
 /// Shortest secret value accepted, in bytes. Runbook output is scrubbed of each secret
@@ -139,8 +140,10 @@ impl Catalog {
     /// not set is left to fail, naming it, when a command needs it.
     pub fn check_secrets(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), CatalogErrors> {
         let mut errors = Vec::new();
-        for spec in self.commands.values() {
-            let names = match &spec.action {
+        for (spec, (action, line)) in (self.commands.values())
+            .flat_map(|spec| spec.actions().into_iter().map(move |a| (spec, a)))
+        {
+            let names = match action {
                 ActionSpec::Exec(exec) => &exec.secrets,
                 ActionSpec::Http(http) => &http.secrets,
             };
@@ -151,9 +154,44 @@ impl Catalog {
                 if len < MIN_SECRET_LEN {
                     errors.push(CatalogError {
                         file: spec.source.clone(),
-                        line: Some(spec.action_line),
+                        line: Some(line),
                         message: format!(
                             "action: secret {name} is {len} characters; secrets need at least {MIN_SECRET_LEN} to be redacted from output safely"
+                        ),
+                    });
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(CatalogErrors(errors))
+        }
+    }
+
+    /// Refuses `wait_for` steps naming a health check the config does not have (`checks`,
+    /// the names of its `[[checks]]`), at the step's line.
+    pub fn check_health_refs(&self, checks: &[&str]) -> Result<(), CatalogErrors> {
+        let mut errors = Vec::new();
+        for spec in self.commands.values() {
+            let Procedure::Steps(w) = &spec.procedure else {
+                continue;
+            };
+            for step in w.steps.iter().chain(&w.on_failure) {
+                let StepKind::WaitFor(WaitFor {
+                    target: WaitTarget::Check(name),
+                    ..
+                }) = &step.kind
+                else {
+                    continue;
+                };
+                if !checks.contains(&name.as_str()) {
+                    errors.push(CatalogError {
+                        file: spec.source.clone(),
+                        line: Some(step.line),
+                        message: format!(
+                            "step {:?}: health check {name:?} is not in the config's [[checks]]",
+                            step.name
                         ),
                     });
                 }

@@ -10,6 +10,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::CatalogError;
+pub use steps::{StepKind, StepSpec, WaitFor, WaitTarget, Workflow};
+
+mod steps;
 use crate::domain::{HumanDuration, RateQuota, Role, line_col};
 
 /// A validated data-defined command.
@@ -24,11 +27,45 @@ pub struct CommandSpec {
     pub args: Vec<ArgSpec>,
     pub limits: CommandLimits,
     pub approval: Option<ApprovalSpec>,
-    pub action: ActionSpec,
+    /// What it runs: one `[action]`, or `[[steps]]` with their `[[on_failure]]` steps.
+    pub procedure: Procedure,
     pub source: PathBuf,
-    /// Line of `[action]` in `source`, to name it in problems found after loading (a
-    /// secret's value, read from the environment).
+    /// Line of `[action]` (or the first `[[steps]]`) in `source`, to name it in problems found
+    /// after loading (a secret's value, read from the environment).
     pub action_line: usize,
+}
+
+/// What a command runs.
+#[derive(Debug, Clone)]
+pub enum Procedure {
+    /// One `[action]`, as every command file before steps.
+    Single(ActionSpec),
+    Steps(Workflow),
+}
+
+impl Procedure {
+    /// Every exec/http action it may run (steps and rollback steps included), with the line
+    /// of the step that declares it (`None` for a single `[action]`).
+    fn actions(&self) -> Vec<(&ActionSpec, Option<usize>)> {
+        match self {
+            Procedure::Single(a) => vec![(a, None)],
+            Procedure::Steps(w) => (w.steps.iter().chain(&w.on_failure))
+                .filter_map(|s| match &s.kind {
+                    StepKind::Action(a) => Some((a, Some(s.line))),
+                    StepKind::WaitFor(_) | StepKind::Message(_) => None,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl CommandSpec {
+    /// Every exec/http action the command may run, with the line that declares it.
+    pub fn actions(&self) -> Vec<(&ActionSpec, usize)> {
+        (self.procedure.actions().into_iter())
+            .map(|(a, line)| (a, line.unwrap_or(self.action_line)))
+            .collect()
+    }
 }
 
 impl CommandSpec {
@@ -232,7 +269,10 @@ struct RawCommand {
     #[serde(default)]
     rate_limit: RawLimits,
     approval: Option<Spanned<RawApproval>>,
-    action: Spanned<RawAction>,
+    action: Option<Spanned<RawAction>>,
+    steps: Option<Spanned<Vec<Spanned<steps::RawStep>>>>,
+    #[serde(default)]
+    on_failure: Vec<Spanned<steps::RawStep>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -291,7 +331,7 @@ enum RawActionKind {
     Http,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct RawAction {
     kind: RawActionKind,
@@ -357,11 +397,10 @@ pub(super) fn parse_command_file(
         .approval
         .as_ref()
         .map(|a| parse_approval(a, &mut problems));
-    let (action, action_problems) = validate_action(raw.action.get_ref(), &arg_names);
-    for m in action_problems {
-        problems.at(raw.action.span().start, format!("action: {m}"));
+    let (procedure, action_at) = steps::procedure(&raw, &arg_names, &mut problems);
+    for (action, _) in procedure.actions() {
+        keep_ints_from_flags(&raw.args, &mut args, action, &mut problems);
     }
-    keep_ints_from_flags(&raw.args, &mut args, &action, &mut problems);
     if !problems.errors.is_empty() {
         return Err(problems.errors);
     }
@@ -380,9 +419,9 @@ pub(super) fn parse_command_file(
             per_channel: raw.rate_limit.per_channel,
         },
         approval,
-        action,
+        procedure,
         source: file.to_owned(),
-        action_line: line_col(src, raw.action.span().start).0,
+        action_line: line_col(src, action_at).0,
     })
 }
 

@@ -68,6 +68,28 @@ pub struct Run {
     /// The chat message approvers react to, once posted.
     pub message_id: Option<String>,
     pub result: Option<RunResult>,
+    /// The step running or last started, for a run of steps.
+    pub current_step: Option<String>,
+}
+
+string_enum! {
+    /// Where one step of a run is: `running -> succeeded | failed | timed_out`.
+    pub enum StepState("step state") {
+        Running = "running", Succeeded = "succeeded", Failed = "failed", TimedOut = "timed_out",
+    }
+}
+
+/// One step of a run as stored: claimed when it starts, its result recorded when it ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepRecord {
+    /// Position in the order the run executed its steps (rollback steps after the others).
+    pub idx: u32,
+    pub name: String,
+    /// A step of the `on_failure` path.
+    pub rollback: bool,
+    pub state: StepState,
+    pub started_at: DateTime<Utc>,
+    pub result: Option<RunResult>,
 }
 
 /// How an execution ended.

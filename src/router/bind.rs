@@ -8,7 +8,9 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::catalog::{ActionSpec, ArgKind, ArgSpec, CommandSpec};
+use crate::catalog::{
+    ActionSpec, ArgKind, ArgSpec, CommandSpec, Procedure, StepKind, WaitFor, WaitTarget,
+};
 use crate::domain::{BoundArgs, parse_duration};
 
 use super::parse::Word;
@@ -66,10 +68,24 @@ pub fn bind(spec: &CommandSpec, words: &[Word]) -> Result<BoundArgs, String> {
 /// Whether `{name}` appears in an HTTP action's URL. Percent-encoding cannot keep `.` and
 /// `..` literal there: the URL library resolves `%2E%2E` like `..` (as WHATWG URLs do).
 fn in_url(spec: &CommandSpec, name: &str) -> bool {
-    match &spec.action {
+    (spec.actions().into_iter()).any(|(action, _)| match action {
         ActionSpec::Http(http) => http.url.args().any(|a| a == name),
         ActionSpec::Exec(_) => false,
-    }
+    }) || waits_on_url_with(spec, name)
+}
+
+/// Whether `{name}` appears in a `wait_for` step's URL (see [`in_url`]).
+fn waits_on_url_with(spec: &CommandSpec, name: &str) -> bool {
+    let Procedure::Steps(w) = &spec.procedure else {
+        return false;
+    };
+    (w.steps.iter().chain(&w.on_failure)).any(|s| match &s.kind {
+        StepKind::WaitFor(WaitFor {
+            target: WaitTarget::Url(url),
+            ..
+        }) => url.args().any(|a| a == name),
+        StepKind::Action(_) | StepKind::WaitFor(_) | StepKind::Message(_) => false,
+    })
 }
 
 /// Control (Cc), format (Cf: bidi overrides and isolates, zero-width characters, BOM) and

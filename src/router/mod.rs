@@ -229,6 +229,7 @@ impl Router {
         let runbooks = RunbookService {
             store: deps.store.clone(),
             runner: deps.runner.clone(),
+            health: deps.health.clone(),
             catalog: deps.catalog.clone(),
             directory: deps.directory.clone(),
             clock: deps.clock.clone(),

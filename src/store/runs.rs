@@ -9,17 +9,20 @@ use chrono::{DateTime, Utc};
 use super::outbox::insert_queued;
 use super::sql::{Arg, Backend, Q, changed_one, execute, fetch_all, fetch_one, fetch_optional};
 use super::{OnPool, SqlStore, backend};
-use crate::domain::{NewRun, Platform, Run, RunId, RunResult, RunState, UserRef, Vote, VoteTally};
-use crate::ports::{RunNotice, RunStore, StoreError};
+use crate::domain::{
+    NewRun, Platform, Run, RunId, RunResult, RunState, StepRecord, StepState, UserRef, Vote,
+    VoteTally,
+};
+use crate::ports::{Queued, RunNotice, RunStore, StepStart, StoreError};
 
 /// Columns in the order [`RunRow`] reads them.
 pub(crate) const SELECT_RUN: &str = "SELECT id, command, args, rendered, action_hash, requester, requester_name, \
      platform, channel_id, channel_name, thread, message_id, approvals_needed, state, break_glass, \
-     created_at, expires_at, result_code, duration_ms, output, truncated FROM runs";
+     created_at, expires_at, result_code, duration_ms, output, truncated, current_step FROM runs";
 
 pub(crate) const RETURNING_RUN: &str = "RETURNING id, command, args, rendered, action_hash, requester, \
      requester_name, platform, channel_id, channel_name, thread, message_id, approvals_needed, state, \
-     break_glass, created_at, expires_at, result_code, duration_ms, output, truncated";
+     break_glass, created_at, expires_at, result_code, duration_ms, output, truncated, current_step";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct RunRow {
@@ -44,6 +47,44 @@ pub(crate) struct RunRow {
     duration_ms: Option<i64>,
     output: Option<String>,
     truncated: Option<bool>,
+    current_step: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct StepRow {
+    run_id: i64,
+    idx: i32,
+    name: String,
+    rollback: bool,
+    state: String,
+    started_at: i64,
+    duration_ms: Option<i64>,
+    code: Option<i32>,
+    output: Option<String>,
+    truncated: Option<bool>,
+}
+
+impl StepRow {
+    fn into_step(self) -> Result<StepRecord, StoreError> {
+        let id = self.run_id;
+        let result = match (self.duration_ms, self.output) {
+            (Some(ms), Some(output)) => Some(RunResult {
+                code: self.code,
+                duration: Duration::from_millis(ms.max(0) as u64),
+                output,
+                truncated: self.truncated.unwrap_or(false),
+            }),
+            _ => None,
+        };
+        Ok(StepRecord {
+            idx: u32::try_from(self.idx).map_err(|e| corrupt(id, e))?,
+            name: self.name,
+            rollback: self.rollback,
+            state: self.state.parse().map_err(|e| corrupt(id, e))?,
+            started_at: time(id, self.started_at)?,
+            result,
+        })
+    }
 }
 
 fn corrupt(id: i64, what: impl std::fmt::Display) -> StoreError {
@@ -98,6 +139,7 @@ impl RunRow {
             state: self.state.parse().map_err(|e| corrupt(id, e))?,
             message_id: self.message_id,
             result,
+            current_step: self.current_step,
         })
     }
 }
@@ -281,6 +323,79 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
             moved.extend(runs.into_iter().map(|run| (run, was)));
         }
         Ok(moved)
+    }
+
+    async fn start_step(
+        &self,
+        id: RunId,
+        step: &StepStart<'_>,
+        at: DateTime<Utc>,
+        queued: &[Queued],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // Only a running run's step, and each step once: the insert is the claim.
+        let claim = sqlx::query(
+            "INSERT INTO run_steps (run_id, idx, name, rollback, state, started_at) \
+             SELECT $1, $2, $3, $4, 'running', $5 WHERE EXISTS \
+             (SELECT 1 FROM runs WHERE id = $1 AND state = 'running') ON CONFLICT DO NOTHING",
+        )
+        .arg(&id.0)
+        .arg(&(step.idx as i32))
+        .arg(step.name)
+        .arg(&step.rollback)
+        .arg(&micros(at));
+        if !changed_one(DB::on_conn(&mut tx), claim).await? {
+            return Ok(false);
+        }
+        let current = sqlx::query("UPDATE runs SET current_step = $1 WHERE id = $2")
+            .arg(step.name)
+            .arg(&id.0);
+        execute(DB::on_conn(&mut tx), current).await?;
+        for q in queued {
+            insert_queued::<DB>(&mut tx, q, at).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn finish_step(
+        &self,
+        id: RunId,
+        idx: u32,
+        (state, result): (StepState, &RunResult),
+        at: DateTime<Utc>,
+        queued: &[Queued],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let done = sqlx::query(
+            "UPDATE run_steps SET state = $1, duration_ms = $2, code = $3, output = $4, \
+             truncated = $5 WHERE run_id = $6 AND idx = $7 AND state = 'running'",
+        )
+        .arg(state.as_str())
+        .arg(&(result.duration.as_millis() as i64))
+        .arg(&result.code)
+        .arg(result.output.as_str())
+        .arg(&result.truncated)
+        .arg(&id.0)
+        .arg(&(idx as i32));
+        if !changed_one(DB::on_conn(&mut tx), done).await? {
+            return Ok(false);
+        }
+        for q in queued {
+            insert_queued::<DB>(&mut tx, q, at).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn run_steps(&self, id: RunId) -> Result<Vec<StepRecord>, StoreError> {
+        let q = sqlx::query(
+            "SELECT run_id, idx, name, rollback, state, started_at, duration_ms, code, output, \
+             truncated FROM run_steps WHERE run_id = $1 ORDER BY idx",
+        )
+        .arg(&id.0);
+        let rows: Vec<StepRow> = fetch_all(self.ex(), q).await?;
+        rows.into_iter().map(StepRow::into_step).collect()
     }
 
     async fn expire_due(

@@ -11,7 +11,7 @@ use super::escalations::EscalationRow;
 use super::incidents::{IncidentRow, TimelineRow};
 use super::oncall::OverrideRow;
 use super::outbox::{DepthRow, OutboxRow};
-use super::runs::RunRow;
+use super::runs::{RunRow, StepRow};
 use super::{AuditRow, backend};
 use futures_util::future::BoxFuture;
 
@@ -97,6 +97,7 @@ pub(crate) trait Backend:
     + ReadRow<(i64, String, i64)>
     + ReadRow<AuditRow>
     + ReadRow<RunRow>
+    + ReadRow<StepRow>
     + ReadRow<AlertRow>
     + ReadRow<DueRow>
     + ReadRow<SilenceRow>

@@ -1,6 +1,7 @@
 //! Running an approved request exactly once: `approved -> running` (one winner), the start
 //! audited before the process starts, the lease renewed while it runs, the result recorded.
 
+use super::steps::Finished;
 use super::*;
 use crate::domain::exec_location;
 
@@ -64,37 +65,24 @@ impl RunbookService {
         to: ResultTo,
     ) -> (String, String) {
         let id = run.id;
-        let kind = self.resolve_paths(&rendered.kind);
-        let outcome = self.run_under_lease(id, &kind).await;
-        let state = if outcome.timed_out {
-            RunState::TimedOut
-        } else if outcome.success {
-            RunState::Succeeded
-        } else {
-            RunState::Failed
-        };
-        let result = RunResult {
-            code: outcome.code,
-            duration: outcome.duration,
-            output: redact(&outcome.output, &rendered.secret_values),
-            truncated: outcome.truncated,
+        let (
+            Finished {
+                state,
+                result,
+                text,
+            },
+            code_label,
+        ) = match &rendered.plan {
+            Plan::Single(kind) => self.run_single(run, kind, rendered).await,
+            Plan::Steps { steps, on_failure } => {
+                let ctx = (ev, request_id);
+                let done = (self.run_workflow(ctx, run, rendered, (steps, on_failure))).await;
+                (done, "exit")
+            }
         };
         self.metrics
-            .run_finished(&run.new.command, state, outcome.duration);
-        let code_label = match kind {
-            ActionKind::Exec { .. } => "exit",
-            ActionKind::Http { .. } => "HTTP",
-        };
-        let (command, args) = (&run.new.command, &run.new.args);
-        let mut text = render_result(
-            id,
-            command,
-            args,
-            state,
-            &result,
-            kind.timeout(),
-            code_label,
-        );
+            .run_finished(&run.new.command, state, result.duration);
+        let mut text = text;
         let recorded = {
             let post = |finished: &Run, _: RunState| match to {
                 ResultTo::Reply => Vec::new(),
@@ -114,6 +102,50 @@ impl RunbookService {
             self.result_queued(run, &text, recorded).await;
         }
         (text, ended)
+    }
+
+    /// Runs a single action under the run's lease: how it ended, and what its code is.
+    async fn run_single(
+        &self,
+        run: &Run,
+        kind: &ActionKind,
+        rendered: &RenderedAction,
+    ) -> (Finished, &'static str) {
+        let kind = self.resolve_paths(kind);
+        let outcome = self.under_lease(run.id, self.runner.run(&kind)).await;
+        let state = if outcome.timed_out {
+            RunState::TimedOut
+        } else if outcome.success {
+            RunState::Succeeded
+        } else {
+            RunState::Failed
+        };
+        let result = RunResult {
+            code: outcome.code,
+            duration: outcome.duration,
+            output: redact(&outcome.output, &rendered.secret_values),
+            truncated: outcome.truncated,
+        };
+        let code_label = match kind {
+            ActionKind::Exec { .. } => "exit",
+            ActionKind::Http { .. } => "HTTP",
+        };
+        let (command, args) = (&run.new.command, &run.new.args);
+        let text = render_result(
+            run.id,
+            command,
+            args,
+            state,
+            &result,
+            kind.timeout(),
+            code_label,
+        );
+        let finished = Finished {
+            state,
+            result,
+            text,
+        };
+        (finished, code_label)
     }
 
     /// Wakes the deliverer for a result its final transition queued; a result that could not
@@ -192,9 +224,9 @@ impl RunbookService {
         ))
     }
 
-    /// Runs the action, renewing the request's lease until it ends, so a sweeper never takes
-    /// a live run for one whose process died.
-    async fn run_under_lease(&self, id: RunId, kind: &ActionKind) -> ActionOutcome {
+    /// Runs `work` (the action, or all the steps), renewing the request's lease until it
+    /// ends, so a sweeper never takes a live run for one whose process died.
+    pub(super) async fn under_lease<T>(&self, id: RunId, work: impl Future<Output = T>) -> T {
         let stop_lease = CancellationToken::new();
         let renewer = {
             let (store, clock, stop) = (self.store.clone(), self.clock.clone(), stop_lease.clone());
@@ -213,7 +245,7 @@ impl RunbookService {
                 }
             })
         };
-        let outcome = self.runner.run(kind).await;
+        let outcome = work.await;
         stop_lease.cancel();
         let _ = renewer.await;
         outcome
@@ -327,7 +359,7 @@ impl RunbookService {
 /// (as stored when the result was recorded), else in the request's thread. On Slack a
 /// thread hangs off a top-level message, never off a reply: a request made in a thread is
 /// answered in that thread.
-fn result_post(run: &Run, text: &str) -> Queued {
+pub(super) fn result_post(run: &Run, text: &str) -> Queued {
     let (message, thread) = (run.message_id.clone(), run.new.thread.clone());
     let to = OutboundTarget {
         platform: run.new.platform,

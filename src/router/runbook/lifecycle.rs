@@ -114,8 +114,9 @@ fn retired(run: &Run, outcome: &str) -> (OutboundTarget, OutboundMessage) {
 fn interruption_notice(run: &Run, was: RunState) -> Notice {
     let what = command_line(&run.new.command, &run.new.args);
     let text = if was == RunState::Running {
+        let at = (run.current_step.as_deref()).map_or(String::new(), |s| format!(" at step {s}"));
         format!(
-            "⚠️ Request #{} ({what}) was interrupted: opsbot stopped while it was running, \
+            "⚠️ Request #{} ({what}) was interrupted{at}: opsbot stopped while it was running, \
              and its process was stopped with it, so it may have done only part of its work. \
              It will not be re-run automatically; check the system and request it again if needed.",
             run.id

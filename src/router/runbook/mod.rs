@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, warn};
 
-use crate::actions::render::{RenderedAction, redact, render};
+use crate::actions::health::{CheckState, HealthChecks};
+use crate::actions::render::{Plan, RenderedAction, redact, render};
 use crate::catalog::{ApprovalSpec, Catalog, CommandSpec};
 use crate::domain::{
     ActionKind, AuditEntry, BoundArgs, Directory, InboundEvent, NewRun, Outcome, Person, Platform,
@@ -21,8 +22,8 @@ use crate::domain::{
 };
 use crate::metrics::Metrics;
 use crate::ports::{
-    ActionOutcome, ActionRunner, Clock, EnvLookup, OutboundMessage, OutboundTarget, OutboxSignal,
-    Queued, RunNotice, Store, StoreError, untold,
+    ActionRunner, Clock, EnvLookup, OutboundMessage, OutboundTarget, OutboxSignal, Queued,
+    RunNotice, Store, StoreError, untold,
 };
 
 use super::parse::Word;
@@ -184,6 +185,7 @@ fn same_person(a: &Person, requester: &Requester) -> bool {
 mod execute;
 mod lifecycle;
 mod request;
+mod steps;
 mod votes;
 
 /// Runbook requests and runs, with only what they need: the runs (and the audit log, for
@@ -195,6 +197,8 @@ mod votes;
 pub struct RunbookService {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) runner: Arc<dyn ActionRunner>,
+    /// The config's health checks, for `wait_for` steps that name one.
+    pub(crate) health: Arc<HealthChecks>,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) directory: Arc<Directory>,
     pub(crate) clock: Arc<dyn Clock>,
