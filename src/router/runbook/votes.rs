@@ -133,9 +133,12 @@ impl RunbookService {
         ))
         .await?;
         if !won {
-            // Another approval (here or on another replica) got there first and runs it.
-            return Ok(Done::text(format!(
-                "{by} approved #{id}; it is already approved and running."
+            // Another decision (here or on another replica) got there first.
+            let now_state = self.store.run(id).await.or_refuse("reloading run")?;
+            return Ok(Done::text(decided_meanwhile(
+                by,
+                id,
+                now_state.map(|r| r.state),
             )));
         }
         self.run_approved(
@@ -251,10 +254,7 @@ impl RunbookService {
                 .or_refuse("reloading run")?
                 .map(|r| r.state);
             return Ok(Err(Done::text(if now_state != Some(RunState::Pending) {
-                format!(
-                    "{} approved #{id}; it is already approved and running.",
-                    person.name
-                )
+                decided_meanwhile(&person.name, id, now_state)
             } else {
                 format!(
                     "You already approved #{id} ({}/{needed}); each approver counts once.",
@@ -435,5 +435,35 @@ impl RunbookService {
                 "there was no pending approval of #{id} to withdraw (it may already have run)."
             )))
         }
+    }
+}
+
+/// What an approver is told whose vote came after the request was decided: what it became,
+/// never "running" for a request denied, cancelled or expired meanwhile.
+fn decided_meanwhile(by: &str, id: RunId, state: Option<RunState>) -> String {
+    let what = match state {
+        Some(s) if s.has_run() => "it is already approved and running (or has run)",
+        Some(RunState::Denied) => "it was denied meanwhile; nothing runs",
+        Some(RunState::Cancelled) => "it was cancelled meanwhile; nothing runs",
+        Some(RunState::Expired) => "it expired meanwhile; nothing runs",
+        Some(_) | None => "it is no longer waiting for approval; nothing more runs",
+    };
+    format!("{by} approved #{id}; {what}.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_approver_hears_what_the_request_became() {
+        let told = |s| decided_meanwhile("bob", RunId(7), Some(s));
+        assert_eq!(
+            told(RunState::Denied),
+            "bob approved #7; it was denied meanwhile; nothing runs."
+        );
+        assert!(told(RunState::Expired).contains("expired meanwhile"));
+        assert!(told(RunState::Cancelled).contains("cancelled meanwhile"));
+        assert!(told(RunState::Running).contains("already approved"));
     }
 }
