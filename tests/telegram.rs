@@ -347,23 +347,41 @@ fn runs(app: &TestApp) -> usize {
         .unwrap_or(0)
 }
 
-/// Waits for the approval request and returns its message id and inline keyboard.
-async fn approval_request(fake: &Fake) -> (i64, Value) {
-    fake.wait_until("the approval request", |f| {
-        // The fake numbers the messages it sends 1001, 1002, ... in order.
-        let calls = f.calls.lock().unwrap();
-        let sends = calls.iter().filter(|(m, _)| {
-            ["sendMessage", "sendDocument", "editMessageText"]
-                .iter()
-                .any(|s| m.eq_ignore_ascii_case(s))
-        });
-        sends.enumerate().find_map(|(i, (_, body))| {
-            let text = body["text"].as_str().unwrap_or_default();
-            text.contains("approval(s) from")
-                .then(|| (1001 + i as i64, body["reply_markup"].clone()))
+/// Waits for the approval request, and for it to be bound to its message (a reaction on a
+/// message not bound yet finds no request), and returns its message id and inline keyboard.
+async fn approval_request(app: &TestApp, fake: &Fake) -> (i64, Value) {
+    let request = fake
+        .wait_until("the approval request", |f| {
+            // The fake numbers the messages it sends 1001, 1002, ... in order.
+            let calls = f.calls.lock().unwrap();
+            let sends = calls.iter().filter(|(m, _)| {
+                ["sendMessage", "sendDocument", "editMessageText"]
+                    .iter()
+                    .any(|s| m.eq_ignore_ascii_case(s))
+            });
+            sends.enumerate().find_map(|(i, (_, body))| {
+                let text = body["text"].as_str().unwrap_or_default();
+                text.contains("approval(s) from")
+                    .then(|| (1001 + i as i64, body["reply_markup"].clone()))
+            })
         })
-    })
-    .await
+        .await;
+    let pool = support::sqlite_in(app.dir.path()).await;
+    support::eventually(
+        "the request bound to its message",
+        support::WAIT,
+        async || {
+            let bound: Option<i64> =
+                sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE message_id = $1")
+                    .bind(request.0.to_string())
+                    .fetch_optional(&pool)
+                    .await
+                    .unwrap();
+            support::satisfies(bound, |n| *n == Some(1))
+        },
+    )
+    .await;
+    request
 }
 
 #[tokio::test]
@@ -418,7 +436,7 @@ async fn a_rejected_token_turns_the_adapter_off_without_stopping_opsbot() {
 async fn rollback_approved_by_a_reaction_runs_once_and_posts_its_output() {
     let (app, fake) = app_with("").await;
     fake.push(command(1, ALICE, "/rollback@opsbot_test api"));
-    let (request, keyboard) = approval_request(&fake).await;
+    let (request, keyboard) = approval_request(&app, &fake).await;
     assert_eq!(
         keyboard["inline_keyboard"][0][0]["callback_data"],
         json!("/approve 1"),
@@ -464,7 +482,7 @@ async fn rollback_approved_by_a_reaction_runs_once_and_posts_its_output() {
 async fn the_approve_button_works_like_the_command_for_the_presser() {
     let (app, fake) = app_with("").await;
     fake.push(command(1, ALICE, "/rollback api"));
-    let (request, _) = approval_request(&fake).await;
+    let (request, _) = approval_request(&app, &fake).await;
     let press = |update_id: i64, from: u64| button_press(update_id, from, request, "/approve 1");
     fake.push(press(2, ALICE));
     fake.wait_for_text(
@@ -531,7 +549,7 @@ async fn an_expired_request_says_so_and_loses_its_keyboard() {
     let clock = Arc::new(FakeClock::new(chrono::Utc::now()));
     let (app, fake) = app_with_clock("", Some(clock.clone())).await;
     fake.push(command(1, ALICE, "/rollback api"));
-    let (request, keyboard) = approval_request(&fake).await;
+    let (request, keyboard) = approval_request(&app, &fake).await;
     assert!(!keyboard.is_null(), "Approve / Deny to begin with");
     support::wait_for_run_message(&app, 1).await;
     clock.advance(Duration::from_secs(11 * 60));
@@ -668,7 +686,7 @@ async fn webhook_mode_checks_the_secret_token_and_ignores_duplicates() {
         200,
         "a retry is acked"
     );
-    let (request, _) = approval_request(&fake).await;
+    let (request, _) = approval_request(&app, &fake).await;
     let approve = reaction(8, BOB, request, &[], &["👍"]);
     assert_eq!(webhook(&app, "nope-nope-nope-nope", &approve).await, 401);
     assert_eq!(webhook(&app, WEBHOOK_SECRET, &approve).await, 200);
@@ -739,7 +757,7 @@ async fn long_output_is_sent_as_a_file() {
         "#!/bin/sh\ni=0\nwhile [ $i -lt 400 ]; do echo \"line $i of a long rollback log\"; i=$((i+1)); done\n",
     );
     fake.push(command(1, ALICE, "/rollback api"));
-    let (request, _) = approval_request(&fake).await;
+    let (request, _) = approval_request(&app, &fake).await;
     fake.push(reaction(2, BOB, request, &[], &["👍"]));
     let document = fake
         .wait_until("the document", |f| {
