@@ -492,3 +492,31 @@ fn step_files_are_checked_naming_file_and_line() {
         "misplaced.toml:5: step \"m\": argv does not apply to this kind of step"
     );
 }
+
+#[test]
+fn an_action_refuses_the_keys_only_steps_have() {
+    let action = |extra: &str| {
+        format!("{HEAD}[action]\nkind = \"exec\"\nargv = [\"true\"]\ntimeout = \"5s\"\n{extra}")
+    };
+    assert_eq!(
+        catalog_errors(&[("named.toml", &action("name = \"a\"\n"))]),
+        "named.toml:4: action: name applies only to [[steps]]"
+    );
+    assert_eq!(
+        catalog_errors(&[("text.toml", &action("text = \"hi\"\n"))]),
+        "text.toml:4: action: text applies only to [[steps]]"
+    );
+    let wait = format!(
+        "{HEAD}[action]\nkind = \"wait_for\"\ncheck = \"api\"\ndeadline = \"1m\"\ntimeout = \"5s\"\n"
+    );
+    let errors = catalog_errors(&[("wait.toml", &wait)]);
+    assert!(
+        errors.contains("wait.toml:4: action: kind wait_for is for [[steps]] only"),
+        "{errors}"
+    );
+    let untimed = format!("{HEAD}[action]\nkind = \"exec\"\nargv = [\"true\"]\n");
+    assert_eq!(
+        catalog_errors(&[("untimed.toml", &untimed)]),
+        "untimed.toml:4: action: timeout is required"
+    );
+}

@@ -12,8 +12,11 @@ use toml::Spanned;
 use super::CatalogError;
 pub use steps::{StepKind, StepSpec, WaitFor, WaitTarget, Workflow};
 
+mod action;
 mod steps;
+
 use crate::domain::{HumanDuration, RateQuota, Role, line_col};
+use action::{MAX_TIMEOUT, RawAction};
 
 /// A validated data-defined command.
 #[derive(Debug, Clone)]
@@ -270,9 +273,9 @@ struct RawCommand {
     rate_limit: RawLimits,
     approval: Option<Spanned<RawApproval>>,
     action: Option<Spanned<RawAction>>,
-    steps: Option<Spanned<Vec<Spanned<steps::RawStep>>>>,
+    steps: Option<Spanned<Vec<Spanned<RawAction>>>>,
     #[serde(default)]
-    on_failure: Vec<Spanned<steps::RawStep>>,
+    on_failure: Vec<Spanned<RawAction>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -323,34 +326,6 @@ struct RawApproval {
 fn one() -> u32 {
     1
 }
-
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum RawActionKind {
-    Exec,
-    Http,
-}
-
-#[derive(Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-struct RawAction {
-    kind: RawActionKind,
-    timeout: HumanDuration,
-    argv: Option<Vec<String>>,
-    workdir: Option<PathBuf>,
-    #[serde(default)]
-    env: Vec<String>,
-    #[serde(default)]
-    secrets: Vec<String>,
-    method: Option<String>,
-    url: Option<String>,
-    body: Option<String>,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    expect_status: Option<u16>,
-}
-
-const MAX_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// The problems found in one file, each at the line of the TOML it concerns.
 struct Problems<'a> {
@@ -630,154 +605,6 @@ fn parse_approval(sp: &Spanned<RawApproval>, problems: &mut Problems) -> Approva
         allow_self_approval: a.allow_self_approval,
         expires_after: a.expires_after.0,
     }
-}
-
-fn validate_action(a: &RawAction, arg_names: &BTreeSet<String>) -> (ActionSpec, Vec<String>) {
-    let mut check = ActionCheck {
-        raw: a,
-        arg_names,
-        problems: Vec::new(),
-    };
-    let timeout = a.timeout.0;
-    if timeout.is_zero() || timeout > MAX_TIMEOUT {
-        check
-            .problems
-            .push("timeout must be between 1s and 6h".into());
-    }
-    let env_name =
-        |n: &String| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    for name in a.env.iter().chain(&a.secrets) {
-        if !env_name(name) {
-            check
-                .problems
-                .push(format!("{name:?} is not an environment variable name"));
-        }
-    }
-    let spec = match a.kind {
-        RawActionKind::Exec => ActionSpec::Exec(check.exec()),
-        RawActionKind::Http => ActionSpec::Http(check.http()),
-    };
-    (spec, check.problems)
-}
-
-/// Checks one `[action]` against its kind, collecting problems as it goes.
-struct ActionCheck<'a> {
-    raw: &'a RawAction,
-    arg_names: &'a BTreeSet<String>,
-    problems: Vec<String>,
-}
-
-impl ActionCheck<'_> {
-    fn template(&mut self, field: &str, text: &str, secrets_allowed: bool) -> Template {
-        parse_template(
-            field,
-            text,
-            secrets_allowed,
-            self.arg_names,
-            &self.raw.secrets,
-            &mut self.problems,
-        )
-    }
-
-    fn exec(&mut self) -> ExecSpec {
-        let a = self.raw;
-        let raw = a.argv.clone().unwrap_or_default();
-        let argv: Vec<Template> = raw
-            .iter()
-            .map(|item| self.template("argv", item, false))
-            .collect();
-        if raw.is_empty() || raw[0].trim().is_empty() {
-            self.problems
-                .push("kind exec needs argv with a program first".into());
-        } else if argv[0].args().next().is_some() {
-            self.problems
-                .push("argv[0] (the program) must not come from an argument".into());
-        }
-        for (key, present) in [
-            ("method", a.method.is_some()),
-            ("url", a.url.is_some()),
-            ("body", a.body.is_some()),
-            ("expect_status", a.expect_status.is_some()),
-            ("headers", !a.headers.is_empty()),
-        ] {
-            if present {
-                self.problems
-                    .push(format!("{key} does not apply to kind exec"));
-            }
-        }
-        ExecSpec {
-            argv,
-            timeout: a.timeout.0,
-            workdir: a.workdir.clone(),
-            env: a.env.clone(),
-            secrets: a.secrets.clone(),
-        }
-    }
-
-    fn http(&mut self) -> HttpSpec {
-        let a = self.raw;
-        let raw_url = a.url.clone().unwrap_or_default();
-        if !(raw_url.starts_with("http://") || raw_url.starts_with("https://")) {
-            self.problems
-                .push("kind http needs url starting with http:// or https://".into());
-        }
-        let url = self.template("url", &raw_url, true);
-        let body = a.body.as_deref().map(|b| self.template("body", b, true));
-        let headers = (a.headers.iter())
-            .map(|(k, v)| (k.clone(), self.template("headers", v, true)))
-            .collect();
-        let method = (a.method.clone())
-            .unwrap_or_else(|| "POST".into())
-            .to_ascii_uppercase();
-        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-            self.problems.push(format!(
-                "method {method:?} must be GET, POST, PUT, PATCH or DELETE"
-            ));
-        }
-        if a.argv.is_some() || a.workdir.is_some() || !a.env.is_empty() {
-            self.problems
-                .push("argv, workdir and env do not apply to kind http".into());
-        }
-        HttpSpec {
-            method,
-            url,
-            body,
-            headers,
-            timeout: a.timeout.0,
-            expect_status: a.expect_status,
-            secrets: a.secrets.clone(),
-        }
-    }
-}
-
-fn parse_template(
-    field: &str,
-    text: &str,
-    secrets_allowed: bool,
-    arg_names: &BTreeSet<String>,
-    declared_secrets: &[String],
-    problems: &mut Vec<String>,
-) -> Template {
-    let t = Template::parse(text);
-    for name in t.args() {
-        if !arg_names.contains(name) {
-            problems.push(format!(
-                "{field} uses {{{name}}} but no argument has that name"
-            ));
-        }
-    }
-    for name in t.secrets() {
-        if !secrets_allowed {
-            problems.push(format!(
-                "{field} may not use {{secret:{name}}}; pass secrets to programs through `secrets` (environment)"
-            ));
-        } else if !declared_secrets.iter().any(|s| s == name) {
-            problems.push(format!(
-                "{field} uses {{secret:{name}}} but {name} is not listed in secrets"
-            ));
-        }
-    }
-    t
 }
 
 #[cfg(test)]

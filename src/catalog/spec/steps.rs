@@ -3,6 +3,7 @@
 //! channel) with the rollback steps that run when one fails. A file has either one
 //! `[action]` or `[[steps]]`, never both.
 
+use super::action::{RawKind, parse_template};
 use super::*;
 
 /// The steps of a command, in order, and the steps that roll it back when one fails.
@@ -50,41 +51,6 @@ pub enum WaitTarget {
     Url(Template),
 }
 
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-enum RawStepKind {
-    Exec,
-    Http,
-    WaitFor,
-    Message,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawStep {
-    name: String,
-    kind: RawStepKind,
-    #[serde(default)]
-    continue_on_error: bool,
-    timeout: Option<HumanDuration>,
-    argv: Option<Vec<String>>,
-    workdir: Option<PathBuf>,
-    #[serde(default)]
-    env: Vec<String>,
-    #[serde(default)]
-    secrets: Vec<String>,
-    method: Option<String>,
-    url: Option<String>,
-    body: Option<String>,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    expect_status: Option<u16>,
-    check: Option<String>,
-    interval: Option<HumanDuration>,
-    deadline: Option<HumanDuration>,
-    text: Option<String>,
-}
-
 /// How often a `wait_for` probes when the file does not say.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -103,7 +69,7 @@ pub(super) fn procedure(
     match (&raw.action, &raw.steps) {
         (Some(action), steps) => {
             let at = action.span().start;
-            let (spec, found) = validate_action(action.get_ref(), arg_names);
+            let (spec, found) = action.get_ref().single(arg_names);
             for m in found {
                 problems.at(at, format!("action: {m}"));
             }
@@ -134,11 +100,12 @@ pub(super) fn procedure(
                 problems.at(steps.span().start, "steps must not be empty".into());
             }
             let mut names = BTreeSet::new();
-            let mut parse = |list: &[Spanned<RawStep>], problems: &mut Problems| -> Vec<StepSpec> {
-                (list.iter())
-                    .map(|s| step(s, arg_names, &mut names, problems))
-                    .collect()
-            };
+            let mut parse =
+                |list: &[Spanned<RawAction>], problems: &mut Problems| -> Vec<StepSpec> {
+                    (list.iter())
+                        .map(|s| step(s, arg_names, &mut names, problems))
+                        .collect()
+                };
             let steps = parse(steps.get_ref(), problems);
             let on_failure = parse(&raw.on_failure, problems);
             (Procedure::Steps(Workflow { steps, on_failure }), at)
@@ -147,17 +114,18 @@ pub(super) fn procedure(
 }
 
 fn step(
-    raw: &Spanned<RawStep>,
+    raw: &Spanned<RawAction>,
     arg_names: &BTreeSet<String>,
     names: &mut BTreeSet<String>,
     problems: &mut Problems,
 ) -> StepSpec {
     let at = raw.span().start;
     let s = raw.get_ref();
-    let label = format!("step {:?}", s.name);
-    let name_ok = !s.name.is_empty()
-        && s.name.len() <= 32
-        && s.name
+    let name = s.name.clone().unwrap_or_default();
+    let label = format!("step {name:?}");
+    let name_ok = !name.is_empty()
+        && name.len() <= 32
+        && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !name_ok {
@@ -166,7 +134,7 @@ fn step(
             format!("{label}: name must be 1-32 characters of a-z, 0-9, '-' or '_'"),
         );
     }
-    if !names.insert(s.name.clone()) {
+    if !names.insert(name.clone()) {
         problems.at(
             at,
             format!("{label}: step names must be unique; this one is used twice"),
@@ -174,145 +142,106 @@ fn step(
     }
     let mut found = Vec::new();
     let kind = match s.kind {
-        RawStepKind::Exec | RawStepKind::Http => StepKind::Action(s.action(&mut found, arg_names)),
-        RawStepKind::WaitFor => StepKind::WaitFor(s.wait_for(&mut found, arg_names)),
-        RawStepKind::Message => StepKind::Message(s.message(&mut found, arg_names)),
+        RawKind::Exec | RawKind::Http => {
+            s.misplaced(&s.step_only_keys(), NOT_THIS_KIND, &mut found);
+            StepKind::Action(s.action(arg_names, &mut found))
+        }
+        RawKind::WaitFor => StepKind::WaitFor(wait_for(s, &mut found, arg_names)),
+        RawKind::Message => StepKind::Message(message(s, &mut found, arg_names)),
     };
     for m in found {
         problems.at(at, format!("{label}: {m}"));
     }
     StepSpec {
-        name: s.name.clone(),
+        name,
         line: line_col(problems.src, at).0,
-        continue_on_error: s.continue_on_error,
+        continue_on_error: s.continue_on_error.unwrap_or(false),
         kind,
     }
 }
 
-impl RawStep {
-    /// Keys of other step kinds that this one has.
-    fn misplaced(&self, keys: &[(&str, bool)], found: &mut Vec<String>) {
-        for (key, present) in keys {
-            if *present {
-                found.push(format!("{key} does not apply to this kind of step"));
-            }
-        }
-    }
+/// Why a key is refused on a step of the wrong kind.
+const NOT_THIS_KIND: &str = "does not apply to this kind of step";
 
-    fn action(&self, found: &mut Vec<String>, arg_names: &BTreeSet<String>) -> ActionSpec {
-        self.misplaced(
-            &[
-                ("check", self.check.is_some()),
-                ("interval", self.interval.is_some()),
-                ("deadline", self.deadline.is_some()),
-                ("text", self.text.is_some()),
-            ],
-            found,
-        );
-        let timeout = self.timeout.unwrap_or_else(|| {
-            found.push("timeout is required".into());
-            HumanDuration(Duration::from_secs(1))
-        });
-        let raw = RawAction {
-            kind: match self.kind {
-                RawStepKind::Http => RawActionKind::Http,
-                _ => RawActionKind::Exec,
-            },
-            timeout,
-            argv: self.argv.clone(),
-            workdir: self.workdir.clone(),
-            env: self.env.clone(),
-            secrets: self.secrets.clone(),
-            method: self.method.clone(),
-            url: self.url.clone(),
-            body: self.body.clone(),
-            headers: self.headers.clone(),
-            expect_status: self.expect_status,
-        };
-        let (spec, more) = validate_action(&raw, arg_names);
-        found.extend(more);
-        spec
+fn wait_for(s: &RawAction, found: &mut Vec<String>, arg_names: &BTreeSet<String>) -> WaitFor {
+    not_an_action(s, found);
+    s.misplaced(&[("text", s.text.is_some())], NOT_THIS_KIND, found);
+    let target = match (&s.check, &s.url) {
+        (Some(check), None) => WaitTarget::Check(check.clone()),
+        (None, Some(url)) => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                found.push("url must start with http:// or https://".into());
+            }
+            WaitTarget::Url(parse_template("url", url, false, arg_names, &[], found))
+        }
+        _ => {
+            found.push("kind wait_for needs either check (a health check's name) or url".into());
+            WaitTarget::Check(String::new())
+        }
+    };
+    let interval = s.interval.map_or(DEFAULT_INTERVAL, |d| d.0);
+    let deadline = match s.deadline {
+        Some(d) if !d.0.is_zero() && d.0 <= MAX_TIMEOUT => d.0,
+        _ => {
+            found.push("kind wait_for needs a deadline between 1s and 6h".into());
+            Duration::from_secs(1)
+        }
+    };
+    if interval.is_zero() || interval > deadline {
+        found.push("interval must be more than 0 and at most the deadline".into());
     }
+    let timeout = s
+        .timeout
+        .map_or(interval.min(Duration::from_secs(10)), |d| d.0);
+    if timeout.is_zero() {
+        found.push("timeout must be more than 0".into());
+    }
+    WaitFor {
+        target,
+        interval,
+        deadline,
+        timeout,
+    }
+}
 
-    fn wait_for(&self, found: &mut Vec<String>, arg_names: &BTreeSet<String>) -> WaitFor {
-        self.not_an_action(found);
-        self.misplaced(&[("text", self.text.is_some())], found);
-        let target = match (&self.check, &self.url) {
-            (Some(check), None) => WaitTarget::Check(check.clone()),
-            (None, Some(url)) => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    found.push("url must start with http:// or https://".into());
-                }
-                WaitTarget::Url(parse_template("url", url, false, arg_names, &[], found))
-            }
-            _ => {
-                found
-                    .push("kind wait_for needs either check (a health check's name) or url".into());
-                WaitTarget::Check(String::new())
-            }
-        };
-        let interval = self.interval.map_or(DEFAULT_INTERVAL, |d| d.0);
-        let deadline = match self.deadline {
-            Some(d) if !d.0.is_zero() && d.0 <= MAX_TIMEOUT => d.0,
-            _ => {
-                found.push("kind wait_for needs a deadline between 1s and 6h".into());
-                Duration::from_secs(1)
-            }
-        };
-        if interval.is_zero() || interval > deadline {
-            found.push("interval must be more than 0 and at most the deadline".into());
+fn message(s: &RawAction, found: &mut Vec<String>, arg_names: &BTreeSet<String>) -> Template {
+    not_an_action(s, found);
+    s.misplaced(
+        &[
+            ("url", s.url.is_some()),
+            ("check", s.check.is_some()),
+            ("interval", s.interval.is_some()),
+            ("deadline", s.deadline.is_some()),
+            ("timeout", s.timeout.is_some()),
+        ],
+        NOT_THIS_KIND,
+        found,
+    );
+    match &s.text {
+        Some(text) if !text.trim().is_empty() => {
+            parse_template("text", text, false, arg_names, &[], found)
         }
-        let timeout = self
-            .timeout
-            .map_or(interval.min(Duration::from_secs(10)), |d| d.0);
-        if timeout.is_zero() {
-            found.push("timeout must be more than 0".into());
-        }
-        WaitFor {
-            target,
-            interval,
-            deadline,
-            timeout,
+        _ => {
+            found.push("kind message needs text".into());
+            Template(Vec::new())
         }
     }
+}
 
-    fn message(&self, found: &mut Vec<String>, arg_names: &BTreeSet<String>) -> Template {
-        self.not_an_action(found);
-        self.misplaced(
-            &[
-                ("url", self.url.is_some()),
-                ("check", self.check.is_some()),
-                ("interval", self.interval.is_some()),
-                ("deadline", self.deadline.is_some()),
-                ("timeout", self.timeout.is_some()),
-            ],
-            found,
-        );
-        match &self.text {
-            Some(text) if !text.trim().is_empty() => {
-                parse_template("text", text, false, arg_names, &[], found)
-            }
-            _ => {
-                found.push("kind message needs text".into());
-                Template(Vec::new())
-            }
-        }
-    }
-
-    /// The keys only exec and http steps have.
-    fn not_an_action(&self, found: &mut Vec<String>) {
-        self.misplaced(
-            &[
-                ("argv", self.argv.is_some()),
-                ("workdir", self.workdir.is_some()),
-                ("env", !self.env.is_empty()),
-                ("secrets", !self.secrets.is_empty()),
-                ("method", self.method.is_some()),
-                ("body", self.body.is_some()),
-                ("headers", !self.headers.is_empty()),
-                ("expect_status", self.expect_status.is_some()),
-            ],
-            found,
-        );
-    }
+/// The keys only exec and http steps have.
+fn not_an_action(s: &RawAction, found: &mut Vec<String>) {
+    s.misplaced(
+        &[
+            ("argv", s.argv.is_some()),
+            ("workdir", s.workdir.is_some()),
+            ("env", !s.env.is_empty()),
+            ("secrets", !s.secrets.is_empty()),
+            ("method", s.method.is_some()),
+            ("body", s.body.is_some()),
+            ("headers", !s.headers.is_empty()),
+            ("expect_status", s.expect_status.is_some()),
+        ],
+        NOT_THIS_KIND,
+        found,
+    );
 }
