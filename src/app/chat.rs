@@ -31,14 +31,21 @@ impl App {
             ));
         }
         if let Some(inbound) = a.telegram.clone() {
+            use crate::adapters::telegram;
             let liveness = self.liveness.clone();
-            let webhook = inbound.serves_webhook();
-            let run = move |token| {
-                crate::adapters::telegram::run(inbound.clone(), liveness.clone(), token)
-            };
-            if webhook {
-                tokio::spawn(run(shutdown.clone()));
+            if inbound.serves_webhook() {
+                // Any replica handles webhook updates; one registers the webhook.
+                tokio::spawn(telegram::receive_webhooks(
+                    inbound.clone(),
+                    liveness.clone(),
+                    shutdown.clone(),
+                ));
+                let register = move |token| {
+                    telegram::register_webhook(inbound.clone(), liveness.clone(), token)
+                };
+                self.spawn_leader_only(shutdown, Standby::Adapter("telegram webhook"), register);
             } else {
+                let run = move |token| telegram::run(inbound.clone(), liveness.clone(), token);
                 self.spawn_leader_only(shutdown, Standby::Adapter("telegram"), run);
             }
         }

@@ -544,11 +544,49 @@ pub async fn webhook(
     }
 }
 
-/// Connects to Telegram and receives updates until shutdown: learns the bot's username, then
-/// either registers the webhook or long-polls. Failures are retried with a capped backoff and
-/// never stop the other adapters; a rejected token is reported once and ends the adapter.
+/// Long-polls Telegram for updates until shutdown, on the leader: learns the bot's username,
+/// then polls. Failures are retried with a capped backoff and never stop the other adapters; a
+/// rejected token is reported once and ends the adapter.
 pub async fn run(inbound: TelegramInbound, liveness: Arc<Liveness>, shutdown: CancellationToken) {
     let status = |state| liveness.set_adapter("telegram", state);
+    if connect(&inbound, &status, &shutdown).await.is_some() {
+        poll(&inbound, &status, &shutdown).await;
+    }
+}
+
+/// Webhook mode on every replica: learns the bot's username (to recognise `/cmd@bot`), after
+/// which `/telegram/webhook` handles updates here; registering the webhook is the leader's
+/// ([`register_webhook`]).
+pub async fn receive_webhooks(
+    inbound: TelegramInbound,
+    liveness: Arc<Liveness>,
+    shutdown: CancellationToken,
+) {
+    let status = |state| liveness.set_adapter("telegram", state);
+    if connect(&inbound, &status, &shutdown).await.is_some() {
+        status(AdapterState::Up);
+    }
+}
+
+/// Registers the webhook with Telegram, on the leader: once per leadership, so one replica
+/// calls `setWebhook` and a new leader registers it again after a failover.
+pub async fn register_webhook(
+    inbound: TelegramInbound,
+    liveness: Arc<Liveness>,
+    shutdown: CancellationToken,
+) {
+    let status = |state| liveness.set_adapter("telegram webhook", state);
+    if let TelegramDelivery::Webhook { url, secret } = &inbound.delivery {
+        set_webhook(&inbound, url, secret, &status, &shutdown).await;
+    }
+}
+
+/// Asks Telegram who the bot is until it answers; `None` on shutdown or a rejected token.
+async fn connect(
+    inbound: &TelegramInbound,
+    status: &impl Fn(AdapterState),
+    shutdown: &CancellationToken,
+) -> Option<()> {
     status(AdapterState::Connecting);
     let mut backoff = Backoff::default();
     let username = loop {
@@ -557,26 +595,19 @@ pub async fn run(inbound: TelegramInbound, liveness: Arc<Liveness>, shutdown: Ca
             Err(RequestError::Api(ApiError::InvalidToken)) => {
                 tracing::error!("Telegram rejected the bot token; the Telegram adapter is off");
                 status(AdapterState::Off("bot token rejected".into()));
-                return;
+                return None;
             }
             Err(e) => {
                 let why = inbound.api.describe(&e);
                 tracing::warn!(error = %why, "cannot reach Telegram; retrying");
                 status(AdapterState::Retrying(why));
-                if backoff.wait(&shutdown).await.is_err() {
-                    return;
-                }
+                backoff.wait(shutdown).await.ok()?;
             }
         }
     };
     tracing::info!(bot = %username, webhook = inbound.serves_webhook(), "Telegram adapter connected");
     let _ = inbound.username.set(username);
-    match &inbound.delivery {
-        TelegramDelivery::Webhook { url, secret } => {
-            set_webhook(&inbound, url, secret, &status, &shutdown).await;
-        }
-        TelegramDelivery::Polling => poll(&inbound, &status, &shutdown).await,
-    }
+    Some(())
 }
 
 async fn set_webhook(
