@@ -27,6 +27,18 @@ fn replica_config(
     schema: &str,
     slack: &str,
 ) -> std::path::PathBuf {
+    let store = support::postgres_schema_url(schema);
+    config_in(dir, name, &store, slack, support::COUNTING_ACT)
+}
+
+/// As [`replica_config`], with the store at `store` and `act` as `./act.sh`.
+fn config_in(
+    dir: &std::path::Path,
+    name: &str,
+    store: &str,
+    slack: &str,
+    act: &str,
+) -> std::path::PathBuf {
     let folder = dir.join(name);
     let commands = folder.join("commands");
     std::fs::create_dir_all(&commands).unwrap();
@@ -35,13 +47,13 @@ fn replica_config(
         "rollback.toml",
         support::ROLLBACK_NEEDING_ONE_LEAD,
     );
-    support::write_executable(&folder, "act.sh", support::COUNTING_ACT);
+    support::write_executable(&folder, "act.sh", act);
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"{}\"\n\
          [catalog]\ndir = \"commands\"\n[console]\nenabled = false\n\
          [cluster]\nlease_secs = {LEASE_SECS}\n{}\n\
          [slack]\nsigning_secret = \"{SECRET}\"\nbot_token = \"xoxb-failover\"\napi_url = \"{slack}/api/\"\n",
-        support::postgres_schema_url(schema),
+        store,
         support::deployer_and_lead("slack:UALICE", "slack:UBOB"),
     );
     let path = folder.join("config.toml");
@@ -112,41 +124,15 @@ async fn a_result_decided_before_the_leader_is_killed_is_posted_once_by_the_next
         .unwrap();
 
     // Alice asks on the follower; the request is its answer, posted at once.
-    let slash = serde_urlencoded::to_string([
-        ("team_id", "T1"),
-        ("channel_id", "COPS"),
-        ("channel_name", "ops"),
-        ("user_id", "UALICE"),
-        ("command", "/rollback"),
-        ("text", "api"),
-        ("response_url", &format!("{slack}/respond/1")),
-        ("trigger_id", "1.rollback"),
-    ])
-    .unwrap();
-    let form = "application/x-www-form-urlencoded";
     let follower_url = |path: &str| replicas[follower].url(path);
-    assert_eq!(
-        signed(follower_url("/slack/commands"), &slash, form).await,
-        200
-    );
-    wait_for(&seen, "the approval request", |l| {
-        l.iter().any(|(m, v)| {
-            m == "chat.postMessage" && v["text"].as_str().is_some_and(|t| t.contains("Request #1"))
-        })
+    let ts = request_rollback(&follower_url, &slack, &seen, async || {
+        let bound: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT message_id FROM runs WHERE id = 1")
+                .fetch_optional(&db)
+                .await
+                .unwrap();
+        bound.and_then(|(m,)| m)
     })
-    .await;
-    let ts = support::eventually(
-        "the request bound to its message",
-        support::WAIT,
-        async || {
-            let bound: Option<(Option<String>,)> =
-                sqlx::query_as("SELECT message_id FROM runs WHERE id = 1")
-                    .fetch_optional(&db)
-                    .await
-                    .unwrap();
-            bound.and_then(|(m,)| m)
-        },
-    )
     .await;
 
     // The leader freezes: nothing is delivered. Bob approves on the follower, which runs it.
@@ -208,4 +194,86 @@ async fn a_result_decided_before_the_leader_is_killed_is_posted_once_by_the_next
     db.close().await;
     drop(replicas);
     support::drop_postgres_schema(&schema).await;
+}
+
+/// Alice asks for `/rollback api` at `url`; waits for the approval request to be posted and
+/// bound (`bound` reads its message id from the store); returns that id (its `ts`).
+async fn request_rollback(
+    url: &impl Fn(&str) -> String,
+    slack: &str,
+    seen: &Seen,
+    mut bound: impl AsyncFnMut() -> Option<String>,
+) -> String {
+    let slash = serde_urlencoded::to_string([
+        ("team_id", "T1"),
+        ("channel_id", "COPS"),
+        ("channel_name", "ops"),
+        ("user_id", "UALICE"),
+        ("command", "/rollback"),
+        ("text", "api"),
+        ("response_url", &format!("{slack}/respond/1")),
+        ("trigger_id", "1.rollback"),
+    ])
+    .unwrap();
+    let form = "application/x-www-form-urlencoded";
+    assert_eq!(signed(url("/slack/commands"), &slash, form).await, 200);
+    wait_for(seen, "the approval request", |l| {
+        l.iter().any(|(m, v)| {
+            m == "chat.postMessage" && v["text"].as_str().is_some_and(|t| t.contains("Request #1"))
+        })
+    })
+    .await;
+    support::eventually(
+        "the request bound to its message",
+        support::WAIT,
+        async || bound().await,
+    )
+    .await
+}
+
+/// SIGTERM while an approved request runs: `serve` lets the run finish and posts its result
+/// before it exits, rather than leaving it queued for its next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_finished_during_a_graceful_shutdown_is_posted_before_exit() {
+    let seen = Seen::default();
+    let slack = slack_support::fake_web_api(None, seen.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("one");
+    let store = format!("sqlite://{}", folder.join("opsbot.db").display());
+    // Long enough to be running when the signal comes; well inside the 10 s grace.
+    let act = "#!/bin/sh\necho started > started\nsleep 1\necho rolled back $1\n";
+    let config = config_in(dir.path(), "one", &store, &slack, act);
+    let mut serve = support::Serve::start(&config, support::WAIT);
+    let url = |path: &str| serve.url(path);
+    let db = support::sqlite_in(&folder).await;
+    let ts = request_rollback(&url, &slack, &seen, async || {
+        let bound: Option<Option<String>> =
+            sqlx::query_scalar("SELECT message_id FROM runs WHERE id = 1")
+                .fetch_optional(&db)
+                .await
+                .unwrap();
+        bound.flatten()
+    })
+    .await;
+    db.close().await;
+
+    let approve = reaction_callback("EvShutdown", "UBOB", &ts).to_string();
+    assert_eq!(
+        signed(url("/slack/events"), &approve, "application/json").await,
+        200
+    );
+    support::eventually("the run started", support::WAIT, async || {
+        folder.join("started").exists()
+    })
+    .await;
+    serve.terminate();
+    let status = serve.wait_exit(support::WAIT).await;
+    assert!(status.success(), "{status}");
+    let posted = results(&seen);
+    assert_eq!(posted.len(), 1, "posted before exit: {posted:?}");
+    assert_eq!(
+        posted[0]["thread_ts"],
+        ts.as_str(),
+        "in reply to the request"
+    );
 }

@@ -11,6 +11,7 @@ use leading::*;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -377,9 +378,12 @@ impl App {
         if let Some(listener) = metrics_listener {
             self.spawn_metrics(listener, &shutdown);
         }
-        let election = self.start_election(&shutdown);
+        // Stopped last, after the commands in flight have finished and their results have
+        // been delivered: this replica keeps leading (and delivering) until then.
+        let finishing = CancellationToken::new();
+        let election = self.start_election(&finishing);
         self.spawn_adapters(&shutdown);
-        self.spawn_outbox(&shutdown);
+        self.spawn_outbox(&finishing);
         self.spawn_sweeper(&shutdown);
         tokio::spawn(crate::memory::trim_forever(shutdown.clone()));
         self.spawn_health(&shutdown);
@@ -395,12 +399,48 @@ impl App {
                 "HTTP server did not stop within the grace period"
             );
         }
+        self.drain(deadline).await;
+        self.flush_outbox(deadline).await;
+        finishing.cancel();
         // Released at once, so another replica need not wait for the lease to lapse.
         if let Some(election) = election {
             let _ = tokio::time::timeout_at(deadline, election).await;
         }
-        self.drain(deadline).await;
         Ok(())
+    }
+
+    /// On the leader, waits (until `deadline`) for the outbox to be delivered, so the results
+    /// of commands that finished during shutdown are posted now rather than by the next leader
+    /// (which, on SQLite, is this process's next start).
+    async fn flush_outbox(&self, deadline: tokio::time::Instant) {
+        if self.leader.current() == Leadership::Follower {
+            return;
+        }
+        let mut logged = false;
+        loop {
+            let pending = match self.store.outbox_depth().await {
+                Ok(depth) => depth.pending,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the outbox at shutdown; leaving what is queued to the next leader");
+                    return;
+                }
+            };
+            if pending == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    pending,
+                    "shutdown grace period over; the next leader delivers the messages still queued"
+                );
+                return;
+            }
+            if !logged {
+                tracing::info!(pending, "delivering queued messages before stopping");
+                logged = true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The console on stdin in `serve`, when enabled with a user.

@@ -88,6 +88,21 @@ impl Serve {
         self.signal("-TERM");
     }
 
+    /// Waits (up to `within`) for the process to exit by itself.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for opsbot serve") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "opsbot serve still running after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGSTOP: the process is frozen where it is, holding whatever it held.
     pub fn freeze(&self) {
         self.signal("-STOP");
