@@ -572,3 +572,41 @@ async fn an_escalation_step_mentions_the_person_at_the_utf16_offset_after_the_em
     app.wait_idle().await;
     assert_eq!(escalations(&fake).len(), 1, "no step after the ack");
 }
+
+/// An approved request whose start the audit log refuses runs nothing, and its channel, told
+/// the result follows, is told it did not run instead of waiting for ever.
+#[tokio::test]
+async fn a_request_whose_start_cannot_be_audited_tells_its_channel_it_did_not_run() {
+    let (app, fake) = app_with("").await;
+    fake.push(command(1, ALICE, "/rollback@opsbot_test api"));
+    let (request, _) = approval_request(&app, &fake).await;
+    let db = support::sqlite_in(app.dir.path()).await;
+    sqlx::query(
+        "CREATE TRIGGER refuse_starts BEFORE INSERT ON audit_log \
+         WHEN NEW.detail LIKE 'run #% started%' BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    fake.push(reaction(2, BOB, request, &[], &["👍"]));
+    let told = fake
+        .wait_until("the channel told", |f| {
+            (f.calls("sendMessage").into_iter())
+                .find(|b| b["text"].as_str().unwrap().contains("did not run"))
+        })
+        .await;
+    assert_eq!(
+        told["reply_parameters"]["message_id"],
+        json!(request),
+        "in reply to the request"
+    );
+    let text = told["text"].as_str().unwrap();
+    assert!(text.starts_with("❌ Request #1 did not run"), "{text}");
+    assert!(!text.contains("disk full"), "no internal error text: {text}");
+    assert_eq!(runs(&app), 0);
+    let state: String = sqlx::query_scalar("SELECT state FROM runs WHERE id = 1")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(state, "failed");
+}

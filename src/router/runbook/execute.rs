@@ -214,11 +214,19 @@ impl RunbookService {
             output: "not started: the audit log could not record the start".into(),
             truncated: false,
         };
-        // Approved -> running happened above; close the record so it is not left running.
+        // Approved -> running happened above; close the record so it is not left running,
+        // and tell the request's channel, which was told its result follows.
+        let told = |finished: &Run, _: RunState| match finished.message_id {
+            Some(_) if finished.new.platform != Platform::Console => {
+                vec![result_post(finished, &not_started(id, request_id))]
+            }
+            _ => Vec::new(),
+        };
         let _ = self
             .store
-            .finish_run(id, RunState::Failed, &failed, self.now(), &untold)
+            .finish_run(id, RunState::Failed, &failed, self.now(), &told)
             .await;
+        self.outbox.wake();
         Err(Refusal::Failed(
             anyhow::Error::new(e).context("auditing run start"),
         ))
@@ -372,6 +380,14 @@ pub(super) fn result_post(run: &Run, text: &str) -> Queued {
     Queued::post(
         to,
         OutboundMessage::text(text.to_owned()).with_visibility(Visibility::Channel),
+    )
+}
+
+/// What a request's channel is told when its start could not be audited (so nothing ran).
+fn not_started(id: RunId, request_id: &RequestId) -> String {
+    format!(
+        "❌ Request #{id} did not run: opsbot could not record its start in the audit log, so it \
+         started nothing. Ask again once opsbot's store is healthy (reference {request_id})."
     )
 }
 

@@ -23,7 +23,7 @@ use crate::domain::{
 use crate::metrics::Metrics;
 use crate::ports::{
     ActionRunner, Clock, EnvLookup, OutboundMessage, OutboundTarget, OutboxSignal, Queued,
-    RunNotice, Store, StoreError, untold,
+    RunNotice, Store, StoreError,
 };
 
 use super::parse::Word;
