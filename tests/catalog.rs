@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use opsbot::catalog::Catalog;
+use opsbot::catalog::{Catalog, Procedure};
 use opsbot::router::builtins::NAMES;
 
 fn errors(src: &str) -> String {
@@ -36,9 +36,80 @@ fn shipped(catalog: &Catalog) {
         "kill-idle-sessions",
         "backup",
         "maintenance",
+        "deploy",
+        "restore",
+        "drain-queue",
     ] {
         assert!(catalog.get(name).is_some(), "{name} is shipped");
     }
+}
+
+/// Each demo keeps its runbook's arguments, roles, channels, limits, approval and step names,
+/// so what a team tries on the example config is what it will run.
+#[test]
+fn each_demo_matches_its_runbook() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let real = Catalog::load_dir(&root.join("commands"), &NAMES).unwrap();
+    let demo = Catalog::load_dir(&root.join("examples/demo"), &NAMES).unwrap();
+    let shape = |c: &opsbot::catalog::CommandSpec| {
+        let steps = match &c.procedure {
+            Procedure::Single(_) => vec!["[action]".to_owned()],
+            Procedure::Steps(w) => (w.steps.iter().chain(&w.on_failure))
+                .map(|s| s.name.clone())
+                .collect(),
+        };
+        let (args, roles, channels) = (&c.args, &c.roles, &c.channels);
+        let approval = (c.approval.as_ref()).map(|a| {
+            (
+                a.approvals,
+                &a.approver_roles,
+                a.allow_self_approval,
+                a.expires_after,
+            )
+        });
+        let limits = &c.limits;
+        format!("{args:?} {roles:?} {channels:?} {limits:?} {approval:?} {steps:?}")
+    };
+    for spec in real.iter() {
+        let twin = demo
+            .get(&spec.name)
+            .unwrap_or_else(|| panic!("no demo of {}", spec.name));
+        assert_eq!(shape(twin), shape(spec), "the demo of {}", spec.name);
+    }
+    assert_eq!(real.len(), demo.len(), "a demo for each runbook, no more");
+}
+
+/// The variants in commands/examples/ (not loaded by default) pass `opsbot check-config`.
+#[test]
+fn example_variants_pass_check_config() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("commands/examples");
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let folder = entry.unwrap().path();
+        if !folder.is_dir() {
+            continue;
+        }
+        let config = dir.path().join("config.toml");
+        let text = format!(
+            "[store]\ndatabase_url = \"sqlite://{}\"\n[catalog]\ndir = \"{}\"\n",
+            dir.path().join("opsbot.db").display(),
+            folder.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_opsbot"))
+            .args(["check-config", "--config", config.to_str().unwrap()])
+            .env_remove("OPSBOT_CONFIG")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {said}", folder.display());
+        assert!(said.contains("is valid; "), "{said}");
+        checked.push(folder.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    checked.sort();
+    assert_eq!(checked, ["docker-compose", "pm2", "systemd"]);
 }
 
 #[test]

@@ -1140,9 +1140,9 @@ fn slack_manifest_declares_every_command_the_scopes_and_the_request_urls() {
     let root = env!("CARGO_MANIFEST_DIR");
     let runbooks = std::fs::read_dir(format!("{root}/commands"))
         .unwrap()
-        .map(|f| {
+        .filter_map(|f| {
             let name = f.unwrap().file_name().to_string_lossy().into_owned();
-            name.trim_end_matches(".toml").to_owned()
+            name.strip_suffix(".toml").map(str::to_owned)
         });
     let builtins = opsbot::router::builtins::NAMES
         .iter()
@@ -1264,4 +1264,72 @@ async fn a_second_process_on_a_sqlite_file_is_refused_and_readers_still_work() {
         "free once serve is gone: {}",
         text(&out.stderr)
     );
+}
+
+/// The example config's `/backup` runs its two demo steps in order through `opsbot chat`
+/// and reports each.
+#[test]
+fn the_demo_backup_runs_its_steps_through_the_console() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(format!("{root}/examples"), dir.path().join("examples")).unwrap();
+    let example = std::fs::read_to_string(format!("{root}/config.example.toml")).unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, example).unwrap();
+    let cfg = path.to_str().unwrap();
+    let out = opsbot(
+        &["chat", "--as", "alice", "--config", cfg],
+        b"/backup app\n",
+    );
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(said.contains("#1 /backup database=app succeeded"), "{said}");
+    let dump = said.find("dump (").expect("the dump step reported");
+    let prune = said.find("prune (").expect("the prune step reported");
+    assert!(dump < prune, "in order: {said}");
+}
+
+/// `scripts/prune-backups.sh`, the retention step of `/backup`: deletes that database's dumps
+/// older than the days given, never another database's, and always keeps the newest.
+#[test]
+fn backup_retention_deletes_old_dumps_but_keeps_the_newest() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let dump = |name: &str, days_old: u32| {
+        let path = dir.path().join(format!("{name}.dump"));
+        std::fs::write(&path, "x").unwrap();
+        let at = format!("{days_old} days ago");
+        let touched = Command::new("touch").args(["-d", &at]).arg(&path).status();
+        assert!(touched.unwrap().success());
+    };
+    let prune = |db: &str| {
+        let out = Command::new(format!("{root}/scripts/prune-backups.sh"))
+            .args([db, "30"])
+            .env("BACKUP_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let left = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    dump("app-20260901T030000Z", 90);
+    dump("app-20261001T030000Z", 60);
+    dump("app-20261125T030000Z", 6);
+    dump("billing-20260901T030000Z", 90);
+    let said = prune("app");
+    assert!(said.contains("kept 1 backup(s) of app"), "{said}");
+    assert_eq!(
+        left(),
+        ["app-20261125T030000Z.dump", "billing-20260901T030000Z.dump"]
+    );
+    // Only old dumps left: the newest of them stays.
+    assert!(prune("billing").contains("kept 1 backup(s) of billing"));
+    assert_eq!(left().len(), 2);
 }

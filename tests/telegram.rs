@@ -602,7 +602,10 @@ async fn a_request_whose_start_cannot_be_audited_tells_its_channel_it_did_not_ru
     );
     let text = told["text"].as_str().unwrap();
     assert!(text.starts_with("❌ Request #1 did not run"), "{text}");
-    assert!(!text.contains("disk full"), "no internal error text: {text}");
+    assert!(
+        !text.contains("disk full"),
+        "no internal error text: {text}"
+    );
     assert_eq!(runs(&app), 0);
     let state: String = sqlx::query_scalar("SELECT state FROM runs WHERE id = 1")
         .fetch_one(&db)
