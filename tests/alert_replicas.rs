@@ -54,19 +54,13 @@ fn replica_config(
     slack: &str,
     schema: &str,
 ) -> std::path::PathBuf {
-    let folder = dir.join(name);
-    std::fs::create_dir_all(folder.join("commands")).unwrap();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"{}\"\n\
-         [catalog]\ndir = \"commands\"\n[cluster]\nlease_secs = 2\n\
+    let rest = format!(
+        "[cluster]\nlease_secs = 2\n\
          [slack]\nsigning_secret = \"slack-signing-secret-123\"\nbot_token = \"xoxb-t\"\n\
          api_url = \"{slack}/api\"\n{}",
-        support::postgres_schema_url(schema),
         support::alerts_routed_to("slack", "CALERTS")
     );
-    let path = folder.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    support::replica_config(dir, name, &support::postgres_schema_url(schema), &rest)
 }
 
 /// The chat calls the fake Slack saw with `method`.

@@ -45,20 +45,13 @@ fn replica_config(
     schema: &str,
     slack: &str,
 ) -> std::path::PathBuf {
-    let folder = dir.join(name);
-    std::fs::create_dir_all(folder.join("commands")).unwrap();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"{}\"\n\
-         [catalog]\ndir = \"commands\"\n[console]\nenabled = false\n\
-         [limits]\nbackend = \"redis\"\nredis_url = \"{}\"\nglobal = \"100000/s\"\n\
+    let rest = format!(
+        "[limits]\nbackend = \"redis\"\nredis_url = \"{}\"\nglobal = \"100000/s\"\n\
          per_channel = \"100000/s\"\nper_user = \"{PER_USER}/min\"\n\
          [slack]\nsigning_secret = \"{SECRET}\"\nbot_token = \"xoxb-replicas\"\napi_url = \"{slack}/api/\"\n",
-        support::postgres_schema_url(schema),
         support::redis_url(),
     );
-    let path = folder.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    support::replica_config(dir, name, &support::postgres_schema_url(schema), &rest)
 }
 
 fn signed_slash(base: &str, run: &str, user: usize, n: usize) -> (String, String, String) {

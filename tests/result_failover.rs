@@ -39,26 +39,20 @@ fn config_in(
     slack: &str,
     act: &str,
 ) -> std::path::PathBuf {
+    let rest = format!(
+        "[cluster]\nlease_secs = {LEASE_SECS}\n{}\n\
+         [slack]\nsigning_secret = \"{SECRET}\"\nbot_token = \"xoxb-failover\"\napi_url = \"{slack}/api/\"\n",
+        support::deployer_and_lead("slack:UALICE", "slack:UBOB"),
+    );
+    let config = support::replica_config(dir, name, store, &rest);
     let folder = dir.join(name);
-    let commands = folder.join("commands");
-    std::fs::create_dir_all(&commands).unwrap();
     support::write(
-        &commands,
+        &folder.join("commands"),
         "rollback.toml",
         support::ROLLBACK_NEEDING_ONE_LEAD,
     );
     support::write_executable(&folder, "act.sh", act);
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"{}\"\n\
-         [catalog]\ndir = \"commands\"\n[console]\nenabled = false\n\
-         [cluster]\nlease_secs = {LEASE_SECS}\n{}\n\
-         [slack]\nsigning_secret = \"{SECRET}\"\nbot_token = \"xoxb-failover\"\napi_url = \"{slack}/api/\"\n",
-        store,
-        support::deployer_and_lead("slack:UALICE", "slack:UBOB"),
-    );
-    let path = folder.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    config
 }
 
 /// POSTs `body` to `url`, signed as Slack signs it.

@@ -105,17 +105,12 @@ fn replica_config(
     database_url: &str,
     slack: &str,
 ) -> std::path::PathBuf {
-    let folder = dir.join(name);
-    std::fs::create_dir_all(folder.join("commands")).unwrap();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"{database_url}\"\n\
-         [catalog]\ndir = \"commands\"\n[console]\nenabled = false\n[cluster]\nlease_secs = 2\n\
+    let rest = format!(
+        "[cluster]\nlease_secs = 2\n\
          [slack]\nsigning_secret = \"{SECRET}\"\nbot_token = \"xoxb-t\"\napi_url = \"{slack}/api\"\n{}",
         support::alerts_routed_to("slack", "CALERTS")
     );
-    let path = folder.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    support::replica_config(dir, name, database_url, &rest)
 }
 
 /// Two replicas, each on its `database_url`, once one of them leads; and which one.

@@ -226,18 +226,12 @@ fn replica_config(
     lease_secs: u64,
     telegram: &str,
 ) -> std::path::PathBuf {
-    let folder = dir.join(name);
-    std::fs::create_dir_all(folder.join("commands")).unwrap();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"{}\"\n\
-         [catalog]\ndir = \"commands\"\n[cluster]\nlease_secs = {lease_secs}\n\
+    let rest = format!(
+        "[cluster]\nlease_secs = {lease_secs}\n\
          [health]\nheartbeat_url = \"{base}/heartbeat\"\nheartbeat_every = \"200ms\"\n{}",
-        support::postgres_schema_url(schema),
         config(base, telegram)
     );
-    let path = folder.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    support::replica_config(dir, name, &support::postgres_schema_url(schema), &rest)
 }
 
 /// Two replicas in webhook mode: the leader alone registers the webhook (each new leader

@@ -23,7 +23,7 @@ pub use outbound::{Outbound, RecordingOutbound};
 #[allow(unused_imports)]
 pub use proxy::Proxy;
 #[allow(unused_imports)]
-pub use serve::{Serve, wait_for_line};
+pub use serve::{Serve, replica_config, wait_for_line};
 #[allow(unused_imports)]
 pub use wait::{WAIT, eventually, satisfies};
 

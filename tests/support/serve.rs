@@ -3,7 +3,7 @@
 //! killed (SIGKILL) when dropped so a failed test leaves none behind. A failing test prints
 //! the last lines each of its replicas logged.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
@@ -138,4 +138,18 @@ impl Drop for Serve {
             }
         }
     }
+}
+
+/// Replica `name`'s folder under `dir`, with an empty `commands/` catalogue, and its
+/// `config.toml`: HTTP on a free port, the store at `database_url`, no console, then `rest`.
+pub fn replica_config(dir: &Path, name: &str, database_url: &str, rest: &str) -> PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(folder.join("commands")).expect("replica folder");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndatabase_url = \"{database_url}\"\n\
+         [catalog]\ndir = \"commands\"\n[console]\nenabled = false\n{rest}"
+    );
+    let path = folder.join("config.toml");
+    std::fs::write(&path, text).expect("replica config");
+    path
 }
