@@ -26,6 +26,7 @@ on_both_backends! {
     database_refuses_update_and_delete => sqlite_database_refuses_update_and_delete, postgres_database_refuses_update_and_delete;
     control_characters_do_not_fail_append => sqlite_control_characters_do_not_fail_append, postgres_control_characters_do_not_fail_append;
     old_event_ids_are_forgotten => sqlite_old_event_ids_are_forgotten, postgres_old_event_ids_are_forgotten;
+    old_resolved_alerts_and_their_groups_are_forgotten => sqlite_old_resolved_alerts_and_their_groups_are_forgotten, postgres_old_resolved_alerts_and_their_groups_are_forgotten;
     empty_alert_ingest_is_a_no_op => sqlite_empty_alert_ingest_is_a_no_op, postgres_empty_alert_ingest_is_a_no_op;
     firing_alerts_are_counted_by_severity => sqlite_firing_alerts_are_counted_by_severity, postgres_firing_alerts_are_counted_by_severity;
     a_refused_delivery_fails_alone => sqlite_a_refused_delivery_fails_alone, postgres_a_refused_delivery_fails_alone;
@@ -643,4 +644,91 @@ async fn disable_append_only(b: &Backend) {
     for sql in statements {
         b.exec(sql).await.expect(sql);
     }
+}
+
+/// Alerts resolved before the cutoff are forgotten, with their group's message, post claim
+/// and change mark once no alert of the group is left; an alert an incident links to stays,
+/// and so do groups with a firing alert or a recent resolution.
+async fn old_resolved_alerts_and_their_groups_are_forgotten(b: &Backend) {
+    use opsbot::domain::{AlertStatus, Platform};
+    let store = b.store();
+    let now = Utc::now();
+    let old = now - chrono::Duration::days(40);
+    let alert = |fingerprint: &str, group: &str, status: AlertStatus| {
+        let mut a = firing(fingerprint, &[("alertname", fingerprint)]);
+        a.group_key = group.into();
+        a.status = status;
+        a
+    };
+    let resolved = AlertStatus::Resolved;
+    // "gone": resolved long ago. "linked": the same, but an incident names one of its alerts.
+    // "mixed": one old resolution beside a firing alert. "recent": resolved yesterday.
+    let long_ago = [
+        alert("gone-1", "gone", resolved),
+        alert("gone-2", "gone", resolved),
+        alert("linked-1", "linked", resolved),
+        alert("mixed-1", "mixed", resolved),
+    ];
+    store.ingest_alerts(&long_ago, old).await.unwrap();
+    let lately = [
+        alert("mixed-2", "mixed", AlertStatus::Firing),
+        alert("recent-1", "recent", resolved),
+    ];
+    store
+        .ingest_alerts(&lately, now - chrono::Duration::days(1))
+        .await
+        .unwrap();
+    for group in ["gone", "linked", "mixed", "recent"] {
+        let version = (store.pending_groups(100).await.unwrap().into_iter())
+            .find(|(g, _)| g == group)
+            .map(|(_, v)| v)
+            .unwrap();
+        store.group_delivered(group, version).await.unwrap();
+        let message = format!("m-{group}");
+        (store.set_group_message(group, Platform::Slack, "C1", &message, "text"))
+            .await
+            .unwrap();
+    }
+    b.exec(
+        "INSERT INTO incidents (title, severity, status, commander, platform, channel_id, \
+         opened_by, opened_at) VALUES ('db down', 'P1', 'resolved', 'alice', 'slack', 'C9', 'alice', 0)",
+    )
+    .await
+    .unwrap();
+    b.exec(
+        "INSERT INTO incident_alerts (incident_id, alert_id) \
+         SELECT 1, id FROM alerts WHERE fingerprint = 'linked-1'",
+    )
+    .await
+    .unwrap();
+
+    let forgotten = (store.forget_resolved_before(now - chrono::Duration::days(30)))
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 3, "gone-1, gone-2 and mixed-1");
+    let left = |group: &'static str| {
+        let store = store.clone();
+        async move { store.alerts_in_group(group).await.unwrap().len() }
+    };
+    assert_eq!(left("gone").await, 0);
+    assert_eq!(left("linked").await, 1, "kept for its incident");
+    assert_eq!(left("mixed").await, 1, "the firing one");
+    assert_eq!(left("recent").await, 1);
+    let message = |group: &'static str| {
+        let store = store.clone();
+        async move {
+            let m = store.group_message(group, Platform::Slack, "C1").await;
+            m.unwrap().map(|(id, _)| id)
+        }
+    };
+    assert_eq!(message("gone").await, None, "its message forgotten");
+    for group in ["linked", "mixed", "recent"] {
+        assert_eq!(message(group).await, Some(format!("m-{group}")), "{group}");
+    }
+    // A new alert in the forgotten group starts it afresh: a change to deliver, no message.
+    let again = [alert("gone-3", "gone", AlertStatus::Firing)];
+    store.ingest_alerts(&again, now).await.unwrap();
+    let pending = store.pending_groups(100).await.unwrap();
+    assert!(pending.iter().any(|(g, _)| g == "gone"), "{pending:?}");
+    assert_eq!(message("gone").await, None);
 }

@@ -17,6 +17,10 @@ pub trait AlertStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
     async fn alert(&self, id: AlertId) -> Result<Option<Alert>, StoreError>;
+    /// Forgets a bounded batch of alerts resolved and last seen before `before` (keeping those
+    /// an incident links to, for its postmortem), then the messages, post claims and change
+    /// marks of groups none of whose alerts is left; returns how many alerts.
+    async fn forget_resolved_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     async fn alerts_in_group(&self, group_key: &str) -> Result<Vec<Alert>, StoreError>;
     /// Firing alerts, newest first.
     async fn active_alerts(&self, limit: u32) -> Result<Vec<Alert>, StoreError>;

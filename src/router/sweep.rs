@@ -1,7 +1,7 @@
 //! What the periodic sweep decides, across the services: runbook requests that expired or
 //! were interrupted, escalation steps due, alert reminders and on-call handoffs (queued with their claim; the deliverer woken here, as
 //! they are not among the notices returned), platform event ids old enough to forget, incidents past
-//! their acknowledgement target, outbox rows delivered long ago. The store queues each notice
+//! their acknowledgement target, outbox rows delivered long ago, alerts resolved long ago. The store queues each notice
 //! in the outbox with the change that decides it; `crate::outbox` posts them.
 
 use tracing::warn;
@@ -13,6 +13,10 @@ use super::{Notice, Router};
 
 /// How long delivered and given-up outbox rows are kept (to look into a delivery).
 const OUTBOX_RETENTION: chrono::Duration = chrono::Duration::days(7);
+
+/// How long a resolved alert is kept (for `/alerts` history and look-backs); one an incident
+/// links to is kept as long as the incident.
+pub const RESOLVED_ALERT_RETENTION: chrono::Duration = chrono::Duration::days(30);
 
 impl Router {
     /// One sweep; returns the notices it queued. Never re-runs anything.
@@ -34,22 +38,21 @@ impl Router {
             Ok(_) => self.deps.outbox.wake(),
             Err(e) => warn!(error = %e, "announcing on-call handoffs failed"),
         }
-        if let Err(e) = self
-            .deps
-            .store
-            .forget_deliveries_before(now - EVENT_ID_RETENTION)
-            .await
-        {
-            warn!(error = %e, "forgetting old platform event ids failed");
-        }
-        if let Err(e) = self
-            .deps
-            .store
-            .forget_outbox_before(now - OUTBOX_RETENTION)
-            .await
-        {
-            warn!(error = %e, "forgetting delivered outbox messages failed");
-        }
+        let store = &self.deps.store;
+        let since = now - EVENT_ID_RETENTION;
+        forget(
+            "old platform event ids",
+            store.forget_deliveries_before(since),
+        )
+        .await;
+        let since = now - OUTBOX_RETENTION;
+        forget(
+            "delivered outbox messages",
+            store.forget_outbox_before(since),
+        )
+        .await;
+        let since = now - RESOLVED_ALERT_RETENTION;
+        forget("old resolved alerts", store.forget_resolved_before(since)).await;
         notices.extend(self.incidents.overdue(now).await?);
         // After `overdue`, which starts the escalations of incidents past their target.
         self.escalate().await;
@@ -64,5 +67,12 @@ impl Router {
             Ok(_) => self.deps.outbox.wake(),
             Err(e) => warn!(error = %e, "escalation steps failed"),
         }
+    }
+}
+
+/// Runs one of the sweep's bounded deletions; a failure is logged and retried next sweep.
+async fn forget(what: &str, batch: impl std::future::Future<Output = Result<u64, StoreError>>) {
+    if let Err(e) = batch.await {
+        warn!(error = %e, "forgetting {what} failed");
     }
 }

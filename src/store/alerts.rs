@@ -126,6 +126,19 @@ const UPSERT_CHUNK: usize = 1000;
 /// Event ids forgotten per call (per sweep, every 15 s): far more than arrive meanwhile.
 const FORGET_BATCH: i64 = 5000;
 
+/// What a group leaves behind once its alerts are forgotten: its messages, post claims and
+/// change mark, for groups with no alert left and nothing left to deliver (marks last).
+const FORGET_GROUPS: [&str; 3] = [
+    "DELETE FROM alert_messages WHERE NOT EXISTS (SELECT 1 FROM alerts a \
+     WHERE a.group_key = alert_messages.group_key) AND NOT EXISTS (SELECT 1 FROM alert_groups g \
+     WHERE g.group_key = alert_messages.group_key AND g.version > g.delivered)",
+    "DELETE FROM alert_post_claims WHERE NOT EXISTS (SELECT 1 FROM alerts a \
+     WHERE a.group_key = alert_post_claims.group_key) AND NOT EXISTS (SELECT 1 FROM alert_groups g \
+     WHERE g.group_key = alert_post_claims.group_key AND g.version > g.delivered)",
+    "DELETE FROM alert_groups WHERE version = delivered AND NOT EXISTS (SELECT 1 FROM alerts a \
+     WHERE a.group_key = alert_groups.group_key)",
+];
+
 /// One multi-row upsert of `alerts` (distinct fingerprints: Postgres refuses to update a row
 /// twice in one statement). A resolved alert that fires again starts a new episode, so its
 /// acknowledgement is cleared.
@@ -299,6 +312,24 @@ impl<DB: Backend> AlertStore for SqlStore<DB> {
         let q = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT_ALERT} WHERE id = $1"))).arg(&id);
         let row: Option<AlertRow> = fetch_optional(self.ex(), q).await?;
         row.map(AlertRow::into_alert).transpose()
+    }
+
+    async fn forget_resolved_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let q = sqlx::query(
+            "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE status = 'resolved' \
+             AND last_seen < $1 AND id NOT IN (SELECT alert_id FROM incident_alerts) LIMIT $2)",
+        )
+        .arg(&before.timestamp_micros())
+        .arg(&FORGET_BATCH);
+        let forgotten = execute(DB::on_conn(&mut tx), q).await?;
+        // A group with alerts left, or with a change still to deliver, keeps its message: a
+        // new alert in it is an edit, not a second post.
+        for sql in FORGET_GROUPS {
+            execute(DB::on_conn(&mut tx), sqlx::query(sql)).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(forgotten)
     }
 
     async fn alerts_in_group(&self, group_key: &str) -> Result<Vec<Alert>, StoreError> {
