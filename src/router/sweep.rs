@@ -14,7 +14,7 @@ use super::{Notice, Router};
 /// How long delivered and given-up outbox rows are kept (to look into a delivery).
 const OUTBOX_RETENTION: chrono::Duration = chrono::Duration::days(7);
 
-/// How long a resolved alert is kept (for `/alerts` history and look-backs); one an incident
+/// How long a resolved alert is kept (to look back at what fired); one an incident
 /// links to is kept as long as the incident.
 pub const RESOLVED_ALERT_RETENTION: chrono::Duration = chrono::Duration::days(30);
 
