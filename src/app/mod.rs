@@ -139,6 +139,9 @@ pub fn load_catalog(
     catalog.check_secrets(env)?;
     let checks: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
     catalog.check_health_refs(&checks)?;
+    catalog.check_schedule_args(&|spec, args| {
+        crate::router::bind::bind_named(spec, args).map(|_| ())
+    })?;
     Ok(catalog)
 }
 
