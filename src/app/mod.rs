@@ -21,6 +21,7 @@ use crate::actions::alerts::{AlertRoute, AlertRouting, AlertService, Escalation}
 use crate::actions::escalation::{EscalationPorts, EscalationSettings, Escalations};
 use crate::actions::health::{HealthChecks, HealthMonitor};
 use crate::actions::oncall::{OnCall, ScheduleEntry};
+use crate::actions::schedules::Schedules;
 use crate::adapters::PlatformOutbound;
 use crate::adapters::console::{Console, ConsoleOutbound};
 use crate::adapters::discord::{DiscordApi, DiscordState};
@@ -47,6 +48,7 @@ use crate::ports::{
 use crate::router::authz::BuiltinAccess;
 use crate::router::{ApprovalSettings, GlobalLimits, Router, RouterDeps};
 use crate::runner::ProcessRunner;
+use crate::scheduler::Scheduler;
 use crate::store::Access;
 use crate::sweeper::Sweeper;
 
@@ -230,6 +232,7 @@ impl App {
         let escalations = escalations(&config, &core, oncall.clone(), directory);
         alerts.escalate_with(escalations.clone());
         let health = Arc::new(HealthChecks::new(checks));
+        let schedules = Arc::new(schedules(&config, &catalog, &core, &health, &replica));
         let deps = router_deps(
             &config,
             &core,
@@ -239,6 +242,7 @@ impl App {
                 oncall,
                 escalations,
                 health: health.clone(),
+                schedules,
             },
             limiter,
             env,
@@ -284,6 +288,17 @@ impl App {
     /// The periodic sweep, queuing its notices for this app's deliverer.
     pub fn sweeper(&self) -> Sweeper {
         Sweeper::new(self.router.clone(), self.outbox.clone())
+    }
+
+    /// The scheduler's loop, running due command slots through this app's router.
+    pub fn scheduler(&self) -> Scheduler {
+        Scheduler::new(
+            self.router.clone(),
+            self.store.clone(),
+            self.outbound.clone(),
+            self.clock.clone(),
+            self.outbox.clone(),
+        )
     }
 
     /// The outbox's deliverer, posting through this app's outbound.
@@ -384,6 +399,7 @@ impl App {
         self.spawn_adapters(&shutdown);
         self.spawn_outbox(&shutdown);
         self.spawn_sweeper(&shutdown);
+        self.spawn_scheduler(&shutdown);
         tokio::spawn(crate::memory::trim_forever(shutdown.clone()));
         self.spawn_health(&shutdown);
         self.spawn_console();
@@ -479,6 +495,7 @@ impl App {
         // led), so sweeps and the outbox are left to the `serve` replicas.
         self.spawn_outbox(&shutdown);
         self.spawn_sweeper(&shutdown);
+        self.spawn_scheduler(&shutdown);
         let channel = channel.unwrap_or(&self.config.console.channel);
         let console = Console::new(self.inbound.clone(), name, channel);
         if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
@@ -564,6 +581,51 @@ fn oncall(config: &Config, core: &Core, directory: Arc<Directory>) -> OnCall {
     )
 }
 
+/// Every schedule: each command file's `[schedule]`, then the daily report if configured.
+fn schedules(
+    config: &Config,
+    catalog: &Catalog,
+    core: &Core,
+    health: &Arc<HealthChecks>,
+    replica: &str,
+) -> Schedules {
+    use crate::actions::schedules::{ScheduleEntry as Entry, Work};
+    let target = |platform, channel: &str| OutboundTarget {
+        platform,
+        channel_id: channel.to_owned(),
+        thread: None,
+    };
+    let commands = catalog.iter().filter_map(|spec| {
+        let s = spec.schedule.as_ref()?;
+        Some(Entry {
+            name: spec.name.clone(),
+            timetable: s.timetable.clone(),
+            target: target(s.platform, &s.channel),
+            grace: s.grace,
+            work: Work::Command {
+                roles: s.roles.clone(),
+                args: s.args.clone(),
+                needs_approval: spec.approval.is_some(),
+            },
+        })
+    });
+    let report = config.report.as_ref().map(|r| Entry {
+        name: crate::config::REPORT_SCHEDULE.to_owned(),
+        timetable: r.timetable.clone(),
+        target: target(r.platform, &r.channel),
+        grace: r.grace,
+        work: Work::Report,
+    });
+    let builder = crate::actions::report::Report::new(health.clone(), core.store.clone());
+    Schedules::new(
+        commands.chain(report).collect(),
+        core.store.clone(),
+        core.clock.clone(),
+        Arc::new(builder),
+        replica,
+    )
+}
+
 fn escalations(
     config: &Config,
     core: &Core,
@@ -594,6 +656,7 @@ struct Services {
     oncall: Arc<OnCall>,
     escalations: Arc<Escalations>,
     health: Arc<HealthChecks>,
+    schedules: Arc<Schedules>,
 }
 
 /// What the router is given: the config's policies as the router's types, and the ports.
@@ -611,12 +674,14 @@ fn router_deps(
         oncall,
         escalations,
         health,
+        schedules,
     } = services;
     Ok(RouterDeps {
         bot_name: config.bot.name.clone(),
         catalog: Arc::new(catalog),
         oncall,
         escalations,
+        schedules,
         directory: Arc::new(config.directory.clone()),
         access: BuiltinAccess {
             status: b.status_roles.clone(),
@@ -625,6 +690,7 @@ fn router_deps(
             respond: b.responder_roles.clone(),
             oncall: b.oncall_roles.clone(),
             page: b.page_roles.clone(),
+            schedule: b.schedule_roles.clone(),
         },
         alerts,
         pager: core.pager.clone(),
