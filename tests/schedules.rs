@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use opsbot::domain::{AlertSource, AlertStatus, IncomingAlert, RunId, RunState};
+use opsbot::domain::{
+    AlertSource, AlertStatus, ChannelRef, EventPayload, InboundEvent, IncomingAlert, Platform,
+    RunId, RunState, UserRef,
+};
 use opsbot::ports::{Clock, FakeClock};
 use support::{Outbound, RecordingOutbound, TEAM, TestApp};
 
@@ -179,7 +182,8 @@ async fn a_scheduled_command_that_needs_approval_opens_a_request_in_its_channel(
     let approval =
         "[approval]\napprovals = 1\napprover_roles = [\"sre-lead\"]\nexpires_after = \"1h\"\n";
     let clock = Arc::new(FakeClock::new(at("2026-12-01T02:00:00Z")));
-    let (app, chat) = app_with(backup("0 3 * * *", approval), TEAM, &clock).await;
+    let team = TEAM.replace("[\"console:bob\"]", "[\"console:bob\", \"slack:UBOB\"]");
+    let (app, chat) = app_with(backup("0 3 * * *", approval), &team, &clock).await;
     assert_eq!(tick(&app).await, 1);
     let log = chat.wait_until("the request", |m| m.len() >= 2).await;
     let request = posts(&chat)
@@ -201,6 +205,18 @@ async fn a_scheduled_command_that_needs_approval_opens_a_request_in_its_channel(
     );
     let id = run.message_id.unwrap();
     assert_eq!(chat.buttons_on(&id), ["/approve 1", "/deny 1"]);
+    // An approver lets it run; its result goes to the schedule's channel.
+    let approve = EventPayload::Command("/approve 1".into());
+    let in_cops = ChannelRef::id_only("COPS");
+    let bob = InboundEvent::new(UserRef::new(Platform::Slack, "UBOB"), in_cops, approve);
+    let approved = app.router.handle(&bob).await.reply.unwrap().text;
+    assert!(approved.contains("Approved by bob"), "{approved}");
+    app.wait_idle().await;
+    assert_eq!(app.runs(), 1);
+    chat.wait_until("the result", |m| {
+        m.iter().any(|o| matches!(o, Outbound::Post { channel, text, .. } if channel == "COPS" && text.contains("rolled back db")))
+    })
+    .await;
 }
 
 #[tokio::test]
