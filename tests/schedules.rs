@@ -379,3 +379,21 @@ async fn two_schedulers_on_one_postgres_fire_a_slot_once() {
     drop(apps);
     support::drop_postgres_schema(&schema).await;
 }
+
+#[test]
+fn a_scheduled_command_may_not_take_the_daily_reports_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("commands")).unwrap();
+    let command = backup("0 3 * * *", "").replace("name = \"backup\"", "name = \"daily-report\"");
+    std::fs::write(dir.path().join("commands/daily.toml"), command).unwrap();
+    let text = "[catalog]\ndir = \"commands\"\n[report]\ncron = \"0 9 * * *\"\ntimezone = \"UTC\"\nplatform = \"slack\"\nchannel = \"C1\"\n";
+    let path = dir.path().join("config.toml");
+    let config = opsbot::config::Config::from_toml(&path, text, &[]).unwrap();
+    let refused = opsbot::app::load_catalog(&config, &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.ends_with("daily.toml:13: schedule: \"daily-report\" is the daily report's schedule ([report] in the config); rename the command"),
+        "{refused}"
+    );
+}

@@ -5,6 +5,7 @@
 
 mod chat;
 mod leading;
+mod schedules;
 
 use chat::*;
 use leading::*;
@@ -51,6 +52,7 @@ use crate::runner::ProcessRunner;
 use crate::scheduler::Scheduler;
 use crate::store::Access;
 use crate::sweeper::Sweeper;
+use schedules::{report_name_free, schedules};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -144,6 +146,7 @@ pub fn load_catalog(
     catalog.check_schedule_args(&|spec, args| {
         crate::router::bind::bind_named(spec, args).map(|_| ())
     })?;
+    report_name_free(config, &catalog)?;
     Ok(catalog)
 }
 
@@ -578,51 +581,6 @@ fn oncall(config: &Config, core: &Core, directory: Arc<Directory>) -> OnCall {
         core.store.clone(),
         core.clock.clone(),
         core.metrics.clone(),
-    )
-}
-
-/// Every schedule: each command file's `[schedule]`, then the daily report if configured.
-fn schedules(
-    config: &Config,
-    catalog: &Catalog,
-    core: &Core,
-    health: &Arc<HealthChecks>,
-    replica: &str,
-) -> Schedules {
-    use crate::actions::schedules::{ScheduleEntry as Entry, Work};
-    let target = |platform, channel: &str| OutboundTarget {
-        platform,
-        channel_id: channel.to_owned(),
-        thread: None,
-    };
-    let commands = catalog.iter().filter_map(|spec| {
-        let s = spec.schedule.as_ref()?;
-        Some(Entry {
-            name: spec.name.clone(),
-            timetable: s.timetable.clone(),
-            target: target(s.platform, &s.channel),
-            grace: s.grace,
-            work: Work::Command {
-                roles: s.roles.clone(),
-                args: s.args.clone(),
-                needs_approval: spec.approval.is_some(),
-            },
-        })
-    });
-    let report = config.report.as_ref().map(|r| Entry {
-        name: crate::config::REPORT_SCHEDULE.to_owned(),
-        timetable: r.timetable.clone(),
-        target: target(r.platform, &r.channel),
-        grace: r.grace,
-        work: Work::Report,
-    });
-    let builder = crate::actions::report::Report::new(health.clone(), core.store.clone());
-    Schedules::new(
-        commands.chain(report).collect(),
-        core.store.clone(),
-        core.clock.clone(),
-        Arc::new(builder),
-        replica,
     )
 }
 
