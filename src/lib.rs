@@ -27,6 +27,7 @@ pub mod preflight;
 pub mod probes;
 pub mod router;
 pub mod runner;
+pub mod scheduler;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;

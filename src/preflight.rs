@@ -28,6 +28,7 @@ pub fn warnings(
 ) -> Vec<String> {
     let mut found = people_warnings(config, path, src);
     found.extend(break_glass_gaps(config, catalog));
+    found.extend(unconfigured_schedule_platforms(config, path, catalog));
     for spec in catalog.iter() {
         found.extend(approval_warning(config, spec));
         for (action, line) in spec.actions() {
@@ -36,6 +37,37 @@ pub fn warnings(
             }
             found.extend(unset_variables(spec, (action, line), env));
         }
+    }
+    found
+}
+
+/// A schedule (or the daily report) that reports to a platform opsbot has no credentials
+/// for: its start, result and approval request could never be posted.
+fn unconfigured_schedule_platforms(config: &Config, path: &Path, catalog: &Catalog) -> Vec<String> {
+    let configured = |p: Platform| match p {
+        Platform::Console => true,
+        Platform::Slack => config.slack.is_some(),
+        Platform::Discord => config.discord.is_some(),
+        Platform::Telegram => config.telegram.is_some(),
+    };
+    let why = |p: Platform| {
+        format!(
+            "it reports to {p}, which is not configured ([{p}] is missing), so its posts would fail"
+        )
+    };
+    let mut found: Vec<String> = (catalog.iter())
+        .filter_map(|spec| {
+            let s = spec.schedule.as_ref().filter(|s| !configured(s.platform))?;
+            Some(format!(
+                "{}:{}: [schedule]: {}",
+                spec.source.display(),
+                s.line,
+                why(s.platform)
+            ))
+        })
+        .collect();
+    if let Some(r) = config.report.as_ref().filter(|r| !configured(r.platform)) {
+        found.push(format!("{}: [report]: {}", path.display(), why(r.platform)));
     }
     found
 }

@@ -1333,3 +1333,32 @@ fn backup_retention_deletes_old_dumps_but_keeps_the_newest() {
     assert!(prune("billing").contains("kept 1 backup(s) of billing"));
     assert_eq!(left().len(), 2);
 }
+
+/// A `[schedule]` loading refuses stops `check-config` at its line; one that would report to
+/// a platform with no credentials is a warning.
+#[test]
+fn check_config_refuses_a_bad_schedule_and_warns_of_one_nobody_can_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 1);
+    let schedule = "[schedule]\ncron = \"0 3 * * *\"\ntimezone = \"Europe/Berlin\"\nplatform = \"slack\"\nchannel = \"C0OPS\"\nroles = [\"sre\"]\n";
+    let nightly = format!(
+        "name = \"nightly\"\nsummary = \"x\"\nroles = [\"sre\"]\n[action]\nkind = \"exec\"\nargv = [\"true\"]\ntimeout = \"1s\"\n{schedule}"
+    );
+    let file = dir.path().join("commands/nightly.toml");
+    std::fs::write(&file, nightly.replace("0 3 * * *", "0 25 * * *")).unwrap();
+    let out = opsbot(&["check-config", "--config", config.to_str().unwrap()], b"");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("nightly.toml:9: schedule: cron \"0 25 * * *\" is not valid"),
+        "{stderr}"
+    );
+    std::fs::write(&file, &nightly).unwrap();
+    let out = opsbot(&["check-config", "--config", config.to_str().unwrap()], b"");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "a warning, not a refusal: {stdout}");
+    assert!(
+        stdout.contains("nightly.toml:8: [schedule]: it reports to slack, which is not configured ([slack] is missing)"),
+        "{stdout}"
+    );
+}

@@ -7,3 +7,5 @@ pub mod health;
 pub mod oncall;
 pub mod postmortem;
 pub mod render;
+pub mod report;
+pub mod schedules;

@@ -1,6 +1,6 @@
 //! Work that runs once cluster-wide: the election, and the loops only the leader runs (the
-//! outbox's deliverer, the sweep, alert group delivery, scheduled health checks and the
-//! heartbeat), each stopped at once when leadership is lost.
+//! outbox's deliverer, the sweep, the scheduler, alert group delivery, scheduled health
+//! checks and the heartbeat), each stopped at once when leadership is lost.
 
 use super::*;
 
@@ -62,6 +62,18 @@ impl App {
         let (sweeper, liveness) = (self.sweeper(), self.liveness.clone());
         self.spawn_leader_only(shutdown, Standby::Loop("sweeper"), move |token| {
             sweeper.clone().run(liveness.clone(), token)
+        });
+    }
+
+    /// The scheduler (`[schedule]` in command files, the daily report), on the leader: each
+    /// slot is claimed in the store too, so a handover never fires one twice.
+    pub(super) fn spawn_scheduler(&self, shutdown: &CancellationToken) {
+        if self.router.schedules().entries().is_empty() {
+            return;
+        }
+        let (scheduler, liveness) = (self.scheduler(), self.liveness.clone());
+        self.spawn_leader_only(shutdown, Standby::Loop("scheduler"), move |token| {
+            scheduler.clone().run_forever(liveness.clone(), token)
         });
     }
 

@@ -5,6 +5,7 @@
 
 mod chat;
 mod leading;
+mod schedules;
 
 use chat::*;
 use leading::*;
@@ -22,6 +23,7 @@ use crate::actions::alerts::{AlertRoute, AlertRouting, AlertService, Escalation}
 use crate::actions::escalation::{EscalationPorts, EscalationSettings, Escalations};
 use crate::actions::health::{HealthChecks, HealthMonitor};
 use crate::actions::oncall::{OnCall, ScheduleEntry};
+use crate::actions::schedules::Schedules;
 use crate::adapters::PlatformOutbound;
 use crate::adapters::console::{Console, ConsoleOutbound};
 use crate::adapters::discord::{DiscordApi, DiscordState};
@@ -48,8 +50,10 @@ use crate::ports::{
 use crate::router::authz::BuiltinAccess;
 use crate::router::{ApprovalSettings, GlobalLimits, Router, RouterDeps};
 use crate::runner::ProcessRunner;
+use crate::scheduler::Scheduler;
 use crate::store::Access;
 use crate::sweeper::Sweeper;
+use schedules::{report_name_free, schedules};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -140,6 +144,10 @@ pub fn load_catalog(
     catalog.check_secrets(env)?;
     let checks: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
     catalog.check_health_refs(&checks)?;
+    catalog.check_schedule_args(&|spec, args| {
+        crate::router::bind::bind_named(spec, args).map(|_| ())
+    })?;
+    report_name_free(config, &catalog)?;
     Ok(catalog)
 }
 
@@ -228,6 +236,7 @@ impl App {
         let escalations = escalations(&config, &core, oncall.clone(), directory);
         alerts.escalate_with(escalations.clone());
         let health = Arc::new(HealthChecks::new(checks));
+        let schedules = Arc::new(schedules(&config, &catalog, &core, &health, &replica));
         let deps = router_deps(
             &config,
             &core,
@@ -237,6 +246,7 @@ impl App {
                 oncall,
                 escalations,
                 health: health.clone(),
+                schedules,
             },
             limiter,
             env,
@@ -282,6 +292,17 @@ impl App {
     /// The periodic sweep, queuing its notices for this app's deliverer.
     pub fn sweeper(&self) -> Sweeper {
         Sweeper::new(self.router.clone(), self.outbox.clone())
+    }
+
+    /// The scheduler's loop, running due command slots through this app's router.
+    pub fn scheduler(&self) -> Scheduler {
+        Scheduler::new(
+            self.router.clone(),
+            self.store.clone(),
+            self.outbound.clone(),
+            self.clock.clone(),
+            self.outbox.clone(),
+        )
     }
 
     /// The outbox's deliverer, posting through this app's outbound.
@@ -385,6 +406,7 @@ impl App {
         self.spawn_adapters(&shutdown);
         self.spawn_outbox(&finishing);
         self.spawn_sweeper(&shutdown);
+        self.spawn_scheduler(&shutdown);
         tokio::spawn(crate::memory::trim_forever(shutdown.clone()));
         self.spawn_health(&shutdown);
         self.spawn_console();
@@ -516,6 +538,7 @@ impl App {
         // led), so sweeps and the outbox are left to the `serve` replicas.
         self.spawn_outbox(&shutdown);
         self.spawn_sweeper(&shutdown);
+        self.spawn_scheduler(&shutdown);
         let channel = channel.unwrap_or(&self.config.console.channel);
         let console = Console::new(self.inbound.clone(), name, channel);
         if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
@@ -631,6 +654,7 @@ struct Services {
     oncall: Arc<OnCall>,
     escalations: Arc<Escalations>,
     health: Arc<HealthChecks>,
+    schedules: Arc<Schedules>,
 }
 
 /// What the router is given: the config's policies as the router's types, and the ports.
@@ -648,12 +672,14 @@ fn router_deps(
         oncall,
         escalations,
         health,
+        schedules,
     } = services;
     Ok(RouterDeps {
         bot_name: config.bot.name.clone(),
         catalog: Arc::new(catalog),
         oncall,
         escalations,
+        schedules,
         directory: Arc::new(config.directory.clone()),
         access: BuiltinAccess {
             status: b.status_roles.clone(),
@@ -662,6 +688,7 @@ fn router_deps(
             respond: b.responder_roles.clone(),
             oncall: b.oncall_roles.clone(),
             page: b.page_roles.clone(),
+            schedule: b.schedule_roles.clone(),
         },
         alerts,
         pager: core.pager.clone(),

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 pub use spec::{
     ActionSpec, ApprovalSpec, ArgKind, ArgSpec, ChannelPattern, CommandLimits, CommandSpec,
-    ExecSpec, HttpSpec, Procedure, Segment, StepKind, StepSpec, Template, WaitFor, WaitTarget,
-    Workflow,
+    ExecSpec, HttpSpec, Procedure, ScheduleSpec, Segment, StepKind, StepSpec, Template, WaitFor,
+    WaitTarget, Workflow,
 };
 
 /// Shortest secret value accepted, in bytes. Runbook output is scrubbed of each secret
@@ -55,6 +55,9 @@ impl fmt::Display for CatalogErrors {
         Ok(())
     }
 }
+
+/// Whether a command accepts arguments given by name: the router's binder, handed in.
+pub type ArgsCheck = dyn Fn(&CommandSpec, &[(String, String)]) -> Result<(), String>;
 
 /// The validated set of data-defined commands.
 #[derive(Debug, Default, Clone)]
@@ -197,6 +200,27 @@ impl Catalog {
                 }
             }
         }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(CatalogErrors(errors))
+        }
+    }
+
+    /// Refuses a `[schedule]` whose `args` the command's own validation refuses (`bind`, the
+    /// router's binder: the catalogue sits below the router), at the schedule's line.
+    pub fn check_schedule_args(&self, bind: &ArgsCheck) -> Result<(), CatalogErrors> {
+        let errors: Vec<CatalogError> = (self.commands.values())
+            .filter_map(|spec| {
+                let schedule = spec.schedule.as_ref()?;
+                let why = bind(spec, &schedule.args).err()?;
+                Some(CatalogError {
+                    file: spec.source.clone(),
+                    line: Some(schedule.line),
+                    message: format!("schedule: args: {why}"),
+                })
+            })
+            .collect();
         if errors.is_empty() {
             Ok(())
         } else {

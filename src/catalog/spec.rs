@@ -10,9 +10,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::CatalogError;
+pub use schedule::ScheduleSpec;
 pub use steps::{StepKind, StepSpec, WaitFor, WaitTarget, Workflow};
 
 mod action;
+mod schedule;
 mod steps;
 
 use crate::domain::{HumanDuration, RateQuota, Role, line_col};
@@ -36,6 +38,8 @@ pub struct CommandSpec {
     /// Line of `[action]` (or the first `[[steps]]`) in `source`, to name it in problems found
     /// after loading (a secret's value, read from the environment).
     pub action_line: usize,
+    /// `[schedule]`: when it runs by itself, as `schedule:NAME`.
+    pub schedule: Option<ScheduleSpec>,
 }
 
 /// What a command runs.
@@ -276,6 +280,7 @@ struct RawCommand {
     steps: Option<Spanned<Vec<Spanned<RawAction>>>>,
     #[serde(default)]
     on_failure: Vec<Spanned<RawAction>>,
+    schedule: Option<Spanned<schedule::RawSchedule>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -376,6 +381,19 @@ pub(super) fn parse_command_file(
     for (action, _) in procedure.actions() {
         keep_ints_from_flags(&raw.args, &mut args, action, &mut problems);
     }
+    let channels: Vec<ChannelPattern> = raw
+        .channels
+        .iter()
+        .map(|c| ChannelPattern::new(c))
+        .collect();
+    let schedule = raw.schedule.as_ref().and_then(|s| {
+        let command = schedule::Command {
+            roles: &raw.roles,
+            channels: &channels,
+            arg_names: &arg_names,
+        };
+        schedule::parse(s, command, &mut problems)
+    });
     if !problems.errors.is_empty() {
         return Err(problems.errors);
     }
@@ -383,11 +401,7 @@ pub(super) fn parse_command_file(
         name: raw.name.into_inner(),
         summary: raw.summary.into_inner(),
         roles: raw.roles,
-        channels: raw
-            .channels
-            .iter()
-            .map(|c| ChannelPattern::new(c))
-            .collect(),
+        channels,
         args,
         limits: CommandLimits {
             per_user: raw.rate_limit.per_user,
@@ -397,6 +411,7 @@ pub(super) fn parse_command_file(
         procedure,
         source: file.to_owned(),
         action_line: line_col(src, action_at).0,
+        schedule,
     })
 }
 

@@ -10,6 +10,7 @@ mod oncall;
 mod paging;
 mod people;
 mod platforms;
+mod report;
 mod sections;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,7 @@ pub use escalation::{EscalationConfig, PolicyConfig};
 pub use oncall::{OncallConfig, ScheduleConfig};
 pub use paging::{PAGERDUTY_URL, PagingConfig, PagingKind, PagingServiceConfig};
 pub use platforms::{DiscordConfig, SlackConfig, SlackReceive, TelegramConfig, TelegramDelivery};
+pub use report::{REPORT_SCHEDULE, ReportConfig};
 pub use sections::{
     ApprovalsConfig, BotConfig, BuiltinsConfig, CatalogConfig, ClusterConfig, ConsoleConfig,
     HealthConfig, IncidentsConfig, LimiterBackend, LimitsConfig, LogConfig, LogFormat,
@@ -80,6 +82,8 @@ pub struct Config {
     pub paging: PagingConfig,
     /// Escalation policies (`[[escalation.policies]]`) and Slack user groups for roles.
     pub escalation: EscalationConfig,
+    /// The daily report (`[report]`); absent = none.
+    pub report: Option<ReportConfig>,
     /// Telegram bot credentials; absent = no Telegram adapter.
     pub telegram: Option<TelegramConfig>,
     /// Slack app credentials; absent = no Slack adapter.

@@ -54,12 +54,8 @@ impl TryFrom<RawSchedule> for ScheduleConfig {
     fn try_from(raw: RawSchedule) -> Result<Self, String> {
         let name = raw.name;
         super::plain_name(&name, "schedule")?;
-        let time_zone = raw.time_zone.parse().map_err(|_| {
-            format!(
-                "schedule {name}: unknown time zone {:?}; use an IANA name such as Europe/Berlin",
-                raw.time_zone
-            )
-        })?;
+        let time_zone = crate::domain::time_zone(&raw.time_zone)
+            .map_err(|e| format!("schedule {name}: {e}"))?;
         if raw.layers.is_empty() {
             return Err(format!("schedule {name}: needs at least one layer"));
         }

@@ -301,6 +301,8 @@ pub struct BuiltinsConfig {
     pub oncall_roles: Vec<Role>,
     /// May pull someone in with `/page` (a mention, and their paging service).
     pub page_roles: Vec<Role>,
+    /// May pause and resume scheduled runs (`/schedule pause|resume NAME`).
+    pub schedule_roles: Vec<Role>,
 }
 
 /// Scheduled health checks and the bot's own dead-man's switch.

@@ -19,6 +19,7 @@ mod oncall;
 mod run;
 mod text;
 mod time;
+mod timetable;
 
 pub use action::{ActionKind, BoundArgs, exec_location};
 pub use alert::{
@@ -40,7 +41,8 @@ pub use incident::{
     Incident, IncidentStatus, ResponseTargets, Severity, TimelineEntry, TimelineKind,
 };
 pub use mention::{Mention, MentionOf, Segment, segments};
-pub use oncall::{Handoff, Layer, OnCall, Override, Schedule, Window};
+pub use oncall::{Handoff, Layer, OnCall, Override, Schedule, Window, time_zone};
 pub use run::{NewRun, Run, RunResult, RunState, StepRecord, StepState, Vote, VoteTally};
 pub use text::{clip, line_col};
 pub use time::{HumanDuration, RateQuota, human_duration, parse_duration};
+pub use timetable::{DEFAULT_GRACE, SlotDecision, SlotOutcome, Timetable};

@@ -11,6 +11,13 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, 
 use chrono::{LocalResult, Weekday};
 use chrono_tz::Tz;
 
+/// An IANA time zone by name (`Europe/Berlin`), with the sentence a config error shows.
+/// On-call schedules and scheduled runs read their wall-clock times in one.
+pub fn time_zone(name: &str) -> Result<Tz, String> {
+    name.parse()
+        .map_err(|_| format!("unknown time zone {name:?}; use an IANA name such as Europe/Berlin"))
+}
+
 /// One schedule, as configured.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Schedule {

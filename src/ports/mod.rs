@@ -17,6 +17,7 @@ mod paging;
 mod people;
 mod probes;
 mod runs;
+mod schedules;
 
 pub use alerts::*;
 pub use chat::*;
@@ -29,6 +30,7 @@ pub use paging::*;
 pub use people::*;
 pub use probes::*;
 pub use runs::*;
+pub use schedules::*;
 
 /// Failure of the store boundary. The message is for logs, never for chat.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,7 @@ pub trait Store:
     + OutboxStore
     + OncallStore
     + EscalationStore
+    + ScheduleStore
     + Send
     + Sync
 {

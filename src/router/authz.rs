@@ -49,6 +49,8 @@ pub enum RoleList {
     OnCall,
     /// `/page`.
     Page,
+    /// `/schedule pause|resume`.
+    Schedule,
 }
 
 /// Roles granted the built-ins that are not open to everyone.
@@ -64,6 +66,8 @@ pub struct BuiltinAccess {
     pub oncall: Vec<Role>,
     /// `/page`.
     pub page: Vec<Role>,
+    /// `/schedule pause|resume`.
+    pub schedule: Vec<Role>,
 }
 
 impl BuiltinAccess {
@@ -75,6 +79,7 @@ impl BuiltinAccess {
             RoleList::Respond => &self.respond,
             RoleList::OnCall => &self.oncall,
             RoleList::Page => &self.page,
+            RoleList::Schedule => &self.schedule,
         }
     }
 }

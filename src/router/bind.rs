@@ -65,6 +65,17 @@ pub fn bind(spec: &CommandSpec, words: &[Word]) -> Result<BoundArgs, String> {
     Ok(BoundArgs(bound))
 }
 
+/// Binds arguments given by name (a `[schedule]`'s `args`), validated as typed ones are.
+pub fn bind_named(spec: &CommandSpec, args: &[(String, String)]) -> Result<BoundArgs, String> {
+    let words: Vec<Word> = (args.iter())
+        .map(|(name, value)| Word::Flag {
+            name: name.clone(),
+            value: Some(value.clone()),
+        })
+        .collect();
+    bind(spec, &words)
+}
+
 /// Whether `{name}` appears in an HTTP action's URL. Percent-encoding cannot keep `.` and
 /// `..` literal there: the URL library resolves `%2E%2E` like `..` (as WHATWG URLs do).
 fn in_url(spec: &CommandSpec, name: &str) -> bool {
@@ -176,6 +187,24 @@ mod tests {
         );
         let catalog = Catalog::from_sources(&[(PathBuf::from("x.toml"), src)], &[]).unwrap();
         (**catalog.get("x").unwrap()).clone()
+    }
+
+    #[test]
+    fn schedule_arguments_the_command_refuses_are_refused_at_load() {
+        let src = "name = \"backup\"\nsummary = \"b\"\nroles = [\"sre\"]\n[[args]]\nname = \"target\"\n\
+            kind = \"choice\"\nchoices = [\"db\"]\n[action]\nkind = \"exec\"\nargv = [\"/bin/true\", \"{target}\"]\ntimeout = \"1s\"\n\
+            [schedule]\ncron = \"0 3 * * *\"\ntimezone = \"UTC\"\nplatform = \"slack\"\nchannel = \"C1\"\n\
+            roles = [\"sre\"]\nargs = { target = \"files\" }\n";
+        let catalog =
+            Catalog::from_sources(&[(PathBuf::from("backup.toml"), src.into())], &[]).unwrap();
+        let refused = catalog
+            .check_schedule_args(&|spec, args| bind_named(spec, args).map(|_| ()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            refused,
+            "backup.toml:12: schedule: args: target must be one of db; got \"files\""
+        );
     }
 
     const ARGV: &str = "kind = \"exec\"\nargv = [\"/bin/x\", \"{a}\"]";

@@ -251,6 +251,27 @@ pub const BUILTINS: &[BuiltinSpec] = &[
         ],
         bind: bind::page,
     },
+    BuiltinSpec {
+        name: "schedules",
+        usage: "/schedules",
+        summary: "list the scheduled runs with their next run and whether they are paused",
+        access: Access::Roles(RoleList::Status),
+        on_timeline: false,
+        params: &[],
+        bind: |a| a.none().map(|()| BuiltinCall::Schedules),
+    },
+    BuiltinSpec {
+        name: "schedule",
+        usage: "/schedule pause|resume NAME",
+        summary: "pause or resume a scheduled run (for every replica, until resumed)",
+        access: Access::Roles(RoleList::Schedule),
+        on_timeline: true,
+        params: &[
+            req("action", "pause or resume"),
+            req("name", "the schedule (see /schedules)"),
+        ],
+        bind: bind::schedule,
+    },
 ];
 
 /// The names the built-ins own: the catalogue refuses command files that take one.
@@ -323,6 +344,12 @@ pub enum BuiltinCall {
         /// A person's name or a schedule's, as typed (without a leading `@`).
         who: String,
         reason: String,
+    },
+    Schedules,
+    /// `/schedule pause|resume NAME`.
+    Schedule {
+        pause: bool,
+        name: String,
     },
 }
 

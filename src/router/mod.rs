@@ -28,6 +28,7 @@ use crate::actions::alerts::{AlertService, Escalation};
 use crate::actions::escalation::Escalations;
 use crate::actions::health::HealthChecks;
 use crate::actions::oncall::OnCall;
+use crate::actions::schedules::Schedules;
 use crate::catalog::Catalog;
 use crate::domain::{
     BoundArgs, Directory, EventPayload, InboundEvent, Outcome, RateQuota, Reply, RequestId,
@@ -78,6 +79,8 @@ pub struct RouterDeps {
     pub pager: Arc<dyn Pager>,
     /// Escalation policies walked for alert groups and overdue incidents.
     pub escalations: Arc<Escalations>,
+    /// Scheduled runs: `/schedules` and `/schedule pause|resume`.
+    pub schedules: Arc<Schedules>,
     /// Writes silences back to Alertmanager, when `alerts.alertmanager_url` is set.
     pub silence_sync: Option<Arc<dyn SilenceSync>>,
     pub runner: Arc<dyn ActionRunner>,
@@ -310,12 +313,32 @@ impl Router {
 
     /// Runs one inbound event through the whole pipeline.
     pub async fn handle(&self, ev: &InboundEvent) -> Response {
-        let request_id = RequestId::new();
-        let span = info_span!("command", request_id = %request_id, user = %ev.user, channel = %ev.channel.id);
-        self.handle_inner(ev, request_id).instrument(span).await
+        self.handle_as(ev, self.deps.directory.resolve(&ev.user))
+            .await
     }
 
-    async fn handle_inner(&self, ev: &InboundEvent, request_id: RequestId) -> Response {
+    /// Runs `ev` through the whole pipeline as `requester`, whom its sender is taken to be:
+    /// the directory's person for a platform's event, a schedule's own identity for its runs
+    /// (`crate::scheduler`), which no platform event can claim.
+    pub async fn handle_as(&self, ev: &InboundEvent, requester: Requester) -> Response {
+        let request_id = RequestId::new();
+        let span = info_span!("command", request_id = %request_id, user = %ev.user, channel = %ev.channel.id);
+        self.handle_inner(ev, request_id, requester)
+            .instrument(span)
+            .await
+    }
+
+    /// Scheduled runs and `/schedules`.
+    pub fn schedules(&self) -> &Arc<Schedules> {
+        &self.deps.schedules
+    }
+
+    async fn handle_inner(
+        &self,
+        ev: &InboundEvent,
+        request_id: RequestId,
+        requester: Requester,
+    ) -> Response {
         let started = Instant::now();
         let text = match &ev.payload {
             EventPayload::Command(t) => t,
@@ -384,7 +407,7 @@ impl Router {
             args: parsed.arg_text.chars().take(500).collect(),
             visibility: self.visibility(&parsed),
         };
-        let result = self.pipeline(ev, &request_id, &parsed).await;
+        let result = self.pipeline(ev, &request_id, &parsed, &requester).await;
         self.finish(ev, request_id, started, attempt, result).await
     }
 
@@ -393,6 +416,7 @@ impl Router {
         ev: &InboundEvent,
         request_id: &RequestId,
         parsed: &ParsedCommand,
+        requester: &Requester,
     ) -> Result<Done, Refusal> {
         let target = if let Some(b) = builtins::find(&parsed.name) {
             Target::Builtin(b)
@@ -404,8 +428,7 @@ impl Router {
                 parsed.name
             )));
         };
-        let requester = self.deps.directory.resolve(&ev.user);
-        let authorized = authorize(&requester, target, &ev.channel, &self.deps.access)
+        let authorized = authorize(requester, target, &ev.channel, &self.deps.access)
             .map_err(Refusal::Denied)?;
         let call = match authorized.target() {
             Target::Builtin(b) => {
@@ -416,8 +439,8 @@ impl Router {
                 Call::Runbook(bind(spec, &words).map_err(Refusal::Invalid)?, mode)
             }
         };
-        let counted = self.check_limits(ev, &requester, &authorized).await?;
-        let result = self.run(ev, request_id, &requester, authorized, call).await;
+        let counted = self.check_limits(ev, requester, &authorized).await?;
+        let result = self.run(ev, request_id, requester, authorized, call).await;
         if let Err(Refusal::Failed(_) | Refusal::Unavailable(_)) = &result {
             // Our failure, not the person's use: it must not cost them their next try.
             self.give_back(counted);

@@ -21,6 +21,7 @@ mod oncall;
 pub(crate) mod outbox;
 pub mod postgres;
 pub(crate) mod runs;
+mod schedules;
 mod sql;
 pub mod sqlite;
 

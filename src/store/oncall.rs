@@ -3,10 +3,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::outbox::insert_queued;
+use super::outbox::claim_queuing;
 use super::runs::micros;
-use super::sql::{Arg, Backend, changed_one, fetch_all, fetch_optional};
-use super::{OnPool, SqlStore, backend};
+use super::sql::{Arg, Backend, fetch_all, fetch_optional};
+use super::{OnPool, SqlStore};
 use crate::domain::{Handoff, Override};
 use crate::ports::{OncallStore, Queued, StoreError};
 
@@ -84,7 +84,6 @@ impl<DB: Backend> OncallStore for SqlStore<DB> {
         now: DateTime<Utc>,
         notices: &[Queued],
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
         let q = sqlx::query(
             "INSERT INTO oncall_handoffs (schedule, layer, at, announced_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (schedule, layer, at) DO NOTHING",
@@ -93,14 +92,7 @@ impl<DB: Backend> OncallStore for SqlStore<DB> {
         .arg(handoff.layer.as_str())
         .arg(&micros(handoff.at))
         .arg(&micros(now));
-        // Announced already (here or by another replica): dropping the transaction queues nothing.
-        if !changed_one(DB::on_conn(&mut tx), q).await? {
-            return Ok(false);
-        }
-        for notice in notices {
-            insert_queued::<DB>(&mut tx, notice, now).await?;
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(true)
+        // Announced already (here or by another replica): nothing is queued.
+        claim_queuing(&self.pool, q, notices, now).await
     }
 }

@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::runs::micros;
-use super::sql::{Arg, Backend, changed_one, execute, fetch_all, fetch_one};
+use super::sql::{Arg, Backend, Q, changed_one, execute, fetch_all, fetch_one};
 use super::{OnPool, SqlStore, backend};
 use crate::domain::{Mention, Visibility};
 use crate::ports::{
@@ -119,6 +119,27 @@ impl OutboxRow {
             })?,
         })
     }
+}
+
+/// Runs `claim` (a conditional insert or update) and, when it changed one row, queues
+/// `notices` in the same transaction; false, with nothing queued, when it changed none (the
+/// claim was taken already, here or by another replica).
+pub(crate) async fn claim_queuing<DB: Backend>(
+    pool: &sqlx::Pool<DB>,
+    claim: Q<'_, DB>,
+    notices: &[Queued],
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await.map_err(backend)?;
+    // Dropping the transaction unclaimed queues nothing.
+    if !changed_one(DB::on_conn(&mut tx), claim).await? {
+        return Ok(false);
+    }
+    for notice in notices {
+        insert_queued::<DB>(&mut tx, notice, now).await?;
+    }
+    tx.commit().await.map_err(backend)?;
+    Ok(true)
 }
 
 /// Queues `queued` on `conn` (a connection, or the transaction that decided it), due at

@@ -95,6 +95,7 @@ pub(crate) trait Backend:
     + ReadRow<(String, String)>
     + ReadRow<(String, i64)>
     + ReadRow<(i64, String, i64)>
+    + ReadRow<(String, String, i64)>
     + ReadRow<AuditRow>
     + ReadRow<RunRow>
     + ReadRow<StepRow>

@@ -29,6 +29,8 @@ pub struct TestApp {
     pub dir: TempDir,
     /// The app's periodic sweep (tests run it by hand), posting through the app's outbound.
     pub sweeper: opsbot::sweeper::Sweeper,
+    /// The app's scheduler (tests tick it by hand, with a `FakeClock`).
+    pub scheduler: opsbot::scheduler::Scheduler,
     shutdown: CancellationToken,
 }
 
@@ -177,6 +179,7 @@ async fn start(app: App, dir: TempDir) -> TestApp {
         metrics_addr,
         dir,
         sweeper: app.sweeper(),
+        scheduler: app.scheduler(),
         shutdown,
     }
 }

@@ -164,6 +164,19 @@ pub(super) fn page(a: &Args) -> Result<BuiltinCall, String> {
     })
 }
 
+/// `pause NAME` or `resume NAME`.
+pub(super) fn schedule(a: &Args) -> Result<BuiltinCall, String> {
+    let (pause, name) = match a.words[..] {
+        ["pause", name] => (true, name),
+        ["resume", name] => (false, name),
+        _ => return Err(a.wrong("expected pause NAME or resume NAME")),
+    };
+    Ok(BuiltinCall::Schedule {
+        pause,
+        name: name.to_owned(),
+    })
+}
+
 pub(super) fn incident(a: &Args) -> Result<BuiltinCall, String> {
     incident_cmd(&a.words)
         .map(BuiltinCall::Incident)

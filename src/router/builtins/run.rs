@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::{BUILTINS, BuiltinCall, OnCallCmd, find};
 use crate::actions::health;
 use crate::actions::oncall::OverrideError;
+use crate::actions::schedules::PauseError;
 use crate::catalog::{ArgKind, CommandSpec};
 use crate::domain::{AuditRecord, InboundEvent, Person, RequestId, Requester, Visibility, clip};
 use crate::ports::{
@@ -81,6 +82,23 @@ impl Router {
             BuiltinCall::OnCall(cmd) => self.oncall(requester, authorized, cmd).await?,
             BuiltinCall::Page { who, reason } => {
                 return self.page(ev, request_id, requester, &who, &reason).await;
+            }
+            BuiltinCall::Schedules => (self.deps.schedules.list().await)
+                .map_err(|e| Refusal::Failed(anyhow::Error::new(e).context("listing schedules")))?,
+            BuiltinCall::Schedule { pause, name } => {
+                let by = requester.name();
+                let text = (self.deps.schedules.set_paused(&name, pause, &by).await).map_err(
+                    |e| match e {
+                        PauseError::Store(e) => {
+                            Refusal::Failed(anyhow::Error::new(e).context("pausing a schedule"))
+                        }
+                        unknown @ PauseError::Unknown(..) => Refusal::Invalid(unknown.to_string()),
+                    },
+                )?;
+                return Ok(Done {
+                    detail: format!("{} {name}", if pause { "paused" } else { "resumed" }),
+                    ..Done::text(text)
+                });
             }
         };
         Ok(Done::text(text))
