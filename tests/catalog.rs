@@ -249,3 +249,34 @@ fn an_int_that_starts_an_argv_item_may_not_allow_negatives() {
         "{err}"
     );
 }
+
+/// The nightly schedule `commands/backup.toml` ships commented out loads once uncommented.
+#[test]
+fn the_nightly_backup_schedule_loads_once_uncommented() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("commands/backup.toml");
+    let shipped = std::fs::read_to_string(&path).unwrap();
+    let keys = [
+        "[schedule]",
+        "cron",
+        "timezone",
+        "platform",
+        "channel",
+        "roles",
+        "args",
+        "grace",
+    ];
+    let enabled: String = shipped
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if keys.iter().any(|k| rest.starts_with(k)) => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        enabled.contains("\n[schedule]\ncron = \"0 3 * * *\""),
+        "{enabled}"
+    );
+    let catalog = Catalog::from_sources(&[(path, enabled)], &NAMES).expect("loads");
+    assert!(catalog.get("backup").unwrap().schedule.is_some());
+}
