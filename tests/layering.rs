@@ -58,7 +58,7 @@ fn core_modules_do_not_import_edge_crates() {
 const MAY_NAME: &[(&str, &[&str])] = &[
     ("src/domain", &["domain"]),
     ("src/catalog", &["domain", "catalog"]),
-    ("src/ports.rs", &["domain", "ports"]),
+    ("src/ports", &["domain", "ports"]),
     (
         "src/actions",
         &["domain", "catalog", "ports", "actions", "metrics"],
