@@ -205,6 +205,38 @@ fn builder(
         .outbound(chat.clone())
 }
 
+/// An app on `config` alone, with the fakes.
+async fn with_config(
+    config: &str,
+    clock: &Arc<FakeClock>,
+    pager: &Arc<FakePager>,
+    chat: &Arc<RecordingOutbound>,
+) -> TestApp {
+    TestApp::builder()
+        .config(config)
+        .clock(clock.clone())
+        .pager(pager.clone())
+        .outbound(chat.clone())
+        .spawn()
+        .await
+}
+
+/// A new app on `first`'s store, which then goes away (one process alone may open the
+/// SQLite file): nothing of `first`'s memory carries over.
+async fn successor(
+    first: TestApp,
+    clock: &Arc<FakeClock>,
+    pager: &Arc<FakePager>,
+    chat: &Arc<RecordingOutbound>,
+) -> TestApp {
+    let second = builder(clock, pager, chat)
+        .store(first.store.clone())
+        .spawn()
+        .await;
+    drop(first);
+    second
+}
+
 #[tokio::test]
 async fn a_critical_alert_pings_the_primary_then_the_secondary_then_pages_until_acked() {
     let clock = Arc::new(FakeClock::new(start()));
@@ -356,11 +388,7 @@ async fn a_restarted_app_continues_from_the_stored_step() {
 
     // A new app on the same store (one process alone may open the SQLite file): nothing of
     // the escalation is in its memory.
-    let second = builder(&clock, &pager, &chat)
-        .store(first.store.clone())
-        .spawn()
-        .await;
-    drop(first);
+    let second = successor(first, &clock, &pager, &chat).await;
     second.router.sweep().await.unwrap();
     clock.advance(Duration::from_secs(5 * 60));
     second.router.sweep().await.unwrap();
@@ -425,13 +453,7 @@ async fn an_unacknowledged_p1_incident_escalates_through_its_policy_until_update
          [incidents]\nescalation = {{ P1 = \"sev1\" }}\n",
         people(false)
     );
-    let app = TestApp::builder()
-        .config(&config)
-        .clock(clock.clone())
-        .pager(pager.clone())
-        .outbound(chat.clone())
-        .spawn()
-        .await;
+    let app = with_config(&config, &clock, &pager, &chat).await;
     let opened = app.reply("alice", "/incident open P1 db down").await;
     assert!(opened.contains("Incident #1"), "{opened}");
 
@@ -495,6 +517,103 @@ async fn an_unacknowledged_p1_incident_escalates_through_its_policy_until_update
         timeline.contains("escalation through sev1 stopped after 3 step(s): acknowledged"),
         "{timeline}"
     );
+}
+
+#[tokio::test]
+async fn steps_lateness_and_stops_are_measured_in_metrics() {
+    let (clock, pager, chat) = fakes();
+    let app = builder(&clock, &pager, &chat).spawn().await;
+    let series = [
+        r#"opsbot_escalation_steps_total{policy="critical",target="schedule",outcome="nobody_on_call"} 0"#,
+        r#"opsbot_escalation_steps_total{policy="critical",target="page",outcome="page_failed"} 0"#,
+        r#"opsbot_escalation_stops_total{reason="silenced"} 0"#,
+        "opsbot_escalations_active 0",
+        "opsbot_escalation_step_lateness_seconds_count 0",
+    ];
+    let metrics = app.metrics().await;
+    for line in series {
+        assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");
+    }
+    support::deliver_alerts(&app.url(""), alert("firing")).await;
+    escalating(&app, true).await;
+    // Swept 15 minutes late: the steps due at 0, 5 and 15 minutes are 15, 10 and 0 late.
+    clock.advance(Duration::from_secs(15 * 60));
+    app.router.sweep().await.unwrap();
+    chat.wait_until("three steps", |m| steps(m).len() == 3)
+        .await;
+    let metrics = app.metrics().await;
+    for line in [
+        r#"opsbot_escalation_steps_total{policy="critical",target="schedule",outcome="notified"} 2"#,
+        r#"opsbot_escalation_steps_total{policy="critical",target="page",outcome="paged"} 1"#,
+        "opsbot_escalations_active 1",
+        "opsbot_escalation_step_lateness_seconds_sum 1500.0",
+        "opsbot_escalation_step_lateness_seconds_count 3",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");
+    }
+    support::deliver_alerts(&app.url(""), alert("resolved")).await;
+    let stopped = r#"opsbot_escalation_stops_total{reason="resolved"} 1"#;
+    support::eventually("the stop counted", support::WAIT, async || {
+        let metrics = app.metrics().await;
+        metrics.contains(stopped) && metrics.contains("opsbot_escalations_active 0")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_alert_groups_escalation_stop_is_noted_on_its_incident_timeline() {
+    let (clock, pager, chat) = fakes();
+    let app = builder(&clock, &pager, &chat).spawn().await;
+    // The group is routed to #ops, whose incident its steps and its stop go on.
+    let opened = app
+        .reply("alice", "/incident open P2 \"disk filling\"")
+        .await;
+    assert!(opened.contains("Incident #1"), "{opened}");
+    first_step(&app, &chat).await;
+    let ok = app
+        .reply("bob", "/silence alertname=DiskFull 2h disk swap")
+        .await;
+    assert!(ok.starts_with("Silence #1"), "{ok}");
+    escalating(&app, false).await;
+    let want = "escalation through critical stopped after 1 step(s): silenced";
+    support::eventually("the stop on the timeline", support::WAIT, async || {
+        app.reply("bob", "/incident timeline").await.contains(want)
+    })
+    .await;
+    let timeline = app.reply("bob", "/incident timeline").await;
+    assert!(
+        timeline.contains("escalation through critical step 1/3: notified schedule:sre"),
+        "{timeline}"
+    );
+    assert_eq!(timeline.matches(want).count(), 1, "{timeline}");
+}
+
+#[tokio::test]
+async fn a_group_walking_a_policy_gets_its_steps_not_the_plain_reminders() {
+    let (clock, pager, chat) = fakes();
+    let config = format!(
+        "{}{POLICY}[alerts]\nalertmanager_token = \"am-token-abc123\"\nremind_every = \"5m\"\n\
+         oncall_role = \"sre\"\ndefault_route = {{ platform = \"console\", channel = \"ops\" }}\n\
+         [[alerts.routes]]\nmatchers = [\"severity=critical\"]\nplatform = \"console\"\n\
+         channel = \"ops\"\nescalation = \"critical\"\n",
+        people(false)
+    );
+    let app = with_config(&config, &clock, &pager, &chat).await;
+    first_step(&app, &chat).await;
+    for _ in 0..4 {
+        clock.advance(Duration::from_secs(6 * 60));
+        app.router.sweep().await.unwrap();
+    }
+    chat.wait_until("the policy's three steps", |m| steps(m).len() == 3)
+        .await;
+    app.wait_idle().await;
+    let reminders: Vec<String> = (chat.messages().iter())
+        .filter_map(|m| match m {
+            Outbound::Post { text, .. } if text.starts_with("⏰ Reminder") => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(reminders.is_empty(), "{reminders:?}");
 }
 
 /// Not a pass/fail test: prints how long the sweeper's per-second queries (steps due, pages

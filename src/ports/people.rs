@@ -79,4 +79,6 @@ pub trait EscalationStore: Send + Sync {
     async fn pages_to_close(&self, limit: u32) -> Result<Vec<EscalationRecord>, StoreError>;
     /// Records that escalation `id`'s pages were closed upstream; false if done already.
     async fn pages_closed(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// How many escalations are under way (not stopped), for `/metrics`.
+    async fn active_escalations(&self) -> Result<u64, StoreError>;
 }

@@ -191,4 +191,11 @@ impl<DB: Backend> EscalationStore for SqlStore<DB> {
         .arg(&id);
         changed_one(self.ex(), q).await
     }
+
+    async fn active_escalations(&self) -> Result<u64, StoreError> {
+        // The partial index of due escalations holds exactly the active ones.
+        let q = sqlx::query("SELECT COUNT(*) FROM escalations WHERE stopped_at IS NULL");
+        let (n,): (i64,) = fetch_optional(self.ex(), q).await?.unwrap_or((0,));
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
 }
