@@ -616,6 +616,102 @@ async fn a_group_walking_a_policy_gets_its_steps_not_the_plain_reminders() {
     assert!(reminders.is_empty(), "{reminders:?}");
 }
 
+/// A paging service that is down: every page fails as a 503 would (after the pager's own
+/// retries), or, `hang`ing, never answers (a process that dies while sending).
+#[derive(Default)]
+struct DownPager {
+    attempts: Mutex<u32>,
+    hang: bool,
+}
+
+#[async_trait]
+impl Pager for DownPager {
+    async fn page(&self, _: &str, _: PageAction, _: &Page) -> Result<(), OutboundError> {
+        *self.attempts.lock().unwrap() += 1;
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
+        Err(OutboundError::Unavailable("503 Service Unavailable".into()))
+    }
+}
+
+impl DownPager {
+    fn attempts(&self) -> u32 {
+        *self.attempts.lock().unwrap()
+    }
+}
+
+/// Fires the alert and takes every step at once (15 minutes late), paging through `down`.
+async fn steps_taken_while_paging_fails(
+    clock: &Arc<FakeClock>,
+    pager: &Arc<FakePager>,
+    chat: &Arc<RecordingOutbound>,
+    down: Arc<DownPager>,
+) -> TestApp {
+    let app = builder(clock, pager, chat).pager(down).spawn().await;
+    support::deliver_alerts(&app.url(""), alert("firing")).await;
+    escalating(&app, true).await;
+    clock.advance(Duration::from_secs(15 * 60));
+    app
+}
+
+#[tokio::test]
+async fn a_page_that_failed_is_sent_by_the_next_instance_once_due() {
+    let (clock, pager, chat) = fakes();
+    let down = Arc::new(DownPager::default());
+    let first = steps_taken_while_paging_fails(&clock, &pager, &chat, down.clone()).await;
+    first.router.sweep().await.unwrap();
+    chat.wait_until("three steps", |m| steps(m).len() == 3)
+        .await;
+    assert_eq!(down.attempts(), 1);
+    // Queued, not lost: tried again after its backoff (30 s), not at every tick.
+    first.router.sweep().await.unwrap();
+    assert_eq!(down.attempts(), 1);
+    let fp = fingerprint(&first).await;
+
+    // The next instance on the same store, its pager working, sends it once due, once.
+    let second = successor(first, &clock, &pager, &chat).await;
+    second.router.sweep().await.unwrap();
+    assert!(pager.pages().is_empty(), "{:?}", pager.pages());
+    clock.advance(Duration::from_secs(30));
+    second.router.sweep().await.unwrap();
+    second.router.sweep().await.unwrap();
+    assert_eq!(
+        pager.pages(),
+        [("pagerduty-sre".to_owned(), PageAction::Trigger, fp)]
+    );
+    assert_eq!(steps(&chat.messages()).len(), 3, "no step again");
+    let metrics = second.metrics().await;
+    let paged =
+        r#"opsbot_escalation_steps_total{policy="critical",target="page",outcome="paged"} 1"#;
+    assert!(metrics.contains(paged), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_page_whose_sender_died_mid_send_is_sent_after_its_hold() {
+    let (clock, pager, chat) = fakes();
+    let down = Arc::new(DownPager {
+        hang: true,
+        ..DownPager::default()
+    });
+    let first = steps_taken_while_paging_fails(&clock, &pager, &chat, down.clone()).await;
+    let router = first.router.clone();
+    let sweeping = tokio::spawn(async move { router.sweep().await });
+    support::eventually("the page being sent", support::WAIT, async || {
+        down.attempts() == 1
+    })
+    .await;
+    // The process dies while the page is on its way.
+    sweeping.abort();
+    let second = successor(first, &clock, &pager, &chat).await;
+    second.router.sweep().await.unwrap();
+    assert!(pager.pages().is_empty(), "held by the dead sender for now");
+    clock.advance(Duration::from_secs(2 * 60));
+    second.router.sweep().await.unwrap();
+    assert_eq!(pager.pages().len(), 1, "{:?}", pager.pages());
+    assert_eq!(pager.pages()[0].1, PageAction::Trigger);
+}
+
 /// Not a pass/fail test: prints how long the sweeper's per-second queries (steps due, pages
 /// to close) take with 10,000 escalations under way across 100 policies, due over the next
 /// hour, each second's due steps taken as the sweeper would (about three a second).

@@ -3,9 +3,9 @@
 //! steps until someone acknowledges, silences or resolves it. The state is in the store
 //! ([`crate::ports::EscalationStore`]), so a restarted or new leader continues from the stored
 //! step; each step is claimed with the outbox message that announces it (the mentions of
-//! who it notifies), so with several replicas it fires once. A `page:` step triggers the
-//! paging service after its claim; stopping acknowledges or resolves what was paged
-//! (`pages.rs`). Every step and stop is audited and noted on the incident's timeline (an
+//! who it notifies), so with several replicas it fires once. A `page:` step's trigger is
+//! queued with its claim and sent after it (`pages.rs`); stopping acknowledges or resolves
+//! what was paged. Every step and stop is audited and noted on the incident's timeline (an
 //! alert group's: the open incident of a channel it is routed to; its stop also on every
 //! open incident its alerts are linked to).
 
@@ -23,12 +23,12 @@ use crate::actions::oncall::OnCall;
 use crate::domain::{
     Alert, AlertStatus, AuditEntry, Directory, DueStep, EscalationPolicy, EscalationRecord,
     EscalationSubject, IncidentId, IncidentStatus, MentionOf, Notify, Outcome, Platform, RequestId,
-    Role, SentPage, Severity, SeverityScheme, Silence, StopReason, TimelineEntry, TimelineKind,
-    Visibility, group_stop_reason,
+    Role, Severity, SeverityScheme, Silence, StopReason, TimelineEntry, TimelineKind, Visibility,
+    group_stop_reason,
 };
 use crate::metrics::{Metrics, StepOutcome};
 use crate::ports::{
-    Clock, OutboundMessage, OutboundTarget, Page, PageAction, PageSeverity, Pager, Queued, Store,
+    Clock, OutboundMessage, OutboundTarget, Page, PageSeverity, Pager, Queued, QueuedPage, Store,
     StoreError,
 };
 
@@ -226,7 +226,8 @@ impl Escalations {
         })
     }
 
-    /// Takes every step due now, then closes the pages of stopped escalations. Returns how
+    /// Takes every step due now, sends the pages queued (by these steps, or left unsent by a
+    /// failure or a crash), then closes the pages of stopped escalations. Returns how
     /// many steps were taken (their messages are queued in the outbox; the caller wakes it).
     pub async fn tick(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
@@ -237,6 +238,7 @@ impl Escalations {
                 Err(err) => warn!(error = %err, "an escalation step failed; will retry"),
             }
         }
+        self.send_pages().await?;
         self.close_pages().await?;
         Ok(taken)
     }
@@ -275,8 +277,9 @@ impl Escalations {
         Ok(taken)
     }
 
-    /// Claims one step with its messages; once claimed, pages and records it. False when
-    /// another sweep took it first (or it stopped meanwhile).
+    /// Claims one step with its messages and pages (sent by [`Self::send_pages`] after the
+    /// claim), then records it. False when another sweep took it first (or it stopped
+    /// meanwhile).
     async fn take(
         &self,
         e: &EscalationRecord,
@@ -285,11 +288,11 @@ impl Escalations {
         context: &Context,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let pages: Vec<SentPage> = (step.step.notify.iter())
+        let pages: Vec<QueuedPage> = (step.step.notify.iter())
             .filter_map(|n| match n {
-                Notify::Page(service) => Some(SentPage {
+                Notify::Page(service) => Some(QueuedPage {
                     service: service.clone(),
-                    dedup_key: context.dedup_key.clone(),
+                    page: self.page(context),
                 }),
                 _ => None,
             })
@@ -309,7 +312,7 @@ impl Escalations {
             return Ok(false);
         }
         self.count_step(policy, step, now, e.started_at).await;
-        let mut detail = format!(
+        let detail = format!(
             "escalation through {} step {}/{}: notified {}",
             policy.name,
             step.index + 1,
@@ -319,23 +322,6 @@ impl Escalations {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        for p in &pages {
-            let page = self.page(context);
-            let outcome = match self
-                .pager
-                .page(&p.service, PageAction::Trigger, &page)
-                .await
-            {
-                Ok(()) => StepOutcome::Paged,
-                Err(err) => {
-                    warn!(service = %p.service, error = %err, "escalation page failed");
-                    let _ = write!(detail, "; paging {} failed", p.service);
-                    StepOutcome::PageFailed
-                }
-            };
-            let target = Notify::Page(p.service.clone());
-            self.metrics.escalation_step(&policy.name, &target, outcome);
-        }
         let incidents: Vec<IncidentId> = context.incident.into_iter().collect();
         self.record(&e.subject, &incidents, &context.channel, &detail)
             .await;
@@ -343,7 +329,7 @@ impl Escalations {
     }
 
     /// A step taken, in the metrics: how late, and what each of its chat targets came to
-    /// (a page's outcome is counted once it is sent).
+    /// (a page's outcome is counted when it is sent).
     async fn count_step(
         &self,
         policy: &EscalationPolicy,
