@@ -23,6 +23,8 @@
 //! (`cargo test --benches`): 2 s at 50/s, a smoke test. Exits non-zero if a message was lost
 //! or posted twice; a latency miss only prints MISSED.
 
+#[path = "support/bench_db.rs"]
+mod bench_db;
 #[path = "support/timed_outbox.rs"]
 mod timed;
 
@@ -31,9 +33,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sqlx::Connection as _;
 use tokio_util::sync::CancellationToken;
 
+use bench_db::{drop_database, fresh_database, knob};
 use opsbot::domain::Platform;
 use opsbot::liveness::Liveness;
 use opsbot::metrics::Metrics;
@@ -207,37 +209,6 @@ fn report(label: &str, tracker: &Tracker, range: std::ops::Range<usize>) -> Dura
         dist(&insert)
     );
     pct(&decided, 0.99)
-}
-
-fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A database of its own on the server at `server`; returns its URL.
-async fn fresh_database(server: &str, name: &str) -> String {
-    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-        .await
-        .expect("Postgres for the bench (OPSBOT_BENCH_POSTGRES_URL)");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create the bench database");
-    format!("{server}/{name}")
-}
-
-async fn drop_database(server: &str, name: &str) {
-    if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
-        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&mut admin)
-            .await
-        {
-            println!("outbox: could not drop database {name}: {e}");
-        }
-    }
 }
 
 fn main() {

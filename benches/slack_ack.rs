@@ -54,11 +54,14 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+#[path = "support/bench_db.rs"]
+mod bench_db;
 #[path = "support/slack_floor.rs"]
 mod floor;
 #[path = "support/slack_serve.rs"]
 mod serve;
 
+use bench_db::knob as env_or;
 use serve::{Opsbot, SECRET, Shared, cpu_time, rss_kib, user_id};
 const CHANNEL: &str = "C0LOADOPS";
 const COMMAND: &str = "/status";
@@ -493,13 +496,6 @@ fn by_replica(tracker: &Tracker, range: std::ops::Range<usize>, n: usize) {
     }
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// What one run offers and against what.
 struct Run {
     bench: bool,
@@ -552,11 +548,11 @@ fn main() {
         }
         let name = format!("slack_ack_{}", uuid::Uuid::new_v4().simple());
         let shared = Shared {
-            database_url: serve::fresh_database(&server, &name).await,
+            database_url: bench_db::fresh_database(&server, &name).await,
             redis_url,
         };
         let failed = measure(&run, Some(&shared)).await;
-        serve::drop_database(&server, &name).await;
+        bench_db::drop_database(&server, &name).await;
         failed
     });
     if failed {

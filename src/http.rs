@@ -288,8 +288,18 @@ async fn outbox_depth(state: &HttpState) -> Option<(u64, Duration)> {
     Some((depth.pending, age))
 }
 
+/// Escalations under way, from the store, into the metrics; left as it was if the store
+/// does not answer in time.
+async fn escalations_active(state: &HttpState) {
+    let count = state.store.active_escalations();
+    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), count).await {
+        state.metrics.escalations_active(n);
+    }
+}
+
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     let _ = outbox_depth(&state).await;
+    escalations_active(&state).await;
     state.metrics.adapters_up(state.liveness.platforms_up());
     state
         .metrics

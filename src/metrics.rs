@@ -1,6 +1,6 @@
 //! Prometheus metrics: commands by name and outcome, command and runbook latency, alert intake
-//! and refused webhooks, chat delivery, each chat adapter's state and the build, and the
-//! encoder behind `/metrics`. Label values are bounded (unknown command names become
+//! and refused webhooks, chat delivery, each chat adapter's state and the build, escalation
+//! steps, lateness and stops, and the encoder behind `/metrics`. Label values are bounded (unknown command names become
 //! `unknown`), and every label combination known at start is there at zero from the first
 //! scrape, so `rate()` and alerts on absent series work before the first event.
 
@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::domain::{Outcome, Platform, RunState};
+use crate::domain::{EscalationPolicy, Notify, Outcome, Platform, RunState, StopReason};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CommandLabels {
@@ -71,6 +71,62 @@ impl PageOutcome {
             Self::Rejected => "rejected",
             Self::Failed => "failed",
         }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    policy: String,
+    target: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// What one target of an escalation step came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// A message mentioning them (a person, a role's holders or group, the one on call) was
+    /// queued.
+    Notified,
+    /// The schedule (layer) had nobody on call: the message says so and pings no one.
+    NobodyOnCall,
+    /// The paging service took the trigger.
+    Paged,
+    /// The page failed (after the pager's retries) or was refused.
+    PageFailed,
+}
+
+impl StepOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Notified => "notified",
+            Self::NobodyOnCall => "nobody_on_call",
+            Self::Paged => "paged",
+            Self::PageFailed => "page_failed",
+        }
+    }
+
+    /// The outcomes a target of this kind can have.
+    fn of(target: &Notify) -> &'static [StepOutcome] {
+        match target {
+            Notify::Schedule { .. } => &[Self::Notified, Self::NobodyOnCall],
+            Notify::Person(_) | Notify::Role(_) => &[Self::Notified],
+            Notify::Page(_) => &[Self::Paged, Self::PageFailed],
+        }
+    }
+}
+
+/// The `target` label of a step's target: its kind, never its name.
+fn target_kind(target: &Notify) -> &'static str {
+    match target {
+        Notify::Schedule { .. } => "schedule",
+        Notify::Person(_) => "person",
+        Notify::Role(_) => "role",
+        Notify::Page(_) => "page",
     }
 }
 
@@ -171,6 +227,10 @@ pub struct Metrics {
     outbox_retried: Counter,
     outbox_given_up: Counter,
     pages: Family<PageLabels, Counter>,
+    escalation_steps: Family<StepLabels, Counter>,
+    escalations_active: Gauge,
+    escalation_lateness: Histogram,
+    escalation_stops: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -205,6 +265,12 @@ impl Metrics {
             outbox_retried: Counter::default(),
             outbox_given_up: Counter::default(),
             pages: Family::default(),
+            escalation_steps: Family::default(),
+            escalations_active: Gauge::default(),
+            // 10 ms to about 11 minutes: the sweeper looks every second, so most land under 1 s;
+            // the tail is a leader that was down or a store that was slow.
+            escalation_lateness: Histogram::new(exponential_buckets(0.01, 2.0, 17)),
+            escalation_stops: Family::default(),
             registry: Mutex::new(Registry::with_prefix("opsbot")),
         };
         metrics.register(&mut metrics.registry.lock().expect("metrics registry poisoned"));
@@ -313,6 +379,30 @@ impl Metrics {
             "pages",
             "Pages sent to paging services ([[paging.services]]), by service, action (trigger, acknowledge, resolve) and outcome (sent, rejected: refused for good, failed: still failing after the retries); see /readyz for the last failure",
             self.pages.clone(),
+        );
+        self.register_escalations(registry);
+    }
+
+    fn register_escalations(&self, registry: &mut Registry) {
+        registry.register(
+            "escalation_steps",
+            "Targets of escalation steps taken, by policy, target kind (schedule, person, role, page) and outcome (notified, nobody_on_call, paged, page_failed)",
+            self.escalation_steps.clone(),
+        );
+        registry.register(
+            "escalations_active",
+            "Escalations under way (not stopped), the whole cluster's, read from the store at scrape",
+            self.escalations_active.clone(),
+        );
+        registry.register(
+            "escalation_step_lateness_seconds",
+            "How long after its due time an escalation step was taken",
+            self.escalation_lateness.clone(),
+        );
+        registry.register(
+            "escalation_stops",
+            "Escalations stopped, by reason (acknowledged, silenced, resolved, policy_removed)",
+            self.escalation_stops.clone(),
         );
     }
 
@@ -490,6 +580,49 @@ impl Metrics {
             .inc();
     }
 
+    /// Creates at zero each policy's step series (the outcomes its targets can have) and each
+    /// stop reason's.
+    pub fn known_escalations<'a>(&self, policies: impl IntoIterator<Item = &'a EscalationPolicy>) {
+        for p in policies {
+            for target in p.steps.iter().flat_map(|s| &s.notify) {
+                for outcome in StepOutcome::of(target) {
+                    let _ = (self.escalation_steps)
+                        .get_or_create(&step_labels(&p.name, target, *outcome));
+                }
+            }
+        }
+        for why in StopReason::ALL {
+            let _ = self.escalation_stops.get_or_create(&ReasonLabel {
+                reason: why.as_str(),
+            });
+        }
+    }
+
+    /// One target of a step of `policy` (a configured one: the label stays bounded).
+    pub fn escalation_step(&self, policy: &str, target: &Notify, outcome: StepOutcome) {
+        (self.escalation_steps)
+            .get_or_create(&step_labels(policy, target, outcome))
+            .inc();
+    }
+
+    /// A step was taken `late` after it was due.
+    pub fn escalation_step_late(&self, late: Duration) {
+        self.escalation_lateness.observe(late.as_secs_f64());
+    }
+
+    pub fn escalation_stopped(&self, why: StopReason) {
+        (self.escalation_stops)
+            .get_or_create(&ReasonLabel {
+                reason: why.as_str(),
+            })
+            .inc();
+    }
+
+    /// Escalations under way, as the store counts them now.
+    pub fn escalations_active(&self, n: u64) {
+        (self.escalations_active).set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
     /// OpenMetrics text for `/metrics`.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -511,6 +644,14 @@ fn page_labels(service: &str, action: &'static str, outcome: PageOutcome) -> Pag
     PageLabels {
         service: service.to_owned(),
         action,
+        outcome: outcome.as_str(),
+    }
+}
+
+fn step_labels(policy: &str, target: &Notify, outcome: StepOutcome) -> StepLabels {
+    StepLabels {
+        policy: policy.to_owned(),
+        target: target_kind(target),
         outcome: outcome.as_str(),
     }
 }

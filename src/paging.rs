@@ -80,7 +80,7 @@ impl HttpPager {
                     event["payload"] = json!({
                         "summary": summary,
                         "source": page.source,
-                        "severity": severity_word(page.severity),
+                        "severity": page.severity.as_str(),
                     });
                 }
                 self.client.post(format!("{url}/v2/enqueue")).json(&event)
@@ -104,7 +104,7 @@ impl HttpPager {
                     "dedup_key": page.dedup_key,
                     "summary": summary,
                     "source": page.source,
-                    "severity": severity_word(page.severity),
+                    "severity": page.severity.as_str(),
                 })
                 .to_string();
                 signed(&self.client, url, secret, body)
@@ -179,16 +179,6 @@ fn action_word(action: PageAction) -> &'static str {
         PageAction::Trigger => "trigger",
         PageAction::Acknowledge => "acknowledge",
         PageAction::Resolve => "resolve",
-    }
-}
-
-/// PagerDuty's `payload.severity`.
-fn severity_word(severity: PageSeverity) -> &'static str {
-    match severity {
-        PageSeverity::Critical => "critical",
-        PageSeverity::Error => "error",
-        PageSeverity::Warning => "warning",
-        PageSeverity::Info => "info",
     }
 }
 

@@ -205,6 +205,38 @@ fn builder(
         .outbound(chat.clone())
 }
 
+/// An app on `config` alone, with the fakes.
+async fn with_config(
+    config: &str,
+    clock: &Arc<FakeClock>,
+    pager: &Arc<FakePager>,
+    chat: &Arc<RecordingOutbound>,
+) -> TestApp {
+    TestApp::builder()
+        .config(config)
+        .clock(clock.clone())
+        .pager(pager.clone())
+        .outbound(chat.clone())
+        .spawn()
+        .await
+}
+
+/// A new app on `first`'s store, which then goes away (one process alone may open the
+/// SQLite file): nothing of `first`'s memory carries over.
+async fn successor(
+    first: TestApp,
+    clock: &Arc<FakeClock>,
+    pager: &Arc<FakePager>,
+    chat: &Arc<RecordingOutbound>,
+) -> TestApp {
+    let second = builder(clock, pager, chat)
+        .store(first.store.clone())
+        .spawn()
+        .await;
+    drop(first);
+    second
+}
+
 #[tokio::test]
 async fn a_critical_alert_pings_the_primary_then_the_secondary_then_pages_until_acked() {
     let clock = Arc::new(FakeClock::new(start()));
@@ -356,11 +388,7 @@ async fn a_restarted_app_continues_from_the_stored_step() {
 
     // A new app on the same store (one process alone may open the SQLite file): nothing of
     // the escalation is in its memory.
-    let second = builder(&clock, &pager, &chat)
-        .store(first.store.clone())
-        .spawn()
-        .await;
-    drop(first);
+    let second = successor(first, &clock, &pager, &chat).await;
     second.router.sweep().await.unwrap();
     clock.advance(Duration::from_secs(5 * 60));
     second.router.sweep().await.unwrap();
@@ -425,13 +453,7 @@ async fn an_unacknowledged_p1_incident_escalates_through_its_policy_until_update
          [incidents]\nescalation = {{ P1 = \"sev1\" }}\n",
         people(false)
     );
-    let app = TestApp::builder()
-        .config(&config)
-        .clock(clock.clone())
-        .pager(pager.clone())
-        .outbound(chat.clone())
-        .spawn()
-        .await;
+    let app = with_config(&config, &clock, &pager, &chat).await;
     let opened = app.reply("alice", "/incident open P1 db down").await;
     assert!(opened.contains("Incident #1"), "{opened}");
 
@@ -497,58 +519,195 @@ async fn an_unacknowledged_p1_incident_escalates_through_its_policy_until_update
     );
 }
 
-/// Not a pass/fail test: prints how long the sweeper's per-second queries (steps due, pages
-/// to close) take with 10,000 escalations under way across 100 policies, due over the next
-/// hour, each second's due steps taken as the sweeper would (about three a second).
-/// `cargo test --release --test escalation -- --ignored --nocapture`.
 #[tokio::test]
-#[ignore]
-async fn timing_of_the_periodic_escalation_queries_with_10000_under_way() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("timing.db").display());
-    time_periodic_queries("SQLite", &url).await;
-    if let Some(schema) = support::fresh_postgres_schema().await {
-        time_periodic_queries("Postgres", &support::postgres_schema_url(&schema)).await;
-        support::drop_postgres_schema(&schema).await;
+async fn steps_lateness_and_stops_are_measured_in_metrics() {
+    let (clock, pager, chat) = fakes();
+    let app = builder(&clock, &pager, &chat).spawn().await;
+    let series = [
+        r#"opsbot_escalation_steps_total{policy="critical",target="schedule",outcome="nobody_on_call"} 0"#,
+        r#"opsbot_escalation_steps_total{policy="critical",target="page",outcome="page_failed"} 0"#,
+        r#"opsbot_escalation_stops_total{reason="silenced"} 0"#,
+        "opsbot_escalations_active 0",
+        "opsbot_escalation_step_lateness_seconds_count 0",
+    ];
+    let metrics = app.metrics().await;
+    for line in series {
+        assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");
+    }
+    support::deliver_alerts(&app.url(""), alert("firing")).await;
+    escalating(&app, true).await;
+    // Swept 15 minutes late: the steps due at 0, 5 and 15 minutes are 15, 10 and 0 late.
+    clock.advance(Duration::from_secs(15 * 60));
+    app.router.sweep().await.unwrap();
+    chat.wait_until("three steps", |m| steps(m).len() == 3)
+        .await;
+    let metrics = app.metrics().await;
+    for line in [
+        r#"opsbot_escalation_steps_total{policy="critical",target="schedule",outcome="notified"} 2"#,
+        r#"opsbot_escalation_steps_total{policy="critical",target="page",outcome="paged"} 1"#,
+        "opsbot_escalations_active 1",
+        "opsbot_escalation_step_lateness_seconds_sum 1500.0",
+        "opsbot_escalation_step_lateness_seconds_count 3",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");
+    }
+    support::deliver_alerts(&app.url(""), alert("resolved")).await;
+    let stopped = r#"opsbot_escalation_stops_total{reason="resolved"} 1"#;
+    support::eventually("the stop counted", support::WAIT, async || {
+        let metrics = app.metrics().await;
+        metrics.contains(stopped) && metrics.contains("opsbot_escalations_active 0")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_alert_groups_escalation_stop_is_noted_on_its_incident_timeline() {
+    let (clock, pager, chat) = fakes();
+    let app = builder(&clock, &pager, &chat).spawn().await;
+    // The group is routed to #ops, whose incident its steps and its stop go on.
+    let opened = app
+        .reply("alice", "/incident open P2 \"disk filling\"")
+        .await;
+    assert!(opened.contains("Incident #1"), "{opened}");
+    first_step(&app, &chat).await;
+    let ok = app
+        .reply("bob", "/silence alertname=DiskFull 2h disk swap")
+        .await;
+    assert!(ok.starts_with("Silence #1"), "{ok}");
+    escalating(&app, false).await;
+    let want = "escalation through critical stopped after 1 step(s): silenced";
+    support::eventually("the stop on the timeline", support::WAIT, async || {
+        app.reply("bob", "/incident timeline").await.contains(want)
+    })
+    .await;
+    let timeline = app.reply("bob", "/incident timeline").await;
+    assert!(
+        timeline.contains("escalation through critical step 1/3: notified schedule:sre"),
+        "{timeline}"
+    );
+    assert_eq!(timeline.matches(want).count(), 1, "{timeline}");
+}
+
+#[tokio::test]
+async fn a_group_walking_a_policy_gets_its_steps_not_the_plain_reminders() {
+    let (clock, pager, chat) = fakes();
+    let config = format!(
+        "{}{POLICY}[alerts]\nalertmanager_token = \"am-token-abc123\"\nremind_every = \"5m\"\n\
+         oncall_role = \"sre\"\ndefault_route = {{ platform = \"console\", channel = \"ops\" }}\n\
+         [[alerts.routes]]\nmatchers = [\"severity=critical\"]\nplatform = \"console\"\n\
+         channel = \"ops\"\nescalation = \"critical\"\n",
+        people(false)
+    );
+    let app = with_config(&config, &clock, &pager, &chat).await;
+    first_step(&app, &chat).await;
+    for _ in 0..4 {
+        clock.advance(Duration::from_secs(6 * 60));
+        app.router.sweep().await.unwrap();
+    }
+    chat.wait_until("the policy's three steps", |m| steps(m).len() == 3)
+        .await;
+    app.wait_idle().await;
+    let reminders: Vec<String> = (chat.messages().iter())
+        .filter_map(|m| match m {
+            Outbound::Post { text, .. } if text.starts_with("⏰ Reminder") => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(reminders.is_empty(), "{reminders:?}");
+}
+
+/// A paging service that is down: every page fails as a 503 would (after the pager's own
+/// retries), or, `hang`ing, never answers (a process that dies while sending).
+#[derive(Default)]
+struct DownPager {
+    attempts: Mutex<u32>,
+    hang: bool,
+}
+
+#[async_trait]
+impl Pager for DownPager {
+    async fn page(&self, _: &str, _: PageAction, _: &Page) -> Result<(), OutboundError> {
+        *self.attempts.lock().unwrap() += 1;
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
+        Err(OutboundError::Unavailable("503 Service Unavailable".into()))
     }
 }
 
-async fn time_periodic_queries(backend: &str, url: &str) {
-    let url = secrecy::SecretString::from(url.to_owned());
-    let store = opsbot::store::connect(&url, 8, opsbot::store::Access::Exclusive)
-        .await
-        .unwrap();
-    let now = start();
-    for i in 0..10_000 {
-        let subject = EscalationSubject::AlertGroup(format!("group-{i}"));
-        let due = now + chrono::Duration::seconds(i % 3600 + 1);
-        let policy = format!("policy-{}", i % 100);
-        store
-            .start_escalation(&subject, &policy, now, due)
-            .await
-            .unwrap();
+impl DownPager {
+    fn attempts(&self) -> u32 {
+        *self.attempts.lock().unwrap()
     }
-    let mut times = Vec::new();
-    for second in 0..300 {
-        let at = now + chrono::Duration::seconds(second);
-        let t = std::time::Instant::now();
-        let due = store.due_escalations(at, 500).await.unwrap();
-        store.pages_to_close(100).await.unwrap();
-        times.push(t.elapsed());
-        // As the sweeper would: each due step taken, the next an hour on.
-        for e in due {
-            let next = Some(at + chrono::Duration::hours(1));
-            (store.claim_escalation_step(e.id, e.next_step, next, &[], &[], at))
-                .await
-                .unwrap();
-        }
-    }
-    times.sort();
-    let pct = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
-    println!(
-        "{backend}: 10,000 escalations under way; one tick's queries p50 {:?}, p99 {:?}, max {:?}",
-        pct(50),
-        pct(99),
-        times[times.len() - 1]
+}
+
+/// Fires the alert and takes every step at once (15 minutes late), paging through `down`.
+async fn steps_taken_while_paging_fails(
+    clock: &Arc<FakeClock>,
+    pager: &Arc<FakePager>,
+    chat: &Arc<RecordingOutbound>,
+    down: Arc<DownPager>,
+) -> TestApp {
+    let app = builder(clock, pager, chat).pager(down).spawn().await;
+    support::deliver_alerts(&app.url(""), alert("firing")).await;
+    escalating(&app, true).await;
+    clock.advance(Duration::from_secs(15 * 60));
+    app
+}
+
+#[tokio::test]
+async fn a_page_that_failed_is_sent_by_the_next_instance_once_due() {
+    let (clock, pager, chat) = fakes();
+    let down = Arc::new(DownPager::default());
+    let first = steps_taken_while_paging_fails(&clock, &pager, &chat, down.clone()).await;
+    first.router.sweep().await.unwrap();
+    chat.wait_until("three steps", |m| steps(m).len() == 3)
+        .await;
+    assert_eq!(down.attempts(), 1);
+    // Queued, not lost: tried again after its backoff (30 s), not at every tick.
+    first.router.sweep().await.unwrap();
+    assert_eq!(down.attempts(), 1);
+    let fp = fingerprint(&first).await;
+
+    // The next instance on the same store, its pager working, sends it once due, once.
+    let second = successor(first, &clock, &pager, &chat).await;
+    second.router.sweep().await.unwrap();
+    assert!(pager.pages().is_empty(), "{:?}", pager.pages());
+    clock.advance(Duration::from_secs(30));
+    second.router.sweep().await.unwrap();
+    second.router.sweep().await.unwrap();
+    assert_eq!(
+        pager.pages(),
+        [("pagerduty-sre".to_owned(), PageAction::Trigger, fp)]
     );
+    assert_eq!(steps(&chat.messages()).len(), 3, "no step again");
+    let metrics = second.metrics().await;
+    let paged =
+        r#"opsbot_escalation_steps_total{policy="critical",target="page",outcome="paged"} 1"#;
+    assert!(metrics.contains(paged), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_page_whose_sender_died_mid_send_is_sent_after_its_hold() {
+    let (clock, pager, chat) = fakes();
+    let down = Arc::new(DownPager {
+        hang: true,
+        ..DownPager::default()
+    });
+    let first = steps_taken_while_paging_fails(&clock, &pager, &chat, down.clone()).await;
+    let router = first.router.clone();
+    let sweeping = tokio::spawn(async move { router.sweep().await });
+    support::eventually("the page being sent", support::WAIT, async || {
+        down.attempts() == 1
+    })
+    .await;
+    // The process dies while the page is on its way.
+    sweeping.abort();
+    let second = successor(first, &clock, &pager, &chat).await;
+    second.router.sweep().await.unwrap();
+    assert!(pager.pages().is_empty(), "held by the dead sender for now");
+    clock.advance(Duration::from_secs(2 * 60));
+    second.router.sweep().await.unwrap();
+    assert_eq!(pager.pages().len(), 1, "{:?}", pager.pages());
+    assert_eq!(pager.pages()[0].1, PageAction::Trigger);
 }

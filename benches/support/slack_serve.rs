@@ -183,33 +183,6 @@ pub fn start_floor() -> Opsbot {
     }
 }
 
-/// A database of its own on the Postgres server at `server` (a URL without a database);
-/// returns its URL.
-pub async fn fresh_database(server: &str, name: &str) -> String {
-    use sqlx::Connection as _;
-    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-        .await
-        .expect("Postgres for the replicas (SLACK_ACK_POSTGRES_URL)");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create the bench database");
-    format!("{server}/{name}")
-}
-
-pub async fn drop_database(server: &str, name: &str) {
-    use sqlx::Connection as _;
-    if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
-        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&mut admin)
-            .await
-        {
-            println!("slack_ack: could not drop database {name}: {e}");
-        }
-    }
-}
-
 /// Pids of the Postgres server processes serving the database at `database_url` (the
 /// server runs on this machine, so their CPU time is in `/proc`).
 pub async fn backends(database_url: &str) -> Vec<String> {

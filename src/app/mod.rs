@@ -33,7 +33,7 @@ use crate::adapters::telegram::{TelegramApi, TelegramInbound};
 use crate::adapters::throttle::{Throttled, default_spacing};
 use crate::catalog::{Catalog, CatalogErrors};
 use crate::config::{Config, LimiterBackend, SlackReceive};
-use crate::domain::{Directory, Platform, ResponseTargets};
+use crate::domain::{Directory, Platform};
 use crate::hooks::HookState;
 use crate::http::{self, HttpState, ServerLimits};
 use crate::leader::{Election, LeaderGate, Leadership, run_while_leader};
@@ -635,6 +635,7 @@ fn escalations(
         EscalationSettings {
             policies: e.policies.iter().map(|p| p.policy.clone()).collect(),
             by_severity: config.incidents.escalation.clone(),
+            severities: Arc::new(config.incidents.scheme.clone()),
             slack_groups: e.slack_groups.clone(),
         },
         alert_routing(config),
@@ -644,6 +645,7 @@ fn escalations(
             oncall,
             directory,
             pager: core.pager.clone(),
+            metrics: core.metrics.clone(),
         },
     ))
 }
@@ -699,11 +701,7 @@ fn router_deps(
             oncall: config.alerts.oncall_role.clone(),
             schedule: config.alerts.oncall_schedule.clone(),
         },
-        response_targets: ResponseTargets {
-            p1: config.incidents.p1_ack_within.0,
-            p2: config.incidents.p2_ack_within.0,
-            p3: config.incidents.p3_ack_within.0,
-        },
+        severities: Arc::new(config.incidents.scheme.clone()),
         limits: GlobalLimits {
             global: l.global,
             per_user: l.per_user,

@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-use crate::domain::{EscalationPolicy, EscalationStep, Notify, Role, Severity, parse_duration};
+use crate::domain::{EscalationPolicy, EscalationStep, Notify, Role, parse_duration};
 
 /// Pause before a policy's next round when `repeat_after` is not given.
 pub const DEFAULT_REPEAT_AFTER: Duration = Duration::from_secs(10 * 60);
@@ -201,23 +201,13 @@ impl super::Config {
     }
 }
 
-/// `{ P1 = "sev1-policy", … }`: keys read as severities.
-pub(super) fn by_severity<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<BTreeMap<Severity, String>, D::Error> {
-    BTreeMap::<String, String>::deserialize(d)?
-        .into_iter()
-        .map(|(k, v)| Ok((k.parse().map_err(serde::de::Error::custom)?, v)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
     use std::time::Duration;
 
     use crate::config::{Config, ConfigError};
-    use crate::domain::{Notify, Severity};
+    use crate::domain::Notify;
 
     const BASE: &str = r#"
 [[people]]
@@ -278,7 +268,8 @@ routing_key = "R0123456789ABCDEF0123456789ABCDE"
             c.alerts.default_route.unwrap().escalation.as_deref(),
             Some("critical")
         );
-        assert_eq!(c.incidents.escalation[&Severity::P1], "critical");
+        let p1 = c.incidents.scheme.parse("P1").unwrap();
+        assert_eq!(c.incidents.escalation[&p1], "critical");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod alerts;
 mod checks;
 mod escalation;
+mod incidents;
 mod oncall;
 mod paging;
 mod people;
@@ -26,14 +27,14 @@ use crate::domain::{Directory, line_col};
 pub use alerts::{AlertRouteConfig, AlertsConfig, DefaultRoute, NotifyWebhookConfig, RouteTarget};
 pub use checks::{CheckConfig, CheckProbe};
 pub use escalation::{EscalationConfig, PolicyConfig};
+pub use incidents::IncidentsConfig;
 pub use oncall::{OncallConfig, ScheduleConfig};
 pub use paging::{PAGERDUTY_URL, PagingConfig, PagingKind, PagingServiceConfig};
 pub use platforms::{DiscordConfig, SlackConfig, SlackReceive, TelegramConfig, TelegramDelivery};
 pub use report::{REPORT_SCHEDULE, ReportConfig};
 pub use sections::{
     ApprovalsConfig, BotConfig, BuiltinsConfig, CatalogConfig, ClusterConfig, ConsoleConfig,
-    HealthConfig, IncidentsConfig, LimiterBackend, LimitsConfig, LogConfig, LogFormat,
-    ServerConfig, StoreConfig,
+    HealthConfig, LimiterBackend, LimitsConfig, LogConfig, LogFormat, ServerConfig, StoreConfig,
 };
 
 /// Shortest accepted shared secret (tokens, HMAC keys).
@@ -138,9 +139,9 @@ impl Config {
             path: path.to_owned(),
             message,
         })?;
-        config
-            .validate_escalation()
-            .map_err(|(message, needle)| located(path, src, message, &needle))?;
+        let at_line = |(message, needle): (String, String)| located(path, src, message, &needle);
+        config.incidents.resolve().map_err(at_line)?;
+        config.validate_escalation().map_err(at_line)?;
         Ok(config)
     }
 

@@ -1,5 +1,5 @@
 //! The plain settings sections (`[bot]`, `[server]`, `[log]`, `[store]`, `[limits]`,
-//! `[catalog]`, `[console]`, `[builtins]`, `[health]`, `[incidents]`, `[approvals]`,
+//! `[catalog]`, `[console]`, `[builtins]`, `[health]`, `[approvals]`,
 //! `[cluster]`): each
 //! is a struct whose `Default` is the documented default, so an omitted key or section
 //! takes it.
@@ -366,30 +366,6 @@ impl ClusterConfig {
 
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs)
-    }
-}
-
-/// Acknowledgement targets per incident severity (P4: 09:00 UTC on the next working day).
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct IncidentsConfig {
-    pub p1_ack_within: HumanDuration,
-    pub p2_ack_within: HumanDuration,
-    pub p3_ack_within: HumanDuration,
-    /// The `[[escalation.policies]]` an unacknowledged incident escalates through once past
-    /// its target, per severity (`{ P1 = "sev1", P2 = "sev2" }`); unlisted: reminded once.
-    #[serde(deserialize_with = "super::escalation::by_severity")]
-    pub escalation: std::collections::BTreeMap<crate::domain::Severity, String>,
-}
-
-impl Default for IncidentsConfig {
-    fn default() -> Self {
-        Self {
-            p1_ack_within: secs(15 * 60),
-            p2_ack_within: secs(3600),
-            p3_ack_within: secs(4 * 3600),
-            escalation: std::collections::BTreeMap::new(),
-        }
     }
 }
 

@@ -17,6 +17,7 @@ mod incident;
 mod mention;
 mod oncall;
 mod run;
+mod severity;
 mod text;
 mod time;
 mod timetable;
@@ -37,12 +38,11 @@ pub use escalation::{
 pub use event::{ChannelRef, EventPayload, InboundEvent, Reply, RequestId, Visibility};
 pub use identity::{Directory, Person, Platform, Requester, Role, UserRef};
 pub use ids::{AlertId, IncidentId, RunId};
-pub use incident::{
-    Incident, IncidentStatus, ResponseTargets, Severity, TimelineEntry, TimelineKind,
-};
+pub use incident::{Incident, IncidentStatus, TimelineEntry, TimelineKind};
 pub use mention::{Mention, MentionOf, Segment, segments};
 pub use oncall::{Handoff, Layer, OnCall, Override, Schedule, Window, time_zone};
 pub use run::{NewRun, Run, RunResult, RunState, StepRecord, StepState, Vote, VoteTally};
+pub use severity::{AckTarget, Severity, SeverityLevel, SeverityScheme, UnknownSeverity};
 pub use text::{clip, line_col};
 pub use time::{HumanDuration, RateQuota, human_duration, parse_duration};
 pub use timetable::{DEFAULT_GRACE, SlotDecision, SlotOutcome, Timetable};

@@ -29,6 +29,11 @@ pub trait IncidentStore: Send + Sync {
     /// Links an alert; false if it was already linked.
     async fn link_alert(&self, id: IncidentId, alert_id: AlertId) -> Result<bool, StoreError>;
     async fn linked_alerts(&self, id: IncidentId) -> Result<Vec<Alert>, StoreError>;
+    /// The open incidents an alert of group `group_key` is linked to, by id.
+    async fn open_incidents_linked_to_group(
+        &self,
+        group_key: &str,
+    ) -> Result<Vec<IncidentId>, StoreError>;
     /// Open, unacknowledged incidents not yet reminded about (for response-target reminders).
     async fn unacked_incidents(&self) -> Result<Vec<Incident>, StoreError>;
     /// Records the reminder and queues its `notice` in the outbox, in one transaction; false

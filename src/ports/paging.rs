@@ -21,6 +21,30 @@ pub enum PageSeverity {
     Info,
 }
 
+impl PageSeverity {
+    pub const ALL: [PageSeverity; 4] = [Self::Critical, Self::Error, Self::Warning, Self::Info];
+
+    /// PagerDuty's word for it, also how a queued page stores it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Critical => "critical",
+            Self::Error => "error",
+            Self::Warning => "warning",
+            Self::Info => "info",
+        }
+    }
+}
+
+impl std::str::FromStr for PageSeverity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        (Self::ALL.into_iter())
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| format!("unknown page severity {s:?}"))
+    }
+}
+
 /// One page to a paging service (`[[paging.services]]`). The same `dedup_key` names the same
 /// thing across trigger, acknowledge and resolve (an alert's fingerprint, `incident-7`), so
 /// a trigger sent twice opens one page upstream.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::authz::{Access, RoleList};
 use super::parse::Word;
-use crate::domain::{AlertId, IncidentId, Matcher, RunId, Severity};
+use crate::domain::{AlertId, IncidentId, Matcher, RunId, Severity, SeverityScheme};
 
 pub use bind::Args;
 
@@ -28,6 +28,13 @@ pub struct BuiltinSpec {
     pub params: &'static [Param],
     /// Turns the typed words (flags already refused) into a call.
     pub bind: fn(&Args) -> Result<BuiltinCall, String>,
+}
+
+/// What binding may read of the config: the words a built-in accepts that a team defines.
+#[derive(Clone, Copy, Debug)]
+pub struct BindContext<'a> {
+    /// `/incident open SEVERITY`: the configured severities.
+    pub severities: &'a SeverityScheme,
 }
 
 /// An argument of a built-in as a named field (a Discord option). All are text.
@@ -202,13 +209,13 @@ pub const BUILTINS: &[BuiltinSpec] = &[
     },
     BuiltinSpec {
         name: "incident",
-        usage: "/incident open P1..P4 \"title\" | lead NAME | update \"text\" | status | link ALERT_ID | timeline | resolve",
+        usage: "/incident open SEVERITY \"title\" | lead NAME | update \"text\" | status | link ALERT_ID | timeline | resolve",
         summary: "run this channel's incident: open, lead, update, status, link, timeline, resolve",
         access: Access::Roles(RoleList::Respond),
         on_timeline: false,
         params: &[raw(
             "args",
-            "open P1 \"title\" | lead NAME | update \"text\" | status | link ID | timeline | resolve",
+            "open SEVERITY \"title\" | lead NAME | update \"text\" | status | link ID | timeline | resolve",
         )],
         bind: bind::incident,
     },
@@ -292,8 +299,12 @@ pub fn find(name: &str) -> Option<&'static BuiltinSpec> {
 
 impl BuiltinSpec {
     /// Binds the words typed after the name. Built-ins take no options.
-    pub fn bind_words(&self, words: &[Word]) -> Result<BuiltinCall, String> {
-        (self.bind)(&Args::new(self, words)?)
+    pub fn bind_words(
+        &self,
+        words: &[Word],
+        context: BindContext<'_>,
+    ) -> Result<BuiltinCall, String> {
+        (self.bind)(&Args::new(self, words, context)?)
     }
 }
 

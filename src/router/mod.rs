@@ -32,7 +32,7 @@ use crate::actions::schedules::Schedules;
 use crate::catalog::Catalog;
 use crate::domain::{
     BoundArgs, Directory, EventPayload, InboundEvent, Outcome, RateQuota, Reply, RequestId,
-    Requester, ResponseTargets, RunId, Visibility,
+    Requester, RunId, SeverityScheme, Visibility,
 };
 use crate::metrics::Metrics;
 use crate::ports::{
@@ -71,7 +71,8 @@ pub struct RouterDeps {
     pub health: Arc<HealthChecks>,
     pub metrics: Arc<Metrics>,
     pub alerts: Arc<AlertService>,
-    pub response_targets: ResponseTargets,
+    /// The incident severities, most severe first, with their acknowledgement targets.
+    pub severities: Arc<SeverityScheme>,
     pub escalation: Escalation,
     /// Schedules, overrides and mentions of the people on call.
     pub oncall: Arc<OnCall>,
@@ -248,7 +249,7 @@ impl Router {
             deps.store.clone(),
             deps.clock.clone(),
             deps.directory.clone(),
-            deps.response_targets,
+            deps.severities.clone(),
             deps.escalations.clone(),
         );
         let alert_commands = AlertCommands::new(
@@ -431,9 +432,10 @@ impl Router {
         let authorized = authorize(requester, target, &ev.channel, &self.deps.access)
             .map_err(Refusal::Denied)?;
         let call = match authorized.target() {
-            Target::Builtin(b) => {
-                Call::Builtin(b.bind_words(&parsed.words).map_err(Refusal::Invalid)?)
-            }
+            Target::Builtin(b) => Call::Builtin(
+                b.bind_words(&parsed.words, self.bind_context())
+                    .map_err(Refusal::Invalid)?,
+            ),
             Target::Runbook(spec) => {
                 let (mode, words) = runbook::split_mode(&parsed.words).map_err(Refusal::Invalid)?;
                 Call::Runbook(bind(spec, &words).map_err(Refusal::Invalid)?, mode)
@@ -476,6 +478,13 @@ impl Router {
 }
 
 impl Router {
+    /// What binding a built-in's words reads of the config.
+    fn bind_context(&self) -> builtins::BindContext<'_> {
+        builtins::BindContext {
+            severities: &self.deps.severities,
+        }
+    }
+
     /// Who sees `parsed`'s answer when it succeeds: the channel for what changes shared state
     /// (the built-ins that go on the timeline, `/incident` except its look-ups, runbook
     /// requests and runs), the requester for look-ups and dry runs.
@@ -483,7 +492,7 @@ impl Router {
         let shared = if let Some(b) = builtins::find(&parsed.name) {
             b.on_timeline
                 || matches!(
-                    b.bind_words(&parsed.words),
+                    b.bind_words(&parsed.words, self.bind_context()),
                     Ok(BuiltinCall::Incident(cmd)) if cmd.changes_state()
                 )
         } else if self.deps.catalog.get(&parsed.name).is_some() {

@@ -9,7 +9,7 @@ use super::outbox::insert_queued;
 use super::runs::micros;
 use super::sql::{Arg, Backend, Q, changed_one, execute, fetch_all, fetch_optional};
 use super::{OnPool, SqlStore, backend};
-use crate::domain::{Alert, AlertId, Incident, IncidentId, Platform, TimelineEntry};
+use crate::domain::{Alert, AlertId, Incident, IncidentId, Platform, Severity, TimelineEntry};
 use crate::ports::{IncidentStore, Queued, StoreError};
 
 pub(crate) const SELECT_INCIDENT: &str = "SELECT id, title, severity, status, commander, platform, channel_id, \
@@ -45,7 +45,8 @@ impl IncidentRow {
         Ok(Incident {
             id: IncidentId(id),
             title: self.title,
-            severity: self.severity.parse().map_err(|e| corrupt(id, e))?,
+            // As stored: a name the scheme no longer has is still shown, never refused.
+            severity: Severity::stored(self.severity),
             status: self.status.parse().map_err(|e| corrupt(id, e))?,
             commander: self.commander,
             platform: self.platform.parse().map_err(|e| corrupt(id, e))?,
@@ -196,6 +197,21 @@ impl<DB: Backend> IncidentStore for SqlStore<DB> {
              ORDER BY starts_at"
         );
         alerts_where(self, sqlx::query(sqlx::AssertSqlSafe(sql)).arg(&id)).await
+    }
+
+    async fn open_incidents_linked_to_group(
+        &self,
+        group_key: &str,
+    ) -> Result<Vec<IncidentId>, StoreError> {
+        let q = sqlx::query(
+            "SELECT DISTINCT i.id FROM incidents i \
+             JOIN incident_alerts l ON l.incident_id = i.id \
+             JOIN alerts a ON a.id = l.alert_id \
+             WHERE a.group_key = $1 AND i.status = 'open' ORDER BY i.id",
+        )
+        .arg(group_key);
+        let ids: Vec<(i64,)> = fetch_all(self.ex(), q).await?;
+        Ok(ids.into_iter().map(|(id,)| IncidentId(id)).collect())
     }
 
     async fn unacked_incidents(&self) -> Result<Vec<Incident>, StoreError> {

@@ -7,7 +7,7 @@ use sqlx::query_builder::Separated;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::alerts::{AlertRow, DueRow, SilenceRow};
-use super::escalations::EscalationRow;
+use super::escalations::{EscalationRow, PageRow};
 use super::incidents::{IncidentRow, TimelineRow};
 use super::oncall::OverrideRow;
 use super::outbox::{DepthRow, OutboxRow};
@@ -108,6 +108,7 @@ pub(crate) trait Backend:
     + ReadRow<DepthRow>
     + ReadRow<OverrideRow>
     + ReadRow<EscalationRow>
+    + ReadRow<PageRow>
 {
     /// An alert row's `severity` label as text, or NULL (labels are a JSON object in TEXT;
     /// the one expression the backends spell differently).

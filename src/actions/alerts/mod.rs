@@ -82,6 +82,11 @@ impl AlertRouting {
         out
     }
 
+    /// Whether any route names an escalation policy.
+    pub fn escalates(&self) -> bool {
+        self.default_escalation.is_some() || self.routes.iter().any(|r| r.escalation.is_some())
+    }
+
     /// The escalation policy of a group with these common labels: the first matching route
     /// (within those that route it) that names one, else the default route's when no route
     /// matches.

@@ -1,7 +1,8 @@
 //! Reminders for firing, unacknowledged critical alerts, mentioning the schedule's primary
 //! on-call natively on each platform (or naming the on-call role): each
 //! queued in the outbox with the claim that decides it, so a crash after the claim still
-//! posts it and a replica that lost the claim queues nothing.
+//! posts it and a replica that lost the claim queues nothing. A group routed to an
+//! escalation policy is not reminded: its policy's steps supersede these reminders.
 
 use super::render::ack_action;
 use super::*;
@@ -40,10 +41,11 @@ impl AlertService {
         let due_before = now - chrono::Duration::from_std(every).unwrap_or_default();
         let mut queued = 0;
         let silences = self.store.active_silences(now).await?;
+        let mut escalating = HashMap::new();
         for (alert, reminders) in self.store.alerts_due_reminder(due_before).await? {
             // Silenced alerts page nobody; only critical ones escalate.
             let silenced = (silences.iter()).any(|s| s.covers(&alert.incoming.labels, now));
-            if !alert.is_critical() || silenced {
+            if !alert.is_critical() || silenced || self.escalates(&alert, &mut escalating).await? {
                 continue;
             }
             let notices: Vec<Queued> = (self.routing.targets(&alert.incoming.labels).into_iter())
@@ -70,6 +72,30 @@ impl AlertService {
             }
         }
         Ok(queued)
+    }
+}
+
+impl AlertService {
+    /// Whether `alert`'s group walks an escalation policy (then the policy's steps are its
+    /// reminders). `seen` keeps the answer per group for one pass over the due alerts.
+    async fn escalates(
+        &self,
+        alert: &Alert,
+        seen: &mut HashMap<String, bool>,
+    ) -> Result<bool, StoreError> {
+        if self.escalations.get().is_none() || !self.routing.escalates() {
+            return Ok(false);
+        }
+        if let Some(&yes) = seen.get(&alert.incoming.group_key) {
+            return Ok(yes);
+        }
+        let group = self
+            .store
+            .alerts_in_group(&alert.incoming.group_key)
+            .await?;
+        let yes = self.routing.policy(&common_labels(&group)).is_some();
+        seen.insert(alert.incoming.group_key.clone(), yes);
+        Ok(yes)
     }
 }
 

@@ -3,19 +3,26 @@
 
 use std::time::Duration;
 
-use super::{AUDIT_DEFAULT, AUDIT_MAX, BuiltinCall, BuiltinSpec, IncidentCmd, OnCallCmd};
-use crate::domain::{AlertId, IncidentId, Matcher, Severity, parse_duration};
+use super::{
+    AUDIT_DEFAULT, AUDIT_MAX, BindContext, BuiltinCall, BuiltinSpec, IncidentCmd, OnCallCmd,
+};
+use crate::domain::{AlertId, IncidentId, Matcher, SeverityScheme, parse_duration};
 use crate::router::parse::Word;
 
 /// The positional words given to one built-in, and the built-in, for error messages.
 pub struct Args<'a> {
     spec: &'a BuiltinSpec,
     words: Vec<&'a str>,
+    context: BindContext<'a>,
 }
 
 impl<'a> Args<'a> {
     /// Refuses options: no built-in takes any.
-    pub(super) fn new(spec: &'a BuiltinSpec, words: &'a [Word]) -> Result<Self, String> {
+    pub(super) fn new(
+        spec: &'a BuiltinSpec,
+        words: &'a [Word],
+        context: BindContext<'a>,
+    ) -> Result<Self, String> {
         let mut positional = Vec::with_capacity(words.len());
         for w in words {
             match w {
@@ -28,6 +35,7 @@ impl<'a> Args<'a> {
         Ok(Self {
             spec,
             words: positional,
+            context,
         })
     }
 
@@ -178,12 +186,12 @@ pub(super) fn schedule(a: &Args) -> Result<BuiltinCall, String> {
 }
 
 pub(super) fn incident(a: &Args) -> Result<BuiltinCall, String> {
-    incident_cmd(&a.words)
+    incident_cmd(&a.words, a.context.severities)
         .map(BuiltinCall::Incident)
         .map_err(|e| a.wrong(e))
 }
 
-fn incident_cmd(words: &[&str]) -> Result<IncidentCmd, String> {
+fn incident_cmd(words: &[&str], severities: &SeverityScheme) -> Result<IncidentCmd, String> {
     let rest = |from: usize| words.get(from..).map(|w| w.join(" ")).unwrap_or_default();
     let number = |w: Option<&&str>| -> Result<i64, String> {
         w.and_then(|w| w.trim_start_matches('#').parse::<i64>().ok())
@@ -201,7 +209,10 @@ fn incident_cmd(words: &[&str]) -> Result<IncidentCmd, String> {
     };
     match words.first().copied() {
         Some("open") => {
-            let severity: Severity = words.get(1).ok_or("which severity?")?.parse()?;
+            let Some(word) = words.get(1) else {
+                return Err(format!("which severity? {}", severities.names()));
+            };
+            let severity = severities.parse(word).map_err(|e| e.to_string())?;
             Ok(IncidentCmd::Open {
                 severity,
                 title: nonempty(rest(2), "the title")?,

@@ -276,7 +276,15 @@ impl Router {
             return Ok(self.list_commands(ev, requester));
         };
         if let Some(b) = find(topic) {
-            return Ok(format!("{} — {}", b.usage, b.summary));
+            let mut out = format!("{} — {}", b.usage, b.summary);
+            if b.name == "incident" {
+                // The one built-in whose words a team defines: say which they are.
+                out.push_str("\nSeverities, most severe first:");
+                for l in self.deps.severities.levels() {
+                    let _ = write!(out, "\n  {} — acknowledge {}", l.name, l.ack);
+                }
+            }
+            return Ok(out);
         }
         match self.deps.catalog.get(topic) {
             Some(spec) => Ok(explain_runbook(spec)),

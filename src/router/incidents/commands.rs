@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Alert, AlertId, AlertStatus, InboundEvent, Incident, IncidentId, IncidentStatus,
-    ResponseTargets, Severity, StopReason, TimelineEntry, TimelineKind,
+    Alert, AlertId, AlertStatus, InboundEvent, Incident, IncidentId, IncidentStatus, Severity,
+    SeverityScheme, StopReason, TimelineEntry, TimelineKind,
 };
 
 use super::{IncidentService, ago, done};
@@ -26,7 +26,7 @@ impl IncidentService {
         let draft = Incident {
             id: IncidentId(0),
             title: title.clone(),
-            severity,
+            severity: severity.clone(),
             status: IncidentStatus::Open,
             commander: me.to_owned(),
             platform: ev.platform,
@@ -55,12 +55,13 @@ impl IncidentService {
             format!("{severity} \"{title}\" opened"),
         )
         .await?;
-        let due = severity.ack_due(now, &self.targets);
+        let due = (self.severities.ack_due(&severity, now))
+            .map(|due| format!(" Acknowledge by {} UTC", due.format("%Y-%m-%d %H:%M")))
+            .unwrap_or_default();
         Ok(done(
             format!(
-                "🚨 Incident #{} opened: {severity} \"{title}\". Commander: {me}. Acknowledge by {} UTC (/incident update \"...\").",
+                "🚨 Incident #{} opened: {severity} \"{title}\". Commander: {me}.{due} (/incident update \"...\").",
                 incident.id,
-                due.format("%Y-%m-%d %H:%M")
             ),
             format!("opened incident #{}", incident.id),
         ))
@@ -138,7 +139,7 @@ impl IncidentService {
             .await
             .or_refuse("listing linked alerts")?;
         let timeline = self.read_timeline(&i).await?;
-        let text = render_status(&i, &alerts, &timeline, now, &self.targets);
+        let text = render_status(&i, &alerts, &timeline, now, &self.severities);
         Ok(done(text, String::new()))
     }
 
@@ -237,7 +238,7 @@ fn render_status(
     alerts: &[Alert],
     timeline: &[TimelineEntry],
     now: DateTime<Utc>,
-    targets: &ResponseTargets,
+    severities: &SeverityScheme,
 ) -> String {
     let mut out = format!(
         "Incident #{} {} \"{}\" — open for {}, commander {}.",
@@ -251,10 +252,18 @@ fn render_status(
         Some(at) => {
             let _ = write!(out, " Acknowledged after {}.", ago(i.opened_at, at));
         }
-        None => {
-            let due = i.severity.ack_due(i.opened_at, targets);
-            let _ = write!(out, " Not acknowledged (due {} UTC).", due.format("%H:%M"));
-        }
+        None => match severities.ack_due(&i.severity, i.opened_at) {
+            Some(due) => {
+                let _ = write!(out, " Not acknowledged (due {} UTC).", due.format("%H:%M"));
+            }
+            None => {
+                let _ = write!(
+                    out,
+                    " Not acknowledged ({} is no longer a configured severity: no target).",
+                    i.severity
+                );
+            }
+        },
     }
     let firing = alerts
         .iter()

@@ -2,7 +2,7 @@
 //! sub-commands (in [`commands`]), `/postmortem`, recording every consequential command in a
 //! channel with an open incident on that incident, and the reminder for incidents past their
 //! acknowledgement target. It needs the incident store, the alert store (to link alerts),
-//! the clock, the people directory and the response targets; nothing else of the router.
+//! the clock, the people directory and the severity scheme; nothing else of the router.
 
 mod commands;
 
@@ -14,7 +14,7 @@ use crate::actions::escalation::Escalations;
 use crate::actions::postmortem;
 use crate::domain::{
     AlertId, Directory, EscalationSubject, InboundEvent, Incident, IncidentId, Requester,
-    ResponseTargets, Severity, StopReason, TimelineEntry, TimelineKind, human_duration,
+    SeverityScheme, StopReason, TimelineEntry, TimelineKind, human_duration,
 };
 use crate::ports::{AlertStore, Clock, IncidentStore, StoreError};
 
@@ -43,7 +43,8 @@ pub struct IncidentService {
     alerts: Arc<dyn AlertStore>,
     clock: Arc<dyn Clock>,
     directory: Arc<Directory>,
-    targets: ResponseTargets,
+    /// The severities `/incident open` accepts, with their acknowledgement targets.
+    severities: Arc<SeverityScheme>,
     /// Escalates overdue incidents through their severity's policy; stopped by an ack.
     escalations: Arc<Escalations>,
 }
@@ -54,7 +55,7 @@ impl IncidentService {
         alerts: Arc<dyn AlertStore>,
         clock: Arc<dyn Clock>,
         directory: Arc<Directory>,
-        targets: ResponseTargets,
+        severities: Arc<SeverityScheme>,
         escalations: Arc<Escalations>,
     ) -> Self {
         Self {
@@ -62,7 +63,7 @@ impl IncidentService {
             alerts,
             clock,
             directory,
-            targets,
+            severities,
             escalations,
         }
     }
@@ -105,7 +106,10 @@ impl IncidentService {
 
     async fn require_incident(&self, ev: &InboundEvent) -> Result<Incident, Refusal> {
         self.channel_incident(ev).await?.ok_or_else(|| {
-            Refusal::Invalid("there is no open incident in this channel; /incident open P1..P4 \"title\" starts one.".into())
+            Refusal::Invalid(format!(
+                "there is no open incident in this channel; /incident open {} \"title\" starts one.",
+                self.severities.range()
+            ))
         })
     }
 
@@ -156,7 +160,8 @@ impl IncidentService {
     pub async fn postmortem_for(&self, incident: &Incident) -> Result<String, StoreError> {
         let timeline = self.incidents.timeline(incident.id).await?;
         let alerts = self.incidents.linked_alerts(incident.id).await?;
-        Ok(postmortem::render(incident, &timeline, &alerts))
+        let target = self.severities.target(&incident.severity);
+        Ok(postmortem::render(incident, target, &timeline, &alerts))
     }
 
     /// Records a consequential command on the channel's open incident, if there is one.
@@ -207,12 +212,15 @@ impl IncidentService {
     pub async fn overdue(&self, now: DateTime<Utc>) -> Result<Vec<Notice>, StoreError> {
         let mut notices = Vec::new();
         for i in self.incidents.unacked_incidents().await? {
-            let due = i.severity.ack_due(i.opened_at, &self.targets);
+            // A severity no longer configured has no target: never overdue.
+            let Some(due) = self.severities.ack_due(&i.severity, i.opened_at) else {
+                continue;
+            };
             if now < due {
                 continue;
             }
             self.escalations
-                .incident_overdue(i.id, i.severity, due)
+                .incident_overdue(i.id, &i.severity, due)
                 .await?;
             let notice = Notice {
                 platform: i.platform,
@@ -227,7 +235,7 @@ impl IncidentService {
                     due.format("%H:%M"),
                     i.commander
                 ),
-                urgent: i.severity == Severity::P1,
+                urgent: self.severities.is_most_severe(&i.severity),
             };
             if self
                 .incidents

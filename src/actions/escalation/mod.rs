@@ -3,10 +3,13 @@
 //! steps until someone acknowledges, silences or resolves it. The state is in the store
 //! ([`crate::ports::EscalationStore`]), so a restarted or new leader continues from the stored
 //! step; each step is claimed with the outbox message that announces it (the mentions of
-//! who it notifies), so with several replicas it fires once. A `page:` step triggers the
-//! paging service after its claim; stopping acknowledges or resolves what was paged. Every
-//! step and stop is audited and noted on the incident's timeline (an alert group's: the
-//! open incident of a channel it is routed to).
+//! who it notifies), so with several replicas it fires once. A `page:` step's trigger is
+//! queued with its claim and sent after it (`pages.rs`); stopping acknowledges or resolves
+//! what was paged. Every step and stop is audited and noted on the incident's timeline (an
+//! alert group's: the open incident of a channel it is routed to; its stop also on every
+//! open incident its alerts are linked to).
+
+mod pages;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -20,19 +23,17 @@ use crate::actions::oncall::OnCall;
 use crate::domain::{
     Alert, AlertStatus, AuditEntry, Directory, DueStep, EscalationPolicy, EscalationRecord,
     EscalationSubject, IncidentId, IncidentStatus, MentionOf, Notify, Outcome, Platform, RequestId,
-    Role, SentPage, Severity, Silence, StopReason, TimelineEntry, TimelineKind, Visibility,
+    Role, Severity, SeverityScheme, Silence, StopReason, TimelineEntry, TimelineKind, Visibility,
     group_stop_reason,
 };
+use crate::metrics::{Metrics, StepOutcome};
 use crate::ports::{
-    Clock, OutboundMessage, OutboundTarget, Page, PageAction, PageSeverity, Pager, Queued, Store,
+    Clock, OutboundMessage, OutboundTarget, Page, PageSeverity, Pager, Queued, QueuedPage, Store,
     StoreError,
 };
 
 /// Due escalations one tick takes at most (the rest wait for the next tick, a second later).
 const DUE_BATCH: u32 = 500;
-
-/// Stopped escalations whose pages one tick closes at most.
-const CLOSE_BATCH: u32 = 100;
 
 /// Who the audit log names as taking escalation steps.
 const ACTOR: &str = "opsbot:escalation";
@@ -42,6 +43,8 @@ pub struct Escalations {
     policies: HashMap<String, Arc<EscalationPolicy>>,
     /// The policy of each incident severity that has one.
     by_severity: BTreeMap<Severity, String>,
+    /// Which severity is the most severe (its pages are critical).
+    severities: Arc<SeverityScheme>,
     /// A Slack user group pinged for a role instead of its holders, on Slack.
     slack_groups: BTreeMap<Role, String>,
     routing: AlertRouting,
@@ -50,6 +53,7 @@ pub struct Escalations {
     oncall: Arc<OnCall>,
     directory: Arc<Directory>,
     pager: Arc<dyn Pager>,
+    metrics: Arc<Metrics>,
 }
 
 /// What a step is about, as its message and page need it.
@@ -78,6 +82,7 @@ enum Standing {
 pub struct EscalationSettings {
     pub policies: Vec<EscalationPolicy>,
     pub by_severity: BTreeMap<Severity, String>,
+    pub severities: Arc<SeverityScheme>,
     pub slack_groups: BTreeMap<Role, String>,
 }
 
@@ -88,6 +93,8 @@ pub struct EscalationPorts {
     pub oncall: Arc<OnCall>,
     pub directory: Arc<Directory>,
     pub pager: Arc<dyn Pager>,
+    /// Steps by outcome, their lateness, stops by reason.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Escalations {
@@ -96,11 +103,13 @@ impl Escalations {
         routing: AlertRouting,
         ports: EscalationPorts,
     ) -> Self {
+        ports.metrics.known_escalations(&settings.policies);
         Self {
             policies: (settings.policies.into_iter())
                 .map(|p| (p.name.clone(), Arc::new(p)))
                 .collect(),
             by_severity: settings.by_severity,
+            severities: settings.severities,
             slack_groups: settings.slack_groups,
             routing,
             store: ports.store,
@@ -108,6 +117,7 @@ impl Escalations {
             oncall: ports.oncall,
             directory: ports.directory,
             pager: ports.pager,
+            metrics: ports.metrics,
         }
     }
 
@@ -144,10 +154,10 @@ impl Escalations {
     pub async fn incident_overdue(
         &self,
         id: IncidentId,
-        severity: Severity,
+        severity: &Severity,
         due: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let Some(policy) = (self.by_severity.get(&severity)).and_then(|p| self.policies.get(p))
+        let Some(policy) = (self.by_severity.get(severity)).and_then(|p| self.policies.get(p))
         else {
             return Ok(false);
         };
@@ -182,19 +192,42 @@ impl Escalations {
         let Some(stopped) = self.store.stop_escalation(subject, why, now).await? else {
             return Ok(());
         };
+        self.metrics.escalation_stopped(why);
         let detail = format!(
             "escalation through {} stopped after {} step(s): {why}",
             stopped.policy, stopped.next_step
         );
-        let incident = match subject {
-            EscalationSubject::Incident(id) => Some(*id),
-            EscalationSubject::AlertGroup(_) => None,
+        let incidents = match subject {
+            EscalationSubject::Incident(id) => vec![*id],
+            EscalationSubject::AlertGroup(key) => self.incidents_of_group(key).await,
         };
-        self.record(subject, incident, "", &detail).await;
+        self.record(subject, &incidents, "", &detail).await;
         Ok(())
     }
 
-    /// Takes every step due now, then closes the pages of stopped escalations. Returns how
+    /// The open incidents a group's stop goes on the timeline of: those its alerts are
+    /// linked to, and the open incident of a channel it is routed to (where its steps were
+    /// noted). Best effort: the stop already happened, so a failed look-up only loses the note.
+    async fn incidents_of_group(&self, key: &str) -> Vec<IncidentId> {
+        let found = async {
+            let mut ids = self.store.open_incidents_linked_to_group(key).await?;
+            let alerts = self.store.alerts_in_group(key).await?;
+            let targets = self.routing.targets(&common_labels(&alerts));
+            if let Some(id) = self.incident_of(&targets).await?
+                && !ids.contains(&id)
+            {
+                ids.push(id);
+            }
+            Ok::<_, StoreError>(ids)
+        };
+        found.await.unwrap_or_else(|e| {
+            warn!(group = key, error = %e, "could not find the incident of a stopped escalation");
+            Vec::new()
+        })
+    }
+
+    /// Takes every step due now, sends the pages queued (by these steps, or left unsent by a
+    /// failure or a crash), then closes the pages of stopped escalations. Returns how
     /// many steps were taken (their messages are queued in the outbox; the caller wakes it).
     pub async fn tick(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
@@ -205,6 +238,7 @@ impl Escalations {
                 Err(err) => warn!(error = %err, "an escalation step failed; will retry"),
             }
         }
+        self.send_pages().await?;
         self.close_pages().await?;
         Ok(taken)
     }
@@ -243,8 +277,9 @@ impl Escalations {
         Ok(taken)
     }
 
-    /// Claims one step with its messages; once claimed, pages and records it. False when
-    /// another sweep took it first (or it stopped meanwhile).
+    /// Claims one step with its messages and pages (sent by [`Self::send_pages`] after the
+    /// claim), then records it. False when another sweep took it first (or it stopped
+    /// meanwhile).
     async fn take(
         &self,
         e: &EscalationRecord,
@@ -253,11 +288,11 @@ impl Escalations {
         context: &Context,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let pages: Vec<SentPage> = (step.step.notify.iter())
+        let pages: Vec<QueuedPage> = (step.step.notify.iter())
             .filter_map(|n| match n {
-                Notify::Page(service) => Some(SentPage {
+                Notify::Page(service) => Some(QueuedPage {
                     service: service.clone(),
-                    dedup_key: context.dedup_key.clone(),
+                    page: self.page(context),
                 }),
                 _ => None,
             })
@@ -276,7 +311,8 @@ impl Escalations {
         {
             return Ok(false);
         }
-        let mut detail = format!(
+        self.count_step(policy, step, now, e.started_at).await;
+        let detail = format!(
             "escalation through {} step {}/{}: notified {}",
             policy.name,
             step.index + 1,
@@ -286,20 +322,37 @@ impl Escalations {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        for p in &pages {
-            let page = self.page(context);
-            if let Err(err) = self
-                .pager
-                .page(&p.service, PageAction::Trigger, &page)
-                .await
-            {
-                warn!(service = %p.service, error = %err, "escalation page failed");
-                let _ = write!(detail, "; paging {} failed", p.service);
-            }
-        }
-        self.record(&e.subject, context.incident, &context.channel, &detail)
+        let incidents: Vec<IncidentId> = context.incident.into_iter().collect();
+        self.record(&e.subject, &incidents, &context.channel, &detail)
             .await;
         Ok(true)
+    }
+
+    /// A step taken, in the metrics: how late, and what each of its chat targets came to
+    /// (a page's outcome is counted when it is sent).
+    async fn count_step(
+        &self,
+        policy: &EscalationPolicy,
+        step: DueStep<'_>,
+        now: DateTime<Utc>,
+        started: DateTime<Utc>,
+    ) {
+        if let Some(due) = policy.due_at(step.index, started) {
+            (self.metrics).escalation_step_late((now - due).to_std().unwrap_or_default());
+        }
+        for n in &step.step.notify {
+            let outcome = match n {
+                Notify::Schedule { schedule, layer } => {
+                    match self.oncall.on_call_now(schedule, layer.as_deref()).await {
+                        Ok(None) => StepOutcome::NobodyOnCall,
+                        Ok(Some(_)) | Err(_) => StepOutcome::Notified,
+                    }
+                }
+                Notify::Person(_) | Notify::Role(_) => StepOutcome::Notified,
+                Notify::Page(_) => continue,
+            };
+            self.metrics.escalation_step(&policy.name, n, outcome);
+        }
     }
 
     fn page(&self, context: &Context) -> Page {
@@ -477,7 +530,7 @@ impl Escalations {
             actions: Vec::new(),
             dedup_key: format!("incident-{}", i.id),
             summary: format!("Incident #{} ({}): {}", i.id, i.severity, i.title),
-            severity: if i.severity == Severity::P1 {
+            severity: if self.severities.is_most_severe(&i.severity) {
                 PageSeverity::Critical
             } else {
                 PageSeverity::Error
@@ -486,40 +539,12 @@ impl Escalations {
         })))
     }
 
-    /// Acknowledges (or resolves) upstream what stopped escalations paged; an escalation
-    /// whose pages could not all be closed is tried again next tick.
-    async fn close_pages(&self) -> Result<(), StoreError> {
-        for e in self.store.pages_to_close(CLOSE_BATCH).await? {
-            let action = match e.stopped.map(|(_, why)| why) {
-                Some(StopReason::Resolved | StopReason::PolicyRemoved) => PageAction::Resolve,
-                _ => PageAction::Acknowledge,
-            };
-            let mut done = true;
-            for p in &e.pages {
-                let page = Page {
-                    dedup_key: p.dedup_key.clone(),
-                    summary: "handled in chat".into(),
-                    source: "opsbot".into(),
-                    severity: PageSeverity::Info,
-                };
-                if let Err(err) = self.pager.page(&p.service, action, &page).await {
-                    warn!(service = %p.service, error = %err, "closing an escalation page failed");
-                    done &= err.is_permanent();
-                }
-            }
-            if done {
-                self.store.pages_closed(e.id, self.clock.now()).await?;
-            }
-        }
-        Ok(())
-    }
-
     /// A step or stop in the audit log and on the incident's timeline. Best effort: what it
     /// records already happened, and a sweep must not stop at one failure.
     async fn record(
         &self,
         subject: &EscalationSubject,
-        incident: Option<IncidentId>,
+        incidents: &[IncidentId],
         channel: &str,
         detail: &str,
     ) {
@@ -541,7 +566,7 @@ impl Escalations {
         if let Err(e) = self.store.append_audit(entry).await {
             warn!(error = %e, "could not audit an escalation step");
         }
-        if let Some(id) = incident {
+        for &id in incidents {
             let note = TimelineEntry {
                 at: now,
                 kind: TimelineKind::Alert,
