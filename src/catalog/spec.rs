@@ -10,7 +10,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::CatalogError;
-pub use steps::{StepKind, StepSpec, WaitFor, WaitTarget, Workflow};
+pub use steps::{
+    OnCancel, Publish, PublishFrom, StepKind, StepSpec, WaitFor, WaitTarget, Workflow,
+};
 
 mod action;
 mod steps;
@@ -55,7 +57,7 @@ impl Procedure {
             Procedure::Steps(w) => (w.steps.iter().chain(&w.on_failure))
                 .filter_map(|s| match &s.kind {
                     StepKind::Action(a) => Some((a, Some(s.line))),
-                    StepKind::WaitFor(_) | StepKind::Message(_) => None,
+                    StepKind::WaitFor(_) | StepKind::Message(_) | StepKind::Approval(_) => None,
                 })
                 .collect(),
         }
@@ -276,6 +278,7 @@ struct RawCommand {
     steps: Option<Spanned<Vec<Spanned<RawAction>>>>,
     #[serde(default)]
     on_failure: Vec<Spanned<RawAction>>,
+    on_cancel: Option<Spanned<OnCancel>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -35,6 +35,22 @@ pub trait RunStore: Send + Sync {
     /// Stores a new request, leased until `lease_until` (the runbook's lease policy) so that
     /// one created already approved ends up `interrupted` if its process dies before it runs.
     async fn create_run(&self, run: NewRun, lease_until: DateTime<Utc>) -> Result<Run, StoreError>;
+    /// Stops running run `id` at an approval gate: `running -> waiting` (conditional, the
+    /// lease released) and, in the same transaction, stores `gate` (a pending request) as
+    /// the gate at step `step` of `id` and queues `notice(gate, Pending)`. `None`, and
+    /// nothing changed, when `id` was not running.
+    async fn open_gate(
+        &self,
+        id: RunId,
+        gate: (NewRun, u32),
+        at: DateTime<Utc>,
+        notice: &RunNotice<'_>,
+    ) -> Result<Option<Run>, StoreError>;
+    /// Records that `by` asked to cancel running run `id` (its process stops it); false when
+    /// it was not running or a cancel was asked for already.
+    async fn request_cancel(&self, id: RunId, by: &str) -> Result<bool, StoreError>;
+    /// The approval requests of run `id`'s gates, oldest first.
+    async fn gates_of(&self, id: RunId) -> Result<Vec<Run>, StoreError>;
     async fn run(&self, id: RunId) -> Result<Option<Run>, StoreError>;
     /// The request whose approval message is `message_id` in that channel.
     async fn run_by_message(
@@ -101,13 +117,14 @@ pub trait RunStore: Send + Sync {
         at: DateTime<Utc>,
         queued: &[Queued],
     ) -> Result<bool, StoreError>;
-    /// Records how step `idx` ended (`running -> state`, conditional), queuing `queued` in
-    /// the same transaction; false, and nothing queued, when it was not running.
+    /// Records how step `idx` ended (`running -> state`, conditional) and the value it
+    /// published, queuing `queued` in the same transaction; false, and nothing queued, when
+    /// it was not running.
     async fn finish_step(
         &self,
         id: RunId,
         idx: u32,
-        ended: (crate::domain::StepState, &RunResult),
+        ended: (crate::domain::StepState, &RunResult, Option<&str>),
         at: DateTime<Utc>,
         queued: &[Queued],
     ) -> Result<bool, StoreError>;

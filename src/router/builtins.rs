@@ -138,7 +138,7 @@ pub const BUILTINS: &[BuiltinSpec] = &[
     BuiltinSpec {
         name: "cancel",
         usage: "/cancel ID",
-        summary: "cancel your own pending runbook request",
+        summary: "cancel your own runbook request, or stop your running one",
         access: Access::AnyKnown,
         on_timeline: true,
         params: &[req("id", "the request number")],

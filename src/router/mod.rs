@@ -111,21 +111,26 @@ impl Response {
         let reply = self.reply.as_ref()?;
         let message = OutboundMessage::text(reply.text.clone()).with_visibility(reply.visibility);
         Some(match self.pending_run {
-            Some(run) => message.with_actions(vec![
-                ChatAction {
-                    label: "Approve".into(),
-                    command: format!("/approve {run}"),
-                    danger: false,
-                },
-                ChatAction {
-                    label: "Deny".into(),
-                    command: format!("/deny {run}"),
-                    danger: true,
-                },
-            ]),
+            Some(run) => message.with_actions(decision_actions(run)),
             None => message,
         })
     }
+}
+
+/// The Approve and Deny buttons of approval request `run`.
+pub(crate) fn decision_actions(run: RunId) -> Vec<ChatAction> {
+    vec![
+        ChatAction {
+            label: "Approve".into(),
+            command: format!("/approve {run}"),
+            danger: false,
+        },
+        ChatAction {
+            label: "Deny".into(),
+            command: format!("/deny {run}"),
+            danger: true,
+        },
+    ]
 }
 
 /// A command that ran: what to answer, what to add to the audit record.

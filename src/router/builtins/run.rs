@@ -42,13 +42,12 @@ impl Router {
                 return self.runbooks.approve(ev, request_id, requester, run).await;
             }
             BuiltinCall::Deny { run } => {
-                return self.runbooks.end(ev, requester, run, Ending::Denied).await;
+                return (self.runbooks)
+                    .end((ev, request_id), requester, run, Ending::Denied)
+                    .await;
             }
             BuiltinCall::Cancel { run } => {
-                return self
-                    .runbooks
-                    .end(ev, requester, run, Ending::Cancelled)
-                    .await;
+                return self.runbooks.cancel((ev, request_id), requester, run).await;
             }
             BuiltinCall::Alerts => self.alert_commands.list().await?,
             BuiltinCall::Ack { alert } => {

@@ -36,7 +36,8 @@ impl RunbookService {
         if state != RunState::Approved {
             return Ok(self.pending(&run, person, spec, &rendered, &line));
         }
-        let (result, ended) = self.execute(ev, request_id, &run, &rendered).await?;
+        let ran = self.execute(ev, request_id, &run, &rendered).await?;
+        let (result, ended) = (ran.text, ran.ended);
         let (text, detail) = match break_glass {
             Some(reason) => (
                 format!(
@@ -50,7 +51,7 @@ impl RunbookService {
         Ok(Done {
             text,
             detail,
-            pending_run: None,
+            pending_run: ran.gate,
             ran: Some(run.id),
         })
     }
@@ -152,11 +153,7 @@ impl RunbookService {
         rendered: &RenderedAction,
         line: &str,
     ) -> Done {
-        let first = |emoji: &[String], default: &'static str| {
-            emoji.first().cloned().unwrap_or_else(|| default.to_owned())
-        };
-        let approve = first(&self.approvals.approve_emoji, "✅");
-        let deny = first(&self.approvals.deny_emoji, "❌");
+        let (approve, deny) = self.approvals.shown();
         let (n, roles, exp) = spec.approval.as_ref().map_or_else(
             || (0, String::new(), String::new()),
             |a| {

@@ -104,6 +104,11 @@ impl RunbookService {
         id: RunId,
     ) -> Result<Done, Refusal> {
         let run = self.pending_run_in(ev, id).await?;
+        if let Some(gate) = run.gate {
+            return self
+                .approve_gate((ev, request_id), requester, run, gate)
+                .await;
+        }
         let (spec, rendered) = self.current_action(&run).await?;
         let Some(policy) = spec.approval.clone() else {
             return Err(Refusal::Invalid(format!(
@@ -115,7 +120,7 @@ impl RunbookService {
             .ok_or_else(|| Refusal::Denied("unknown users cannot approve.".into()))?;
         self.may_approve(ev, &run, person, &policy)?;
         let needed = run.new.approvals_needed;
-        let total = match self.vote(ev, &run, person, &rendered, &policy).await? {
+        let total = match self.vote(ev, &run, person, &rendered.hash, &policy).await? {
             Ok(total) => total,
             Err(not_yet) => return Ok(not_yet),
         };
@@ -169,11 +174,11 @@ impl RunbookService {
         );
         if run.new.platform == Platform::Console {
             // The console's channel is the terminal of whoever typed: the result is the reply.
-            let (result, ended) = self.execute(ev, request_id, &run, &rendered).await?;
+            let ran = self.execute(ev, request_id, &run, &rendered).await?;
             return Ok(Done {
-                text: format!("{running}…\n{result}"),
-                detail: format!("approved and ran #{id}: {ended}"),
-                pending_run: None,
+                text: format!("{running}…\n{}", ran.text),
+                detail: format!("approved and ran #{id}: {}", ran.ended),
+                pending_run: ran.gate,
                 ran: Some(id),
             });
         }
@@ -182,7 +187,8 @@ impl RunbookService {
                 "Request #{id} is already running or done."
             )));
         }
-        self.run_in_background(ev, request_id, run, rendered);
+        let resume = super::steps::Resume::default();
+        self.run_in_background(ev, request_id, run, rendered, resume);
         Ok(Done {
             text: format!("{running}; the result will be posted in reply to request #{id}."),
             detail: format!("approved #{id}; running, its result goes to the channel"),
@@ -192,8 +198,8 @@ impl RunbookService {
     }
 
     /// Refuses approvers without an approver role, and the requester (unless the file
-    /// allows self-approval).
-    fn may_approve(
+    /// allows self-approval; a gate never does).
+    pub(super) fn may_approve(
         &self,
         ev: &InboundEvent,
         run: &Run,
@@ -225,19 +231,19 @@ impl RunbookService {
 
     /// Records the vote. `Ok(total)` once enough approvals are in; otherwise `Err` with the
     /// answer to give (counted and waiting for more, a repeat, or already decided).
-    async fn vote(
+    pub(super) async fn vote(
         &self,
         ev: &InboundEvent,
         run: &Run,
         person: &Person,
-        rendered: &RenderedAction,
+        hash: &str,
         policy: &ApprovalSpec,
     ) -> Result<Result<u32, Done>, Refusal> {
         let (id, needed) = (run.id, run.new.approvals_needed);
         let vote = Vote {
             approver: ev.user.clone(),
             approver_name: person.name.clone(),
-            action_hash: rendered.hash.clone(),
+            action_hash: hash.to_owned(),
             at: self.now(),
         };
         let tally = self
@@ -280,10 +286,11 @@ impl RunbookService {
     }
 
     /// Ends a pending request without running it: `/deny` by an approver (any approver role
-    /// of the command), `/cancel` by the person who asked for it.
+    /// of the command), `/cancel` by the person who asked for it. A gate's request ended so
+    /// stops its run there (its `on_failure` steps run; after `/cancel`, as `on_cancel` says).
     pub(in crate::router) async fn end(
         &self,
-        ev: &InboundEvent,
+        (ev, request_id): (&InboundEvent, &RequestId),
         requester: &Requester,
         id: RunId,
         to: Ending,
@@ -311,6 +318,26 @@ impl RunbookService {
                 "request #{id} is no longer pending."
             )));
         }
+        if let Some(gate) = run.gate {
+            let why = format!("{state} by {by}");
+            let rollback = to == Ending::Denied || self.rolls_back_on_cancel(&run);
+            let result = self
+                .gate_closed(Some((ev, request_id)), &run, &why, rollback)
+                .await;
+            let text = match result {
+                Some(result) => format!(
+                    "Request #{id} {why}; run #{} stops there.\n{result}",
+                    gate.run
+                ),
+                None => format!("Request #{id} {why}; run #{} stops there.", gate.run),
+            };
+            return Ok(Done {
+                text,
+                detail: format!("{state} gate #{id} of #{}", gate.run),
+                pending_run: None,
+                ran: None,
+            });
+        }
         Ok(Done {
             text: format!("Request #{id} {state} by {by}; nothing will run."),
             detail: format!("{state} #{id}"),
@@ -322,10 +349,7 @@ impl RunbookService {
     /// The name of the approver denying `run`; refused for anyone else.
     fn approver_denying(&self, run: &Run, requester: &Requester) -> Result<String, Refusal> {
         let id = run.id;
-        let policy = self
-            .catalog
-            .get(&run.new.command)
-            .and_then(|s| s.approval.clone());
+        let policy = super::gates::policy_of(&self.catalog, run);
         let person = requester
             .person()
             .ok_or_else(|| Refusal::Denied("unknown users cannot deny.".into()))?;
@@ -341,7 +365,7 @@ impl RunbookService {
     }
 
     /// Refused unless `requester` is the person who asked for `run`.
-    fn own_request(
+    pub(super) fn own_request(
         &self,
         run: &Run,
         ev: &InboundEvent,
@@ -410,7 +434,7 @@ impl RunbookService {
             (true, false) => ("retract".into(), self.retract(ev, run.id).await),
             (false, true) => (
                 "deny".into(),
-                self.end(ev, requester, run.id, Ending::Denied).await,
+                (self.end((ev, request_id), requester, run.id, Ending::Denied)).await,
             ),
             // Taking back a deny changes nothing: the request already ended.
             (false, false) => return Ok(None),
