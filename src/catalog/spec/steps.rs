@@ -142,38 +142,49 @@ pub(super) fn procedure(
             if steps.get_ref().is_empty() {
                 problems.at(steps.span().start, "steps must not be empty".into());
             }
-            let mut names = Names {
-                steps: BTreeSet::new(),
-                known: arg_names.clone(),
-            };
-            let steps: Vec<StepSpec> = (steps.get_ref().iter())
-                .map(|s| step(s, &mut names, problems))
-                .collect();
-            // A rollback step may use any value a step publishes (it fails, naming the value,
-            // if the step that publishes it never ran); it publishes none of its own.
-            let on_failure = (raw.on_failure.iter())
-                .map(|s| {
-                    let step = step(s, &mut names, problems);
-                    if step.publish.is_some() || matches!(step.kind, StepKind::Approval(_)) {
-                        problems.at(
-                            s.span().start,
-                            format!("step {:?}: an on_failure step neither publishes values nor waits for approval", step.name),
-                        );
-                    }
-                    step
-                })
-                .collect();
-            let on_cancel = raw
-                .on_cancel
-                .as_ref()
-                .map_or(OnCancel::Stop, |c| *c.get_ref());
-            let workflow = Workflow {
-                steps,
-                on_failure,
-                on_cancel,
-            };
+            let workflow = workflow(raw, steps.get_ref(), arg_names, problems);
             (Procedure::Steps(workflow), at)
         }
+    }
+}
+
+/// The steps and rollback steps, each template checked against the arguments and the
+/// values published before it.
+fn workflow(
+    raw: &RawCommand,
+    steps: &[Spanned<RawAction>],
+    arg_names: &BTreeSet<String>,
+    problems: &mut Problems,
+) -> Workflow {
+    let mut names = Names {
+        steps: BTreeSet::new(),
+        known: arg_names.clone(),
+    };
+    let steps: Vec<StepSpec> = (steps.iter())
+        .map(|s| step(s, &mut names, problems))
+        .collect();
+    // A rollback step may use any value a step publishes (it fails, naming the value, if the
+    // step that publishes it never ran); it publishes none of its own.
+    let on_failure = (raw.on_failure.iter())
+        .map(|s| {
+            let step = step(s, &mut names, problems);
+            if step.publish.is_some() || matches!(step.kind, StepKind::Approval(_)) {
+                problems.at(
+                    s.span().start,
+                    format!(
+                        "step {:?}: an on_failure step neither publishes values nor waits for approval",
+                        step.name
+                    ),
+                );
+            }
+            step
+        })
+        .collect();
+    let on_cancel = (raw.on_cancel.as_ref()).map_or(OnCancel::Stop, |c| *c.get_ref());
+    Workflow {
+        steps,
+        on_failure,
+        on_cancel,
     }
 }
 
@@ -270,41 +281,10 @@ fn publish(
         );
     }
     let kind = arg_kind(&as_arg, &what, at, problems);
-    let from = match (&p.regex, &p.json) {
-        (Some(re), None) => match Regex::new(&ascii_classes(re)) {
-            Ok(re) if re.captures_len() > 1 => PublishFrom::Regex(re),
-            Ok(_) => {
-                problems.at(
-                    at,
-                    format!("{what}: regex needs a capture group (the value)"),
-                );
-                PublishFrom::Json(String::new())
-            }
-            Err(e) => {
-                problems.at(at, format!("{what}: regex does not compile: {e}"));
-                PublishFrom::Json(String::new())
-            }
-        },
-        (None, Some(pointer)) if pointer.is_empty() || pointer.starts_with('/') => {
-            PublishFrom::Json(pointer.clone())
-        }
-        (None, Some(_)) => {
-            problems.at(
-                at,
-                format!("{what}: json must be a JSON pointer such as \"/version\""),
-            );
-            PublishFrom::Json(String::new())
-        }
-        _ => {
-            problems.at(
-                at,
-                format!(
-                    "{what}: needs either regex (with a capture group) or json (a JSON pointer)"
-                ),
-            );
-            PublishFrom::Json(String::new())
-        }
-    };
+    let from = publish_from(p).unwrap_or_else(|why| {
+        problems.at(at, format!("{what}: {why}"));
+        PublishFrom::Json(String::new())
+    });
     Publish {
         value: ArgSpec {
             name: p.name.clone(),
@@ -313,6 +293,22 @@ fn publish(
             help: p.help.clone(),
         },
         from,
+    }
+}
+
+/// Where a published value comes from: a regex with a capture group, or a JSON pointer.
+fn publish_from(p: &RawPublish) -> Result<PublishFrom, String> {
+    match (&p.regex, &p.json) {
+        (Some(re), None) => match Regex::new(&ascii_classes(re)) {
+            Ok(re) if re.captures_len() > 1 => Ok(PublishFrom::Regex(re)),
+            Ok(_) => Err("regex needs a capture group (the value)".into()),
+            Err(e) => Err(format!("regex does not compile: {e}")),
+        },
+        (None, Some(pointer)) if pointer.is_empty() || pointer.starts_with('/') => {
+            Ok(PublishFrom::Json(pointer.clone()))
+        }
+        (None, Some(_)) => Err("json must be a JSON pointer such as \"/version\"".into()),
+        _ => Err("needs either regex (with a capture group) or json (a JSON pointer)".into()),
     }
 }
 

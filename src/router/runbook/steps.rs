@@ -83,6 +83,10 @@ pub(super) struct Walk {
     pub progress: Progress,
     pub published: Vec<(String, String)>,
     cancel: watch::Receiver<Option<String>>,
+    /// The step that failed (and did not continue on error), and how.
+    failed: Option<(usize, StepState)>,
+    /// A cancel stopped the steps.
+    stopped: bool,
 }
 
 impl Walk {
@@ -105,13 +109,14 @@ async fn cancelled(mut cancel: watch::Receiver<Option<String>>) -> String {
 
 impl RunbookService {
     /// Runs `steps` in order from `resume.from`, then `on_failure` if one failed (and did not
-    /// continue on error), all under the run's lease; stops at an approval gate.
+    /// continue on error), all under the run's lease; stops at an approval gate, and between
+    /// steps (or within one, killing it) on a `/cancel`.
     pub(super) async fn run_workflow(
         &self,
         ctx: (&InboundEvent, &RequestId),
         run: &Run,
         rendered: &RenderedAction,
-        (steps, on_failure): (&[RenderedStep], &[RenderedStep]),
+        plan: (&[RenderedStep], &[RenderedStep]),
         resume: Resume,
     ) -> Finished {
         let started = Instant::now();
@@ -119,92 +124,115 @@ impl RunbookService {
             from,
             records,
             gate,
-            mut failed,
+            failed,
         } = resume;
         let (cancel, cancel_seen) = watch::channel(None);
         let watcher = self.watch_cancel(run.id, cancel);
         let mut walk = Walk {
-            progress: Progress::new(run, (steps, on_failure), &records),
+            progress: Progress::new(run, plan, &records),
             published: self.published_in(run, &records),
             cancel: cancel_seen,
+            failed,
+            stopped: false,
         };
-        let mut stopped = false;
-        let work = async {
-            if let Some((idx, state, result)) = gate {
-                let name = walk.progress.name(idx).to_owned();
-                let ended = StepRun {
-                    state,
-                    result,
-                    post: None,
-                    published: None,
-                };
-                if self
-                    .step_ended(run, (idx, &name), ended, &mut walk)
-                    .await
-                    .is_none()
-                {
-                    return Ended::Lost;
-                }
-            }
-            if failed.is_none() {
-                for (i, step) in steps.iter().enumerate().skip(from) {
-                    if walk.cancelled_by().is_some() {
-                        stopped = true;
-                        break;
-                    }
-                    if let StepWork::Approval(policy) = &step.work {
-                        return match self
-                            .reach_gate(ctx, run, (i, step, policy), &mut walk)
-                            .await
-                        {
-                            Some(gate) => Ended::Paused(Box::new(gate)),
-                            None => Ended::Lost,
-                        };
-                    }
-                    match self.step(ctx, run, rendered, (i, step), &mut walk).await {
-                        Some(StepState::Succeeded) => {}
-                        Some(state) if walk.cancelled_by().is_some() => {
-                            (stopped, failed) = (true, Some((i, state)));
-                            break;
-                        }
-                        Some(_) if step.continue_on_error => {}
-                        Some(state) => {
-                            failed = Some((i, state));
-                            break;
-                        }
-                        // Claimed elsewhere or no longer running: stop without running more.
-                        None => return Ended::Lost,
-                    }
-                }
-            }
-            if failed.is_none() && !stopped {
-                return Ended::Completed;
-            }
-            walk.progress.skip_rest(false);
-            if stopped && !self.rolls_back_on_cancel(run) {
-                walk.progress.skip_rest(true);
-                return Ended::Completed;
-            }
-            for (j, step) in on_failure.iter().enumerate() {
-                let at = steps.len() + j;
-                match self.step(ctx, run, rendered, (at, step), &mut walk).await {
-                    None => return Ended::Lost,
-                    Some(StepState::Succeeded) => {}
-                    Some(_) if step.continue_on_error => {}
-                    // A rollback step that fails stops the rollback, unless it may.
-                    Some(_) => {
-                        walk.progress.skip_rest(true);
-                        break;
-                    }
-                }
-            }
-            Ended::Completed
-        };
+        let work = self.walk(ctx, (run, rendered), plan, (from, gate), &mut walk);
         let ended = self.under_lease(run.id, work).await;
         watcher.abort();
-        let cancelled = walk.cancelled_by().filter(|_| stopped);
-        let took = started.elapsed();
-        self.workflow_finished(run, &walk.progress, (failed, cancelled, ended), took)
+        self.workflow_finished(run, &walk, ended, started.elapsed())
+    }
+
+    /// The steps from `from` (after recording the gate just decided, if any), then the
+    /// rollback steps when one failed or a cancel says so.
+    async fn walk(
+        &self,
+        ctx: (&InboundEvent, &RequestId),
+        (run, rendered): (&Run, &RenderedAction),
+        (steps, on_failure): (&[RenderedStep], &[RenderedStep]),
+        (from, gate): (usize, Option<(usize, StepState, RunResult)>),
+        walk: &mut Walk,
+    ) -> Ended {
+        if let Some((idx, state, result)) = gate {
+            let name = walk.progress.name(idx).to_owned();
+            let ended = StepRun {
+                state,
+                result,
+                post: None,
+                published: None,
+            };
+            if self
+                .step_ended(run, (idx, &name), ended, walk)
+                .await
+                .is_none()
+            {
+                return Ended::Lost;
+            }
+        }
+        if walk.failed.is_none()
+            && let Some(ended) = self
+                .main_steps(ctx, (run, rendered), steps, from, walk)
+                .await
+        {
+            return ended;
+        }
+        if walk.failed.is_none() && !walk.stopped {
+            return Ended::Completed;
+        }
+        walk.progress.skip_rest(false);
+        if walk.stopped && !self.rolls_back_on_cancel(run) {
+            walk.progress.skip_rest(true);
+            return Ended::Completed;
+        }
+        for (j, step) in on_failure.iter().enumerate() {
+            let at = steps.len() + j;
+            match self.step(ctx, run, rendered, (at, step), walk).await {
+                None => return Ended::Lost,
+                Some(StepState::Succeeded) => {}
+                Some(_) if step.continue_on_error => {}
+                // A rollback step that fails stops the rollback, unless it may.
+                Some(_) => {
+                    walk.progress.skip_rest(true);
+                    break;
+                }
+            }
+        }
+        Ended::Completed
+    }
+
+    /// The steps from `from` until one fails (noted in `walk`), a cancel stops them, or a
+    /// gate or a lost claim ends the run here (returned).
+    async fn main_steps(
+        &self,
+        ctx: (&InboundEvent, &RequestId),
+        (run, rendered): (&Run, &RenderedAction),
+        steps: &[RenderedStep],
+        from: usize,
+        walk: &mut Walk,
+    ) -> Option<Ended> {
+        for (i, step) in steps.iter().enumerate().skip(from) {
+            if walk.cancelled_by().is_some() {
+                walk.stopped = true;
+                return None;
+            }
+            if let StepWork::Approval(policy) = &step.work {
+                let gate = self.reach_gate(ctx, run, (i, step, policy), walk).await;
+                return Some(gate.map_or(Ended::Lost, |g| Ended::Paused(Box::new(g))));
+            }
+            match self.step(ctx, run, rendered, (i, step), walk).await {
+                Some(StepState::Succeeded) => {}
+                Some(state) if walk.cancelled_by().is_some() => {
+                    (walk.stopped, walk.failed) = (true, Some((i, state)));
+                    return None;
+                }
+                Some(_) if step.continue_on_error => {}
+                Some(state) => {
+                    walk.failed = Some((i, state));
+                    return None;
+                }
+                // Claimed elsewhere or no longer running: stop without running more.
+                None => return Some(Ended::Lost),
+            }
+        }
+        None
     }
 
     /// Watches the store for a `/cancel` of run `id` (made on any replica), telling `seen`.
@@ -244,76 +272,31 @@ impl RunbookService {
     }
 
     /// The run's state, stored result and text once its steps are over (or paused).
-    fn workflow_finished(
-        &self,
-        run: &Run,
-        progress: &Progress,
-        (failed, cancelled, ended): (Option<(usize, StepState)>, Option<String>, Ended),
-        took: Duration,
-    ) -> Finished {
-        let line = command_line(&run.new.command, &run.new.args);
-        let rolled_back = progress.rolled_back();
-        let mut gate = None;
-        let (state, head) = match (failed, ended) {
-            (_, Ended::Completed) if cancelled.is_some() => (
-                RunState::Cancelled,
-                format!(
-                    "⏹ #{} {line} cancelled by {} after {}{}:",
-                    run.id,
-                    cancelled.unwrap_or_default(),
-                    human_duration(took),
-                    if rolled_back { "; rolled back" } else { "" }
-                ),
-            ),
-            (_, Ended::Paused(g)) => {
-                let step = g
-                    .gate
-                    .map_or("approval", |at| progress.name(at.step as usize));
+    fn workflow_finished(&self, run: &Run, walk: &Walk, ended: Ended, took: Duration) -> Finished {
+        let (gate, ended) = match ended {
+            Ended::Paused(g) => (Some(*g), None),
+            other => (None, Some(other)),
+        };
+        let (state, head) = match (&gate, ended) {
+            (Some(g), _) => {
+                let step = (g.gate).map_or("approval", |at| walk.progress.name(at.step as usize));
+                let line = command_line(&run.new.command, &run.new.args);
                 let head = format!(
                     "⏸ #{} {line} is waiting at step {step} for approval request #{}:",
                     run.id, g.id
                 );
-                gate = Some(*g);
                 (RunState::Waiting, head)
             }
-            (_, Ended::Lost) => (
-                RunState::Failed,
-                format!(
-                    "❌ #{} {line} stopped: a step could not be started or recorded.",
-                    run.id
-                ),
-            ),
-            (None, Ended::Completed) => (
-                RunState::Succeeded,
-                format!(
-                    "✅ #{} {line} succeeded in {}:",
-                    run.id,
-                    human_duration(took)
-                ),
-            ),
-            (Some((i, state)), Ended::Completed) => (
-                if state == StepState::TimedOut {
-                    RunState::TimedOut
-                } else {
-                    RunState::Failed
-                },
-                format!(
-                    "❌ #{} {line} failed at step {} after {}{}:",
-                    run.id,
-                    progress.name(i),
-                    human_duration(took),
-                    if rolled_back { "; rolled back" } else { "" }
-                ),
-            ),
+            (None, lost) => ended_head(run, walk, matches!(lost, Some(Ended::Lost)), took),
         };
-        let (output, truncated) = progress.notes(OUTPUT_KEPT);
+        let (output, truncated) = walk.progress.notes(OUTPUT_KEPT);
         let result = RunResult {
             code: None,
             duration: took,
             output,
             truncated,
         };
-        let text = format!("{head}\n{}", progress.list(true));
+        let text = format!("{head}\n{}", walk.progress.list(true));
         Finished {
             state,
             result,
@@ -576,5 +559,41 @@ impl RunbookService {
             }
             tokio::time::sleep(interval).await;
         }
+    }
+}
+
+/// How a run of steps that is over ended, and the first line of its result.
+fn ended_head(run: &Run, walk: &Walk, lost: bool, took: Duration) -> (RunState, String) {
+    let line = command_line(&run.new.command, &run.new.args);
+    let (id, took) = (run.id, human_duration(took));
+    let rolled_back = if walk.progress.rolled_back() {
+        "; rolled back"
+    } else {
+        ""
+    };
+    if lost {
+        let head = format!("❌ #{id} {line} stopped: a step could not be started or recorded.");
+        return (RunState::Failed, head);
+    }
+    if let Some(by) = walk.cancelled_by().filter(|_| walk.stopped) {
+        let head = format!("⏹ #{id} {line} cancelled by {by} after {took}{rolled_back}:");
+        return (RunState::Cancelled, head);
+    }
+    match walk.failed {
+        None => (
+            RunState::Succeeded,
+            format!("✅ #{id} {line} succeeded in {took}:"),
+        ),
+        Some((i, state)) => (
+            if state == StepState::TimedOut {
+                RunState::TimedOut
+            } else {
+                RunState::Failed
+            },
+            format!(
+                "❌ #{id} {line} failed at step {} after {took}{rolled_back}:",
+                walk.progress.name(i)
+            ),
+        ),
     }
 }
