@@ -559,3 +559,79 @@ async fn racing_last_approvals_on_two_replicas_continue_the_run_once() {
         RunState::Succeeded
     );
 }
+
+/// `/retry` runs an ended run's steps again from the step that failed, with the values the
+/// steps before it published, as a new request that needs approval again.
+#[tokio::test]
+async fn retry_runs_the_steps_again_from_the_failed_one_after_approval() {
+    let approval =
+        "[approval]\napprovals = 1\napprover_roles = [\"sre-lead\"]\nexpires_after = \"10m\"\n";
+    let file = restore_file(approval, RESTORE)
+        .replace("[[steps]]\nname = \"approve\"\nkind = \"approval\"\napprovals = 1\napprover_roles = [\"sre-lead\"]\nexpires_after = \"10m\"\n", "");
+    let flaky =
+        "#!/bin/sh\n[ -f fixed ] || { echo broken; exit 3; }\necho \"$1 $2\" >> restore.log\n";
+    let app = TestApp::builder()
+        .config(&people())
+        .command("restore.toml", &file)
+        .script("prepare.sh", PREPARE)
+        .script("restore.sh", flaky)
+        .script("rollback.sh", ROLLBACK)
+        .spawn()
+        .await;
+    app.reply("alice", "/restore api").await;
+    let early = app.reply("alice", "/retry 1").await;
+    assert!(early.contains("request #1 is still pending"), "{early}");
+    let failed = app.reply("bob", "/approve 1").await;
+    assert!(
+        failed.contains("❌ #1 /restore service=api failed at step restore"),
+        "{failed}"
+    );
+
+    let wrong = app.reply("alice", "/retry 1 from nope").await;
+    assert!(
+        wrong.contains("\"nope\" is not a step of /restore"),
+        "{wrong}"
+    );
+    std::fs::write(app.dir.path().join("fixed"), "").unwrap();
+    let asked = app.reply("alice", "/retry 1").await;
+    assert!(
+        asked.starts_with("Retry of #1 from step 2 (restore) is #2."),
+        "{asked}"
+    );
+    assert!(asked.contains("needs 1 approval(s)"), "{asked}");
+    assert!(
+        asked.contains("2. restore: ./restore.sh api b-42"),
+        "{asked}"
+    );
+    assert!(
+        !asked.contains("1. prepare"),
+        "only the steps it runs: {asked}"
+    );
+    let ran = app.reply("bob", "/approve 2").await;
+    assert!(
+        ran.contains("✅ #2 /restore service=api succeeded"),
+        "{ran}"
+    );
+    for line in ["✅ prepare (", "✅ restore ("] {
+        assert!(ran.contains(line), "{line:?} in {ran}");
+    }
+    assert_eq!(
+        read(&app, "prepare.log"),
+        "prepared\n",
+        "the steps before it ran once"
+    );
+    assert_eq!(read(&app, "restore.log"), "api b-42\n");
+    let run = app.store.run(RunId(2)).await.unwrap().unwrap();
+    let retry = run.retry.unwrap();
+    assert_eq!((retry.of, retry.from), (RunId(1), 1));
+    let steps = app.store.run_steps(RunId(2)).await.unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["prepare", "restore"]);
+    let audit = app.store.recent_audit(30).await.unwrap();
+    assert!(
+        audit.iter().any(|r| r.entry.command == "retry"
+            && r.entry.detail.contains("retry of #1 from step 2 as #2")),
+        "{:?}",
+        audit.iter().map(|r| &r.entry.detail).collect::<Vec<_>>()
+    );
+}

@@ -13,3 +13,8 @@ ALTER TABLE outbox ADD COLUMN binds_run INTEGER;
 -- `/cancel` of a running run of steps: who asked. Its process sees it between polls, kills
 -- the current step's process group and stops (rolling back when the file says so).
 ALTER TABLE runs ADD COLUMN cancel_requested TEXT;
+-- `/retry ID [from STEP]`: a new request running the steps of run `retry_of` from
+-- `from_step`; the steps before it are copied into its `run_steps` (their marks and the
+-- values they published) when it is created.
+ALTER TABLE runs ADD COLUMN retry_of INTEGER REFERENCES runs (id);
+ALTER TABLE runs ADD COLUMN from_step INTEGER;

@@ -275,15 +275,11 @@ fn step_uses(spec: &StepSpec) -> Vec<String> {
     names
 }
 
-/// The display of the steps after gate `gate` (and of the rollback steps), which the gate's
-/// approvals are bound to.
-pub fn remaining_display(
-    steps: &[RenderedStep],
-    on_failure: &[RenderedStep],
-    gate: usize,
-) -> String {
+/// The display of the steps from `first` on (and of the rollback steps): what the approvals
+/// of a gate (the steps after it) or of a retry (the steps it runs again) are bound to.
+pub fn display_from(steps: &[RenderedStep], on_failure: &[RenderedStep], first: usize) -> String {
     let mut out = String::new();
-    for s in steps.iter().skip(gate + 1) {
+    for s in steps.iter().skip(first) {
         let _ = writeln!(out, "{}", s.line);
     }
     if !on_failure.is_empty() {
@@ -295,21 +291,22 @@ pub fn remaining_display(
     out.trim_end().to_owned()
 }
 
-/// sha256 over the command, the gate (its place and policy) and what runs after it: a
-/// gate's approval is for exactly those steps as shown, under exactly that policy.
-pub fn gate_hash(command: &str, gate: usize, policy: &ApprovalSpec, remaining: &str) -> String {
+/// sha256 over the command, what starts the steps (`gate 2`, `retry from 3`), the approval
+/// policy and the steps as shown: an approval is for exactly those steps, under that policy.
+pub fn steps_hash(
+    command: &str,
+    start: &str,
+    policy: Option<&ApprovalSpec>,
+    shown: &str,
+) -> String {
     let mut h = Sha256::new();
-    let roles: Vec<&str> = policy.approver_roles.iter().map(|r| r.as_str()).collect();
-    h.update(
-        format!(
-            "{command}\ngate {gate}\n{}:{}:{}\n",
-            policy.approvals,
-            roles.join(","),
-            human_duration(policy.expires_after)
-        )
-        .as_bytes(),
-    );
-    h.update(remaining.as_bytes());
+    h.update(format!("{command}\n{start}\n").as_bytes());
+    if let Some(p) = policy {
+        let roles: Vec<&str> = p.approver_roles.iter().map(|r| r.as_str()).collect();
+        let expires = human_duration(p.expires_after);
+        h.update(format!("{}:{}:{expires}\n", p.approvals, roles.join(",")).as_bytes());
+    }
+    h.update(shown.as_bytes());
     hex::encode(h.finalize())
 }
 

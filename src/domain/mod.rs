@@ -41,6 +41,8 @@ pub use incident::{
 };
 pub use mention::{Mention, MentionOf, Segment, segments};
 pub use oncall::{Handoff, Layer, OnCall, Override, Schedule, Window};
-pub use run::{Gate, NewRun, Run, RunResult, RunState, StepRecord, StepState, Vote, VoteTally};
+pub use run::{
+    Gate, NewRun, Retry, Run, RunResult, RunState, StepRecord, StepState, Vote, VoteTally,
+};
 pub use text::{clip, line_col};
 pub use time::{HumanDuration, RateQuota, human_duration, parse_duration};

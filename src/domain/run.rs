@@ -77,6 +77,15 @@ pub struct Run {
     pub gate: Option<Gate>,
     /// Who asked `/cancel` of it while it was running.
     pub cancel_requested: Option<String>,
+    /// For a `/retry`: the run it retries and the step it starts from.
+    pub retry: Option<Retry>,
+}
+
+/// The run a `/retry` runs again, and the step (its index) it starts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    pub of: RunId,
+    pub from: u32,
 }
 
 /// The run an approval gate holds, and the gate's place in its steps.

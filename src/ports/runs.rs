@@ -35,6 +35,15 @@ pub trait RunStore: Send + Sync {
     /// Stores a new request, leased until `lease_until` (the runbook's lease policy) so that
     /// one created already approved ends up `interrupted` if its process dies before it runs.
     async fn create_run(&self, run: NewRun, lease_until: DateTime<Utc>) -> Result<Run, StoreError>;
+    /// Stores `run`, a `/retry` of `retry.of` from step `retry.from`, and copies the retried
+    /// run's records of the steps before it (not its rollback steps) as its own, in one
+    /// transaction.
+    async fn create_retry(
+        &self,
+        run: NewRun,
+        lease_until: DateTime<Utc>,
+        retry: crate::domain::Retry,
+    ) -> Result<Run, StoreError>;
     /// Stops running run `id` at an approval gate: `running -> waiting` (conditional, the
     /// lease released) and, in the same transaction, stores `gate` (a pending request) as
     /// the gate at step `step` of `id` and queues `notice(gate, Pending)`. `None`, and

@@ -145,6 +145,18 @@ pub const BUILTINS: &[BuiltinSpec] = &[
         bind: |a| a.id().map(|run| BuiltinCall::Cancel { run: RunId(run) }),
     },
     BuiltinSpec {
+        name: "retry",
+        usage: "/retry ID [from STEP]",
+        summary: "run an ended runbook's steps again from the step that failed (or STEP)",
+        access: Access::AnyKnown,
+        on_timeline: true,
+        params: &[
+            req("id", "the request number"),
+            opt("from", "the step to start from: its number or name"),
+        ],
+        bind: bind::retry,
+    },
+    BuiltinSpec {
         name: "alerts",
         usage: "/alerts",
         summary: "list firing alerts, newest first",
@@ -298,6 +310,11 @@ pub enum BuiltinCall {
     },
     Cancel {
         run: RunId,
+    },
+    /// `/retry ID [from STEP]`: the step's number or name, if given.
+    Retry {
+        run: RunId,
+        from: Option<String>,
     },
     Alerts,
     Ack {

@@ -10,20 +10,20 @@ use super::outbox::insert_queued;
 use super::sql::{Arg, Backend, Q, changed_one, execute, fetch_all, fetch_one, fetch_optional};
 use super::{OnPool, SqlStore, backend};
 use crate::domain::{
-    Gate, NewRun, Platform, Run, RunId, RunResult, RunState, StepRecord, StepState, UserRef, Vote,
-    VoteTally,
+    Gate, NewRun, Platform, Retry, Run, RunId, RunResult, RunState, StepRecord, StepState, UserRef,
+    Vote, VoteTally,
 };
 use crate::ports::{Queued, RunNotice, RunStore, StepStart, StoreError};
 
 /// Columns in the order [`RunRow`] reads them.
 pub(crate) const SELECT_RUN: &str = "SELECT id, command, args, rendered, action_hash, requester, requester_name, \
      platform, channel_id, channel_name, thread, message_id, approvals_needed, state, break_glass, \
-     created_at, expires_at, result_code, duration_ms, output, truncated, current_step, gate_of, gate_step, cancel_requested FROM runs";
+     created_at, expires_at, result_code, duration_ms, output, truncated, current_step, gate_of, gate_step, cancel_requested, retry_of, from_step FROM runs";
 
 pub(crate) const RETURNING_RUN: &str = "RETURNING id, command, args, rendered, action_hash, requester, \
      requester_name, platform, channel_id, channel_name, thread, message_id, approvals_needed, state, \
      break_glass, created_at, expires_at, result_code, duration_ms, output, truncated, current_step, \
-     gate_of, gate_step, cancel_requested";
+     gate_of, gate_step, cancel_requested, retry_of, from_step";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct RunRow {
@@ -52,6 +52,8 @@ pub(crate) struct RunRow {
     gate_of: Option<i64>,
     gate_step: Option<i32>,
     cancel_requested: Option<String>,
+    retry_of: Option<i64>,
+    from_step: Option<i32>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -154,6 +156,13 @@ impl RunRow {
                 _ => None,
             },
             cancel_requested: self.cancel_requested,
+            retry: match (self.retry_of, self.from_step) {
+                (Some(of), Some(from)) => Some(Retry {
+                    of: RunId(of),
+                    from: u32::try_from(from).map_err(|e| corrupt(id, e))?,
+                }),
+                _ => None,
+            },
         })
     }
 }
@@ -163,6 +172,31 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
     async fn create_run(&self, run: NewRun, lease_until: DateTime<Utc>) -> Result<Run, StoreError> {
         let row: RunRow = fetch_one(self.ex(), insert_run(&run, lease_until, None)).await?;
         row.into_run()
+    }
+
+    async fn create_retry(
+        &self,
+        run: NewRun,
+        lease_until: DateTime<Utc>,
+        retry: Retry,
+    ) -> Result<Run, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let insert = insert_run(&run, lease_until, Some(Origin::Retry(retry)));
+        let row: RunRow = fetch_one(DB::on_conn(&mut tx), insert).await?;
+        let run = row.into_run()?;
+        // The steps before `from` as the retried run recorded them: their marks and values.
+        let copy = sqlx::query(
+            "INSERT INTO run_steps (run_id, idx, name, rollback, state, started_at, duration_ms, \
+             code, output, truncated, published) SELECT $1, idx, name, rollback, state, started_at, \
+             duration_ms, code, output, truncated, published FROM run_steps \
+             WHERE run_id = $2 AND idx < $3 AND NOT rollback",
+        )
+        .arg(&run.id.0)
+        .arg(&retry.of.0)
+        .arg(&(retry.from as i32));
+        execute(DB::on_conn(&mut tx), copy).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(run)
     }
 
     async fn open_gate(
@@ -184,7 +218,7 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
             return Ok(None);
         }
         // A pending request's lease is never looked at; the sweep expires it at `expires_at`.
-        let insert = insert_run(&gate, at, Some(Gate { run: id, step }));
+        let insert = insert_run(&gate, at, Some(Origin::Gate(Gate { run: id, step })));
         let row: RunRow = fetch_one(DB::on_conn(&mut tx), insert).await?;
         let gate = row.into_run()?;
         for queued in notice(&gate, RunState::Pending) {
@@ -454,18 +488,30 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
     }
 }
 
-/// The insert of a new request (a gate's when `gate` is given), returning it.
+/// Where a request that is not a person's own comes from.
+#[derive(Clone, Copy)]
+enum Origin {
+    Gate(Gate),
+    Retry(Retry),
+}
+
+/// The insert of a new request (a gate's or a retry's when `origin` says so), returning it.
 fn insert_run<DB: Backend>(
     run: &NewRun,
     lease_until: DateTime<Utc>,
-    gate: Option<Gate>,
+    origin: Option<Origin>,
 ) -> Q<'_, DB> {
+    let (gate, retry) = match origin {
+        Some(Origin::Gate(g)) => (Some(g), None),
+        Some(Origin::Retry(r)) => (None, Some(r)),
+        None => (None, None),
+    };
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO runs (command, args, rendered, action_hash, requester, requester_name, platform, \
          channel_id, channel_name, thread, approvals_needed, state, break_glass, created_at, expires_at, \
-         updated_at, lease_until, gate_of, gate_step) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14, $16, $17, $18) \
-         {RETURNING_RUN}"
+         updated_at, lease_until, gate_of, gate_step, retry_of, from_step) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14, $16, $17, $18, \
+         $19, $20) {RETURNING_RUN}"
     )))
     .arg(run.command.as_str())
     .arg(&args_json(&run.args))
@@ -487,6 +533,8 @@ fn insert_run<DB: Backend>(
     .arg(&micros(lease_until))
     .arg(&gate.map(|g| g.run.0))
     .arg(&gate.map(|g| g.step as i32))
+    .arg(&retry.map(|r| r.of.0))
+    .arg(&retry.map(|r| r.from as i32))
 }
 
 /// The conditional move of one run, `$1`..`$5` as [`transition_args`] binds them.

@@ -91,6 +91,7 @@ impl RunbookService {
         ) = match &rendered.plan {
             Plan::Single(kind) => self.run_single(run, kind, rendered).await,
             Plan::Steps { steps, on_failure } => {
+                let resume = self.retried_from(run, resume).await;
                 let (ctx, plan) = ((ev, request_id), (&steps[..], &on_failure[..]));
                 let done = (self.run_workflow(ctx, run, rendered, plan, resume)).await;
                 (done, "exit")
@@ -124,6 +125,19 @@ impl RunbookService {
             text,
             ended,
             gate: None,
+        }
+    }
+
+    /// Where a run starts: a `/retry` started from its beginning starts at its `from` step,
+    /// with the records copied from the run it retries.
+    async fn retried_from(&self, run: &Run, resume: Resume) -> Resume {
+        match run.retry {
+            Some(retry) if resume.is_fresh() => Resume {
+                from: retry.from as usize,
+                records: self.store.run_steps(run.id).await.unwrap_or_default(),
+                ..resume
+            },
+            _ => resume,
         }
     }
 

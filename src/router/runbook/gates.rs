@@ -10,7 +10,7 @@ use super::execute::{ResultTo, result_post};
 use super::progress::Mark;
 use super::steps::{Resume, Walk};
 use super::*;
-use crate::actions::render::{RenderedStep, gate_hash, remaining_display, render_published};
+use crate::actions::render::{RenderedStep, display_from, render_published, steps_hash};
 use crate::catalog::OnCancel;
 use crate::domain::{ChannelRef, EventPayload, Gate, StepState};
 use crate::router::decision_actions;
@@ -97,12 +97,17 @@ impl RunbookService {
         let Plan::Steps { steps, on_failure } = &rendered.plan else {
             return Err("the command no longer has steps".into());
         };
-        let remaining = remaining_display(steps, on_failure, idx);
-        let hash = gate_hash(&run.new.command, idx, policy, &remaining);
+        let remaining = display_from(steps, on_failure, idx + 1);
+        let hash = steps_hash(
+            &run.new.command,
+            &format!("gate {idx}"),
+            Some(policy),
+            &remaining,
+        );
         Ok((remaining, hash))
     }
 
-    fn render_with(
+    pub(super) fn render_with(
         &self,
         spec: &CommandSpec,
         run: &Run,

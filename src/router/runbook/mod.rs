@@ -199,6 +199,7 @@ mod lifecycle;
 mod progress;
 mod publish;
 mod request;
+mod retry;
 mod steps;
 mod votes;
 

@@ -120,12 +120,32 @@ impl RunbookService {
         (state, break_glass): (RunState, Option<String>),
     ) -> Result<Run, Refusal> {
         let now = self.now();
+        let shown = (rendered.display.clone(), rendered.hash.clone());
+        let new = self.new_request(ev, person, spec, &args.0, shown, (state, break_glass));
+        self.store
+            .create_run(new, now + lease())
+            .await
+            .or_refuse("creating run request")
+    }
+
+    /// A new request of `spec` by `person` in `ev`'s channel, showing (and bound to) `shown`
+    /// (the text and its hash), in `state`; it expires as the command's approval says.
+    pub(super) fn new_request(
+        &self,
+        ev: &InboundEvent,
+        person: &Person,
+        spec: &CommandSpec,
+        args: &[(String, String)],
+        (rendered, action_hash): (String, String),
+        (state, break_glass): (RunState, Option<String>),
+    ) -> NewRun {
+        let now = self.now();
         let expires_after = spec.approval.as_ref().map_or(LEASE, |a| a.expires_after);
-        let new = NewRun {
+        NewRun {
             command: spec.name.clone(),
-            args: args.0.clone(),
-            rendered: rendered.display.clone(),
-            action_hash: rendered.hash.clone(),
+            args: args.to_vec(),
+            rendered,
+            action_hash,
             requester: ev.user.clone(),
             requester_name: person.name.clone(),
             platform: ev.platform,
@@ -137,15 +157,11 @@ impl RunbookService {
             break_glass,
             created_at: now,
             expires_at: now + chrono::Duration::from_std(expires_after).unwrap_or_default(),
-        };
-        self.store
-            .create_run(new, now + lease())
-            .await
-            .or_refuse("creating run request")
+        }
     }
 
     /// The approval request: what will run, who may approve, how.
-    fn pending(
+    pub(super) fn pending(
         &self,
         run: &Run,
         person: &Person,

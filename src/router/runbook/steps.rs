@@ -40,6 +40,13 @@ pub(super) struct Resume {
     pub failed: Option<(usize, StepState)>,
 }
 
+impl Resume {
+    /// Whether it starts at the top with nothing decided before.
+    pub fn is_fresh(&self) -> bool {
+        self.from == 0 && self.records.is_empty() && self.gate.is_none() && self.failed.is_none()
+    }
+}
+
 /// How one step went.
 pub(super) struct StepRun {
     state: StepState,

@@ -75,8 +75,15 @@ impl RunbookService {
             self.cancel_changed(run).await?;
             return Err(changed("was removed"));
         };
-        let rendered = self.render_for(&spec, &BoundArgs(run.new.args.clone()))?;
-        if rendered.hash != run.new.action_hash {
+        let (rendered, hash) = match run.retry {
+            Some(retry) => self.retry_now(&spec, run, retry).await?,
+            None => {
+                let rendered = self.render_for(&spec, &BoundArgs(run.new.args.clone()))?;
+                let hash = rendered.hash.clone();
+                (rendered, hash)
+            }
+        };
+        if hash != run.new.action_hash {
             self.cancel_changed(run).await?;
             return Err(changed("changed"));
         }
@@ -120,7 +127,8 @@ impl RunbookService {
             .ok_or_else(|| Refusal::Denied("unknown users cannot approve.".into()))?;
         self.may_approve(ev, &run, person, &policy)?;
         let needed = run.new.approvals_needed;
-        let total = match self.vote(ev, &run, person, &rendered.hash, &policy).await? {
+        let hash = run.new.action_hash.clone();
+        let total = match self.vote(ev, &run, person, &hash, &policy).await? {
             Ok(total) => total,
             Err(not_yet) => return Ok(not_yet),
         };
