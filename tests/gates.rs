@@ -117,6 +117,15 @@ async fn opened(app: &TestApp) {
     app.router.bind_message(RunId(2), "2").await.unwrap();
 }
 
+/// `who` (a Slack user id) in channel COPS.
+fn slack(who: &str, payload: EventPayload) -> opsbot::domain::InboundEvent {
+    opsbot::domain::InboundEvent::new(
+        opsbot::domain::UserRef::new(Platform::Slack, who),
+        opsbot::domain::ChannelRef::id_only("COPS"),
+        payload,
+    )
+}
+
 async fn react(app: &TestApp, who: &str, emoji: &str, message: &str) -> String {
     let ev = support::event(
         who,
@@ -308,13 +317,6 @@ async fn on_slack_a_gate_is_posted_and_a_reaction_on_it_continues_the_run() {
         .outbound(chat.clone())
         .spawn()
         .await;
-    let slack = |who: &str, payload: EventPayload| {
-        opsbot::domain::InboundEvent::new(
-            opsbot::domain::UserRef::new(Platform::Slack, who),
-            opsbot::domain::ChannelRef::id_only("COPS"),
-            payload,
-        )
-    };
     let say = async |who: &str, payload: EventPayload| {
         (app.router.handle(&slack(who, payload)).await.reply)
             .map(|r| r.text)
@@ -633,5 +635,66 @@ async fn retry_runs_the_steps_again_from_the_failed_one_after_approval() {
             && r.entry.detail.contains("retry of #1 from step 2 as #2")),
         "{:?}",
         audit.iter().map(|r| &r.entry.detail).collect::<Vec<_>>()
+    );
+}
+
+/// On Slack, a run of steps that needs no approval answers at once with its steps; once that
+/// answer is bound as its message, the steps' progress is edited into it, and the result is
+/// posted in reply.
+#[tokio::test]
+async fn on_slack_a_run_needing_no_approval_shows_its_progress_in_its_answer() {
+    let chat = Arc::new(RecordingOutbound::default());
+    let file = r#"
+name = "hold"
+summary = "Hold, then say so"
+roles = ["deployer"]
+[[steps]]
+name = "hold"
+kind = "exec"
+argv = ["./hold.sh"]
+timeout = "30s"
+[[steps]]
+name = "done"
+kind = "message"
+text = "held"
+"#;
+    let app = TestApp::builder()
+        .config(&support::deployer_and_lead("slack:UALICE", "slack:UBOB"))
+        .command("hold.toml", file)
+        .script(
+            "hold.sh",
+            "#!/bin/sh\nwhile [ ! -f go ]; do sleep 0.01; done\n",
+        )
+        .outbound(chat.clone())
+        .spawn()
+        .await;
+    let ev = slack("UALICE", EventPayload::Command("/hold".into()));
+    let response = app.router.handle(&ev).await;
+    assert_eq!(response.progress_run, Some(RunId(1)));
+    let answer = response.reply.map(|r| r.text).unwrap_or_default();
+    assert!(
+        answer.starts_with(
+            "Request #1: /hold requested by alice — running; the result will be posted in reply."
+        ),
+        "{answer}"
+    );
+    assert!(answer.contains("▫️ done"), "{answer}");
+    app.router.bind_progress(RunId(1), "1700.5").await.unwrap();
+    std::fs::write(app.dir.path().join("go"), "").unwrap();
+    let result =
+        |m: &Outbound| matches!(m, Outbound::Post { text, .. } if text.contains("succeeded in"));
+    chat.wait_until("the result", |log| log.iter().any(result))
+        .await;
+    app.wait_idle().await;
+    let edited = |log: &[Outbound]| {
+        log.iter().any(|m| {
+            matches!(m, Outbound::Edit { id, text, .. }
+            if id == "1700.5" && text.contains("✅ hold (") && text.contains("✅ done ("))
+        })
+    };
+    chat.wait_until("the last progress edit", edited).await;
+    assert_eq!(
+        app.store.run(RunId(1)).await.unwrap().unwrap().state,
+        RunState::Succeeded
     );
 }

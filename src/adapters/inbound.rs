@@ -154,6 +154,10 @@ impl Inbound {
             Ok(Some(message_id)) => {
                 if let Some(run) = run {
                     self.bind(ev, run, &message_id, answer).await;
+                } else if let Some(run) = response.progress_run
+                    && let Err(e) = self.router.bind_progress(run, &message_id).await
+                {
+                    tracing::warn!(run = %run, error = %e, "could not make the answer the run's progress message");
                 }
             }
             Ok(None) if run.is_some() => tracing::warn!(

@@ -79,6 +79,9 @@ pub trait RunStore: Send + Sync {
         at: DateTime<Utc>,
         notice: &RunNotice<'_>,
     ) -> Result<bool, StoreError>;
+    /// Records `message_id` as the message of run `id` if it has none and is running or
+    /// waiting (a run needing no approval, whose answer becomes its progress); true if so.
+    async fn bind_progress(&self, id: RunId, message_id: &str) -> Result<bool, StoreError>;
     /// Records a vote (once per approver) and returns the tally.
     async fn add_vote(&self, id: RunId, vote: &Vote) -> Result<VoteTally, StoreError>;
     /// Withdraws a vote while the request is still pending; true if one was withdrawn.

@@ -89,6 +89,7 @@ impl Router {
             }),
             request_id,
             pending_run: pending_run.filter(|_| outcome == Outcome::Ok),
+            progress_run: ran.filter(|_| outcome == Outcome::Ok && pending_run.is_none()),
         }
     }
 

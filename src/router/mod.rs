@@ -102,6 +102,10 @@ pub struct Response {
     /// Set when the reply is an approval request: the adapter posts it, then calls
     /// [`Router::bind_message`] so reactions on that message reach the request.
     pub pending_run: Option<RunId>,
+    /// The run this answer started or continued (not an approval request): the adapter
+    /// offers it the answer's message with [`Router::bind_progress`], so a run of steps with
+    /// no message of its own yet shows its progress there.
+    pub progress_run: Option<RunId>,
 }
 
 impl Response {
@@ -276,6 +280,12 @@ impl Router {
         self.runbooks.bind_message(run, message_id).await
     }
 
+    /// Makes `message_id` the progress message of run `run` if it is still going and has no
+    /// message yet (a run that needed no approval); otherwise nothing changes.
+    pub async fn bind_progress(&self, run: RunId, message_id: &str) -> Result<(), StoreError> {
+        self.runbooks.bind_progress(run, message_id).await
+    }
+
     /// Cancels (audited) a pending request whose approval message the platform refused to post.
     pub async fn withdraw_unposted(
         &self,
@@ -365,6 +375,7 @@ impl Router {
                     }),
                     request_id,
                     pending_run: None,
+                    progress_run: None,
                 };
             }
             Err(e) => {

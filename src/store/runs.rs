@@ -288,6 +288,16 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
         moved_one(self, update, at, RunState::Pending, notice).await
     }
 
+    async fn bind_progress(&self, id: RunId, message_id: &str) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "UPDATE runs SET message_id = $1 WHERE id = $2 AND message_id IS NULL \
+             AND state IN ('running', 'waiting')",
+        )
+        .arg(message_id)
+        .arg(&id.0);
+        changed_one(self.ex(), q).await
+    }
+
     async fn add_vote(&self, id: RunId, vote: &Vote) -> Result<VoteTally, StoreError> {
         let id = id.0;
         // Votes count only while the request is pending.

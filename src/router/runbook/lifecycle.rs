@@ -57,6 +57,12 @@ impl RunbookService {
         Ok(())
     }
 
+    /// Makes `message_id` (the answer to the command that started run `run`) its progress
+    /// message, if it is still going and has none; the next step's edit goes there.
+    pub async fn bind_progress(&self, run: RunId, message_id: &str) -> Result<(), StoreError> {
+        self.store.bind_progress(run, message_id).await.map(drop)
+    }
+
     /// Expires pending requests past their deadline and marks requests whose process died
     /// `interrupted`; the store queues each notice in the outbox with the move it tells of,
     /// and they are returned too. Never re-runs anything.

@@ -153,10 +153,11 @@ impl Progress {
         out.trim_end().to_owned()
     }
 
-    /// The edit of the run's request message showing this progress, when the run has one on
-    /// a chat platform (the console's requests are answered, not edited).
-    pub(super) fn edit(&self, run: &Run) -> Option<Queued> {
-        let id = run.message_id.clone()?;
+    /// The edit of the run's message (`message_id`: its request's, or the answer that
+    /// started it) showing this progress, on a chat platform (the console's runs are
+    /// answered, not edited).
+    pub(super) fn edit(&self, run: &Run, message_id: Option<&str>) -> Option<Queued> {
+        let id = message_id?.to_owned();
         if run.new.platform == Platform::Console {
             return None;
         }

@@ -36,6 +36,13 @@ impl RunbookService {
         if state != RunState::Approved {
             return Ok(self.pending(&run, person, spec, &rendered, &line));
         }
+        let steps = matches!(rendered.plan, Plan::Steps { .. });
+        if steps && run.new.platform != Platform::Console {
+            let ctx = (ev, request_id);
+            return self
+                .steps_in_background(ctx, run, rendered, break_glass)
+                .await;
+        }
         let ran = self.execute(ev, request_id, &run, &rendered).await?;
         let (result, ended) = (ran.text, ran.ended);
         let (text, detail) = match break_glass {
@@ -53,6 +60,57 @@ impl RunbookService {
             detail,
             pending_run: ran.gate,
             ran: Some(run.id),
+        })
+    }
+
+    /// A run of steps needing no approval, on a chat platform: started, then run in the
+    /// background; the answer lists its steps and becomes its progress message once posted
+    /// (`Router::bind_progress`), and its result is posted in reply.
+    async fn steps_in_background(
+        &self,
+        (ev, request_id): (&InboundEvent, &RequestId),
+        run: Run,
+        rendered: RenderedAction,
+        break_glass: Option<String>,
+    ) -> Result<Done, Refusal> {
+        let id = run.id;
+        if !self.start(ev, request_id, &run, &rendered).await? {
+            return Ok(Done::text(format!(
+                "Request #{id} is already running or done."
+            )));
+        }
+        let line = command_line(&run.new.command, &run.new.args);
+        let who = run.new.requester_name.clone();
+        let list = match &rendered.plan {
+            Plan::Steps { steps, on_failure } => {
+                super::progress::Progress::new(&run, (steps, on_failure), &[]).list(false)
+            }
+            Plan::Single(_) => String::new(),
+        };
+        let (banner, detail) = match &break_glass {
+            Some(reason) => (
+                format!("🚨 BREAK-GLASS: {who} ran {line} without approval. Reason: {reason}\n"),
+                format!("break-glass #{id}: {reason}; running, its result goes to the channel"),
+            ),
+            None => (
+                String::new(),
+                format!("running #{id}; its result goes to the channel"),
+            ),
+        };
+        self.run_in_background(
+            ev,
+            request_id,
+            run,
+            rendered,
+            super::steps::Resume::default(),
+        );
+        Ok(Done {
+            text: format!(
+                "{banner}Request #{id}: {line} requested by {who} — running; the result will be posted in reply.\n{list}"
+            ),
+            detail,
+            pending_run: None,
+            ran: Some(id),
         })
     }
 

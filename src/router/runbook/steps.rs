@@ -94,6 +94,8 @@ pub(super) struct Walk {
     failed: Option<(usize, StepState)>,
     /// A cancel stopped the steps.
     stopped: bool,
+    /// The message showing the run's progress, once it has one.
+    message_id: Option<String>,
 }
 
 impl Walk {
@@ -141,6 +143,7 @@ impl RunbookService {
             cancel: cancel_seen,
             failed,
             stopped: false,
+            message_id: run.message_id.clone(),
         };
         let work = self.walk(ctx, (run, rendered), plan, (from, gate), &mut walk);
         let ended = self.under_lease(run.id, work).await;
@@ -242,6 +245,20 @@ impl RunbookService {
         None
     }
 
+    /// The edit of the run's progress message as `walk` stands. A run that needed no
+    /// approval gets its message (the answer that started it) after it started: until then
+    /// it is looked up before each edit.
+    async fn progress_edit(&self, run: &Run, walk: &mut Walk) -> Vec<Queued> {
+        if walk.message_id.is_none()
+            && run.new.platform != Platform::Console
+            && let Ok(Some(now)) = self.store.run(run.id).await
+        {
+            walk.message_id = now.message_id;
+        }
+        let edit = walk.progress.edit(run, walk.message_id.as_deref());
+        edit.into_iter().collect()
+    }
+
     /// Watches the store for a `/cancel` of run `id` (made on any replica), telling `seen`.
     fn watch_cancel(
         &self,
@@ -328,7 +345,7 @@ impl RunbookService {
             name,
             rollback,
         };
-        let edit: Vec<Queued> = walk.progress.edit(run).into_iter().collect();
+        let edit = self.progress_edit(run, walk).await;
         match (self.store)
             .start_step(run.id, &start, self.now(), &edit)
             .await
@@ -432,7 +449,7 @@ impl RunbookService {
         walk: &mut Walk,
     ) -> Option<StepState> {
         walk.progress.ended(idx, ran.state, &ran.result);
-        let mut queued: Vec<Queued> = walk.progress.edit(run).into_iter().collect();
+        let mut queued = self.progress_edit(run, walk).await;
         if let Some(text) = &ran.post
             && run.new.platform != Platform::Console
         {
