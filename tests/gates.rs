@@ -143,7 +143,8 @@ async fn react(app: &TestApp, who: &str, emoji: &str, message: &str) -> String {
 
 async fn gate_continues_after_approval(app: &TestApp) {
     opened(app).await;
-    let own = app.reply("alice", "/approve 2").await;
+    // Approving the waiting run by its own number approves its open gate.
+    let own = app.reply("alice", "/approve 1").await;
     assert!(
         own.contains("you requested #2, so you cannot approve it"),
         "{own}"

@@ -350,6 +350,18 @@ impl RunbookService {
         None
     }
 
+    /// The open gate's request when `id` is a run waiting at one (so approving or denying
+    /// the run, by its number or on its progress message, decides its gate), else `id`.
+    pub(super) async fn open_gate_of(&self, id: RunId) -> Result<RunId, Refusal> {
+        let run = (self.store.run(id).await).or_refuse("loading run")?;
+        if run.is_none_or(|r| r.state != RunState::Waiting) {
+            return Ok(id);
+        }
+        let gates = (self.store.gates_of(id).await).or_refuse("loading a run's gates")?;
+        let open = gates.into_iter().find(|g| g.state == RunState::Pending);
+        Ok(open.map_or(id, |g| g.id))
+    }
+
     /// Whether `/cancel` of `run`'s command runs its `on_failure` steps (`on_cancel`).
     pub(super) fn rolls_back_on_cancel(&self, run: &Run) -> bool {
         let on_cancel = (self.catalog.get(&run.new.command)).map(|s| match &s.procedure {

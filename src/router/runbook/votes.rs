@@ -110,6 +110,7 @@ impl RunbookService {
         requester: &Requester,
         id: RunId,
     ) -> Result<Done, Refusal> {
+        let id = self.open_gate_of(id).await?;
         let run = self.pending_run_in(ev, id).await?;
         if let Some(gate) = run.gate {
             return self
@@ -303,6 +304,10 @@ impl RunbookService {
         id: RunId,
         to: Ending,
     ) -> Result<Done, Refusal> {
+        let id = match to {
+            Ending::Denied => self.open_gate_of(id).await?,
+            Ending::Cancelled => id,
+        };
         let run = self.pending_run_in(ev, id).await?;
         let (by, outcome) = match to {
             Ending::Denied => {
