@@ -145,6 +145,9 @@ struct Done {
     /// The request whose action this command started (its start is already audited); it may
     /// still be running, finished in the background.
     ran: Option<RunId>,
+    /// The answer should become `ran`'s progress message (a run of steps going on in the
+    /// background without a message of its own).
+    progress: bool,
 }
 
 impl Done {
@@ -154,6 +157,7 @@ impl Done {
             detail: String::new(),
             pending_run: None,
             ran: None,
+            progress: false,
         }
     }
 }

@@ -275,6 +275,7 @@ impl RunbookService {
                 detail: format!("continued #{id}: {}", ran.ended),
                 pending_run: ran.gate,
                 ran: Some(id),
+                progress: false,
             };
         }
         self.run_in_background(ev, request_id, parent, rendered, resume);
@@ -283,6 +284,8 @@ impl RunbookService {
             detail: format!("continued #{id}; its result goes to the channel"),
             pending_run: None,
             ran: Some(id),
+            // Its answer shows the progress of a run that has no message yet.
+            progress: true,
         }
     }
 

@@ -209,6 +209,7 @@ impl RunbookService {
             detail: format!("cancel of running #{id} ({then})"),
             pending_run: None,
             ran: None,
+            progress: false,
         })
     }
 

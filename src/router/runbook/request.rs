@@ -60,6 +60,7 @@ impl RunbookService {
             detail,
             pending_run: ran.gate,
             ran: Some(run.id),
+            progress: false,
         })
     }
 
@@ -111,6 +112,7 @@ impl RunbookService {
             detail,
             pending_run: None,
             ran: Some(id),
+            progress: true,
         })
     }
 
@@ -250,6 +252,7 @@ impl RunbookService {
             detail: format!("pending #{}", run.id),
             pending_run: Some(run.id),
             ran: None,
+            progress: false,
         }
     }
 }

@@ -92,6 +92,7 @@ impl RunbookService {
             ),
             pending_run: ran.gate,
             ran: Some(run.id),
+            progress: false,
         })
     }
 

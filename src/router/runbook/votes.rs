@@ -189,6 +189,7 @@ impl RunbookService {
                 detail: format!("approved and ran #{id}: {}", ran.ended),
                 pending_run: ran.gate,
                 ran: Some(id),
+                progress: false,
             });
         }
         if !self.start(ev, request_id, &run, &rendered).await? {
@@ -203,6 +204,7 @@ impl RunbookService {
             detail: format!("approved #{id}; running, its result goes to the channel"),
             pending_run: None,
             ran: Some(id),
+            progress: false,
         })
     }
 
@@ -291,6 +293,7 @@ impl RunbookService {
             detail: format!("vote {}/{needed} for #{id}", tally.total),
             pending_run: None,
             ran: None,
+            progress: false,
         }))
     }
 
@@ -349,6 +352,7 @@ impl RunbookService {
                 detail: format!("{state} gate #{id} of #{}", gate.run),
                 pending_run: None,
                 ran: None,
+                progress: false,
             });
         }
         Ok(Done {
@@ -356,6 +360,7 @@ impl RunbookService {
             detail: format!("{state} #{id}"),
             pending_run: None,
             ran: None,
+            progress: false,
         })
     }
 
@@ -466,6 +471,7 @@ impl RunbookService {
                 detail: format!("retracted vote on #{id}"),
                 pending_run: None,
                 ran: None,
+                progress: false,
             })
         } else {
             Err(Refusal::Invalid(format!(
