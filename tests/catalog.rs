@@ -142,7 +142,7 @@ fn each_mistake_names_file_and_line() {
         ),
         (
             format!("{BASE}{ACTION}"),
-            "action: argv uses {a} but no argument has that name",
+            "action: argv uses {a} but no argument (or value published by an earlier step) has that name",
         ),
         (
             format!("name = \"Bad Name\"\nsummary = \"s\"\n{ACTION}"),

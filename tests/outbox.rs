@@ -120,6 +120,7 @@ impl Setup {
             },
             message: OutboundMessage::text(text),
             edit_of: None,
+            binds_run: None,
         };
         self.store.enqueue(&queued, self.clock.now()).await.unwrap()
     }

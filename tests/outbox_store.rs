@@ -44,6 +44,7 @@ fn queued(channel: &str, text: &str) -> Queued {
         },
         message: OutboundMessage::text(text),
         edit_of: None,
+        binds_run: None,
     }
 }
 

@@ -727,3 +727,70 @@ async fn with_a_command_prefix_slash_commands_arrive_under_their_prefixed_names(
         "whoami"
     );
 }
+
+/// A run of steps that needs no approval, requested by slash command: its answer is posted
+/// with chat.postMessage (not through response_url) so that it has a `ts`, becomes the run's
+/// progress message (edited with chat.update as the steps move), and the result is posted in
+/// its thread.
+#[tokio::test]
+async fn a_run_of_steps_needing_no_approval_shows_its_progress_in_its_answer() {
+    let (base, seen) = fake_slack().await;
+    let people = support::deployer_and_lead("slack:UALICE", "slack:UBOB");
+    let file = "name = \"hold\"\nsummary = \"Hold, then say so\"\nroles = [\"deployer\"]\n\
+        [[steps]]\nname = \"hold\"\nkind = \"exec\"\nargv = [\"./hold.sh\"]\ntimeout = \"30s\"\n\
+        [[steps]]\nname = \"done\"\nkind = \"message\"\ntext = \"held\"\n";
+    let app = TestApp::builder()
+        .config(&format!(
+            "{people}\n[slack]\nsigning_secret = \"{SECRET}\"\nbot_token = \"xoxb-test-token\"\napi_url = \"{base}/api/\"\n"
+        ))
+        .command("hold.toml", file)
+        .script("hold.sh", "#!/bin/sh\nwhile [ ! -f go ]; do sleep 0.01; done\n")
+        .spawn()
+        .await;
+    let resp = signed(
+        &app,
+        "/slack/commands",
+        &slash(&base, "UALICE", "/hold", "", 1),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let answered = |l: &[(String, serde_json::Value)]| {
+        l.iter().any(|(m, v)| {
+            m == "chat.postMessage" && v["text"].as_str().is_some_and(|t| t.contains("— running"))
+        })
+    };
+    let log = wait_for(&seen, "the answer, posted", answered).await;
+    // The fake's `ts` numbers its `chat.*` calls.
+    let chats: Vec<&(String, serde_json::Value)> =
+        log.iter().filter(|(m, _)| m.starts_with("chat.")).collect();
+    let nth = chats
+        .iter()
+        .position(|c| answered(std::slice::from_ref(*c)))
+        .unwrap();
+    let ts = format!("1700000000.{:06}", nth + 1);
+    support::eventually(
+        "the answer bound as the run's message",
+        support::WAIT,
+        async || {
+            let run = app
+                .store
+                .run(opsbot::domain::RunId(1))
+                .await
+                .unwrap()
+                .unwrap();
+            run.message_id.as_deref() == Some(ts.as_str())
+        },
+    )
+    .await;
+    std::fs::write(app.dir.path().join("go"), "").unwrap();
+    let result = succeeded_in_thread(&seen).await;
+    assert_eq!(result["thread_ts"], ts.as_str(), "{result}");
+    wait_for(&seen, "the progress edited into the answer", |l| {
+        l.iter().any(|(m, v)| {
+            m == "chat.update"
+                && v["ts"] == ts.as_str()
+                && v["text"].as_str().is_some_and(|t| t.contains("✅ hold ("))
+        })
+    })
+    .await;
+}

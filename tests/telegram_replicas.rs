@@ -175,6 +175,7 @@ async fn a_notice_decided_before_the_leader_is_killed_is_posted_once_by_the_next
         },
         message: OutboundMessage::text("decided before the kill"),
         edit_of: None,
+        binds_run: None,
     };
     store.enqueue(&notice, chrono::Utc::now()).await.unwrap();
     replicas.leader.kill();

@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 use crate::catalog::{
-    ActionSpec, CommandSpec, ExecSpec, HttpSpec, Procedure, Segment, StepKind, StepSpec, Template,
-    WaitTarget, Workflow,
+    ActionSpec, ApprovalSpec, CommandSpec, ExecSpec, HttpSpec, Procedure, Publish, Segment,
+    StepKind, StepSpec, Template, WaitTarget, Workflow,
 };
 use crate::domain::{ActionKind, BoundArgs, human_duration};
 
@@ -43,6 +43,13 @@ pub struct RenderedStep {
     pub name: String,
     pub continue_on_error: bool,
     pub work: StepWork,
+    /// Its line of the display (`2. wait-healthy: wait for ...`).
+    pub line: String,
+    /// Values published by earlier steps that it uses: it is rendered again with them just
+    /// before it runs (until then they show as `{name}`).
+    pub uses: Vec<String>,
+    /// The value it publishes from its output, if any.
+    pub publish: Option<Publish>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +62,8 @@ pub enum StepWork {
         deadline: Duration,
     },
     Message(String),
+    /// An approval gate: the steps after it wait for these approvals.
+    Approval(ApprovalSpec),
 }
 
 /// What a `wait_for` step probes.
@@ -73,6 +82,17 @@ pub fn render(
     args: &BoundArgs,
     lookup_env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RenderedAction, String> {
+    render_published(spec, args, &[], lookup_env)
+}
+
+/// [`render`] with the values steps have published so far; those not published yet are
+/// shown as `{name}`.
+pub fn render_published(
+    spec: &CommandSpec,
+    args: &BoundArgs,
+    published: &[(String, String)],
+    lookup_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RenderedAction, String> {
     let mut secrets = Secrets {
         lookup_env,
         values: Vec::new(),
@@ -82,7 +102,16 @@ pub fn render(
             let (kind, display) = render_action(action, args, &mut secrets)?;
             (Plan::Single(kind), display)
         }
-        Procedure::Steps(w) => render_workflow(w, args, &mut secrets)?,
+        Procedure::Steps(w) => {
+            let mut values = args.0.clone();
+            for name in published_names(w) {
+                let value = (published.iter())
+                    .find(|(n, _)| *n == name)
+                    .map_or_else(|| format!("{{{name}}}"), |(_, v)| v.clone());
+                values.push((name, value));
+            }
+            render_workflow(w, &BoundArgs(values), &mut secrets)?
+        }
     };
     Ok(RenderedAction {
         plan,
@@ -111,6 +140,7 @@ fn render_workflow(
     secrets: &mut Secrets,
 ) -> Result<(Plan, String), String> {
     let mut display = String::new();
+    let published = published_names(w);
     let mut list = |specs: &[StepSpec], display: &mut String| {
         let mut steps = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
@@ -121,8 +151,13 @@ fn render_workflow(
                 ""
             };
             let shown = shown.replace('\n', "\n     ");
-            let _ = writeln!(display, "{}. {}{tail}: {shown}", i + 1, spec.name);
-            steps.push(step);
+            let line = format!("{}. {}{tail}: {shown}", i + 1, spec.name);
+            let _ = writeln!(display, "{line}");
+            let uses = (step.uses.iter())
+                .filter(|n| published.contains(n))
+                .cloned()
+                .collect();
+            steps.push(RenderedStep { line, uses, ..step });
         }
         Ok::<_, String>(steps)
     };
@@ -184,13 +219,95 @@ fn render_step(
             let shown = format!("post {text:?}");
             (StepWork::Message(text), shown)
         }
+        StepKind::Approval(policy) => {
+            let roles: Vec<&str> = policy.approver_roles.iter().map(|r| r.as_str()).collect();
+            let shown = format!(
+                "wait for {} approval(s) from {} (not the requester), expiring after {}",
+                policy.approvals,
+                roles.join(", "),
+                human_duration(policy.expires_after)
+            );
+            (StepWork::Approval(policy.clone()), shown)
+        }
     };
     let step = RenderedStep {
         name: spec.name.clone(),
         continue_on_error: spec.continue_on_error,
         work,
+        line: String::new(),
+        uses: step_uses(spec),
+        publish: spec.publish.clone(),
     };
     Ok((step, shown))
+}
+
+/// The names of the values a workflow's steps publish.
+fn published_names(w: &Workflow) -> Vec<String> {
+    (w.steps.iter().chain(&w.on_failure))
+        .filter_map(|s| s.publish.as_ref().map(|p| p.value.name.clone()))
+        .collect()
+}
+
+/// Every `{name}` a step's templates use (arguments and published values alike).
+fn templates_of(spec: &StepSpec) -> Vec<&Template> {
+    match &spec.kind {
+        StepKind::Action(ActionSpec::Exec(e)) => e.argv.iter().collect(),
+        StepKind::Action(ActionSpec::Http(h)) => (std::iter::once(&h.url))
+            .chain(h.body.as_ref())
+            .chain(h.headers.iter().map(|(_, v)| v))
+            .collect(),
+        StepKind::WaitFor(w) => match &w.target {
+            WaitTarget::Url(url) => vec![url],
+            WaitTarget::Check(_) => Vec::new(),
+        },
+        StepKind::Message(text) => vec![text],
+        StepKind::Approval(_) => Vec::new(),
+    }
+}
+
+/// The names a step's templates use (`render_workflow` keeps the published ones).
+fn step_uses(spec: &StepSpec) -> Vec<String> {
+    let mut names: Vec<String> = (templates_of(spec).into_iter())
+        .flat_map(|t| t.args().map(str::to_owned))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The display of the steps from `first` on (and of the rollback steps): what the approvals
+/// of a gate (the steps after it) or of a retry (the steps it runs again) are bound to.
+pub fn display_from(steps: &[RenderedStep], on_failure: &[RenderedStep], first: usize) -> String {
+    let mut out = String::new();
+    for s in steps.iter().skip(first) {
+        let _ = writeln!(out, "{}", s.line);
+    }
+    if !on_failure.is_empty() {
+        out.push_str("on failure:\n");
+        for s in on_failure {
+            let _ = writeln!(out, "{}", s.line);
+        }
+    }
+    out.trim_end().to_owned()
+}
+
+/// sha256 over the command, what starts the steps (`gate 2`, `retry from 3`), the approval
+/// policy and the steps as shown: an approval is for exactly those steps, under that policy.
+pub fn steps_hash(
+    command: &str,
+    start: &str,
+    policy: Option<&ApprovalSpec>,
+    shown: &str,
+) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("{command}\n{start}\n").as_bytes());
+    if let Some(p) = policy {
+        let roles: Vec<&str> = p.approver_roles.iter().map(|r| r.as_str()).collect();
+        let expires = human_duration(p.expires_after);
+        h.update(format!("{}:{}:{expires}\n", p.approvals, roles.join(",")).as_bytes());
+    }
+    h.update(shown.as_bytes());
+    hex::encode(h.finalize())
 }
 
 /// Secrets read from opsbot's environment while rendering, kept to scrub output later.

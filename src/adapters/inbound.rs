@@ -23,8 +23,9 @@ pub const STORE_UNREACHABLE: &str =
 /// How one platform puts the router's answer in front of people.
 #[async_trait::async_trait]
 pub trait Answer: Send + Sync {
-    /// Shows `message` (approval request `approval`, when it is one); returns the id of the
-    /// message reactions and buttons reach, when it posted one that the request can be bound to.
+    /// Shows `message` (approval request `approval`, when it is one, or the answer that will
+    /// show run `approval`'s progress); returns the id of the message reactions and buttons
+    /// reach, when it posted one that the run can be bound to.
     async fn deliver(
         &self,
         ev: &InboundEvent,
@@ -150,10 +151,16 @@ impl Inbound {
             return;
         };
         let run = response.pending_run;
-        match answer.deliver(ev, &message, run).await {
+        // A run's progress answer needs its message id as an approval request does.
+        let wants_id = run.or(response.progress_run);
+        match answer.deliver(ev, &message, wants_id).await {
             Ok(Some(message_id)) => {
                 if let Some(run) = run {
                     self.bind(ev, run, &message_id, answer).await;
+                } else if let Some(run) = response.progress_run
+                    && let Err(e) = self.router.bind_progress(run, &message_id).await
+                {
+                    tracing::warn!(run = %run, error = %e, "could not make the answer the run's progress message");
                 }
             }
             Ok(None) if run.is_some() => tracing::warn!(

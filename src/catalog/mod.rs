@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 pub use spec::{
     ActionSpec, ApprovalSpec, ArgKind, ArgSpec, ChannelPattern, CommandLimits, CommandSpec,
-    ExecSpec, HttpSpec, Procedure, ScheduleSpec, Segment, StepKind, StepSpec, Template, WaitFor,
-    WaitTarget, Workflow,
+    ExecSpec, HttpSpec, OnCancel, Procedure, Publish, PublishFrom, ScheduleSpec, Segment, StepKind,
+    StepSpec, Template, WaitFor, WaitTarget, Workflow,
 };
 
 /// Shortest secret value accepted, in bytes. Runbook output is scrubbed of each secret

@@ -11,7 +11,9 @@ use toml::Spanned;
 
 use super::CatalogError;
 pub use schedule::ScheduleSpec;
-pub use steps::{StepKind, StepSpec, WaitFor, WaitTarget, Workflow};
+pub use steps::{
+    OnCancel, Publish, PublishFrom, StepKind, StepSpec, WaitFor, WaitTarget, Workflow,
+};
 
 mod action;
 mod schedule;
@@ -59,7 +61,7 @@ impl Procedure {
             Procedure::Steps(w) => (w.steps.iter().chain(&w.on_failure))
                 .filter_map(|s| match &s.kind {
                     StepKind::Action(a) => Some((a, Some(s.line))),
-                    StepKind::WaitFor(_) | StepKind::Message(_) => None,
+                    StepKind::WaitFor(_) | StepKind::Message(_) | StepKind::Approval(_) => None,
                 })
                 .collect(),
         }
@@ -281,6 +283,7 @@ struct RawCommand {
     #[serde(default)]
     on_failure: Vec<Spanned<RawAction>>,
     schedule: Option<Spanned<schedule::RawSchedule>>,
+    on_cancel: Option<Spanned<OnCancel>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]

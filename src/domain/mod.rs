@@ -41,7 +41,9 @@ pub use ids::{AlertId, IncidentId, RunId};
 pub use incident::{Incident, IncidentStatus, TimelineEntry, TimelineKind};
 pub use mention::{Mention, MentionOf, Segment, segments};
 pub use oncall::{Handoff, Layer, OnCall, Override, Schedule, Window, time_zone};
-pub use run::{NewRun, Run, RunResult, RunState, StepRecord, StepState, Vote, VoteTally};
+pub use run::{
+    Gate, NewRun, Retry, Run, RunResult, RunState, StepRecord, StepState, Vote, VoteTally,
+};
 pub use severity::{AckTarget, Severity, SeverityLevel, SeverityScheme, UnknownSeverity};
 pub use text::{clip, line_col};
 pub use time::{HumanDuration, RateQuota, human_duration, parse_duration};

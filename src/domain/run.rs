@@ -12,9 +12,11 @@ use super::identity::{Platform, UserRef};
 
 string_enum! {
     /// Where a request is in its life. `pending -> approved -> running -> succeeded | failed |
-    /// timed_out | interrupted`, or `pending -> denied | cancelled | expired`.
+    /// timed_out | interrupted`, or `pending -> denied | cancelled | expired`. A run of steps
+    /// at an approval gate goes `running -> waiting -> running` (it holds no lease while it
+    /// waits: nothing of it is running, so a crash leaves it waiting).
     pub enum RunState("run state") {
-        Pending = "pending", Approved = "approved", Running = "running",
+        Pending = "pending", Approved = "approved", Running = "running", Waiting = "waiting",
         Succeeded = "succeeded", Failed = "failed", TimedOut = "timed_out",
         Interrupted = "interrupted", Denied = "denied", Cancelled = "cancelled",
         Expired = "expired",
@@ -27,6 +29,7 @@ impl RunState {
         match self {
             RunState::Approved
             | RunState::Running
+            | RunState::Waiting
             | RunState::Succeeded
             | RunState::Failed
             | RunState::TimedOut
@@ -70,6 +73,26 @@ pub struct Run {
     pub result: Option<RunResult>,
     /// The step running or last started, for a run of steps.
     pub current_step: Option<String>,
+    /// For the approval request of a gate: the run it holds and the gate's step.
+    pub gate: Option<Gate>,
+    /// Who asked `/cancel` of it while it was running.
+    pub cancel_requested: Option<String>,
+    /// For a `/retry`: the run it retries and the step it starts from.
+    pub retry: Option<Retry>,
+}
+
+/// The run a `/retry` runs again, and the step (its index) it starts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    pub of: RunId,
+    pub from: u32,
+}
+
+/// The run an approval gate holds, and the gate's place in its steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gate {
+    pub run: RunId,
+    pub step: u32,
 }
 
 string_enum! {
@@ -90,6 +113,8 @@ pub struct StepRecord {
     pub state: StepState,
     pub started_at: DateTime<Utc>,
     pub result: Option<RunResult>,
+    /// The value it published for later steps (validated and redacted), if any.
+    pub published: Option<String>,
 }
 
 /// How an execution ended.

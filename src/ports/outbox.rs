@@ -17,6 +17,9 @@ pub struct Queued {
     pub message: OutboundMessage,
     /// The platform's id of the message in `to` this replaces; `None` posts a new one.
     pub edit_of: Option<String>,
+    /// The request whose approval message this post is: delivering it binds the request to
+    /// the message's id, so reactions on it count (a gate reached in the background).
+    pub binds_run: Option<crate::domain::RunId>,
 }
 
 impl Queued {
@@ -26,7 +29,14 @@ impl Queued {
             to,
             message,
             edit_of: None,
+            binds_run: None,
         }
+    }
+
+    /// This post, binding request `run` to the message once it is delivered.
+    pub fn binding(mut self, run: crate::domain::RunId) -> Self {
+        self.binds_run = Some(run);
+        self
     }
 
     /// `message` replacing message `id` in `to` (text and buttons).
@@ -35,6 +45,7 @@ impl Queued {
             to,
             message,
             edit_of: Some(id.into()),
+            binds_run: None,
         }
     }
 }
@@ -99,7 +110,8 @@ pub trait OutboxStore: Send + Sync {
         hold: Duration,
         limit: u32,
     ) -> Result<Vec<Claimed>, StoreError>;
-    /// Records that the platform took it as `message_id`; false if it was not pending.
+    /// Records that the platform took it as `message_id` (binding the request it names to
+    /// that message, if any and not bound yet); false if it was not pending.
     async fn mark_delivered(&self, id: OutboxId, message_id: &str) -> Result<bool, StoreError>;
     /// Leaves it pending, due again at `at`, with the reason it failed.
     async fn retry_at(

@@ -35,6 +35,31 @@ pub trait RunStore: Send + Sync {
     /// Stores a new request, leased until `lease_until` (the runbook's lease policy) so that
     /// one created already approved ends up `interrupted` if its process dies before it runs.
     async fn create_run(&self, run: NewRun, lease_until: DateTime<Utc>) -> Result<Run, StoreError>;
+    /// Stores `run`, a `/retry` of `retry.of` from step `retry.from`, and copies the retried
+    /// run's records of the steps before it (not its rollback steps) as its own, in one
+    /// transaction.
+    async fn create_retry(
+        &self,
+        run: NewRun,
+        lease_until: DateTime<Utc>,
+        retry: crate::domain::Retry,
+    ) -> Result<Run, StoreError>;
+    /// Stops running run `id` at an approval gate: `running -> waiting` (conditional, the
+    /// lease released) and, in the same transaction, stores `gate` (a pending request) as
+    /// the gate at step `step` of `id` and queues `notice(gate, Pending)`. `None`, and
+    /// nothing changed, when `id` was not running.
+    async fn open_gate(
+        &self,
+        id: RunId,
+        gate: (NewRun, u32),
+        at: DateTime<Utc>,
+        notice: &RunNotice<'_>,
+    ) -> Result<Option<Run>, StoreError>;
+    /// Records that `by` asked to cancel running run `id` (its process stops it); false when
+    /// it was not running or a cancel was asked for already.
+    async fn request_cancel(&self, id: RunId, by: &str) -> Result<bool, StoreError>;
+    /// The approval requests of run `id`'s gates, oldest first.
+    async fn gates_of(&self, id: RunId) -> Result<Vec<Run>, StoreError>;
     async fn run(&self, id: RunId) -> Result<Option<Run>, StoreError>;
     /// The request whose approval message is `message_id` in that channel.
     async fn run_by_message(
@@ -54,6 +79,9 @@ pub trait RunStore: Send + Sync {
         at: DateTime<Utc>,
         notice: &RunNotice<'_>,
     ) -> Result<bool, StoreError>;
+    /// Records `message_id` as the message of run `id` if it has none and is running or
+    /// waiting (a run needing no approval, whose answer becomes its progress); true if so.
+    async fn bind_progress(&self, id: RunId, message_id: &str) -> Result<bool, StoreError>;
     /// Records a vote (once per approver) and returns the tally.
     async fn add_vote(&self, id: RunId, vote: &Vote) -> Result<VoteTally, StoreError>;
     /// Withdraws a vote while the request is still pending; true if one was withdrawn.
@@ -101,13 +129,14 @@ pub trait RunStore: Send + Sync {
         at: DateTime<Utc>,
         queued: &[Queued],
     ) -> Result<bool, StoreError>;
-    /// Records how step `idx` ended (`running -> state`, conditional), queuing `queued` in
-    /// the same transaction; false, and nothing queued, when it was not running.
+    /// Records how step `idx` ended (`running -> state`, conditional) and the value it
+    /// published, queuing `queued` in the same transaction; false, and nothing queued, when
+    /// it was not running.
     async fn finish_step(
         &self,
         id: RunId,
         idx: u32,
-        ended: (crate::domain::StepState, &RunResult),
+        ended: (crate::domain::StepState, &RunResult, Option<&str>),
         at: DateTime<Utc>,
         queued: &[Queued],
     ) -> Result<bool, StoreError>;

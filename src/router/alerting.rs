@@ -159,6 +159,7 @@ impl AlertCommands {
             detail: format!("acked alert #{id}"),
             pending_run: None,
             ran: None,
+            progress: false,
         };
         Ok((done, what))
     }
@@ -210,6 +211,7 @@ impl AlertCommands {
             detail: format!("acked {}", acked.join(" ")),
             pending_run: None,
             ran: None,
+            progress: false,
         })
     }
 
@@ -249,6 +251,7 @@ impl AlertCommands {
             detail: format!("silence #{} {}", silence.id, shown.join(" ")),
             pending_run: None,
             ran: None,
+            progress: false,
         })
     }
 
@@ -328,6 +331,7 @@ impl AlertCommands {
             detail: format!("ended silence #{id}"),
             pending_run: None,
             ran: None,
+            progress: false,
         })
     }
 
@@ -369,6 +373,7 @@ impl AlertCommands {
             detail: format!("resolved alert #{id}"),
             pending_run: None,
             ran: None,
+            progress: false,
         })
     }
 }

@@ -95,7 +95,10 @@ fn waits_on_url_with(spec: &CommandSpec, name: &str) -> bool {
             target: WaitTarget::Url(url),
             ..
         }) => url.args().any(|a| a == name),
-        StepKind::Action(_) | StepKind::WaitFor(_) | StepKind::Message(_) => false,
+        StepKind::Action(_)
+        | StepKind::WaitFor(_)
+        | StepKind::Message(_)
+        | StepKind::Approval(_) => false,
     })
 }
 
@@ -116,8 +119,9 @@ pub(crate) fn check_visible(name: &str, value: &str) -> Result<(), String> {
     }
 }
 
-/// Validates one value; the value to bind (integers in canonical form).
-fn check_value(arg: &ArgSpec, value: &str) -> Result<String, String> {
+/// Validates one value (an argument's, or one a step publishes); the value to bind
+/// (integers in canonical form).
+pub(crate) fn check_value(arg: &ArgSpec, value: &str) -> Result<String, String> {
     let (name, kind) = (arg.name.as_str(), &arg.kind);
     let shown: String = value.chars().take(40).collect();
     if value.is_empty() {

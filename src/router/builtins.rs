@@ -145,11 +145,23 @@ pub const BUILTINS: &[BuiltinSpec] = &[
     BuiltinSpec {
         name: "cancel",
         usage: "/cancel ID",
-        summary: "cancel your own pending runbook request",
+        summary: "cancel your own runbook request, or stop your running one",
         access: Access::AnyKnown,
         on_timeline: true,
         params: &[req("id", "the request number")],
         bind: |a| a.id().map(|run| BuiltinCall::Cancel { run: RunId(run) }),
+    },
+    BuiltinSpec {
+        name: "retry",
+        usage: "/retry ID [from STEP]",
+        summary: "run an ended runbook's steps again from the step that failed (or STEP)",
+        access: Access::AnyKnown,
+        on_timeline: true,
+        params: &[
+            req("id", "the request number"),
+            opt("from", "the step to start from: its number or name"),
+        ],
+        bind: bind::retry,
     },
     BuiltinSpec {
         name: "alerts",
@@ -330,6 +342,11 @@ pub enum BuiltinCall {
     },
     Cancel {
         run: RunId,
+    },
+    /// `/retry ID [from STEP]`: the step's number or name, if given.
+    Retry {
+        run: RunId,
+        from: Option<String>,
     },
     Alerts,
     Ack {

@@ -60,6 +60,7 @@ impl Router {
     ) -> Response {
         let pending_run = result.as_ref().ok().and_then(|d| d.pending_run);
         let ran = result.as_ref().ok().and_then(|d| d.ran);
+        let progress = result.as_ref().is_ok_and(|d| d.progress);
         let settled = settle(&request_id, result);
         let entry = AuditEntry {
             request_id: request_id.clone(),
@@ -89,6 +90,7 @@ impl Router {
             }),
             request_id,
             pending_run: pending_run.filter(|_| outcome == Outcome::Ok),
+            progress_run: ran.filter(|_| outcome == Outcome::Ok && progress),
         }
     }
 

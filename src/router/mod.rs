@@ -106,6 +106,10 @@ pub struct Response {
     /// Set when the reply is an approval request: the adapter posts it, then calls
     /// [`Router::bind_message`] so reactions on that message reach the request.
     pub pending_run: Option<RunId>,
+    /// The run this answer started or continued (not an approval request): the adapter
+    /// offers it the answer's message with [`Router::bind_progress`], so a run of steps with
+    /// no message of its own yet shows its progress there.
+    pub progress_run: Option<RunId>,
 }
 
 impl Response {
@@ -115,21 +119,26 @@ impl Response {
         let reply = self.reply.as_ref()?;
         let message = OutboundMessage::text(reply.text.clone()).with_visibility(reply.visibility);
         Some(match self.pending_run {
-            Some(run) => message.with_actions(vec![
-                ChatAction {
-                    label: "Approve".into(),
-                    command: format!("/approve {run}"),
-                    danger: false,
-                },
-                ChatAction {
-                    label: "Deny".into(),
-                    command: format!("/deny {run}"),
-                    danger: true,
-                },
-            ]),
+            Some(run) => message.with_actions(decision_actions(run)),
             None => message,
         })
     }
+}
+
+/// The Approve and Deny buttons of approval request `run`.
+pub(crate) fn decision_actions(run: RunId) -> Vec<ChatAction> {
+    vec![
+        ChatAction {
+            label: "Approve".into(),
+            command: format!("/approve {run}"),
+            danger: false,
+        },
+        ChatAction {
+            label: "Deny".into(),
+            command: format!("/deny {run}"),
+            danger: true,
+        },
+    ]
 }
 
 /// A command that ran: what to answer, what to add to the audit record.
@@ -140,6 +149,9 @@ struct Done {
     /// The request whose action this command started (its start is already audited); it may
     /// still be running, finished in the background.
     ran: Option<RunId>,
+    /// The answer should become `ran`'s progress message (a run of steps going on in the
+    /// background without a message of its own).
+    progress: bool,
 }
 
 impl Done {
@@ -149,6 +161,7 @@ impl Done {
             detail: String::new(),
             pending_run: None,
             ran: None,
+            progress: false,
         }
     }
 }
@@ -275,6 +288,12 @@ impl Router {
         self.runbooks.bind_message(run, message_id).await
     }
 
+    /// Makes `message_id` the progress message of run `run` if it is still going and has no
+    /// message yet (a run that needed no approval); otherwise nothing changes.
+    pub async fn bind_progress(&self, run: RunId, message_id: &str) -> Result<(), StoreError> {
+        self.runbooks.bind_progress(run, message_id).await
+    }
+
     /// Cancels (audited) a pending request whose approval message the platform refused to post.
     pub async fn withdraw_unposted(
         &self,
@@ -384,6 +403,7 @@ impl Router {
                     }),
                     request_id,
                     pending_run: None,
+                    progress_run: None,
                 };
             }
             Err(e) => {

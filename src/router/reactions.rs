@@ -34,6 +34,7 @@ impl Router {
             outcome: None,
             reply: None,
             pending_run: None,
+            progress_run: None,
         };
         match self.react(ev, &request_id, &requester, reaction).await {
             // A reaction on anything else is ordinary chat.

@@ -112,6 +112,8 @@ impl OutboxRow {
                 },
                 message: body.into_message(self.urgent),
                 edit_of: self.edit_of,
+                // Binding happens in the store when it is marked delivered.
+                binds_run: None,
             },
             attempts: u32::try_from(self.attempts).map_err(|e| corrupt(id, e))?,
             created_at: DateTime::from_timestamp_micros(self.created_at).ok_or_else(|| {
@@ -161,8 +163,8 @@ pub(crate) async fn insert_queued<DB: Backend>(
         execute(DB::on_conn(conn), q).await?;
     }
     let q = sqlx::query(
-        "INSERT INTO outbox (platform, channel_id, thread, body, urgent, created_at, next_attempt_at, edit_of) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6, $7) RETURNING id",
+        "INSERT INTO outbox (platform, channel_id, thread, body, urgent, created_at, next_attempt_at, edit_of, binds_run) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8) RETURNING id",
     )
     .arg(to.platform.as_str())
     .arg(to.channel_id.as_str())
@@ -170,7 +172,8 @@ pub(crate) async fn insert_queued<DB: Backend>(
     .arg(&Body::of(&queued.message))
     .arg(&(queued.message.priority == Priority::Urgent))
     .arg(&micros(now))
-    .arg(&queued.edit_of);
+    .arg(&queued.edit_of)
+    .arg(&queued.binds_run.map(|r| r.0));
     let (id,): (i64,) = fetch_one(DB::on_conn(conn), q).await?;
     Ok(OutboxId(id))
 }
@@ -228,7 +231,19 @@ impl<DB: Backend> OutboxStore for SqlStore<DB> {
         )
         .arg(message_id)
         .arg(&id.0);
-        changed_one(self.ex(), q).await
+        let delivered = changed_one(self.ex(), q).await?;
+        if delivered {
+            // A gate's approval request posted from the background: reactions on the message
+            // find the request once it is bound (before, `/approve` and the buttons work).
+            let bind = sqlx::query(
+                "UPDATE runs SET message_id = $1 WHERE message_id IS NULL AND id = \
+                 (SELECT binds_run FROM outbox WHERE id = $2)",
+            )
+            .arg(message_id)
+            .arg(&id.0);
+            execute(self.ex(), bind).await?;
+        }
+        Ok(delivered)
     }
 
     async fn retry_at(

@@ -10,19 +10,20 @@ use super::outbox::insert_queued;
 use super::sql::{Arg, Backend, Q, changed_one, execute, fetch_all, fetch_one, fetch_optional};
 use super::{OnPool, SqlStore, backend};
 use crate::domain::{
-    NewRun, Platform, Run, RunId, RunResult, RunState, StepRecord, StepState, UserRef, Vote,
-    VoteTally,
+    Gate, NewRun, Platform, Retry, Run, RunId, RunResult, RunState, StepRecord, StepState, UserRef,
+    Vote, VoteTally,
 };
 use crate::ports::{Queued, RunNotice, RunStore, StepStart, StoreError};
 
 /// Columns in the order [`RunRow`] reads them.
 pub(crate) const SELECT_RUN: &str = "SELECT id, command, args, rendered, action_hash, requester, requester_name, \
      platform, channel_id, channel_name, thread, message_id, approvals_needed, state, break_glass, \
-     created_at, expires_at, result_code, duration_ms, output, truncated, current_step FROM runs";
+     created_at, expires_at, result_code, duration_ms, output, truncated, current_step, gate_of, gate_step, cancel_requested, retry_of, from_step FROM runs";
 
 pub(crate) const RETURNING_RUN: &str = "RETURNING id, command, args, rendered, action_hash, requester, \
      requester_name, platform, channel_id, channel_name, thread, message_id, approvals_needed, state, \
-     break_glass, created_at, expires_at, result_code, duration_ms, output, truncated, current_step";
+     break_glass, created_at, expires_at, result_code, duration_ms, output, truncated, current_step, \
+     gate_of, gate_step, cancel_requested, retry_of, from_step";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct RunRow {
@@ -48,6 +49,11 @@ pub(crate) struct RunRow {
     output: Option<String>,
     truncated: Option<bool>,
     current_step: Option<String>,
+    gate_of: Option<i64>,
+    gate_step: Option<i32>,
+    cancel_requested: Option<String>,
+    retry_of: Option<i64>,
+    from_step: Option<i32>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -62,6 +68,7 @@ pub(crate) struct StepRow {
     code: Option<i32>,
     output: Option<String>,
     truncated: Option<bool>,
+    published: Option<String>,
 }
 
 impl StepRow {
@@ -83,6 +90,7 @@ impl StepRow {
             state: self.state.parse().map_err(|e| corrupt(id, e))?,
             started_at: time(id, self.started_at)?,
             result,
+            published: self.published,
         })
     }
 }
@@ -140,6 +148,21 @@ impl RunRow {
             message_id: self.message_id,
             result,
             current_step: self.current_step,
+            gate: match (self.gate_of, self.gate_step) {
+                (Some(run), Some(step)) => Some(Gate {
+                    run: RunId(run),
+                    step: u32::try_from(step).map_err(|e| corrupt(id, e))?,
+                }),
+                _ => None,
+            },
+            cancel_requested: self.cancel_requested,
+            retry: match (self.retry_of, self.from_step) {
+                (Some(of), Some(from)) => Some(Retry {
+                    of: RunId(of),
+                    from: u32::try_from(from).map_err(|e| corrupt(id, e))?,
+                }),
+                _ => None,
+            },
         })
     }
 }
@@ -147,32 +170,81 @@ impl RunRow {
 #[async_trait]
 impl<DB: Backend> RunStore for SqlStore<DB> {
     async fn create_run(&self, run: NewRun, lease_until: DateTime<Utc>) -> Result<Run, StoreError> {
-        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO runs (command, args, rendered, action_hash, requester, requester_name, platform, \
-             channel_id, channel_name, thread, approvals_needed, state, break_glass, created_at, expires_at, \
-             updated_at, lease_until) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14, $16) {RETURNING_RUN}"
-        )))
-        .arg(run.command.as_str())
-        .arg(&args_json(&run.args))
-        .arg(run.rendered.as_str())
-        .arg(run.action_hash.as_str())
-        .arg(&run.requester.to_string())
-        .arg(run.requester_name.as_str())
-        .arg(run.platform.as_str())
-        .arg(run.channel_id.as_str())
-        .arg(run.channel_name.as_str())
-        .arg(&run.thread)
-        .arg(&(run.approvals_needed as i32))
-        .arg(run.state.as_str())
-        .arg(&run.break_glass)
-        .arg(&micros(run.created_at))
-        .arg(&micros(run.expires_at))
-        // A request created already approved (no approval needed, break-glass) is leased
-        // from the start, so a crash before it runs still ends up `interrupted`.
-        .arg(&micros(lease_until));
-        let row: RunRow = fetch_one(self.ex(), q).await?;
+        let row: RunRow = fetch_one(self.ex(), insert_run(&run, lease_until, None)).await?;
         row.into_run()
+    }
+
+    async fn create_retry(
+        &self,
+        run: NewRun,
+        lease_until: DateTime<Utc>,
+        retry: Retry,
+    ) -> Result<Run, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let insert = insert_run(&run, lease_until, Some(Origin::Retry(retry)));
+        let row: RunRow = fetch_one(DB::on_conn(&mut tx), insert).await?;
+        let run = row.into_run()?;
+        // The steps before `from` as the retried run recorded them: their marks and values.
+        let copy = sqlx::query(
+            "INSERT INTO run_steps (run_id, idx, name, rollback, state, started_at, duration_ms, \
+             code, output, truncated, published) SELECT $1, idx, name, rollback, state, started_at, \
+             duration_ms, code, output, truncated, published FROM run_steps \
+             WHERE run_id = $2 AND idx < $3 AND NOT rollback",
+        )
+        .arg(&run.id.0)
+        .arg(&retry.of.0)
+        .arg(&(retry.from as i32));
+        execute(DB::on_conn(&mut tx), copy).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(run)
+    }
+
+    async fn open_gate(
+        &self,
+        id: RunId,
+        (gate, step): (NewRun, u32),
+        at: DateTime<Utc>,
+        notice: &RunNotice<'_>,
+    ) -> Result<Option<Run>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // The run stops holding a lease: nothing of it runs while it waits.
+        let wait = sqlx::query(
+            "UPDATE runs SET state = 'waiting', updated_at = $1, lease_until = NULL \
+             WHERE id = $2 AND state = 'running'",
+        )
+        .arg(&micros(at))
+        .arg(&id.0);
+        if !changed_one(DB::on_conn(&mut tx), wait).await? {
+            return Ok(None);
+        }
+        // A pending request's lease is never looked at; the sweep expires it at `expires_at`.
+        let insert = insert_run(&gate, at, Some(Origin::Gate(Gate { run: id, step })));
+        let row: RunRow = fetch_one(DB::on_conn(&mut tx), insert).await?;
+        let gate = row.into_run()?;
+        for queued in notice(&gate, RunState::Pending) {
+            insert_queued::<DB>(&mut tx, &queued, at).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(gate))
+    }
+
+    async fn request_cancel(&self, id: RunId, by: &str) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "UPDATE runs SET cancel_requested = $1 WHERE id = $2 AND state = 'running' \
+             AND cancel_requested IS NULL",
+        )
+        .arg(by)
+        .arg(&id.0);
+        changed_one(self.ex(), q).await
+    }
+
+    async fn gates_of(&self, id: RunId) -> Result<Vec<Run>, StoreError> {
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT_RUN} WHERE gate_of = $1 ORDER BY id"
+        )))
+        .arg(&id.0);
+        let rows: Vec<RunRow> = fetch_all(self.ex(), q).await?;
+        rows.into_iter().map(RunRow::into_run).collect()
     }
 
     async fn run(&self, id: RunId) -> Result<Option<Run>, StoreError> {
@@ -214,6 +286,16 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
         .arg(message_id)
         .arg(&id.0);
         moved_one(self, update, at, RunState::Pending, notice).await
+    }
+
+    async fn bind_progress(&self, id: RunId, message_id: &str) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "UPDATE runs SET message_id = $1 WHERE id = $2 AND message_id IS NULL \
+             AND state IN ('running', 'waiting')",
+        )
+        .arg(message_id)
+        .arg(&id.0);
+        changed_one(self.ex(), q).await
     }
 
     async fn add_vote(&self, id: RunId, vote: &Vote) -> Result<VoteTally, StoreError> {
@@ -362,14 +444,14 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
         &self,
         id: RunId,
         idx: u32,
-        (state, result): (StepState, &RunResult),
+        (state, result, published): (StepState, &RunResult, Option<&str>),
         at: DateTime<Utc>,
         queued: &[Queued],
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let done = sqlx::query(
             "UPDATE run_steps SET state = $1, duration_ms = $2, code = $3, output = $4, \
-             truncated = $5 WHERE run_id = $6 AND idx = $7 AND state = 'running'",
+             truncated = $5, published = $8 WHERE run_id = $6 AND idx = $7 AND state = 'running'",
         )
         .arg(state.as_str())
         .arg(&(result.duration.as_millis() as i64))
@@ -377,7 +459,8 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
         .arg(result.output.as_str())
         .arg(&result.truncated)
         .arg(&id.0)
-        .arg(&(idx as i32));
+        .arg(&(idx as i32))
+        .arg(&published.map(str::to_owned));
         if !changed_one(DB::on_conn(&mut tx), done).await? {
             return Ok(false);
         }
@@ -391,7 +474,7 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
     async fn run_steps(&self, id: RunId) -> Result<Vec<StepRecord>, StoreError> {
         let q = sqlx::query(
             "SELECT run_id, idx, name, rollback, state, started_at, duration_ms, code, output, \
-             truncated FROM run_steps WHERE run_id = $1 ORDER BY idx",
+             truncated, published FROM run_steps WHERE run_id = $1 ORDER BY idx",
         )
         .arg(&id.0);
         let rows: Vec<StepRow> = fetch_all(self.ex(), q).await?;
@@ -413,6 +496,55 @@ impl<DB: Backend> RunStore for SqlStore<DB> {
         )
         .await
     }
+}
+
+/// Where a request that is not a person's own comes from.
+#[derive(Clone, Copy)]
+enum Origin {
+    Gate(Gate),
+    Retry(Retry),
+}
+
+/// The insert of a new request (a gate's or a retry's when `origin` says so), returning it.
+fn insert_run<DB: Backend>(
+    run: &NewRun,
+    lease_until: DateTime<Utc>,
+    origin: Option<Origin>,
+) -> Q<'_, DB> {
+    let (gate, retry) = match origin {
+        Some(Origin::Gate(g)) => (Some(g), None),
+        Some(Origin::Retry(r)) => (None, Some(r)),
+        None => (None, None),
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO runs (command, args, rendered, action_hash, requester, requester_name, platform, \
+         channel_id, channel_name, thread, approvals_needed, state, break_glass, created_at, expires_at, \
+         updated_at, lease_until, gate_of, gate_step, retry_of, from_step) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14, $16, $17, $18, \
+         $19, $20) {RETURNING_RUN}"
+    )))
+    .arg(run.command.as_str())
+    .arg(&args_json(&run.args))
+    .arg(run.rendered.as_str())
+    .arg(run.action_hash.as_str())
+    .arg(&run.requester.to_string())
+    .arg(run.requester_name.as_str())
+    .arg(run.platform.as_str())
+    .arg(run.channel_id.as_str())
+    .arg(run.channel_name.as_str())
+    .arg(&run.thread)
+    .arg(&(run.approvals_needed as i32))
+    .arg(run.state.as_str())
+    .arg(&run.break_glass)
+    .arg(&micros(run.created_at))
+    .arg(&micros(run.expires_at))
+    // A request created already approved (no approval needed, break-glass) is leased
+    // from the start, so a crash before it runs still ends up `interrupted`.
+    .arg(&micros(lease_until))
+    .arg(&gate.map(|g| g.run.0))
+    .arg(&gate.map(|g| g.step as i32))
+    .arg(&retry.map(|r| r.of.0))
+    .arg(&retry.map(|r| r.from as i32))
 }
 
 /// The conditional move of one run, `$1`..`$5` as [`transition_args`] binds them.

@@ -14,6 +14,7 @@ pub(super) enum RawKind {
     Http,
     WaitFor,
     Message,
+    Approval,
 }
 
 impl RawKind {
@@ -23,6 +24,7 @@ impl RawKind {
             Self::Http => "http",
             Self::WaitFor => "wait_for",
             Self::Message => "message",
+            Self::Approval => "approval",
         }
     }
 }
@@ -56,6 +58,30 @@ pub(super) struct RawAction {
     pub(super) deadline: Option<HumanDuration>,
     /// `message` only.
     pub(super) text: Option<String>,
+    /// `approval` only.
+    pub(super) approvals: Option<u32>,
+    pub(super) approver_roles: Option<Vec<Role>>,
+    pub(super) expires_after: Option<HumanDuration>,
+    /// exec and http steps only: a value taken from the output for later steps.
+    pub(super) publish: Option<RawPublish>,
+}
+
+/// `publish = { name = "...", regex = "..." | json = "/pointer", kind = ..., pattern = ... }`:
+/// where a step's value comes from, and the argument rules it must pass.
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPublish {
+    pub(super) name: String,
+    /// A regex whose first capture group is the value.
+    pub(super) regex: Option<String>,
+    /// A JSON pointer (RFC 6901) into the output parsed as JSON.
+    pub(super) json: Option<String>,
+    pub(super) kind: Option<RawArgKind>,
+    pub(super) choices: Option<Vec<String>>,
+    pub(super) pattern: Option<String>,
+    pub(super) min: Option<i64>,
+    pub(super) max: Option<i64>,
+    pub(super) help: Option<String>,
 }
 
 impl RawAction {
@@ -68,13 +94,16 @@ impl RawAction {
         }
     }
 
-    /// The keys only `wait_for` and `message` steps have.
-    pub(super) fn step_only_keys(&self) -> [(&'static str, bool); 4] {
+    /// The keys only `wait_for`, `message` and `approval` steps have.
+    pub(super) fn step_only_keys(&self) -> [(&'static str, bool); 7] {
         [
             ("check", self.check.is_some()),
             ("interval", self.interval.is_some()),
             ("deadline", self.deadline.is_some()),
             ("text", self.text.is_some()),
+            ("approvals", self.approvals.is_some()),
+            ("approver_roles", self.approver_roles.is_some()),
+            ("expires_after", self.expires_after.is_some()),
         ]
     }
 
@@ -102,6 +131,7 @@ impl RawAction {
         let mut keys = vec![
             ("name", self.name.is_some()),
             ("continue_on_error", self.continue_on_error.is_some()),
+            ("publish", self.publish.is_some()),
         ];
         keys.extend(self.step_only_keys());
         self.misplaced(&keys, "applies only to [[steps]]", &mut found);
@@ -139,7 +169,7 @@ pub(super) fn validate_action(
     let spec = match a.kind {
         RawKind::Exec => ActionSpec::Exec(check.exec()),
         RawKind::Http => ActionSpec::Http(check.http()),
-        RawKind::WaitFor | RawKind::Message => {
+        RawKind::WaitFor | RawKind::Message | RawKind::Approval => {
             check.problems.push(format!(
                 "kind {} is for [[steps]] only; an [action] is exec or http",
                 a.kind.key()
@@ -259,7 +289,7 @@ pub(super) fn parse_template(
     for name in t.args() {
         if !arg_names.contains(name) {
             problems.push(format!(
-                "{field} uses {{{name}}} but no argument has that name"
+                "{field} uses {{{name}}} but no argument (or value published by an earlier step) has that name"
             ));
         }
     }

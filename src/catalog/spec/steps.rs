@@ -1,9 +1,10 @@
 //! `[[steps]]` and `[[on_failure]]` in a command file: a procedure of several steps (exec and
 //! http actions as in `[action]`, waiting for a health check or URL, a message to the
-//! channel) with the rollback steps that run when one fails. A file has either one
-//! `[action]` or `[[steps]]`, never both.
+//! channel, an approval gate) with the rollback steps that run when one fails. A file has
+//! either one `[action]` or `[[steps]]`, never both. A step may publish a value from its
+//! output for the steps after it.
 
-use super::action::{RawKind, parse_template};
+use super::action::{RawKind, RawPublish, parse_template};
 use super::*;
 
 /// The steps of a command, in order, and the steps that roll it back when one fails.
@@ -11,6 +12,19 @@ use super::*;
 pub struct Workflow {
     pub steps: Vec<StepSpec>,
     pub on_failure: Vec<StepSpec>,
+    /// Whether `/cancel` of a running workflow runs the `on_failure` steps.
+    pub on_cancel: OnCancel,
+}
+
+/// What `/cancel` of a running workflow does after stopping it (`on_cancel` in the file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCancel {
+    /// Stop; nothing more runs.
+    #[default]
+    Stop,
+    /// Run the `on_failure` steps, as after a failure.
+    Rollback,
 }
 
 #[derive(Debug, Clone)]
@@ -22,6 +36,25 @@ pub struct StepSpec {
     /// A failure is reported and the next step runs anyway.
     pub continue_on_error: bool,
     pub kind: StepKind,
+    /// The value it publishes from its output for later steps (exec and http steps).
+    pub publish: Option<Publish>,
+}
+
+/// A value a step takes from its output, usable as `{name}` by the steps after it.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    /// Its name and the rules it must pass, exactly as an argument's.
+    pub value: ArgSpec,
+    pub from: PublishFrom,
+}
+
+#[derive(Debug, Clone)]
+pub enum PublishFrom {
+    /// The first capture group of the first match.
+    Regex(Regex),
+    /// A JSON pointer into the output parsed as JSON; a string is taken as it is, a number
+    /// or boolean as written.
+    Json(String),
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +64,9 @@ pub enum StepKind {
     WaitFor(WaitFor),
     /// Text posted to the run's channel.
     Message(Template),
+    /// A gate: the steps after it wait for approvals (never the requester's), bound to them
+    /// as rendered when the gate is reached.
+    Approval(ApprovalSpec),
 }
 
 /// Probing something until it is up, every `interval`, giving up after `deadline`.
@@ -64,6 +100,7 @@ pub(super) fn procedure(
         Procedure::Steps(Workflow {
             steps: Vec::new(),
             on_failure: Vec::new(),
+            on_cancel: OnCancel::Stop,
         })
     };
     match (&raw.action, &raw.steps) {
@@ -85,6 +122,12 @@ pub(super) fn procedure(
                     "on_failure needs [[steps]]; a single [action] has nothing to roll back".into(),
                 );
             }
+            if let Some(on_cancel) = &raw.on_cancel {
+                problems.at(
+                    on_cancel.span().start,
+                    "on_cancel needs [[steps]]; a single [action] is stopped by /cancel".into(),
+                );
+            }
             (Procedure::Single(spec), at)
         }
         (None, None) => {
@@ -99,26 +142,60 @@ pub(super) fn procedure(
             if steps.get_ref().is_empty() {
                 problems.at(steps.span().start, "steps must not be empty".into());
             }
-            let mut names = BTreeSet::new();
-            let mut parse =
-                |list: &[Spanned<RawAction>], problems: &mut Problems| -> Vec<StepSpec> {
-                    (list.iter())
-                        .map(|s| step(s, arg_names, &mut names, problems))
-                        .collect()
-                };
-            let steps = parse(steps.get_ref(), problems);
-            let on_failure = parse(&raw.on_failure, problems);
-            (Procedure::Steps(Workflow { steps, on_failure }), at)
+            let workflow = workflow(raw, steps.get_ref(), arg_names, problems);
+            (Procedure::Steps(workflow), at)
         }
     }
 }
 
-fn step(
-    raw: &Spanned<RawAction>,
+/// The steps and rollback steps, each template checked against the arguments and the
+/// values published before it.
+fn workflow(
+    raw: &RawCommand,
+    steps: &[Spanned<RawAction>],
     arg_names: &BTreeSet<String>,
-    names: &mut BTreeSet<String>,
     problems: &mut Problems,
-) -> StepSpec {
+) -> Workflow {
+    let mut names = Names {
+        steps: BTreeSet::new(),
+        known: arg_names.clone(),
+    };
+    let steps: Vec<StepSpec> = (steps.iter())
+        .map(|s| step(s, &mut names, problems))
+        .collect();
+    // A rollback step may use any value a step publishes (it fails, naming the value, if the
+    // step that publishes it never ran); it publishes none of its own.
+    let on_failure = (raw.on_failure.iter())
+        .map(|s| {
+            let step = step(s, &mut names, problems);
+            if step.publish.is_some() || matches!(step.kind, StepKind::Approval(_)) {
+                problems.at(
+                    s.span().start,
+                    format!(
+                        "step {:?}: an on_failure step neither publishes values nor waits for approval",
+                        step.name
+                    ),
+                );
+            }
+            step
+        })
+        .collect();
+    let on_cancel = (raw.on_cancel.as_ref()).map_or(OnCancel::Stop, |c| *c.get_ref());
+    Workflow {
+        steps,
+        on_failure,
+        on_cancel,
+    }
+}
+
+/// The names seen so far: steps' (unique), and those templates may use (arguments and the
+/// values published by earlier steps).
+struct Names {
+    steps: BTreeSet<String>,
+    known: BTreeSet<String>,
+}
+
+fn step(raw: &Spanned<RawAction>, names: &mut Names, problems: &mut Problems) -> StepSpec {
     let at = raw.span().start;
     let s = raw.get_ref();
     let name = s.name.clone().unwrap_or_default();
@@ -134,29 +211,139 @@ fn step(
             format!("{label}: name must be 1-32 characters of a-z, 0-9, '-' or '_'"),
         );
     }
-    if !names.insert(name.clone()) {
+    if !names.steps.insert(name.clone()) {
         problems.at(
             at,
             format!("{label}: step names must be unique; this one is used twice"),
         );
     }
     let mut found = Vec::new();
+    let known = &names.known;
     let kind = match s.kind {
         RawKind::Exec | RawKind::Http => {
             s.misplaced(&s.step_only_keys(), NOT_THIS_KIND, &mut found);
-            StepKind::Action(s.action(arg_names, &mut found))
+            StepKind::Action(s.action(known, &mut found))
         }
-        RawKind::WaitFor => StepKind::WaitFor(wait_for(s, &mut found, arg_names)),
-        RawKind::Message => StepKind::Message(message(s, &mut found, arg_names)),
+        RawKind::WaitFor => StepKind::WaitFor(wait_for(s, &mut found, known)),
+        RawKind::Message => StepKind::Message(message(s, &mut found, known)),
+        RawKind::Approval => StepKind::Approval(gate(s, &mut found, line_col(problems.src, at).0)),
     };
+    if s.publish.is_some() && !matches!(kind, StepKind::Action(_)) {
+        found.push("publish applies only to exec and http steps".into());
+    }
     for m in found {
         problems.at(at, format!("{label}: {m}"));
     }
+    let publish = (s.publish.as_ref())
+        .filter(|_| matches!(kind, StepKind::Action(_)))
+        .map(|p| publish(p, names, (&label, at), problems));
     StepSpec {
         name,
         line: line_col(problems.src, at).0,
         continue_on_error: s.continue_on_error.unwrap_or(false),
         kind,
+        publish,
+    }
+}
+
+/// A `publish` table: its value checked as an argument of that name and kind would be.
+fn publish(
+    p: &RawPublish,
+    names: &mut Names,
+    (label, at): (&str, usize),
+    problems: &mut Problems,
+) -> Publish {
+    let as_arg = RawArg {
+        name: p.name.clone(),
+        kind: p.kind.unwrap_or(RawArgKind::String),
+        choices: p.choices.clone(),
+        pattern: p.pattern.clone(),
+        min: p.min,
+        max: p.max,
+        required: true,
+        help: p.help.clone(),
+    };
+    let what = format!("{label}: publish {:?}", p.name);
+    let name_ok = !p.name.is_empty()
+        && p.name.starts_with(|c: char| c.is_ascii_lowercase())
+        && p.name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !name_ok {
+        problems.at(
+            at,
+            format!("{what}: name must be a-z, 0-9 or '_', starting with a letter"),
+        );
+    } else if !names.known.insert(p.name.clone()) {
+        problems.at(
+            at,
+            format!("{what}: an argument or an earlier step already has that name"),
+        );
+    }
+    let kind = arg_kind(&as_arg, &what, at, problems);
+    let from = publish_from(p).unwrap_or_else(|why| {
+        problems.at(at, format!("{what}: {why}"));
+        PublishFrom::Json(String::new())
+    });
+    Publish {
+        value: ArgSpec {
+            name: p.name.clone(),
+            kind,
+            required: true,
+            help: p.help.clone(),
+        },
+        from,
+    }
+}
+
+/// Where a published value comes from: a regex with a capture group, or a JSON pointer.
+fn publish_from(p: &RawPublish) -> Result<PublishFrom, String> {
+    match (&p.regex, &p.json) {
+        (Some(re), None) => match Regex::new(&ascii_classes(re)) {
+            Ok(re) if re.captures_len() > 1 => Ok(PublishFrom::Regex(re)),
+            Ok(_) => Err("regex needs a capture group (the value)".into()),
+            Err(e) => Err(format!("regex does not compile: {e}")),
+        },
+        (None, Some(pointer)) if pointer.is_empty() || pointer.starts_with('/') => {
+            Ok(PublishFrom::Json(pointer.clone()))
+        }
+        (None, Some(_)) => Err("json must be a JSON pointer such as \"/version\"".into()),
+        _ => Err("needs either regex (with a capture group) or json (a JSON pointer)".into()),
+    }
+}
+
+/// An approval gate: like `[approval]`, except that the requester never approves.
+fn gate(s: &RawAction, found: &mut Vec<String>, line: usize) -> ApprovalSpec {
+    not_a_probe(s, found);
+    s.misplaced(
+        &[
+            ("text", s.text.is_some()),
+            ("continue_on_error", s.continue_on_error.is_some()),
+        ],
+        NOT_THIS_KIND,
+        found,
+    );
+    let approvals = s.approvals.unwrap_or(1);
+    if approvals == 0 {
+        found.push("approvals must be at least 1".into());
+    }
+    let approver_roles = s.approver_roles.clone().unwrap_or_default();
+    if approver_roles.is_empty() {
+        found.push("kind approval needs approver_roles naming at least one role".into());
+    }
+    let expires_after = match s.expires_after {
+        Some(d) if !d.0.is_zero() => d.0,
+        _ => {
+            found.push("kind approval needs expires_after (more than 0)".into());
+            Duration::from_secs(1)
+        }
+    };
+    ApprovalSpec {
+        line,
+        approvals,
+        approver_roles,
+        allow_self_approval: false,
+        expires_after,
     }
 }
 
@@ -205,6 +392,20 @@ fn wait_for(s: &RawAction, found: &mut Vec<String>, arg_names: &BTreeSet<String>
 }
 
 fn message(s: &RawAction, found: &mut Vec<String>, arg_names: &BTreeSet<String>) -> Template {
+    not_a_probe(s, found);
+    match &s.text {
+        Some(text) if !text.trim().is_empty() => {
+            parse_template("text", text, false, arg_names, &[], found)
+        }
+        _ => {
+            found.push("kind message needs text".into());
+            Template(Vec::new())
+        }
+    }
+}
+
+/// The keys only exec, http and wait_for steps have, refused on messages and gates.
+fn not_a_probe(s: &RawAction, found: &mut Vec<String>) {
     not_an_action(s, found);
     s.misplaced(
         &[
@@ -217,19 +418,21 @@ fn message(s: &RawAction, found: &mut Vec<String>, arg_names: &BTreeSet<String>)
         NOT_THIS_KIND,
         found,
     );
-    match &s.text {
-        Some(text) if !text.trim().is_empty() => {
-            parse_template("text", text, false, arg_names, &[], found)
-        }
-        _ => {
-            found.push("kind message needs text".into());
-            Template(Vec::new())
-        }
-    }
 }
 
-/// The keys only exec and http steps have.
+/// The keys only exec and http steps (and approval gates) have, refused on other kinds.
 fn not_an_action(s: &RawAction, found: &mut Vec<String>) {
+    if s.kind != RawKind::Approval {
+        s.misplaced(
+            &[
+                ("approvals", s.approvals.is_some()),
+                ("approver_roles", s.approver_roles.is_some()),
+                ("expires_after", s.expires_after.is_some()),
+            ],
+            NOT_THIS_KIND,
+            found,
+        );
+    }
     s.misplaced(
         &[
             ("argv", s.argv.is_some()),

@@ -72,6 +72,23 @@ impl<'a> Args<'a> {
     }
 }
 
+/// `ID`, `ID STEP` or `ID from STEP`.
+pub(super) fn retry(a: &Args) -> Result<BuiltinCall, String> {
+    let (id, from) = match a.words[..] {
+        [id] => (id, None),
+        [id, step] | [id, "from", step] => (id, Some(step.to_owned())),
+        [] => return Err(format!("which one? usage: {}", a.spec.usage)),
+        _ => return Err(a.wrong("too many arguments")),
+    };
+    let run = (id.trim_start_matches('#').parse::<i64>().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| a.wrong(format_args!("{id:?} is not a number")))?;
+    Ok(BuiltinCall::Retry {
+        run: crate::domain::RunId(run),
+        from,
+    })
+}
+
 pub(super) fn help(a: &Args) -> Result<BuiltinCall, String> {
     let topic = a.at_most_one()?;
     Ok(BuiltinCall::Help {

@@ -15,7 +15,7 @@ use crate::domain::{AuditRecord, InboundEvent, Person, RequestId, Requester, Vis
 use crate::ports::{
     OutboundMessage, OutboundTarget, Page, PageAction, PageSeverity, Queued, StoreError,
 };
-use crate::router::authz::{Authorized, RoleList, Target, authorize_sub, may_run};
+use crate::router::authz::{Authorized, RoleList, Target, authorize, authorize_sub, may_run};
 use crate::router::runbook::Ending;
 use crate::router::{Done, OrRefuse, Refusal, Router};
 
@@ -43,13 +43,23 @@ impl Router {
                 return self.runbooks.approve(ev, request_id, requester, run).await;
             }
             BuiltinCall::Deny { run } => {
-                return self.runbooks.end(ev, requester, run, Ending::Denied).await;
+                return (self.runbooks)
+                    .end((ev, request_id), requester, run, Ending::Denied)
+                    .await;
+            }
+            BuiltinCall::Retry { run, from } => {
+                // A retry is a new request of the command: the same people, in the same places.
+                let (original, spec) = self.runbooks.retry_target(run).await?;
+                let target = Target::Runbook(spec.clone());
+                authorize(requester, target, &ev.channel, &self.deps.access)
+                    .map_err(Refusal::Denied)?;
+                let ctx = (ev, request_id);
+                return (self.runbooks)
+                    .retry(ctx, requester, (original, spec), from.as_deref())
+                    .await;
             }
             BuiltinCall::Cancel { run } => {
-                return self
-                    .runbooks
-                    .end(ev, requester, run, Ending::Cancelled)
-                    .await;
+                return self.runbooks.cancel((ev, request_id), requester, run).await;
             }
             BuiltinCall::Alerts => self.alert_commands.list().await?,
             BuiltinCall::Ack { alert } => {

@@ -27,6 +27,7 @@ fn done(text: String, detail: String) -> Done {
         detail,
         pending_run: None,
         ran: None,
+        progress: false,
     }
 }
 

@@ -1,13 +1,14 @@
 //! Running an approved request exactly once: `approved -> running` (one winner), the start
 //! audited before the process starts, the lease renewed while it runs, the result recorded.
 
-use super::steps::Finished;
+use super::gates;
+use super::steps::{Finished, Resume};
 use super::*;
 use crate::domain::exec_location;
 
 /// Where a run's result goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ResultTo {
+pub(super) enum ResultTo {
     /// The reply to whoever made it run: a command run at once answers its own requester, and
     /// the console's channel is the terminal of the person typing.
     Reply,
@@ -16,24 +17,35 @@ enum ResultTo {
     Channel,
 }
 
+/// What running (or going on with) a request came to.
+pub(super) struct Ran {
+    /// The result's text (or, for a run stopped at a gate, the gate's request).
+    pub text: String,
+    /// How it ended, in a few words, for the audit detail and the incident timeline.
+    pub ended: String,
+    /// The approval request of the gate it stopped at, to be bound to the answer's message.
+    pub gate: Option<RunId>,
+}
+
 impl RunbookService {
     /// Runs an `approved` request: `approved -> running` (only one caller can win), the action
-    /// under its timeout with the lease renewed, then the result recorded and rendered. Also
-    /// how it ended in a few words, for the audit detail and the incident timeline.
+    /// under its timeout with the lease renewed, then the result recorded and rendered.
     pub(super) async fn execute(
         &self,
         ev: &InboundEvent,
         request_id: &RequestId,
         run: &Run,
         rendered: &RenderedAction,
-    ) -> Result<(String, String), Refusal> {
+    ) -> Result<Ran, Refusal> {
         if !self.start(ev, request_id, run, rendered).await? {
-            let text = format!("Request #{} is already running or done.", run.id);
-            return Ok((text, "already running or done".into()));
+            return Ok(Ran {
+                text: format!("Request #{} is already running or done.", run.id),
+                ended: "already running or done".into(),
+                gate: None,
+            });
         }
-        Ok(self
-            .run_started(ev, request_id, run, rendered, ResultTo::Reply)
-            .await)
+        let to = ResultTo::Reply;
+        Ok((self.run_started(ev, request_id, run, rendered, to, Resume::default())).await)
     }
 
     /// Runs a request `start` moved to `running` in the router's in-flight work (shutdown
@@ -44,42 +56,50 @@ impl RunbookService {
         request_id: &RequestId,
         run: Run,
         rendered: RenderedAction,
+        resume: Resume,
     ) {
         let this = self.clone();
         let (ev, request_id) = (ev.clone(), request_id.clone());
         let work = async move {
-            (this.run_started(&ev, &request_id, &run, &rendered, ResultTo::Channel)).await;
+            let to = ResultTo::Channel;
+            (this.run_started(&ev, &request_id, &run, &rendered, to, resume)).await;
         };
         self.in_flight
             .spawn(work.instrument(tracing::Span::current()));
     }
 
-    /// Runs a request already `running`, records its result (with its post, for `to` the
-    /// channel) and audits how it ended. The result's text, and how it ended in a few words.
-    async fn run_started(
+    /// Runs a request already `running` (a run of steps from `resume`), records its result
+    /// (with its post, for `to` the channel) and audits how it ended.
+    pub(super) async fn run_started(
         &self,
         ev: &InboundEvent,
         request_id: &RequestId,
         run: &Run,
         rendered: &RenderedAction,
         to: ResultTo,
-    ) -> (String, String) {
+        resume: Resume,
+    ) -> Ran {
         let id = run.id;
         let (
             Finished {
                 state,
                 result,
                 text,
+                gate,
             },
             code_label,
         ) = match &rendered.plan {
             Plan::Single(kind) => self.run_single(run, kind, rendered).await,
             Plan::Steps { steps, on_failure } => {
-                let ctx = (ev, request_id);
-                let done = (self.run_workflow(ctx, run, rendered, (steps, on_failure))).await;
+                let resume = self.retried_from(run, resume).await;
+                let (ctx, plan) = ((ev, request_id), (&steps[..], &on_failure[..]));
+                let done = (self.run_workflow(ctx, run, rendered, plan, resume)).await;
                 (done, "exit")
             }
         };
+        if let Some(gate) = gate {
+            return self.paused(ev, request_id, run, text, &gate).await;
+        }
         self.metrics
             .run_finished(&run.new.command, state, result.duration);
         let mut text = text;
@@ -101,7 +121,54 @@ impl RunbookService {
         if to == ResultTo::Channel {
             self.result_queued(run, &text, recorded).await;
         }
-        (text, ended)
+        Ran {
+            text,
+            ended,
+            gate: None,
+        }
+    }
+
+    /// Where a run starts: a `/retry` started from its beginning starts at its `from` step,
+    /// with the records copied from the run it retries.
+    async fn retried_from(&self, run: &Run, resume: Resume) -> Resume {
+        match run.retry {
+            Some(retry) if resume.is_fresh() => Resume {
+                from: retry.from as usize,
+                records: self.store.run_steps(run.id).await.unwrap_or_default(),
+                ..resume
+            },
+            _ => resume,
+        }
+    }
+
+    /// A run stopped at gate `gate` (already `waiting`, its request queued where it is
+    /// posted): audited, and on the console answered with the gate's request.
+    async fn paused(
+        &self,
+        ev: &InboundEvent,
+        request_id: &RequestId,
+        run: &Run,
+        text: String,
+        gate: &Run,
+    ) -> Ran {
+        let ended = format!("waiting at a gate for approval request #{}", gate.id);
+        let detail = format!("run #{} {ended}", run.id);
+        let entry = self.run_entry(run, (ev, request_id), Outcome::Ok, detail);
+        if let Err(e) = self.store.append_audit(entry).await {
+            warn!(run = %run.id, error = %e, "could not audit a run stopping at a gate");
+        }
+        let request = match (run.new.platform, gates::policy_of(&self.catalog, gate)) {
+            (Platform::Console, Some(policy)) => {
+                let step = gates::step_name(&self.catalog, gate);
+                format!("\n{}", self.gate_text(run, gate, &step, &policy))
+            }
+            _ => String::new(),
+        };
+        Ran {
+            text: format!("{text}{request}"),
+            ended,
+            gate: Some(gate.id).filter(|_| run.new.platform == Platform::Console),
+        }
     }
 
     /// Runs a single action under the run's lease: how it ended, and what its code is.
@@ -144,6 +211,7 @@ impl RunbookService {
             state,
             result,
             text,
+            gate: None,
         };
         (finished, code_label)
     }
@@ -280,14 +348,7 @@ impl RunbookService {
             RunState::Succeeded => Outcome::Ok,
             _ => Outcome::Failed,
         };
-        let entry = run_audit_entry(
-            run,
-            request_id.clone(),
-            ev.user.to_string(),
-            self.now(),
-            outcome,
-            detail,
-        );
+        let entry = self.run_entry(run, (ev, request_id), outcome, detail);
         if let Err(e) = self.store.append_audit(entry).await {
             warn!(run = %run.id, error = %e, "could not audit how a run ended");
         }
@@ -298,7 +359,7 @@ impl RunbookService {
     /// not be. A store error is retried a few times with backoff, reading the run back first:
     /// a commit whose answer was lost may have landed, and recording (or queuing) it again
     /// would post the result twice.
-    async fn record(
+    pub(super) async fn record(
         &self,
         id: RunId,
         state: RunState,

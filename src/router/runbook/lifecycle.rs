@@ -57,6 +57,12 @@ impl RunbookService {
         Ok(())
     }
 
+    /// Makes `message_id` (the answer to the command that started run `run`) its progress
+    /// message, if it is still going and has none; the next step's edit goes there.
+    pub async fn bind_progress(&self, run: RunId, message_id: &str) -> Result<(), StoreError> {
+        self.store.bind_progress(run, message_id).await.map(drop)
+    }
+
     /// Expires pending requests past their deadline and marks requests whose process died
     /// `interrupted`; the store queues each notice in the outbox with the move it tells of,
     /// and they are returned too. Never re-runs anything.
@@ -77,6 +83,16 @@ impl RunbookService {
         };
         for run in self.store.expire_due(now, &queued).await? {
             notices.push(expiry_notice(&run));
+            if run.gate.is_some() {
+                // Its run fails at the gate and rolls back, in the in-flight work (the sweep
+                // does not wait for steps).
+                let this = self.clone();
+                let work = async move {
+                    (this.gate_closed(None, &run, "expired without enough approvals", true)).await;
+                };
+                self.in_flight
+                    .spawn(work.instrument(tracing::Span::current()));
+            }
         }
         Ok(notices)
     }
@@ -141,6 +157,97 @@ fn expiry_notice(run: &Run) -> Notice {
 }
 
 impl RunbookService {
+    /// `/cancel ID`, by the requester: a pending request (or gate) ends without running; a
+    /// run of steps waiting at a gate stops there; a running one stops between steps, the
+    /// current step's processes killed (its process sees the request within a second, on
+    /// whichever replica runs it). A stopped run of steps rolls back when its file says
+    /// `on_cancel = "rollback"`.
+    pub(in crate::router) async fn cancel(
+        &self,
+        ctx: (&InboundEvent, &RequestId),
+        requester: &Requester,
+        id: RunId,
+    ) -> Result<Done, Refusal> {
+        let ev = ctx.0;
+        let run = (self.store.run(id).await).or_no_such("loading run", "request", id)?;
+        let steps = matches!(
+            self.catalog.get(&run.new.command).map(|s| &s.procedure),
+            Some(Procedure::Steps(_))
+        );
+        if !steps || !matches!(run.state, RunState::Running | RunState::Waiting) {
+            return self.end(ctx, requester, id, Ending::Cancelled).await;
+        }
+        if run.new.platform != ev.platform || run.new.channel_id != ev.channel.id {
+            return Err(Refusal::Denied(format!(
+                "run #{id} was requested in #{}; cancel it there.",
+                run.new.channel_name
+            )));
+        }
+        self.own_request(&run, ev, requester)?;
+        let by = run.new.requester_name.clone();
+        let rollback = self.rolls_back_on_cancel(&run);
+        let then = if rollback {
+            "its on_failure steps run"
+        } else {
+            "nothing more runs"
+        };
+        let text = if run.state == RunState::Waiting {
+            self.cancel_at_gate(ctx, &run, &by, rollback).await?
+        } else {
+            if !(self.store.request_cancel(id, &by).await).or_refuse("cancelling a run")? {
+                return Err(Refusal::Invalid(format!(
+                    "run #{id} is no longer running, or its cancel was asked for already."
+                )));
+            }
+            format!(
+                "Cancelling run #{id}: its current step is stopped (everything it started is \
+                 killed) and {then}; the result follows."
+            )
+        };
+        Ok(Done {
+            text,
+            detail: format!("cancel of running #{id} ({then})"),
+            pending_run: None,
+            ran: None,
+            progress: false,
+        })
+    }
+
+    /// Cancels the open gate of waiting run `run`, which then stops (or rolls back).
+    async fn cancel_at_gate(
+        &self,
+        ctx: (&InboundEvent, &RequestId),
+        run: &Run,
+        by: &str,
+        rollback: bool,
+    ) -> Result<String, Refusal> {
+        let id = run.id;
+        let gates = (self.store.gates_of(id).await).or_refuse("loading a run's gates")?;
+        let no_longer = || Refusal::Invalid(format!("run #{id} is no longer waiting at a gate."));
+        let gate = (gates.into_iter())
+            .find(|g| g.state == RunState::Pending)
+            .ok_or_else(no_longer)?;
+        let outcome = "cancelled by the requester; nothing more runs.";
+        if !(self.decide(
+            &gate,
+            RunState::Cancelled,
+            None,
+            outcome,
+            "cancelling a gate",
+        ))
+        .await?
+        {
+            return Err(no_longer());
+        }
+        let why = format!("cancelled by {by}");
+        let result = self.gate_closed(Some(ctx), &gate, &why, rollback).await;
+        let head = format!("Run #{id} {why} at its gate (request #{}).", gate.id);
+        Ok(match result {
+            Some(result) => format!("{head}\n{result}"),
+            None => head,
+        })
+    }
+
     /// Cancels pending request `id` whose message could not be posted (`why`: the bot may not
     /// post in its channel), so it does not wait for approvals nobody can see; audited under
     /// the request id that created it. False when it was no longer pending.

@@ -14,7 +14,7 @@ use tracing::{Instrument, error, warn};
 
 use crate::actions::health::{CheckState, HealthChecks};
 use crate::actions::render::{Plan, RenderedAction, redact, render};
-use crate::catalog::{ApprovalSpec, Catalog, CommandSpec};
+use crate::catalog::{ApprovalSpec, Catalog, CommandSpec, Procedure};
 use crate::domain::{
     ActionKind, AuditEntry, BoundArgs, Directory, InboundEvent, NewRun, Outcome, Person, Platform,
     RequestId, Requester, Role, Run, RunId, RunResult, RunState, Visibility, Vote, human_duration,
@@ -23,7 +23,7 @@ use crate::domain::{
 use crate::metrics::Metrics;
 use crate::ports::{
     ActionRunner, Clock, EnvLookup, OutboundMessage, OutboundTarget, OutboxSignal, Queued,
-    RunNotice, Store, StoreError,
+    RunNotice, Store, StoreError, untold,
 };
 
 use super::parse::Word;
@@ -58,6 +58,17 @@ impl ApprovalSettings {
 
     fn is_deny(&self, emoji: &str) -> bool {
         self.deny_emoji.iter().any(|e| normalize_emoji(e) == emoji)
+    }
+
+    /// The approve and deny reactions an approval request names (the first of each).
+    fn shown(&self) -> (String, String) {
+        let first = |emoji: &[String], default: &'static str| {
+            emoji.first().cloned().unwrap_or_else(|| default.to_owned())
+        };
+        (
+            first(&self.approve_emoji, "✅"),
+            first(&self.deny_emoji, "❌"),
+        )
     }
 }
 
@@ -183,8 +194,12 @@ fn same_person(a: &Person, requester: &Requester) -> bool {
 }
 
 mod execute;
+mod gates;
 mod lifecycle;
+mod progress;
+mod publish;
 mod request;
+mod retry;
 mod steps;
 mod votes;
 
@@ -232,6 +247,19 @@ impl RunbookService {
             .transition(id, from, to, now, Some(now + lease()))
             .await
             .or_refuse(what)
+    }
+
+    /// An audit record about `run` by the person whose event `ev` (request `request_id`)
+    /// moves it, at the clock's now.
+    fn run_entry(
+        &self,
+        run: &Run,
+        (ev, request_id): (&InboundEvent, &RequestId),
+        outcome: Outcome,
+        detail: String,
+    ) -> AuditEntry {
+        let (actor, at) = (ev.user.to_string(), self.now());
+        run_audit_entry(run, request_id.clone(), actor, at, outcome, detail)
     }
 
     fn render_for(&self, spec: &CommandSpec, args: &BoundArgs) -> Result<RenderedAction, Refusal> {

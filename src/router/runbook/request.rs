@@ -36,7 +36,15 @@ impl RunbookService {
         if state != RunState::Approved {
             return Ok(self.pending(&run, person, spec, &rendered, &line));
         }
-        let (result, ended) = self.execute(ev, request_id, &run, &rendered).await?;
+        let steps = matches!(rendered.plan, Plan::Steps { .. });
+        if steps && run.new.platform != Platform::Console {
+            let ctx = (ev, request_id);
+            return self
+                .steps_in_background(ctx, run, rendered, break_glass)
+                .await;
+        }
+        let ran = self.execute(ev, request_id, &run, &rendered).await?;
+        let (result, ended) = (ran.text, ran.ended);
         let (text, detail) = match break_glass {
             Some(reason) => (
                 format!(
@@ -50,8 +58,61 @@ impl RunbookService {
         Ok(Done {
             text,
             detail,
-            pending_run: None,
+            pending_run: ran.gate,
             ran: Some(run.id),
+            progress: false,
+        })
+    }
+
+    /// A run of steps needing no approval, on a chat platform: started, then run in the
+    /// background; the answer lists its steps and becomes its progress message once posted
+    /// (`Router::bind_progress`), and its result is posted in reply.
+    async fn steps_in_background(
+        &self,
+        (ev, request_id): (&InboundEvent, &RequestId),
+        run: Run,
+        rendered: RenderedAction,
+        break_glass: Option<String>,
+    ) -> Result<Done, Refusal> {
+        let id = run.id;
+        if !self.start(ev, request_id, &run, &rendered).await? {
+            return Ok(Done::text(format!(
+                "Request #{id} is already running or done."
+            )));
+        }
+        let line = command_line(&run.new.command, &run.new.args);
+        let who = run.new.requester_name.clone();
+        let list = match &rendered.plan {
+            Plan::Steps { steps, on_failure } => {
+                super::progress::Progress::new(&run, (steps, on_failure), &[]).list(false)
+            }
+            Plan::Single(_) => String::new(),
+        };
+        let (banner, detail) = match &break_glass {
+            Some(reason) => (
+                format!("🚨 BREAK-GLASS: {who} ran {line} without approval. Reason: {reason}\n"),
+                format!("break-glass #{id}: {reason}; running, its result goes to the channel"),
+            ),
+            None => (
+                String::new(),
+                format!("running #{id}; its result goes to the channel"),
+            ),
+        };
+        self.run_in_background(
+            ev,
+            request_id,
+            run,
+            rendered,
+            super::steps::Resume::default(),
+        );
+        Ok(Done {
+            text: format!(
+                "{banner}Request #{id}: {line} requested by {who} — running; the result will be posted in reply.\n{list}"
+            ),
+            detail,
+            pending_run: None,
+            ran: Some(id),
+            progress: true,
         })
     }
 
@@ -119,12 +180,32 @@ impl RunbookService {
         (state, break_glass): (RunState, Option<String>),
     ) -> Result<Run, Refusal> {
         let now = self.now();
+        let shown = (rendered.display.clone(), rendered.hash.clone());
+        let new = self.new_request(ev, person, spec, &args.0, shown, (state, break_glass));
+        self.store
+            .create_run(new, now + lease())
+            .await
+            .or_refuse("creating run request")
+    }
+
+    /// A new request of `spec` by `person` in `ev`'s channel, showing (and bound to) `shown`
+    /// (the text and its hash), in `state`; it expires as the command's approval says.
+    pub(super) fn new_request(
+        &self,
+        ev: &InboundEvent,
+        person: &Person,
+        spec: &CommandSpec,
+        args: &[(String, String)],
+        (rendered, action_hash): (String, String),
+        (state, break_glass): (RunState, Option<String>),
+    ) -> NewRun {
+        let now = self.now();
         let expires_after = spec.approval.as_ref().map_or(LEASE, |a| a.expires_after);
-        let new = NewRun {
+        NewRun {
             command: spec.name.clone(),
-            args: args.0.clone(),
-            rendered: rendered.display.clone(),
-            action_hash: rendered.hash.clone(),
+            args: args.to_vec(),
+            rendered,
+            action_hash,
             requester: ev.user.clone(),
             requester_name: person.name.clone(),
             platform: ev.platform,
@@ -136,15 +217,11 @@ impl RunbookService {
             break_glass,
             created_at: now,
             expires_at: now + chrono::Duration::from_std(expires_after).unwrap_or_default(),
-        };
-        self.store
-            .create_run(new, now + lease())
-            .await
-            .or_refuse("creating run request")
+        }
     }
 
     /// The approval request: what will run, who may approve, how.
-    fn pending(
+    pub(super) fn pending(
         &self,
         run: &Run,
         person: &Person,
@@ -152,11 +229,7 @@ impl RunbookService {
         rendered: &RenderedAction,
         line: &str,
     ) -> Done {
-        let first = |emoji: &[String], default: &'static str| {
-            emoji.first().cloned().unwrap_or_else(|| default.to_owned())
-        };
-        let approve = first(&self.approvals.approve_emoji, "✅");
-        let deny = first(&self.approvals.deny_emoji, "❌");
+        let (approve, deny) = self.approvals.shown();
         let (n, roles, exp) = spec.approval.as_ref().map_or_else(
             || (0, String::new(), String::new()),
             |a| {
@@ -179,6 +252,7 @@ impl RunbookService {
             detail: format!("pending #{}", run.id),
             pending_run: Some(run.id),
             ran: None,
+            progress: false,
         }
     }
 }

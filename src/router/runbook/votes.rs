@@ -75,8 +75,15 @@ impl RunbookService {
             self.cancel_changed(run).await?;
             return Err(changed("was removed"));
         };
-        let rendered = self.render_for(&spec, &BoundArgs(run.new.args.clone()))?;
-        if rendered.hash != run.new.action_hash {
+        let (rendered, hash) = match run.retry {
+            Some(retry) => self.retry_now(&spec, run, retry).await?,
+            None => {
+                let rendered = self.render_for(&spec, &BoundArgs(run.new.args.clone()))?;
+                let hash = rendered.hash.clone();
+                (rendered, hash)
+            }
+        };
+        if hash != run.new.action_hash {
             self.cancel_changed(run).await?;
             return Err(changed("changed"));
         }
@@ -103,7 +110,13 @@ impl RunbookService {
         requester: &Requester,
         id: RunId,
     ) -> Result<Done, Refusal> {
+        let id = self.open_gate_of(id).await?;
         let run = self.pending_run_in(ev, id).await?;
+        if let Some(gate) = run.gate {
+            return self
+                .approve_gate((ev, request_id), requester, run, gate)
+                .await;
+        }
         let (spec, rendered) = self.current_action(&run).await?;
         let Some(policy) = spec.approval.clone() else {
             return Err(Refusal::Invalid(format!(
@@ -115,7 +128,8 @@ impl RunbookService {
             .ok_or_else(|| Refusal::Denied("unknown users cannot approve.".into()))?;
         self.may_approve(ev, &run, person, &policy)?;
         let needed = run.new.approvals_needed;
-        let total = match self.vote(ev, &run, person, &rendered, &policy).await? {
+        let hash = run.new.action_hash.clone();
+        let total = match self.vote(ev, &run, person, &hash, &policy).await? {
             Ok(total) => total,
             Err(not_yet) => return Ok(not_yet),
         };
@@ -169,12 +183,13 @@ impl RunbookService {
         );
         if run.new.platform == Platform::Console {
             // The console's channel is the terminal of whoever typed: the result is the reply.
-            let (result, ended) = self.execute(ev, request_id, &run, &rendered).await?;
+            let ran = self.execute(ev, request_id, &run, &rendered).await?;
             return Ok(Done {
-                text: format!("{running}…\n{result}"),
-                detail: format!("approved and ran #{id}: {ended}"),
-                pending_run: None,
+                text: format!("{running}…\n{}", ran.text),
+                detail: format!("approved and ran #{id}: {}", ran.ended),
+                pending_run: ran.gate,
                 ran: Some(id),
+                progress: false,
             });
         }
         if !self.start(ev, request_id, &run, &rendered).await? {
@@ -182,18 +197,20 @@ impl RunbookService {
                 "Request #{id} is already running or done."
             )));
         }
-        self.run_in_background(ev, request_id, run, rendered);
+        let resume = super::steps::Resume::default();
+        self.run_in_background(ev, request_id, run, rendered, resume);
         Ok(Done {
             text: format!("{running}; the result will be posted in reply to request #{id}."),
             detail: format!("approved #{id}; running, its result goes to the channel"),
             pending_run: None,
             ran: Some(id),
+            progress: false,
         })
     }
 
     /// Refuses approvers without an approver role, and the requester (unless the file
-    /// allows self-approval).
-    fn may_approve(
+    /// allows self-approval; a gate never does).
+    pub(super) fn may_approve(
         &self,
         ev: &InboundEvent,
         run: &Run,
@@ -225,19 +242,19 @@ impl RunbookService {
 
     /// Records the vote. `Ok(total)` once enough approvals are in; otherwise `Err` with the
     /// answer to give (counted and waiting for more, a repeat, or already decided).
-    async fn vote(
+    pub(super) async fn vote(
         &self,
         ev: &InboundEvent,
         run: &Run,
         person: &Person,
-        rendered: &RenderedAction,
+        hash: &str,
         policy: &ApprovalSpec,
     ) -> Result<Result<u32, Done>, Refusal> {
         let (id, needed) = (run.id, run.new.approvals_needed);
         let vote = Vote {
             approver: ev.user.clone(),
             approver_name: person.name.clone(),
-            action_hash: rendered.hash.clone(),
+            action_hash: hash.to_owned(),
             at: self.now(),
         };
         let tally = self
@@ -276,18 +293,24 @@ impl RunbookService {
             detail: format!("vote {}/{needed} for #{id}", tally.total),
             pending_run: None,
             ran: None,
+            progress: false,
         }))
     }
 
     /// Ends a pending request without running it: `/deny` by an approver (any approver role
-    /// of the command), `/cancel` by the person who asked for it.
+    /// of the command), `/cancel` by the person who asked for it. A gate's request ended so
+    /// stops its run there (its `on_failure` steps run; after `/cancel`, as `on_cancel` says).
     pub(in crate::router) async fn end(
         &self,
-        ev: &InboundEvent,
+        (ev, request_id): (&InboundEvent, &RequestId),
         requester: &Requester,
         id: RunId,
         to: Ending,
     ) -> Result<Done, Refusal> {
+        let id = match to {
+            Ending::Denied => self.open_gate_of(id).await?,
+            Ending::Cancelled => id,
+        };
         let run = self.pending_run_in(ev, id).await?;
         let (by, outcome) = match to {
             Ending::Denied => {
@@ -311,21 +334,40 @@ impl RunbookService {
                 "request #{id} is no longer pending."
             )));
         }
+        if let Some(gate) = run.gate {
+            let why = format!("{state} by {by}");
+            let rollback = to == Ending::Denied || self.rolls_back_on_cancel(&run);
+            let result = self
+                .gate_closed(Some((ev, request_id)), &run, &why, rollback)
+                .await;
+            let text = match result {
+                Some(result) => format!(
+                    "Request #{id} {why}; run #{} stops there.\n{result}",
+                    gate.run
+                ),
+                None => format!("Request #{id} {why}; run #{} stops there.", gate.run),
+            };
+            return Ok(Done {
+                text,
+                detail: format!("{state} gate #{id} of #{}", gate.run),
+                pending_run: None,
+                ran: None,
+                progress: false,
+            });
+        }
         Ok(Done {
             text: format!("Request #{id} {state} by {by}; nothing will run."),
             detail: format!("{state} #{id}"),
             pending_run: None,
             ran: None,
+            progress: false,
         })
     }
 
     /// The name of the approver denying `run`; refused for anyone else.
     fn approver_denying(&self, run: &Run, requester: &Requester) -> Result<String, Refusal> {
         let id = run.id;
-        let policy = self
-            .catalog
-            .get(&run.new.command)
-            .and_then(|s| s.approval.clone());
+        let policy = super::gates::policy_of(&self.catalog, run);
         let person = requester
             .person()
             .ok_or_else(|| Refusal::Denied("unknown users cannot deny.".into()))?;
@@ -341,7 +383,7 @@ impl RunbookService {
     }
 
     /// Refused unless `requester` is the person who asked for `run`.
-    fn own_request(
+    pub(super) fn own_request(
         &self,
         run: &Run,
         ev: &InboundEvent,
@@ -410,7 +452,7 @@ impl RunbookService {
             (true, false) => ("retract".into(), self.retract(ev, run.id).await),
             (false, true) => (
                 "deny".into(),
-                self.end(ev, requester, run.id, Ending::Denied).await,
+                (self.end((ev, request_id), requester, run.id, Ending::Denied)).await,
             ),
             // Taking back a deny changes nothing: the request already ended.
             (false, false) => return Ok(None),
@@ -429,6 +471,7 @@ impl RunbookService {
                 detail: format!("retracted vote on #{id}"),
                 pending_run: None,
                 ran: None,
+                progress: false,
             })
         } else {
             Err(Refusal::Invalid(format!(
