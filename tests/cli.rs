@@ -1267,7 +1267,7 @@ async fn a_second_process_on_a_sqlite_file_is_refused_and_readers_still_work() {
 }
 
 /// The example config's `/backup` runs its two demo steps in order through `opsbot chat`
-/// and reports each.
+/// and reports each with what it printed.
 #[test]
 fn the_demo_backup_runs_its_steps_through_the_console() {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -1287,6 +1287,13 @@ fn the_demo_backup_runs_its_steps_through_the_console() {
     let dump = said.find("dump (").expect("the dump step reported");
     let prune = said.find("prune (").expect("the prune step reported");
     assert!(dump < prune, "in order: {said}");
+    // Each step's output is part of the result, not only its exit status.
+    assert!(
+        said.contains("dump (")
+            && said
+                .contains("exit 0: demo, nothing was changed. The real runbook would run: pg_dump"),
+        "{said}"
+    );
 }
 
 /// `scripts/prune-backups.sh`, the retention step of `/backup`: deletes that database's dumps

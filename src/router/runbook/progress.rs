@@ -179,22 +179,17 @@ fn step_note(state: StepState, result: &RunResult) -> String {
     let shown = last_lines.into_iter().rev().collect::<Vec<_>>().join(" / ");
     let code = result.code.map(|c| format!("exit {c}"));
     match state {
-        StepState::Succeeded | StepState::Running => {
-            let noted = code.filter(|_| !shown.is_empty());
-            // A step without an exit status (a gate) says what it has to say.
-            noted.unwrap_or_else(|| {
-                if result.code.is_none() {
-                    shown
-                } else {
-                    String::new()
-                }
-            })
+        // A quiet success needs no note; otherwise what a step printed is part of its
+        // result whichever way it ended (a backup's size, the release now running), and a
+        // step without an exit status (a gate, a message) says what it has to say.
+        StepState::Succeeded | StepState::Running if shown.is_empty() => String::new(),
+        StepState::Succeeded | StepState::Running | StepState::Failed => {
+            [code.unwrap_or_default(), shown]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(": ")
         }
         StepState::TimedOut => "timed out; everything it started was killed".into(),
-        StepState::Failed => [code.unwrap_or_default(), shown]
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join(": "),
     }
 }
