@@ -830,46 +830,6 @@ async fn a_group_message_names_the_group_by_its_labels_not_the_raw_key() {
     );
 }
 
-/// With the disk full, a group message that was posted but whose id could not be stored must
-/// not be posted again at each retry (it was: 92 posts for 4 groups in 45 s); storing the id
-/// is what is retried, and once the store takes it, the one message is the group's.
-#[tokio::test]
-async fn a_posted_group_message_whose_id_cannot_be_stored_is_not_posted_again() {
-    let (logs, _capturing) = support::Captured::start("warn");
-    let (app, chat) = app().await;
-    let pool = support::sqlite_in(app.dir.path()).await;
-    support::exec(&pool, "CREATE TRIGGER no_messages BEFORE INSERT ON alert_messages BEGIN SELECT RAISE(ABORT, 'disk full'); END;").await;
-    let (status, _) = post(&app, Some(TOKEN), am_fixture("01-firing-single.json")).await;
-    assert_eq!(status, 200);
-    let retries = |text: &String| {
-        text.matches("alert notification failed; will retry")
-            .count()
-    };
-    // The loop retries on its own backoff; a loaded machine (CI, parallel builds) has taken
-    // longer than `WAIT` for two attempts.
-    eventually(
-        "two failed attempts to store the id",
-        WAIT * 3,
-        async || satisfies(logs.text(), |t| retries(t) >= 2),
-    )
-    .await;
-    support::exec(&pool, "DROP TRIGGER no_messages").await;
-    eventually("the message id to be stored", WAIT, async || {
-        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alert_messages")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        satisfies(stored, |n| *n == 1)
-    })
-    .await;
-    let posts = chat
-        .messages()
-        .into_iter()
-        .filter(|m| matches!(m, Outbound::Post { .. }))
-        .count();
-    assert_eq!(posts, 1, "{:?}", chat.messages());
-}
-
 /// A chat platform whose first post waits until `release` is notified: a replica caught in
 /// the middle of posting a group's first message.
 #[derive(Default)]
