@@ -1,7 +1,12 @@
-//! For the benches: knobs from the environment, and a Postgres database of the bench's own,
-//! created for a run and dropped after it.
+//! For the benches: knobs from the environment, limits no bench reaches, and a Postgres
+//! database of the bench's own, created for a run and dropped after it.
 
 use sqlx::Connection as _;
+
+/// Rate limits no bench run reaches: every command it sends is admitted.
+#[allow(dead_code)] // not every bench sends commands
+pub const UNLIMITED: &str = "[limits]\nglobal = \"1000000/s\"\nper_user = \"1000000/s\"\n\
+     per_channel = \"1000000/s\"\nper_command = \"1000000/s\"\n";
 
 /// The environment variable `name` parsed, or `default`.
 pub fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
