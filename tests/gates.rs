@@ -699,3 +699,26 @@ text = "held"
         RunState::Succeeded
     );
 }
+
+/// `/retry` is a new request of the command, so the command file's own limits hold for it:
+/// a person who used up `/flaky`'s allowance cannot get round it by retrying.
+#[tokio::test]
+async fn retry_counts_against_the_commands_own_limits() {
+    let file = "name = \"flaky\"\nsummary = \"x\"\nroles = [\"deployer\"]\n\
+                [rate_limit]\nper_user = \"1/min\"\n\
+                [[steps]]\nname = \"try\"\nkind = \"exec\"\nargv = [\"./fail.sh\"]\ntimeout = \"5s\"\n";
+    let app = TestApp::builder()
+        .config(&people())
+        .command("flaky.toml", file)
+        .script("fail.sh", "#!/bin/sh\necho broken\nexit 3\n")
+        .spawn()
+        .await;
+    let failed = app.reply("alice", "/flaky").await;
+    assert!(failed.contains("❌ #1 /flaky failed at step try"), "{failed}");
+    let retried = app.reply("alice", "/retry 1").await;
+    assert!(
+        retried.contains("Slow down: limit for /flaky per person reached"),
+        "{retried}"
+    );
+    assert!(app.store.run(opsbot::domain::RunId(2)).await.unwrap().is_none());
+}

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::catalog::CommandSpec;
 use crate::domain::{InboundEvent, RateQuota, Requester};
 use crate::ports::LimitDecision;
 
@@ -20,25 +21,13 @@ impl Router {
         requester: &Requester,
         authorized: &Authorized<Target>,
     ) -> Result<Counted, Refusal> {
-        let who = match requester.person() {
-            Some(p) => format!("person:{}", p.name),
-            None => format!("user:{}", requester.user()),
-        };
+        let who = who(requester);
         let channel = format!("{}:{}", ev.platform, ev.channel.id);
         let name = authorized.target().name();
         let l = &self.deps.limits;
         let mut keys: Vec<(String, Option<RateQuota>, String)> = Vec::with_capacity(6);
         if let Target::Runbook(spec) = authorized.target() {
-            keys.push((
-                format!("cmd:{name}:{who}"),
-                spec.limits.per_user,
-                format!("/{name} per person"),
-            ));
-            keys.push((
-                format!("cmd:{name}:ch:{channel}"),
-                spec.limits.per_channel,
-                format!("/{name} in this channel"),
-            ));
+            keys.extend(command_keys(spec, &who, &channel));
         }
         keys.push((who.clone(), l.per_user, "commands per person".into()));
         keys.push((
@@ -52,6 +41,29 @@ impl Router {
             format!("/{name} for everyone"),
         ));
         keys.push(("global".into(), l.global, "commands for everyone".into()));
+        self.count(&who, keys).await
+    }
+
+    /// Counts a request against the command file's own limits alone: for `/retry`, a new
+    /// request of that command whose general budgets `/retry` itself has already used.
+    pub(super) async fn check_command_limits(
+        &self,
+        ev: &InboundEvent,
+        requester: &Requester,
+        spec: &CommandSpec,
+    ) -> Result<Counted, Refusal> {
+        let who = who(requester);
+        let channel = format!("{}:{}", ev.platform, ev.channel.id);
+        self.count(&who, command_keys(spec, &who, &channel).into())
+            .await
+    }
+
+    /// Counts `keys` in order, stopping at the first limit reached.
+    async fn count(
+        &self,
+        who: &str,
+        keys: Vec<(String, Option<RateQuota>, String)>,
+    ) -> Result<Counted, Refusal> {
         let mut counted = Counted(Vec::new());
         for (key, quota, what) in keys {
             let Some(quota) = quota else { continue };
@@ -82,10 +94,18 @@ impl Router {
         Ok(counted)
     }
 
+    /// After a counted request: gives its count back when it failed through no fault of the
+    /// person's (a store or limiter outage), so it does not cost them their next try.
+    pub(super) fn settle<T>(&self, counted: Counted, result: &Result<T, Refusal>) {
+        if let Err(Refusal::Failed(_) | Refusal::Unavailable(_)) = result {
+            self.give_back(counted);
+        }
+    }
+
     /// Gives back what a failed attempt counted: each key gets one credit, spent when the
     /// limiter next refuses that key, and lapsing after the quota's window (when the count
     /// would have refilled anyway).
-    pub(super) fn give_back(&self, counted: Counted) {
+    fn give_back(&self, counted: Counted) {
         let now = Instant::now();
         let mut credits = self.limit_credits.lock().expect("limit credits poisoned");
         if credits.len() > 10_000 {
@@ -118,10 +138,7 @@ impl Router {
         let Some(quota) = self.deps.limits.per_user else {
             return false;
         };
-        let who = match requester.person() {
-            Some(p) => format!("person:{}", p.name),
-            None => format!("user:{}", requester.user()),
-        };
+        let who = who(requester);
         match self
             .deps
             .limiter
@@ -170,4 +187,33 @@ fn human(d: Duration) -> String {
         s if s % 60 == 0 => format!("{}m", s / 60),
         _ => format!("{}s", d.as_secs_f64()),
     }
+}
+
+/// Whom limits count a request against: the person, or the platform user nobody knows.
+fn who(requester: &Requester) -> String {
+    match requester.person() {
+        Some(p) => format!("person:{}", p.name),
+        None => format!("user:{}", requester.user()),
+    }
+}
+
+/// The command file's own limits for a request by `who` in `channel`.
+fn command_keys(
+    spec: &CommandSpec,
+    who: &str,
+    channel: &str,
+) -> [(String, Option<RateQuota>, String); 2] {
+    let name = &spec.name;
+    [
+        (
+            format!("cmd:{name}:{who}"),
+            spec.limits.per_user,
+            format!("/{name} per person"),
+        ),
+        (
+            format!("cmd:{name}:ch:{channel}"),
+            spec.limits.per_channel,
+            format!("/{name} in this channel"),
+        ),
+    ]
 }

@@ -463,10 +463,7 @@ impl Router {
         };
         let counted = self.check_limits(ev, requester, &authorized).await?;
         let result = self.run(ev, request_id, requester, authorized, call).await;
-        if let Err(Refusal::Failed(_) | Refusal::Unavailable(_)) = &result {
-            // Our failure, not the person's use: it must not cost them their next try.
-            self.give_back(counted);
-        }
+        self.settle(counted, &result);
         result
     }
 

@@ -53,10 +53,14 @@ impl Router {
                 let target = Target::Runbook(spec.clone());
                 authorize(requester, target, &ev.channel, &self.deps.access)
                     .map_err(Refusal::Denied)?;
+                // ... and within the command file's own limits, or /retry would get round them.
+                let counted = self.check_command_limits(ev, requester, &spec).await?;
                 let ctx = (ev, request_id);
-                return (self.runbooks)
+                let retried = (self.runbooks)
                     .retry(ctx, requester, (original, spec), from.as_deref())
                     .await;
+                self.settle(counted, &retried);
+                return retried;
             }
             BuiltinCall::Cancel { run } => {
                 return self.runbooks.cancel((ev, request_id), requester, run).await;
