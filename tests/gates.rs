@@ -714,11 +714,20 @@ async fn retry_counts_against_the_commands_own_limits() {
         .spawn()
         .await;
     let failed = app.reply("alice", "/flaky").await;
-    assert!(failed.contains("❌ #1 /flaky failed at step try"), "{failed}");
+    assert!(
+        failed.contains("❌ #1 /flaky failed at step try"),
+        "{failed}"
+    );
     let retried = app.reply("alice", "/retry 1").await;
     assert!(
         retried.contains("Slow down: limit for /flaky per person reached"),
         "{retried}"
     );
-    assert!(app.store.run(opsbot::domain::RunId(2)).await.unwrap().is_none());
+    assert!(
+        app.store
+            .run(opsbot::domain::RunId(2))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
