@@ -345,6 +345,13 @@ impl Metrics {
             "Alert webhooks refused, by endpoint and reason (token, signature, too_large, bad_json)",
             self.webhook_refused.clone(),
         );
+        self.register_cluster(registry);
+        self.register_escalations(registry);
+    }
+
+    /// Leadership, the audit log's refusals, the outbox and paging: what keeps a cluster's
+    /// messages and pages flowing.
+    fn register_cluster(&self, registry: &mut Registry) {
         registry.register(
             "leader",
             "1 while this replica leads (polls Telegram, holds the Discord gateway, runs scheduled checks, the heartbeat and sweeps), else 0; one replica of a cluster should show 1",
@@ -380,7 +387,6 @@ impl Metrics {
             "Pages sent to paging services ([[paging.services]]), by service, action (trigger, acknowledge, resolve) and outcome (sent, rejected: refused for good, failed: still failing after the retries); see /readyz for the last failure",
             self.pages.clone(),
         );
-        self.register_escalations(registry);
     }
 
     fn register_escalations(&self, registry: &mut Registry) {
