@@ -448,12 +448,7 @@ fn parse_args(
         let at = raw_arg.span().start;
         let a = raw_arg.get_ref();
         let label = format!("arg {:?}", a.name);
-        let valid_name = !a.name.is_empty()
-            && a.name.starts_with(|c: char| c.is_ascii_lowercase())
-            && a.name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid_name {
+        if !template_name(&a.name) {
             problems.at(
                 at,
                 format!("{label}: name must be a-z, 0-9 or '_', starting with a letter"),
@@ -623,6 +618,15 @@ fn parse_approval(sp: &Spanned<RawApproval>, problems: &mut Problems) -> Approva
         allow_self_approval: a.allow_self_approval,
         expires_after: a.expires_after.0,
     }
+}
+
+/// Whether `name` may be used in templates as `{name}` (an argument's or a published
+/// value's): a-z, 0-9 or '_', starting with a letter.
+fn template_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 #[cfg(test)]

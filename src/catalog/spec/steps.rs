@@ -264,12 +264,7 @@ fn publish(
         help: p.help.clone(),
     };
     let what = format!("{label}: publish {:?}", p.name);
-    let name_ok = !p.name.is_empty()
-        && p.name.starts_with(|c: char| c.is_ascii_lowercase())
-        && p.name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if !name_ok {
+    if !template_name(&p.name) {
         problems.at(
             at,
             format!("{what}: name must be a-z, 0-9 or '_', starting with a letter"),
