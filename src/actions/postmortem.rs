@@ -52,13 +52,46 @@ pub fn render(
     alerts: &[Alert],
 ) -> String {
     let i = incident;
+    // Detection counts only when an alert fired before the incident was opened.
     let detected = alerts
         .iter()
         .map(|a| a.incoming.starts_at)
         .min()
         .filter(|s| *s < i.opened_at);
-    let start = detected.unwrap_or(i.opened_at);
-    let mut md = format!(
+    let mut md = String::new();
+    summary(&mut md, i, target);
+    impact(&mut md, i, detected);
+    response(&mut md, i, target, detected);
+    list(
+        &mut md,
+        "Timeline",
+        "_Nothing recorded._",
+        timeline
+            .iter()
+            .map(|e| format!("{} · {e}", e.at.format("%H:%M:%S"))),
+    );
+    list(
+        &mut md,
+        "Alerts",
+        "_No alerts linked._",
+        alerts.iter().map(alert_line),
+    );
+    list(
+        &mut md,
+        "Actions taken",
+        "_No commands were run from chat._",
+        timeline
+            .iter()
+            .filter(|e| e.kind == TimelineKind::Command)
+            .map(|e| format!("{} {}: {}", e.at.format("%H:%M:%S"), e.actor, e.text)),
+    );
+    md.push_str("\n## Root cause\n\n_To be written._\n\n## Follow-ups\n\n- [ ] _To be written._\n");
+    md
+}
+
+fn summary(md: &mut String, i: &Incident, target: Option<AckTarget>) {
+    let _ = write!(
+        md,
         "# Postmortem: {} (incident #{}, {})\n\n",
         i.title, i.id, i.severity
     );
@@ -74,17 +107,17 @@ pub fn render(
     let _ = writeln!(md, "- Status: {}", i.status.as_str());
     let _ = writeln!(md, "- Commander: {}", i.commander);
     let _ = writeln!(md, "- Opened by {} at {}", i.opened_by, t(i.opened_at));
+}
+
+fn impact(md: &mut String, i: &Incident, detected: Option<DateTime<Utc>>) {
+    let start = detected.unwrap_or(i.opened_at);
     md.push_str("\n## Impact window\n\n");
-    let _ = writeln!(
-        md,
-        "- Start: {}{}",
-        t(start),
-        if detected.is_some() {
-            " (first alert)"
-        } else {
-            " (incident opened)"
-        }
-    );
+    let from = if detected.is_some() {
+        " (first alert)"
+    } else {
+        " (incident opened)"
+    };
+    let _ = writeln!(md, "- Start: {}{from}", t(start));
     match i.resolved_at {
         Some(end) => {
             let _ = writeln!(md, "- End: {} (resolved)", t(end));
@@ -92,14 +125,21 @@ pub fn render(
         None => md.push_str("- End: ongoing\n"),
     }
     let _ = writeln!(md, "- Duration: {}", span(start, i.resolved_at));
+}
+
+fn response(
+    md: &mut String,
+    i: &Incident,
+    target: Option<AckTarget>,
+    detected: Option<DateTime<Utc>>,
+) {
     md.push_str("\n## Response\n\n| measure | value |\n|---|---|\n");
+    let detect = detected.map_or("no linked alert before opening".into(), |d| {
+        span(d, Some(i.opened_at))
+    });
     let _ = writeln!(
         md,
-        "| Time to detect (first alert → incident opened) | {} |",
-        detected.map_or("no linked alert before opening".into(), |d| span(
-            d,
-            Some(i.opened_at)
-        ))
+        "| Time to detect (first alert → incident opened) | {detect} |"
     );
     let _ = writeln!(
         md,
@@ -114,41 +154,18 @@ pub fn render(
         "| Time to resolve | {} |",
         span(i.opened_at, i.resolved_at)
     );
-    list(
-        &mut md,
-        "Timeline",
-        "_Nothing recorded._",
-        timeline
-            .iter()
-            .map(|e| format!("{} · {e}", e.at.format("%H:%M:%S"))),
-    );
-    list(
-        &mut md,
-        "Alerts",
-        "_No alerts linked._",
-        alerts.iter().map(|a| {
-            format!(
-                "#{} {} [{}] {} since {}{}",
-                a.id,
-                a.incoming.alertname(),
-                a.severity(),
-                a.incoming.status,
-                t(a.incoming.starts_at),
-                a.resolved_at
-                    .map(|r| format!(", resolved {}", t(r)))
-                    .unwrap_or_default()
-            )
-        }),
-    );
-    list(
-        &mut md,
-        "Actions taken",
-        "_No commands were run from chat._",
-        timeline
-            .iter()
-            .filter(|e| e.kind == TimelineKind::Command)
-            .map(|e| format!("{} {}: {}", e.at.format("%H:%M:%S"), e.actor, e.text)),
-    );
-    md.push_str("\n## Root cause\n\n_To be written._\n\n## Follow-ups\n\n- [ ] _To be written._\n");
-    md
+}
+
+fn alert_line(a: &Alert) -> String {
+    format!(
+        "#{} {} [{}] {} since {}{}",
+        a.id,
+        a.incoming.alertname(),
+        a.severity(),
+        a.incoming.status,
+        t(a.incoming.starts_at),
+        a.resolved_at
+            .map(|r| format!(", resolved {}", t(r)))
+            .unwrap_or_default()
+    )
 }
