@@ -121,8 +121,15 @@ impl Alert {
             .map_or("none", String::as_str)
     }
 
+    /// Whether the alert takes the urgent lane (reminders, first in the outbound queue).
+    /// Teams spell their top severity many ways, and a case or a dash must not demote a
+    /// critical alert to routine.
     pub fn is_critical(&self) -> bool {
-        matches!(self.severity(), "critical" | "page" | "p1")
+        let s = self
+            .severity()
+            .to_ascii_lowercase()
+            .replace(['-', '_', ' '], "");
+        URGENT_SEVERITIES.contains(&s.as_str())
     }
 
     pub fn summary(&self) -> &str {
@@ -132,6 +139,18 @@ impl Alert {
             .map_or("", String::as_str)
     }
 }
+
+/// Severity label values (lower case, without `-`, `_` or spaces) that make an alert critical.
+pub const URGENT_SEVERITIES: &[&str] = &[
+    "critical",
+    "crit",
+    "page",
+    "emergency",
+    "p0",
+    "p1",
+    "sev0",
+    "sev1",
+];
 
 /// Longest matcher accepted (they come from chat).
 pub const MAX_MATCHER_LEN: usize = 256;
@@ -242,6 +261,37 @@ mod tests {
         );
         assert_eq!(read("hook:DiskFull"), None);
         assert_eq!(read(r#"{}:{a="x"#).as_deref(), Some("a=x"));
+    }
+
+    #[test]
+    fn top_severities_are_critical_however_a_team_spells_them() {
+        let with = |severity: &str| Alert {
+            id: AlertId(1),
+            incoming: IncomingAlert {
+                source: AlertSource::Alertmanager,
+                fingerprint: "am:fp".into(),
+                group_key: "g".into(),
+                status: AlertStatus::Firing,
+                labels: labels(&[("severity", severity)]),
+                annotations: BTreeMap::new(),
+                starts_at: Utc::now(),
+                ends_at: None,
+                generator_url: None,
+            },
+            first_seen: Utc::now(),
+            last_seen: Utc::now(),
+            acked_by: None,
+            acked_at: None,
+            resolved_at: None,
+        };
+        for urgent in [
+            "critical", "CRITICAL", "page", "P1", "p0", "SEV1", "sev-1", "Sev 0",
+        ] {
+            assert!(with(urgent).is_critical(), "{urgent}");
+        }
+        for routine in ["warning", "info", "p2", "sev2", "none", "criticality"] {
+            assert!(!with(routine).is_critical(), "{routine}");
+        }
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
