@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::domain::{AckTarget, HumanDuration, Severity, SeverityScheme};
+use chrono_tz::Tz;
+
+use crate::domain::{AckTarget, HumanDuration, Severity, SeverityScheme, time_zone};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -18,6 +20,8 @@ pub struct IncidentsConfig {
     p1_ack_within: Option<HumanDuration>,
     p2_ack_within: Option<HumanDuration>,
     p3_ack_within: Option<HumanDuration>,
+    /// IANA zone of the team's working days (`next working day` targets); UTC when unset.
+    time_zone: Option<String>,
     /// `{ SEV1 = "policy" }` as written; typed into [`Self::escalation`] by `resolve`.
     #[serde(rename = "escalation")]
     escalation_as_written: BTreeMap<String, String>,
@@ -78,7 +82,16 @@ impl IncidentsConfig {
         Ok(())
     }
 
+    fn zone(&self) -> Result<Tz, (String, String)> {
+        match &self.time_zone {
+            None => Ok(Tz::UTC),
+            Some(name) => time_zone(name)
+                .map_err(|e| (format!("incidents.time_zone: {e}"), "time_zone".to_owned())),
+        }
+    }
+
     fn scheme(&self) -> Result<SeverityScheme, (String, String)> {
+        let zone = self.zone()?;
         let legacy = [
             ("p1_ack_within", self.p1_ack_within),
             ("p2_ack_within", self.p2_ack_within),
@@ -87,7 +100,7 @@ impl IncidentsConfig {
         let Some(levels) = &self.severities else {
             let mut levels: Vec<(String, AckTarget)> = (SeverityScheme::default().levels())
                 .iter()
-                .map(|l| (l.name.to_string(), l.ack))
+                .map(|l| (l.name.to_string(), l.ack.in_zone(zone)))
                 .collect();
             for (level, (_, set)) in levels.iter_mut().zip(legacy) {
                 if let Some(d) = set {
@@ -103,7 +116,9 @@ impl IncidentsConfig {
             );
             return Err((msg, (*key).to_owned()));
         }
-        let levels = levels.iter().map(|l| (l.name.clone(), l.ack)).collect();
+        let levels = (levels.iter())
+            .map(|l| (l.name.clone(), l.ack.in_zone(zone)))
+            .collect();
         SeverityScheme::new(levels).map_err(|e| {
             // Point at the name at fault when the message quotes one.
             let needle = e
@@ -120,6 +135,8 @@ mod tests {
     use std::path::Path;
 
     use crate::config::{Config, ConfigError};
+    use chrono_tz::Tz;
+
     use crate::domain::AckTarget;
 
     fn load(src: &str) -> Result<Config, ConfigError> {
@@ -155,7 +172,19 @@ severities = [
         assert!(s.is_most_severe(&s.parse("sev1").unwrap()));
         assert_eq!(
             s.target(&s.parse("SEV4").unwrap()),
-            Some(AckTarget::NextWorkingDay)
+            Some(AckTarget::NextWorkingDay(Tz::UTC))
+        );
+        let zoned = load(&format!("{SEV}time_zone = \"America/New_York\"\n")).unwrap();
+        let s = &zoned.incidents.scheme;
+        assert_eq!(
+            s.target(&s.parse("SEV4").unwrap()).unwrap().to_string(),
+            "by 09:00 America/New_York on the next working day"
+        );
+        let bad = load(&format!("{SEV}time_zone = \"Mars/Olympus\"\n")).unwrap_err();
+        let bad = bad.to_string();
+        assert!(
+            bad.starts_with("opsbot.toml:9:") && bad.contains("unknown time zone"),
+            "{bad}"
         );
         // The same as tables.
         let tables = "[[incidents.severities]]\nname = \"P0\"\nack_within = \"10m\"\n";

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Duration as ChronoDuration, Utc, Weekday};
+use chrono::{DateTime, Datelike, Duration as ChronoDuration, TimeZone, Utc, Weekday};
+use chrono_tz::Tz;
 
 use super::human_duration;
 
@@ -45,8 +46,9 @@ impl std::fmt::Display for Severity {
 pub enum AckTarget {
     /// This long after the incident is opened.
     Within(Duration),
-    /// 09:00 UTC on the next working day (Monday to Friday).
-    NextWorkingDay,
+    /// 09:00 on the next working day (Monday to Friday) in the team's time zone
+    /// (`[incidents] time_zone`, UTC when unset).
+    NextWorkingDay(Tz),
 }
 
 impl AckTarget {
@@ -57,7 +59,7 @@ impl AckTarget {
     pub fn parse(text: &str) -> Result<Self, String> {
         let words = text.trim().replace(['_', '-'], " ").to_ascii_lowercase();
         if words == Self::NEXT_WORKING_DAY {
-            return Ok(Self::NextWorkingDay);
+            return Ok(Self::NextWorkingDay(Tz::UTC));
         }
         match super::parse_duration(text) {
             Ok(d) if d.is_zero() => Err("a response target of zero is always missed".into()),
@@ -70,7 +72,15 @@ impl AckTarget {
     pub fn due(self, opened: DateTime<Utc>) -> DateTime<Utc> {
         match self {
             Self::Within(d) => opened + ChronoDuration::from_std(d).unwrap_or_default(),
-            Self::NextWorkingDay => next_working_day_9am(opened),
+            Self::NextWorkingDay(zone) => next_working_day_9am(opened, zone),
+        }
+    }
+
+    /// The same target with its working day read in `zone`.
+    pub fn in_zone(self, zone: Tz) -> Self {
+        match self {
+            Self::Within(d) => Self::Within(d),
+            Self::NextWorkingDay(_) => Self::NextWorkingDay(zone),
         }
     }
 }
@@ -79,17 +89,23 @@ impl std::fmt::Display for AckTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Within(d) => write!(f, "within {}", human_duration(*d)),
-            Self::NextWorkingDay => f.write_str("by 09:00 UTC on the next working day"),
+            Self::NextWorkingDay(zone) => write!(f, "by 09:00 {zone} on the next working day"),
         }
     }
 }
 
-fn next_working_day_9am(from: DateTime<Utc>) -> DateTime<Utc> {
-    let mut day = from.date_naive().succ_opt().unwrap_or(from.date_naive());
+/// The day after `from` as the team's calendar reads it, skipping weekends, at 09:00 there.
+fn next_working_day_9am(from: DateTime<Utc>, zone: Tz) -> DateTime<Utc> {
+    let today = from.with_timezone(&zone).date_naive();
+    let mut day = today.succ_opt().unwrap_or(today);
     while matches!(day.weekday(), Weekday::Sat | Weekday::Sun) {
         day = day.succ_opt().unwrap_or(day);
     }
-    day.and_hms_opt(9, 0, 0).map_or(from, |t| t.and_utc())
+    // 09:00 exists on every day in every zone in use (DST moves happen at night); earliest()
+    // still answers for an ambiguous hour.
+    day.and_hms_opt(9, 0, 0)
+        .and_then(|t| zone.from_local_datetime(&t).earliest())
+        .map_or(from, |t| t.to_utc())
 }
 
 /// One level of the scheme.
@@ -121,7 +137,7 @@ impl Default for SeverityScheme {
             ("P1".into(), m(15)),
             ("P2".into(), m(60)),
             ("P3".into(), m(240)),
-            ("P4".into(), AckTarget::NextWorkingDay),
+            ("P4".into(), AckTarget::NextWorkingDay(Tz::UTC)),
         ])
         .expect("the default scheme is valid")
     }
@@ -265,8 +281,29 @@ mod tests {
         );
         assert_eq!(
             s.target(&s.parse("SEV2").unwrap()),
-            Some(AckTarget::NextWorkingDay)
+            Some(AckTarget::NextWorkingDay(Tz::UTC))
         );
+    }
+
+    #[test]
+    fn the_next_working_day_is_the_teams_in_its_time_zone() {
+        let berlin = AckTarget::NextWorkingDay(Tz::UTC).in_zone(chrono_tz::Europe::Berlin);
+        // Friday 23:30 UTC is already Saturday in Berlin: Monday 09:00 CET is 08:00 UTC.
+        let due = berlin.due(at("2026-11-27T23:30:00Z"));
+        assert_eq!(due.to_rfc3339(), "2026-11-30T08:00:00+00:00");
+        // Sunday 23:30 UTC is Monday in Berlin: Tuesday 09:00 CET.
+        let due = berlin.due(at("2026-11-29T23:30:00Z"));
+        assert_eq!(due.to_rfc3339(), "2026-12-01T08:00:00+00:00");
+        // In summer (CEST) 09:00 is 07:00 UTC.
+        let due = berlin.due(at("2026-07-01T12:00:00Z"));
+        assert_eq!(due.to_rfc3339(), "2026-07-02T07:00:00+00:00");
+        assert_eq!(
+            berlin.to_string(),
+            "by 09:00 Europe/Berlin on the next working day"
+        );
+        // A duration has no working day to move.
+        let m = AckTarget::Within(Duration::from_secs(60));
+        assert_eq!(m.in_zone(chrono_tz::Europe::Berlin), m);
     }
 
     #[test]
