@@ -82,6 +82,11 @@ struct StepLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabel {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -227,6 +232,7 @@ pub struct Metrics {
     outbox_retried: Counter,
     outbox_given_up: Counter,
     pages: Family<PageLabels, Counter>,
+    page_retries: Family<ServiceLabel, Counter>,
     escalation_steps: Family<StepLabels, Counter>,
     escalations_active: Gauge,
     escalation_lateness: Histogram,
@@ -265,6 +271,7 @@ impl Metrics {
             outbox_retried: Counter::default(),
             outbox_given_up: Counter::default(),
             pages: Family::default(),
+            page_retries: Family::default(),
             escalation_steps: Family::default(),
             escalations_active: Gauge::default(),
             // 10 ms to about 11 minutes: the sweeper looks every second, so most land under 1 s;
@@ -386,6 +393,11 @@ impl Metrics {
             "pages",
             "Pages sent to paging services ([[paging.services]]), by service, action (trigger, acknowledge, resolve) and outcome (sent, rejected: refused for good, failed: still failing after the retries); see /readyz for the last failure",
             self.pages.clone(),
+        );
+        registry.register(
+            "page_retries",
+            "Attempts at a page that a paging service did not take (transport error, 429, 5xx) and that were tried again, by service: a rising count is a paging service in trouble before pages fail",
+            self.page_retries.clone(),
         );
     }
 
@@ -569,6 +581,9 @@ impl Metrics {
     /// Creates every configured paging service's series at zero.
     pub fn known_pagers<'a>(&self, services: impl IntoIterator<Item = &'a str>) {
         for service in services {
+            let _ = (self.page_retries).get_or_create(&ServiceLabel {
+                service: service.to_owned(),
+            });
             for action in PAGE_ACTIONS {
                 for outcome in PageOutcome::ALL {
                     let _ = self
@@ -583,6 +598,15 @@ impl Metrics {
     pub fn page(&self, service: &str, action: &'static str, outcome: PageOutcome) {
         self.pages
             .get_or_create(&page_labels(service, action, outcome))
+            .inc();
+    }
+
+    /// An attempt at a page to `service` (a configured one) failed and is tried again.
+    pub fn page_retry(&self, service: &str) {
+        (self.page_retries)
+            .get_or_create(&ServiceLabel {
+                service: service.to_owned(),
+            })
             .inc();
     }
 

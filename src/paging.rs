@@ -128,6 +128,7 @@ impl HttpPager {
                 Err(e) if e.is_permanent() || attempt == ATTEMPTS => return Err(e),
                 Err(e) => {
                     debug!(service = %service.name, attempt, error = %e, "page not taken; trying again");
+                    self.metrics.page_retry(&service.name);
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                     attempt += 1;

@@ -81,9 +81,22 @@ fn page(severity: PageSeverity) -> Page {
 }
 
 fn count(metrics: &Metrics, service: &str, action: &str, outcome: &str) -> String {
-    let line = format!(
-        "opsbot_pages_total{{service=\"{service}\",action=\"{action}\",outcome=\"{outcome}\"}} "
+    let series = format!(
+        "opsbot_pages_total{{service=\"{service}\",action=\"{action}\",outcome=\"{outcome}\"}}"
     );
+    value(metrics, &series)
+}
+
+fn retries(metrics: &Metrics, service: &str) -> String {
+    value(
+        metrics,
+        &format!("opsbot_page_retries_total{{service=\"{service}\"}}"),
+    )
+}
+
+/// The value of one series in the metrics text.
+fn value(metrics: &Metrics, series: &str) -> String {
+    let line = format!("{series} ");
     let text = metrics.encode();
     text.lines()
         .find_map(|l| l.strip_prefix(&line))
@@ -98,6 +111,7 @@ async fn pagerduty_gets_trigger_acknowledge_and_resolve_as_events_v2() {
     let rig = rig(&pagerduty_service(&base));
     // Every series is there at zero before the first page.
     assert_eq!(count(&rig.metrics, "pd-sre", "resolve", "failed"), "0");
+    assert_eq!(retries(&rig.metrics, "pd-sre"), "0");
 
     for action in [
         PageAction::Trigger,
@@ -200,6 +214,7 @@ async fn a_429_and_a_500_are_retried_with_backoff_then_the_page_goes_through() {
     );
     assert_eq!(count(&rig.metrics, "pd-sre", "trigger", "sent"), "1");
     assert_eq!(count(&rig.metrics, "pd-sre", "trigger", "failed"), "0");
+    assert_eq!(retries(&rig.metrics, "pd-sre"), "2");
 }
 
 #[tokio::test(start_paused = true)]
