@@ -112,7 +112,8 @@ fn host_in(s: &str, r: Range<usize>) -> Option<Range<usize>> {
         let labels: Vec<&str> = body.split('.').collect();
         if labels.len() >= 2 && labels.iter().all(|l| !l.is_empty()) {
             let last = labels[labels.len() - 1];
-            let tld = last.chars().count() >= 2 && last.chars().all(char::is_alphabetic);
+            let tld = (last.chars().count() >= 2 && last.chars().all(char::is_alphabetic))
+                || last.starts_with("xn--");
             let ipv4 = labels.len() == 4
                 && labels
                     .iter()
@@ -233,6 +234,7 @@ mod tests {
             ["api.prod.internal:443", "db.x.io"]
         );
         assert_eq!(found("пример.рф"), ["пример.рф"]);
+        assert_eq!(found("xn--e1afmkfd.xn--p1ai"), ["xn--e1afmkfd.xn--p1ai"]);
         assert_eq!(
             found("a.example then https://b.example"),
             ["a.example", "https://b.example"]
