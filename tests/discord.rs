@@ -918,8 +918,9 @@ fn invalid_discord_settings_refuse_to_start_with_a_clear_message() {
 /// Asserts that a message the bot sent or edited quotes `INJECTION` and pings nobody.
 fn assert_quiet(call: &Call) {
     assert!(
-        // Shown, with a zero-width space that keeps `@everyone` from reading as a mention.
-        content_of(call).contains("<https://evil.example|Approve> @\u{200B}everyone"),
+        // Shown, with a zero-width space that keeps `@everyone` from reading as a mention,
+        // and the address as code, which Discord does not link.
+        content_of(call).contains("<`https://evil.example|Approve`> @\u{200B}everyone"),
         "{call:?}"
     );
     assert_eq!(
@@ -933,10 +934,19 @@ fn assert_quiet(call: &Call) {
     }
 }
 
-#[tokio::test]
-async fn mentions_in_arguments_and_alerts_ping_nobody() {
+/// Asserts that a message the bot sent or edited shows `LINKS` with every address as an
+/// inline code span (Discord links nothing in code, nor reads `[x](`…`)` as a masked link).
+fn assert_unlinked(call: &Call) {
+    let content = content_of(call);
+    assert!(content.contains(support::LINKS_AS_CODE), "{call:?}");
+    support::assert_no_bare_link(content);
+}
+
+/// What `/note TEXT` and the alert delivery `alert` put on Discord: the approval request,
+/// the alert group's message, and that message's edit once bob acks its alert by button.
+async fn note_alert_and_ack(text: &str, alert: String) -> (Call, Call, Call) {
     let (fake, bot) = team_with_alerts(&[("note.toml", support::NOTE_NEEDING_ONE_LEAD)]).await;
-    let option = json!([{ "name": "text", "type": 3, "value": support::INJECTION }]);
+    let option = json!([{ "name": "text", "type": 3, "value": text }]);
     let body = interaction("1100000000000000071", ALICE, "note", option).to_string();
     assert_eq!(post_signed(&bot, &body).await.status(), 200);
     let request = fake
@@ -946,17 +956,14 @@ async fn mentions_in_arguments_and_alerts_ping_nobody() {
         })
         .await;
     assert!(content_of(&request).contains("Request #1"), "{request:?}");
-    assert_quiet(&request);
 
-    support::deliver_alerts(&bot.base(), support::alert_carrying(support::INJECTION)).await;
+    support::deliver_alerts(&bot.base(), alert).await;
     let group = fake
         .wait_for("the group message", |c| content_of(c).contains("FIRING"))
         .await;
     assert_eq!(group.method, "POST");
-    assert_quiet(&group);
-    // Its edit, after an ack, is as quiet.
     let id = bot.store.active_alerts(1).await.unwrap()[0].id;
-    let group_id = group.answered_id.unwrap();
+    let group_id = group.answered_id.clone().unwrap();
     let body = press("1100000000000000072", BOB, &format!("/ack {id}"), &group_id).to_string();
     assert_eq!(post_signed(&bot, &body).await.status(), 200);
     let edit = fake
@@ -964,6 +971,38 @@ async fn mentions_in_arguments_and_alerts_ping_nobody() {
             c.method == "PATCH" && c.path.ends_with(&format!("/messages/{group_id}"))
         })
         .await;
+    (request, group, edit)
+}
+
+#[tokio::test]
+async fn links_in_arguments_and_alerts_reach_discord_as_code() {
+    let alert = support::alert_summarised(support::LINKS);
+    let (request, group, edit) = note_alert_and_ack(support::LINKS, alert).await;
+    assert_unlinked(&request);
+    // In the ``` block of what will run, the argument is left as typed: code already.
+    let fenced = content_of(&request).split("```").nth(1).unwrap();
+    assert!(
+        fenced.contains(" https://evil.example/login "),
+        "{request:?}"
+    );
+    assert_unlinked(&group);
+    for address in support::ALERT_ADDRESSES_AS_CODE {
+        assert!(
+            content_of(&group).contains(address),
+            "{address} missing: {group:?}"
+        );
+    }
+    assert!(content_of(&edit).contains("(acked by bob)"), "{edit:?}");
+    assert_unlinked(&edit);
+}
+
+#[tokio::test]
+async fn mentions_in_arguments_and_alerts_ping_nobody() {
+    let alert = support::alert_carrying(support::INJECTION);
+    let (request, group, edit) = note_alert_and_ack(support::INJECTION, alert).await;
+    assert_quiet(&request);
+    assert_quiet(&group);
+    // Its edit, after an ack, is as quiet.
     assert_quiet(&edit);
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
+use opsbot::domain::AlertId;
 use sha2::Sha256;
 use slack_support::{Seen, count_texts, runs, succeeded_in_thread, wait_for, wait_for_binding};
 use support::TestApp;
@@ -217,7 +218,18 @@ async fn url_verification_echoes_the_challenge() {
 
 /// Alice asks for `/rollback api` by slash command; returns the approval request the bot posted.
 async fn request_rollback(app: &TestApp, base: &str, seen: &Seen) -> serde_json::Value {
-    let body = slash(base, "UALICE", "/rollback", "api", 1);
+    requested(app, base, seen, "/rollback", "api").await
+}
+
+/// Alice asks for `command text` by slash command; returns the approval request the bot posted.
+async fn requested(
+    app: &TestApp,
+    base: &str,
+    seen: &Seen,
+    command: &str,
+    text: &str,
+) -> serde_json::Value {
+    let body = slash(base, "UALICE", command, text, 1);
     assert_eq!(signed(app, "/slack/commands", &body).await.status(), 200);
     let log = wait_for(seen, "the approval request", |l| {
         l.iter().any(|(p, _)| p == "chat.postMessage")
@@ -393,21 +405,7 @@ async fn alert_groups_carry_ack_buttons_and_a_press_removes_only_its_own() {
         "fallback text kept"
     );
 
-    let press = button_press("UBOB", "1700000000.000001", &format!("/ack {id}"));
-    assert_eq!(
-        signed(&app, "/slack/interactivity", &press).await.status(),
-        200
-    );
-    let log = wait_for(&seen, "the group message edited", |l| {
-        l.iter().any(|(p, _)| p == "chat.update")
-    })
-    .await;
-    let (_, update) = log.iter().find(|(p, _)| p == "chat.update").unwrap();
-    assert_eq!(update["ts"], "1700000000.000001", "edited in place");
-    assert!(
-        update["text"].as_str().unwrap().contains("(acked by bob)"),
-        "{update:#}"
-    );
+    let update = &acked_by_bob(&app, &seen, "1700000000.000001", id).await;
     assert_eq!(
         values(update),
         buttons[1..],
@@ -554,7 +552,8 @@ const INERT: [&str; 4] = [
     "&lt;!channel&gt;",
     "&lt;!here&gt;",
     "&lt;@U1&gt;",
-    "&lt;https://evil.example|Approve&gt;",
+    // The address in Slack's link syntax is code besides: Slack links no URL in code.
+    "&lt;`https://evil.example|Approve`&gt;",
 ];
 
 /// Asserts that a message Slack received shows `INJECTION` literally, in its text and blocks.
@@ -570,8 +569,13 @@ fn assert_inert(message: &serde_json::Value) {
     }
 }
 
-#[tokio::test]
-async fn mentions_and_links_in_arguments_and_alerts_reach_slack_escaped() {
+/// What `/note TEXT` (alice), a refused `/ack TEXT` (bob) and the alert delivery `alert` put
+/// on Slack: the approval request, the refusal through `response_url` and the alert group's
+/// message; and the app, with what the fake saw, for more.
+async fn note_refusal_and_alert(
+    text: &str,
+    alert: String,
+) -> (TestApp, Seen, [serde_json::Value; 3]) {
     let (base, seen) = fake_slack().await;
     let people = support::deployer_and_lead("slack:UALICE", "slack:UBOB");
     let config = format!(
@@ -586,19 +590,12 @@ async fn mentions_and_links_in_arguments_and_alerts_reach_slack_escaped() {
         .spawn()
         .await;
 
-    let text = format!("\"{}\"", support::INJECTION);
-    let slash_command = async |user, command, n, seen_at: &str| {
-        let body = slash(&base, user, command, &text, n);
-        assert_eq!(signed(&app, "/slack/commands", &body).await.status(), 200);
-        let log = wait_for(&seen, seen_at, |l| l.iter().any(|(p, _)| p == seen_at)).await;
-        log.into_iter().find(|(p, _)| p == seen_at).unwrap().1
-    };
-    let request = &slash_command("UALICE", "/note", 1, "chat.postMessage").await;
+    let text = format!("\"{text}\"");
+    let request = requested(&app, &base, &seen, "/note", &text).await;
     assert!(request["blocks"].is_array(), "buttons kept: {request:#}");
-    assert_inert(request);
 
     // A refusal answered through response_url quotes what was typed too.
-    let refusal = &slash_command("UBOB", "/ack", 2, "response_url/2").await;
+    let refusal = answered(&app, &base, &seen, "UBOB", "/ack", &text, 2).await;
     assert!(
         refusal["text"]
             .as_str()
@@ -606,19 +603,102 @@ async fn mentions_and_links_in_arguments_and_alerts_reach_slack_escaped() {
             .contains("is not a number"),
         "{refusal:#}"
     );
-    assert_inert(refusal);
 
-    support::deliver_alerts(&app.url(""), support::alert_carrying(support::INJECTION)).await;
+    support::deliver_alerts(&app.url(""), alert).await;
     let log = wait_for(&seen, "the group message", |l| {
         l.iter().filter(|(p, _)| p == "chat.postMessage").count() == 2
     })
     .await;
-    let (_, group) = log.iter().rfind(|(p, _)| p == "chat.postMessage").unwrap();
+    let (_, group) = log
+        .into_iter()
+        .rfind(|(p, _)| p == "chat.postMessage")
+        .unwrap();
     assert!(
         group["text"].as_str().unwrap().contains("FIRING"),
         "{group:#}"
     );
-    assert_inert(group);
+    (app, seen, [request, refusal, group])
+}
+
+#[tokio::test]
+async fn mentions_and_links_in_arguments_and_alerts_reach_slack_escaped() {
+    let alert = support::alert_carrying(support::INJECTION);
+    let (_app, _, sent) = note_refusal_and_alert(support::INJECTION, alert).await;
+    for message in &sent {
+        assert_inert(message);
+    }
+}
+
+/// Asserts that a message Slack received shows `LINKS` with every address as code, outside
+/// the ``` blocks, and asks Slack not to link or unfurl anything itself.
+fn assert_unlinked(message: &serde_json::Value, unfurls: bool) {
+    let text = message["text"].as_str().unwrap();
+    assert!(text.contains(support::LINKS_AS_CODE), "{text}");
+    support::assert_no_bare_link(text);
+    assert_eq!(message["parse"], "none", "{message:#}");
+    if unfurls {
+        assert_eq!(message["unfurl_links"], false, "{message:#}");
+        assert_eq!(message["unfurl_media"], false, "{message:#}");
+    }
+    // An edit that leaves no button sends `blocks: []`.
+    if let Some(first) = message["blocks"].as_array().and_then(|b| b.first()) {
+        let section = &first["text"];
+        assert_eq!(section["type"], "mrkdwn");
+        assert_eq!(section["verbatim"], true, "{message:#}");
+        assert_eq!(section["text"], text, "the section shows the same text");
+    }
+}
+
+#[tokio::test]
+async fn links_in_arguments_and_alerts_reach_slack_as_code() {
+    let alert = support::alert_summarised(support::LINKS);
+    let (app, seen, [request, refusal, group]) =
+        note_refusal_and_alert(support::LINKS, alert).await;
+    assert_unlinked(&request, true);
+    // In the ``` block of what will run, the argument is left as typed (code already).
+    let fenced = request["text"]
+        .as_str()
+        .unwrap()
+        .split("```")
+        .nth(1)
+        .unwrap();
+    assert!(
+        fenced.contains(" https://evil.example/login "),
+        "{request:#}"
+    );
+    assert_unlinked(&refusal, true);
+    for address in support::ALERT_ADDRESSES_AS_CODE {
+        let text = group["text"].as_str().unwrap();
+        assert!(text.contains(address), "{address} missing: {group:#}");
+    }
+    assert_unlinked(&group, true);
+
+    // Its edit, after an ack by button, is the same.
+    let id = app.store.active_alerts(1).await.unwrap()[0].id;
+    // The fake numbers `chat.*` calls: the request was the first, the group the second.
+    let edit = acked_by_bob(&app, &seen, "1700000000.000002", id).await;
+    assert_unlinked(&edit, false);
+}
+
+/// Presses the "Ack" button of alert `id` on group message `ts` as bob; returns the edit of
+/// that message, which says bob acked it.
+async fn acked_by_bob(app: &TestApp, seen: &Seen, ts: &str, id: AlertId) -> serde_json::Value {
+    let press = button_press("UBOB", ts, &format!("/ack {id}"));
+    assert_eq!(
+        signed(app, "/slack/interactivity", &press).await.status(),
+        200
+    );
+    let log = wait_for(seen, "the group message edited", |l| {
+        l.iter().any(|(p, _)| p == "chat.update")
+    })
+    .await;
+    let (_, update) = log.into_iter().find(|(p, _)| p == "chat.update").unwrap();
+    assert_eq!(update["ts"], ts, "edited in place");
+    assert!(
+        update["text"].as_str().unwrap().contains("(acked by bob)"),
+        "{update:#}"
+    );
+    update
 }
 
 /// Sends slash command `n` and returns the body of its `response_url` answer.

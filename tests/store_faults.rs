@@ -384,7 +384,9 @@ async fn store_refusing_message_ids_for_30s_still_leaves_one_message_per_group_i
             id, &s.posts[0],
             "the store holds group {name}'s one message"
         );
-        assert_eq!(Some(text), s.last.as_ref(), "and the text it shows");
+        // Slack shows the addresses in it (the alert's source) as code.
+        let shown = s.last.as_ref().map(|t| t.replace('`', ""));
+        assert_eq!(Some(text), shown.as_ref(), "and the text it shows");
     }
     drop(replicas);
     support::drop_postgres_schema(&schema).await;

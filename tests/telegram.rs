@@ -452,7 +452,7 @@ async fn long_output_is_sent_as_a_file() {
     support::write_executable(
         app.dir.path(),
         "act.sh",
-        "#!/bin/sh\ni=0\nwhile [ $i -lt 400 ]; do echo \"line $i of a long rollback log\"; i=$((i+1)); done\n",
+        "#!/bin/sh\ni=0\nwhile [ $i -lt 400 ]; do echo \"line $i of a long rollback log, see https://evil.example/log\"; i=$((i+1)); done\n",
     );
     fake.push(command(1, ALICE, "/rollback api"));
     let (request, _) = approval_request(&app, &fake).await;
@@ -465,26 +465,84 @@ async fn long_output_is_sent_as_a_file() {
     let multipart = document["multipart"].as_str().unwrap();
     assert!(multipart.contains("output.txt"), "sent as a file");
     assert!(multipart.contains("(full text attached)"), "with a caption");
+    // The caption's addresses are code: Telegram links none of them.
+    let caption_entities = multipart
+        .split("name=\"caption_entities\"")
+        .nth(1)
+        .expect("caption entities sent");
+    assert!(caption_entities.contains(r#""type":"code""#), "{multipart}");
 }
 
 /// Asserts that a message the bot sent is plain text quoting `INJECTION`: no parse mode and
-/// no entities, so nothing in it is a mention or a link; each `@` is followed by a word
-/// joiner, so Telegram does not read `@everyone` as a username either.
+/// no entity but `code` over the address, so nothing in it is a mention or a link; each `@`
+/// is followed by a word joiner, so Telegram does not read `@everyone` as a username either.
 fn assert_plain(sent: &Value) {
     let quoted = support::INJECTION.replace('@', "@\u{2060}");
     assert!(sent["text"].as_str().unwrap().contains(&quoted), "{sent:#}");
     assert!(sent.get("parse_mode").is_none(), "{sent:#}");
-    assert!(sent.get("entities").is_none(), "{sent:#}");
+    let code = entities(sent, "text", "entities");
+    assert!(code.iter().all(|(kind, _)| kind == "code"), "{code:?}");
+    assert!(
+        code.iter()
+            .any(|(_, s)| s == "https://evil.example|Approve"),
+        "{code:?}"
+    );
 }
 
-#[tokio::test]
-async fn mentions_and_links_in_arguments_and_alerts_stay_plain_text() {
+/// The entities of `sent` (`field` holding them, over its text in `text`): kind and the text
+/// each covers, counted in UTF-16 units as Telegram does.
+fn entities(sent: &Value, text: &str, field: &str) -> Vec<(String, String)> {
+    let units: Vec<u16> = sent[text].as_str().unwrap().encode_utf16().collect();
+    let list = sent[field].as_array().cloned().unwrap_or_default();
+    list.iter()
+        .map(|e| {
+            let (at, len) = (
+                e["offset"].as_u64().unwrap() as usize,
+                e["length"].as_u64().unwrap() as usize,
+            );
+            let shown = String::from_utf16(&units[at..at + len]).unwrap();
+            (e["type"].as_str().unwrap().to_owned(), shown)
+        })
+        .collect()
+}
+
+/// Asserts that a message the bot sent quotes `LINKS` (as text, no parse mode) with a `code`
+/// entity over each of its addresses, so Telegram links none of them, and no other entity.
+fn assert_unlinked(sent: &Value) {
+    let text = sent["text"].as_str().unwrap();
+    assert!(
+        text.contains(&support::LINKS.replace('@', "@\u{2060}")),
+        "{sent:#}"
+    );
+    assert!(sent.get("parse_mode").is_none(), "{sent:#}");
+    let code = entities(sent, "text", "entities");
+    assert!(code.iter().all(|(kind, _)| kind == "code"), "{code:?}");
+    let linked: Vec<String> = support::LINKED
+        .iter()
+        .map(|l| l.replace('@', "@\u{2060}"))
+        .collect();
+    let shown: Vec<String> = code.iter().map(|(_, s)| s.clone()).collect();
+    assert!(
+        shown.windows(linked.len()).any(|w| w == linked.as_slice()),
+        "each address of LINKS is one code entity: {shown:?}"
+    );
+    // Every quote of an address is covered: none is left for Telegram to link.
+    let mut units: Vec<u16> = text.encode_utf16().collect();
+    for e in sent["entities"].as_array().unwrap() {
+        let at = e["offset"].as_u64().unwrap() as usize;
+        units[at..at + e["length"].as_u64().unwrap() as usize].fill(u16::from(b' '));
+    }
+    let uncovered = String::from_utf16(&units).unwrap();
+    for raw in ["://", "evil.ex", "masked.ex"] {
+        assert!(!uncovered.contains(raw), "{raw} left in {uncovered}");
+    }
+}
+
+/// What `/note "TEXT"` and the alert delivery `alert` put on Telegram: the approval request
+/// and the alert group's message.
+async fn note_and_alert(text: &str, alert: String) -> (Value, Value) {
     let (app, fake) = app_with(&support::alerts_routed_to("telegram", &CHAT.to_string())).await;
-    fake.push(command(
-        1,
-        ALICE,
-        &format!("/note \"{}\"", support::INJECTION),
-    ));
+    fake.push(command(1, ALICE, &format!("/note \"{text}\"")));
     let request = fake
         .wait_until("the approval request", |f| {
             f.calls("sendMessage").into_iter().next()
@@ -494,14 +552,38 @@ async fn mentions_and_links_in_arguments_and_alerts_stay_plain_text() {
         request["text"].as_str().unwrap().contains("Request #1"),
         "{request:#}"
     );
-    assert_plain(&request);
-
-    support::deliver_alerts(&app.url(""), support::alert_carrying(support::INJECTION)).await;
+    support::deliver_alerts(&app.url(""), alert).await;
     let group = fake
         .wait_until("the group message", |f| {
             f.calls("sendMessage").into_iter().nth(1)
         })
         .await;
+    (request, group)
+}
+
+#[tokio::test]
+async fn links_in_arguments_and_alerts_reach_telegram_as_code_entities() {
+    let alert = support::alert_summarised(support::LINKS);
+    let (request, group) = note_and_alert(support::LINKS, alert).await;
+    assert_unlinked(&request);
+    assert_unlinked(&group);
+    let code: Vec<String> = entities(&group, "text", "entities")
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    for address in ["evil.example:9100", "http://prometheus.example:9090/graph"] {
+        assert!(
+            code.iter().any(|c| c == address),
+            "{address} not code: {code:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn mentions_and_links_in_arguments_and_alerts_stay_plain_text() {
+    let alert = support::alert_carrying(support::INJECTION);
+    let (request, group) = note_and_alert(support::INJECTION, alert).await;
+    assert_plain(&request);
     assert_plain(&group);
 }
 

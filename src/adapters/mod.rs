@@ -5,6 +5,7 @@
 pub mod console;
 pub mod discord;
 pub mod inbound;
+mod markup;
 pub mod slack;
 pub mod telegram;
 pub mod throttle;

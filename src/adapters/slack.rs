@@ -23,6 +23,7 @@ use slack_morphism::prelude::*;
 use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 
 use super::inbound::{Answer, InChannel, Inbound, STORE_UNREACHABLE};
+use super::markup::{code_span, cut_inside_span, push_apart};
 use crate::domain::{
     ChannelRef, EventPayload, InboundEvent, MentionOf, Platform, RunId, Segment, UserRef,
     Visibility, segments,
@@ -130,43 +131,60 @@ const SECTION_TEXT_MAX: usize = 3000;
 /// Slack's limit for a message's `text` (it truncates beyond it); opsbot cuts first and says so.
 const TEXT_MAX: usize = 40_000;
 
+/// `parse` for every message opsbot posts or edits: Slack leaves the text as sent (its own
+/// markup is still read), linking no bare URL in it.
+const NO_PARSING: &str = "none";
+
 /// Prefix of the `action_id` of opsbot's buttons; the command itself travels in `value`.
 const ACTION_ID_PREFIX: &str = "opsbot_command_";
 
 /// `text` as Slack shows it literally. opsbot's messages are plain text that quotes outside
 /// text (arguments, alert labels, script output), and Slack reads `<!channel>`, `<@U1>` and
 /// `<https://x|label>` in `text` and mrkdwn as pings and links: escaping `&`, `<` and `>`
-/// (Slack's documented escaping) keeps them inert. The core never means Slack markup (bare
-/// URLs are still linked by Slack); its mentions are rendered by [`markup`] alone.
+/// (Slack's documented escaping) keeps them inert. The core never means Slack markup; its
+/// mentions are rendered by [`markup`] alone.
 fn literal(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
 
-/// The message's text as Slack markup: literal text, and the message's own mentions as
-/// `<@U…>` (a person) or `<!subteam^S…>` (a user group). Every message opsbot sends to
+/// The message's text as Slack markup: literal text, the message's own mentions as `<@U…>`
+/// (a person) or `<!subteam^S…>` (a user group), and link-looking text as inline code (mrkdwn
+/// has single-backtick code only), unless it is in a ```` ``` ```` block already. Slack links
+/// bare URLs itself, on its server; besides the code, messages are posted with `parse: none`
+/// and their section text `verbatim`, which turn that off. Every message opsbot sends to
 /// Slack passes through here.
 fn markup(message: &OutboundMessage) -> String {
-    segments(&message.text, &message.mentions)
-        .into_iter()
-        .map(|s| match s {
-            Segment::Text(t) => literal(t),
+    let mut out = String::with_capacity(message.text.len());
+    for s in segments(&message.text, &message.mentions) {
+        let piece = match s {
+            Segment::Text(t)
+            | Segment::Link {
+                text: t,
+                fenced: true,
+            } => literal(t),
+            Segment::Link {
+                text,
+                fenced: false,
+            } => code_span("`", &literal(text)),
             Segment::Mention(_, MentionOf::User(id)) => format!("<@{id}>"),
             Segment::Mention(_, MentionOf::Group(id)) => format!("<!subteam^{id}>"),
-        })
-        .collect()
+        };
+        push_apart(&mut out, &piece);
+    }
+    out
 }
 
 /// `escaped` within `max` characters, cut with an ellipsis; an escape or a mention cut in
-/// half is dropped rather than shown as text.
+/// half is dropped rather than shown as text, and a code span cut open is closed.
 fn within(escaped: String, max: usize) -> String {
     if escaped.chars().count() <= max {
         return escaped;
     }
     let cut = escaped
         .char_indices()
-        .nth(max.saturating_sub(1))
+        .nth(max.saturating_sub(2))
         .map_or(escaped.len(), |(i, _)| i);
     let mut head = &escaped[..cut];
     if let Some(amp) = head.rfind('&')
@@ -179,7 +197,9 @@ fn within(escaped: String, max: usize) -> String {
     {
         head = &head[..open];
     }
-    format!("{head}…")
+    let head = head.trim_end_matches('`');
+    let close = if cut_inside_span(head, "`") { "`" } else { "" };
+    format!("{head}{close}…")
 }
 
 /// The message as Slack content: its literal text (the notification and screen-reader
@@ -195,8 +215,9 @@ fn blocks(text: &str, actions: &[ChatAction]) -> Option<Vec<SlackBlock>> {
     if actions.is_empty() || text.chars().count() > SECTION_TEXT_MAX {
         return None;
     }
+    // verbatim: Slack does not link URLs or channel names in the text by itself.
     let section = SlackSectionBlock::new().with_text(SlackBlockText::MarkDown(
-        SlackBlockMarkDownText::new(text.to_owned()),
+        SlackBlockMarkDownText::new(text.to_owned()).with_verbatim(true),
     ));
     let buttons = actions
         .iter()
@@ -226,6 +247,10 @@ impl ChatOutbound for SlackApi {
         let mut req =
             SlackApiChatPostMessageRequest::new(SlackChannelId(to.channel_id.clone()), content);
         req.thread_ts = to.thread.as_ref().map(|t| SlackTs(t.clone()));
+        // No processing of the text (Slack would link bare URLs in it), no previews.
+        req.parse = Some(NO_PARSING.into());
+        req.unfurl_links = Some(false);
+        req.unfurl_media = Some(false);
         let session = self.client.open_session(&self.token);
         session
             .chat_post_message(&req)
@@ -238,11 +263,12 @@ impl ChatOutbound for SlackApi {
         // chat.update keeps the previous blocks unless given new ones; an empty list removes
         // buttons that no longer apply (an alert acked since).
         let (content, blocks) = content(message);
-        let req = SlackApiChatUpdateRequest::new(
+        let mut req = SlackApiChatUpdateRequest::new(
             SlackChannelId(to.channel_id.clone()),
             content.with_blocks(blocks.unwrap_or_default()),
             SlackTs(id.to_owned()),
         );
+        req.parse = Some(NO_PARSING.into());
         let session = self.client.open_session(&self.token);
         session
             .chat_update(&req)
@@ -453,6 +479,9 @@ struct ResponseUrlMessage {
     #[serde(flatten)]
     content: SlackMessageContent,
     response_type: &'static str,
+    parse: &'static str,
+    unfurl_links: bool,
+    unfurl_media: bool,
 }
 
 impl SlackApi {
@@ -469,6 +498,9 @@ impl SlackApi {
                 Visibility::Channel => "in_channel",
                 Visibility::Requester => "ephemeral",
             },
+            parse: NO_PARSING,
+            unfurl_links: false,
+            unfurl_media: false,
         };
         let span = tracing::debug_span!("Slack response_url");
         let context = SlackClientApiCallContext {
@@ -617,5 +649,36 @@ pub async fn interactivity(
             tracing::debug!(error = %e, "ignoring an unrecognised Slack interaction");
             (StatusCode::BAD_REQUEST, "not a Slack interaction").into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_escaped_inline_code_beside_mentions() {
+        let mut m = OutboundMessage::text(
+            "see <https://x.example/?a&b|click> `run`, mail ops@y.example — ",
+        );
+        m.push_mention("alice", Some(MentionOf::User("U1".into())));
+        assert_eq!(
+            markup(&m),
+            "see &lt;`https://x.example/?a&amp;b|click`&gt; `run`, mail `ops@y.example` — <@U1>"
+        );
+        let fenced = OutboundMessage::text("```\ncurl https://x.example\n```");
+        assert_eq!(markup(&fenced), "```\ncurl https://x.example\n```");
+    }
+
+    #[test]
+    fn a_code_span_cut_by_the_length_limit_is_closed() {
+        let long = format!(
+            "{} `https://evil.example/{}`",
+            "a".repeat(10),
+            "x".repeat(50)
+        );
+        let cut = within(long, 30);
+        assert_eq!(cut, "aaaaaaaaaa `https://evil.exa`…");
+        assert_eq!(cut.chars().count(), 30);
     }
 }

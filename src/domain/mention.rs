@@ -1,9 +1,13 @@
 //! Mentions in the bot's own messages: who a span of a message's text pings. The text
 //! itself stays plain (outside text in it is never markup on any platform); a mention is a
 //! byte range of that text holding the fallback (`@alice`) and the platform id it stands
-//! for on the platform the message goes to, which each adapter renders natively.
+//! for on the platform the message goes to, which each adapter renders natively. Text that a
+//! platform would link by itself (`links.rs`) is cut out as well, for the adapter to render
+//! in its platform's non-linking form.
 
 use std::ops::Range;
+
+use super::links::link_spans;
 
 /// What a mention pings, as an id on the target platform.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -34,9 +38,10 @@ pub struct Mention {
     pub of: MentionOf,
 }
 
-/// A message's text cut at its mentions, for an adapter to render: plain text (to escape as
-/// the platform needs) and mentions (to render natively). Mentions out of order, overlapping,
-/// out of range or with an id no platform issues are left as the plain text they cover.
+/// A message's text cut at its mentions and links, for an adapter to render: plain text (to
+/// escape as the platform needs), mentions (to render natively) and link-looking text (to
+/// render so that it does not link). Mentions out of order, overlapping, out of range or with
+/// an id no platform issues are left as the plain text they cover.
 pub fn segments<'t>(text: &'t str, mentions: &'t [Mention]) -> Vec<Segment<'t>> {
     let mut out = Vec::new();
     let mut at = 0;
@@ -50,16 +55,35 @@ pub fn segments<'t>(text: &'t str, mentions: &'t [Mention]) -> Vec<Segment<'t>> 
         if !valid {
             continue;
         }
-        if r.start > at {
-            out.push(Segment::Text(&text[at..r.start]));
-        }
+        plain(text, at..r.start, &mut out);
         out.push(Segment::Mention(&text[r.clone()], &m.of));
         at = r.end;
     }
-    if at < text.len() {
-        out.push(Segment::Text(&text[at..]));
-    }
+    plain(text, at..text.len(), &mut out);
     out
+}
+
+/// `text[range]`, which holds no mention, as text and link segments.
+fn plain<'t>(text: &'t str, range: Range<usize>, out: &mut Vec<Segment<'t>>) {
+    let piece = &text[range.clone()];
+    let mut at = 0;
+    // Fence marks before `at`, counted as the piece is walked (a link holds no backtick).
+    let mut fences = text[..range.start].matches("```").count();
+    for link in link_spans(piece) {
+        if link.start > at {
+            out.push(Segment::Text(&piece[at..link.start]));
+        }
+        fences += piece[at..link.start].matches("```").count();
+        let fenced = fences % 2 == 1;
+        out.push(Segment::Link {
+            text: &piece[link.clone()],
+            fenced,
+        });
+        at = link.end;
+    }
+    if at < piece.len() {
+        out.push(Segment::Text(&piece[at..]));
+    }
 }
 
 /// One piece of a message's text.
@@ -68,6 +92,13 @@ pub enum Segment<'t> {
     Text(&'t str),
     /// The fallback text, and who it pings.
     Mention(&'t str, &'t MentionOf),
+    /// Text a platform would make a link of by itself (outside text: the bot never means a
+    /// link), and whether it sits inside one of the message's ```` ``` ```` blocks, which Slack
+    /// and Discord show as code already.
+    Link {
+        text: &'t str,
+        fenced: bool,
+    },
 }
 
 #[cfg(test)]
@@ -79,6 +110,30 @@ mod tests {
             range,
             of: MentionOf::User(id.into()),
         }
+    }
+
+    #[test]
+    fn links_are_cut_out_of_text_and_know_whether_they_are_fenced() {
+        let text = "see evil.example\n```\ncurl https://x.example\n```\n@alice";
+        let alice = user(text.len() - 6..text.len(), "U1");
+        let segs = segments(text, std::slice::from_ref(&alice));
+        assert_eq!(
+            segs,
+            vec![
+                Segment::Text("see "),
+                Segment::Link {
+                    text: "evil.example",
+                    fenced: false
+                },
+                Segment::Text("\n```\ncurl "),
+                Segment::Link {
+                    text: "https://x.example",
+                    fenced: true
+                },
+                Segment::Text("\n```\n"),
+                Segment::Mention("@alice", &alice.of),
+            ]
+        );
     }
 
     #[test]

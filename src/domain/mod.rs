@@ -14,6 +14,7 @@ mod event;
 mod identity;
 mod ids;
 mod incident;
+mod links;
 mod mention;
 mod oncall;
 mod run;
@@ -39,6 +40,7 @@ pub use event::{ChannelRef, EventPayload, InboundEvent, Reply, RequestId, Visibi
 pub use identity::{Directory, Person, Platform, Requester, Role, UserRef};
 pub use ids::{AlertId, IncidentId, RunId};
 pub use incident::{Incident, IncidentStatus, TimelineEntry, TimelineKind};
+pub use links::link_spans;
 pub use mention::{Mention, MentionOf, Segment, segments};
 pub use oncall::{Handoff, Layer, OnCall, Override, Schedule, Window, time_zone};
 pub use run::{

@@ -288,6 +288,32 @@ pub async fn alerts_answer(base: &str, body: String) -> u16 {
 pub const INJECTION: &str =
     "<!channel> <!here> <@U1> <https://evil.example|Approve> @everyone @here <@123>";
 
+/// Outside text that chat platforms would make links of by themselves: a URL, a masked
+/// link, an email address, a `tg://` link and a bare domain.
+pub const LINKS: &str = "see https://evil.example/login [x](https://masked.example) ops@evil.example tg://resolve?domain=evil evil.example";
+
+/// The spans of `LINKS` that must reach every platform in its non-linking form, in order.
+pub const LINKED: [&str; 5] = [
+    "https://evil.example/login",
+    "https://masked.example",
+    "ops@evil.example",
+    "tg://resolve?domain=evil",
+    "evil.example",
+];
+
+/// `LINKS` as Slack mrkdwn and Discord markdown show it outside a code block: each link an
+/// inline code span.
+pub const LINKS_AS_CODE: &str = "see `https://evil.example/login` [x](`https://masked.example`) `ops@evil.example` `tg://resolve?domain=evil` `evil.example`";
+
+/// Asserts that nothing of `LINKS` in markdown `text` is outside code: with code spans and
+/// ``` blocks taken out (the text holds no other backticks), no address is left.
+pub fn assert_no_bare_link(text: &str) {
+    let outside: String = text.split('`').step_by(2).collect();
+    for raw in ["://", "evil.ex", "masked.ex"] {
+        assert!(!outside.contains(raw), "{raw} outside code in {text}");
+    }
+}
+
 /// `/note TEXT` (deployers; any text) needing one approval from an sre-lead, running
 /// `./act.sh TEXT`: an approval request that quotes what the requester typed.
 pub const NOTE_NEEDING_ONE_LEAD: &str = concat!(
@@ -310,13 +336,31 @@ timeout = "10s"
 /// An Alertmanager delivery of one firing alert whose name, instance label and summary all
 /// carry `text`.
 pub fn alert_carrying(text: &str) -> String {
+    alert_with(text, text, text)
+}
+
+/// An Alertmanager delivery of one firing alert `LinkCheck` on instance `evil.example:9100`
+/// whose summary is `text` (its line short enough to be shown whole, acks included).
+pub fn alert_summarised(text: &str) -> String {
+    alert_with("LinkCheck", "evil.example:9100", text)
+}
+
+/// How the addresses `alert_summarised` adds (its instance, and the source Alertmanager
+/// gives) are shown on Slack and Discord: as code.
+pub const ALERT_ADDRESSES_AS_CODE: [&str; 2] = [
+    "LinkCheck `evil.example:9100`: ",
+    " · source: `http://prometheus.example:9090/graph`",
+];
+
+/// An Alertmanager delivery of one firing alert with these name, instance label and summary.
+fn alert_with(alertname: &str, instance: &str, summary: &str) -> String {
     serde_json::json!({
         "receiver": "opsbot",
         "status": "firing",
         "alerts": [{
             "status": "firing",
-            "labels": { "alertname": text, "instance": text, "severity": "critical" },
-            "annotations": { "summary": text },
+            "labels": { "alertname": alertname, "instance": instance, "severity": "critical" },
+            "annotations": { "summary": summary },
             "startsAt": "2026-11-23T10:53:46Z",
             "endsAt": "0001-01-01T00:00:00Z",
             "generatorURL": "http://prometheus.example:9090/graph",

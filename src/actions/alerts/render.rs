@@ -59,7 +59,8 @@ pub fn alert_head(a: &Alert) -> String {
 }
 
 /// One alert in full, on a line of its own: [`alert_head`], who acked it, whether it is
-/// silenced, and its links.
+/// silenced, and its runbook and source addresses. Those come with the alert like its labels,
+/// so they are shown to copy, never as links (every adapter renders addresses as code).
 fn write_alert_line(out: &mut String, a: &Alert, silenced: bool) {
     let mut line = alert_head(a);
     if let Some(by) = &a.acked_by {

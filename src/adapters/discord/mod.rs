@@ -31,6 +31,7 @@ pub use gateway::spawn_gateway;
 pub use interactions::interactions;
 
 use super::inbound::{Answer, InChannel, Inbound, STORE_UNREACHABLE};
+use super::markup;
 use crate::config::DiscordConfig;
 use crate::domain::{ChannelRef, EventPayload, InboundEvent, Platform, RunId, UserRef};
 use crate::ports::{
@@ -120,7 +121,8 @@ impl InteractionReplies {
 /// long version's file goes away; the same for buttons that no longer apply.
 macro_rules! edit_of {
     ($builder:ident, $message:expr) => {{
-        let (content, file) = body(&mentions::rendered(&$message));
+        let (text, ticks) = mentions::rendered(&$message);
+        let (content, file) = body(&text, &ticks);
         $builder::new()
             .content(content)
             .allowed_mentions(mentions::allowed(&$message))
@@ -155,8 +157,9 @@ fn channel_of(to: &OutboundTarget) -> Result<ChannelId, OutboundError> {
 }
 
 /// Text for one message: as is when it fits, else a head that says the full text is attached.
-/// Never cut silently.
-fn split_long(text: &str) -> Option<String> {
+/// Never cut silently; a code span (delimited by `ticks`) or block cut open is closed, so the
+/// rest of a link in it cannot link.
+fn split_long(text: &str, ticks: &str) -> Option<String> {
     let total = text.chars().count();
     if total <= MAX_CONTENT {
         return None;
@@ -169,7 +172,11 @@ fn split_long(text: &str) -> Option<String> {
     if let Some(nl) = head.rfind('\n').filter(|nl| *nl > cut / 2) {
         head = &head[..nl];
     }
-    let mut content = head.to_owned();
+    // Backticks at the cut may be half a delimiter: dropped, and the span closed if open.
+    let mut content = head.trim_end_matches('`').to_owned();
+    if markup::cut_inside_span(&content, ticks) {
+        content.push_str(ticks);
+    }
     if content.matches("```").count() % 2 == 1 {
         content.push_str("\n```");
     }
@@ -179,8 +186,8 @@ fn split_long(text: &str) -> Option<String> {
     Some(content)
 }
 
-fn body(text: &str) -> (String, Option<CreateAttachment>) {
-    match split_long(text) {
+fn body(text: &str, ticks: &str) -> (String, Option<CreateAttachment>) {
+    match split_long(text, ticks) {
         None => (text.to_owned(), None),
         Some(head) => (
             head,
@@ -271,7 +278,8 @@ fn outbound_error(e: serenity::Error) -> OutboundError {
 impl ChatOutbound for DiscordApi {
     async fn send(&self, to: &OutboundTarget, message: &OutboundMessage) -> Sent {
         let channel = channel_of(to)?;
-        let (content, file) = body(&mentions::rendered(message));
+        let (text, ticks) = mentions::rendered(message);
+        let (content, file) = body(&text, &ticks);
         let mut msg = CreateMessage::new()
             .content(content)
             .allowed_mentions(mentions::allowed(message));
@@ -712,14 +720,29 @@ mod tests {
 
     #[test]
     fn long_text_keeps_a_head_under_the_limit_and_says_where_the_rest_is() {
-        assert_eq!(split_long(&"a".repeat(MAX_CONTENT)), None);
+        assert_eq!(split_long(&"a".repeat(MAX_CONTENT), "`"), None);
         let text = format!("```\n{}\n```", "line of output\n".repeat(200));
-        let head = split_long(&text).unwrap();
+        let head = split_long(&text, "`").unwrap();
         assert!(head.chars().count() <= MAX_CONTENT, "{}", head.len());
         assert!(head.starts_with("```\nline of output"));
         assert_eq!(head.matches("```").count() % 2, 0, "code fence closed");
         assert!(head.ends_with(&format!("the full text is attached as {ATTACHMENT})")));
         let wide = "é".repeat(2500);
-        assert!(split_long(&wide).unwrap().chars().count() <= MAX_CONTENT);
+        assert!(split_long(&wide, "`").unwrap().chars().count() <= MAX_CONTENT);
+    }
+
+    #[test]
+    fn a_link_cut_by_the_head_stays_inside_its_code_span() {
+        for pad in HEAD_CHARS - 12..HEAD_CHARS + 2 {
+            let text = format!(
+                "{} ``https://evil.example/{}``",
+                "a".repeat(pad),
+                "x".repeat(2000)
+            );
+            let head = split_long(&text, "``").unwrap();
+            let (shown, _) = head.split_once('\n').unwrap();
+            assert!(!markup::cut_inside_span(shown, "``"), "{pad}: {shown}");
+            assert!(!shown.ends_with(" `"), "{pad}: {shown}");
+        }
     }
 }

@@ -230,7 +230,11 @@ impl ChatOutbound for TelegramApi {
             let text = mentions::unmentioned(message);
             let caption = caption_of(&text);
             let file = InputFile::memory(text.into_bytes()).file_name("output.txt");
+            let code = mentions::unlinked(&caption);
             let mut req = self.bot.send_document(chat, file).caption(caption);
+            if !code.is_empty() {
+                req = req.caption_entities(code);
+            }
             if let Some(reply) = reply_to(to) {
                 req = req.reply_parameters(reply);
             }
@@ -249,12 +253,12 @@ impl ChatOutbound for TelegramApi {
             OutboundError::Undeliverable(format!("{id:?} is not a Telegram message id"))
         })?;
         // An edit without a keyboard removes the one the message had.
-        let (mut text, mut entities) = mentions::rendered(message);
-        if utf16_len(&text) > MAX_TEXT_UNITS {
+        let (mut shown, mut entities) = mentions::rendered(message);
+        if utf16_len(&shown) > MAX_TEXT_UNITS {
             // Cut: its mentions are not carried (a cut entity would point past the text).
-            (text, entities) = (mentions::unmentioned(message), Vec::new());
+            shown = head(&mentions::unmentioned(message), MAX_TEXT_UNITS);
+            entities = mentions::unlinked(&shown);
         }
-        let shown = head(&text, MAX_TEXT_UNITS);
         let mut req = self.bot.edit_message_text(chat, MessageId(id), shown);
         if !entities.is_empty() {
             req = req.entities(entities);
@@ -269,10 +273,15 @@ impl ChatOutbound for TelegramApi {
             Err(RequestError::Api(ApiError::Unknown(why)))
                 if why.contains("no text in the message") =>
             {
+                let caption = caption_of(&mentions::unmentioned(message));
+                let code = mentions::unlinked(&caption);
                 let mut req = self
                     .bot
                     .edit_message_caption(chat, MessageId(id))
-                    .caption(caption_of(&mentions::unmentioned(message)));
+                    .caption(caption);
+                if !code.is_empty() {
+                    req = req.caption_entities(code);
+                }
                 if let Some(markup) = keyboard(message) {
                     req = req.reply_markup(markup);
                 }
