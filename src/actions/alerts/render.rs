@@ -62,13 +62,17 @@ pub fn alert_head(a: &Alert) -> String {
 /// silenced, and its runbook and source addresses. Those come with the alert like its labels,
 /// so they are shown to copy, never as links (every adapter renders addresses as code).
 fn write_alert_line(out: &mut String, a: &Alert, silenced: bool) {
-    let mut line = alert_head(a);
+    let mut state = String::new();
     if let Some(by) = &a.acked_by {
-        let _ = write!(line, " (acked by {by})");
+        let _ = write!(state, " (acked by {})", shown(by));
     }
     if silenced && a.incoming.status == AlertStatus::Firing {
-        line.push_str(" (silenced)");
+        state.push_str(" (silenced)");
     }
+    // The head is cut, never the state after it: an ack or a silence that did not show would
+    // leave the text unchanged, so the message would never be edited (its Ack button staying).
+    let room = LINE_MAX.saturating_sub(state.chars().count());
+    let mut line = format!("{}{state}", clip(&alert_head(a), room));
     if let Some(url) = a.incoming.annotations.get("runbook_url") {
         let _ = write!(line, " · runbook: {}", shown(url));
     }
@@ -256,6 +260,22 @@ mod tests {
             ["/ack 3"],
             "summarised alerts get none, so buttons change only with the text"
         );
+    }
+
+    #[test]
+    fn a_long_alert_line_is_cut_in_its_head_and_still_says_who_acked_it() {
+        let mut a = alert(1, AlertStatus::Firing, "critical");
+        for key in ["alertname", "instance"] {
+            a.incoming.labels.insert(key.into(), "x".repeat(190));
+        }
+        a.incoming
+            .annotations
+            .insert("summary".into(), "y".repeat(190));
+        a.acked_by = Some("bob".into());
+        let mut out = String::new();
+        write_alert_line(&mut out, &a, true);
+        assert!(out.chars().count() <= LINE_MAX + 1, "{out}");
+        assert!(out.ends_with("… (acked by bob) (silenced)"), "{out}");
     }
 
     #[test]
