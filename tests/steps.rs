@@ -410,7 +410,7 @@ async fn an_interrupted_run_is_announced_at_its_step() {
     assert!(
         notices[0]
             .text
-            .contains("Request #1 (/restart service=api) was interrupted at step restart"),
+            .contains("Request #1 (/restart service=api) was interrupted at step 1 (restart)"),
         "{}",
         notices[0].text
     );
