@@ -203,9 +203,9 @@ fn expiry_notice(run: &Run) -> Notice {
 impl RunbookService {
     /// `/cancel ID`, by the requester: a pending request (or gate) ends without running; a
     /// run of steps waiting at a gate stops there; a running one stops between steps, the
-    /// current step's processes killed (its process sees the request within a second, on
-    /// whichever replica runs it). A stopped run of steps rolls back when its file says
-    /// `on_cancel = "rollback"`.
+    /// current step's processes killed, and a running single action has its processes killed
+    /// (its process sees the request within a second, on whichever replica runs it). A
+    /// stopped run of steps rolls back when its file says `on_cancel = "rollback"`.
     pub(in crate::router) async fn cancel(
         &self,
         ctx: (&InboundEvent, &RequestId),
@@ -218,7 +218,8 @@ impl RunbookService {
             self.catalog.get(&run.new.command).map(|s| &s.procedure),
             Some(Procedure::Steps(_))
         );
-        if !steps || !matches!(run.state, RunState::Running | RunState::Waiting) {
+        // Only a run of steps waits at a gate; either kind may be running.
+        if !matches!(run.state, RunState::Running | RunState::Waiting) {
             return self.end(ctx, requester, id, Ending::Cancelled).await;
         }
         if run.new.platform != ev.platform || run.new.channel_id != ev.channel.id {
@@ -243,9 +244,14 @@ impl RunbookService {
                     "run #{id} is no longer running, or its cancel was asked for already."
                 )));
             }
+            let stopped = if steps {
+                "its current step is stopped"
+            } else {
+                "its action is stopped"
+            };
             format!(
-                "Cancelling run #{id}: its current step is stopped (everything it started is \
-                 killed) and {then}; the result follows."
+                "Cancelling run #{id}: {stopped} (everything it started is killed) and {then}; \
+                 the result follows."
             )
         };
         Ok(Done {
