@@ -4,8 +4,8 @@
 //! timers), and runs each claimed command slot through the router's normal pipeline as the
 //! identity `schedule:NAME` (authorization, rate limits, approval, audit), in the router's
 //! in-flight work. Its answer goes to the schedule's channel: an approval request is posted
-//! at once and bound to its message (reactions must find it), anything else is queued in
-//! the outbox.
+//! at once and bound to its message (reactions must find it), as is a run of steps' answer
+//! (its progress message, edited as the steps move); anything else is queued in the outbox.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,9 @@ use crate::domain::{
 };
 use crate::liveness::Liveness;
 use crate::outbox::OutboxSignal;
-use crate::ports::{ChatOutbound, Clock, OutboundError, OutboundTarget, Queued, Store};
+use crate::ports::{
+    ChatOutbound, Clock, OutboundError, OutboundMessage, OutboundTarget, Queued, Store,
+};
 use crate::router::{Response, Router};
 
 /// How often due slots are looked for: a slot fires within this of its time.
@@ -111,22 +113,51 @@ impl Scheduler {
         self.deliver(to, response).await;
     }
 
-    /// Posts an approval request at once and binds it; queues any other answer.
+    /// Posts an approval request, or the answer that becomes a run of steps' progress
+    /// message, at once and binds it; queues any other answer.
     async fn deliver(&self, to: &OutboundTarget, response: Response) {
         let Some(message) = response.message() else {
             return;
         };
         let message = message.with_visibility(Visibility::Channel);
-        match response.pending_run {
-            Some(run) => self.post_request(to, run, &response, &message).await,
-            None => {
-                let queued = Queued::post(to.clone(), message);
-                match self.store.enqueue(&queued, self.clock.now()).await {
-                    Ok(_) => self.outbox.wake(),
-                    Err(e) => {
-                        tracing::error!(request_id = %response.request_id, error = %e, "could not queue a scheduled run's answer")
-                    }
+        match (response.pending_run, response.progress_run) {
+            (Some(run), _) => self.post_request(to, run, &response, &message).await,
+            (None, Some(run)) => self.post_progress(to, run, &response, message).await,
+            (None, None) => self.queue(to, &response, message).await,
+        }
+    }
+
+    async fn queue(&self, to: &OutboundTarget, response: &Response, message: OutboundMessage) {
+        let queued = Queued::post(to.clone(), message);
+        match self.store.enqueue(&queued, self.clock.now()).await {
+            Ok(_) => self.outbox.wake(),
+            Err(e) => {
+                tracing::error!(request_id = %response.request_id, error = %e, "could not queue a scheduled run's answer")
+            }
+        }
+    }
+
+    /// A run of steps started by the schedule, as one started in chat: its answer (its steps)
+    /// is posted and becomes its progress message, which each step's claim and end edit
+    /// through the outbox; the result follows in reply. An answer that could not be posted
+    /// is queued instead, so the channel still hears of the run (without progress edits).
+    async fn post_progress(
+        &self,
+        to: &OutboundTarget,
+        run: RunId,
+        response: &Response,
+        message: OutboundMessage,
+    ) {
+        let request_id = &response.request_id;
+        match self.outbound.send(to, &message).await {
+            Ok(id) => {
+                if let Err(e) = self.router.bind_progress(run, &id).await {
+                    tracing::warn!(%run, %request_id, error = %e, "could not make a scheduled run's answer its progress message");
                 }
+            }
+            Err(e) => {
+                tracing::warn!(%run, %request_id, error = %e, "could not post a scheduled run's progress message; queueing its answer");
+                self.queue(to, response, message).await;
             }
         }
     }
@@ -136,7 +167,7 @@ impl Scheduler {
         to: &OutboundTarget,
         run: RunId,
         response: &Response,
-        message: &crate::ports::OutboundMessage,
+        message: &OutboundMessage,
     ) {
         let request_id = &response.request_id;
         match self.outbound.send(to, message).await {

@@ -479,14 +479,7 @@ timeout = "5s"
             .spawn()
             .await,
     );
-    let running = tokio::spawn({
-        let app = app.clone();
-        async move { app.reply("alice", "/drain").await }
-    });
-    support::eventually("the drain step's child", support::WAIT, async || {
-        app.dir.path().join("child.pid").exists()
-    })
-    .await;
+    let running = support::running_with_child(&app, "alice", "/drain").await;
     let asked = app.reply("alice", "/cancel 1").await;
     assert!(
         asked.starts_with("Cancelling run #1: its current step is stopped"),
@@ -512,11 +505,7 @@ timeout = "5s"
         app.store.run(RunId(1)).await.unwrap().unwrap().state,
         RunState::Cancelled
     );
-    let pid = read(&app, "child.pid").trim().to_owned();
-    support::eventually(&format!("child {pid} to end"), support::WAIT, async || {
-        !std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
-    })
-    .await;
+    support::wait_child_gone(app.dir.path()).await;
 }
 
 /// A 2-of-M gate whose two approvals arrive at once on two replicas: the run continues once.

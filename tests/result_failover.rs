@@ -10,8 +10,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use slack_support::{Seen, count_texts, reaction_callback, wait_for};
 
 const SECRET: &str = "failover-slack-signing-secret";
@@ -57,20 +55,7 @@ fn config_in(
 
 /// POSTs `body` to `url`, signed as Slack signs it.
 async fn signed(url: String, body: &str, content_type: &str) -> u16 {
-    let ts = chrono::Utc::now().timestamp().to_string();
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(format!("v0:{ts}:{body}").as_bytes());
-    let signature = format!("v0={}", hex::encode(mac.finalize().into_bytes()));
-    let response = reqwest::Client::new()
-        .post(url)
-        .header("content-type", content_type)
-        .header("x-slack-request-timestamp", ts)
-        .header("x-slack-signature", signature)
-        .body(body.to_owned())
-        .send()
-        .await
-        .expect("POST to a replica");
-    response.status().as_u16()
+    slack_support::signed_with(SECRET, url, body, content_type).await
 }
 
 /// The state of request #1 and of the outbox rows carrying its result, in `schema`.
@@ -198,17 +183,7 @@ async fn request_rollback(
     seen: &Seen,
     mut bound: impl AsyncFnMut() -> Option<String>,
 ) -> String {
-    let slash = serde_urlencoded::to_string([
-        ("team_id", "T1"),
-        ("channel_id", "COPS"),
-        ("channel_name", "ops"),
-        ("user_id", "UALICE"),
-        ("command", "/rollback"),
-        ("text", "api"),
-        ("response_url", &format!("{slack}/respond/1")),
-        ("trigger_id", "1.rollback"),
-    ])
-    .unwrap();
+    let slash = slack_support::slash(slack, "UALICE", "/rollback", "api", 1);
     let form = "application/x-www-form-urlencoded";
     assert_eq!(signed(url("/slack/commands"), &slash, form).await, 200);
     wait_for(seen, "the approval request", |l| {

@@ -345,6 +345,64 @@ async fn only_the_requester_can_cancel() {
     assert_eq!(runs_logged(app.dir.path()), 0);
 }
 
+/// `/cancel` of a running single action (not a run of steps) by its requester kills its
+/// process group within a second, ends the run `cancelled` with that result, and audits how
+/// it ended; the cancel itself is audited as the requester's command.
+#[tokio::test]
+async fn cancel_of_a_running_action_kills_its_processes_and_ends_it_cancelled() {
+    let file = "name = \"drain\"\nsummary = \"Drain a queue\"\nroles = [\"deployer\"]\n\
+        [action]\nkind = \"exec\"\nargv = [\"./drain.sh\"]\ntimeout = \"60s\"\n";
+    let app = Arc::new(
+        TestApp::builder()
+            .config(&people())
+            .command("drain.toml", file)
+            .script(
+                "drain.sh",
+                "#!/bin/sh\nsleep 60 &\necho $! > child.pid\nsleep 60\necho drained\n",
+            )
+            .spawn()
+            .await,
+    );
+    let running = support::running_with_child(&app, "alice", "/drain").await;
+    assert!(
+        text(&app, "bob", "/cancel 1")
+            .await
+            .contains("only alice (who requested #1) can cancel it")
+    );
+    let asked = text(&app, "alice", "/cancel 1").await;
+    assert!(
+        asked.starts_with("Cancelling run #1: its action is stopped (everything it started is killed) and nothing more runs"),
+        "{asked}"
+    );
+    let reply = running.await.unwrap();
+    assert!(
+        reply.starts_with("⏹ #1 /drain was cancelled after")
+            && reply.contains("everything it started was killed")
+            && reply.contains("cancelled by alice"),
+        "{reply}"
+    );
+    assert!(!reply.contains("drained"), "{reply}");
+    let run = app.store.run(RunId(1)).await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Cancelled);
+    support::wait_child_gone(app.dir.path()).await;
+    let audit = app.store.recent_audit(10).await.unwrap();
+    let details: Vec<&str> = audit.iter().map(|r| r.entry.detail.as_str()).collect();
+    let ended = (audit.iter()).find(|r| r.entry.detail.starts_with("run #1 cancelled"));
+    assert_eq!(
+        ended.map(|r| r.entry.outcome),
+        Some(Outcome::Failed),
+        "{details:?}"
+    );
+    let cancel =
+        (audit.iter()).find(|r| r.entry.command == "cancel" && r.entry.outcome == Outcome::Ok);
+    let cancel = cancel.unwrap_or_else(|| panic!("the cancel audited: {details:?}"));
+    assert_eq!(cancel.entry.actor, "console:alice");
+    assert!(
+        cancel.entry.detail.contains("cancel of running #1"),
+        "{details:?}"
+    );
+}
+
 #[tokio::test]
 async fn expired_requests_say_so_and_cannot_be_approved() {
     let clock = Arc::new(FakeClock::new(Utc::now()));
@@ -452,15 +510,7 @@ async fn timeout_kills_the_whole_process_group() {
     assert!(reply.contains("started"), "partial output is kept: {reply}");
     assert!(started.elapsed() < Duration::from_secs(20));
     assert_eq!(state(&app, id).await, RunState::TimedOut);
-    let pid = std::fs::read_to_string(app.dir.path().join("child.pid"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    // The background child the script started is gone too (a zombie has no cmdline).
-    support::eventually(&format!("child {pid} to end"), support::WAIT, async || {
-        !std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
-    })
-    .await;
+    support::wait_child_gone(app.dir.path()).await;
 }
 
 #[tokio::test]

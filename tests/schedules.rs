@@ -22,6 +22,15 @@ fn at(s: &str) -> DateTime<Utc> {
 
 /// `/backup` of `db` every night at 03:00 Berlin time, reporting to COPS on Slack.
 fn backup(cron: &str, extra: &str) -> String {
+    let action = format!(
+        "[action]\nkind = \"exec\"\nargv = [\"./act.sh\", \"{{target}}\"]\ntimeout = \"10s\"\n{extra}"
+    );
+    backup_doing(cron, &action)
+}
+
+/// `/backup TARGET` doing `procedure` (its `[action]` or `[[steps]]`), run for `db` by a
+/// schedule at `cron` Berlin time, reporting to COPS on Slack.
+fn backup_doing(cron: &str, procedure: &str) -> String {
     format!(
         r#"name = "backup"
 summary = "Back up the database"
@@ -30,11 +39,7 @@ roles = ["sre"]
 name = "target"
 kind = "choice"
 choices = ["db", "files"]
-[action]
-kind = "exec"
-argv = ["./act.sh", "{{target}}"]
-timeout = "10s"
-{extra}
+{procedure}
 [schedule]
 cron = "{cron}"
 timezone = "Europe/Berlin"
@@ -217,6 +222,74 @@ async fn a_scheduled_command_that_needs_approval_opens_a_request_in_its_channel(
         m.iter().any(|o| matches!(o, Outbound::Post { channel, text, .. } if channel == "COPS" && text.contains("rolled back db")))
     })
     .await;
+}
+
+/// A scheduled run of steps shows its progress as one started in chat does: its answer is
+/// posted in the schedule's channel and bound as the run's progress message, the steps'
+/// claims and ends edit it through the outbox, and the result follows.
+#[tokio::test]
+async fn a_scheduled_run_of_steps_posts_its_progress_and_edits_it_as_the_steps_move() {
+    let steps = "[[steps]]\nname = \"dump\"\nkind = \"exec\"\nargv = [\"./hold.sh\", \"{target}\"]\ntimeout = \"30s\"\n\
+        [[steps]]\nname = \"announce\"\nkind = \"message\"\ntext = \"{target} backed up\"\n";
+    let clock = Arc::new(FakeClock::new(at("2026-12-01T02:00:00Z")));
+    let chat = Arc::new(RecordingOutbound::default());
+    let app = TestApp::builder()
+        .config(TEAM)
+        .command("backup.toml", &backup_doing("0 3 * * *", steps))
+        .script(
+            "hold.sh",
+            "#!/bin/sh\nwhile [ ! -f go ]; do sleep 0.01; done\necho dumped $1\n",
+        )
+        .clock(clock.clone())
+        .outbound(chat.clone())
+        .spawn()
+        .await;
+    // Not `tick`: waiting for the in-flight work would wait for the held step.
+    assert_eq!(app.scheduler.tick().await, 1);
+    let bound = support::eventually("the progress message bound", support::WAIT, async || {
+        let run = app.store.run(RunId(1)).await.unwrap();
+        run.and_then(|r| r.message_id)
+    })
+    .await;
+    let progress = chat.messages().into_iter().find_map(|m| match m {
+        Outbound::Post { channel, id, text } if id == bound => Some((channel, text)),
+        _ => None,
+    });
+    let (channel, text) = progress.expect("the bound message was posted");
+    assert_eq!(channel, "COPS");
+    assert!(
+        text.starts_with("Request #1: /backup target=db requested by schedule:backup — running"),
+        "{text}"
+    );
+    assert!(text.contains("dump") && text.contains("announce"), "{text}");
+    std::fs::write(app.dir.path().join("go"), "").unwrap();
+    app.wait_idle().await;
+    let edited = |needle: &'static str| {
+        let bound = bound.clone();
+        move |m: &[Outbound]| {
+            m.iter().any(|o| {
+                matches!(o, Outbound::Edit { id, text, .. } if *id == bound && text.contains(needle))
+            })
+        }
+    };
+    chat.wait_until("the progress edited as dump ended", edited("✅ dump ("))
+        .await;
+    chat.wait_until(
+        "the progress edited as announce ended",
+        edited("✅ announce"),
+    )
+    .await;
+    chat.wait_until("the result", |m| {
+        m.iter().any(|o| {
+            matches!(o, Outbound::Post { channel, text, .. }
+                if channel == "COPS" && text.contains("#1 /backup target=db succeeded"))
+        })
+    })
+    .await;
+    assert_eq!(
+        app.store.run(RunId(1)).await.unwrap().unwrap().state,
+        RunState::Succeeded
+    );
 }
 
 #[tokio::test]

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use opsbot::domain::AlertId;
 use sha2::Sha256;
-use slack_support::{Seen, count_texts, runs, succeeded_in_thread, wait_for, wait_for_binding};
+use slack_support::{
+    Seen, count_texts, runs, slash, succeeded_in_thread, wait_for, wait_for_binding,
+};
 use support::TestApp;
 
 const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
@@ -62,23 +64,6 @@ async fn signed(app: &TestApp, path: &str, body: &str) -> reqwest::Response {
     };
     let ts = now();
     send(app, path, body, ts, &sign(ts, body), content_type).await
-}
-
-fn slash(base: &str, user: &str, command: &str, text: &str, n: u32) -> String {
-    serde_urlencoded::to_string([
-        ("token", "x"),
-        ("team_id", "T1"),
-        ("team_domain", "acme"),
-        ("channel_id", "COPS"),
-        ("channel_name", "ops"),
-        ("user_id", user),
-        ("user_name", user),
-        ("command", command),
-        ("text", text),
-        ("response_url", &format!("{base}/respond/{n}")),
-        ("trigger_id", &format!("{n}.{command}")),
-    ])
-    .unwrap()
 }
 
 fn now() -> i64 {

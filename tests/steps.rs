@@ -289,12 +289,7 @@ async fn a_step_timeout_kills_its_process_group_and_rolls_back() {
         app.store.run(RunId(1)).await.unwrap().unwrap().state,
         RunState::TimedOut
     );
-    let pid = std::fs::read_to_string(app.dir.path().join("child.pid")).unwrap();
-    let pid = pid.trim().to_owned();
-    support::eventually(&format!("child {pid} to end"), support::WAIT, async || {
-        !std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
-    })
-    .await;
+    support::wait_child_gone(app.dir.path()).await;
 }
 
 /// On Slack, an approved run's request message becomes its progress, edited through the
@@ -410,7 +405,7 @@ async fn an_interrupted_run_is_announced_at_its_step() {
     assert!(
         notices[0]
             .text
-            .contains("Request #1 (/restart service=api) was interrupted at step restart"),
+            .contains("Request #1 (/restart service=api) was interrupted at step 1 (restart)"),
         "{}",
         notices[0].text
     );

@@ -88,6 +88,9 @@ impl SqliteStore {
             state: tokio::sync::Mutex::new((options.connect().await.map_err(backend)?, None)),
         };
         let store = Self::migrated(pool, sqlx::migrate!("migrations/sqlite"), writer).await?;
+        if lock.is_some() {
+            lapse_dead_leases(&store.pool).await?;
+        }
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(checkpoint_forever(store.pool.clone(), stop.clone()));
         Ok(Self {
@@ -96,6 +99,28 @@ impl SqliteStore {
             ..store
         })
     }
+}
+
+/// Ends the leases of runs an earlier process left approved or running. Holding the lock, this
+/// process is the file's one user, so whoever took those leases is dead: without this their
+/// runs would wait out the rest of a lease (a minute) before the first sweep may report them
+/// interrupted; with it, the sweep at start does. Nothing re-runs them.
+async fn lapse_dead_leases(pool: &SqlitePool) -> Result<(), StoreError> {
+    let lapsed = sqlx::query(
+        "UPDATE runs SET lease_until = 0 WHERE state IN ('approved', 'running') \
+         AND lease_until IS NOT NULL",
+    )
+    .execute(pool)
+    .await
+    .map_err(backend)?
+    .rows_affected();
+    if lapsed > 0 {
+        tracing::warn!(
+            runs = lapsed,
+            "runs were left approved or running by an opsbot that stopped; they are reported as interrupted now"
+        );
+    }
+    Ok(())
 }
 
 /// Takes the OS lock on `<db>.lock` beside the database file. The kernel drops it when the file closes, so a killed opsbot never leaves it behind; the

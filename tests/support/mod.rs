@@ -442,3 +442,32 @@ pub async fn the_leader(replicas: &[Serve], within: std::time::Duration) -> usiz
     .position(|leads| *leads)
     .unwrap()
 }
+
+/// Waits until the process whose id a script wrote to `child.pid` in `dir` is gone (a
+/// zombie has no cmdline): what a killed process group leaves of a background child.
+pub async fn wait_child_gone(dir: &Path) {
+    let pid = std::fs::read_to_string(dir.join("child.pid")).expect("child.pid written");
+    let pid = pid.trim().to_owned();
+    eventually(&format!("child {pid} to end"), WAIT, async || {
+        !std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+    })
+    .await;
+}
+
+/// `who` types `text` on the console of `app`, answered in a task of its own; returned once
+/// the script it runs has written `child.pid` (it has started a background child).
+pub async fn running_with_child(
+    app: &std::sync::Arc<TestApp>,
+    who: &'static str,
+    text: &'static str,
+) -> tokio::task::JoinHandle<String> {
+    let running = tokio::spawn({
+        let app = app.clone();
+        async move { app.reply(who, text).await }
+    });
+    eventually("the script's background child", WAIT, async || {
+        app.dir.path().join("child.pid").exists()
+    })
+    .await;
+    running
+}

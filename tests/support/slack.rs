@@ -211,3 +211,41 @@ pub fn reaction_callback(event_id: &str, user: &str, ts: &str) -> serde_json::Va
         }
     })
 }
+
+/// A slash command's form as Slack posts it: `user` typed `command text` in COPS (#ops); its
+/// `response_url` is the fake's `/respond/{n}` at `base`.
+pub fn slash(base: &str, user: &str, command: &str, text: &str, n: u32) -> String {
+    serde_urlencoded::to_string([
+        ("token", "x"),
+        ("team_id", "T1"),
+        ("team_domain", "acme"),
+        ("channel_id", "COPS"),
+        ("channel_name", "ops"),
+        ("user_id", user),
+        ("user_name", user),
+        ("command", command),
+        ("text", text),
+        ("response_url", &format!("{base}/respond/{n}")),
+        ("trigger_id", &format!("{n}.{command}")),
+    ])
+    .unwrap()
+}
+
+/// POSTs `body` to `url` signed with `secret` as Slack signs it; the HTTP status answered.
+pub async fn signed_with(secret: &str, url: String, body: &str, content_type: &str) -> u16 {
+    use hmac::{Hmac, Mac};
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("v0:{ts}:{body}").as_bytes());
+    let signature = format!("v0={}", hex::encode(mac.finalize().into_bytes()));
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", content_type)
+        .header("x-slack-request-timestamp", ts)
+        .header("x-slack-signature", signature)
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("POST to opsbot");
+    response.status().as_u16()
+}

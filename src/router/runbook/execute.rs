@@ -5,6 +5,7 @@ use super::gates;
 use super::steps::{Finished, Resume};
 use super::*;
 use crate::domain::exec_location;
+use crate::ports::ActionOutcome;
 
 /// Where a run's result goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,19 +180,18 @@ impl RunbookService {
         rendered: &RenderedAction,
     ) -> (Finished, &'static str) {
         let kind = self.resolve_paths(kind);
-        let outcome = self.under_lease(run.id, self.runner.run(&kind)).await;
-        let state = if outcome.timed_out {
-            RunState::TimedOut
-        } else if outcome.success {
-            RunState::Succeeded
-        } else {
-            RunState::Failed
-        };
-        let result = RunResult {
-            code: outcome.code,
-            duration: outcome.duration,
-            output: redact(&outcome.output, &rendered.secret_values),
-            truncated: outcome.truncated,
+        let started = tokio::time::Instant::now();
+        let (state, result) = match self.run_cancellable(run.id, &kind).await {
+            Ok(outcome) => ended_as(outcome, &rendered.secret_values),
+            Err(by) => {
+                let result = RunResult {
+                    code: None,
+                    duration: started.elapsed(),
+                    output: format!("cancelled by {by}"),
+                    truncated: false,
+                };
+                (RunState::Cancelled, result)
+            }
         };
         let code_label = match kind {
             ActionKind::Exec { .. } => "exit",
@@ -214,6 +214,23 @@ impl RunbookService {
             gate: None,
         };
         (finished, code_label)
+    }
+
+    /// Runs the action under the run's lease until it ends or a `/cancel` of the run (asked on
+    /// any replica) is seen: then the action's future is dropped, which kills its process
+    /// group, and who cancelled it is returned.
+    async fn run_cancellable(&self, id: RunId, kind: &ActionKind) -> Result<ActionOutcome, String> {
+        let (cancel, seen) = tokio::sync::watch::channel(None);
+        let watcher = self.watch_cancel(id, cancel);
+        let work = async {
+            tokio::select! {
+                outcome = self.runner.run(kind) => Ok(outcome),
+                by = super::steps::cancelled(seen) => Err(by),
+            }
+        };
+        let ran = self.under_lease(id, work).await;
+        watcher.abort();
+        ran
     }
 
     /// Wakes the deliverer for a result its final transition queued; a result that could not
@@ -444,6 +461,24 @@ pub(super) fn result_post(run: &Run, text: &str) -> Queued {
     )
 }
 
+/// How an action that ran to its end (or its timeout) ended, its output redacted of `secrets`.
+fn ended_as(outcome: ActionOutcome, secrets: &[secrecy::SecretString]) -> (RunState, RunResult) {
+    let state = if outcome.timed_out {
+        RunState::TimedOut
+    } else if outcome.success {
+        RunState::Succeeded
+    } else {
+        RunState::Failed
+    };
+    let result = RunResult {
+        code: outcome.code,
+        duration: outcome.duration,
+        output: redact(&outcome.output, secrets),
+        truncated: outcome.truncated,
+    };
+    (state, result)
+}
+
 /// What a request's channel is told when its start could not be audited (so nothing ran).
 fn not_started(id: RunId, request_id: &RequestId) -> String {
     format!(
@@ -482,6 +517,9 @@ fn render_result(
             "⏱️ #{id} {line} timed out after {}; everything it started was killed.",
             human_duration(timeout)
         ),
+        RunState::Cancelled => {
+            format!("⏹ #{id} {line} was cancelled after {took}; everything it started was killed.")
+        }
         _ => format!(
             "❌ #{id} {line} failed ({}) after {took}.",
             result

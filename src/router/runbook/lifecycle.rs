@@ -68,10 +68,11 @@ impl RunbookService {
     /// and they are returned too. Never re-runs anything.
     pub async fn sweep_runs(&self, now: DateTime<Utc>) -> Result<Vec<Notice>, StoreError> {
         let mut notices = Vec::new();
-        let queued = |run: &Run, was: RunState| vec![interruption_notice(run, was).queued()];
+        let notice = |run: &Run, was| interruption_notice(run, was, self.step_at(run).as_ref());
+        let queued = |run: &Run, was: RunState| vec![notice(run, was).queued()];
         for (run, was) in self.store.interrupt_stale(now, &queued).await? {
             self.audit_interruption(&run, was, now).await;
-            notices.push(interruption_notice(&run, was));
+            notices.push(notice(&run, was));
         }
         // An expired request's buttons are retired with its expiry, when its message is
         // bound; one bound later is retired by `bind_message`.
@@ -126,26 +127,69 @@ fn retired(run: &Run, outcome: &str) -> (OutboundTarget, OutboundMessage) {
     (to, message.with_visibility(Visibility::Channel))
 }
 
-/// What the channel is told about a run interrupted while in state `was`.
-fn interruption_notice(run: &Run, was: RunState) -> Notice {
+impl RunbookService {
+    /// Where in its steps run `run` was, numbered as its progress and `/retry ID from N` number
+    /// them; `None` for a single action.
+    fn step_at(&self, run: &Run) -> Option<StepAt> {
+        let name = run.current_step.clone()?;
+        let workflow = match self.catalog.get(&run.new.command).map(|s| &s.procedure) {
+            Some(Procedure::Steps(w)) => Some(w),
+            _ => None,
+        };
+        let number = workflow.and_then(|w| w.steps.iter().position(|s| s.name == name));
+        let rollback = workflow.is_some_and(|w| w.on_failure.iter().any(|s| s.name == name));
+        Some(StepAt {
+            name,
+            number: number.map(|i| i + 1),
+            rollback,
+        })
+    }
+}
+
+/// The step a run was at: its number among the main steps (none when it is a rollback step,
+/// or its command no longer has it).
+struct StepAt {
+    name: String,
+    number: Option<usize>,
+    rollback: bool,
+}
+
+/// What the channel is told about a run interrupted while in state `was` (`at`: the step).
+fn interruption_notice(run: &Run, was: RunState, at: Option<&StepAt>) -> Notice {
     let what = command_line(&run.new.command, &run.new.args);
+    let id = run.id;
     let text = if was == RunState::Running {
-        let at = (run.current_step.as_deref()).map_or(String::new(), |s| format!(" at step {s}"));
+        let (at, then) = match at {
+            Some(StepAt {
+                name,
+                number: Some(n),
+                ..
+            }) => (
+                format!(" at step {n} ({name})"),
+                format!("check the system, then /retry {id} runs it again from step {n}"),
+            ),
+            Some(StepAt { name, rollback, .. }) => {
+                let kind = if *rollback { "rollback step" } else { "step" };
+                (format!(" at {kind} {name}"), AGAIN.to_owned())
+            }
+            None => (String::new(), AGAIN.to_owned()),
+        };
         format!(
-            "⚠️ Request #{} ({what}) was interrupted{at}: opsbot stopped while it was running, \
+            "⚠️ Request #{id} ({what}) was interrupted{at}: opsbot stopped while it was running, \
              and its process was stopped with it, so it may have done only part of its work. \
-             It will not be re-run automatically; check the system and request it again if needed.",
-            run.id
+             It will not be re-run automatically; {then}."
         )
     } else {
         format!(
-            "⚠️ Request #{} ({what}) was interrupted: opsbot stopped after it was approved \
-             and before it started, so nothing ran. Request it again if it is still needed.",
-            run.id
+            "⚠️ Request #{id} ({what}) was interrupted: opsbot stopped after it was approved \
+             and before it started, so nothing ran. Request it again if it is still needed."
         )
     };
     notice(run, text)
 }
+
+/// What to do about an interrupted run that cannot be retried from a numbered step.
+const AGAIN: &str = "check the system and request it again if needed";
 
 fn expiry_notice(run: &Run) -> Notice {
     let text = format!(
@@ -159,9 +203,9 @@ fn expiry_notice(run: &Run) -> Notice {
 impl RunbookService {
     /// `/cancel ID`, by the requester: a pending request (or gate) ends without running; a
     /// run of steps waiting at a gate stops there; a running one stops between steps, the
-    /// current step's processes killed (its process sees the request within a second, on
-    /// whichever replica runs it). A stopped run of steps rolls back when its file says
-    /// `on_cancel = "rollback"`.
+    /// current step's processes killed, and a running single action has its processes killed
+    /// (its process sees the request within a second, on whichever replica runs it). A
+    /// stopped run of steps rolls back when its file says `on_cancel = "rollback"`.
     pub(in crate::router) async fn cancel(
         &self,
         ctx: (&InboundEvent, &RequestId),
@@ -174,7 +218,8 @@ impl RunbookService {
             self.catalog.get(&run.new.command).map(|s| &s.procedure),
             Some(Procedure::Steps(_))
         );
-        if !steps || !matches!(run.state, RunState::Running | RunState::Waiting) {
+        // Only a run of steps waits at a gate; either kind may be running.
+        if !matches!(run.state, RunState::Running | RunState::Waiting) {
             return self.end(ctx, requester, id, Ending::Cancelled).await;
         }
         if run.new.platform != ev.platform || run.new.channel_id != ev.channel.id {
@@ -199,9 +244,14 @@ impl RunbookService {
                     "run #{id} is no longer running, or its cancel was asked for already."
                 )));
             }
+            let stopped = if steps {
+                "its current step is stopped"
+            } else {
+                "its action is stopped"
+            };
             format!(
-                "Cancelling run #{id}: its current step is stopped (everything it started is \
-                 killed) and {then}; the result follows."
+                "Cancelling run #{id}: {stopped} (everything it started is killed) and {then}; \
+                 the result follows."
             )
         };
         Ok(Done {

@@ -104,11 +104,11 @@ impl Walk {
     }
 }
 
-/// How often a running run of steps looks for a `/cancel` of it (asked on any replica).
+/// How often a running run (of steps, or a single action) looks for a `/cancel` of it (asked on any replica).
 const CANCEL_POLL: Duration = Duration::from_secs(1);
 
 /// Who cancelled, once someone has; never, if the watcher is gone.
-async fn cancelled(mut cancel: watch::Receiver<Option<String>>) -> String {
+pub(super) async fn cancelled(mut cancel: watch::Receiver<Option<String>>) -> String {
     let seen = (cancel.wait_for(Option::is_some).await).map(|by| by.clone().unwrap_or_default());
     match seen {
         Ok(by) => by,
@@ -260,7 +260,7 @@ impl RunbookService {
     }
 
     /// Watches the store for a `/cancel` of run `id` (made on any replica), telling `seen`.
-    fn watch_cancel(
+    pub(super) fn watch_cancel(
         &self,
         id: RunId,
         seen: watch::Sender<Option<String>>,
