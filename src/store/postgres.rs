@@ -17,9 +17,10 @@ use super::audit::append_to_chain;
 use super::batch::BatchWrite;
 use super::{PostgresStore, backend};
 use crate::domain::{AuditEntry, AuditRecord, IncomingAlert, Platform};
-use crate::ports::{OutboxSignal, StoreError};
+use crate::ports::{OutboxId, OutboxSignal, StoreError};
 
-/// The channel the outbox's trigger notifies on each insert (migration 0021), one per schema.
+/// The channel the outbox's trigger notifies on each insert (migrations 0021, 0026), one per
+/// schema.
 const OUTBOX_CHANNEL: &str = "SELECT 'opsbot_outbox_' || left(md5(current_schema()), 16)";
 
 /// How long the first connection may take before the server counts as unreachable.
@@ -256,8 +257,28 @@ async fn forward_until_error(
     *failing = false;
     signal.wake();
     loop {
-        // `None`: the connection was lost and made again (eager reconnect).
-        listener.try_recv().await?;
-        signal.wake();
+        match listener.try_recv().await? {
+            Some(notice) => wake_for_payload(signal, notice.payload()),
+            // The connection was lost and made again (eager reconnect): rows queued
+            // meanwhile went unheard.
+            None => signal.wake(),
+        }
+    }
+}
+
+/// Wakes `signal` for the rows a notice names (migration 0026: their ids, comma-separated),
+/// or for anything when it names none or cannot be read.
+fn wake_for_payload(signal: &OutboxSignal, payload: &str) {
+    let ids: Option<Vec<OutboxId>> = (!payload.is_empty())
+        .then(|| {
+            payload
+                .split(',')
+                .map(|id| id.parse().ok().map(OutboxId))
+                .collect()
+        })
+        .flatten();
+    match ids {
+        Some(ids) => signal.wake_for(ids),
+        None => signal.wake(),
     }
 }
