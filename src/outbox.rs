@@ -4,9 +4,11 @@
 //! sent in its own task (one slow channel holds up no other), then marked delivered with the
 //! platform's id, retried later with backoff, or given up when the platform will never take
 //! it. A post whose id the store refused is never posted again: its id is kept here and
-//! storing it is what is retried.
+//! storing it is what is retried. A wake that only names rows this deliverer has claimed
+//! already (the database's notice of a row queued here, after this process's own signal
+//! had it claimed) is let pass: it would only claim nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +35,9 @@ pub const POLL_EVERY: Duration = Duration::from_secs(1);
 pub const CLAIM_HOLD: Duration = Duration::from_secs(120);
 /// Messages claimed per pass.
 const CLAIM_BATCH: u32 = 100;
+/// Claimed ids remembered to let pass the notices of rows already claimed: far more than are
+/// claimed between a row's commit and its notice arriving.
+const RECENT_CLAIMS: usize = 4096;
 /// Attempts before a message that keeps failing is given up (about 40 minutes of backoff).
 pub const MAX_ATTEMPTS: u32 = 12;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -54,6 +59,33 @@ struct Inner {
     /// The edit of each message sent last (or being sent): the next edit of it waits for that
     /// one to finish, so edits land in the order they were queued and the newest stays.
     last_edit: Mutex<HashMap<EditKey, (OutboxId, oneshot::Receiver<()>)>>,
+    /// The ids claimed last, oldest first ([`RECENT_CLAIMS`] at most).
+    claimed: Mutex<RecentIds>,
+}
+
+/// A bounded set of ids that forgets the oldest first.
+#[derive(Default)]
+struct RecentIds {
+    order: VecDeque<OutboxId>,
+    set: HashSet<OutboxId>,
+}
+
+impl RecentIds {
+    fn insert(&mut self, id: OutboxId) {
+        if !self.set.insert(id) {
+            return;
+        }
+        self.order.push_back(id);
+        if self.order.len() > RECENT_CLAIMS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+    }
+
+    fn contains(&self, id: OutboxId) -> bool {
+        self.set.contains(&id)
+    }
 }
 
 /// One message on one platform, as edits name it.
@@ -96,6 +128,7 @@ impl Deliverer {
             busy: Mutex::default(),
             unrecorded: Mutex::default(),
             last_edit: Mutex::default(),
+            claimed: Mutex::default(),
         }))
     }
 
@@ -125,7 +158,7 @@ impl Deliverer {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.0.signal.woken() => {}
+                _ = self.woken_for_unclaimed() => {}
                 _ = tokio::time::sleep(POLL_EVERY) => {}
             }
         }
@@ -144,6 +177,19 @@ impl Deliverer {
             .is_empty()
         {
             tokio::spawn(self.record_while_claimed());
+        }
+    }
+
+    /// Until a wake that may find something to claim: one that names no rows, or names a row
+    /// not claimed here yet.
+    async fn woken_for_unclaimed(&self) {
+        loop {
+            self.0.signal.woken().await;
+            let heard = self.0.signal.take_heard();
+            let claimed = self.0.claimed.lock().expect("outbox poisoned");
+            if heard.unnamed || heard.ids.iter().any(|id| !claimed.contains(*id)) {
+                return;
+            }
         }
     }
 
@@ -181,6 +227,12 @@ impl Deliverer {
         self.record_unrecorded().await;
         let now = self.0.clock.now();
         let claimed = self.0.store.claim_due(now, CLAIM_HOLD, CLAIM_BATCH).await?;
+        {
+            let mut recent = self.0.claimed.lock().expect("outbox poisoned");
+            for c in &claimed {
+                recent.insert(c.id);
+            }
+        }
         let mut started = 0;
         for c in claimed {
             // Still being sent here (a slow channel outlasted the hold): not again.

@@ -1,6 +1,6 @@
 //! The outbox's deliverer against a real SQLite store and a scripted chat platform, pass by
 //! pass (`Deliverer::deliver_due`) with a fake clock: retries, a deliverer that dies with a
-//! message in flight, and a post whose id the store refuses.
+//! message in flight, a post whose id the store refuses, and wake-ups that find nothing new.
 
 mod support;
 
@@ -409,4 +409,111 @@ async fn an_edit_waits_for_the_previous_edit_of_its_message_so_the_newest_lands_
         ["approved", "ran: ok"],
         "the message ends as last queued"
     );
+}
+
+/// An outbox in memory that records each claim: no I/O, so paused time moves on only once
+/// every task waits.
+#[derive(Default)]
+struct InMemory {
+    /// Each queued row and whether it has been claimed.
+    rows: Mutex<Vec<(Queued, bool)>>,
+    /// The ids each `claim_due` call handed out, in order.
+    claims: Mutex<Vec<Vec<OutboxId>>>,
+}
+
+impl InMemory {
+    fn claims(&self) -> Vec<Vec<OutboxId>> {
+        self.claims.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl OutboxStore for InMemory {
+    async fn enqueue(&self, q: &Queued, _: DateTime<Utc>) -> Result<OutboxId, StoreError> {
+        let mut rows = self.rows.lock().unwrap();
+        rows.push((q.clone(), false));
+        Ok(OutboxId(rows.len() as i64))
+    }
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        _: Duration,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let mut rows = self.rows.lock().unwrap();
+        let claimed: Vec<Claimed> = (rows.iter_mut().enumerate())
+            .filter(|(_, (_, claimed))| !*claimed)
+            .take(limit as usize)
+            .map(|(i, (queued, claimed))| {
+                *claimed = true;
+                Claimed {
+                    id: OutboxId(i as i64 + 1),
+                    queued: queued.clone(),
+                    attempts: 1,
+                    created_at: now,
+                }
+            })
+            .collect();
+        let ids = claimed.iter().map(|c| c.id).collect();
+        self.claims.lock().unwrap().push(ids);
+        Ok(claimed)
+    }
+    async fn mark_delivered(&self, _: OutboxId, _: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    async fn retry_at(&self, _: OutboxId, _: DateTime<Utc>, _: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    async fn give_up(&self, _: OutboxId, _: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    async fn outbox_depth(&self) -> Result<OutboxDepth, StoreError> {
+        Ok(OutboxDepth::default())
+    }
+    async fn forget_outbox_before(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+/// Lets every task run until all wait (paused time: far less than a poll interval).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_notice_of_a_row_claimed_here_already_claims_nothing() {
+    let store = Arc::new(InMemory::default());
+    let chat = Scripted::new([]);
+    let signal = OutboxSignal::default();
+    let clock: Arc<dyn Clock> = Arc::new(FakeClock::new(Utc::now()));
+    let metrics = Arc::new(Metrics::new());
+    let d = Deliverer::new(store.clone(), chat.clone(), clock, signal.clone(), metrics);
+    let liveness = Arc::new(opsbot::liveness::Liveness::default());
+    let leading = CancellationToken::new();
+    let run = tokio::spawn(d.run(liveness, leading.clone()));
+    settle().await;
+    let queue = async |text: &str| {
+        let to = OutboundTarget {
+            platform: Platform::Slack,
+            channel_id: "C1".into(),
+            thread: None,
+        };
+        let queued = Queued::post(to, OutboundMessage::text(text));
+        store.enqueue(&queued, Utc::now()).await.unwrap()
+    };
+    // Queued here: this process's own signal has it claimed at once...
+    let here = queue("queued here").await;
+    signal.wake();
+    settle().await;
+    // ...and the database's notice of it, after the commit, finds it claimed.
+    signal.wake_for([here]);
+    settle().await;
+    // A row another replica queued: its notice is all this deliverer hears of it.
+    let there = queue("queued there").await;
+    signal.wake_for([there]);
+    settle().await;
+    assert_eq!(store.claims(), [vec![], vec![here], vec![there]]);
+    assert_eq!(chat.posted(), ["queued here", "queued there"]);
+    leading.cancel();
+    run.await.unwrap();
 }

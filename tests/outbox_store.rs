@@ -259,14 +259,18 @@ async fn a_message_queued_by_another_replica_wakes_the_deliverer(b: &Backend) {
         .expect("Postgres watches");
     let watch = tokio::spawn(watch);
     woken(&signal, "listening").await;
+    assert!(signal.take_heard().unnamed, "listening names no rows");
     let other = PostgresStore::connect(&support::postgres_url(), 2, Some(schema))
         .await
         .expect("connect the other replica's store");
-    other
+    let id = other
         .enqueue(&queued("C1", "queued on a follower"), Utc::now())
         .await
         .unwrap();
     woken(&signal, "a row queued by the other store").await;
+    // The notice names the row, so a deliverer that has claimed it already lets it pass.
+    let heard = signal.take_heard();
+    assert_eq!((heard.unnamed, heard.ids), (false, vec![id]));
     watch.abort();
     other.pool().close().await;
 }

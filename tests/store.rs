@@ -29,6 +29,7 @@ on_both_backends! {
     old_resolved_alerts_and_their_groups_are_forgotten => sqlite_old_resolved_alerts_and_their_groups_are_forgotten, postgres_old_resolved_alerts_and_their_groups_are_forgotten;
     empty_alert_ingest_is_a_no_op => sqlite_empty_alert_ingest_is_a_no_op, postgres_empty_alert_ingest_is_a_no_op;
     firing_alerts_are_counted_by_severity => sqlite_firing_alerts_are_counted_by_severity, postgres_firing_alerts_are_counted_by_severity;
+    an_alert_is_stored_as_delivered_episode_by_episode => sqlite_an_alert_is_stored_as_delivered_episode_by_episode, postgres_an_alert_is_stored_as_delivered_episode_by_episode;
     a_refused_delivery_fails_alone => sqlite_a_refused_delivery_fails_alone, postgres_a_refused_delivery_fails_alone;
     a_lease_has_one_holder_and_each_new_one_a_larger_epoch => sqlite_a_lease_has_one_holder_and_each_new_one_a_larger_epoch, postgres_a_lease_has_one_holder_and_each_new_one_a_larger_epoch;
     holders_racing_for_a_free_lease_get_one_epoch => sqlite_holders_racing_for_a_free_lease_get_one_epoch, postgres_holders_racing_for_a_free_lease_get_one_epoch;
@@ -185,6 +186,79 @@ async fn a_refused_delivery_fails_alone(b: &Backend) {
             .iter()
             .any(|f| f.starts_with("d7-") || *f == "poison")
     );
+}
+
+/// Every field of a delivered alert reads back as delivered; a resolved alert keeps its first
+/// resolution time when resolved again and loses its acknowledgement when it fires again
+/// (a new episode); each delivery marks each of its groups changed once, a delivery larger
+/// than one statement's worth (SQLite: 1,000 alerts) too.
+async fn an_alert_is_stored_as_delivered_episode_by_episode(b: &Backend) {
+    use opsbot::domain::AlertStatus;
+    let store = b.store();
+    let at = |s: i64| chrono::DateTime::from_timestamp_micros(1_790_000_000_000_000 + s).unwrap();
+    let mut a = firing("a", &[("severity", "critical"), ("quote", "it's \"x\"")]);
+    a.group_key = "g1".into();
+    a.annotations = [("summary".to_owned(), "disk {full}".to_owned())].into();
+    a.starts_at = at(-5);
+    a.generator_url = Some("http://prom/graph?g0.expr=up".into());
+    let mut other = firing("b", &[]);
+    other.group_key = "g2".into();
+    store
+        .ingest_alerts(&[a.clone(), other], at(1))
+        .await
+        .unwrap();
+    let read = |group: &'static str| {
+        let store = store.clone();
+        async move { store.alerts_in_group(group).await.unwrap().remove(0) }
+    };
+    let first = read("g1").await;
+    assert_eq!(first.incoming, a);
+    assert_eq!((first.first_seen, first.last_seen), (at(1), at(1)));
+    assert_eq!((first.resolved_at, &first.acked_by), (None, &None));
+    assert!(store.ack_alert(first.id, "alice", at(2)).await.unwrap());
+
+    let mut resolved = a.clone();
+    resolved.status = AlertStatus::Resolved;
+    resolved.ends_at = Some(at(3));
+    store
+        .ingest_alerts(&[resolved.clone()], at(3))
+        .await
+        .unwrap();
+    store
+        .ingest_alerts(&[resolved.clone()], at(4))
+        .await
+        .unwrap();
+    let again = read("g1").await;
+    assert_eq!(again.incoming, resolved);
+    assert_eq!((again.resolved_at, again.last_seen), (Some(at(3)), at(4)));
+    assert_eq!(
+        again.acked_by.as_deref(),
+        Some("alice"),
+        "resolving keeps the ack"
+    );
+
+    store.ingest_alerts(&[a.clone()], at(5)).await.unwrap();
+    let refired = read("g1").await;
+    assert_eq!(refired.id, first.id);
+    assert_eq!(refired.incoming, a);
+    assert_eq!((refired.first_seen, refired.last_seen), (at(1), at(5)));
+    assert_eq!(
+        (refired.resolved_at, refired.acked_by, refired.acked_at),
+        (None, None, None)
+    );
+
+    let many: Vec<_> = (0..1500)
+        .map(|i| {
+            let mut alert = firing(&format!("many-{i:04}"), &[]);
+            alert.group_key = if i % 2 == 0 { "g1" } else { "g3" }.into();
+            alert
+        })
+        .collect();
+    store.ingest_alerts(&many, at(6)).await.unwrap();
+    assert_eq!(store.alerts_in_group("g3").await.unwrap().len(), 750);
+    let versions = store.pending_groups(10).await.unwrap();
+    let versions: Vec<(&str, i64)> = versions.iter().map(|(g, v)| (g.as_str(), *v)).collect();
+    assert_eq!(versions, [("g1", 5), ("g2", 1), ("g3", 1)]);
 }
 
 /// Firing alerts in all and by severity, in one query: 3 critical, 2 warning, 1 without a

@@ -52,18 +52,66 @@ impl Queued {
 
 /// Wakes the outbox's deliverer when a producer has queued something, so a message does not
 /// wait for the next poll. Producers hold a clone; waking a deliverer that does not run here
-/// (a follower) does nothing.
+/// (a follower) does nothing. It also remembers what woke it: the store's watcher names the
+/// rows it heard were queued ([`OutboxSignal::wake_for`]), so the deliverer can let pass a
+/// notification of rows it has claimed already (its own, queued and signalled here first).
 #[derive(Clone, Debug, Default)]
-pub struct OutboxSignal(std::sync::Arc<tokio::sync::Notify>);
+pub struct OutboxSignal(std::sync::Arc<SignalState>);
+
+#[derive(Debug, Default)]
+struct SignalState {
+    notify: tokio::sync::Notify,
+    heard: std::sync::Mutex<Heard>,
+}
+
+/// What woke the deliverer since it last looked ([`OutboxSignal::take_heard`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Heard {
+    /// A wake that named no rows (a producer here, a reconnected watcher): look in any case.
+    pub unnamed: bool,
+    /// Rows another process (or this one, through the database) queued.
+    pub ids: Vec<OutboxId>,
+}
+
+/// Named rows remembered between two looks at most; beyond that a wake counts as unnamed.
+const MAX_HEARD: usize = 4096;
 
 impl OutboxSignal {
     pub fn wake(&self) {
-        self.0.notify_one();
+        self.heard().unnamed = true;
+        self.0.notify.notify_one();
+    }
+
+    /// Wakes the deliverer for rows `ids`, queued (and committed) by any process.
+    pub fn wake_for(&self, ids: impl IntoIterator<Item = OutboxId>) {
+        {
+            let mut heard = self.heard();
+            if !heard.unnamed {
+                heard.ids.extend(ids);
+                if heard.ids.len() > MAX_HEARD {
+                    *heard = Heard {
+                        unnamed: true,
+                        ids: Vec::new(),
+                    };
+                }
+            }
+        }
+        self.0.notify.notify_one();
     }
 
     /// Until the next [`OutboxSignal::wake`] (or one made since the last wait).
     pub async fn woken(&self) {
-        self.0.notified().await;
+        self.0.notify.notified().await;
+    }
+
+    /// What woke it since the last call, forgetting it.
+    pub fn take_heard(&self) -> Heard {
+        std::mem::take(&mut *self.heard())
+    }
+
+    fn heard(&self) -> std::sync::MutexGuard<'_, Heard> {
+        // Plain data, valid whatever a panicking holder left.
+        self.0.heard.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

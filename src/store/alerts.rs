@@ -139,19 +139,35 @@ const FORGET_GROUPS: [&str; 3] = [
      WHERE a.group_key = alert_groups.group_key)",
 ];
 
+/// The columns an upsert of `alerts` writes, in the order both backends supply them.
+pub(crate) const INSERT_ALERTS: &str = "INSERT INTO alerts (fingerprint, source, group_key, \
+     status, labels, annotations, starts_at, ends_at, generator_url, first_seen, last_seen, \
+     resolved_at) ";
+
+/// What storing an alert does to the row of its fingerprint when there is one. A resolved
+/// alert that fires again starts a new episode, so its acknowledgement is cleared.
+pub(crate) const ALERT_CONFLICT: &str = " ON CONFLICT (fingerprint) DO UPDATE SET \
+     group_key = excluded.group_key, \
+     labels = excluded.labels, \
+     annotations = excluded.annotations, \
+     ends_at = excluded.ends_at, \
+     generator_url = excluded.generator_url, \
+     last_seen = excluded.last_seen, \
+     acked_by = CASE WHEN alerts.status = 'resolved' AND excluded.status = 'firing' THEN NULL ELSE alerts.acked_by END, \
+     acked_at = CASE WHEN alerts.status = 'resolved' AND excluded.status = 'firing' THEN NULL ELSE alerts.acked_at END, \
+     resolved_at = CASE WHEN excluded.status = 'resolved' THEN COALESCE(alerts.resolved_at, excluded.last_seen) END, \
+     starts_at = excluded.starts_at, \
+     status = excluded.status";
+
 /// One multi-row upsert of `alerts` (distinct fingerprints: Postgres refuses to update a row
-/// twice in one statement). A resolved alert that fires again starts a new episode, so its
-/// acknowledgement is cleared.
+/// twice in one statement).
 fn push_upsert<DB: Backend>(
     q: &mut sqlx::QueryBuilder<DB>,
     alerts: &[&IncomingAlert],
     now: DateTime<Utc>,
 ) {
     let now = now.timestamp_micros();
-    q.push(
-        "INSERT INTO alerts (fingerprint, source, group_key, status, labels, annotations, starts_at, \
-         ends_at, generator_url, first_seen, last_seen, resolved_at) ",
-    );
+    q.push(INSERT_ALERTS);
     q.push_values(alerts, |mut row, a| {
         let resolved = (a.status == crate::domain::AlertStatus::Resolved).then_some(now);
         for text in [
@@ -171,47 +187,12 @@ fn push_upsert<DB: Backend>(
         DB::push(&mut row, &now);
         DB::push(&mut row, &resolved);
     });
-    q.push(
-        " ON CONFLICT (fingerprint) DO UPDATE SET \
-           group_key = excluded.group_key, \
-           labels = excluded.labels, \
-           annotations = excluded.annotations, \
-           ends_at = excluded.ends_at, \
-           generator_url = excluded.generator_url, \
-           last_seen = excluded.last_seen, \
-           acked_by = CASE WHEN alerts.status = 'resolved' AND excluded.status = 'firing' THEN NULL ELSE alerts.acked_by END, \
-           acked_at = CASE WHEN alerts.status = 'resolved' AND excluded.status = 'firing' THEN NULL ELSE alerts.acked_at END, \
-           resolved_at = CASE WHEN excluded.status = 'resolved' THEN COALESCE(alerts.resolved_at, excluded.last_seen) END, \
-           starts_at = excluded.starts_at, \
-           status = excluded.status",
-    );
+    q.push(ALERT_CONFLICT);
 }
 
 /// Bumps a group's version (a new group starts pending at 1 with 0 delivered).
-const BUMP_GROUP: &str =
+pub(crate) const BUMP_GROUP: &str =
     " ON CONFLICT (group_key) DO UPDATE SET version = alert_groups.version + 1";
-
-/// The upsert of `alerts` as one statement; where the backend allows (Postgres), the same
-/// statement also marks every group it touched as changed, in group order (so concurrent
-/// deliveries lock group rows in one order).
-fn upsert_alerts<DB: Backend>(
-    alerts: &[&IncomingAlert],
-    now: DateTime<Utc>,
-) -> sqlx::QueryBuilder<DB> {
-    if !DB::WRITABLE_CTE {
-        let mut q = sqlx::QueryBuilder::new("");
-        push_upsert(&mut q, alerts, now);
-        return q;
-    }
-    let mut q = sqlx::QueryBuilder::new("WITH stored AS (");
-    push_upsert(&mut q, alerts, now);
-    q.push(
-        " RETURNING group_key) INSERT INTO alert_groups (group_key, version, delivered) \
-         SELECT DISTINCT group_key, 1, 0 FROM stored ORDER BY group_key",
-    );
-    q.push(BUMP_GROUP);
-    q
-}
 
 /// Marks `groups` as changed, in one statement.
 fn mark_groups<DB: Backend>(groups: &std::collections::BTreeSet<&str>) -> sqlx::QueryBuilder<DB> {
@@ -242,30 +223,25 @@ pub(crate) async fn record_delivery<DB: Backend>(
     changed_one(DB::on_conn(conn), q).await
 }
 
-/// Stores `alerts` (distinct fingerprints) on `conn` and marks their groups as changed:
-/// one statement per chunk (each statement is a round trip to the driver), which on Postgres
-/// marks the groups too; a single such chunk is atomic on its own. Otherwise (several chunks,
-/// or SQLite's separate marking statement) they share a transaction.
+/// Stores `alerts` (distinct fingerprints) on `conn` and marks their groups as changed, in
+/// one transaction: a multi-row upsert per chunk (each statement is a round trip to the
+/// driver), then one statement marking the groups. Postgres stores them its own way, in one
+/// statement (`store/postgres.rs`).
 pub(crate) async fn upsert_on<DB: Backend>(
     conn: &mut DB::Connection,
     alerts: &[&IncomingAlert],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    if DB::WRITABLE_CTE && alerts.len() <= UPSERT_CHUNK {
-        return execute(DB::on_conn(conn), upsert_alerts(alerts, now).build())
-            .await
-            .map(drop);
-    }
     let mut tx = sqlx::Connection::begin(conn)
         .await
         .map_err(super::backend)?;
     for chunk in alerts.chunks(UPSERT_CHUNK) {
-        execute(DB::on_conn(&mut tx), upsert_alerts(chunk, now).build()).await?;
+        let mut q = sqlx::QueryBuilder::new("");
+        push_upsert(&mut q, chunk, now);
+        execute(DB::on_conn(&mut tx), q.build()).await?;
     }
-    if !DB::WRITABLE_CTE {
-        let groups = alerts.iter().map(|a| a.group_key.as_str()).collect();
-        execute(DB::on_conn(&mut tx), mark_groups(&groups).build()).await?;
-    }
+    let groups = alerts.iter().map(|a| a.group_key.as_str()).collect();
+    execute(DB::on_conn(&mut tx), mark_groups(&groups).build()).await?;
     tx.commit().await.map_err(super::backend)
 }
 

@@ -2,6 +2,7 @@
 //! scoped advisory lock so replicas extend one hash chain without forking it.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,14 +12,15 @@ use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use tracing::{debug, warn};
 
-use super::alerts::{record_delivery, upsert_on};
+use super::alerts::{ALERT_CONFLICT, BUMP_GROUP, INSERT_ALERTS, json_map, record_delivery};
 use super::audit::append_to_chain;
 use super::batch::BatchWrite;
 use super::{PostgresStore, backend};
 use crate::domain::{AuditEntry, AuditRecord, IncomingAlert, Platform};
-use crate::ports::{OutboxSignal, StoreError};
+use crate::ports::{OutboxId, OutboxSignal, StoreError};
 
-/// The channel the outbox's trigger notifies on each insert (migration 0021), one per schema.
+/// The channel the outbox's trigger notifies on each insert (migrations 0021, 0026), one per
+/// schema.
 const OUTBOX_CHANNEL: &str = "SELECT 'opsbot_outbox_' || left(md5(current_schema()), 16)";
 
 /// How long the first connection may take before the server counts as unreachable.
@@ -142,8 +144,7 @@ impl BatchWrite for Writer {
         alerts: &[&IncomingAlert],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        upsert_on::<Postgres>(&mut conn, alerts, now).await
+        upsert_alerts(&self.pool, alerts, now).await
     }
 
     fn merges_deliveries(&self) -> bool {
@@ -159,6 +160,59 @@ impl BatchWrite for Writer {
         let mut conn = self.pool.acquire().await.map_err(backend)?;
         record_delivery::<Postgres>(&mut conn, platform, event_id, at).await
     }
+}
+
+/// Stores alerts and marks their groups as changed, in group order (so concurrent deliveries
+/// lock group rows in one order), as one statement whatever their number: each column
+/// travels as one array, so the text never changes and each connection parses it once (sqlx
+/// keeps it prepared) instead of a multi-row VALUES list whose text, ~1,200 parameters and
+/// plan change with the row count; and one statement is atomic without a transaction.
+static UPSERT_ALERTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH stored AS ({INSERT_ALERTS}SELECT f, s, g, st, l, a, sa, ea, u, $10::int8, \
+         $10::int8, CASE WHEN st = 'resolved' THEN $10::int8 END \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+         $7::int8[], $8::int8[], $9::text[]) AS t(f, s, g, st, l, a, sa, ea, u)\
+         {ALERT_CONFLICT} RETURNING group_key) \
+         INSERT INTO alert_groups (group_key, version, delivered) \
+         SELECT DISTINCT group_key, 1, 0 FROM stored ORDER BY group_key{BUMP_GROUP}"
+    )
+});
+
+/// Stores `alerts` (distinct fingerprints, in fingerprint order) with [`UPSERT_ALERTS`].
+async fn upsert_alerts(
+    pool: &PgPool,
+    alerts: &[&IncomingAlert],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let text = |f: fn(&IncomingAlert) -> &str| alerts.iter().map(|a| f(a)).collect::<Vec<_>>();
+    let json = |f: fn(&IncomingAlert) -> &std::collections::BTreeMap<String, String>| {
+        alerts.iter().map(|a| json_map(f(a))).collect::<Vec<_>>()
+    };
+    let starts: Vec<i64> = alerts
+        .iter()
+        .map(|a| a.starts_at.timestamp_micros())
+        .collect();
+    let ends: Vec<Option<i64>> = alerts
+        .iter()
+        .map(|a| a.ends_at.map(|t| t.timestamp_micros()))
+        .collect();
+    let urls: Vec<Option<&str>> = alerts.iter().map(|a| a.generator_url.as_deref()).collect();
+    sqlx::query(UPSERT_ALERTS.as_str())
+        .bind(text(|a| &a.fingerprint))
+        .bind(text(|a| a.source.as_str()))
+        .bind(text(|a| &a.group_key))
+        .bind(text(|a| a.status.as_str()))
+        .bind(json(|a| &a.labels))
+        .bind(json(|a| &a.annotations))
+        .bind(starts)
+        .bind(ends)
+        .bind(urls)
+        .bind(now.timestamp_micros())
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(backend)
 }
 
 /// Wakes `signal` on every notification of the outbox's channel ([`OUTBOX_CHANNEL`]), and after each reconnection
@@ -203,8 +257,28 @@ async fn forward_until_error(
     *failing = false;
     signal.wake();
     loop {
-        // `None`: the connection was lost and made again (eager reconnect).
-        listener.try_recv().await?;
-        signal.wake();
+        match listener.try_recv().await? {
+            Some(notice) => wake_for_payload(signal, notice.payload()),
+            // The connection was lost and made again (eager reconnect): rows queued
+            // meanwhile went unheard.
+            None => signal.wake(),
+        }
+    }
+}
+
+/// Wakes `signal` for the rows a notice names (migration 0026: their ids, comma-separated),
+/// or for anything when it names none or cannot be read.
+fn wake_for_payload(signal: &OutboxSignal, payload: &str) {
+    let ids: Option<Vec<OutboxId>> = (!payload.is_empty())
+        .then(|| {
+            payload
+                .split(',')
+                .map(|id| id.parse().ok().map(OutboxId))
+                .collect()
+        })
+        .flatten();
+    match ids {
+        Some(ids) => signal.wake_for(ids),
+        None => signal.wake(),
     }
 }

@@ -113,10 +113,6 @@ pub(crate) trait Backend:
     /// An alert row's `severity` label as text, or NULL (labels are a JSON object in TEXT;
     /// the one expression the backends spell differently).
     const SEVERITY: &'static str;
-    /// Whether a `WITH` may hold an `INSERT ... RETURNING` whose rows a second `INSERT`
-    /// reads: Postgres's data-modifying CTEs, which let one statement (one round trip) store
-    /// alerts and mark their groups; SQLite, in-process, takes a second statement instead.
-    const WRITABLE_CTE: bool;
     /// What ends a `SELECT` that picks rows to claim: Postgres locks them and passes over
     /// rows another claimer holds (`FOR UPDATE SKIP LOCKED`), so racing claimers each get
     /// other rows, without waiting for or losing any to the race; SQLite runs one writer
@@ -128,7 +124,6 @@ pub(crate) trait Backend:
 
 impl Backend for sqlx::Sqlite {
     const SEVERITY: &'static str = "json_extract(labels, '$.severity')";
-    const WRITABLE_CTE: bool = false;
     const SKIP_LOCKED: &'static str = "";
     fn watch_queued(_: &Pool<Self>, _: OutboxSignal) -> Option<BoxFuture<'static, ()>> {
         None
@@ -136,7 +131,6 @@ impl Backend for sqlx::Sqlite {
 }
 impl Backend for sqlx::Postgres {
     const SEVERITY: &'static str = "(labels::json ->> 'severity')";
-    const WRITABLE_CTE: bool = true;
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     fn watch_queued(pool: &Pool<Self>, signal: OutboxSignal) -> Option<BoxFuture<'static, ()>> {
         Some(Box::pin(super::postgres::forward_queued(pool, signal)))
