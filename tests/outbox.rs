@@ -475,13 +475,15 @@ impl OutboxStore for InMemory {
     }
 }
 
-/// Lets every task run until all wait (paused time: far less than a poll interval).
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(10)).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn the_notice_of_a_row_claimed_here_already_claims_nothing() {
+/// A deliverer running over an in-memory outbox that counts its claims, and a chat that
+/// takes every message.
+async fn running_deliverer() -> (
+    Arc<InMemory>,
+    Arc<Scripted>,
+    OutboxSignal,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
     let store = Arc::new(InMemory::default());
     let chat = Scripted::new([]);
     let signal = OutboxSignal::default();
@@ -492,6 +494,17 @@ async fn the_notice_of_a_row_claimed_here_already_claims_nothing() {
     let leading = CancellationToken::new();
     let run = tokio::spawn(d.run(liveness, leading.clone()));
     settle().await;
+    (store, chat, signal, leading, run)
+}
+
+/// Lets every task run until all wait (paused time: far less than a poll interval).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_notice_of_a_row_claimed_here_already_claims_nothing() {
+    let (store, chat, signal, leading, run) = running_deliverer().await;
     let queue = async |text: &str| {
         let to = OutboundTarget {
             platform: Platform::Slack,
@@ -514,6 +527,49 @@ async fn the_notice_of_a_row_claimed_here_already_claims_nothing() {
     settle().await;
     assert_eq!(store.claims(), [vec![], vec![here], vec![there]]);
     assert_eq!(chat.posted(), ["queued here", "queued there"]);
+    leading.cancel();
+    run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_the_store_notifies_a_row_queued_here_is_claimed_once_on_its_notice() {
+    let (store, chat, signal, leading, run) = running_deliverer().await;
+    let to = OutboundTarget {
+        platform: Platform::Slack,
+        channel_id: "C1".into(),
+        thread: None,
+    };
+    // The watcher listens (Postgres): the producer's own wake adds nothing...
+    signal.store_notifies(true);
+    let here = (store.enqueue(
+        &Queued::post(to.clone(), OutboundMessage::text("here")),
+        Utc::now(),
+    ))
+    .await
+    .unwrap();
+    signal.wake();
+    settle().await;
+    assert_eq!(store.claims(), [vec![]], "only the start's claim so far");
+    // ...the notice that follows the commit claims the row, once.
+    signal.wake_for([here]);
+    settle().await;
+    assert_eq!(store.claims(), [vec![], vec![here]]);
+    // A watcher that reconnected may have missed notices: it wakes the deliverer in any case.
+    signal.wake_unnamed();
+    settle().await;
+    assert_eq!(store.claims().len(), 3);
+    // Not listening any more: a producer's wake is all there is, and it wakes.
+    signal.store_notifies(false);
+    let later = (store.enqueue(
+        &Queued::post(to, OutboundMessage::text("later")),
+        Utc::now(),
+    ))
+    .await
+    .unwrap();
+    signal.wake();
+    settle().await;
+    assert_eq!(store.claims().last(), Some(&vec![later]));
+    assert_eq!(chat.posted(), ["here", "later"]);
     leading.cancel();
     run.await.unwrap();
 }

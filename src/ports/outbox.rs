@@ -62,6 +62,9 @@ pub struct OutboxSignal(std::sync::Arc<SignalState>);
 struct SignalState {
     notify: tokio::sync::Notify,
     heard: std::sync::Mutex<Heard>,
+    /// The store's watcher is listening: every committed row will be named by the
+    /// database's own notice, so a producer's wake here would only add an empty claim.
+    store_notifies: std::sync::atomic::AtomicBool,
 }
 
 /// What woke the deliverer since it last looked ([`OutboxSignal::take_heard`]).
@@ -77,9 +80,30 @@ pub struct Heard {
 const MAX_HEARD: usize = 4096;
 
 impl OutboxSignal {
+    /// A producer here queued something (committed). Nothing to do while the store's
+    /// watcher listens ([`OutboxSignal::store_notifies`]): its notice of the same rows
+    /// follows the commit and names them.
     pub fn wake(&self) {
+        if !self
+            .0
+            .store_notifies
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            self.wake_unnamed();
+        }
+    }
+
+    /// Wakes the deliverer to look in any case (a watcher that reconnected, and so may have
+    /// missed notices).
+    pub fn wake_unnamed(&self) {
         self.heard().unnamed = true;
         self.0.notify.notify_one();
+    }
+
+    /// Whether the store's watcher is listening for every queued row (set by the watcher as
+    /// it starts and stops listening).
+    pub fn store_notifies(&self, listening: bool) {
+        (self.0.store_notifies).store(listening, std::sync::atomic::Ordering::Release);
     }
 
     /// Wakes the deliverer for rows `ids`, queued (and committed) by any process.

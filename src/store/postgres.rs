@@ -231,7 +231,10 @@ pub(super) fn forward_queued(
     async move {
         let mut failing = false;
         loop {
-            if let Err(e) = forward_until_error(&own, &signal, &mut failing).await {
+            let ended = forward_until_error(&own, &signal, &mut failing).await;
+            // Not listening: producers' own wakes are all the deliverer hears until it is.
+            signal.store_notifies(false);
+            if let Err(e) = ended {
                 // Once per outage: the poll still delivers, only later.
                 if !failing {
                     warn!(error = %e, "cannot listen for outbox messages queued by other replicas; they go out at the next poll; retrying");
@@ -255,13 +258,14 @@ async fn forward_until_error(
         .await?;
     listener.listen(&channel).await?;
     *failing = false;
-    signal.wake();
+    signal.store_notifies(true);
+    signal.wake_unnamed();
     loop {
         match listener.try_recv().await? {
             Some(notice) => wake_for_payload(signal, notice.payload()),
             // The connection was lost and made again (eager reconnect): rows queued
             // meanwhile went unheard.
-            None => signal.wake(),
+            None => signal.wake_unnamed(),
         }
     }
 }
@@ -279,6 +283,6 @@ fn wake_for_payload(signal: &OutboxSignal, payload: &str) {
         .flatten();
     match ids {
         Some(ids) => signal.wake_for(ids),
-        None => signal.wake(),
+        None => signal.wake_unnamed(),
     }
 }
