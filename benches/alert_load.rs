@@ -164,6 +164,28 @@ impl Drop for Running {
     }
 }
 
+/// The schemas this run made, dropped at its end ([`drop_schemas`]): each phase's 100,000
+/// alerts would otherwise stay in the shared database.
+static SCHEMAS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+async fn drop_schemas(base: &str) {
+    use sqlx::Connection as _;
+    let Ok(mut conn) = sqlx::PgConnection::connect(base).await else {
+        println!("alert_load: could not connect to drop the bench's schemas");
+        return;
+    };
+    let schemas = std::mem::take(&mut *SCHEMAS.lock().unwrap());
+    for schema in schemas {
+        let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&mut conn)
+            .await
+        {
+            println!("alert_load: could not drop schema {schema}: {e}");
+        }
+    }
+}
+
 /// A new, empty schema on the Postgres at `base` (each run starts from nothing, as with a
 /// fresh SQLite file); the URL that pins a store's connections to it.
 async fn fresh_postgres_schema(base: &str) -> String {
@@ -176,6 +198,7 @@ async fn fresh_postgres_schema(base: &str) -> String {
         .execute(&mut conn)
         .await
         .expect("create bench schema");
+    SCHEMAS.lock().unwrap().push(schema.clone());
     let sep = if base.contains('?') { '&' } else { '?' };
     format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }
@@ -1068,6 +1091,9 @@ fn main() {
         }
         if diag {
             diagnostics(total.min(50_000)).await;
+        }
+        if let Ok(base) = std::env::var("OPSBOT_ALERT_POSTGRES_URL") {
+            drop_schemas(&base).await;
         }
         println!(
             "summary: throughput target >= {TARGET_ALERTS_PER_SEC:.0} alerts/s: {}",

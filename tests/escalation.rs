@@ -287,6 +287,9 @@ async fn a_critical_alert_pings_the_primary_then_the_secondary_then_pages_until_
 
     clock.advance(Duration::from_secs(10 * 60));
     app.router.sweep().await.unwrap();
+    // The third step's message goes out through the outbox, paced behind the second one on
+    // the channel: wait for it, or the count after the ack below races its delivery.
+    slack_support::wait_for(&seen, "the third step", |l| posts(l).len() == 3).await;
     let fp = fingerprint(&app).await;
     assert_eq!(
         pager.pages(),
