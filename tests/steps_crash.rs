@@ -100,6 +100,17 @@ async fn a_run_killed_at_step_2_is_announced_interrupted_there_and_retried_from_
         started(&folder) == ["1", "2"]
     })
     .await;
+    // The answer is bound as the run's progress message once its post returns, which can be
+    // after step 2 starts: wait for the binding, or the kill could come before it.
+    let db = support::sqlite_in(&folder).await;
+    support::eventually("the progress message bound", support::WAIT, async || {
+        let bound: Option<String> = sqlx::query_scalar("SELECT message_id FROM runs WHERE id = 1")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        bound.is_some()
+    })
+    .await;
     // kill -9 in the middle of step 2 (its claim is stored: the step runs only once claimed).
     first.kill();
 
@@ -119,7 +130,19 @@ async fn a_run_killed_at_step_2_is_announced_interrupted_there_and_retried_from_
         notice.contains("interrupted at step 2 (hold)") && notice.contains("/retry 1"),
         "{notice}"
     );
-    let db = support::sqlite_in(&folder).await;
+    // Its progress message no longer shows step 2 as under way: ⚠️ where it stopped, and
+    // the steps after it as never run.
+    let shows_stop = |t: &str| {
+        t.contains("✅ prepare")
+            && t.contains("⚠️ hold")
+            && t.contains("⏭️ apply")
+            && t.contains("⏭️ verify")
+    };
+    wait_for(&seen, "the progress message showing the stop", |l| {
+        l.iter()
+            .any(|(m, v)| m == "chat.update" && v["text"].as_str().is_some_and(shows_stop))
+    })
+    .await;
     assert_eq!(stored(&db, 1).await, ("interrupted".into(), 2));
     assert_eq!(started(&folder), ["1", "2"], "nothing ran again on restart");
 

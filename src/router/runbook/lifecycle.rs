@@ -2,7 +2,9 @@
 //! request's buttons, binding to the chat message, and the sweep's part (expiry, interrupted
 //! runs).
 
+use super::progress::Progress;
 use super::*;
+use crate::domain::StepRecord;
 
 impl RunbookService {
     /// Moves pending request `run` to `to` (conditional: false, and nothing queued, when
@@ -72,6 +74,9 @@ impl RunbookService {
         let queued = |run: &Run, was: RunState| vec![notice(run, was).queued()];
         for (run, was) in self.store.interrupt_stale(now, &queued).await? {
             self.audit_interruption(&run, was, now).await;
+            if was == RunState::Running {
+                self.show_interruption(&run, now).await;
+            }
             notices.push(notice(&run, was));
         }
         // An expired request's buttons are retired with its expiry, when its message is
@@ -330,6 +335,42 @@ impl RunbookService {
             self.store.append_audit(entry).await?;
         }
         Ok(cancelled)
+    }
+
+    /// A run of steps' progress message, edited to show the step it stopped in (⚠️) and the
+    /// steps that never ran, instead of ⏳ forever. Best effort: the notice that tells the
+    /// channel was queued with the interruption itself.
+    async fn show_interruption(&self, run: &Run, now: DateTime<Utc>) {
+        let Some(Procedure::Steps(w)) = self.catalog.get(&run.new.command).map(|s| &s.procedure)
+        else {
+            return;
+        };
+        let records = match self.store.run_steps(run.id).await {
+            Ok(records) => records,
+            Err(e) => {
+                warn!(run = %run.id, error = %e, "could not read an interrupted run's steps");
+                return;
+            }
+        };
+        let names = (w.steps.iter().map(|s| (s.name.as_str(), false)))
+            .chain(w.on_failure.iter().map(|s| (s.name.as_str(), true)));
+        // A command file changed since the run started would mark the wrong lines.
+        let lines: Vec<(&str, bool)> = names.collect();
+        let matches = |r: &StepRecord| lines.get(r.idx as usize).is_some_and(|l| l.0 == r.name);
+        if !records.iter().all(matches) {
+            return;
+        }
+        let mut progress = Progress::named(run, lines.into_iter(), &records);
+        progress.interrupted();
+        let Some(edit) = progress.edit(run, run.message_id.as_deref()) else {
+            return;
+        };
+        match self.store.enqueue(&edit, now).await {
+            Ok(_) => self.outbox.wake(),
+            Err(e) => {
+                warn!(run = %run.id, error = %e, "could not queue an interrupted run's progress edit")
+            }
+        }
     }
 
     /// The interruption goes in the audit log like the start it cuts short. Best effort: the

@@ -17,6 +17,8 @@ pub(super) enum Mark {
     Failed(Duration),
     RolledBack(Duration),
     NotRun,
+    /// The step opsbot was running when it stopped (the run is `interrupted`).
+    Interrupted,
 }
 
 struct Line {
@@ -40,14 +42,24 @@ impl Progress {
         (steps, on_failure): (&[RenderedStep], &[RenderedStep]),
         records: &[StepRecord],
     ) -> Self {
-        let line = |s: &RenderedStep, rollback| Line {
-            name: s.name.clone(),
-            rollback,
-            mark: Mark::Waiting,
-            note: String::new(),
-        };
-        let lines = (steps.iter().map(|s| line(s, false)))
-            .chain(on_failure.iter().map(|s| line(s, true)))
+        let names = (steps.iter().map(|s| (s.name.as_str(), false)))
+            .chain(on_failure.iter().map(|s| (s.name.as_str(), true)));
+        Self::named(run, names, records)
+    }
+
+    /// The same from the steps' names (and whether each is a rollback step), in order.
+    pub(super) fn named<'n>(
+        run: &Run,
+        names: impl Iterator<Item = (&'n str, bool)>,
+        records: &[StepRecord],
+    ) -> Self {
+        let lines = names
+            .map(|(name, rollback)| Line {
+                name: name.to_owned(),
+                rollback,
+                mark: Mark::Waiting,
+                note: String::new(),
+            })
             .collect();
         let mut progress = Progress {
             header: format!(
@@ -106,6 +118,18 @@ impl Progress {
         }
     }
 
+    /// The run stopped with opsbot: the step it was in (`Paused` by its record, which has no
+    /// result) is marked interrupted and nothing after it ran.
+    pub(super) fn interrupted(&mut self) {
+        for l in &mut self.lines {
+            if matches!(l.mark, Mark::Paused | Mark::Current) {
+                l.mark = Mark::Interrupted;
+            }
+        }
+        self.skip_rest(false);
+        self.skip_rest(true);
+    }
+
     /// Whether a rollback step ran.
     pub(super) fn rolled_back(&self) -> bool {
         (self.lines.iter()).any(|l| l.rollback && !matches!(l.mark, Mark::Waiting | Mark::NotRun))
@@ -137,6 +161,7 @@ impl Progress {
                 Mark::NotRun => ("⏭️", None),
                 Mark::Current => ("⏳", None),
                 Mark::Paused => ("⏸", None),
+                Mark::Interrupted => ("⚠️", None),
                 Mark::Done(d) => ("✅", Some(d)),
                 Mark::Failed(d) => ("❌", Some(d)),
                 Mark::RolledBack(d) => ("↩", Some(d)),
