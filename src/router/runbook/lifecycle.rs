@@ -137,10 +137,7 @@ impl RunbookService {
     /// them; `None` for a single action.
     fn step_at(&self, run: &Run) -> Option<StepAt> {
         let name = run.current_step.clone()?;
-        let workflow = match self.catalog.get(&run.new.command).map(|s| &s.procedure) {
-            Some(Procedure::Steps(w)) => Some(w),
-            _ => None,
-        };
+        let workflow = self.workflow_of(run);
         let number = workflow.and_then(|w| w.steps.iter().position(|s| s.name == name));
         let rollback = workflow.is_some_and(|w| w.on_failure.iter().any(|s| s.name == name));
         Some(StepAt {
@@ -219,10 +216,7 @@ impl RunbookService {
     ) -> Result<Done, Refusal> {
         let ev = ctx.0;
         let run = (self.store.run(id).await).or_no_such("loading run", "request", id)?;
-        let steps = matches!(
-            self.catalog.get(&run.new.command).map(|s| &s.procedure),
-            Some(Procedure::Steps(_))
-        );
+        let steps = self.workflow_of(&run).is_some();
         // Only a run of steps waits at a gate; either kind may be running.
         if !matches!(run.state, RunState::Running | RunState::Waiting) {
             return self.end(ctx, requester, id, Ending::Cancelled).await;
@@ -341,8 +335,7 @@ impl RunbookService {
     /// steps that never ran, instead of ⏳ forever. Best effort: the notice that tells the
     /// channel was queued with the interruption itself.
     async fn show_interruption(&self, run: &Run, now: DateTime<Utc>) {
-        let Some(Procedure::Steps(w)) = self.catalog.get(&run.new.command).map(|s| &s.procedure)
-        else {
+        let Some(w) = self.workflow_of(run) else {
             return;
         };
         let records = match self.store.run_steps(run.id).await {
@@ -352,15 +345,15 @@ impl RunbookService {
                 return;
             }
         };
-        let names = (w.steps.iter().map(|s| (s.name.as_str(), false)))
-            .chain(w.on_failure.iter().map(|s| (s.name.as_str(), true)));
+        let steps: Vec<&str> = w.steps.iter().map(|s| s.name.as_str()).collect();
+        let on_failure: Vec<&str> = w.on_failure.iter().map(|s| s.name.as_str()).collect();
         // A command file changed since the run started would mark the wrong lines.
-        let lines: Vec<(&str, bool)> = names.collect();
-        let matches = |r: &StepRecord| lines.get(r.idx as usize).is_some_and(|l| l.0 == r.name);
+        let all = || steps.iter().chain(&on_failure);
+        let matches = |r: &StepRecord| all().nth(r.idx as usize).is_some_and(|n| *n == r.name);
         if !records.iter().all(matches) {
             return;
         }
-        let mut progress = Progress::named(run, lines.into_iter(), &records);
+        let mut progress = Progress::named(run, (&steps, &on_failure), &records);
         progress.interrupted();
         let Some(edit) = progress.edit(run, run.message_id.as_deref()) else {
             return;

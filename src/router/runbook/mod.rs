@@ -229,6 +229,15 @@ pub struct RunbookService {
 }
 
 impl RunbookService {
+    /// The steps of run `run`'s command as the catalogue has them now; `None` for a single
+    /// action, or a command no longer there.
+    fn workflow_of(&self, run: &Run) -> Option<&crate::catalog::Workflow> {
+        match self.catalog.get(&run.new.command).map(|s| &s.procedure) {
+            Some(Procedure::Steps(w)) => Some(w),
+            _ => None,
+        }
+    }
+
     fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }

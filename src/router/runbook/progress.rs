@@ -42,24 +42,25 @@ impl Progress {
         (steps, on_failure): (&[RenderedStep], &[RenderedStep]),
         records: &[StepRecord],
     ) -> Self {
-        let names = (steps.iter().map(|s| (s.name.as_str(), false)))
-            .chain(on_failure.iter().map(|s| (s.name.as_str(), true)));
-        Self::named(run, names, records)
+        let steps: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+        let on_failure: Vec<&str> = on_failure.iter().map(|s| s.name.as_str()).collect();
+        Self::named(run, (&steps, &on_failure), records)
     }
 
-    /// The same from the steps' names (and whether each is a rollback step), in order.
-    pub(super) fn named<'n>(
+    /// The same from the steps' names: the main ones, then the `on_failure` ones.
+    pub(super) fn named(
         run: &Run,
-        names: impl Iterator<Item = (&'n str, bool)>,
+        (steps, on_failure): (&[&str], &[&str]),
         records: &[StepRecord],
     ) -> Self {
-        let lines = names
-            .map(|(name, rollback)| Line {
-                name: name.to_owned(),
-                rollback,
-                mark: Mark::Waiting,
-                note: String::new(),
-            })
+        let line = |name: &&str, rollback| Line {
+            name: (*name).to_owned(),
+            rollback,
+            mark: Mark::Waiting,
+            note: String::new(),
+        };
+        let lines = (steps.iter().map(|n| line(n, false)))
+            .chain(on_failure.iter().map(|n| line(n, true)))
             .collect();
         let mut progress = Progress {
             header: format!(

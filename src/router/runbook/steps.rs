@@ -282,8 +282,7 @@ impl RunbookService {
 
     /// The values the steps recorded in `records` published, by name.
     pub(super) fn published_in(&self, run: &Run, records: &[StepRecord]) -> Vec<(String, String)> {
-        let Some(Procedure::Steps(w)) = self.catalog.get(&run.new.command).map(|s| &s.procedure)
-        else {
+        let Some(w) = self.workflow_of(run) else {
             return Vec::new();
         };
         (records.iter())
