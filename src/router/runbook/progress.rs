@@ -1,6 +1,6 @@
 //! A run of steps as its progress message and result show it: one line per step with its
 //! mark (▫️ waiting, ⏳ current, ⏸ waiting for approval, ✅ done, ❌ failed, ↩ rolled back,
-//! ⏭️ not run) and, in the result, what each said.
+//! ⏭️ not run, ⚠️ where an interrupted run stopped) and, in the result, what each said.
 
 use super::*;
 use crate::actions::render::RenderedStep;
